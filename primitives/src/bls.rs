@@ -1,0 +1,397 @@
+//! BLS12-381 keys and aggregate certificates (blst, public keys in G1, signatures in G2).
+//!
+//! A sequencer's or group member's vote is a BLS signature; a quorum of votes on one message
+//! aggregates into one signature plus a signer bitmap ([`Certificate`]). Keys are checked with a
+//! proof of possession when they are registered, which is what makes verifying an aggregate
+//! against the sum of public keys safe from rogue-key attacks.
+
+use std::fmt;
+
+use blst::{
+    BLST_ERROR,
+    min_pk::{AggregateSignature, PublicKey, SecretKey, Signature},
+};
+
+use crate::{
+    codec::{Decode, DecodeError, Decoder, Encode, put_bytes},
+    constants::VALIDATORS_MAX,
+};
+
+const SIGNATURE_DST: &[u8] = b"TICKRATE_BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
+const POSSESSION_DST: &[u8] = b"TICKRATE_BLS_POP_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
+
+/// Why a BLS key, signature or certificate was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BlsError {
+    /// Bytes that are not a valid point or scalar.
+    #[error("malformed BLS {what}")]
+    Malformed {
+        /// Key, signature or secret.
+        what: &'static str,
+    },
+    /// The signature does not verify.
+    #[error("BLS signature does not verify")]
+    BadSignature,
+    /// The certificate names fewer signers than the quorum.
+    #[error("certificate has {signers} signers, needs {quorum}")]
+    TooFewSigners {
+        /// Signers named by the bitmap.
+        signers: usize,
+        /// Signers required.
+        quorum: usize,
+    },
+    /// The bitmap names a signer beyond the validator set.
+    #[error("certificate names signer {index} of a set of {validators}")]
+    UnknownSigner {
+        /// Index of the signer.
+        index: usize,
+        /// Size of the set.
+        validators: usize,
+    },
+    /// Nothing to aggregate.
+    #[error("no signatures to aggregate")]
+    Empty,
+}
+
+/// A BLS secret key.
+#[derive(Clone)]
+pub struct BlsSecretKey(SecretKey);
+
+impl fmt::Debug for BlsSecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BlsSecretKey({:?})", self.public_key())
+    }
+}
+
+impl BlsSecretKey {
+    /// Derives a key from at least 32 bytes of keying material (IETF KeyGen).
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        BlsSecretKey(SecretKey::key_gen(seed, b"tickrate").expect("32 bytes of keying material"))
+    }
+
+    /// The matching public key.
+    pub fn public_key(&self) -> BlsPublicKey {
+        BlsPublicKey(self.0.sk_to_pk())
+    }
+
+    /// Signs `message`.
+    pub fn sign(&self, message: &[u8]) -> BlsSignature {
+        BlsSignature(self.0.sign(message, SIGNATURE_DST, &[]))
+    }
+
+    /// A proof that this key's owner holds the secret, checked at registration.
+    pub fn proof_of_possession(&self) -> BlsSignature {
+        BlsSignature(
+            self.0
+                .sign(&self.public_key().to_bytes(), POSSESSION_DST, &[]),
+        )
+    }
+}
+
+/// A BLS public key (compressed G1 point, 48 bytes).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct BlsPublicKey(PublicKey);
+
+impl fmt::Debug for BlsPublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "BlsPublicKey(0x{}..)",
+            alloy_primitives::hex::encode(&self.to_bytes()[..6])
+        )
+    }
+}
+
+impl BlsPublicKey {
+    /// The compressed encoding.
+    pub fn to_bytes(&self) -> [u8; 48] {
+        self.0.compress()
+    }
+
+    /// Parses and validates (on the curve, in the subgroup, not infinity) a compressed key.
+    pub fn from_bytes(bytes: &[u8; 48]) -> Result<Self, BlsError> {
+        let key =
+            PublicKey::key_validate(bytes).map_err(|_| BlsError::Malformed { what: "key" })?;
+        Ok(BlsPublicKey(key))
+    }
+
+    /// Checks a signature by this key over `message`.
+    pub fn verify(&self, message: &[u8], signature: &BlsSignature) -> Result<(), BlsError> {
+        match signature
+            .0
+            .verify(true, message, SIGNATURE_DST, &[], &self.0, false)
+        {
+            BLST_ERROR::BLST_SUCCESS => Ok(()),
+            _ => Err(BlsError::BadSignature),
+        }
+    }
+
+    /// Checks a proof of possession made by [`BlsSecretKey::proof_of_possession`].
+    pub fn verify_possession(&self, proof: &BlsSignature) -> Result<(), BlsError> {
+        match proof
+            .0
+            .verify(true, &self.to_bytes(), POSSESSION_DST, &[], &self.0, false)
+        {
+            BLST_ERROR::BLST_SUCCESS => Ok(()),
+            _ => Err(BlsError::BadSignature),
+        }
+    }
+}
+
+impl Encode for BlsPublicKey {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_bytes());
+    }
+}
+
+impl Decode for BlsPublicKey {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        BlsPublicKey::from_bytes(&decoder.array::<48>()?).map_err(|_| DecodeError::Invalid {
+            what: "BLS public key",
+            why: "not a G1 point",
+        })
+    }
+}
+
+/// A BLS signature (compressed G2 point, 96 bytes).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct BlsSignature(Signature);
+
+impl fmt::Debug for BlsSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "BlsSignature(0x{}..)",
+            alloy_primitives::hex::encode(&self.to_bytes()[..6])
+        )
+    }
+}
+
+impl BlsSignature {
+    /// The compressed encoding.
+    pub fn to_bytes(&self) -> [u8; 96] {
+        self.0.compress()
+    }
+
+    /// Parses a compressed signature (group membership is checked when verifying).
+    pub fn from_bytes(bytes: &[u8; 96]) -> Result<Self, BlsError> {
+        Signature::from_bytes(bytes)
+            .map(BlsSignature)
+            .map_err(|_| BlsError::Malformed { what: "signature" })
+    }
+
+    /// Aggregates signatures over one message into one.
+    pub fn aggregate(signatures: &[&BlsSignature]) -> Result<BlsSignature, BlsError> {
+        if signatures.is_empty() {
+            return Err(BlsError::Empty);
+        }
+        let raw: Vec<&Signature> = signatures.iter().map(|signature| &signature.0).collect();
+        AggregateSignature::aggregate(&raw, true)
+            .map(|aggregate| BlsSignature(aggregate.to_signature()))
+            .map_err(|_| BlsError::Malformed { what: "signature" })
+    }
+}
+
+impl Encode for BlsSignature {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_bytes());
+    }
+}
+
+impl Decode for BlsSignature {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        BlsSignature::from_bytes(&decoder.array::<96>()?).map_err(|_| DecodeError::Invalid {
+            what: "BLS signature",
+            why: "not a G2 point",
+        })
+    }
+}
+
+/// Which validators of an ordered set signed: bit `i` is validator `i`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct SignerBitmap {
+    bits: Vec<u8>,
+}
+
+impl SignerBitmap {
+    /// An empty bitmap.
+    pub fn new() -> Self {
+        SignerBitmap::default()
+    }
+
+    /// Marks validator `index` as a signer.
+    pub fn insert(&mut self, index: usize) {
+        assert!(
+            index < VALIDATORS_MAX,
+            "validator index {index} beyond VALIDATORS_MAX"
+        );
+        let byte = index / 8;
+        if self.bits.len() <= byte {
+            self.bits.resize(byte + 1, 0);
+        }
+        self.bits[byte] |= 1 << (index % 8);
+    }
+
+    /// Whether validator `index` signed.
+    pub fn contains(&self, index: usize) -> bool {
+        self.bits
+            .get(index / 8)
+            .is_some_and(|byte| byte & (1 << (index % 8)) != 0)
+    }
+
+    /// Indices of the signers, ascending.
+    pub fn signers(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.bits.len() * 8).filter(|index| self.contains(*index))
+    }
+
+    /// How many validators signed.
+    pub fn count(&self) -> usize {
+        self.bits
+            .iter()
+            .map(|byte| byte.count_ones() as usize)
+            .sum()
+    }
+}
+
+impl Encode for SignerBitmap {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_bytes(out, &self.bits);
+    }
+}
+
+impl Decode for SignerBitmap {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        let bits = decoder
+            .bytes("signer bitmap", VALIDATORS_MAX.div_ceil(8))?
+            .to_vec();
+        Ok(SignerBitmap { bits })
+    }
+}
+
+/// A quorum certificate: one aggregate signature and the bitmap of who signed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Certificate {
+    /// Who signed, by index in the validator set.
+    pub signers: SignerBitmap,
+    /// The aggregate of their signatures over one message.
+    pub signature: BlsSignature,
+}
+
+impl Certificate {
+    /// Aggregates `(validator index, signature)` votes on one message.
+    pub fn aggregate(votes: &[(usize, BlsSignature)]) -> Result<Certificate, BlsError> {
+        let mut signers = SignerBitmap::new();
+        for (index, _) in votes {
+            signers.insert(*index);
+        }
+        let signatures: Vec<&BlsSignature> = votes.iter().map(|(_, signature)| signature).collect();
+        Ok(Certificate {
+            signers,
+            signature: BlsSignature::aggregate(&signatures)?,
+        })
+    }
+
+    /// Verifies that at least `quorum` of `validators` signed `message`.
+    pub fn verify(
+        &self,
+        message: &[u8],
+        validators: &[BlsPublicKey],
+        quorum: usize,
+    ) -> Result<(), BlsError> {
+        let mut keys = Vec::with_capacity(validators.len());
+        for index in self.signers.signers() {
+            let key = validators.get(index).ok_or(BlsError::UnknownSigner {
+                index,
+                validators: validators.len(),
+            })?;
+            keys.push(&key.0);
+        }
+        if keys.len() < quorum {
+            return Err(BlsError::TooFewSigners {
+                signers: keys.len(),
+                quorum,
+            });
+        }
+        match self
+            .signature
+            .0
+            .fast_aggregate_verify(true, message, SIGNATURE_DST, &keys)
+        {
+            BLST_ERROR::BLST_SUCCESS => Ok(()),
+            _ => Err(BlsError::BadSignature),
+        }
+    }
+}
+
+impl Encode for Certificate {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.signers.encode(out);
+        self.signature.encode(out);
+    }
+}
+
+impl Decode for Certificate {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(Certificate {
+            signers: SignerBitmap::decode(decoder)?,
+            signature: BlsSignature::decode(decoder)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(count: u8) -> Vec<BlsSecretKey> {
+        (0..count)
+            .map(|index| BlsSecretKey::from_seed(&[index + 1; 32]))
+            .collect()
+    }
+
+    #[test]
+    fn certificate_verifies_with_quorum_and_fails_otherwise() {
+        let secrets = keys(4);
+        let publics: Vec<BlsPublicKey> = secrets.iter().map(BlsSecretKey::public_key).collect();
+        let message = b"batch 7";
+        let votes: Vec<(usize, BlsSignature)> = [0usize, 2, 3]
+            .iter()
+            .map(|index| (*index, secrets[*index].sign(message)))
+            .collect();
+        let certificate = Certificate::aggregate(&votes).expect("votes");
+        assert_eq!(certificate.verify(message, &publics, 3), Ok(()));
+        assert_eq!(
+            certificate.verify(message, &publics, 4),
+            Err(BlsError::TooFewSigners {
+                signers: 3,
+                quorum: 4
+            })
+        );
+        assert_eq!(
+            certificate.verify(b"batch 8", &publics, 3),
+            Err(BlsError::BadSignature)
+        );
+
+        // Claiming a signer who did not sign breaks the aggregate.
+        let mut forged = certificate.clone();
+        forged.signers.insert(1);
+        assert_eq!(
+            forged.verify(message, &publics, 3),
+            Err(BlsError::BadSignature)
+        );
+
+        let decoded = Certificate::from_bytes(&certificate.to_bytes()).expect("round trip");
+        assert_eq!(decoded, certificate);
+    }
+
+    #[test]
+    fn proof_of_possession_binds_the_key() {
+        let secrets = keys(2);
+        let proof = secrets[0].proof_of_possession();
+        assert_eq!(secrets[0].public_key().verify_possession(&proof), Ok(()));
+        assert_eq!(
+            secrets[1].public_key().verify_possession(&proof),
+            Err(BlsError::BadSignature)
+        );
+    }
+}

@@ -1,0 +1,598 @@
+//! The move (transaction) and its Space Access List.
+//!
+//! A move names, before it runs, every account and storage slot it may touch (its Space Access
+//! List), and for each item it writes the value it expects afterwards. Execution outside the list,
+//! or a write that differs from its declaration, fails the move; only its nonce is consumed. The
+//! sender's nonce increment is implied and never declared.
+//!
+//! Encoding (version 1): `0x01 || chain_id || nonce || to || value || data || gas_limit ||
+//! gas_price || sponsor? || access_list`, then the 65-byte signature. The signer signs
+//! `keccak256("tickrate:move" || encoding)`; the move's hash is `keccak256` of the signed encoding.
+
+use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
+
+use crate::{
+    codec::{Decode, DecodeError, Decoder, Encode, put_bytes, put_list, put_u256},
+    constants::{SAL_ACCOUNTS_MAX, SAL_SLOTS_PER_ACCOUNT_MAX, TX_DATA_BYTES_MAX},
+    keys::{AccountKey, Signature, SignatureError},
+};
+
+/// The hash that names a move.
+pub type TxHash = B256;
+
+const TX_VERSION: u8 = 1;
+const SIGNING_DOMAIN: &[u8] = b"tickrate:move";
+
+/// What a move declares about one item it writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeclaredWrite {
+    /// The item's value after the move.
+    Exact(U256),
+}
+
+impl Encode for DeclaredWrite {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            DeclaredWrite::Exact(value) => {
+                out.push(0);
+                put_u256(out, value);
+            }
+        }
+    }
+}
+
+impl Decode for DeclaredWrite {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        match decoder.u8()? {
+            0 => Ok(DeclaredWrite::Exact(decoder.u256()?)),
+            tag => Err(DecodeError::UnknownTag {
+                what: "declared write",
+                tag,
+            }),
+        }
+    }
+}
+
+fn put_optional<T: Encode>(out: &mut Vec<u8>, value: &Option<T>) {
+    match value {
+        None => out.push(0),
+        Some(value) => {
+            out.push(1);
+            value.encode(out);
+        }
+    }
+}
+
+fn optional<T: Decode>(decoder: &mut Decoder<'_>) -> Result<Option<T>, DecodeError> {
+    if decoder.bool()? {
+        Ok(Some(T::decode(decoder)?))
+    } else {
+        Ok(None)
+    }
+}
+
+/// One storage slot a move may read, and what it declares if it writes it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SlotAccess {
+    /// The slot key.
+    pub slot: B256,
+    /// `Some` if the move writes this slot.
+    pub write: Option<DeclaredWrite>,
+}
+
+impl Encode for SlotAccess {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.slot.encode(out);
+        put_optional(out, &self.write);
+    }
+}
+
+impl Decode for SlotAccess {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(SlotAccess {
+            slot: decoder.b256()?,
+            write: optional(decoder)?,
+        })
+    }
+}
+
+/// One account a move may touch.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct AccountAccess {
+    /// The account.
+    pub address: Address,
+    /// `Some` if the move changes the balance: its value afterwards.
+    pub balance: Option<DeclaredWrite>,
+    /// `Some` if the move changes the nonce of an account other than the sender.
+    pub nonce: Option<u64>,
+    /// Storage slots, sorted by slot, no duplicates.
+    pub storage: Vec<SlotAccess>,
+}
+
+impl AccountAccess {
+    /// An account the move reads but does not write.
+    pub fn read(address: Address) -> Self {
+        AccountAccess {
+            address,
+            balance: None,
+            nonce: None,
+            storage: Vec::new(),
+        }
+    }
+
+    /// The declaration for `slot`, if the slot is in the list.
+    pub fn slot(&self, slot: &B256) -> Option<&SlotAccess> {
+        self.storage
+            .binary_search_by(|access| access.slot.cmp(slot))
+            .ok()
+            .map(|index| &self.storage[index])
+    }
+}
+
+impl Encode for AccountAccess {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.address.encode(out);
+        put_optional(out, &self.balance);
+        put_optional(out, &self.nonce);
+        put_list(out, &self.storage);
+    }
+}
+
+impl Decode for AccountAccess {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        let access = AccountAccess {
+            address: decoder.address()?,
+            balance: optional(decoder)?,
+            nonce: optional(decoder)?,
+            storage: decoder.list("SAL slots", SAL_SLOTS_PER_ACCOUNT_MAX)?,
+        };
+        if !access
+            .storage
+            .windows(2)
+            .all(|pair| pair[0].slot < pair[1].slot)
+        {
+            return Err(DecodeError::Invalid {
+                what: "SAL slots",
+                why: "not sorted and unique",
+            });
+        }
+        Ok(access)
+    }
+}
+
+/// Every account and slot a move may touch, sorted by address with no duplicates, so that the
+/// encoding is canonical and lookups are binary searches.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub struct SpaceAccessList {
+    accounts: Vec<AccountAccess>,
+}
+
+impl SpaceAccessList {
+    /// Builds a list from entries in any order; entries for one address are merged (a later
+    /// declaration of the same item replaces an earlier one).
+    pub fn new(entries: impl IntoIterator<Item = AccountAccess>) -> Self {
+        let mut accounts: Vec<AccountAccess> = Vec::new();
+        for mut entry in entries {
+            entry.storage.sort_by(|a, b| a.slot.cmp(&b.slot));
+            entry.storage.reverse();
+            entry
+                .storage
+                .dedup_by(|later, earlier| later.slot == earlier.slot);
+            entry.storage.reverse();
+            match accounts.binary_search_by(|existing| existing.address.cmp(&entry.address)) {
+                Ok(index) => {
+                    let existing = &mut accounts[index];
+                    existing.balance = entry.balance.or(existing.balance);
+                    existing.nonce = entry.nonce.or(existing.nonce);
+                    for slot in entry.storage {
+                        match existing
+                            .storage
+                            .binary_search_by(|s| s.slot.cmp(&slot.slot))
+                        {
+                            Ok(position) => existing.storage[position] = slot,
+                            Err(position) => existing.storage.insert(position, slot),
+                        }
+                    }
+                }
+                Err(index) => accounts.insert(index, entry),
+            }
+        }
+        SpaceAccessList { accounts }
+    }
+
+    /// The entries, sorted by address.
+    pub fn accounts(&self) -> &[AccountAccess] {
+        &self.accounts
+    }
+
+    /// The entry for `address`.
+    pub fn account(&self, address: &Address) -> Option<&AccountAccess> {
+        self.accounts
+            .binary_search_by(|access| access.address.cmp(address))
+            .ok()
+            .map(|index| &self.accounts[index])
+    }
+
+    /// Whether `address` is in the list.
+    pub fn contains(&self, address: &Address) -> bool {
+        self.account(address).is_some()
+    }
+}
+
+impl Encode for SpaceAccessList {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_list(out, &self.accounts);
+    }
+}
+
+impl Decode for SpaceAccessList {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        let accounts: Vec<AccountAccess> = decoder.list("SAL accounts", SAL_ACCOUNTS_MAX)?;
+        if !accounts
+            .windows(2)
+            .all(|pair| pair[0].address < pair[1].address)
+        {
+            return Err(DecodeError::Invalid {
+                what: "SAL accounts",
+                why: "not sorted and unique",
+            });
+        }
+        Ok(SpaceAccessList { accounts })
+    }
+}
+
+/// An unsigned move.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Transaction {
+    /// The Tickrate network this move is for (replay protection across networks).
+    pub chain_id: u64,
+    /// The sender's nonce; each sender's moves run in nonce order.
+    pub nonce: u64,
+    /// The account called.
+    pub to: Address,
+    /// Wei sent along.
+    pub value: U256,
+    /// Call data.
+    pub data: Bytes,
+    /// Gas the move may use.
+    pub gas_limit: u64,
+    /// Price per gas; zero for sponsored and zero-gas moves.
+    pub gas_price: u128,
+    /// The account that pays, if not the sender.
+    pub sponsor: Option<Address>,
+    /// What the move may touch and what it writes.
+    pub access_list: SpaceAccessList,
+}
+
+impl Transaction {
+    /// The 32 bytes the sender signs.
+    pub fn signing_hash(&self) -> B256 {
+        let mut buffer = Vec::with_capacity(256);
+        buffer.extend_from_slice(SIGNING_DOMAIN);
+        self.encode(&mut buffer);
+        keccak256(&buffer)
+    }
+
+    /// Signs the move with the sender's account key.
+    pub fn sign(self, key: &AccountKey) -> SignedTransaction {
+        let signature = key.sign_prehash(&self.signing_hash());
+        SignedTransaction {
+            tx: self,
+            signature,
+        }
+    }
+}
+
+impl Encode for Transaction {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(TX_VERSION);
+        out.extend_from_slice(&self.chain_id.to_be_bytes());
+        out.extend_from_slice(&self.nonce.to_be_bytes());
+        self.to.encode(out);
+        put_u256(out, &self.value);
+        put_bytes(out, &self.data);
+        out.extend_from_slice(&self.gas_limit.to_be_bytes());
+        out.extend_from_slice(&self.gas_price.to_be_bytes());
+        put_optional(out, &self.sponsor);
+        self.access_list.encode(out);
+    }
+}
+
+impl Decode for Transaction {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        decoder.version("move", &[TX_VERSION])?;
+        Ok(Transaction {
+            chain_id: decoder.u64()?,
+            nonce: decoder.u64()?,
+            to: decoder.address()?,
+            value: decoder.u256()?,
+            data: Bytes::copy_from_slice(decoder.bytes("move data", TX_DATA_BYTES_MAX)?),
+            gas_limit: decoder.u64()?,
+            gas_price: decoder.u128()?,
+            sponsor: optional(decoder)?,
+            access_list: SpaceAccessList::decode(decoder)?,
+        })
+    }
+}
+
+/// Why a signed move was refused before entering a mempool.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxError {
+    /// The signature is malformed or does not recover.
+    #[error("bad signature: {0}")]
+    BadSignature(#[from] SignatureError),
+    /// The move is for another network.
+    #[error("wrong chain id {got}, expected {expected}")]
+    WrongChain {
+        /// This network's chain id.
+        expected: u64,
+        /// The move's chain id.
+        got: u64,
+    },
+    /// The Space Access List does not name an account the move necessarily touches.
+    #[error("space access list does not name {0}")]
+    MissingFromAccessList(Address),
+}
+
+/// A move with its sender's signature.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SignedTransaction {
+    /// The move.
+    pub tx: Transaction,
+    /// The sender's signature over [`Transaction::signing_hash`].
+    pub signature: Signature,
+}
+
+impl SignedTransaction {
+    /// The move's hash: keccak-256 of its signed encoding.
+    pub fn hash(&self) -> TxHash {
+        keccak256(self.to_bytes())
+    }
+
+    /// Recovers the sender and checks what can be checked without state: chain id, and that the
+    /// access list names the sender and the called account.
+    pub fn verify(self, chain_id: u64) -> Result<VerifiedTransaction, TxError> {
+        if self.tx.chain_id != chain_id {
+            return Err(TxError::WrongChain {
+                expected: chain_id,
+                got: self.tx.chain_id,
+            });
+        }
+        let sender = self.signature.recover_address(&self.tx.signing_hash())?;
+        for required in [sender, self.tx.to] {
+            if !self.tx.access_list.contains(&required) {
+                return Err(TxError::MissingFromAccessList(required));
+            }
+        }
+        let encoded = self.to_bytes();
+        Ok(VerifiedTransaction {
+            hash: keccak256(&encoded),
+            sender,
+            signed: self,
+        })
+    }
+}
+
+impl Encode for SignedTransaction {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.tx.encode(out);
+        self.signature.encode(out);
+    }
+}
+
+impl Decode for SignedTransaction {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(SignedTransaction {
+            tx: Transaction::decode(decoder)?,
+            signature: Signature::decode(decoder)?,
+        })
+    }
+}
+
+/// A move whose signature has been checked: its sender is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedTransaction {
+    /// The signed move.
+    pub signed: SignedTransaction,
+    /// The recovered sender.
+    pub sender: Address,
+    /// The move's hash.
+    pub hash: TxHash,
+}
+
+impl VerifiedTransaction {
+    /// The move.
+    pub fn tx(&self) -> &Transaction {
+        &self.signed.tx
+    }
+}
+
+/// Generators for property tests in this and other crates.
+#[cfg(test)]
+pub(crate) mod strategies {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn address() -> impl Strategy<Value = Address> {
+        any::<[u8; 20]>().prop_map(Address::from)
+    }
+
+    fn write() -> impl Strategy<Value = Option<DeclaredWrite>> {
+        prop::option::of(
+            any::<[u8; 32]>().prop_map(|b| DeclaredWrite::Exact(U256::from_be_bytes(b))),
+        )
+    }
+
+    fn account() -> impl Strategy<Value = AccountAccess> {
+        (
+            address(),
+            write(),
+            prop::option::of(any::<u64>()),
+            prop::collection::vec((any::<[u8; 32]>(), write()), 0..4),
+        )
+            .prop_map(|(address, balance, nonce, slots)| AccountAccess {
+                address,
+                balance,
+                nonce,
+                storage: slots
+                    .into_iter()
+                    .map(|(slot, write)| SlotAccess {
+                        slot: B256::from(slot),
+                        write,
+                    })
+                    .collect(),
+            })
+    }
+
+    pub(crate) fn transaction() -> impl Strategy<Value = Transaction> {
+        (
+            any::<u64>(),
+            any::<u64>(),
+            address(),
+            any::<[u8; 32]>(),
+            prop::collection::vec(any::<u8>(), 0..100),
+            any::<u64>(),
+            any::<u128>(),
+            prop::option::of(address()),
+            prop::collection::vec(account(), 0..5),
+        )
+            .prop_map(
+                |(chain_id, nonce, to, value, data, gas_limit, gas_price, sponsor, sal)| {
+                    Transaction {
+                        chain_id,
+                        nonce,
+                        to,
+                        value: U256::from_be_bytes(value),
+                        data: data.into(),
+                        gas_limit,
+                        gas_price,
+                        sponsor,
+                        access_list: SpaceAccessList::new(sal),
+                    }
+                },
+            )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn game_move(key: &AccountKey, nonce: u64) -> SignedTransaction {
+        let game = Address::repeat_byte(0x42);
+        Transaction {
+            chain_id: 7,
+            nonce,
+            to: game,
+            value: U256::ZERO,
+            data: Bytes::from(vec![1, 2, 3]),
+            gas_limit: 100_000,
+            gas_price: 0,
+            sponsor: None,
+            access_list: SpaceAccessList::new([
+                AccountAccess::read(key.address()),
+                AccountAccess {
+                    storage: vec![SlotAccess {
+                        slot: B256::from(U256::from(1)),
+                        write: Some(DeclaredWrite::Exact(U256::from(5))),
+                    }],
+                    ..AccountAccess::read(game)
+                },
+            ]),
+        }
+        .sign(key)
+    }
+
+    #[test]
+    fn verify_recovers_the_sender_and_checks_the_shape() {
+        let key = AccountKey::from_seed(3);
+        let verified = game_move(&key, 0).verify(7).expect("valid move");
+        assert_eq!(verified.sender, key.address());
+        assert_eq!(verified.hash, verified.signed.hash());
+
+        assert_eq!(
+            game_move(&key, 0).verify(8),
+            Err(TxError::WrongChain {
+                expected: 8,
+                got: 7
+            })
+        );
+
+        let mut tampered = game_move(&key, 0);
+        tampered.tx.nonce = 1;
+        // A changed move recovers to some other address, which the list does not name.
+        assert!(matches!(
+            tampered.verify(7),
+            Err(TxError::MissingFromAccessList(_))
+        ));
+    }
+
+    #[test]
+    fn access_list_merges_and_sorts() {
+        let a = Address::repeat_byte(2);
+        let b = Address::repeat_byte(1);
+        let slot = |n: u64, v: u64| SlotAccess {
+            slot: B256::from(U256::from(n)),
+            write: Some(DeclaredWrite::Exact(U256::from(v))),
+        };
+        let list = SpaceAccessList::new([
+            AccountAccess {
+                storage: vec![slot(2, 1), slot(1, 1)],
+                ..AccountAccess::read(a)
+            },
+            AccountAccess::read(b),
+            AccountAccess {
+                storage: vec![slot(2, 9)],
+                ..AccountAccess::read(a)
+            },
+        ]);
+        assert_eq!(list.accounts().len(), 2);
+        assert_eq!(list.accounts()[0].address, b);
+        let entry = list.account(&a).expect("a is listed");
+        assert_eq!(entry.storage.len(), 2);
+        assert_eq!(entry.slot(&B256::from(U256::from(2))), Some(&slot(2, 9)));
+        assert_eq!(SpaceAccessList::from_bytes(&list.to_bytes()), Ok(list));
+    }
+
+    #[test]
+    fn unsorted_access_list_is_not_canonical() {
+        let mut bytes = Vec::new();
+        crate::codec::put_list(
+            &mut bytes,
+            &[
+                AccountAccess::read(Address::repeat_byte(2)),
+                AccountAccess::read(Address::repeat_byte(1)),
+            ],
+        );
+        assert!(matches!(
+            SpaceAccessList::from_bytes(&bytes),
+            Err(DecodeError::Invalid { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn transaction_round_trips(tx in strategies::transaction(), signature in any::<[u8; 32]>()) {
+            let mut raw = [0u8; 65];
+            raw[..32].copy_from_slice(&signature);
+            let signed = SignedTransaction { tx, signature: Signature(raw) };
+            let bytes = signed.to_bytes();
+            prop_assert_eq!(SignedTransaction::from_bytes(&bytes), Ok(signed.clone()));
+            // Every strict prefix is refused with a typed error.
+            for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {
+                prop_assert!(SignedTransaction::from_bytes(&bytes[..cut]).is_err());
+            }
+        }
+
+        #[test]
+        fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+            let _ = SignedTransaction::from_bytes(&bytes);
+            let mut versioned = bytes.clone();
+            versioned.insert(0, TX_VERSION);
+            let _ = SignedTransaction::from_bytes(&versioned);
+        }
+    }
+}
