@@ -6,6 +6,7 @@
 //! Every other crate takes these types from here; none defines its own transaction, ID or hash.
 //! Every decoder is bounded by the limits in [`constants`] and returns a typed [`DecodeError`].
 
+pub mod api;
 pub mod batch;
 pub mod block;
 pub mod bls;

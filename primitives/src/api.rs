@@ -1,0 +1,352 @@
+//! The native client API: what a client and its sequencer say to each other over a KCP session.
+//!
+//! One message per KCP message. A client submits moves and reads pending state; the sequencer
+//! acks each move (or refuses it with a typed [`Refusal`]) and then pushes every change of the
+//! move's finality level, so clients never poll for status unless they reconnect.
+
+use alloy_primitives::{Address, B256, U256};
+
+use crate::{
+    codec::{Decode, DecodeError, Decoder, Encode},
+    finality::FinalityLevel,
+    tx::{SignedTransaction, TxHash},
+};
+
+const API_VERSION: u8 = 1;
+
+/// Why a sequencer refused a move at ingress. A refused move changes nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The request could not be decoded.
+    #[error("malformed request")]
+    Malformed,
+    /// The signature is malformed or does not recover.
+    #[error("bad signature")]
+    BadSignature,
+    /// The move is for another network.
+    #[error("wrong chain id {got}, expected {expected}")]
+    WrongChain {
+        /// This network's chain id.
+        expected: u64,
+        /// The move's chain id.
+        got: u64,
+    },
+    /// The nonce is not the sender's next pending nonce.
+    #[error("bad nonce {got}, expected {expected}")]
+    BadNonce {
+        /// The sender's next pending nonce.
+        expected: u64,
+        /// The move's nonce.
+        got: u64,
+    },
+    /// The Space Access List does not name the sender or the called account.
+    #[error("space access list does not name {0}")]
+    MissingFromAccessList(Address),
+    /// The mempool is full; retry later.
+    #[error("mempool full")]
+    MempoolFull,
+}
+
+impl Encode for Refusal {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Refusal::Malformed => out.push(0),
+            Refusal::BadSignature => out.push(1),
+            Refusal::WrongChain { expected, got } => {
+                out.push(2);
+                expected.encode(out);
+                got.encode(out);
+            }
+            Refusal::BadNonce { expected, got } => {
+                out.push(3);
+                expected.encode(out);
+                got.encode(out);
+            }
+            Refusal::MissingFromAccessList(address) => {
+                out.push(4);
+                address.encode(out);
+            }
+            Refusal::MempoolFull => out.push(5),
+        }
+    }
+}
+
+impl Decode for Refusal {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(match decoder.u8()? {
+            0 => Refusal::Malformed,
+            1 => Refusal::BadSignature,
+            2 => Refusal::WrongChain {
+                expected: decoder.u64()?,
+                got: decoder.u64()?,
+            },
+            3 => Refusal::BadNonce {
+                expected: decoder.u64()?,
+                got: decoder.u64()?,
+            },
+            4 => Refusal::MissingFromAccessList(decoder.address()?),
+            5 => Refusal::MempoolFull,
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "refusal",
+                    tag,
+                });
+            }
+        })
+    }
+}
+
+/// What a client asks of its sequencer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientRequest {
+    /// Submit a signed move.
+    Submit(SignedTransaction),
+    /// The sender's next nonce in pending state.
+    PendingNonce(Address),
+    /// A storage slot's value in pending state.
+    PendingStorage(Address, B256),
+    /// The current finality level of a move.
+    Status(TxHash),
+}
+
+impl Encode for ClientRequest {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(API_VERSION);
+        match self {
+            ClientRequest::Submit(signed) => {
+                out.push(0);
+                signed.encode(out);
+            }
+            ClientRequest::PendingNonce(address) => {
+                out.push(1);
+                address.encode(out);
+            }
+            ClientRequest::PendingStorage(address, slot) => {
+                out.push(2);
+                address.encode(out);
+                slot.encode(out);
+            }
+            ClientRequest::Status(hash) => {
+                out.push(3);
+                hash.encode(out);
+            }
+        }
+    }
+}
+
+impl Decode for ClientRequest {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        decoder.version("client request", &[API_VERSION])?;
+        Ok(match decoder.u8()? {
+            0 => ClientRequest::Submit(SignedTransaction::decode(decoder)?),
+            1 => ClientRequest::PendingNonce(decoder.address()?),
+            2 => ClientRequest::PendingStorage(decoder.address()?, decoder.b256()?),
+            3 => ClientRequest::Status(decoder.b256()?),
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "client request",
+                    tag,
+                });
+            }
+        })
+    }
+}
+
+/// What a sequencer tells a client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerMessage {
+    /// The answer to a submit: accepted as `Pending`, or refused.
+    Ack {
+        /// The move's hash (of the submitted bytes, so a refused move can be matched too).
+        hash: TxHash,
+        /// `Ok(tick)`: accepted, and promised to be in a block packed by that tick.
+        result: Result<u64, Refusal>,
+    },
+    /// A move reached a new finality level.
+    Status {
+        /// The move.
+        hash: TxHash,
+        /// Its new level.
+        level: FinalityLevel,
+    },
+    /// Pending nonce of an account.
+    PendingNonce {
+        /// The account.
+        address: Address,
+        /// Its next nonce in pending state.
+        nonce: u64,
+    },
+    /// Pending value of a storage slot.
+    PendingStorage {
+        /// The account.
+        address: Address,
+        /// The slot.
+        slot: B256,
+        /// Its value in pending state.
+        value: U256,
+    },
+    /// The status of a move asked by hash; `None` if this sequencer does not know it.
+    StatusReply {
+        /// The move.
+        hash: TxHash,
+        /// Its level, if known.
+        level: Option<FinalityLevel>,
+    },
+}
+
+impl Encode for ServerMessage {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(API_VERSION);
+        match self {
+            ServerMessage::Ack { hash, result } => {
+                out.push(0);
+                hash.encode(out);
+                match result {
+                    Ok(tick) => {
+                        out.push(0);
+                        tick.encode(out);
+                    }
+                    Err(refusal) => {
+                        out.push(1);
+                        refusal.encode(out);
+                    }
+                }
+            }
+            ServerMessage::Status { hash, level } => {
+                out.push(1);
+                hash.encode(out);
+                level.encode(out);
+            }
+            ServerMessage::PendingNonce { address, nonce } => {
+                out.push(2);
+                address.encode(out);
+                nonce.encode(out);
+            }
+            ServerMessage::PendingStorage {
+                address,
+                slot,
+                value,
+            } => {
+                out.push(3);
+                address.encode(out);
+                slot.encode(out);
+                crate::codec::put_u256(out, value);
+            }
+            ServerMessage::StatusReply { hash, level } => {
+                out.push(4);
+                hash.encode(out);
+                match level {
+                    None => out.push(0),
+                    Some(level) => {
+                        out.push(1);
+                        level.encode(out);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Decode for ServerMessage {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        decoder.version("server message", &[API_VERSION])?;
+        Ok(match decoder.u8()? {
+            0 => {
+                let hash = decoder.b256()?;
+                let result = match decoder.u8()? {
+                    0 => Ok(decoder.u64()?),
+                    1 => Err(Refusal::decode(decoder)?),
+                    tag => {
+                        return Err(DecodeError::UnknownTag {
+                            what: "ack result",
+                            tag,
+                        });
+                    }
+                };
+                ServerMessage::Ack { hash, result }
+            }
+            1 => ServerMessage::Status {
+                hash: decoder.b256()?,
+                level: FinalityLevel::decode(decoder)?,
+            },
+            2 => ServerMessage::PendingNonce {
+                address: decoder.address()?,
+                nonce: decoder.u64()?,
+            },
+            3 => ServerMessage::PendingStorage {
+                address: decoder.address()?,
+                slot: decoder.b256()?,
+                value: decoder.u256()?,
+            },
+            4 => {
+                let hash = decoder.b256()?;
+                let level = if decoder.bool()? {
+                    Some(FinalityLevel::decode(decoder)?)
+                } else {
+                    None
+                };
+                ServerMessage::StatusReply { hash, level }
+            }
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "server message",
+                    tag,
+                });
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let hash = B256::repeat_byte(7);
+        for message in [
+            ServerMessage::Ack {
+                hash,
+                result: Ok(12),
+            },
+            ServerMessage::Ack {
+                hash,
+                result: Err(Refusal::BadNonce {
+                    expected: 1,
+                    got: 4,
+                }),
+            },
+            ServerMessage::Status {
+                hash,
+                level: FinalityLevel::Finalized,
+            },
+            ServerMessage::PendingStorage {
+                address: Address::repeat_byte(1),
+                slot: hash,
+                value: U256::from(9),
+            },
+            ServerMessage::StatusReply { hash, level: None },
+        ] {
+            assert_eq!(ServerMessage::from_bytes(&message.to_bytes()), Ok(message));
+        }
+        let request = ClientRequest::PendingStorage(Address::repeat_byte(2), hash);
+        assert_eq!(ClientRequest::from_bytes(&request.to_bytes()), Ok(request));
+        assert_eq!(
+            ClientRequest::from_bytes(&[2, 0]),
+            Err(DecodeError::UnknownVersion {
+                what: "client request",
+                version: 2
+            })
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = ClientRequest::from_bytes(&bytes);
+            let _ = ServerMessage::from_bytes(&bytes);
+        }
+    }
+}
