@@ -1,0 +1,237 @@
+//! The batcher: which block headers the next batch names, and whether a proposed batch is
+//! acceptable.
+//!
+//! Every sequencer keeps the same view of which heights of each sequencer are already in a
+//! committed batch, so whichever one is primary proposes the headers that follow, and every
+//! replica checks a proposal against the same rule: each sequencer's blocks appear in height
+//! order with no gap and no repeat, each header signed by a sequencer of the set. Sans-IO.
+
+use std::collections::{BTreeMap, HashMap};
+
+use primitives::{B256, Batch, BlockHeader, NodeId, bls::BlsPublicKey};
+
+use crate::constants::BATCH_HEADERS_MAX;
+
+/// Why a proposed batch was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// A header from a sequencer outside the set.
+    #[error("header from unknown sequencer {0}")]
+    UnknownSequencer(NodeId),
+    /// A header whose signature does not verify.
+    #[error("bad header signature from {0}")]
+    BadHeaderSignature(NodeId),
+    /// A sequencer's heights are not the next ones.
+    #[error("sequencer {sequencer} height {got}, expected {expected}")]
+    HeightGap {
+        /// The sequencer.
+        sequencer: NodeId,
+        /// The next height not yet in a batch.
+        expected: u64,
+        /// The height proposed.
+        got: u64,
+    },
+    /// The batch number or parent is not the next one.
+    #[error("batch {got} does not follow batch {last}")]
+    NotNext {
+        /// Last committed batch number.
+        last: u64,
+        /// Proposed number.
+        got: u64,
+    },
+    /// Too many headers.
+    #[error("batch names {0} headers")]
+    TooLarge(usize),
+}
+
+/// Tracks headers heard and heights already batched.
+#[derive(Debug)]
+pub struct Batcher {
+    sequencers: HashMap<NodeId, BlsPublicKey>,
+    next_height: HashMap<NodeId, u64>,
+    heard: BTreeMap<(NodeId, u64), BlockHeader>,
+    last_number: u64,
+    last_hash: B256,
+}
+
+impl Batcher {
+    /// A batcher for a sequencer set, before any batch.
+    pub fn new(sequencers: impl IntoIterator<Item = (NodeId, BlsPublicKey)>) -> Self {
+        Batcher {
+            sequencers: sequencers.into_iter().collect(),
+            next_height: HashMap::new(),
+            heard: BTreeMap::new(),
+            last_number: 0,
+            last_hash: B256::ZERO,
+        }
+    }
+
+    /// Records a header heard from a peer (or packed locally). Returns false, changing nothing,
+    /// for an unknown sequencer, a bad signature or an already batched height.
+    pub fn hear(&mut self, header: BlockHeader) -> Result<(), BatchError> {
+        let key = self
+            .sequencers
+            .get(&header.sequencer)
+            .ok_or(BatchError::UnknownSequencer(header.sequencer))?;
+        if !header.verify_signature(key) {
+            return Err(BatchError::BadHeaderSignature(header.sequencer));
+        }
+        if header.height >= self.next_height(&header.sequencer) {
+            self.heard.insert((header.sequencer, header.height), header);
+        }
+        Ok(())
+    }
+
+    fn next_height(&self, sequencer: &NodeId) -> u64 {
+        self.next_height.get(sequencer).copied().unwrap_or(0)
+    }
+
+    /// The next batch to propose, if any header is waiting: per sequencer, the contiguous run of
+    /// heights from the next unbatched one, sequencers in ID order.
+    pub fn propose(&self) -> Option<Batch> {
+        let mut headers = Vec::new();
+        let mut sequencers: Vec<&NodeId> = self.sequencers.keys().collect();
+        sequencers.sort();
+        for sequencer in sequencers {
+            let mut height = self.next_height(sequencer);
+            while let Some(header) = self.heard.get(&(*sequencer, height)) {
+                if headers.len() == BATCH_HEADERS_MAX {
+                    break;
+                }
+                headers.push(header.clone());
+                height += 1;
+            }
+        }
+        if headers.is_empty() {
+            return None;
+        }
+        Some(Batch {
+            number: self.last_number + 1,
+            parent: self.last_hash,
+            headers,
+        })
+    }
+
+    /// Checks a proposed batch against the rule every replica applies.
+    pub fn check(&self, batch: &Batch) -> Result<(), BatchError> {
+        if batch.number != self.last_number + 1 || batch.parent != self.last_hash {
+            return Err(BatchError::NotNext {
+                last: self.last_number,
+                got: batch.number,
+            });
+        }
+        if batch.headers.len() > BATCH_HEADERS_MAX {
+            return Err(BatchError::TooLarge(batch.headers.len()));
+        }
+        let mut expected: HashMap<NodeId, u64> = HashMap::new();
+        for header in &batch.headers {
+            let key = self
+                .sequencers
+                .get(&header.sequencer)
+                .ok_or(BatchError::UnknownSequencer(header.sequencer))?;
+            let next = expected
+                .entry(header.sequencer)
+                .or_insert_with(|| self.next_height(&header.sequencer));
+            if header.height != *next {
+                return Err(BatchError::HeightGap {
+                    sequencer: header.sequencer,
+                    expected: *next,
+                    got: header.height,
+                });
+            }
+            if !header.verify_signature(key) {
+                return Err(BatchError::BadHeaderSignature(header.sequencer));
+            }
+            *next += 1;
+        }
+        Ok(())
+    }
+
+    /// Records a committed batch: its heights are batched from now on.
+    pub fn commit(&mut self, batch: &Batch) {
+        assert_eq!(
+            batch.number,
+            self.last_number + 1,
+            "batches commit in order"
+        );
+        for header in &batch.headers {
+            self.next_height.insert(header.sequencer, header.height + 1);
+            self.heard.remove(&(header.sequencer, header.height));
+        }
+        self.last_number = batch.number;
+        self.last_hash = batch.hash();
+    }
+
+    /// Number of the last committed batch.
+    pub fn last_number(&self) -> u64 {
+        self.last_number
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use primitives::{Address, BlockBody, bls::BlsSecretKey};
+
+    use super::*;
+
+    fn header(key: &BlsSecretKey, sequencer: NodeId, height: u64) -> BlockHeader {
+        BlockHeader::seal(
+            key,
+            sequencer,
+            height,
+            B256::ZERO,
+            0,
+            &BlockBody::default(),
+            5,
+        )
+    }
+
+    #[test]
+    fn proposes_contiguous_heights_and_replicas_accept_them() {
+        let keys: Vec<BlsSecretKey> = (1..=2u8)
+            .map(|seed| BlsSecretKey::from_seed(&[seed; 32]))
+            .collect();
+        let ids: Vec<NodeId> = (1..=2u8)
+            .map(|byte| NodeId(Address::repeat_byte(byte)))
+            .collect();
+        let set = || {
+            ids.iter()
+                .copied()
+                .zip(keys.iter().map(BlsSecretKey::public_key))
+        };
+        let mut primary = Batcher::new(set());
+        let mut replica = Batcher::new(set());
+        primary.hear(header(&keys[0], ids[0], 0)).expect("ok");
+        primary.hear(header(&keys[0], ids[0], 2)).expect("ok"); // height 1 not heard yet
+        primary.hear(header(&keys[1], ids[1], 0)).expect("ok");
+        let batch = primary.propose().expect("headers waiting");
+        assert_eq!(batch.headers.len(), 2);
+        assert_eq!(replica.check(&batch), Ok(()));
+        primary.commit(&batch);
+        replica.commit(&batch);
+        assert_eq!(
+            replica.check(&batch),
+            Err(BatchError::NotNext { last: 1, got: 1 })
+        );
+
+        // A gap is refused.
+        let gap = Batch {
+            number: 2,
+            parent: batch.hash(),
+            headers: vec![header(&keys[0], ids[0], 2)],
+        };
+        assert_eq!(
+            replica.check(&gap),
+            Err(BatchError::HeightGap {
+                sequencer: ids[0],
+                expected: 1,
+                got: 2
+            })
+        );
+        // A header signed by the wrong key is refused when heard.
+        assert_eq!(
+            primary.hear(header(&keys[1], ids[0], 1)),
+            Err(BatchError::BadHeaderSignature(ids[0]))
+        );
+    }
+}

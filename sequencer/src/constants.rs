@@ -1,0 +1,14 @@
+//! Bounds of the sequencer's queues and batches.
+
+/// Most moves the local mempool holds; beyond it submissions are refused with `MempoolFull`.
+pub const MEMPOOL_MOVES_MAX: usize = 200_000;
+/// Most moves packed into one block.
+pub const BLOCK_MOVES_PER_TICK_MAX: usize = 8_192;
+/// Most block headers proposed in one batch.
+pub const BATCH_HEADERS_MAX: usize = 256;
+/// Depth of the command queue between connections and the sequencer's core task.
+pub const COMMAND_QUEUE_MAX: usize = 65_536;
+/// Depth of each peer's inbound message queue.
+pub const PEER_QUEUE_MAX: usize = 16_384;
+/// Statuses remembered for moves that reached a final level, so late status queries still work.
+pub const FINISHED_STATUSES_MAX: usize = 1_000_000;

@@ -1,0 +1,77 @@
+//! The packer: every tick, the mempool becomes a block.
+//!
+//! A block is the moves in ack order, their blake3 Merkle root, and a header signed with the
+//! sequencer's BLS key that chains to its previous header. Sans-IO: the tick time is passed in.
+
+use primitives::{
+    B256, BlockBody, BlockHeader, NodeId, VerifiedTransaction, bls::BlsSecretKey, codec::Encode,
+    time::Instant,
+};
+
+/// A freshly packed block.
+#[derive(Clone, Debug)]
+pub struct PackedBlock {
+    /// The signed header, to broadcast.
+    pub header: BlockHeader,
+    /// The body, to push to weak DA.
+    pub body: BlockBody,
+    /// The body's encoding (what weak DA stores and peers pull).
+    pub encoded_body: Vec<u8>,
+}
+
+/// Packs this sequencer's blocks, one height after another.
+#[derive(Debug)]
+pub struct Packer {
+    sequencer: NodeId,
+    key: BlsSecretKey,
+    next_height: u64,
+    parent: B256,
+}
+
+impl Packer {
+    /// A packer starting at height 0.
+    pub fn new(sequencer: NodeId, key: BlsSecretKey) -> Self {
+        Packer {
+            sequencer,
+            key,
+            next_height: 0,
+            parent: B256::ZERO,
+        }
+    }
+
+    /// Packs `moves` (in ack order) into the next block.
+    pub fn pack(&mut self, now: Instant, moves: Vec<VerifiedTransaction>) -> PackedBlock {
+        let body = BlockBody {
+            moves: moves.into_iter().map(|verified| verified.signed).collect(),
+        };
+        let encoded_body = body.to_bytes();
+        let body_bytes =
+            u32::try_from(encoded_body.len()).expect("blocks are bounded far below 4 GiB");
+        let header = BlockHeader::seal(
+            &self.key,
+            self.sequencer,
+            self.next_height,
+            self.parent,
+            now.as_micros(),
+            &body,
+            body_bytes,
+        );
+        assert_eq!(
+            header.root,
+            body.root(),
+            "the header commits to the body it was sealed over"
+        );
+        self.next_height += 1;
+        self.parent = header.hash();
+        PackedBlock {
+            header,
+            body,
+            encoded_body,
+        }
+    }
+
+    /// Height of the next block.
+    pub fn next_height(&self) -> u64 {
+        self.next_height
+    }
+}

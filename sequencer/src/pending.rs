@@ -1,0 +1,279 @@
+//! Pending state: the sequencer's optimistic view of state.
+//!
+//! Pending state is the last executed state (the base) plus the declared writes of every acked
+//! move not yet executed, applied in ack order. The sequencer never executes contracts: a move's
+//! Space Access List says what it will write, and that is what players read back within a frame.
+//! When execution reports a move, its actual writes go into the base and the move leaves the
+//! overlay; when a move fails, its declared writes are retracted and the overlay is rebuilt from
+//! the base and the remaining moves, so later moves are re-based on the corrected state.
+//!
+//! This is a sans-IO core: no clock, no IO, deterministic for a given sequence of calls.
+
+use std::collections::{BTreeMap, HashMap};
+
+use primitives::{
+    Address, B256, DeclaredWrite, TxHash, U256, VerifiedTransaction, finality::StateItem,
+};
+
+/// One acked, unexecuted move as pending state sees it.
+#[derive(Clone, Debug)]
+struct PendingMove {
+    hash: TxHash,
+    writes: Vec<(StateItem, U256)>,
+}
+
+/// The writes a move declares, including the implied increment of its sender's nonce.
+pub fn declared_writes(verified: &VerifiedTransaction) -> Vec<(StateItem, U256)> {
+    let mut writes = vec![(
+        StateItem::Nonce(verified.sender),
+        U256::from(verified.tx().nonce + 1),
+    )];
+    for account in verified.tx().access_list.accounts() {
+        if let Some(DeclaredWrite::Exact(value)) = account.balance {
+            writes.push((StateItem::Balance(account.address), value));
+        }
+        if let Some(nonce) = account.nonce
+            && account.address != verified.sender
+        {
+            writes.push((StateItem::Nonce(account.address), U256::from(nonce)));
+        }
+        for slot in &account.storage {
+            if let Some(DeclaredWrite::Exact(value)) = slot.write {
+                writes.push((StateItem::Storage(account.address, slot.slot), value));
+            }
+        }
+    }
+    writes
+}
+
+/// The optimistic state a sequencer serves to its players.
+#[derive(Debug, Default)]
+pub struct PendingState {
+    /// Executed values this sequencer has learned; absent means zero.
+    base: HashMap<StateItem, U256>,
+    /// Unexecuted moves by ack sequence.
+    moves: BTreeMap<u64, PendingMove>,
+    /// Ack sequence of each unexecuted move.
+    sequence_of: HashMap<TxHash, u64>,
+    /// Latest declared value of each item written by an unexecuted move, and which move wrote it.
+    overlay: HashMap<StateItem, (U256, u64)>,
+    next_sequence: u64,
+}
+
+impl PendingState {
+    /// An empty pending state (every item zero).
+    pub fn new() -> Self {
+        PendingState::default()
+    }
+
+    /// The pending value of an item.
+    pub fn get(&self, item: &StateItem) -> U256 {
+        self.overlay
+            .get(item)
+            .map(|(value, _)| *value)
+            .or_else(|| self.base.get(item).copied())
+            .unwrap_or_default()
+    }
+
+    /// The sender's next nonce in pending state.
+    pub fn next_nonce(&self, sender: &Address) -> u64 {
+        self.get(&StateItem::Nonce(*sender)).saturating_to::<u64>()
+    }
+
+    /// A storage slot's pending value.
+    pub fn storage(&self, address: &Address, slot: &B256) -> U256 {
+        self.get(&StateItem::Storage(*address, *slot))
+    }
+
+    /// The executed (base) value of an item, ignoring unexecuted moves.
+    pub fn executed(&self, item: &StateItem) -> U256 {
+        self.base.get(item).copied().unwrap_or_default()
+    }
+
+    /// Unexecuted moves.
+    pub fn len(&self) -> usize {
+        self.moves.len()
+    }
+
+    /// Whether every acked move has executed.
+    pub fn is_empty(&self) -> bool {
+        self.moves.is_empty()
+    }
+
+    /// Whether `hash` is acked and not yet executed.
+    pub fn contains(&self, hash: &TxHash) -> bool {
+        self.sequence_of.contains_key(hash)
+    }
+
+    /// Applies an acked move's declared writes on top of pending state.
+    pub fn admit(&mut self, verified: &VerifiedTransaction) {
+        assert!(!self.contains(&verified.hash), "a move is admitted once");
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        let writes = declared_writes(verified);
+        for (item, value) in &writes {
+            self.overlay.insert(*item, (*value, sequence));
+        }
+        self.moves.insert(
+            sequence,
+            PendingMove {
+                hash: verified.hash,
+                writes,
+            },
+        );
+        self.sequence_of.insert(verified.hash, sequence);
+    }
+
+    /// Records an executed move: `actual_writes` go into the base; if the move was acked here it
+    /// leaves the overlay. A failed move's declared writes are retracted and the overlay rebuilt.
+    pub fn apply_executed(
+        &mut self,
+        hash: &TxHash,
+        succeeded: bool,
+        actual_writes: impl IntoIterator<Item = (StateItem, U256)>,
+    ) {
+        for (item, value) in actual_writes {
+            self.base.insert(item, value);
+        }
+        let Some(sequence) = self.sequence_of.remove(hash) else {
+            return;
+        };
+        let executed = self
+            .moves
+            .remove(&sequence)
+            .expect("sequence_of and moves agree");
+        if succeeded {
+            for (item, _) in &executed.writes {
+                if self
+                    .overlay
+                    .get(item)
+                    .is_some_and(|(_, writer)| *writer == sequence)
+                {
+                    self.overlay.remove(item);
+                }
+            }
+        } else {
+            self.rebuild_overlay();
+        }
+    }
+
+    fn rebuild_overlay(&mut self) {
+        self.overlay.clear();
+        for (sequence, pending) in &self.moves {
+            for (item, value) in &pending.writes {
+                self.overlay.insert(*item, (*value, *sequence));
+            }
+        }
+    }
+
+    /// Hashes of unexecuted moves, in ack order.
+    pub fn pending_hashes(&self) -> impl Iterator<Item = &TxHash> {
+        self.moves.values().map(|pending| &pending.hash)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use primitives::{AccountAccess, AccountKey, Bytes, SlotAccess, SpaceAccessList, Transaction};
+
+    use super::*;
+
+    const GAME: Address = Address::repeat_byte(0x42);
+
+    fn cell_move(key: &AccountKey, nonce: u64, slot: u64, value: u64) -> VerifiedTransaction {
+        Transaction {
+            chain_id: 1,
+            nonce,
+            to: GAME,
+            value: U256::ZERO,
+            data: Bytes::new(),
+            gas_limit: 50_000,
+            gas_price: 0,
+            sponsor: None,
+            access_list: SpaceAccessList::new([
+                AccountAccess::read(key.address()),
+                AccountAccess {
+                    storage: vec![SlotAccess {
+                        slot: B256::from(U256::from(slot)),
+                        write: Some(DeclaredWrite::Exact(U256::from(value))),
+                    }],
+                    ..AccountAccess::read(GAME)
+                },
+            ]),
+        }
+        .sign(key)
+        .verify(1)
+        .expect("valid")
+    }
+
+    fn slot(n: u64) -> B256 {
+        B256::from(U256::from(n))
+    }
+
+    #[test]
+    fn declared_writes_show_at_once_and_nonces_advance() {
+        let key = AccountKey::from_seed(1);
+        let mut pending = PendingState::new();
+        assert_eq!(pending.next_nonce(&key.address()), 0);
+        pending.admit(&cell_move(&key, 0, 1, 10));
+        pending.admit(&cell_move(&key, 1, 1, 11));
+        assert_eq!(pending.next_nonce(&key.address()), 2);
+        assert_eq!(pending.storage(&GAME, &slot(1)), U256::from(11));
+    }
+
+    #[test]
+    fn a_failed_move_is_retracted_and_later_moves_rebased() {
+        let key = AccountKey::from_seed(1);
+        let sender = key.address();
+        let mut pending = PendingState::new();
+        let first = cell_move(&key, 0, 1, 10);
+        let second = cell_move(&key, 1, 1, 30);
+        let third = cell_move(&key, 2, 2, 20);
+        for verified in [&first, &second, &third] {
+            pending.admit(verified);
+        }
+        // The first executes; the second (later writer of slot 1) still shows.
+        pending.apply_executed(
+            &first.hash,
+            true,
+            [
+                (StateItem::Nonce(sender), U256::from(1)),
+                (StateItem::Storage(GAME, slot(1)), U256::from(10)),
+            ],
+        );
+        assert_eq!(pending.storage(&GAME, &slot(1)), U256::from(30));
+        // The second fails: only its nonce is consumed; slot 1 falls back to the executed 10,
+        // and the third still shows on top.
+        pending.apply_executed(
+            &second.hash,
+            false,
+            [(StateItem::Nonce(sender), U256::from(2))],
+        );
+        assert_eq!(pending.storage(&GAME, &slot(1)), U256::from(10));
+        assert_eq!(pending.storage(&GAME, &slot(2)), U256::from(20));
+        assert_eq!(pending.next_nonce(&sender), 3);
+        assert_eq!(pending.len(), 1);
+        pending.apply_executed(
+            &third.hash,
+            true,
+            [
+                (StateItem::Nonce(sender), U256::from(3)),
+                (StateItem::Storage(GAME, slot(2)), U256::from(20)),
+            ],
+        );
+        assert!(pending.is_empty());
+        assert_eq!(pending.storage(&GAME, &slot(2)), U256::from(20));
+        assert_eq!(pending.next_nonce(&sender), 3);
+    }
+
+    #[test]
+    fn moves_of_other_sequencers_update_the_base() {
+        let mut pending = PendingState::new();
+        pending.apply_executed(
+            &B256::repeat_byte(1),
+            true,
+            [(StateItem::Storage(GAME, slot(5)), U256::from(7))],
+        );
+        assert_eq!(pending.storage(&GAME, &slot(5)), U256::from(7));
+    }
+}
