@@ -1,1 +1,39 @@
-//! execution
+//! Execution of moves: revm over exact Space Access List views.
+//!
+//! A move names every account and slot it may touch, and the value it expects after each write
+//! (its Space Access List, SAL). The group of the move's `to` address runs it against a
+//! [`StateSlice`]: the values of exactly the listed items, some held by the group itself
+//! ([`InMemoryState::slice`]), others shipped by the groups that hold them. The pieces:
+//!
+//! - [`slice`](mod@slice): [`StateSlice`] and [`AccountSlice`], the input of one move.
+//! - [`database`]: [`SliceDatabase`], the revm `Database` over a slice. A read outside the list
+//!   is a typed [`AccessError`], which fails the move with `OutOfAccessList`; the block
+//!   beneficiary and the precompiles are readable as empty accounts without being listed.
+//! - [`engine`]: [`execute`] runs one move (`transact`, never commit) and then holds what it
+//!   changed to the list: undeclared writes and declared values that did not come true fail
+//!   the move. A failed move consumes only its nonce. The module doc gives the exact order of
+//!   checks, which every group follows so that all reach the same verdict.
+//! - [`diff`]: [`StateDiff`], only the values a move changed, sorted.
+//! - [`state`]: [`InMemoryState`], the world state of a set of addresses, which applies diffs
+//!   and commits to any subset of its addresses ([`InMemoryState::root_where`]), so that a group
+//!   commits to exactly its own.
+//!
+//! Not here yet (see DESIGN.md): delta writes, the parallel schedule, SAL estimation and the
+//! authenticated (Merkle trie, RocksDB) state.
+
+pub mod batch;
+pub mod constants;
+pub mod database;
+pub mod diff;
+pub mod engine;
+pub mod error;
+pub mod slice;
+pub mod state;
+
+pub use batch::ExecutedBatch;
+pub use database::SliceDatabase;
+pub use diff::{AccountDiff, StateDiff};
+pub use engine::{ExecutionEnv, MoveOutcome, execute};
+pub use error::{AccessError, ExecutionError};
+pub use slice::{AccountSlice, StateSlice};
+pub use state::{AccountState, InMemoryState};

@@ -80,6 +80,9 @@ pub enum FailureReason {
     },
     /// The payer cannot cover value plus fees.
     InsufficientFunds,
+    /// The move in a finalized batch does not verify (bad signature, wrong chain, or a list that
+    /// does not name its sender): a faulty sequencer packed it. It consumes nothing.
+    InvalidMove,
 }
 
 impl Encode for FailureReason {
@@ -105,6 +108,7 @@ impl Encode for FailureReason {
                 got.encode(out);
             }
             FailureReason::InsufficientFunds => out.push(6),
+            FailureReason::InvalidMove => out.push(7),
         }
     }
 }
@@ -122,6 +126,7 @@ impl Decode for FailureReason {
                 got: decoder.u64()?,
             },
             6 => FailureReason::InsufficientFunds,
+            7 => FailureReason::InvalidMove,
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "failure reason",

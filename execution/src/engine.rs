@@ -1,0 +1,414 @@
+//! Runs one move with revm over its state slice and holds the result to its Space Access List.
+//!
+//! The order of checks, which every group follows so that all reach the same reason:
+//! 1. the slice must hold exactly the listed items, or the caller gets an [`ExecutionError`]
+//!    (not the move's fault, so no verdict on the move);
+//! 2. the move's nonce must be the sender's: otherwise [`FailureReason::BadNonce`] and an empty
+//!    diff (the nonce is not consumed: it was never the sender's to consume);
+//! 3. revm runs the call (`transact`, never commit) over [`SliceDatabase`]: a read outside the
+//!    list fails the move with [`FailureReason::OutOfAccessList`]; a revert or a halt fails it;
+//!    a sender who cannot cover `value + gas_limit * gas_price` fails with
+//!    [`FailureReason::InsufficientFunds`]; any other transaction-level refusal by revm (gas
+//!    limit under the intrinsic cost or over the EIP-7825 cap, wrong chain id) is
+//!    [`FailureReason::Halted`];
+//! 4. every changed item, in address then balance / nonce / code / slot order, must be listed
+//!    ([`FailureReason::OutOfAccessList`]) and declared ([`FailureReason::UndeclaredWrite`]);
+//!    the sender's nonce increment is implied. Code can never be declared, so a move that
+//!    deploys or destroys code fails;
+//! 5. every declared write, in list order, must equal the value after execution, whether or
+//!    not execution touched the item ([`FailureReason::WrongPostValue`]).
+//!
+//! A move failing in steps 3 to 5 consumes its nonce and nothing else: its diff is the sender's
+//! nonce + 1, and it pays no fee.
+//!
+//! Fees: revm charges `gas_used * gas_price` to the sender, so with a non-zero gas price the
+//! sender's balance changes and must be declared (for a plain transfer, `gas_used` is 21,000).
+//! Fees are zero in the devnet. The fee revm credits to an unlisted block beneficiary is
+//! burned: no group holds that account for this move, so nobody could apply the credit (any
+//! other change to it still fails the move). The
+//! move's `sponsor` is not charged here; a sponsored move is expected to carry a zero gas price.
+
+use alloy_primitives::{Address, B256, Log, U256};
+use primitives::{
+    DeclaredWrite, FailureReason, SpaceAccessList, TxHash, VerifiedTransaction, finality::StateItem,
+};
+use revm::{
+    ExecuteEvm, MainBuilder,
+    context::{BlockEnv, TxEnv},
+    context_interface::result::{EVMError, ExecutionResult, InvalidTransaction},
+    handler::MainnetContext,
+    primitives::TxKind,
+    state::{Account, EvmState},
+};
+use tracing::trace;
+
+use crate::{
+    constants::{BLOCK_BENEFICIARY, EVM_SPEC},
+    database::SliceDatabase,
+    diff::{AccountDiff, StateDiff},
+    error::{AccessError, ExecutionError},
+    slice::{AccountSlice, StateSlice},
+};
+
+/// The block-level context a move runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecutionEnv {
+    /// The Tickrate network's chain id (the `CHAINID` opcode).
+    pub chain_id: u64,
+    /// The number `NUMBER` returns.
+    pub block_number: u64,
+    /// The time `TIMESTAMP` returns, in seconds.
+    pub timestamp: u64,
+}
+
+/// What one move did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MoveOutcome {
+    /// The move.
+    pub hash: TxHash,
+    /// `Ok` if the move took effect, otherwise why it failed.
+    pub status: Result<(), FailureReason>,
+    /// Gas revm reports, also for a failed move (which pays nothing); zero if revm refused the
+    /// move before running it.
+    pub gas_used: u64,
+    /// Logs of a successful move; empty for a failed one.
+    pub logs: Vec<Log>,
+    /// Every changed value of a successful move (sender nonce + 1 included); only the nonce
+    /// + 1 of a failed one; nothing for a bad nonce.
+    pub diff: StateDiff,
+}
+
+impl MoveOutcome {
+    /// Whether the move took effect.
+    pub fn is_success(&self) -> bool {
+        self.status.is_ok()
+    }
+}
+
+/// Runs `tx` against `slice`, which must hold exactly the items of the move's Space Access List.
+pub fn execute(
+    env: &ExecutionEnv,
+    tx: &VerifiedTransaction,
+    slice: &StateSlice,
+) -> Result<MoveOutcome, ExecutionError> {
+    let body = tx.tx();
+    slice.check_matches(&body.access_list)?;
+
+    let sender_nonce = slice.account(&tx.sender).map_or(0, |account| account.nonce);
+    // A sender at u64::MAX can send no more moves (EIP-2681), and its nonce cannot be consumed.
+    let Some(nonce_after) = sender_nonce
+        .checked_add(1)
+        .filter(|_| body.nonce == sender_nonce)
+    else {
+        let outcome = MoveOutcome {
+            hash: tx.hash,
+            status: Err(FailureReason::BadNonce {
+                expected: sender_nonce,
+                got: body.nonce,
+            }),
+            gas_used: 0,
+            logs: Vec::new(),
+            diff: StateDiff::default(),
+        };
+        trace!(target: "execution::engine", hash = ?tx.hash, status = ?outcome.status, "move refused");
+        return Ok(outcome);
+    };
+
+    let failed = |reason: FailureReason, gas_used: u64| MoveOutcome {
+        hash: tx.hash,
+        status: Err(reason),
+        gas_used,
+        logs: Vec::new(),
+        diff: StateDiff::nonce_only(tx.sender, nonce_after),
+    };
+
+    let outcome = match run_revm(env, tx, slice) {
+        Err(error) => failed(failure_from_revm(error), 0),
+        Ok((ExecutionResult::Revert { gas, .. }, _)) => {
+            failed(FailureReason::Reverted, gas.tx_gas_used())
+        }
+        Ok((ExecutionResult::Halt { gas, .. }, _)) => {
+            failed(FailureReason::Halted, gas.tx_gas_used())
+        }
+        Ok((ExecutionResult::Success { gas, logs, .. }, state)) => {
+            let credit = U256::from(body.gas_price) * U256::from(gas.tx_gas_used());
+            let diff = collect_diff(state, slice, credit);
+            match check_against_access_list(&diff, &body.access_list, slice, tx.sender, nonce_after)
+            {
+                Ok(()) => MoveOutcome {
+                    hash: tx.hash,
+                    status: Ok(()),
+                    gas_used: gas.tx_gas_used(),
+                    logs,
+                    diff,
+                },
+                Err(reason) => failed(reason, gas.tx_gas_used()),
+            }
+        }
+    };
+    trace!(
+        target: "execution::engine",
+        hash = ?tx.hash,
+        status = ?outcome.status,
+        gas_used = outcome.gas_used,
+        "move executed"
+    );
+    Ok(outcome)
+}
+
+type RevmOutput = (ExecutionResult, EvmState);
+
+/// One `transact` (no commit: the slice is read-only and the diff is ours to build).
+fn run_revm(
+    env: &ExecutionEnv,
+    tx: &VerifiedTransaction,
+    slice: &StateSlice,
+) -> Result<RevmOutput, EVMError<AccessError>> {
+    let body = tx.tx();
+    let block = BlockEnv {
+        number: U256::from(env.block_number),
+        beneficiary: BLOCK_BENEFICIARY,
+        timestamp: U256::from(env.timestamp),
+        basefee: 0,
+        ..BlockEnv::default()
+    };
+    // A legacy (type 0) transaction: its gas price is paid in full, with no priority fee to
+    // split. revm's nonce check stays on; it agrees with ours, which ran first.
+    let transaction = TxEnv {
+        tx_type: 0,
+        caller: tx.sender,
+        gas_limit: body.gas_limit,
+        gas_price: body.gas_price,
+        kind: TxKind::Call(body.to),
+        value: body.value,
+        data: body.data.clone(),
+        nonce: body.nonce,
+        chain_id: Some(body.chain_id),
+        access_list: Default::default(),
+        gas_priority_fee: None,
+        blob_hashes: Vec::new(),
+        max_fee_per_blob_gas: 0,
+        authorization_list: Vec::new(),
+    };
+    let database = SliceDatabase::new(slice, BLOCK_BENEFICIARY);
+    let mut evm = MainnetContext::new(database, EVM_SPEC)
+        .modify_cfg_chained(|cfg| cfg.chain_id = env.chain_id)
+        .with_block(block)
+        .build_mainnet();
+    let output = evm.transact(transaction)?;
+    Ok((output.result, output.state))
+}
+
+/// The failure reason of a move revm refused or aborted.
+fn failure_from_revm(error: EVMError<AccessError>) -> FailureReason {
+    match error {
+        EVMError::Database(access) => access.failure_reason(),
+        EVMError::Transaction(
+            InvalidTransaction::LackOfFundForMaxFee { .. }
+            | InvalidTransaction::OverflowPaymentInTransaction,
+        ) => FailureReason::InsufficientFunds,
+        EVMError::Transaction(_)
+        | EVMError::Header(_)
+        | EVMError::Custom(_)
+        | EVMError::CustomAny(_) => FailureReason::Halted,
+    }
+}
+
+/// Every value revm's output state changed relative to the slice, sorted. Unlisted (exempt)
+/// accounts are compared with the empty account, and their changes kept so that the SAL check
+/// rejects them, except the fee credited to an unlisted beneficiary (`beneficiary_credit`,
+/// `gas_price * gas_used`), which is burned. Only that exact credit is dropped: value a move
+/// sends to the unlisted beneficiary on top of it is a write outside the list.
+fn collect_diff(state: EvmState, slice: &StateSlice, beneficiary_credit: U256) -> StateDiff {
+    let empty = AccountSlice::default();
+    let mut diff = StateDiff::default();
+    for (address, account) in state {
+        let listed = slice.account(&address);
+        let mut change = account_diff(&account, listed.unwrap_or(&empty));
+        if listed.is_none()
+            && address == BLOCK_BENEFICIARY
+            && change.balance == Some(beneficiary_credit)
+        {
+            change.balance = None;
+        }
+        if !change.is_empty() {
+            diff.accounts.insert(address, change);
+        }
+    }
+    diff
+}
+
+/// What changed in one account. A self-destructed account (only possible for one created in
+/// this move, EIP-6780) ends empty, storage included.
+fn account_diff(account: &Account, before: &AccountSlice) -> AccountDiff {
+    let destroyed = account.is_selfdestructed();
+    let mut change = AccountDiff::default();
+
+    let balance = if destroyed {
+        U256::ZERO
+    } else {
+        account.info.balance
+    };
+    if balance != before.balance {
+        change.balance = Some(balance);
+    }
+    let nonce = if destroyed { 0 } else { account.info.nonce };
+    if nonce != before.nonce {
+        change.nonce = Some(nonce);
+    }
+    // Code revm never loaded is code it cannot have changed.
+    let code = match (&account.info.code, destroyed) {
+        (_, true) => Default::default(),
+        (Some(code), false) => code.original_bytes(),
+        (None, false) => before.code.clone(),
+    };
+    if code != before.code {
+        change.code = Some(code);
+    }
+
+    for (key, slot) in &account.storage {
+        let slot_key = B256::from(*key);
+        let value = if destroyed {
+            U256::ZERO
+        } else {
+            slot.present_value
+        };
+        // An unlisted slot was never read from the slice (that fails the move), so it belongs
+        // to an account created in this move, and revm's original value is the reference.
+        let value_before = before
+            .storage
+            .get(&slot_key)
+            .copied()
+            .unwrap_or(slot.original_value);
+        if value != value_before {
+            change.storage.insert(slot_key, value);
+        }
+    }
+    if destroyed {
+        for (slot, value) in &before.storage {
+            if !value.is_zero() {
+                change.storage.insert(*slot, U256::ZERO);
+            }
+        }
+    }
+    change
+}
+
+/// The value a declared write promises.
+fn declared_value(write: DeclaredWrite) -> U256 {
+    match write {
+        DeclaredWrite::Exact(value) => value,
+    }
+}
+
+/// Holds a successful run's diff to the move's Space Access List (steps 4 and 5 of the module
+/// doc).
+fn check_against_access_list(
+    diff: &StateDiff,
+    access_list: &SpaceAccessList,
+    slice: &StateSlice,
+    sender: Address,
+    sender_nonce_after: u64,
+) -> Result<(), FailureReason> {
+    for (address, change) in &diff.accounts {
+        check_changed_account(*address, change, access_list, sender, sender_nonce_after)?;
+    }
+    let empty = AccountSlice::default();
+    for access in access_list.accounts() {
+        let address = access.address;
+        let before = slice.account(&address).unwrap_or(&empty);
+        let change = diff.account(&address);
+        if let Some(write) = access.balance {
+            let after = change.and_then(|c| c.balance).unwrap_or(before.balance);
+            if after != declared_value(write) {
+                return Err(FailureReason::WrongPostValue(StateItem::Balance(address)));
+            }
+        }
+        if let Some(declared) = access.nonce {
+            let after = change.and_then(|c| c.nonce).unwrap_or(before.nonce);
+            if after != declared {
+                return Err(FailureReason::WrongPostValue(StateItem::Nonce(address)));
+            }
+        }
+        for slot in &access.storage {
+            let Some(write) = slot.write else { continue };
+            let after = change
+                .and_then(|c| c.storage.get(&slot.slot).copied())
+                .or_else(|| before.storage.get(&slot.slot).copied())
+                .unwrap_or_default();
+            if after != declared_value(write) {
+                return Err(FailureReason::WrongPostValue(StateItem::Storage(
+                    address, slot.slot,
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Step 4 for one changed account: every changed item is listed and declared.
+fn check_changed_account(
+    address: Address,
+    change: &AccountDiff,
+    access_list: &SpaceAccessList,
+    sender: Address,
+    sender_nonce_after: u64,
+) -> Result<(), FailureReason> {
+    let Some(access) = access_list.account(&address) else {
+        return Err(FailureReason::OutOfAccessList(first_changed_item(
+            address, change,
+        )));
+    };
+    if change.balance.is_some() && access.balance.is_none() {
+        return Err(FailureReason::UndeclaredWrite(StateItem::Balance(address)));
+    }
+    if let Some(nonce) = change.nonce {
+        if address == sender {
+            // The increment is implied; anything else would be revm breaking its own rules.
+            if nonce != sender_nonce_after {
+                return Err(FailureReason::WrongPostValue(StateItem::Nonce(address)));
+            }
+        } else if access.nonce.is_none() {
+            return Err(FailureReason::UndeclaredWrite(StateItem::Nonce(address)));
+        }
+    }
+    if change.code.is_some() {
+        return Err(FailureReason::UndeclaredWrite(StateItem::Code(address)));
+    }
+    for slot in change.storage.keys() {
+        match access.slot(slot) {
+            None => {
+                return Err(FailureReason::OutOfAccessList(StateItem::Storage(
+                    address, *slot,
+                )));
+            }
+            Some(declaration) if declaration.write.is_none() => {
+                return Err(FailureReason::UndeclaredWrite(StateItem::Storage(
+                    address, *slot,
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The item that names an unlisted account's change, in the same order as the other checks.
+fn first_changed_item(address: Address, change: &AccountDiff) -> StateItem {
+    if change.balance.is_some() {
+        StateItem::Balance(address)
+    } else if change.nonce.is_some() {
+        StateItem::Nonce(address)
+    } else if change.code.is_some() {
+        StateItem::Code(address)
+    } else {
+        match change.storage.keys().next() {
+            Some(slot) => StateItem::Storage(address, *slot),
+            // `collect_diff` keeps only non-empty changes.
+            None => StateItem::Balance(address),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
