@@ -1,1 +1,278 @@
-//! client-sdk
+//! The game-facing SDK: connect to a sequencer, submit moves without waiting for the last one,
+//! read pending state, and follow each move through the finality levels.
+//!
+//! A [`Client`] holds one KCP session to one sequencer. [`Client::submit`] sends a signed move
+//! and returns at once; its [`Submission`] resolves when the sequencer acks (with the tick it
+//! promises the move by) or refuses it with a typed [`Refusal`]. The sequencer then pushes every
+//! change of the move's level; [`Client::wait_for`] waits for one, and [`Client::events`] streams
+//! them all with the local time each was learned (what the devnet measures latency with).
+//!
+//! Reconnect and failover, SAL estimation through a shard node, and subscriptions to state
+//! come with the [client-sdk] work.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+    sync::Arc,
+    time::Instant,
+};
+
+use netstack::driver::{KcpClient, KcpConnection, KcpSender};
+use parking_lot::Mutex;
+use primitives::{
+    Address, B256, FinalityLevel, SignedTransaction, TxHash, U256,
+    api::{ClientRequest, Refusal, ServerMessage},
+    codec::{Decode, Encode},
+};
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The session could not be opened.
+    #[error("connect: {0}")]
+    Connect(#[from] std::io::Error),
+    /// The session is closed.
+    #[error("connection closed")]
+    Closed,
+    /// The sequencer refused the move.
+    #[error("refused: {0}")]
+    Refused(#[from] Refusal),
+    /// The move failed at a level past `Pending`.
+    #[error("move failed: {0:?}")]
+    Failed(primitives::FailureReason),
+}
+
+/// A change of a move's level, as the client learned it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientEvent {
+    /// The move.
+    pub hash: TxHash,
+    /// Its new level, or the refusal.
+    pub level: Result<FinalityLevel, Refusal>,
+    /// When this client learned it.
+    pub at: Instant,
+}
+
+enum QueryReply {
+    Nonce(oneshot::Sender<u64>),
+    Storage(oneshot::Sender<U256>),
+    Status(oneshot::Sender<Option<FinalityLevel>>),
+}
+
+#[derive(Default)]
+struct Shared {
+    acks: HashMap<TxHash, oneshot::Sender<Result<u64, Refusal>>>,
+    levels: HashMap<TxHash, FinalityLevel>,
+    waiters: HashMap<TxHash, Vec<(u8, oneshot::Sender<FinalityLevel>)>>,
+    queries: VecDeque<QueryReply>,
+    events: Option<mpsc::UnboundedSender<ClientEvent>>,
+    closed: bool,
+}
+
+impl Shared {
+    fn emit(&self, hash: TxHash, level: Result<FinalityLevel, Refusal>) {
+        if let Some(events) = &self.events {
+            let _ = events.send(ClientEvent { hash, level, at: Instant::now() });
+        }
+    }
+
+    fn record_level(&mut self, hash: TxHash, level: FinalityLevel) {
+        let known = self.levels.get(&hash).map(FinalityLevel::rank);
+        if known.is_some_and(|rank| rank >= level.rank()) {
+            return;
+        }
+        self.emit(hash, Ok(level.clone()));
+        if let Some(waiters) = self.waiters.remove(&hash) {
+            let mut still_waiting = Vec::new();
+            for (rank, waiter) in waiters {
+                if level.rank() >= rank {
+                    let _ = waiter.send(level.clone());
+                } else {
+                    still_waiting.push((rank, waiter));
+                }
+            }
+            if !still_waiting.is_empty() {
+                self.waiters.insert(hash, still_waiting);
+            }
+        }
+        self.levels.insert(hash, level);
+    }
+
+    fn handle(&mut self, message: ServerMessage) {
+        match message {
+            ServerMessage::Ack { hash, result } => {
+                if let Some(waiter) = self.acks.remove(&hash) {
+                    let _ = waiter.send(result.clone());
+                }
+                match result {
+                    Ok(_) => self.record_level(hash, FinalityLevel::Pending),
+                    Err(refusal) => self.emit(hash, Err(refusal)),
+                }
+            }
+            ServerMessage::Status { hash, level } => self.record_level(hash, level),
+            ServerMessage::PendingNonce { nonce, .. } => match self.queries.pop_front() {
+                Some(QueryReply::Nonce(reply)) => drop(reply.send(nonce)),
+                _ => warn!(target: "client_sdk", "unexpected nonce reply"),
+            },
+            ServerMessage::PendingStorage { value, .. } => match self.queries.pop_front() {
+                Some(QueryReply::Storage(reply)) => drop(reply.send(value)),
+                _ => warn!(target: "client_sdk", "unexpected storage reply"),
+            },
+            ServerMessage::StatusReply { level, .. } => match self.queries.pop_front() {
+                Some(QueryReply::Status(reply)) => drop(reply.send(level)),
+                _ => warn!(target: "client_sdk", "unexpected status reply"),
+            },
+        }
+    }
+}
+
+/// A move sent and not yet acked.
+#[derive(Debug)]
+pub struct Submission {
+    /// The move's hash.
+    pub hash: TxHash,
+    ack: oneshot::Receiver<Result<u64, Refusal>>,
+}
+
+impl Submission {
+    /// Waits for the ack: the tick promised, or the refusal.
+    pub async fn ack(self) -> Result<u64, ClientError> {
+        match self.ack.await {
+            Ok(Ok(tick)) => Ok(tick),
+            Ok(Err(refusal)) => Err(ClientError::Refused(refusal)),
+            Err(_) => Err(ClientError::Closed),
+        }
+    }
+}
+
+/// A session with one sequencer.
+#[derive(Clone)]
+pub struct Client {
+    sender: KcpSender,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Opens a session with the sequencer at `sequencer`.
+    pub async fn connect(sequencer: SocketAddr) -> Result<Client, ClientError> {
+        let connection = KcpClient::connect(sequencer, netstack::kcp::KcpConfig::default()).await?;
+        Ok(Self::over(connection))
+    }
+
+    /// A client over an open session.
+    pub fn over(mut connection: KcpConnection) -> Client {
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let sender = connection.sender();
+        let reader = shared.clone();
+        tokio::spawn(async move {
+            while let Some(bytes) = connection.recv().await {
+                match ServerMessage::from_bytes(&bytes) {
+                    Ok(message) => reader.lock().handle(message),
+                    Err(error) => warn!(target: "client_sdk", %error, "undecodable message from sequencer"),
+                }
+            }
+            let mut shared = reader.lock();
+            shared.closed = true;
+            shared.acks.clear();
+            shared.waiters.clear();
+            shared.queries.clear();
+        });
+        Client { sender, shared }
+    }
+
+    /// Every level change from now on, with the time it was learned. Only one stream exists;
+    /// a second call replaces the first.
+    pub fn events(&self) -> mpsc::UnboundedReceiver<ClientEvent> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.shared.lock().events = Some(sender);
+        receiver
+    }
+
+    async fn send(&self, request: &ClientRequest) -> Result<(), ClientError> {
+        self.sender.send(request.to_bytes()).await.map_err(|_| ClientError::Closed)
+    }
+
+    /// Sends a move and returns without waiting for its ack.
+    pub async fn submit(&self, signed: SignedTransaction) -> Result<Submission, ClientError> {
+        let hash = signed.hash();
+        let (reply, ack) = oneshot::channel();
+        {
+            let mut shared = self.shared.lock();
+            if shared.closed {
+                return Err(ClientError::Closed);
+            }
+            shared.acks.insert(hash, reply);
+        }
+        self.send(&ClientRequest::Submit(signed)).await?;
+        Ok(Submission { hash, ack })
+    }
+
+    /// Sends a move and waits for its ack.
+    pub async fn submit_and_ack(&self, signed: SignedTransaction) -> Result<TxHash, ClientError> {
+        let submission = self.submit(signed).await?;
+        let hash = submission.hash;
+        submission.ack().await?;
+        Ok(hash)
+    }
+
+    /// Waits until the move reaches `level` (by rank) or fails; returns the level reached.
+    pub async fn wait_for(&self, hash: TxHash, level: FinalityLevel) -> Result<FinalityLevel, ClientError> {
+        let receiver = {
+            let mut shared = self.shared.lock();
+            if let Some(known) = shared.levels.get(&hash)
+                && (known.rank() >= level.rank())
+            {
+                return Ok(known.clone());
+            }
+            if shared.closed {
+                return Err(ClientError::Closed);
+            }
+            let (sender, receiver) = oneshot::channel();
+            // A failure ends the path, so waiting for any level also wakes on `Failed`.
+            shared.waiters.entry(hash).or_default().push((level.rank(), sender));
+            receiver
+        };
+        receiver.await.map_err(|_| ClientError::Closed)
+    }
+
+    /// The level this client last learned for a move.
+    pub fn level(&self, hash: &TxHash) -> Option<FinalityLevel> {
+        self.shared.lock().levels.get(hash).cloned()
+    }
+
+    async fn query<T>(&self, request: ClientRequest, wrap: impl FnOnce(oneshot::Sender<T>) -> QueryReply) -> Result<T, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        {
+            let mut shared = self.shared.lock();
+            if shared.closed {
+                return Err(ClientError::Closed);
+            }
+            shared.queries.push_back(wrap(reply));
+        }
+        self.send(&request).await?;
+        answer.await.map_err(|_| ClientError::Closed)
+    }
+
+    /// The sender's next nonce in the sequencer's pending state.
+    pub async fn pending_nonce(&self, address: Address) -> Result<u64, ClientError> {
+        self.query(ClientRequest::PendingNonce(address), QueryReply::Nonce).await
+    }
+
+    /// A storage slot's value in the sequencer's pending state.
+    pub async fn pending_storage(&self, address: Address, slot: B256) -> Result<U256, ClientError> {
+        self.query(ClientRequest::PendingStorage(address, slot), QueryReply::Storage).await
+    }
+
+    /// A move's level as the sequencer knows it.
+    pub async fn status(&self, hash: TxHash) -> Result<Option<FinalityLevel>, ClientError> {
+        self.query(ClientRequest::Status(hash), QueryReply::Status).await
+    }
+}

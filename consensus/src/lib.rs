@@ -1,1 +1,84 @@
-//! consensus
+//! The sans-IO PBFT core of Tickrate (Castro and Liskov), generic over the value agreed and the
+//! validator set.
+//!
+//! It is used twice: the sequencers agree on a [`Batch`](primitives::Batch) of block headers per sequence number,
+//! and the 8 members of an address state group agree on a post-state root ([`B256`]). Both run
+//! the same [`Replica`], a [`primitives::machine::Machine`] that takes `(now, origin, input)` and
+//! is drained of transmits and events; it never touches a socket, a clock or a thread, so the
+//! tokio driver and the simulator run the same code.
+//!
+//! # Map
+//! - [`value`]: the [`Value`] trait (anything with a canonical encoding and a digest).
+//! - [`validator`]: the [`ValidatorSet`]: `n`, `f = (n - 1) / 3`, quorum `n - f`, the primary
+//!   of view `v` is validator `v mod n`.
+//! - [`message`]: the wire messages (pre-prepare, prepare, commit, checkpoint), what each one
+//!   signs, and their bounded codec.
+//! - [`replica`]: the state machine: the normal case (pre-prepare, application check, prepare,
+//!   commit, in-order delivery with a certificate) and checkpoints with log garbage collection.
+//! - [`error`]: why an input is refused ([`RejectReason`]) and why a certificate does not verify.
+//! - [`stats`]: counters of what a replica did and refused.
+//! - [`constants`]: the window, the checkpoint interval, the size bounds.
+//! - `harness` (feature `test-utils`): a seeded in-memory `Cluster` of replicas with drops,
+//!   duplicates, reordering and partitions.
+//!
+//! # Certificates
+//! A decided value comes with a [`Certificate`]: the aggregate of a quorum of commit signatures
+//! over [`commit_message`]`(sequence, digest)`, which leaves the view out, so anyone holding the
+//! validator set checks it with [`ValidatorSet`] and [`verify_commit`] (or
+//! [`verify_commit_certificate`] for a [`FinalizedBatch`]).
+//!
+//! # What comes next
+//! This crate implements the normal case and checkpoints. View change (timers, view-change and
+//! new-view messages), state transfer for replicas that fall behind the window, and holding votes
+//! until the log is persisted are designed in [`Replica`]'s documentation and come next.
+
+pub mod constants;
+pub mod error;
+#[cfg(feature = "test-utils")]
+pub mod harness;
+mod log;
+pub mod message;
+pub mod replica;
+pub mod stats;
+pub mod validator;
+pub mod value;
+
+use primitives::{
+    B256, FinalizedBatch,
+    bls::{BlsPublicKey, Certificate},
+};
+
+pub use error::{CertificateError, RejectReason};
+pub use message::{
+    Checkpoint, Message, PrePrepare, Vote, checkpoint_message, commit_message, pre_prepare_message,
+    prepare_message,
+};
+pub use replica::{Replica, ReplicaEvent, ReplicaInput};
+pub use stats::{RejectStats, ReplicaStats};
+pub use validator::{Validator, ValidatorSet, faults_max, quorum};
+pub use value::Value;
+
+/// Checks that a quorum of `keys` (a validator set, in order) signed the commit of the value with
+/// `digest` at `sequence`.
+pub fn verify_commit(
+    sequence: u64,
+    digest: &B256,
+    certificate: &Certificate,
+    keys: &[BlsPublicKey],
+) -> Result<(), CertificateError> {
+    if keys.is_empty() {
+        return Err(CertificateError::NoValidators);
+    }
+    certificate.verify(&commit_message(sequence, digest), keys, quorum(keys.len()))?;
+    Ok(())
+}
+
+/// Checks a finalized batch's certificate against the sequencer set `keys`, in order: a quorum
+/// of them committed this batch at sequence `batch.number`.
+pub fn verify_commit_certificate(
+    finalized: &FinalizedBatch,
+    keys: &[BlsPublicKey],
+) -> Result<(), CertificateError> {
+    let batch = &finalized.batch;
+    verify_commit(batch.number, &batch.digest(), &finalized.certificate, keys)
+}

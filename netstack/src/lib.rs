@@ -1,1 +1,34 @@
-//! netstack
+//! Tickrate's network stack: reliable, low-latency messages over UDP for the client path
+//! (client SDK ↔ sequencer), built like quinn — protocol cores without IO, tokio drivers apart.
+//!
+//! # Bird's-eye view
+//! - [`kcp`] — the sans-IO core. A [`kcp::KcpSession`] is one KCP conversation in message
+//!   mode: the owner feeds it datagrams and timeouts with the current
+//!   [`primitives::time::Instant`], and drains datagrams to send, whole received messages and
+//!   the next deadline. It checks every datagram before the `kcp` crate sees it, bounds every
+//!   queue, and flushes at once when a message is sent, so a request and its reply cross
+//!   loopback without waiting for a timer.
+//! - [`driver`] — the tokio driver: one task per UDP socket, `select!` over the socket, a
+//!   bounded command channel and a timer set to the earliest session deadline.
+//!   [`driver::KcpServer`] demultiplexes sessions by (peer address, conversation) and yields
+//!   a [`driver::KcpConnection`] per new peer; [`driver::KcpClient`] opens one session on its
+//!   own socket. Connections send with back-pressure and close on dead link or idle timeout.
+//! - [`frame`] — the message bound ([`frame::MAX_MESSAGE_BYTES`]) and its error.
+//! - [`lossy`] — test support for any crate: a seeded UDP proxy that drops, duplicates,
+//!   reorders and delays datagrams.
+//! - [`error`], [`constants`] — every error and every bound of the crate.
+//!
+//! # Not here yet
+//! Sessions are neither encrypted nor authenticated: anyone who can send UDP to a server can
+//! open a session (bounded by [`constants::SERVER_SESSIONS_MAX`] and the idle timeout). Peer
+//! authentication (Noise), QUIC streams (quinn) for node-to-node traffic, the dual DHT and
+//! relays are later work; none of them exists in this crate yet.
+
+pub mod constants;
+pub mod driver;
+pub mod error;
+pub mod frame;
+pub mod kcp;
+pub mod lossy;
+
+pub use error::{ConfigError, FrameError, KcpError, NetError, SendError};

@@ -1,1 +1,24 @@
-//! shard-node
+//! Execution nodes and their address state groups.
+//!
+//! Each shard node has an operator key (its node ID is that key's Ethereum address) and a BLS
+//! key, and registers both on the upper chain. From the registry snapshot of an epoch every
+//! node computes the same groups with no round trip: the group of an address is the 8
+//! registered nodes nearest to it by XOR distance, and only those 8 hold its state.
+//!
+//! A finalized batch is executed move by move in batch order. The group of the move's `to`
+//! address executes it: each member builds the move's exact state slice from the items it holds
+//! and the slices the other groups ship, and runs [`execution::execute`]; the members' outcomes
+//! must agree. The move's writes are then applied by every member of every group that holds a
+//! written address. After the batch each touched group's members compute the root over exactly
+//! the group's own addresses, sign it, and the quorum certificate goes to the upper chain.
+//!
+//! [`network::ShardNetwork`] runs the nodes of one devnet in one process, as separate states;
+//! [`driver`] feeds it finalized batches. Networked groups with group BFT, sync, eviction and
+//! the `shard-node` binary are the [shard-node] work.
+
+pub mod driver;
+pub mod network;
+pub mod node;
+
+pub use network::{ShardError, ShardNetwork};
+pub use node::ShardNode;

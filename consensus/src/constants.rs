@@ -1,0 +1,30 @@
+//! Every bound the PBFT core enforces, in one place.
+
+use primitives::constants::VALIDATORS_MAX;
+
+/// Width of the sequence window: a replica accepts messages for sequences in
+/// `(low watermark, low watermark + SEQUENCE_WINDOW]`, where the low watermark is its last stable
+/// checkpoint. The primary cannot run further ahead of the slowest quorum than this.
+pub const SEQUENCE_WINDOW: u64 = 64;
+
+/// A replica broadcasts a checkpoint after every `CHECKPOINT_INTERVAL` committed sequences; a
+/// quorum of matching checkpoints makes it stable and the log below it is discarded.
+pub const CHECKPOINT_INTERVAL: u64 = 16;
+
+const _: () = assert!(SEQUENCE_WINDOW.is_multiple_of(CHECKPOINT_INTERVAL));
+// The window must hold at least two checkpoints, so that the primary can keep proposing while the
+// checkpoint at the middle of the window gathers its quorum.
+const _: () = assert!(SEQUENCE_WINDOW >= 2 * CHECKPOINT_INTERVAL);
+
+/// Largest encoded consensus message accepted; longer byte strings are refused before decoding.
+/// A pre-prepare of a full batch (1,024 headers of about 210 bytes) is about 220 KiB.
+pub const MESSAGE_BYTES_MAX: usize = 1024 * 1024;
+
+/// Most transmits the replica queues before the driver drains them. The driver drains after every
+/// input; one input produces at most three broadcasts per delivered sequence, so this is far above
+/// what a correct driver ever sees.
+pub const TRANSMITS_QUEUED_MAX: usize = 4 * SEQUENCE_WINDOW as usize * VALIDATORS_MAX;
+
+/// Most events the replica queues before the driver drains them (one `Verify` and one `Committed`
+/// per sequence of the window, twice over).
+pub const EVENTS_QUEUED_MAX: usize = 4 * SEQUENCE_WINDOW as usize;

@@ -1,0 +1,384 @@
+//! A seeded, in-memory cluster of replicas for tests (feature `test-utils`), after raft-rs's
+//! test `Network`: deliver everything, drop, cut, isolate, heal, with duplicates and reordering
+//! drawn from one ChaCha seed, so a failing seed replays exactly.
+//!
+//! The cluster plays every replica's driver: it drains transmits into the network and answers
+//! every [`ReplicaEvent::Verify`] at once (valid, unless the replica was told to refuse), and
+//! records every [`ReplicaEvent::Committed`]. It checks as it goes that each replica commits
+//! sequences in order, once each.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use primitives::{
+    Address, B256, NodeId,
+    bls::{BlsSecretKey, Certificate},
+    machine::{Machine, Origin},
+    time::Instant,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::{
+    error::RejectReason,
+    replica::{Replica, ReplicaEvent, ReplicaInput},
+    validator::{Validator, ValidatorSet},
+    value::Value,
+};
+
+/// Most deliveries one [`Cluster::deliver_all`] makes before it decides the replicas loop.
+pub const DELIVERIES_MAX: u64 = 10_000_000;
+
+/// A message in flight between two replicas of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// Index of the sender.
+    pub from: usize,
+    /// Index of the receiver.
+    pub to: usize,
+    /// The encoded message.
+    pub bytes: Vec<u8>,
+}
+
+/// A value a replica committed, with its certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decided<V> {
+    /// The sequence.
+    pub sequence: u64,
+    /// The value.
+    pub value: V,
+    /// The commit certificate.
+    pub certificate: Certificate,
+}
+
+/// The node ID the cluster gives validator `index`.
+pub fn node_id(index: usize) -> NodeId {
+    let mut raw = [0u8; 20];
+    raw[0] = 0xC0;
+    raw[18..].copy_from_slice(&u16::try_from(index).expect("small clusters").to_be_bytes());
+    NodeId(Address::from(raw))
+}
+
+/// The BLS key the cluster gives validator `index`.
+pub fn secret_key(index: usize) -> BlsSecretKey {
+    let mut seed = [0x5Au8; 32];
+    seed[..8].copy_from_slice(&(index as u64).to_be_bytes());
+    BlsSecretKey::from_seed(&seed)
+}
+
+/// `n` replicas over a seeded lossy network.
+#[derive(Debug)]
+pub struct Cluster<V: Value> {
+    seed: u64,
+    replicas: Vec<Replica<V>>,
+    validators: ValidatorSet,
+    network: VecDeque<Envelope>,
+    rng: ChaCha8Rng,
+    now: Instant,
+    drop_ratios: BTreeMap<(usize, usize), f64>,
+    isolated: BTreeSet<usize>,
+    duplicate_ratio: f64,
+    reorder: bool,
+    refusing: BTreeSet<usize>,
+    committed: Vec<Vec<Decided<V>>>,
+    dropped: u64,
+    duplicated: u64,
+    delivered: u64,
+}
+
+impl<V: Value> Cluster<V> {
+    /// `n` replicas in view 0, a lossless in-order network, randomness from `seed`.
+    pub fn new(n: usize, seed: u64) -> Self {
+        let validators = ValidatorSet::new(
+            (0..n)
+                .map(|index| Validator {
+                    id: node_id(index),
+                    key: secret_key(index).public_key(),
+                })
+                .collect(),
+        );
+        let replicas = (0..n)
+            .map(|index| Replica::new(validators.clone(), index, secret_key(index)))
+            .collect();
+        Cluster {
+            seed,
+            replicas,
+            validators,
+            network: VecDeque::new(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            now: Instant::ZERO,
+            drop_ratios: BTreeMap::new(),
+            isolated: BTreeSet::new(),
+            duplicate_ratio: 0.0,
+            reorder: false,
+            refusing: BTreeSet::new(),
+            committed: vec![Vec::new(); n],
+            dropped: 0,
+            duplicated: 0,
+            delivered: 0,
+        }
+    }
+
+    /// The seed the cluster draws from.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// Number of replicas.
+    pub fn n(&self) -> usize {
+        self.replicas.len()
+    }
+
+    /// The validator set every replica shares.
+    pub fn validators(&self) -> &ValidatorSet {
+        &self.validators
+    }
+
+    /// Replica `index`.
+    pub fn replica(&self, index: usize) -> &Replica<V> {
+        &self.replicas[index]
+    }
+
+    /// Index of the primary of the current view of replica 0.
+    pub fn primary(&self) -> usize {
+        self.validators.primary_index(self.replicas[0].view())
+    }
+
+    /// What replica `index` has committed, in order.
+    pub fn committed(&self, index: usize) -> &[Decided<V>] {
+        &self.committed[index]
+    }
+
+    /// Messages in flight, oldest first.
+    pub fn in_flight(&self) -> &VecDeque<Envelope> {
+        &self.network
+    }
+
+    /// Messages dropped, duplicated and delivered so far.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        (self.dropped, self.duplicated, self.delivered)
+    }
+
+    /// Drops each message from `from` to `to` with probability `ratio` (when it is sent).
+    pub fn drop(&mut self, from: usize, to: usize, ratio: f64) {
+        assert!((0.0..=1.0).contains(&ratio), "a ratio is a probability");
+        self.drop_ratios.insert((from, to), ratio);
+    }
+
+    /// Drops every message between `a` and `b`, both ways.
+    pub fn cut(&mut self, a: usize, b: usize) {
+        self.drop(a, b, 1.0);
+        self.drop(b, a, 1.0);
+    }
+
+    /// Drops every message to and from `index`.
+    pub fn isolate(&mut self, index: usize) {
+        self.isolated.insert(index);
+    }
+
+    /// Ends every drop, cut and isolation (duplication and reordering stay).
+    pub fn heal(&mut self) {
+        self.drop_ratios.clear();
+        self.isolated.clear();
+    }
+
+    /// Sends each message twice with probability `ratio`.
+    pub fn duplicate(&mut self, ratio: f64) {
+        assert!((0.0..=1.0).contains(&ratio), "a ratio is a probability");
+        self.duplicate_ratio = ratio;
+    }
+
+    /// Delivers messages in a seeded random order instead of the order they were sent.
+    pub fn reorder(&mut self, reorder: bool) {
+        self.reorder = reorder;
+    }
+
+    /// Makes replica `index` answer every `Verify` with `valid: false`.
+    pub fn refuse_values(&mut self, index: usize) {
+        self.refusing.insert(index);
+    }
+
+    /// Proposes `value` at the primary; returns the sequence it got.
+    pub fn propose(&mut self, value: V) -> Result<u64, RejectReason> {
+        let primary = self.primary();
+        let sequence = self.replicas[primary].next_sequence();
+        self.input(primary, Origin::Local, ReplicaInput::Propose(value))?;
+        Ok(sequence)
+    }
+
+    /// Feeds `input` to replica `index` as if from `from`, then drains it.
+    pub fn input(
+        &mut self,
+        index: usize,
+        from: Origin,
+        input: ReplicaInput<V>,
+    ) -> Result<(), RejectReason> {
+        let result = self.replicas[index].step(self.now, from, input);
+        self.drain(index);
+        result
+    }
+
+    /// Delivers one message in flight (the oldest, or a random one when reordering); returns
+    /// whether there was one.
+    pub fn step(&mut self) -> bool {
+        let next = if self.reorder && !self.network.is_empty() {
+            let position = self.rng.random_range(0..self.network.len());
+            self.network.swap_remove_back(position)
+        } else {
+            self.network.pop_front()
+        };
+        let Some(envelope) = next else {
+            return false;
+        };
+        self.deliver(envelope);
+        true
+    }
+
+    fn deliver(&mut self, envelope: Envelope) {
+        self.now = Instant::from_micros(self.now.as_micros() + 1);
+        self.delivered += 1;
+        let from = Origin::Peer(node_id(envelope.from));
+        // Refusals are part of the game here (duplicates); `stats()` counts them.
+        let _ = self.input(envelope.to, from, ReplicaInput::Message(envelope.bytes));
+    }
+
+    /// Delivers, oldest first, the messages in flight that `select` picks (and those that
+    /// answer them, if it picks those too), until it picks none; returns how many.
+    pub fn deliver_where(&mut self, mut select: impl FnMut(&Envelope) -> bool) -> u64 {
+        let mut deliveries = 0;
+        while let Some(position) = self.network.iter().position(&mut select) {
+            let envelope = self
+                .network
+                .remove(position)
+                .expect("the position was just found");
+            self.deliver(envelope);
+            deliveries += 1;
+            assert!(
+                deliveries < DELIVERIES_MAX,
+                "seed {}: endless delivery",
+                self.seed
+            );
+        }
+        deliveries
+    }
+
+    /// Delivers until nothing is in flight; returns how many messages were delivered.
+    pub fn deliver_all(&mut self) -> u64 {
+        let mut deliveries = 0;
+        while self.step() {
+            deliveries += 1;
+            assert!(
+                deliveries < DELIVERIES_MAX,
+                "seed {}: the replicas never stop talking",
+                self.seed
+            );
+        }
+        deliveries
+    }
+
+    /// Checks that no two replicas committed different values at one sequence, and that every
+    /// certificate verifies against the validator set.
+    pub fn check_agreement(&self) {
+        let mut decided: BTreeMap<u64, (usize, B256)> = BTreeMap::new();
+        let keys = self.validators.keys();
+        for (index, committed) in self.committed.iter().enumerate() {
+            for entry in committed {
+                let digest = entry.value.digest();
+                let first = *decided.entry(entry.sequence).or_insert((index, digest));
+                assert_eq!(
+                    first.1, digest,
+                    "seed {}: replicas {} and {index} committed different values at {}",
+                    self.seed, first.0, entry.sequence
+                );
+                assert_eq!(
+                    crate::verify_commit(entry.sequence, &digest, &entry.certificate, &keys),
+                    Ok(()),
+                    "seed {}: replica {index}'s certificate at {}",
+                    self.seed,
+                    entry.sequence
+                );
+            }
+        }
+    }
+
+    /// Moves what replica `index` produced into the network and answers its events, until it
+    /// has nothing left.
+    fn drain(&mut self, index: usize) {
+        loop {
+            let mut moved = false;
+            while let Some(transmit) = self.replicas[index].poll_transmit(self.now) {
+                moved = true;
+                let to = self
+                    .validators
+                    .index_of(&transmit.to)
+                    .expect("replicas send to validators");
+                self.send(index, to, transmit.bytes);
+            }
+            while let Some(event) = self.replicas[index].poll_event() {
+                moved = true;
+                self.handle_event(index, event);
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn handle_event(&mut self, index: usize, event: ReplicaEvent<V>) {
+        match event {
+            ReplicaEvent::Verify { sequence, value } => {
+                let input = ReplicaInput::Verified {
+                    sequence,
+                    digest: value.digest(),
+                    valid: !self.refusing.contains(&index),
+                };
+                let result = self.replicas[index].step(self.now, Origin::Local, input);
+                // The verdict is expected, unless the value was decided and its slot discarded
+                // (a stable checkpoint past it) before the verdict came.
+                let discarded = self.replicas[index].low_watermark() >= sequence;
+                assert!(
+                    result.is_ok()
+                        || discarded && result == Err(RejectReason::UnexpectedVerdict { sequence }),
+                    "seed {}: replica {index} refused the verdict at {sequence}: {result:?}",
+                    self.seed
+                );
+            }
+            ReplicaEvent::Committed {
+                sequence,
+                value,
+                certificate,
+            } => {
+                let committed = &mut self.committed[index];
+                let expected = committed.last().map_or(1, |last| last.sequence + 1);
+                assert_eq!(
+                    sequence, expected,
+                    "seed {}: replica {index} commits in order, once each",
+                    self.seed
+                );
+                committed.push(Decided {
+                    sequence,
+                    value,
+                    certificate,
+                });
+            }
+        }
+    }
+
+    fn send(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+        assert!(from != to, "replicas do not send to themselves");
+        let ratio = self.drop_ratios.get(&(from, to)).copied().unwrap_or(0.0);
+        let isolated = self.isolated.contains(&from) || self.isolated.contains(&to);
+        if isolated || (ratio > 0.0 && self.rng.random_bool(ratio)) {
+            self.dropped += 1;
+            return;
+        }
+        if self.duplicate_ratio > 0.0 && self.rng.random_bool(self.duplicate_ratio) {
+            self.duplicated += 1;
+            self.network.push_back(Envelope {
+                from,
+                to,
+                bytes: bytes.clone(),
+            });
+        }
+        self.network.push_back(Envelope { from, to, bytes });
+    }
+}

@@ -1,0 +1,16 @@
+//! Integration tests of the PBFT core, run through the seeded `Cluster` harness.
+
+mod codec;
+mod normal;
+mod reject;
+mod safety;
+
+use primitives::B256;
+
+/// A distinct value per `index`.
+pub fn value(index: u64) -> B256 {
+    let mut raw = [0u8; 32];
+    raw[..8].copy_from_slice(&index.to_be_bytes());
+    raw[31] = 0xAA;
+    B256::from(raw)
+}

@@ -1,0 +1,67 @@
+//! Every bound that netstack's queues, maps and decoders enforce, in one place.
+
+use std::time::Duration;
+
+/// Bytes of a KCP segment header (conv, cmd, frg, wnd, ts, sn, una, len).
+pub const KCP_HEADER_BYTES: usize = kcp::KCP_OVERHEAD;
+/// Most fragments one KCP message may have: `kcp` 0.6 refuses a message of 128 or more.
+pub const KCP_FRAGMENTS_MAX: usize = 127;
+/// Default maximum transmission unit: the largest datagram a session sends.
+pub const KCP_MTU_DEFAULT: usize = 1400;
+/// Smallest MTU a [`crate::kcp::KcpConfig`] may ask for.
+pub const KCP_MTU_MIN: usize = 256;
+/// Largest MTU a [`crate::kcp::KcpConfig`] may ask for; also bounds every datagram we accept.
+pub const KCP_MTU_MAX: usize = 9_000;
+
+/// Largest message (frame) a session carries, in bytes. A move of
+/// [`primitives::constants::TX_ENCODED_BYTES_MAX`] plus its request envelope fits.
+pub const MAX_MESSAGE_BYTES: usize = 160 * 1024;
+const _: () = assert!(MAX_MESSAGE_BYTES > primitives::constants::TX_ENCODED_BYTES_MAX + 1024);
+// A message at the default MTU must fit in KCP's fragment limit.
+const _: () =
+    assert!(MAX_MESSAGE_BYTES <= KCP_FRAGMENTS_MAX * (KCP_MTU_DEFAULT - KCP_HEADER_BYTES));
+
+/// Default limit on segments waiting in a session's send queue and send buffer.
+pub const KCP_SEND_QUEUE_SEGMENTS_MAX: usize = 1_024;
+const _: () = assert!(KCP_SEND_QUEUE_SEGMENTS_MAX > KCP_FRAGMENTS_MAX);
+/// Datagrams a session holds for the driver before it drops the oldest new ones (KCP
+/// retransmits what is dropped). One flush writes at most a window of segments plus acks.
+pub const KCP_OUTBOX_DATAGRAMS_MAX: usize = 1_024;
+
+/// Largest sequence number (sn, una) either end may use. `kcp` 0.6 compares sequence numbers
+/// and timestamps with `i32` subtraction, which overflows (and panics in debug builds) once
+/// values cross 2^31; a session ends before that and refuses peer values beyond it.
+pub const KCP_SEQUENCE_MAX: u32 = (1 << 31) - (1 << 20);
+/// Oldest a session's KCP clock may get, in milliseconds (about 24 days), for the same reason.
+pub const KCP_CLOCK_MS_MAX: u32 = (1 << 31) - (1 << 24);
+/// Oldest timestamp an acknowledgement may echo, in milliseconds: KCP's largest RTO. Older or
+/// future echoes are hostile and would poison the RTT estimate.
+pub const KCP_ACK_AGE_MS_MAX: u32 = 60_000;
+
+/// Default flush interval: the longest an acknowledgement or fast retransmission waits.
+pub const KCP_INTERVAL_MS_DEFAULT: u32 = 5;
+/// Default time without any datagram from the peer after which a session is closed.
+pub const KCP_IDLE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+/// Default time without sending anything after which a session sends a keepalive.
+pub const KCP_KEEPALIVE_INTERVAL_DEFAULT: Duration = Duration::from_secs(2);
+
+/// Most sessions one server socket holds; datagrams that would open more are dropped.
+pub const SERVER_SESSIONS_MAX: usize = 4_096;
+/// New connections a server queues before the application accepts them.
+pub const SERVER_INCOMING_QUEUE_MAX: usize = 256;
+/// Commands (sends, closes) queued from the application to one socket task.
+pub const ENDPOINT_COMMAND_QUEUE_MAX: usize = 1_024;
+/// Messages one connection may hold in the driver before they enter KCP's send queue; a send
+/// beyond it waits (or `try_send` fails).
+pub const CONNECTION_SEND_QUEUE_MAX: usize = 128;
+/// Received messages one connection queues for the application; beyond it they stay in KCP's
+/// receive window, which closes and slows the peer down.
+pub const CONNECTION_RECEIVE_QUEUE_MAX: usize = 256;
+/// Size of the buffer a socket task receives into: the largest UDP payload.
+pub const DATAGRAM_BUFFER_BYTES: usize = 65_536;
+const _: () = assert!(DATAGRAM_BUFFER_BYTES > KCP_MTU_MAX);
+
+/// Datagrams the lossy link holds in flight (delayed) before it drops new ones.
+pub const LOSSY_IN_FLIGHT_MAX: usize = 65_536;
+/// Longest extra hold, in milliseconds, of a datagram the lossy link reorders.
+pub const LOSSY_REORDER_HOLD_MS_MAX: u64 = 8;

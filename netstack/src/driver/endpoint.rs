@@ -1,0 +1,546 @@
+//! The socket task: one per UDP socket, driving every session on it.
+
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap, VecDeque},
+    io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use primitives::time::Instant;
+use rand::{TryRngCore, rngs::OsRng};
+use tokio::{
+    net::UdpSocket,
+    sync::{Notify, Semaphore, mpsc, oneshot},
+};
+use tracing::{Instrument, debug, info_span, trace, warn};
+
+use super::connection::{ConnectionShared, KcpConnection, KcpSender};
+use crate::{
+    constants::{
+        CONNECTION_RECEIVE_QUEUE_MAX, CONNECTION_SEND_QUEUE_MAX, DATAGRAM_BUFFER_BYTES,
+        ENDPOINT_COMMAND_QUEUE_MAX, SERVER_INCOMING_QUEUE_MAX, SERVER_SESSIONS_MAX,
+    },
+    error::SendError,
+    kcp::{KcpConfig, KcpSession, conv_of},
+};
+
+/// A session's identity on a socket: the peer's address and the conversation.
+pub(crate) type SessionKey = (SocketAddr, u32);
+
+/// What the application's handles ask of the socket task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Queue a message on a session.
+    Send { key: SessionKey, message: Bytes },
+    /// Close a session.
+    Close { key: SessionKey },
+}
+
+/// A KCP server: one UDP socket, one session per (peer address, conversation).
+///
+/// A datagram from an unknown peer that starts a KCP conversation opens a session and yields a
+/// [`KcpConnection`] on the receiver [`bind`](Self::bind) returns. Dropping the server stops
+/// its socket task and ends every connection.
+#[derive(Debug)]
+pub struct KcpServer {
+    local_addr: SocketAddr,
+    sessions: Arc<AtomicUsize>,
+    _shutdown: oneshot::Sender<()>,
+}
+
+impl KcpServer {
+    /// Binds `addr` and starts the socket task.
+    pub async fn bind(
+        addr: SocketAddr,
+        config: KcpConfig,
+    ) -> io::Result<(KcpServer, mpsc::Receiver<KcpConnection>)> {
+        config.validate()?;
+        let socket = UdpSocket::bind(addr).await?;
+        let local_addr = socket.local_addr()?;
+        let (incoming, accepted) = mpsc::channel(SERVER_INCOMING_QUEUE_MAX);
+        let (shutdown, stopped) = oneshot::channel();
+        let sessions = Arc::new(AtomicUsize::new(0));
+        let (endpoint, commands) = Endpoint::new(
+            socket,
+            local_addr,
+            config,
+            Role::Server { incoming },
+            sessions.clone(),
+        );
+        let span = info_span!(target: "netstack::driver", "kcp_server", local = %local_addr);
+        tokio::spawn(endpoint.run(commands, stopped).instrument(span));
+        let server = KcpServer {
+            local_addr,
+            sessions,
+            _shutdown: shutdown,
+        };
+        Ok((server, accepted))
+    }
+
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Sessions open now.
+    pub fn session_count(&self) -> usize {
+        self.sessions.load(Ordering::Relaxed)
+    }
+}
+
+/// Opens client sessions, each on its own socket.
+#[derive(Debug)]
+pub struct KcpClient;
+
+impl KcpClient {
+    /// Opens a session with the server at `server` from a new socket (on loopback if `server`
+    /// is, else on the unspecified address of its family), with a random conversation ID.
+    ///
+    /// KCP has no handshake: the session announces itself with a keepalive and the call
+    /// returns at once. The socket task ends with the session (dead link, idle timeout, or every
+    /// handle dropped).
+    pub async fn connect(server: SocketAddr, config: KcpConfig) -> io::Result<KcpConnection> {
+        config.validate()?;
+        let ip = match (server.ip(), server.ip().is_loopback()) {
+            (IpAddr::V4(_), true) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            (IpAddr::V4(_), false) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            (IpAddr::V6(_), true) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            (IpAddr::V6(_), false) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+        let local_addr = socket.local_addr()?;
+        // Drivers may use real randomness; the core never does.
+        let conv = OsRng.try_next_u32().map_err(io::Error::other)?;
+        let (shutdown, stopped) = oneshot::channel();
+        let (mut endpoint, commands) = Endpoint::new(
+            socket,
+            local_addr,
+            config,
+            Role::Client {
+                server,
+                _shutdown: shutdown,
+            },
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let key = (server, conv);
+        let now = endpoint.now();
+        let mut session = KcpSession::new(conv, &endpoint.config, now);
+        session.ping();
+        let connection = endpoint.insert(key, session);
+        let span = info_span!(target: "netstack::driver", "kcp_client", local = %local_addr, %server, conv);
+        tokio::spawn(
+            async move {
+                endpoint.service(key).await;
+                endpoint.run(commands, stopped).await;
+            }
+            .instrument(span),
+        );
+        Ok(connection)
+    }
+}
+
+enum Role {
+    Server {
+        incoming: mpsc::Sender<KcpConnection>,
+    },
+    Client {
+        server: SocketAddr,
+        /// Held so the task's shutdown receiver stays pending; a client stops with its session.
+        _shutdown: oneshot::Sender<()>,
+    },
+}
+
+/// One session and the driver's state around it.
+struct Slot {
+    session: KcpSession,
+    /// Messages from the application not yet in KCP's send queue (bounded by the credits).
+    outgoing: VecDeque<Bytes>,
+    incoming: mpsc::Sender<Vec<u8>>,
+    shared: Arc<ConnectionShared>,
+    /// The deadline registered in the timer heap, if any.
+    deadline: Option<Instant>,
+    /// Whether the session is in the endpoint's list of blocked readers.
+    reader_listed: bool,
+}
+
+enum Wake {
+    Shutdown,
+    Datagram(usize, SocketAddr),
+    SocketError(io::Error),
+    Command(Command),
+    ReaderProgress,
+    Timer,
+}
+
+struct Endpoint {
+    socket: UdpSocket,
+    local_addr: SocketAddr,
+    config: KcpConfig,
+    role: Role,
+    sessions: HashMap<SessionKey, Slot>,
+    session_count: Arc<AtomicUsize>,
+    /// Session deadlines, earliest first; entries whose deadline no longer matches the slot's
+    /// are stale and skipped.
+    timers: BinaryHeap<Reverse<(Instant, SessionKey)>>,
+    /// Sessions whose application receive queue was full.
+    blocked_readers: Vec<SessionKey>,
+    reader_progress: Arc<Notify>,
+    commands: mpsc::Sender<Command>,
+    epoch: tokio::time::Instant,
+}
+
+impl Endpoint {
+    fn new(
+        socket: UdpSocket,
+        local_addr: SocketAddr,
+        config: KcpConfig,
+        role: Role,
+        session_count: Arc<AtomicUsize>,
+    ) -> (Endpoint, mpsc::Receiver<Command>) {
+        let (commands, queue) = mpsc::channel(ENDPOINT_COMMAND_QUEUE_MAX);
+        let endpoint = Endpoint {
+            socket,
+            local_addr,
+            config,
+            role,
+            sessions: HashMap::new(),
+            session_count,
+            timers: BinaryHeap::new(),
+            blocked_readers: Vec::new(),
+            reader_progress: Arc::new(Notify::new()),
+            commands,
+            epoch: tokio::time::Instant::now(),
+        };
+        (endpoint, queue)
+    }
+
+    /// The wall clock as the cores see it.
+    fn now(&self) -> Instant {
+        let micros = self.epoch.elapsed().as_micros();
+        Instant::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
+    }
+
+    fn wall_clock(&self, at: Instant) -> Option<tokio::time::Instant> {
+        self.epoch
+            .checked_add(Duration::from_micros(at.as_micros()))
+    }
+
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut shutdown: oneshot::Receiver<()>,
+    ) {
+        debug!(target: "netstack::driver", local = %self.local_addr, "socket task started");
+        let mut buffer = vec![0u8; DATAGRAM_BUFFER_BYTES];
+        loop {
+            let deadline = self.next_deadline().and_then(|at| self.wall_clock(at));
+            let wake = tokio::select! {
+                biased;
+                _ = &mut shutdown => Wake::Shutdown,
+                received = self.socket.recv_from(&mut buffer) => match received {
+                    Ok((len, from)) => Wake::Datagram(len, from),
+                    Err(error) => Wake::SocketError(error),
+                },
+                // The task holds a sender itself, so the channel never closes.
+                Some(command) = commands.recv() => Wake::Command(command),
+                () = self.reader_progress.notified() => Wake::ReaderProgress,
+                () = sleep_until(deadline), if deadline.is_some() => Wake::Timer,
+            };
+            match wake {
+                Wake::Shutdown => break,
+                Wake::Datagram(len, from) => {
+                    let datagram = buffer.get(..len).unwrap_or_default();
+                    self.handle_datagram(from, datagram).await;
+                }
+                Wake::SocketError(error) => {
+                    if is_transient(&error) {
+                        trace!(target: "netstack::driver", %error, "transient socket error");
+                    } else {
+                        warn!(target: "netstack::driver", %error, "socket failed; stopping");
+                        break;
+                    }
+                }
+                Wake::Command(command) => self.handle_command(command).await,
+                Wake::ReaderProgress => {
+                    for key in std::mem::take(&mut self.blocked_readers) {
+                        if let Some(slot) = self.sessions.get_mut(&key) {
+                            slot.reader_listed = false;
+                        }
+                        self.service(key).await;
+                    }
+                }
+                Wake::Timer => {}
+            }
+            self.handle_timeouts().await;
+            if matches!(self.role, Role::Client { .. }) && self.sessions.is_empty() {
+                break;
+            }
+        }
+        for (_, slot) in self.sessions.drain() {
+            slot.shared.credits.close();
+        }
+        self.session_count.store(0, Ordering::Relaxed);
+        debug!(target: "netstack::driver", local = %self.local_addr, "socket task stopped");
+    }
+
+    async fn handle_datagram(&mut self, from: SocketAddr, datagram: &[u8]) {
+        let Some(conv) = conv_of(datagram) else {
+            trace!(target: "netstack::driver", %from, len = datagram.len(), "not a KCP datagram");
+            return;
+        };
+        let key = (from, conv);
+        let now = self.now();
+        if let Some(slot) = self.sessions.get_mut(&key) {
+            if let Err(error) = slot.session.handle_datagram(now, datagram) {
+                trace!(target: "netstack::driver", %from, conv, %error, "datagram refused");
+                return;
+            }
+            self.service(key).await;
+            return;
+        }
+        match &self.role {
+            Role::Server { .. } => self.open(key, datagram, now).await,
+            // Sessions are keyed by the server's address, so strangers land here.
+            Role::Client { server, .. } => {
+                trace!(target: "netstack::driver", %from, conv, %server, "datagram for no session");
+            }
+        }
+    }
+
+    /// Opens a server session for a datagram from an unknown (address, conversation).
+    async fn open(&mut self, key: SessionKey, datagram: &[u8], now: Instant) {
+        let incoming = match &self.role {
+            Role::Server { incoming } => incoming.clone(),
+            Role::Client { .. } => return,
+        };
+        if self.sessions.len() >= SERVER_SESSIONS_MAX {
+            debug!(target: "netstack::driver", peer = %key.0, "session limit reached; datagram dropped");
+            return;
+        }
+        if KcpSession::opens_conversation(datagram, &self.config).is_none() {
+            trace!(target: "netstack::driver", peer = %key.0, "datagram opens no conversation");
+            return;
+        }
+        let permit = match incoming.try_reserve() {
+            Ok(permit) => permit,
+            Err(error) => {
+                debug!(target: "netstack::driver", peer = %key.0, %error, "not accepting; datagram dropped");
+                return;
+            }
+        };
+        let mut session = KcpSession::new(key.1, &self.config, now);
+        if session.handle_datagram(now, datagram).is_err() {
+            return;
+        }
+        debug!(target: "netstack::driver", peer = %key.0, conv = key.1, "session opened");
+        let connection = self.insert(key, session);
+        permit.send(connection);
+        self.service(key).await;
+    }
+
+    fn insert(&mut self, key: SessionKey, session: KcpSession) -> KcpConnection {
+        let shared = Arc::new(ConnectionShared {
+            credits: Semaphore::new(CONNECTION_SEND_QUEUE_MAX),
+            reader_blocked: AtomicBool::new(false),
+            message_bytes_max: session.message_bytes_max(),
+        });
+        let (incoming, received) = mpsc::channel(CONNECTION_RECEIVE_QUEUE_MAX);
+        let slot = Slot {
+            session,
+            outgoing: VecDeque::new(),
+            incoming,
+            shared: shared.clone(),
+            deadline: None,
+            reader_listed: false,
+        };
+        self.sessions.insert(key, slot);
+        self.session_count
+            .store(self.sessions.len(), Ordering::Relaxed);
+        let sender = KcpSender::new(key, self.commands.clone(), shared);
+        KcpConnection::new(sender, received, self.reader_progress.clone())
+    }
+
+    async fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::Send { key, message } => {
+                let Some(slot) = self.sessions.get_mut(&key) else {
+                    return;
+                };
+                slot.outgoing.push_back(message);
+                assert!(
+                    slot.outgoing.len() <= CONNECTION_SEND_QUEUE_MAX,
+                    "credits bound the messages a connection holds in the driver"
+                );
+                self.service(key).await;
+            }
+            Command::Close { key } => {
+                if let Some(slot) = self.sessions.get_mut(&key) {
+                    slot.session.close();
+                    self.service(key).await;
+                }
+            }
+        }
+    }
+
+    /// Handles every session whose deadline has come.
+    async fn handle_timeouts(&mut self) {
+        let now = self.now();
+        let mut due = Vec::new();
+        while let Some(Reverse((deadline, key))) = self.timers.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(slot) = self.sessions.get_mut(&key)
+                && slot.deadline == Some(deadline)
+            {
+                slot.deadline = None;
+                due.push(key);
+            }
+        }
+        for key in due {
+            self.service(key).await;
+        }
+    }
+
+    /// The earliest live deadline; drops stale heap entries on the way.
+    fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(Reverse((deadline, key))) = self.timers.peek().copied() {
+            match self.sessions.get(&key) {
+                Some(slot) if slot.deadline == Some(deadline) => return Some(deadline),
+                _ => {
+                    self.timers.pop();
+                }
+            }
+        }
+        None
+    }
+
+    /// Drives one session after any input, in quinn's order: application messages into KCP,
+    /// a due timeout, transmits, received messages, then the next deadline.
+    async fn service(&mut self, key: SessionKey) {
+        let now = self.now();
+        let Some(slot) = self.sessions.get_mut(&key) else {
+            return;
+        };
+        pump_outgoing(slot);
+        if slot.session.poll_timeout() <= now {
+            slot.session.handle_timeout(now);
+        }
+        while let Some(datagram) = slot.session.poll_transmit() {
+            if let Err(error) = self.socket.send_to(&datagram, key.0).await {
+                // KCP retransmits what the socket dropped.
+                debug!(target: "netstack::driver", peer = %key.0, %error, "send failed");
+            }
+        }
+        if deliver(slot) && !slot.reader_listed {
+            slot.reader_listed = true;
+            self.blocked_readers.push(key);
+        }
+        let abandoned = Arc::strong_count(&slot.shared) == 1;
+        if slot.session.is_dead() || abandoned {
+            self.remove(key, abandoned);
+            return;
+        }
+        let deadline = slot.session.poll_timeout();
+        if slot.deadline != Some(deadline) {
+            slot.deadline = Some(deadline);
+            self.timers.push(Reverse((deadline, key)));
+        }
+        // Stale entries pile up as deadlines move; rebuild before they outnumber live ones.
+        if self.timers.len() > 4 * self.sessions.len() + 64 {
+            self.timers = self
+                .sessions
+                .iter()
+                .filter_map(|(key, slot)| slot.deadline.map(|at| Reverse((at, *key))))
+                .collect();
+        }
+    }
+
+    fn remove(&mut self, key: SessionKey, abandoned: bool) {
+        let Some(slot) = self.sessions.remove(&key) else {
+            return;
+        };
+        slot.shared.credits.close();
+        self.session_count
+            .store(self.sessions.len(), Ordering::Relaxed);
+        debug!(
+            target: "netstack::driver",
+            peer = %key.0,
+            conv = key.1,
+            reason = ?slot.session.close_reason(),
+            abandoned,
+            stats = ?slot.session.stats(),
+            "session removed"
+        );
+    }
+}
+
+/// Moves application messages into KCP's send queue while it has room.
+fn pump_outgoing(slot: &mut Slot) {
+    while let Some(message) = slot.outgoing.front() {
+        match slot.session.send(message) {
+            Ok(()) => {}
+            Err(SendError::QueueFull { .. }) | Err(SendError::Closed) => return,
+            Err(error) => {
+                // The sender checked the bound already; not expected.
+                warn!(target: "netstack::driver", %error, "message refused by the session");
+            }
+        }
+        slot.outgoing.pop_front();
+        slot.shared.credits.add_permits(1);
+    }
+}
+
+/// Hands received messages to the application; returns whether its queue was full.
+fn deliver(slot: &mut Slot) -> bool {
+    loop {
+        if slot.incoming.is_closed() {
+            // Nobody reads this connection any more: drain so the peer's window stays open.
+            while slot.session.poll_message().is_some() {}
+            return false;
+        }
+        let permit = match slot.incoming.try_reserve() {
+            Ok(permit) => permit,
+            Err(_) => {
+                slot.shared.reader_blocked.store(true, Ordering::Release);
+                // The reader may have made room between the attempt and the flag; retry once
+                // so its wake-up is never lost.
+                match slot.incoming.try_reserve() {
+                    Ok(permit) => permit,
+                    Err(_) => return true,
+                }
+            }
+        };
+        match slot.session.poll_message() {
+            Some(message) => permit.send(message),
+            None => return false,
+        }
+    }
+}
+
+fn is_transient(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+    )
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

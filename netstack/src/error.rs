@@ -1,0 +1,203 @@
+//! Every error netstack returns. Peer input never panics: it yields one of these and changes
+//! nothing.
+
+/// Why a message (frame) is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The message is larger than the session's bound.
+    #[error("message too large: {len} > {max} bytes")]
+    Oversized {
+        /// The message length.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// The message is empty; empty messages are reserved for keepalives.
+    #[error("empty message")]
+    Empty,
+}
+
+/// Why a datagram was refused by a [`crate::kcp::KcpSession`]. The session is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KcpError {
+    /// Shorter than one KCP segment header.
+    #[error("datagram of {len} bytes is shorter than a KCP header ({min})")]
+    TooShort {
+        /// Datagram length.
+        len: usize,
+        /// Header length.
+        min: usize,
+    },
+    /// Longer than the session's MTU.
+    #[error("datagram of {len} bytes exceeds the MTU {max}")]
+    TooLong {
+        /// Datagram length.
+        len: usize,
+        /// The MTU.
+        max: usize,
+    },
+    /// A segment names another conversation.
+    #[error("conversation {found} where {expected} was expected")]
+    ConvMismatch {
+        /// This session's conversation.
+        expected: u32,
+        /// The conversation in the segment.
+        found: u32,
+    },
+    /// A segment command KCP does not have.
+    #[error("unknown KCP command {command}")]
+    UnknownCommand {
+        /// The command byte.
+        command: u8,
+    },
+    /// A segment declares more payload than the datagram holds.
+    #[error("segment declares {declared} payload bytes, {remaining} left")]
+    Truncated {
+        /// Declared payload length.
+        declared: usize,
+        /// Bytes left in the datagram.
+        remaining: usize,
+    },
+    /// Bytes after the last whole segment.
+    #[error("{count} trailing bytes after the last segment")]
+    TrailingBytes {
+        /// How many.
+        count: usize,
+    },
+    /// A segment's payload exceeds the session's segment size.
+    #[error("segment payload of {len} bytes exceeds {max}")]
+    SegmentTooLarge {
+        /// Payload length.
+        len: usize,
+        /// The bound (MTU minus header).
+        max: usize,
+    },
+    /// A fragment index no message of the session's maximum size has.
+    #[error("fragment index {fragment} beyond {max}")]
+    FragmentOutOfRange {
+        /// The fragment index (fragments still to come).
+        fragment: u8,
+        /// The largest index allowed.
+        max: u8,
+    },
+    /// A sequence number beyond [`crate::constants::KCP_SEQUENCE_MAX`].
+    #[error("{field} {value} out of range")]
+    SequenceOutOfRange {
+        /// `sn` or `una`.
+        field: &'static str,
+        /// The value found.
+        value: u32,
+    },
+    /// An acknowledgement echoes a timestamp from the future or from too long ago.
+    #[error("acknowledgement echoes timestamp {timestamp_ms} ms at clock {clock_ms} ms")]
+    AckTimestampOutOfRange {
+        /// The echoed timestamp.
+        timestamp_ms: u32,
+        /// The session's clock.
+        clock_ms: u32,
+    },
+    /// The session is closed.
+    #[error("session closed")]
+    Closed,
+    /// The `kcp` crate refused a datagram that passed our checks.
+    #[error("kcp refused the datagram: {reason}")]
+    Rejected {
+        /// kcp's error, as text (its type is neither `Clone` nor `PartialEq`).
+        reason: String,
+    },
+}
+
+/// Why [`crate::kcp::KcpSession::send`] refused a message. The session is unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The message is larger than the session's bound.
+    #[error("message too large: {len} > {max} bytes")]
+    TooLarge {
+        /// The message length.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// The message is empty; empty messages are reserved for keepalives.
+    #[error("empty message")]
+    Empty,
+    /// The send queue is full; retry once the peer has acknowledged some segments.
+    #[error("send queue full: {queued} segments queued, {needed} more would pass {max}")]
+    QueueFull {
+        /// Segments waiting to be sent or acknowledged.
+        queued: usize,
+        /// Segments this message needs.
+        needed: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// The session is closed.
+    #[error("session closed")]
+    Closed,
+}
+
+impl From<FrameError> for SendError {
+    fn from(error: FrameError) -> Self {
+        match error {
+            FrameError::Oversized { len, max } => SendError::TooLarge { len, max },
+            FrameError::Empty => SendError::Empty,
+        }
+    }
+}
+
+/// Why a [`crate::kcp::KcpConfig`] is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A field is outside its range.
+    #[error("{field} is {value}, outside {min}..={max}")]
+    OutOfRange {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+        /// The smallest allowed.
+        min: u64,
+        /// The largest allowed.
+        max: u64,
+    },
+    /// Two fields contradict each other.
+    #[error("{0}")]
+    Inconsistent(&'static str),
+}
+
+impl From<ConfigError> for std::io::Error {
+    fn from(error: ConfigError) -> Self {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, error)
+    }
+}
+
+/// Why a [`crate::driver::KcpConnection`] or [`crate::driver::KcpSender`] could not send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NetError {
+    /// The message is larger than the session's bound.
+    #[error("message too large: {len} > {max} bytes")]
+    TooLarge {
+        /// The message length.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// The message is empty; empty messages are reserved for keepalives.
+    #[error("empty message")]
+    Empty,
+    /// The connection's queue is full (only from `try_send`; `send` waits instead).
+    #[error("connection send queue full")]
+    QueueFull,
+    /// The connection is closed.
+    #[error("connection closed")]
+    Closed,
+}
+
+impl From<FrameError> for NetError {
+    fn from(error: FrameError) -> Self {
+        match error {
+            FrameError::Oversized { len, max } => NetError::TooLarge { len, max },
+            FrameError::Empty => NetError::Empty,
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! The tokio driver of the shard network: takes finalized batches, pulls their bodies from weak
+//! DA, executes them off the async threads, and publishes the results.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use da_weak::WeakDa;
+use parking_lot::Mutex;
+use primitives::{FinalizedBatch, bls::BlsPublicKey};
+use tokio::sync::{broadcast, mpsc};
+use tracing::{error, warn};
+
+use execution::ExecutedBatch;
+
+use crate::network::ShardNetwork;
+
+/// Finalized batches queued for execution at most.
+pub const FINALIZED_QUEUE_MAX: usize = 4_096;
+/// Executed batches buffered for slow subscribers.
+pub const EXECUTED_QUEUE_MAX: usize = 4_096;
+/// Batches held that arrived ahead of a missing one.
+pub const AHEAD_BATCHES_MAX: usize = 1_024;
+
+/// Handles on a running shard network.
+#[derive(Clone, Debug)]
+pub struct ShardHandle {
+    /// Where sequencers deliver finalized batches (duplicates are fine).
+    pub finalized: mpsc::Sender<FinalizedBatch>,
+    /// Executed batches, in order.
+    pub executed: broadcast::Sender<Arc<ExecutedBatch>>,
+    /// The network, to read state back.
+    pub network: Arc<Mutex<ShardNetwork>>,
+}
+
+/// Starts the driver. `sequencer_keys` is the sequencer set whose commit certificates are
+/// accepted (a quorum of it must sign each batch).
+pub fn spawn(network: ShardNetwork, weak_da: WeakDa, sequencer_keys: Vec<BlsPublicKey>) -> ShardHandle {
+    let (finalized, mut inbound) = mpsc::channel::<FinalizedBatch>(FINALIZED_QUEUE_MAX);
+    let (executed, _) = broadcast::channel(EXECUTED_QUEUE_MAX);
+    let network = Arc::new(Mutex::new(network));
+    let handle = ShardHandle { finalized, executed: executed.clone(), network: network.clone() };
+    tokio::spawn(async move {
+        let mut ahead: BTreeMap<u64, FinalizedBatch> = BTreeMap::new();
+        while let Some(batch) = inbound.recv().await {
+            let next = network.lock().last_batch() + 1;
+            let number = batch.batch.number;
+            if number < next || ahead.contains_key(&number) {
+                continue; // Every sequencer delivers each batch; the first copy is enough.
+            }
+            if let Err(error) = consensus::verify_commit_certificate(&batch, &sequencer_keys) {
+                warn!(target: "shard_node", number, %error, "finalized batch with a bad certificate refused");
+                continue;
+            }
+            if ahead.len() >= AHEAD_BATCHES_MAX {
+                warn!(target: "shard_node", number, "too many batches ahead of a missing one; dropped");
+                continue;
+            }
+            ahead.insert(number, batch);
+            while let Some(entry) = ahead.first_entry() {
+                if *entry.key() != network.lock().last_batch() + 1 {
+                    break;
+                }
+                let batch = entry.remove();
+                match execute(&network, &weak_da, batch).await {
+                    Ok(result) => {
+                        let _ = executed.send(Arc::new(result));
+                    }
+                    Err(message) => {
+                        error!(target: "shard_node", %message, "batch execution stopped");
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    handle
+}
+
+async fn execute(network: &Arc<Mutex<ShardNetwork>>, weak_da: &WeakDa, batch: FinalizedBatch) -> Result<ExecutedBatch, String> {
+    let mut bodies = Vec::with_capacity(batch.batch.headers.len());
+    for header in &batch.batch.headers {
+        // Weak DA checks the body against the header's root; a miss is retried, since the
+        // header was broadcast only after the body was stored.
+        let mut attempts = 0u32;
+        let body = loop {
+            match weak_da.get_body(header).await {
+                Ok(body) => break body,
+                Err(error) if attempts < 50 => {
+                    attempts += 1;
+                    warn!(target: "shard_node", %error, attempts, "body pull failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(error) => return Err(format!("body of {:?} unavailable: {error}", header.id())),
+            }
+        };
+        bodies.push(body);
+    }
+    let network = network.clone();
+    tokio::task::spawn_blocking(move || network.lock().execute_batch(&batch, &bodies))
+        .await
+        .map_err(|join| format!("execution task failed: {join}"))?
+        .map_err(|error| error.to_string())
+}

@@ -1,0 +1,151 @@
+//! The devnet: the whole network in one process.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use da_weak::{WeakDa, WeakDaError};
+use execution::AccountState;
+use primitives::{AccountKey, NodeId, bls::BlsSecretKey};
+use sequencer::{
+    mesh::InProcessMesh,
+    node::{SequencerConfig, SequencerHandle, SequencerWiring},
+};
+use shard_node::{ShardError, ShardNetwork, ShardNode, driver::ShardHandle};
+use upper_chain::{ChainError, EmbeddedChain, SequencerRecord, UpperChain};
+
+use crate::game::{GAME_ADDRESS, game_code};
+
+/// How the devnet is laid out.
+#[derive(Clone, Debug)]
+pub struct DevnetConfig {
+    /// The network's chain id.
+    pub chain_id: u64,
+    /// Sequencers running PBFT (n = 3f + 1 is best: 4 tolerates one fault).
+    pub sequencers: usize,
+    /// Shard nodes registered on the upper chain (at least 8, one group).
+    pub shard_nodes: usize,
+    /// Time between blocks.
+    pub tick: Duration,
+    /// Where weak DA keeps block bodies; a fresh temporary directory if `None`.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Default for DevnetConfig {
+    fn default() -> Self {
+        DevnetConfig {
+            chain_id: 4242,
+            sequencers: 4,
+            shard_nodes: 16,
+            tick: Duration::from_millis(10),
+            data_dir: None,
+        }
+    }
+}
+
+/// Why the devnet could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DevnetError {
+    /// A socket or directory could not be opened.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// Weak DA could not be opened.
+    #[error("weak DA: {0}")]
+    WeakDa(#[from] WeakDaError),
+    /// The upper chain refused a registration.
+    #[error("upper chain: {0}")]
+    Chain(#[from] ChainError),
+    /// The shard network could not form.
+    #[error("shard network: {0}")]
+    Shard(#[from] ShardError),
+}
+
+/// A running devnet.
+pub struct Devnet {
+    /// The chain id.
+    pub chain_id: u64,
+    /// The embedded upper chain.
+    pub chain: Arc<EmbeddedChain>,
+    /// The sequencers.
+    pub sequencers: Vec<SequencerHandle>,
+    /// The shard network.
+    pub shards: ShardHandle,
+    _data_dir: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for Devnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Devnet").field("sequencers", &self.sequencers).finish_non_exhaustive()
+    }
+}
+
+fn sequencer_identity(index: usize) -> (NodeId, BlsSecretKey) {
+    let key = AccountKey::from_seed(1_000 + index as u64);
+    let mut seed = [0u8; 32];
+    seed[..8].copy_from_slice(&(index as u64).to_be_bytes());
+    seed[8..17].copy_from_slice(b"sequencer");
+    (NodeId(key.address()), BlsSecretKey::from_seed(&seed))
+}
+
+impl Devnet {
+    /// Starts every part and returns once all are listening.
+    pub async fn start(config: DevnetConfig) -> Result<Devnet, DevnetError> {
+        let (data_dir, temporary) = match &config.data_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let temporary = tempfile::tempdir()?;
+                (temporary.path().to_path_buf(), Some(temporary))
+            }
+        };
+        let identities: Vec<(NodeId, BlsSecretKey)> = (0..config.sequencers).map(sequencer_identity).collect();
+        let sequencer_set: Vec<_> = identities.iter().map(|(id, bls)| (*id, bls.public_key())).collect();
+        let chain = Arc::new(EmbeddedChain::new(
+            sequencer_set.iter().map(|(id, key)| SequencerRecord { id: *id, bls_key: *key }).collect(),
+        ));
+
+        let mut nodes = Vec::with_capacity(config.shard_nodes);
+        for index in 0..config.shard_nodes {
+            let node = ShardNode::from_seed(2_000 + index as u64);
+            let (registration, signature) = node.registration(
+                format!("in-process://shard/{index}"),
+                node.id().0,
+                vec!["erc20".to_string()],
+            );
+            chain.register_node(registration, &signature)?;
+            nodes.push(node);
+        }
+        chain.advance_epoch();
+        let mut network = ShardNetwork::new(chain.clone(), config.chain_id, nodes)?;
+        network.insert_genesis(GAME_ADDRESS, AccountState { code: game_code(), ..AccountState::default() });
+
+        let weak_da = WeakDa::local(&data_dir.join("weak-da"))?;
+        let shards = shard_node::driver::spawn(network, weak_da.clone(), sequencer_set.iter().map(|(_, key)| *key).collect());
+
+        let ids: Vec<NodeId> = identities.iter().map(|(id, _)| *id).collect();
+        let meshes = InProcessMesh::connect(&ids);
+        let mut sequencers = Vec::with_capacity(config.sequencers);
+        for ((id, bls), (mesh, inbound)) in identities.into_iter().zip(meshes) {
+            let sequencer_config = SequencerConfig {
+                chain_id: config.chain_id,
+                tick: config.tick,
+                client_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            };
+            let wiring = SequencerWiring {
+                id,
+                bls,
+                sequencers: sequencer_set.clone(),
+                mesh,
+                inbound,
+                weak_da: weak_da.clone(),
+                chain: chain.clone(),
+                finalized: shards.finalized.clone(),
+                executed: shards.executed.subscribe(),
+            };
+            sequencers.push(sequencer::node::spawn(sequencer_config, wiring).await?);
+        }
+        Ok(Devnet { chain_id: config.chain_id, chain, sequencers, shards, _data_dir: temporary })
+    }
+
+    /// Where clients of sequencer `index` connect.
+    pub fn sequencer_addr(&self, index: usize) -> SocketAddr {
+        self.sequencers[index % self.sequencers.len()].client_addr
+    }
+}

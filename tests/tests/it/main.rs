@@ -1,0 +1,3 @@
+//! End-to-end tests of Tickrate, one binary.
+
+mod walking_skeleton;
