@@ -74,7 +74,11 @@ struct Shared {
 impl Shared {
     fn emit(&self, hash: TxHash, level: Result<FinalityLevel, Refusal>) {
         if let Some(events) = &self.events {
-            let _ = events.send(ClientEvent { hash, level, at: Instant::now() });
+            let _ = events.send(ClientEvent {
+                hash,
+                level,
+                at: Instant::now(),
+            });
         }
     }
 
@@ -176,7 +180,9 @@ impl Client {
             while let Some(bytes) = connection.recv().await {
                 match ServerMessage::from_bytes(&bytes) {
                     Ok(message) => reader.lock().handle(message),
-                    Err(error) => warn!(target: "client_sdk", %error, "undecodable message from sequencer"),
+                    Err(error) => {
+                        warn!(target: "client_sdk", %error, "undecodable message from sequencer")
+                    }
                 }
             }
             let mut shared = reader.lock();
@@ -197,7 +203,10 @@ impl Client {
     }
 
     async fn send(&self, request: &ClientRequest) -> Result<(), ClientError> {
-        self.sender.send(request.to_bytes()).await.map_err(|_| ClientError::Closed)
+        self.sender
+            .send(request.to_bytes())
+            .await
+            .map_err(|_| ClientError::Closed)
     }
 
     /// Sends a move and returns without waiting for its ack.
@@ -224,7 +233,11 @@ impl Client {
     }
 
     /// Waits until the move reaches `level` (by rank) or fails; returns the level reached.
-    pub async fn wait_for(&self, hash: TxHash, level: FinalityLevel) -> Result<FinalityLevel, ClientError> {
+    pub async fn wait_for(
+        &self,
+        hash: TxHash,
+        level: FinalityLevel,
+    ) -> Result<FinalityLevel, ClientError> {
         let receiver = {
             let mut shared = self.shared.lock();
             if let Some(known) = shared.levels.get(&hash)
@@ -237,7 +250,11 @@ impl Client {
             }
             let (sender, receiver) = oneshot::channel();
             // A failure ends the path, so waiting for any level also wakes on `Failed`.
-            shared.waiters.entry(hash).or_default().push((level.rank(), sender));
+            shared
+                .waiters
+                .entry(hash)
+                .or_default()
+                .push((level.rank(), sender));
             receiver
         };
         receiver.await.map_err(|_| ClientError::Closed)
@@ -248,7 +265,11 @@ impl Client {
         self.shared.lock().levels.get(hash).cloned()
     }
 
-    async fn query<T>(&self, request: ClientRequest, wrap: impl FnOnce(oneshot::Sender<T>) -> QueryReply) -> Result<T, ClientError> {
+    async fn query<T>(
+        &self,
+        request: ClientRequest,
+        wrap: impl FnOnce(oneshot::Sender<T>) -> QueryReply,
+    ) -> Result<T, ClientError> {
         let (reply, answer) = oneshot::channel();
         {
             let mut shared = self.shared.lock();
@@ -263,16 +284,22 @@ impl Client {
 
     /// The sender's next nonce in the sequencer's pending state.
     pub async fn pending_nonce(&self, address: Address) -> Result<u64, ClientError> {
-        self.query(ClientRequest::PendingNonce(address), QueryReply::Nonce).await
+        self.query(ClientRequest::PendingNonce(address), QueryReply::Nonce)
+            .await
     }
 
     /// A storage slot's value in the sequencer's pending state.
     pub async fn pending_storage(&self, address: Address, slot: B256) -> Result<U256, ClientError> {
-        self.query(ClientRequest::PendingStorage(address, slot), QueryReply::Storage).await
+        self.query(
+            ClientRequest::PendingStorage(address, slot),
+            QueryReply::Storage,
+        )
+        .await
     }
 
     /// A move's level as the sequencer knows it.
     pub async fn status(&self, hash: TxHash) -> Result<Option<FinalityLevel>, ClientError> {
-        self.query(ClientRequest::Status(hash), QueryReply::Status).await
+        self.query(ClientRequest::Status(hash), QueryReply::Status)
+            .await
     }
 }

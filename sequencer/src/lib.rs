@@ -15,5 +15,7 @@
 pub mod batcher;
 pub mod constants;
 pub mod mempool;
+pub mod mesh;
+pub mod node;
 pub mod packer;
 pub mod pending;

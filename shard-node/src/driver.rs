@@ -33,11 +33,19 @@ pub struct ShardHandle {
 
 /// Starts the driver. `sequencer_keys` is the sequencer set whose commit certificates are
 /// accepted (a quorum of it must sign each batch).
-pub fn spawn(network: ShardNetwork, weak_da: WeakDa, sequencer_keys: Vec<BlsPublicKey>) -> ShardHandle {
+pub fn spawn(
+    network: ShardNetwork,
+    weak_da: WeakDa,
+    sequencer_keys: Vec<BlsPublicKey>,
+) -> ShardHandle {
     let (finalized, mut inbound) = mpsc::channel::<FinalizedBatch>(FINALIZED_QUEUE_MAX);
     let (executed, _) = broadcast::channel(EXECUTED_QUEUE_MAX);
     let network = Arc::new(Mutex::new(network));
-    let handle = ShardHandle { finalized, executed: executed.clone(), network: network.clone() };
+    let handle = ShardHandle {
+        finalized,
+        executed: executed.clone(),
+        network: network.clone(),
+    };
     tokio::spawn(async move {
         let mut ahead: BTreeMap<u64, FinalizedBatch> = BTreeMap::new();
         while let Some(batch) = inbound.recv().await {
@@ -75,7 +83,11 @@ pub fn spawn(network: ShardNetwork, weak_da: WeakDa, sequencer_keys: Vec<BlsPubl
     handle
 }
 
-async fn execute(network: &Arc<Mutex<ShardNetwork>>, weak_da: &WeakDa, batch: FinalizedBatch) -> Result<ExecutedBatch, String> {
+async fn execute(
+    network: &Arc<Mutex<ShardNetwork>>,
+    weak_da: &WeakDa,
+    batch: FinalizedBatch,
+) -> Result<ExecutedBatch, String> {
     let mut bodies = Vec::with_capacity(batch.batch.headers.len());
     for header in &batch.batch.headers {
         // Weak DA checks the body against the header's root; a miss is retried, since the
@@ -89,7 +101,9 @@ async fn execute(network: &Arc<Mutex<ShardNetwork>>, weak_da: &WeakDa, batch: Fi
                     warn!(target: "shard_node", %error, attempts, "body pull failed; retrying");
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
-                Err(error) => return Err(format!("body of {:?} unavailable: {error}", header.id())),
+                Err(error) => {
+                    return Err(format!("body of {:?} unavailable: {error}", header.id()));
+                }
             }
         };
         bodies.push(body);

@@ -6,7 +6,8 @@ use std::{
 };
 
 use execution::{
-    AccountState, ExecutedBatch, ExecutionEnv, ExecutionError, MoveOutcome, StateDiff, StateSlice, execute,
+    AccountState, ExecutedBatch, ExecutionEnv, ExecutionError, MoveOutcome, StateDiff, StateSlice,
+    execute,
 };
 use primitives::{
     Address, B256, BlockBody, FailureReason, FinalizedBatch, NodeId, SpaceAccessList, U256,
@@ -85,7 +86,10 @@ struct Group {
 impl Group {
     fn of(snapshot: &RegistrySnapshot, address: &Address) -> Group {
         let members: Arc<[NodeId]> = snapshot.group_of(address).into();
-        Group { id: group_id(&members), members }
+        Group {
+            id: group_id(&members),
+            members,
+        }
     }
 }
 
@@ -101,10 +105,16 @@ impl std::fmt::Debug for ShardNetwork {
 
 impl ShardNetwork {
     /// Forms the network from nodes already registered on `chain` for its current epoch.
-    pub fn new(chain: Arc<dyn UpperChain>, chain_id: u64, nodes: Vec<ShardNode>) -> Result<Self, ShardError> {
+    pub fn new(
+        chain: Arc<dyn UpperChain>,
+        chain_id: u64,
+        nodes: Vec<ShardNode>,
+    ) -> Result<Self, ShardError> {
         let snapshot = chain.registry_snapshot(chain.epoch());
         if snapshot.nodes.len() < GROUP_SIZE {
-            return Err(ShardError::TooFewNodes { registered: snapshot.nodes.len() });
+            return Err(ShardError::TooFewNodes {
+                registered: snapshot.nodes.len(),
+            });
         }
         let mut by_id = BTreeMap::new();
         for node in nodes {
@@ -117,7 +127,16 @@ impl ShardNetwork {
         if let Some(missing) = ids.iter().find(|id| !by_id.contains_key(id)) {
             return Err(ShardError::NotRegistered(*missing));
         }
-        Ok(ShardNetwork { chain_id, chain, snapshot, ids, nodes: by_id, groups: HashMap::new(), last_batch: 0, last_group_roots: Vec::new() })
+        Ok(ShardNetwork {
+            chain_id,
+            chain,
+            snapshot,
+            ids,
+            nodes: by_id,
+            groups: HashMap::new(),
+            last_batch: 0,
+            last_group_roots: Vec::new(),
+        })
     }
 
     /// The group of `address`: the registered nodes nearest to it, nearest first.
@@ -127,7 +146,10 @@ impl ShardNetwork {
 
     fn group(&mut self, address: &Address) -> Group {
         let snapshot = &self.snapshot;
-        self.groups.entry(*address).or_insert_with(|| Group::of(snapshot, address)).clone()
+        self.groups
+            .entry(*address)
+            .or_insert_with(|| Group::of(snapshot, address))
+            .clone()
     }
 
     /// The group roots committed for the last executed batch.
@@ -148,23 +170,34 @@ impl ShardNetwork {
     /// Puts a genesis account into the state of every member of its group.
     pub fn insert_genesis(&mut self, address: Address, account: AccountState) {
         for member in self.group_of(&address).iter() {
-            self.node_mut(member).state.insert_account(address, account.clone());
+            self.node_mut(member)
+                .state
+                .insert_account(address, account.clone());
         }
     }
 
     fn node_mut(&mut self, id: &NodeId) -> &mut ShardNode {
-        self.nodes.get_mut(id).expect("groups are drawn from this network's nodes")
+        self.nodes
+            .get_mut(id)
+            .expect("groups are drawn from this network's nodes")
     }
 
     fn node(&self, id: &NodeId) -> &ShardNode {
-        self.nodes.get(id).expect("groups are drawn from this network's nodes")
+        self.nodes
+            .get(id)
+            .expect("groups are drawn from this network's nodes")
     }
 
     /// A storage slot as the group holding it reads it; every member must agree.
     pub fn storage(&mut self, address: &Address, slot: &B256) -> Result<U256, ShardError> {
         let group = self.group_of(address);
-        let values: Vec<U256> = group.iter().map(|member| self.node(member).state.storage(address, slot)).collect();
-        agreed(&values, group.len()).ok_or_else(|| ShardError::Diverged { what: format!("slot {slot} of {address}") })
+        let values: Vec<U256> = group
+            .iter()
+            .map(|member| self.node(member).state.storage(address, slot))
+            .collect();
+        agreed(&values, group.len()).ok_or_else(|| ShardError::Diverged {
+            what: format!("slot {slot} of {address}"),
+        })
     }
 
     /// An account's nonce as its group holds it; every member must agree.
@@ -172,9 +205,16 @@ impl ShardNetwork {
         let group = self.group_of(address);
         let values: Vec<u64> = group
             .iter()
-            .map(|member| self.node(member).state.account(address).map_or(0, |account| account.nonce))
+            .map(|member| {
+                self.node(member)
+                    .state
+                    .account(address)
+                    .map_or(0, |account| account.nonce)
+            })
             .collect();
-        agreed(&values, group.len()).ok_or_else(|| ShardError::Diverged { what: format!("nonce of {address}") })
+        agreed(&values, group.len()).ok_or_else(|| ShardError::Diverged {
+            what: format!("nonce of {address}"),
+        })
     }
 
     /// The state slice member `member` executes `access_list` against: the items it holds
@@ -187,8 +227,15 @@ impl ShardNetwork {
                 .get(&access.address)
                 .expect("groups of listed addresses are filled first")
                 .members;
-            let source = if holders.contains(member) { member } else { &holders[0] };
-            let shipped = self.node(source).state.slice(&SpaceAccessList::new([access.clone()]));
+            let source = if holders.contains(member) {
+                member
+            } else {
+                &holders[0]
+            };
+            let shipped = self
+                .node(source)
+                .state
+                .slice(&SpaceAccessList::new([access.clone()]));
             slice.accounts.extend(shipped.accounts);
         }
         slice
@@ -196,20 +243,33 @@ impl ShardNetwork {
 
     /// Executes a finalized batch whose bodies (in header order) were pulled and checked by the
     /// caller, and commits the roots of the touched groups on the upper chain.
-    pub fn execute_batch(&mut self, finalized: &FinalizedBatch, bodies: &[BlockBody]) -> Result<ExecutedBatch, ShardError> {
+    pub fn execute_batch(
+        &mut self,
+        finalized: &FinalizedBatch,
+        bodies: &[BlockBody],
+    ) -> Result<ExecutedBatch, ShardError> {
         let batch = &finalized.batch;
         if batch.number != self.last_batch + 1 {
-            return Err(ShardError::NotNext { expected: self.last_batch + 1, got: batch.number });
+            return Err(ShardError::NotNext {
+                expected: self.last_batch + 1,
+                got: batch.number,
+            });
         }
         if bodies.len() != batch.headers.len() {
-            return Err(ShardError::BodyMismatch { index: bodies.len().min(batch.headers.len()) });
+            return Err(ShardError::BodyMismatch {
+                index: bodies.len().min(batch.headers.len()),
+            });
         }
         for (index, (header, body)) in batch.headers.iter().zip(bodies).enumerate() {
             if body.root() != header.root {
                 return Err(ShardError::BodyMismatch { index });
             }
         }
-        let env = ExecutionEnv { chain_id: self.chain_id, block_number: batch.number, timestamp: batch.number };
+        let env = ExecutionEnv {
+            chain_id: self.chain_id,
+            block_number: batch.number,
+            timestamp: batch.number,
+        };
         let mut outcomes = Vec::with_capacity(batch.move_count() as usize);
         let mut touched: BTreeMap<B256, Arc<[NodeId]>> = BTreeMap::new();
         for signed in bodies.iter().flat_map(|body| &body.moves) {
@@ -220,7 +280,10 @@ impl ShardNetwork {
         self.last_batch = batch.number;
         debug!(target: "shard_node", number = batch.number, moves = outcomes.len(), groups = group_roots.len(), "executed batch");
         self.last_group_roots = group_roots;
-        Ok(ExecutedBatch { number: batch.number, outcomes })
+        Ok(ExecutedBatch {
+            number: batch.number,
+            outcomes,
+        })
     }
 
     fn execute_move(
@@ -252,12 +315,16 @@ impl ShardNetwork {
             let slice = self.slice_for(member, &verified.tx().access_list);
             results.push(execute(env, &verified, &slice)?);
         }
-        let outcome = agreed(&results, executing.members.len())
-            .ok_or_else(|| ShardError::Diverged { what: format!("outcome of {hash}") })?;
+        let outcome =
+            agreed(&results, executing.members.len()).ok_or_else(|| ShardError::Diverged {
+                what: format!("outcome of {hash}"),
+            })?;
         touched.insert(executing.id, executing.members.clone());
         for (address, change) in &outcome.diff.accounts {
             let holders = self.group(address);
-            let single = StateDiff { accounts: BTreeMap::from([(*address, change.clone())]) };
+            let single = StateDiff {
+                accounts: BTreeMap::from([(*address, change.clone())]),
+            };
             for member in holders.members.iter() {
                 self.node_mut(member).state.apply(&single);
             }
@@ -266,7 +333,11 @@ impl ShardNetwork {
         Ok(outcome)
     }
 
-    fn commit_roots(&mut self, batch: u64, touched: &BTreeMap<B256, Arc<[NodeId]>>) -> Result<Vec<GroupRootCommitment>, ShardError> {
+    fn commit_roots(
+        &mut self,
+        batch: u64,
+        touched: &BTreeMap<B256, Arc<[NodeId]>>,
+    ) -> Result<Vec<GroupRootCommitment>, ShardError> {
         let mut commitments = Vec::with_capacity(touched.len());
         // Taken out so the root's address filter can fill it while the nodes are borrowed.
         let mut groups = std::mem::take(&mut self.groups);
@@ -277,18 +348,29 @@ impl ShardNetwork {
                 .iter()
                 .map(|member| {
                     nodes[member].state.root_where(|address| {
-                        let holder = groups.entry(*address).or_insert_with(|| Group::of(snapshot, address));
+                        let holder = groups
+                            .entry(*address)
+                            .or_insert_with(|| Group::of(snapshot, address));
                         holder.id == *group
                     })
                 })
                 .collect()
         };
-        let all_roots: Vec<Vec<B256>> = touched.iter().map(|(group, members)| roots_of(members, group)).collect();
+        let all_roots: Vec<Vec<B256>> = touched
+            .iter()
+            .map(|(group, members)| roots_of(members, group))
+            .collect();
         self.groups = groups;
         for ((group, members), roots) in touched.iter().zip(all_roots) {
-            let root = agreed(&roots, members.len())
-                .ok_or_else(|| ShardError::Diverged { what: format!("root of group {group}") })?;
-            let commitment = GroupRootCommitment { epoch: self.snapshot.epoch, group: *group, batch, root };
+            let root = agreed(&roots, members.len()).ok_or_else(|| ShardError::Diverged {
+                what: format!("root of group {group}"),
+            })?;
+            let commitment = GroupRootCommitment {
+                epoch: self.snapshot.epoch,
+                group: *group,
+                batch,
+                root,
+            };
             let message = commitment.signing_bytes();
             let votes: Vec<(usize, BlsSignature)> = members
                 .iter()
@@ -297,7 +379,8 @@ impl ShardNetwork {
                 .map(|(index, member)| (index, self.node(member).bls().sign(&message)))
                 .collect();
             let certificate = Certificate::aggregate(&votes)?;
-            self.chain.commit_group_root(commitment.clone(), members, &certificate)?;
+            self.chain
+                .commit_group_root(commitment.clone(), members, &certificate)?;
             commitments.push(commitment);
         }
         Ok(commitments)
@@ -337,15 +420,28 @@ mod tests {
         let nodes: Vec<ShardNode> = (0..nodes as u64).map(ShardNode::from_seed).collect();
         for node in &nodes {
             let (registration, signature) = node.registration("test".into(), Address::ZERO, vec![]);
-            chain.register_node(registration, &signature).expect("registers");
+            chain
+                .register_node(registration, &signature)
+                .expect("registers");
         }
         chain.advance_epoch();
         let mut network = ShardNetwork::new(chain.clone(), CHAIN_ID, nodes).expect("forms");
-        network.insert_genesis(COUNTER, AccountState { code: store_code(), ..AccountState::default() });
+        network.insert_genesis(
+            COUNTER,
+            AccountState {
+                code: store_code(),
+                ..AccountState::default()
+            },
+        );
         (network, chain)
     }
 
-    fn store(key: &AccountKey, nonce: u64, value: u64, declared: u64) -> primitives::SignedTransaction {
+    fn store(
+        key: &AccountKey,
+        nonce: u64,
+        value: u64,
+        declared: u64,
+    ) -> primitives::SignedTransaction {
         Transaction {
             chain_id: CHAIN_ID,
             nonce,
@@ -375,21 +471,40 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(height, body)| {
-                BlockHeader::seal(&sequencer, NodeId(Address::repeat_byte(1)), height as u64, B256::ZERO, 0, body, body.to_bytes().len() as u32)
+                BlockHeader::seal(
+                    &sequencer,
+                    NodeId(Address::repeat_byte(1)),
+                    height as u64,
+                    B256::ZERO,
+                    0,
+                    body,
+                    body.to_bytes().len() as u32,
+                )
             })
             .collect();
-        let batch = Batch { number, parent, headers };
-        let certificate = Certificate::aggregate(&[(0, sequencer.sign(b"test"))]).expect("one vote");
+        let batch = Batch {
+            number,
+            parent,
+            headers,
+        };
+        let certificate =
+            Certificate::aggregate(&[(0, sequencer.sign(b"test"))]).expect("one vote");
         FinalizedBatch { batch, certificate }
     }
 
     #[test]
     fn cross_group_moves_execute_once_agreed_and_groups_commit_their_roots() {
         let (mut network, chain) = network(16);
-        let players: Vec<AccountKey> = (0..12).map(|seed| AccountKey::from_seed(500 + seed)).collect();
+        let players: Vec<AccountKey> = (0..12)
+            .map(|seed| AccountKey::from_seed(500 + seed))
+            .collect();
         // Many players' groups differ from the contract's: their slices are shipped.
         let counter_group = network.group_of(&COUNTER);
-        assert!(players.iter().any(|key| network.group_of(&key.address()) != counter_group));
+        assert!(
+            players
+                .iter()
+                .any(|key| network.group_of(&key.address()) != counter_group)
+        );
 
         let body = BlockBody {
             moves: players
@@ -400,28 +515,47 @@ mod tests {
                 .collect(),
         };
         let batch = finalized(1, B256::ZERO, std::slice::from_ref(&body));
-        assert_eq!(network.execute_batch(&batch, &[]), Err(ShardError::BodyMismatch { index: 0 }));
+        assert_eq!(
+            network.execute_batch(&batch, &[]),
+            Err(ShardError::BodyMismatch { index: 0 })
+        );
         let executed = network.execute_batch(&batch, &[body]).expect("executes");
         assert_eq!(executed.outcomes.len(), players.len() + 1);
-        assert!(executed.outcomes[..players.len()].iter().all(MoveOutcome::is_success));
+        assert!(
+            executed.outcomes[..players.len()]
+                .iter()
+                .all(MoveOutcome::is_success)
+        );
         let slot = |key: &AccountKey| B256::left_padding_from(key.address().as_slice());
-        let wrong = FailureReason::WrongPostValue(primitives::finality::StateItem::Storage(COUNTER, slot(&players[0])));
+        let wrong = FailureReason::WrongPostValue(primitives::finality::StateItem::Storage(
+            COUNTER,
+            slot(&players[0]),
+        ));
         assert_eq!(executed.outcomes[players.len()].status, Err(wrong));
 
         for (index, key) in players.iter().enumerate() {
-            assert_eq!(network.storage(&COUNTER, &slot(key)), Ok(U256::from(index as u64 + 1)));
+            assert_eq!(
+                network.storage(&COUNTER, &slot(key)),
+                Ok(U256::from(index as u64 + 1))
+            );
             let expected_nonce = if index == 0 { 2 } else { 1 };
             assert_eq!(network.nonce(&key.address()), Ok(expected_nonce));
         }
         // Every touched group committed a root over exactly its own addresses.
         assert!(!network.last_group_roots().is_empty());
         for commitment in network.last_group_roots() {
-            assert_eq!(chain.group_root(&commitment.group).as_ref(), Some(commitment));
+            assert_eq!(
+                chain.group_root(&commitment.group).as_ref(),
+                Some(commitment)
+            );
         }
         // Batches run in order.
         assert_eq!(
             network.execute_batch(&finalized(3, B256::ZERO, &[]), &[]),
-            Err(ShardError::NotNext { expected: 2, got: 3 })
+            Err(ShardError::NotNext {
+                expected: 2,
+                got: 3
+            })
         );
     }
 }

@@ -22,7 +22,11 @@ impl ShardNode {
         let mut bls_seed = [0u8; 32];
         bls_seed[..8].copy_from_slice(&seed.to_be_bytes());
         bls_seed[8..16].copy_from_slice(b"shardbls");
-        ShardNode { key, bls: BlsSecretKey::from_seed(&bls_seed), state: InMemoryState::new() }
+        ShardNode {
+            key,
+            bls: BlsSecretKey::from_seed(&bls_seed),
+            state: InMemoryState::new(),
+        }
     }
 
     /// The node ID.
@@ -36,7 +40,12 @@ impl ShardNode {
     }
 
     /// The registration this node files, signed by its operator key.
-    pub fn registration(&self, endpoint: String, reward_wallet: Address, wallet_features: Vec<String>) -> (Registration, Signature) {
+    pub fn registration(
+        &self,
+        endpoint: String,
+        reward_wallet: Address,
+        wallet_features: Vec<String>,
+    ) -> (Registration, Signature) {
         let registration = Registration {
             endpoint,
             reward_wallet,

@@ -73,7 +73,9 @@ pub struct Devnet {
 
 impl std::fmt::Debug for Devnet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Devnet").field("sequencers", &self.sequencers).finish_non_exhaustive()
+        f.debug_struct("Devnet")
+            .field("sequencers", &self.sequencers)
+            .finish_non_exhaustive()
     }
 }
 
@@ -95,10 +97,20 @@ impl Devnet {
                 (temporary.path().to_path_buf(), Some(temporary))
             }
         };
-        let identities: Vec<(NodeId, BlsSecretKey)> = (0..config.sequencers).map(sequencer_identity).collect();
-        let sequencer_set: Vec<_> = identities.iter().map(|(id, bls)| (*id, bls.public_key())).collect();
+        let identities: Vec<(NodeId, BlsSecretKey)> =
+            (0..config.sequencers).map(sequencer_identity).collect();
+        let sequencer_set: Vec<_> = identities
+            .iter()
+            .map(|(id, bls)| (*id, bls.public_key()))
+            .collect();
         let chain = Arc::new(EmbeddedChain::new(
-            sequencer_set.iter().map(|(id, key)| SequencerRecord { id: *id, bls_key: *key }).collect(),
+            sequencer_set
+                .iter()
+                .map(|(id, key)| SequencerRecord {
+                    id: *id,
+                    bls_key: *key,
+                })
+                .collect(),
         ));
 
         let mut nodes = Vec::with_capacity(config.shard_nodes);
@@ -114,10 +126,20 @@ impl Devnet {
         }
         chain.advance_epoch();
         let mut network = ShardNetwork::new(chain.clone(), config.chain_id, nodes)?;
-        network.insert_genesis(GAME_ADDRESS, AccountState { code: game_code(), ..AccountState::default() });
+        network.insert_genesis(
+            GAME_ADDRESS,
+            AccountState {
+                code: game_code(),
+                ..AccountState::default()
+            },
+        );
 
         let weak_da = WeakDa::local(&data_dir.join("weak-da"))?;
-        let shards = shard_node::driver::spawn(network, weak_da.clone(), sequencer_set.iter().map(|(_, key)| *key).collect());
+        let shards = shard_node::driver::spawn(
+            network,
+            weak_da.clone(),
+            sequencer_set.iter().map(|(_, key)| *key).collect(),
+        );
 
         let ids: Vec<NodeId> = identities.iter().map(|(id, _)| *id).collect();
         let meshes = InProcessMesh::connect(&ids);
@@ -141,7 +163,13 @@ impl Devnet {
             };
             sequencers.push(sequencer::node::spawn(sequencer_config, wiring).await?);
         }
-        Ok(Devnet { chain_id: config.chain_id, chain, sequencers, shards, _data_dir: temporary })
+        Ok(Devnet {
+            chain_id: config.chain_id,
+            chain,
+            sequencers,
+            shards,
+            _data_dir: temporary,
+        })
     }
 
     /// Where clients of sequencer `index` connect.

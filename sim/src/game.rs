@@ -14,14 +14,14 @@
 //! declaring the cell as the slot's value afterwards.
 
 use primitives::{
-    AccountAccess, AccountKey, Address, B256, Bytes, DeclaredWrite, SignedTransaction,
-    SlotAccess, SpaceAccessList, Transaction, U256,
+    AccountAccess, AccountKey, Address, B256, Bytes, DeclaredWrite, SignedTransaction, SlotAccess,
+    SpaceAccessList, Transaction, U256,
 };
 
 /// Where the game contract lives.
 pub const GAME_ADDRESS: Address = Address::new([
-    0x7e, 0xc0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-    0x00, 0x00, 0x00, 0x00, 0x01,
+    0x7e, 0xc0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x01,
 ]);
 
 /// Cells on the board; moving to `BOARD_CELLS` or beyond reverts.

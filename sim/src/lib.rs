@@ -7,7 +7,7 @@
 //! with revm against Space Access Lists). [`load`] drives it with simulated players through the
 //! client SDK and measures each finality level from the moment a move is sent.
 
-pub mod game;
 pub mod devnet;
+pub mod game;
 pub mod load;
 pub mod report;

@@ -98,7 +98,11 @@ impl Default for LoadStats {
             refused: AtomicU64::new(0),
             executed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
-            histograms: Mutex::new(Histograms { pending_ack: histogram(), finalized: histogram(), executed: histogram() }),
+            histograms: Mutex::new(Histograms {
+                pending_ack: histogram(),
+                finalized: histogram(),
+                executed: histogram(),
+            }),
             sent_at: Mutex::new(HashMap::new()),
         }
     }
@@ -143,7 +147,9 @@ impl LoadStats {
 
     /// Moves sent that have not reached `Executed`, `Failed` or a refusal.
     pub fn in_flight(&self) -> u64 {
-        let done = self.executed.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed) + self.refused.load(Ordering::Relaxed);
+        let done = self.executed.load(Ordering::Relaxed)
+            + self.failed.load(Ordering::Relaxed)
+            + self.refused.load(Ordering::Relaxed);
         self.submitted.load(Ordering::Relaxed).saturating_sub(done)
     }
 
@@ -199,12 +205,18 @@ pub struct Player {
 
 /// The key of player `index` under `seed`.
 pub fn player_key(seed: u64, index: usize) -> AccountKey {
-    AccountKey::from_seed(seed.wrapping_mul(1_000_003).wrapping_add(100_000 + index as u64))
+    AccountKey::from_seed(
+        seed.wrapping_mul(1_000_003)
+            .wrapping_add(100_000 + index as u64),
+    )
 }
 
 /// Connects the players and starts their moves; returns the shared stats and a handle that
 /// finishes when every player has sent its last move.
-pub async fn start(devnet: &Devnet, config: LoadConfig) -> Result<(Arc<LoadStats>, tokio::task::JoinHandle<()>), ClientError> {
+pub async fn start(
+    devnet: &Devnet,
+    config: LoadConfig,
+) -> Result<(Arc<LoadStats>, tokio::task::JoinHandle<()>), ClientError> {
     let stats = Arc::new(LoadStats::default());
     let mut players = Vec::with_capacity(config.players);
     for index in 0..config.players {
@@ -216,21 +228,30 @@ pub async fn start(devnet: &Devnet, config: LoadConfig) -> Result<(Arc<LoadStats
                 recorder.record(&event);
             }
         });
-        players.push(Player { key: player_key(config.seed, index), client, nonce: 0 });
+        players.push(Player {
+            key: player_key(config.seed, index),
+            client,
+            nonce: 0,
+        });
     }
     let chain_id = devnet.chain_id;
     let per_player = (config.moves_per_second / config.players.max(1) as f64).max(0.001);
     let interval = Duration::from_secs_f64(1.0 / per_player);
-    let deadline = config.duration.map(|duration| tokio::time::Instant::now() + duration);
+    let deadline = config
+        .duration
+        .map(|duration| tokio::time::Instant::now() + duration);
     let mut tasks = Vec::with_capacity(players.len());
     for (index, mut player) in players.into_iter().enumerate() {
         let stats = stats.clone();
         let limit = config.moves_per_player;
-        let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            config.seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        );
         tasks.push(tokio::spawn(async move {
             // Spread the players' first moves over one interval so they do not all send at once.
             let offset = interval.mul_f64(rng.random::<f64>());
-            let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
+            let mut ticker =
+                tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 if limit.is_some_and(|limit| player.nonce >= limit) {

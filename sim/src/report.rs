@@ -52,8 +52,15 @@ pub struct BenchReport {
 impl BenchReport {
     /// An empty report for `bench` on this machine.
     pub fn new(bench: &str) -> Self {
-        let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
-        BenchReport { bench: bench.to_string(), machine: Machine { cores }, figures: BTreeMap::new(), targets: Vec::new() }
+        let cores = std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or(1);
+        BenchReport {
+            bench: bench.to_string(),
+            machine: Machine { cores },
+            figures: BTreeMap::new(),
+            targets: Vec::new(),
+        }
     }
 
     /// Records a figure.
@@ -67,7 +74,12 @@ impl BenchReport {
             Op::AtMost => *measured <= value,
             Op::AtLeast => *measured >= value,
         });
-        self.targets.push(Target { figure: figure.to_string(), op, value, met });
+        self.targets.push(Target {
+            figure: figure.to_string(),
+            op,
+            value,
+            met,
+        });
     }
 
     /// The human-readable table.
@@ -83,7 +95,11 @@ impl BenchReport {
                 Op::AtLeast => ">=",
             };
             let verdict = if target.met { "met" } else { "NOT met" };
-            let _ = writeln!(out, "  target {:<33} {op} {:>10.3}  {verdict}", target.figure, target.value);
+            let _ = writeln!(
+                out,
+                "  target {:<33} {op} {:>10.3}  {verdict}",
+                target.figure, target.value
+            );
         }
         out
     }

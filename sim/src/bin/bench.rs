@@ -40,11 +40,23 @@ struct Args {
 }
 
 const PLANNED: &[&str] = &[
-    "kcp-vs-tcp", "dht", "finality", "ingest", "ack-latency", "da", "execution", "groups", "assets", "realtime", "sim",
+    "kcp-vs-tcp",
+    "dht",
+    "finality",
+    "ingest",
+    "ack-latency",
+    "da",
+    "execution",
+    "groups",
+    "assets",
+    "realtime",
+    "sim",
 ];
 
 async fn pipeline(args: &Args) -> anyhow::Result<BenchReport> {
-    let devnet = Devnet::start(DevnetConfig::default()).await.context("starting the devnet")?;
+    let devnet = Devnet::start(DevnetConfig::default())
+        .await
+        .context("starting the devnet")?;
     let started = std::time::Instant::now();
     let (stats, senders) = load::start(
         &devnet,
@@ -66,7 +78,10 @@ async fn pipeline(args: &Args) -> anyhow::Result<BenchReport> {
     let snapshot = stats.snapshot();
     let mut report = BenchReport::new("pipeline");
     report.figure("offered_moves_per_s", args.rate);
-    report.figure("executed_moves_per_s", snapshot.moves_executed as f64 / sending);
+    report.figure(
+        "executed_moves_per_s",
+        snapshot.moves_executed as f64 / sending,
+    );
     report.figure("moves_submitted", snapshot.moves_submitted as f64);
     report.figure("moves_executed", snapshot.moves_executed as f64);
     report.figure("moves_failed", snapshot.moves_failed as f64);
@@ -87,17 +102,22 @@ async fn pipeline(args: &Args) -> anyhow::Result<BenchReport> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .init();
     let args = Args::parse();
     let report = match args.name.as_str() {
         "pipeline" => pipeline(&args).await?,
-        name if PLANNED.contains(&name) => bail!("benchmark {name} is not built yet: its issue adds it"),
+        name if PLANNED.contains(&name) => {
+            bail!("benchmark {name} is not built yet: its issue adds it")
+        }
         name => bail!("unknown benchmark {name}; available: pipeline"),
     };
     print!("{}", report.table());
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

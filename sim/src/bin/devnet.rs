@@ -73,7 +73,9 @@ fn line(snapshot: &LoadSnapshot, previous_executed: u64) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .init();
     let args = Args::parse();
     let devnet = Devnet::start(DevnetConfig {
@@ -87,7 +89,12 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "devnet up: {} sequencers ({}), {} shard nodes, tick {} ms; {} players at {} moves/s",
         args.sequencers,
-        devnet.sequencers.iter().map(|s| s.client_addr.to_string()).collect::<Vec<_>>().join(", "),
+        devnet
+            .sequencers
+            .iter()
+            .map(|s| s.client_addr.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         args.shard_nodes,
         args.tick_ms,
         args.players,
@@ -135,7 +142,10 @@ async fn main() -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     println!("final: {}", line(&snapshot, 0));
     if stats.in_flight() > 0 {
-        println!("{} moves had not reached a final level when the devnet stopped", stats.in_flight());
+        println!(
+            "{} moves had not reached a final level when the devnet stopped",
+            stats.in_flight()
+        );
     }
     if let Some(path) = args.report {
         let report = Report {
@@ -147,9 +157,13 @@ async fn main() -> anyhow::Result<()> {
             executed_per_s: snapshot.moves_executed as f64 / elapsed.max(f64::EPSILON),
             figures: snapshot.clone(),
         };
-        std::fs::write(&path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
         println!("report written to {}", path.display());
     }
-    anyhow::ensure!(snapshot.moves_executed > 0 || args.duration.is_none(), "no move was executed");
+    anyhow::ensure!(
+        snapshot.moves_executed > 0 || args.duration.is_none(),
+        "no move was executed"
+    );
     Ok(())
 }

@@ -14,24 +14,32 @@ use sim::{
     game::{BOARD_CELLS, GAME_ADDRESS, move_piece, move_with_declaration, slot_of},
     load::player_key,
 };
+use upper_chain::UpperChain;
 
 /// Bounds how long a broken network can hang a test; never a performance assertion.
 const LIVENESS_BOUND: Duration = Duration::from_secs(120);
 
 async fn wait_final(client: &Client, hash: primitives::TxHash) -> FinalityLevel {
-    tokio::time::timeout(LIVENESS_BOUND, client.wait_for(hash, FinalityLevel::Executed))
-        .await
-        .expect("the move reaches a final level")
-        .expect("the session stays open")
+    tokio::time::timeout(
+        LIVENESS_BOUND,
+        client.wait_for(hash, FinalityLevel::Executed),
+    )
+    .await
+    .expect("the move reaches a final level")
+    .expect("the session stays open")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_moves_from_fifty_players_all_execute_and_the_board_matches_a_replay() {
-    let devnet = Devnet::start(DevnetConfig::default()).await.expect("devnet starts");
+    let devnet = Devnet::start(DevnetConfig::default())
+        .await
+        .expect("devnet starts");
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let mut players = Vec::new();
     for index in 0..50 {
-        let client = Client::connect(devnet.sequencer_addr(index)).await.expect("connects");
+        let client = Client::connect(devnet.sequencer_addr(index))
+            .await
+            .expect("connects");
         players.push((player_key(11, index), client));
     }
 
@@ -63,52 +71,99 @@ async fn a_thousand_moves_from_fifty_players_all_execute_and_the_board_matches_a
     // The board as the shard groups hold it equals a replay of the moves.
     let mut network = devnet.shards.network.lock();
     for (key, _) in &players {
-        let cell = network.storage(&GAME_ADDRESS, &slot_of(&key.address())).expect("group agrees");
+        let cell = network
+            .storage(&GAME_ADDRESS, &slot_of(&key.address()))
+            .expect("group agrees");
         assert_eq!(cell, U256::from(board[&key.address()]));
         assert_eq!(network.nonce(&key.address()).expect("group agrees"), 20);
     }
     assert!(network.last_batch() >= 1);
     assert!(!network.last_group_roots().is_empty());
     drop(network);
-    assert!(devnet.chain.last_batch() >= 1, "batches are committed on the upper chain");
+    assert!(
+        devnet.chain.last_batch() >= 1,
+        "batches are committed on the upper chain"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_declared_write_fails_and_changes_nothing_but_the_nonce() {
-    let devnet = Devnet::start(DevnetConfig::default()).await.expect("devnet starts");
+    let devnet = Devnet::start(DevnetConfig::default())
+        .await
+        .expect("devnet starts");
     let key = AccountKey::from_seed(77);
     let player = key.address();
-    let client = Client::connect(devnet.sequencer_addr(1)).await.expect("connects");
+    let client = Client::connect(devnet.sequencer_addr(1))
+        .await
+        .expect("connects");
 
-    let honest = client.submit_and_ack(move_piece(&key, devnet.chain_id, 0, 5)).await.expect("acked");
+    let honest = client
+        .submit_and_ack(move_piece(&key, devnet.chain_id, 0, 5))
+        .await
+        .expect("acked");
     assert_eq!(wait_final(&client, honest).await, FinalityLevel::Executed);
 
     // Moves to cell 9 but declares 10: pending state shows the declaration at once...
     let lying = move_with_declaration(&key, devnet.chain_id, 1, 9, 10);
-    let hash = client.submit_and_ack(lying).await.expect("acked: the sequencer does not execute");
-    assert_eq!(client.pending_storage(GAME_ADDRESS, slot_of(&player)).await.expect("read"), U256::from(10));
+    let hash = client
+        .submit_and_ack(lying)
+        .await
+        .expect("acked: the sequencer does not execute");
+    assert_eq!(
+        client
+            .pending_storage(GAME_ADDRESS, slot_of(&player))
+            .await
+            .expect("read"),
+        U256::from(10)
+    );
 
     // ...execution fails it with the typed reason, and pending state retracts it.
-    let expected = FailureReason::WrongPostValue(StateItem::Storage(GAME_ADDRESS, slot_of(&player)));
-    assert_eq!(wait_final(&client, hash).await, FinalityLevel::Failed(expected));
-    assert_eq!(client.pending_storage(GAME_ADDRESS, slot_of(&player)).await.expect("read"), U256::from(5));
+    let expected =
+        FailureReason::WrongPostValue(StateItem::Storage(GAME_ADDRESS, slot_of(&player)));
+    assert_eq!(
+        wait_final(&client, hash).await,
+        FinalityLevel::Failed(expected)
+    );
+    assert_eq!(
+        client
+            .pending_storage(GAME_ADDRESS, slot_of(&player))
+            .await
+            .expect("read"),
+        U256::from(5)
+    );
     assert_eq!(client.pending_nonce(player).await.expect("read"), 2);
 
     let mut network = devnet.shards.network.lock();
-    assert_eq!(network.storage(&GAME_ADDRESS, &slot_of(&player)).expect("agreed"), U256::from(5));
-    assert_eq!(network.nonce(&player).expect("agreed"), 2, "only the nonce was consumed");
+    assert_eq!(
+        network
+            .storage(&GAME_ADDRESS, &slot_of(&player))
+            .expect("agreed"),
+        U256::from(5)
+    );
+    assert_eq!(
+        network.nonce(&player).expect("agreed"),
+        2,
+        "only the nonce was consumed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_signatures_and_bad_nonces_are_refused_at_ingress_with_typed_errors() {
-    let devnet = Devnet::start(DevnetConfig::default()).await.expect("devnet starts");
+    let devnet = Devnet::start(DevnetConfig::default())
+        .await
+        .expect("devnet starts");
     let key = AccountKey::from_seed(78);
-    let client = Client::connect(devnet.sequencer_addr(0)).await.expect("connects");
+    let client = Client::connect(devnet.sequencer_addr(0))
+        .await
+        .expect("connects");
 
     let mut forged = move_piece(&key, devnet.chain_id, 0, 3);
     forged.signature.0[64] = 9;
     let refused = client.submit_and_ack(forged).await;
-    assert!(matches!(refused, Err(ClientError::Refused(Refusal::BadSignature))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(ClientError::Refused(Refusal::BadSignature))),
+        "{refused:?}"
+    );
 
     let wrong_chain = move_piece(&key, devnet.chain_id + 1, 0, 3);
     let refused = client.submit_and_ack(wrong_chain).await;
@@ -119,10 +174,22 @@ async fn bad_signatures_and_bad_nonces_are_refused_at_ingress_with_typed_errors(
 
     let future_nonce = move_piece(&key, devnet.chain_id, 4, 3);
     let refused = client.submit_and_ack(future_nonce).await;
-    assert!(matches!(refused, Err(ClientError::Refused(Refusal::BadNonce { expected: 0, got: 4 }))), "{refused:?}");
+    assert!(
+        matches!(
+            refused,
+            Err(ClientError::Refused(Refusal::BadNonce {
+                expected: 0,
+                got: 4
+            }))
+        ),
+        "{refused:?}"
+    );
 
     // None of them changed pending state; the next honest move is still nonce 0.
     assert_eq!(client.pending_nonce(key.address()).await.expect("read"), 0);
-    let hash = client.submit_and_ack(move_piece(&key, devnet.chain_id, 0, 3)).await.expect("acked");
+    let hash = client
+        .submit_and_ack(move_piece(&key, devnet.chain_id, 0, 3))
+        .await
+        .expect("acked");
     assert_eq!(wait_final(&client, hash).await, FinalityLevel::Executed);
 }

@@ -1,0 +1,680 @@
+//! The tokio driver of one sequencer: client sessions, the tick, weak DA, peers, PBFT and the
+//! execution results, around the sans-IO cores.
+//!
+//! One core task owns all sequencer state and takes inputs from one bounded queue. Client
+//! sessions run in their own tasks and do the expensive, stateless part of ingress (decoding
+//! with bounds and recovering the signature) before handing a verified move to the core, so
+//! signature checks run in parallel on every core of the machine.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use consensus::{Replica, ReplicaEvent, ReplicaInput, Validator, ValidatorSet};
+use da_weak::WeakDa;
+use execution::ExecutedBatch;
+use netstack::{
+    driver::{KcpConnection, KcpSender, KcpServer},
+    kcp::KcpConfig,
+};
+use primitives::{
+    Batch, BlockHeader, BlockId, FinalityLevel, FinalizedBatch, NodeId, TxHash,
+    VerifiedTransaction,
+    api::{ClientRequest, Refusal, ServerMessage},
+    bls::{BlsPublicKey, BlsSecretKey},
+    codec::{Decode, Encode},
+    finality::StateItem,
+    machine::{Machine, Origin},
+    time::Instant,
+};
+use tokio::sync::{broadcast, mpsc};
+use tracing::{debug, info, warn};
+use upper_chain::UpperChain;
+
+use crate::{
+    batcher::Batcher,
+    constants::{BLOCK_MOVES_PER_TICK_MAX, COMMAND_QUEUE_MAX, FINISHED_STATUSES_MAX},
+    mempool::Mempool,
+    mesh::{InProcessMesh, PeerDelivery, PeerMessage},
+    packer::{PackedBlock, Packer},
+    pending::PendingState,
+};
+
+/// How a sequencer runs.
+#[derive(Clone, Debug)]
+pub struct SequencerConfig {
+    /// The network's chain id.
+    pub chain_id: u64,
+    /// Time between blocks.
+    pub tick: Duration,
+    /// Where clients connect (KCP over UDP).
+    pub client_listen: SocketAddr,
+}
+
+/// Everything a sequencer is wired to.
+pub struct SequencerWiring {
+    /// This sequencer's operator ID.
+    pub id: NodeId,
+    /// Its BLS key for block headers and PBFT votes.
+    pub bls: BlsSecretKey,
+    /// The sequencer set, in validator order.
+    pub sequencers: Vec<(NodeId, BlsPublicKey)>,
+    /// Links to the other sequencers.
+    pub mesh: InProcessMesh,
+    /// What the other sequencers send.
+    pub inbound: mpsc::Receiver<PeerDelivery>,
+    /// Where block bodies go.
+    pub weak_da: WeakDa,
+    /// The upper chain (batch commitments).
+    pub chain: Arc<dyn UpperChain>,
+    /// Where finalized batches go to be executed.
+    pub finalized: mpsc::Sender<FinalizedBatch>,
+    /// Execution results.
+    pub executed: broadcast::Receiver<Arc<ExecutedBatch>>,
+}
+
+/// A running sequencer.
+#[derive(Clone, Debug)]
+pub struct SequencerHandle {
+    /// Its operator ID.
+    pub id: NodeId,
+    /// Where clients connect.
+    pub client_addr: SocketAddr,
+    /// Counters, readable while it runs.
+    pub stats: Arc<SequencerStats>,
+}
+
+/// Counters of one sequencer.
+#[derive(Debug, Default)]
+pub struct SequencerStats {
+    /// Moves acked as pending.
+    pub moves_acked: AtomicU64,
+    /// Moves refused at ingress.
+    pub moves_refused: AtomicU64,
+    /// Blocks packed.
+    pub blocks_packed: AtomicU64,
+    /// Batches committed by PBFT.
+    pub batches_committed: AtomicU64,
+    /// Moves reported executed (successfully or not) to clients of this sequencer.
+    pub moves_executed: AtomicU64,
+}
+
+type ClientId = u64;
+
+enum Command {
+    ClientOpened(ClientId, KcpSender),
+    ClientClosed(ClientId),
+    Submit(ClientId, Box<VerifiedTransaction>),
+    Query(ClientId, ClientRequest),
+    BodyStored(Box<PackedBlock>),
+    BatchChecked {
+        sequence: u64,
+        digest: primitives::B256,
+        valid: bool,
+    },
+}
+
+/// Starts a sequencer: binds its client port and spawns its tasks.
+pub async fn spawn(
+    config: SequencerConfig,
+    wiring: SequencerWiring,
+) -> std::io::Result<SequencerHandle> {
+    let (server, incoming) = KcpServer::bind(config.client_listen, KcpConfig::default()).await?;
+    let client_addr = server.local_addr();
+    let (commands, queue) = mpsc::channel(COMMAND_QUEUE_MAX);
+    let stats = Arc::new(SequencerStats::default());
+    tokio::spawn(accept_clients(
+        incoming,
+        commands.clone(),
+        config.chain_id,
+        stats.clone(),
+    ));
+    let handle = SequencerHandle {
+        id: wiring.id,
+        client_addr,
+        stats: stats.clone(),
+    };
+    let core = Core::new(config, wiring, commands, stats);
+    tokio::spawn(core.run(queue, server));
+    Ok(handle)
+}
+
+async fn accept_clients(
+    mut incoming: mpsc::Receiver<KcpConnection>,
+    commands: mpsc::Sender<Command>,
+    chain_id: u64,
+    stats: Arc<SequencerStats>,
+) {
+    let mut next_id: ClientId = 0;
+    while let Some(connection) = incoming.recv().await {
+        next_id += 1;
+        tokio::spawn(serve_client(
+            next_id,
+            connection,
+            commands.clone(),
+            chain_id,
+            stats.clone(),
+        ));
+    }
+}
+
+/// Decodes and verifies a client's requests; refusals that need no state are answered here.
+async fn serve_client(
+    client: ClientId,
+    mut connection: KcpConnection,
+    commands: mpsc::Sender<Command>,
+    chain_id: u64,
+    stats: Arc<SequencerStats>,
+) {
+    let sender = connection.sender();
+    if commands
+        .send(Command::ClientOpened(client, sender.clone()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    while let Some(bytes) = connection.recv().await {
+        let command = match ClientRequest::from_bytes(&bytes) {
+            Ok(ClientRequest::Submit(signed)) => {
+                let hash = signed.hash();
+                match signed.verify(chain_id) {
+                    Ok(verified) => Command::Submit(client, Box::new(verified)),
+                    Err(error) => {
+                        stats.moves_refused.fetch_add(1, Ordering::Relaxed);
+                        let refusal = match error {
+                            primitives::tx::TxError::BadSignature(_) => Refusal::BadSignature,
+                            primitives::tx::TxError::WrongChain { expected, got } => {
+                                Refusal::WrongChain { expected, got }
+                            }
+                            primitives::tx::TxError::MissingFromAccessList(address) => {
+                                Refusal::MissingFromAccessList(address)
+                            }
+                        };
+                        let ack = ServerMessage::Ack {
+                            hash,
+                            result: Err(refusal),
+                        };
+                        let _ = sender.send(ack.to_bytes()).await;
+                        continue;
+                    }
+                }
+            }
+            Ok(request) => Command::Query(client, request),
+            Err(error) => {
+                debug!(target: "sequencer::ingress", client, %error, "malformed request");
+                stats.moves_refused.fetch_add(1, Ordering::Relaxed);
+                let ack = ServerMessage::Ack {
+                    hash: primitives::keccak256(&bytes),
+                    result: Err(Refusal::Malformed),
+                };
+                let _ = sender.send(ack.to_bytes()).await;
+                continue;
+            }
+        };
+        if commands.send(command).await.is_err() {
+            return;
+        }
+    }
+    let _ = commands.send(Command::ClientClosed(client)).await;
+}
+
+/// What the core remembers of a move acked here.
+struct Tracked {
+    client: ClientId,
+    level: FinalityLevel,
+}
+
+struct Core {
+    config: SequencerConfig,
+    id: NodeId,
+    packer: Packer,
+    mempool: Mempool,
+    pending: PendingState,
+    batcher: Batcher,
+    replica: Replica<Batch>,
+    mesh: InProcessMesh,
+    inbound: mpsc::Receiver<PeerDelivery>,
+    weak_da: WeakDa,
+    chain: Arc<dyn UpperChain>,
+    finalized: mpsc::Sender<FinalizedBatch>,
+    executed: broadcast::Receiver<Arc<ExecutedBatch>>,
+    commands: mpsc::Sender<Command>,
+    stats: Arc<SequencerStats>,
+    clients: HashMap<ClientId, KcpSender>,
+    tracked: HashMap<TxHash, Tracked>,
+    finished: VecDeque<TxHash>,
+    own_blocks: HashMap<BlockId, Vec<TxHash>>,
+    own_bodies: HashMap<BlockId, primitives::BlockBody>,
+    proposal_in_flight: bool,
+    tick_number: u64,
+    epoch: std::time::Instant,
+}
+
+impl Core {
+    fn new(
+        config: SequencerConfig,
+        wiring: SequencerWiring,
+        commands: mpsc::Sender<Command>,
+        stats: Arc<SequencerStats>,
+    ) -> Self {
+        let validators = ValidatorSet::new(
+            wiring
+                .sequencers
+                .iter()
+                .map(|(id, key)| Validator { id: *id, key: *key })
+                .collect(),
+        );
+        let index = wiring
+            .sequencers
+            .iter()
+            .position(|(id, _)| *id == wiring.id)
+            .expect("a sequencer is a member of its own set");
+        let replica = Replica::new(validators, index, wiring.bls.clone());
+        Core {
+            packer: Packer::new(wiring.id, wiring.bls),
+            batcher: Batcher::new(wiring.sequencers.iter().copied()),
+            id: wiring.id,
+            config,
+            mempool: Mempool::default(),
+            pending: PendingState::new(),
+            replica,
+            mesh: wiring.mesh,
+            inbound: wiring.inbound,
+            weak_da: wiring.weak_da,
+            chain: wiring.chain,
+            finalized: wiring.finalized,
+            executed: wiring.executed,
+            commands,
+            stats,
+            clients: HashMap::new(),
+            tracked: HashMap::new(),
+            finished: VecDeque::new(),
+            own_blocks: HashMap::new(),
+            own_bodies: HashMap::new(),
+            proposal_in_flight: false,
+            tick_number: 0,
+            epoch: std::time::Instant::now(),
+        }
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
+    }
+
+    async fn run(mut self, mut queue: mpsc::Receiver<Command>, _server: KcpServer) {
+        let mut ticker = tokio::time::interval(self.config.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        info!(target: "sequencer", id = %self.id, "sequencer running");
+        loop {
+            tokio::select! {
+                command = queue.recv() => match command {
+                    Some(command) => self.handle_command(command),
+                    None => return,
+                },
+                delivery = self.inbound.recv() => match delivery {
+                    Some((from, bytes)) => self.handle_peer(from, &bytes),
+                    None => return,
+                },
+                executed = self.executed.recv() => match executed {
+                    Ok(batch) => self.handle_executed(&batch),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        warn!(target: "sequencer", missed, "execution results lagged; statuses of those moves stay at Finalized");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = ticker.tick() => self.handle_tick(),
+            }
+            self.drain_replica();
+        }
+    }
+
+    fn push(&self, client: ClientId, message: &ServerMessage) {
+        if let Some(sender) = self.clients.get(&client)
+            && sender.try_send(message.to_bytes()).is_err()
+        {
+            debug!(target: "sequencer", client, "client queue full or closed; message dropped");
+        }
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::ClientOpened(client, sender) => {
+                self.clients.insert(client, sender);
+            }
+            Command::ClientClosed(client) => {
+                self.clients.remove(&client);
+            }
+            Command::Submit(client, verified) => self.admit(client, *verified),
+            Command::Query(client, request) => self.answer(client, request),
+            Command::BodyStored(block) => self.handle_body_stored(*block),
+            Command::BatchChecked {
+                sequence,
+                digest,
+                valid,
+            } => {
+                let now = self.now();
+                self.replica.handle(
+                    now,
+                    Origin::Local,
+                    ReplicaInput::Verified {
+                        sequence,
+                        digest,
+                        valid,
+                    },
+                );
+            }
+        }
+    }
+
+    fn admit(&mut self, client: ClientId, verified: VerifiedTransaction) {
+        let hash = verified.hash;
+        let expected = self.pending.next_nonce(&verified.sender);
+        let result = if verified.tx().nonce != expected {
+            Err(Refusal::BadNonce {
+                expected,
+                got: verified.tx().nonce,
+            })
+        } else if !self.mempool.has_room() {
+            Err(Refusal::MempoolFull)
+        } else if self.tracked.contains_key(&hash) {
+            Err(Refusal::BadNonce {
+                expected,
+                got: verified.tx().nonce,
+            })
+        } else {
+            self.pending.admit(&verified);
+            self.mempool.push(verified);
+            self.tracked.insert(
+                hash,
+                Tracked {
+                    client,
+                    level: FinalityLevel::Pending,
+                },
+            );
+            Ok(self.tick_number + 1)
+        };
+        let counter = if result.is_ok() {
+            &self.stats.moves_acked
+        } else {
+            &self.stats.moves_refused
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.push(client, &ServerMessage::Ack { hash, result });
+    }
+
+    fn answer(&mut self, client: ClientId, request: ClientRequest) {
+        let reply = match request {
+            ClientRequest::PendingNonce(address) => ServerMessage::PendingNonce {
+                address,
+                nonce: self.pending.next_nonce(&address),
+            },
+            ClientRequest::PendingStorage(address, slot) => ServerMessage::PendingStorage {
+                address,
+                slot,
+                value: self.pending.storage(&address, &slot),
+            },
+            ClientRequest::Status(hash) => ServerMessage::StatusReply {
+                hash,
+                level: self.tracked.get(&hash).map(|tracked| tracked.level.clone()),
+            },
+            ClientRequest::Submit(_) => {
+                unreachable!("submissions are verified before they reach the core")
+            }
+        };
+        self.push(client, &reply);
+    }
+
+    fn set_level(&mut self, hash: &TxHash, level: FinalityLevel) {
+        let Some(tracked) = self.tracked.get_mut(hash) else {
+            return;
+        };
+        if tracked.level.rank() >= level.rank() {
+            return;
+        }
+        tracked.level = level.clone();
+        let client = tracked.client;
+        if matches!(level, FinalityLevel::Executed | FinalityLevel::Failed(_)) {
+            self.finished.push_back(*hash);
+            if self.finished.len() > FINISHED_STATUSES_MAX
+                && let Some(oldest) = self.finished.pop_front()
+            {
+                self.tracked.remove(&oldest);
+            }
+        }
+        self.push(client, &ServerMessage::Status { hash: *hash, level });
+    }
+
+    fn handle_tick(&mut self) {
+        self.tick_number += 1;
+        if !self.mempool.is_empty() {
+            let moves = self.mempool.take(BLOCK_MOVES_PER_TICK_MAX);
+            let block = self.packer.pack(self.now(), moves);
+            self.stats.blocks_packed.fetch_add(1, Ordering::Relaxed);
+            let weak_da = self.weak_da.clone();
+            let commands = self.commands.clone();
+            tokio::spawn(async move {
+                let mut attempts = 0u32;
+                loop {
+                    match weak_da
+                        .put_body(&block.header, block.encoded_body.clone())
+                        .await
+                    {
+                        Ok(()) => break,
+                        Err(error) if attempts < 20 => {
+                            attempts += 1;
+                            warn!(target: "sequencer", %error, attempts, "weak DA put failed; retrying");
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        Err(error) => {
+                            warn!(target: "sequencer", %error, "weak DA put failed; block dropped");
+                            return;
+                        }
+                    }
+                }
+                let _ = commands.send(Command::BodyStored(Box::new(block))).await;
+            });
+        }
+        self.maybe_propose();
+    }
+
+    fn handle_body_stored(&mut self, block: PackedBlock) {
+        let id = block.header.id();
+        let hashes: Vec<TxHash> = block
+            .body
+            .moves
+            .iter()
+            .map(|signed| signed.hash())
+            .collect();
+        for hash in &hashes {
+            self.set_level(hash, FinalityLevel::Sequenced);
+        }
+        self.own_blocks.insert(id, hashes);
+        self.own_bodies.insert(id, block.body);
+        self.mesh
+            .broadcast(&PeerMessage::Header(block.header.clone()).to_bytes());
+        if let Err(error) = self.batcher.hear(block.header) {
+            warn!(target: "sequencer", %error, "own header refused by the batcher");
+        }
+        self.maybe_propose();
+    }
+
+    fn maybe_propose(&mut self) {
+        if self.proposal_in_flight || !self.replica.is_primary() {
+            return;
+        }
+        if let Some(batch) = self.batcher.propose() {
+            self.proposal_in_flight = true;
+            let now = self.now();
+            self.replica
+                .handle(now, Origin::Local, ReplicaInput::Propose(batch));
+        }
+    }
+
+    fn handle_peer(&mut self, from: NodeId, bytes: &[u8]) {
+        match PeerMessage::from_bytes(bytes) {
+            Ok(PeerMessage::Header(header)) => {
+                if header.sequencer != from {
+                    warn!(target: "sequencer", %from, "peer relayed a header of another sequencer; ignored");
+                    return;
+                }
+                if let Err(error) = self.batcher.hear(header) {
+                    warn!(target: "sequencer", %from, %error, "header refused");
+                }
+                self.maybe_propose();
+            }
+            Ok(PeerMessage::Consensus(message)) => {
+                let now = self.now();
+                self.replica
+                    .handle(now, Origin::Peer(from), ReplicaInput::Message(message));
+            }
+            Err(error) => warn!(target: "sequencer", %from, %error, "undecodable peer message"),
+        }
+    }
+
+    fn drain_replica(&mut self) {
+        let now = self.now();
+        while let Some(transmit) = self.replica.poll_transmit(now) {
+            self.mesh.send(
+                &transmit.to,
+                PeerMessage::Consensus(transmit.bytes).to_bytes(),
+            );
+        }
+        while let Some(event) = self.replica.poll_event() {
+            match event {
+                ReplicaEvent::Verify { sequence, value } => self.check_batch(sequence, value),
+                ReplicaEvent::Committed {
+                    sequence,
+                    value,
+                    certificate,
+                } => self.handle_committed(sequence, value, certificate),
+                other => debug!(target: "sequencer", ?other, "consensus event"),
+            }
+        }
+    }
+
+    /// A replica prepares a batch only once the batch follows the rules and every body it names
+    /// is held here or in weak DA (checked against its root).
+    fn check_batch(&mut self, sequence: u64, batch: Batch) {
+        let digest = consensus::Value::digest(&batch);
+        if let Err(error) = self.batcher.check(&batch) {
+            warn!(target: "sequencer", sequence, %error, "proposed batch refused");
+            let _ = self.commands.try_send(Command::BatchChecked {
+                sequence,
+                digest,
+                valid: false,
+            });
+            return;
+        }
+        let missing: Vec<BlockHeader> = batch
+            .headers
+            .iter()
+            .filter(|header| !self.own_bodies.contains_key(&header.id()))
+            .cloned()
+            .collect();
+        let weak_da = self.weak_da.clone();
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            let mut valid = true;
+            for header in &missing {
+                let mut attempts = 0u32;
+                loop {
+                    match weak_da.get_body(header).await {
+                        Ok(_) => break,
+                        Err(error) if attempts < 20 => {
+                            attempts += 1;
+                            debug!(target: "sequencer", %error, attempts, "body not yet in weak DA");
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        Err(error) => {
+                            warn!(target: "sequencer", %error, "body unavailable; batch not prepared");
+                            valid = false;
+                            break;
+                        }
+                    }
+                }
+                if !valid {
+                    break;
+                }
+            }
+            let _ = commands
+                .send(Command::BatchChecked {
+                    sequence,
+                    digest,
+                    valid,
+                })
+                .await;
+        });
+    }
+
+    fn handle_committed(
+        &mut self,
+        sequence: u64,
+        batch: Batch,
+        certificate: primitives::bls::Certificate,
+    ) {
+        self.stats.batches_committed.fetch_add(1, Ordering::Relaxed);
+        self.batcher.commit(&batch);
+        self.proposal_in_flight = false;
+        for header in &batch.headers {
+            let id = header.id();
+            if let Some(hashes) = self.own_blocks.remove(&id) {
+                self.own_bodies.remove(&id);
+                for hash in &hashes {
+                    self.set_level(hash, FinalityLevel::Finalized);
+                }
+            }
+        }
+        if self.chain.last_batch() + 1 == sequence {
+            let message = consensus::commit_message(sequence, &consensus::Value::digest(&batch));
+            if let Err(error) =
+                self.chain
+                    .commit_batch(sequence, batch.hash(), &message, &certificate)
+            {
+                debug!(target: "sequencer", sequence, %error, "batch commitment not recorded (another sequencer was first)");
+            }
+        }
+        let finalized = FinalizedBatch { batch, certificate };
+        if self.finalized.try_send(finalized).is_err() {
+            warn!(target: "sequencer", sequence, "execution queue full; batch not forwarded");
+        }
+        self.maybe_propose();
+    }
+
+    fn handle_executed(&mut self, executed: &ExecutedBatch) {
+        for outcome in &executed.outcomes {
+            let writes =
+                outcome.diff.accounts.iter().flat_map(|(address, change)| {
+                    let address = *address;
+                    change
+                        .balance
+                        .map(|balance| (StateItem::Balance(address), balance))
+                        .into_iter()
+                        .chain(change.nonce.map(|nonce| {
+                            (StateItem::Nonce(address), primitives::U256::from(nonce))
+                        }))
+                        .chain(
+                            change.storage.iter().map(move |(slot, value)| {
+                                (StateItem::Storage(address, *slot), *value)
+                            }),
+                        )
+                });
+            self.pending
+                .apply_executed(&outcome.hash, outcome.status.is_ok(), writes);
+            let level = match &outcome.status {
+                Ok(()) => FinalityLevel::Executed,
+                Err(reason) => FinalityLevel::Failed(reason.clone()),
+            };
+            if self.tracked.contains_key(&outcome.hash) {
+                self.stats.moves_executed.fetch_add(1, Ordering::Relaxed);
+            }
+            self.set_level(&outcome.hash, level);
+        }
+    }
+}
