@@ -120,8 +120,8 @@ pub fn describe(id: &BlockId) -> String {
 #[cfg(test)]
 mod tests {
     use primitives::{
-        AccountAccess, AccountKey, Address, B256, Bytes, NodeId, SpaceAccessList, Transaction,
-        U256, bls::BlsSecretKey, codec::Encode,
+        AccountAccess, AccountKey, Address, B256, Bytes, SpaceAccessList, Transaction, U256,
+        codec::Encode,
     };
 
     use super::*;
@@ -153,16 +153,8 @@ mod tests {
         let da = WeakDa::local(directory.path()).expect("local store");
         let body = body();
         let encoded = body.to_bytes();
-        let key = BlsSecretKey::from_seed(&[3; 32]);
-        let header = BlockHeader::seal(
-            &key,
-            NodeId(Address::repeat_byte(1)),
-            0,
-            B256::ZERO,
-            0,
-            &body,
-            encoded.len() as u32,
-        );
+        let key = AccountKey::from_seed(3);
+        let header = BlockHeader::seal(&key, 0, B256::ZERO, 0, &body, encoded.len() as u32);
         da.put_body(&header, encoded.clone()).await.expect("put");
         assert_eq!(da.get_body(&header).await.expect("get"), body);
 

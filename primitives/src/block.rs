@@ -2,14 +2,19 @@
 //!
 //! Only the [`BlockHeader`] is broadcast; the [`BlockBody`] goes to weak DA and is pulled by
 //! whoever needs it, then checked against the header's Merkle root.
+//!
+//! A header is signed with the sequencer's operator key (secp256k1): the signer is recovered
+//! and must be the header's sequencer ID. Every sequencer checks every header, so this costs one
+//! recovery (tens of microseconds) where a BLS signature would cost a pairing (about a
+//! millisecond); BLS is kept for what must aggregate, the certificates.
 
-use alloy_primitives::B256;
+use alloy_primitives::{B256, keccak256};
 
 use crate::{
-    bls::{BlsPublicKey, BlsSecretKey, BlsSignature},
     codec::{Decode, DecodeError, Decoder, Encode, put_list},
     constants::BLOCK_MOVES_MAX,
     id::NodeId,
+    keys::{AccountKey, Signature},
     merkle::MerkleTree,
     tx::SignedTransaction,
 };
@@ -43,8 +48,8 @@ pub struct BlockHeader {
     pub move_count: u32,
     /// Size of the encoded body, so a puller can bound its read.
     pub body_bytes: u32,
-    /// The sequencer's BLS signature over [`BlockHeader::signing_bytes`].
-    pub signature: BlsSignature,
+    /// The sequencer's operator-key signature over [`BlockHeader::signing_hash`].
+    pub signature: Signature,
 }
 
 impl BlockHeader {
@@ -67,11 +72,11 @@ impl BlockHeader {
         out.extend_from_slice(&self.body_bytes.to_be_bytes());
     }
 
-    /// The bytes the sequencer signs.
-    pub fn signing_bytes(&self) -> Vec<u8> {
+    /// The hash the sequencer signs.
+    pub fn signing_hash(&self) -> B256 {
         let mut out = b"tickrate:block".to_vec();
         self.encode_unsigned(&mut out);
-        out
+        keccak256(&out)
     }
 
     /// The header's hash (covers the signature too).
@@ -81,8 +86,7 @@ impl BlockHeader {
 
     /// Builds and signs a header over `body`.
     pub fn seal(
-        key: &BlsSecretKey,
-        sequencer: NodeId,
+        key: &AccountKey,
         height: u64,
         parent: B256,
         packed_at_us: u64,
@@ -90,22 +94,22 @@ impl BlockHeader {
         body_bytes: u32,
     ) -> BlockHeader {
         let mut header = BlockHeader {
-            sequencer,
+            sequencer: NodeId(key.address()),
             height,
             parent,
             packed_at_us,
             root: body.root(),
             move_count: body.moves.len() as u32,
             body_bytes,
-            signature: key.sign(&[]),
+            signature: Signature([0; 65]),
         };
-        header.signature = key.sign(&header.signing_bytes());
+        header.signature = key.sign_prehash(&header.signing_hash());
         header
     }
 
-    /// Checks the sequencer's signature.
-    pub fn verify_signature(&self, key: &BlsPublicKey) -> bool {
-        key.verify(&self.signing_bytes(), &self.signature).is_ok()
+    /// Whether the header is signed by its sequencer's operator key.
+    pub fn verify_signature(&self) -> bool {
+        self.signature.recover_address(&self.signing_hash()) == Ok(self.sequencer.0)
     }
 }
 
@@ -127,7 +131,7 @@ impl Decode for BlockHeader {
             root: decoder.b256()?,
             move_count: decoder.u32()?,
             body_bytes: decoder.u32()?,
-            signature: BlsSignature::decode(decoder)?,
+            signature: Signature::decode(decoder)?,
         })
     }
 }
@@ -170,30 +174,24 @@ impl Decode for BlockBody {
 
 #[cfg(test)]
 mod tests {
-    use alloy_primitives::Address;
-
     use super::*;
 
     #[test]
-    fn header_round_trips_and_signature_binds_the_root() {
-        let key = BlsSecretKey::from_seed(&[9; 32]);
+    fn header_round_trips_and_signature_binds_the_root_and_the_sequencer() {
+        let key = AccountKey::from_seed(9);
         let body = BlockBody::default();
-        let header = BlockHeader::seal(
-            &key,
-            NodeId(Address::repeat_byte(1)),
-            3,
-            B256::ZERO,
-            5,
-            &body,
-            5,
-        );
-        assert!(header.verify_signature(&key.public_key()));
+        let header = BlockHeader::seal(&key, 3, B256::ZERO, 5, &body, 5);
+        assert_eq!(header.sequencer, NodeId(key.address()));
+        assert!(header.verify_signature());
         assert_eq!(
             BlockHeader::from_bytes(&header.to_bytes()),
             Ok(header.clone())
         );
-        let mut tampered = header;
+        let mut tampered = header.clone();
         tampered.root.0[0] ^= 1;
-        assert!(!tampered.verify_signature(&key.public_key()));
+        assert!(!tampered.verify_signature());
+        let mut impostor = header;
+        impostor.sequencer = NodeId(AccountKey::from_seed(10).address());
+        assert!(!impostor.verify_signature());
     }
 }

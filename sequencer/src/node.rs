@@ -24,7 +24,7 @@ use netstack::{
     kcp::KcpConfig,
 };
 use primitives::{
-    Batch, BlockHeader, BlockId, FinalityLevel, FinalizedBatch, NodeId, TxHash,
+    AccountKey, Batch, BlockHeader, BlockId, FinalityLevel, FinalizedBatch, NodeId, TxHash,
     VerifiedTransaction,
     api::{ClientRequest, Refusal, ServerMessage},
     bls::{BlsPublicKey, BlsSecretKey},
@@ -59,9 +59,9 @@ pub struct SequencerConfig {
 
 /// Everything a sequencer is wired to.
 pub struct SequencerWiring {
-    /// This sequencer's operator ID.
-    pub id: NodeId,
-    /// Its BLS key for block headers and PBFT votes.
+    /// This sequencer's operator key (its ID is the key's address; it signs block headers).
+    pub key: AccountKey,
+    /// Its BLS key for PBFT votes and batch certificates.
     pub bls: BlsSecretKey,
     /// The sequencer set, in validator order.
     pub sequencers: Vec<(NodeId, BlsPublicKey)>,
@@ -136,7 +136,7 @@ pub async fn spawn(
         stats.clone(),
     ));
     let handle = SequencerHandle {
-        id: wiring.id,
+        id: NodeId(wiring.key.address()),
         client_addr,
         stats: stats.clone(),
     };
@@ -274,13 +274,13 @@ impl Core {
         let index = wiring
             .sequencers
             .iter()
-            .position(|(id, _)| *id == wiring.id)
+            .position(|(id, _)| id.0 == wiring.key.address())
             .expect("a sequencer is a member of its own set");
-        let replica = Replica::new(validators, index, wiring.bls.clone());
+        let replica = Replica::new(validators, index, wiring.bls);
         Core {
-            packer: Packer::new(wiring.id, wiring.bls),
-            batcher: Batcher::new(wiring.sequencers.iter().copied()),
-            id: wiring.id,
+            id: NodeId(wiring.key.address()),
+            packer: Packer::new(wiring.key),
+            batcher: Batcher::new(wiring.sequencers.iter().map(|(id, _)| *id)),
             config,
             mempool: Mempool::default(),
             pending: PendingState::new(),
@@ -563,6 +563,16 @@ impl Core {
     /// is held here or in weak DA (checked against its root).
     fn check_batch(&mut self, sequence: u64, batch: Batch) {
         let digest = consensus::Value::digest(&batch);
+        // Certificates are checked against `batch.number`, so it must be the PBFT sequence.
+        if batch.number != sequence {
+            warn!(target: "sequencer", sequence, number = batch.number, "proposed batch numbered off its sequence");
+            let _ = self.commands.try_send(Command::BatchChecked {
+                sequence,
+                digest,
+                valid: false,
+            });
+            return;
+        }
         if let Err(error) = self.batcher.check(&batch) {
             warn!(target: "sequencer", sequence, %error, "proposed batch refused");
             let _ = self.commands.try_send(Command::BatchChecked {

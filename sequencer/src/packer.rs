@@ -1,11 +1,10 @@
 //! The packer: every tick, the mempool becomes a block.
 //!
 //! A block is the moves in ack order, their blake3 Merkle root, and a header signed with the
-//! sequencer's BLS key that chains to its previous header. Sans-IO: the tick time is passed in.
+//! sequencer's operator key that chains to its previous header. Sans-IO: the tick time is passed in.
 
 use primitives::{
-    B256, BlockBody, BlockHeader, NodeId, VerifiedTransaction, bls::BlsSecretKey, codec::Encode,
-    time::Instant,
+    AccountKey, B256, BlockBody, BlockHeader, VerifiedTransaction, codec::Encode, time::Instant,
 };
 
 /// A freshly packed block.
@@ -22,17 +21,15 @@ pub struct PackedBlock {
 /// Packs this sequencer's blocks, one height after another.
 #[derive(Debug)]
 pub struct Packer {
-    sequencer: NodeId,
-    key: BlsSecretKey,
+    key: AccountKey,
     next_height: u64,
     parent: B256,
 }
 
 impl Packer {
     /// A packer starting at height 0.
-    pub fn new(sequencer: NodeId, key: BlsSecretKey) -> Self {
+    pub fn new(key: AccountKey) -> Self {
         Packer {
-            sequencer,
             key,
             next_height: 0,
             parent: B256::ZERO,
@@ -49,7 +46,6 @@ impl Packer {
             u32::try_from(encoded_body.len()).expect("blocks are bounded far below 4 GiB");
         let header = BlockHeader::seal(
             &self.key,
-            self.sequencer,
             self.next_height,
             self.parent,
             now.as_micros(),

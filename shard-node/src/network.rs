@@ -74,7 +74,15 @@ pub struct ShardNetwork {
     groups: HashMap<Address, Group>,
     last_batch: u64,
     last_group_roots: Vec<GroupRootCommitment>,
+    /// Groups touched since their roots were last committed.
+    uncommitted: BTreeMap<B256, Arc<[NodeId]>>,
+    root_commit_interval: u64,
 }
+
+/// Batches between two commitments of group roots to the upper chain by default. Signing and
+/// certifying a root costs every member a BLS signature and the chain a pairing, so roots are
+/// settled at an interval (100 ms at a 10 ms tick), not after every batch.
+pub const ROOT_COMMIT_INTERVAL_BATCHES: u64 = 10;
 
 /// An address state group: its members (nearest first) and its ID.
 #[derive(Clone, Debug)]
@@ -136,6 +144,8 @@ impl ShardNetwork {
             groups: HashMap::new(),
             last_batch: 0,
             last_group_roots: Vec::new(),
+            uncommitted: BTreeMap::new(),
+            root_commit_interval: ROOT_COMMIT_INTERVAL_BATCHES,
         })
     }
 
@@ -152,7 +162,12 @@ impl ShardNetwork {
             .clone()
     }
 
-    /// The group roots committed for the last executed batch.
+    /// Commits group roots every `batches` batches (at least 1).
+    pub fn set_root_commit_interval(&mut self, batches: u64) {
+        self.root_commit_interval = batches.max(1);
+    }
+
+    /// The group roots committed by the last commitment (after the batch that made it).
     pub fn last_group_roots(&self) -> &[GroupRootCommitment] {
         &self.last_group_roots
     }
@@ -271,15 +286,20 @@ impl ShardNetwork {
             timestamp: batch.number,
         };
         let mut outcomes = Vec::with_capacity(batch.move_count() as usize);
-        let mut touched: BTreeMap<B256, Arc<[NodeId]>> = BTreeMap::new();
+        let mut touched = std::mem::take(&mut self.uncommitted);
         for signed in bodies.iter().flat_map(|body| &body.moves) {
             let outcome = self.execute_move(&env, signed.clone(), &mut touched)?;
             outcomes.push(outcome);
         }
-        let group_roots = self.commit_roots(batch.number, &touched)?;
+        if batch.number % self.root_commit_interval == 0 {
+            let group_roots = self.commit_roots(batch.number, &touched)?;
+            debug!(target: "shard_node", number = batch.number, groups = group_roots.len(), "committed group roots");
+            self.last_group_roots = group_roots;
+        } else {
+            self.uncommitted = touched;
+        }
         self.last_batch = batch.number;
-        debug!(target: "shard_node", number = batch.number, moves = outcomes.len(), groups = group_roots.len(), "executed batch");
-        self.last_group_roots = group_roots;
+        debug!(target: "shard_node", number = batch.number, moves = outcomes.len(), "executed batch");
         Ok(ExecutedBatch {
             number: batch.number,
             outcomes,
@@ -426,6 +446,7 @@ mod tests {
         }
         chain.advance_epoch();
         let mut network = ShardNetwork::new(chain.clone(), CHAIN_ID, nodes).expect("forms");
+        network.set_root_commit_interval(1);
         network.insert_genesis(
             COUNTER,
             AccountState {
@@ -472,8 +493,7 @@ mod tests {
             .enumerate()
             .map(|(height, body)| {
                 BlockHeader::seal(
-                    &sequencer,
-                    NodeId(Address::repeat_byte(1)),
+                    &AccountKey::from_seed(1),
                     height as u64,
                     B256::ZERO,
                     0,

@@ -27,6 +27,8 @@ pub struct DevnetConfig {
     pub tick: Duration,
     /// Where weak DA keeps block bodies; a fresh temporary directory if `None`.
     pub data_dir: Option<PathBuf>,
+    /// Batches between two commitments of group roots to the upper chain.
+    pub root_commit_interval_batches: u64,
 }
 
 impl Default for DevnetConfig {
@@ -37,6 +39,7 @@ impl Default for DevnetConfig {
             shard_nodes: 16,
             tick: Duration::from_millis(10),
             data_dir: None,
+            root_commit_interval_batches: shard_node::network::ROOT_COMMIT_INTERVAL_BATCHES,
         }
     }
 }
@@ -79,12 +82,12 @@ impl std::fmt::Debug for Devnet {
     }
 }
 
-fn sequencer_identity(index: usize) -> (NodeId, BlsSecretKey) {
+fn sequencer_identity(index: usize) -> (AccountKey, BlsSecretKey) {
     let key = AccountKey::from_seed(1_000 + index as u64);
     let mut seed = [0u8; 32];
     seed[..8].copy_from_slice(&(index as u64).to_be_bytes());
     seed[8..17].copy_from_slice(b"sequencer");
-    (NodeId(key.address()), BlsSecretKey::from_seed(&seed))
+    (key, BlsSecretKey::from_seed(&seed))
 }
 
 impl Devnet {
@@ -97,11 +100,11 @@ impl Devnet {
                 (temporary.path().to_path_buf(), Some(temporary))
             }
         };
-        let identities: Vec<(NodeId, BlsSecretKey)> =
+        let identities: Vec<(AccountKey, BlsSecretKey)> =
             (0..config.sequencers).map(sequencer_identity).collect();
-        let sequencer_set: Vec<_> = identities
+        let sequencer_set: Vec<(NodeId, _)> = identities
             .iter()
-            .map(|(id, bls)| (*id, bls.public_key()))
+            .map(|(key, bls)| (NodeId(key.address()), bls.public_key()))
             .collect();
         let chain = Arc::new(EmbeddedChain::new(
             sequencer_set
@@ -126,6 +129,7 @@ impl Devnet {
         }
         chain.advance_epoch();
         let mut network = ShardNetwork::new(chain.clone(), config.chain_id, nodes)?;
+        network.set_root_commit_interval(config.root_commit_interval_batches);
         network.insert_genesis(
             GAME_ADDRESS,
             AccountState {
@@ -141,17 +145,17 @@ impl Devnet {
             sequencer_set.iter().map(|(_, key)| *key).collect(),
         );
 
-        let ids: Vec<NodeId> = identities.iter().map(|(id, _)| *id).collect();
+        let ids: Vec<NodeId> = sequencer_set.iter().map(|(id, _)| *id).collect();
         let meshes = InProcessMesh::connect(&ids);
         let mut sequencers = Vec::with_capacity(config.sequencers);
-        for ((id, bls), (mesh, inbound)) in identities.into_iter().zip(meshes) {
+        for ((key, bls), (mesh, inbound)) in identities.into_iter().zip(meshes) {
             let sequencer_config = SequencerConfig {
                 chain_id: config.chain_id,
                 tick: config.tick,
                 client_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             };
             let wiring = SequencerWiring {
-                id,
+                key,
                 bls,
                 sequencers: sequencer_set.clone(),
                 mesh,

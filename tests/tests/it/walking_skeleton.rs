@@ -31,9 +31,11 @@ async fn wait_final(client: &Client, hash: primitives::TxHash) -> FinalityLevel 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_moves_from_fifty_players_all_execute_and_the_board_matches_a_replay() {
-    let devnet = Devnet::start(DevnetConfig::default())
-        .await
-        .expect("devnet starts");
+    let config = DevnetConfig {
+        root_commit_interval_batches: 1,
+        ..DevnetConfig::default()
+    };
+    let devnet = Devnet::start(config).await.expect("devnet starts");
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let mut players = Vec::new();
     for index in 0..50 {
@@ -78,7 +80,13 @@ async fn a_thousand_moves_from_fifty_players_all_execute_and_the_board_matches_a
         assert_eq!(network.nonce(&key.address()).expect("group agrees"), 20);
     }
     assert!(network.last_batch() >= 1);
-    assert!(!network.last_group_roots().is_empty());
+    // The group holding the board committed its root on the upper chain, certified by a quorum.
+    let game_group = upper_chain::group_id(&network.group_of(&GAME_ADDRESS));
+    let committed = devnet
+        .chain
+        .group_root(&game_group)
+        .expect("the game's group root is committed");
+    assert_eq!(committed.batch, network.last_batch());
     drop(network);
     assert!(
         devnet.chain.last_batch() >= 1,
