@@ -12,3 +12,5 @@ pub const COMMAND_QUEUE_MAX: usize = 65_536;
 pub const PEER_QUEUE_MAX: usize = 16_384;
 /// Statuses remembered for moves that reached a final level, so late status queries still work.
 pub const FINISHED_STATUSES_MAX: usize = 1_000_000;
+/// Messages queued for one client (acks and status pushes) before the slowest reader loses some.
+pub const CLIENT_OUTBOUND_MAX: usize = 65_536;

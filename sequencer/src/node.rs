@@ -39,7 +39,9 @@ use upper_chain::UpperChain;
 
 use crate::{
     batcher::Batcher,
-    constants::{BLOCK_MOVES_PER_TICK_MAX, COMMAND_QUEUE_MAX, FINISHED_STATUSES_MAX},
+    constants::{
+        BLOCK_MOVES_PER_TICK_MAX, CLIENT_OUTBOUND_MAX, COMMAND_QUEUE_MAX, FINISHED_STATUSES_MAX,
+    },
     mempool::Mempool,
     mesh::{InProcessMesh, PeerDelivery, PeerMessage},
     packer::{PackedBlock, Packer},
@@ -103,6 +105,8 @@ pub struct SequencerStats {
     pub batches_committed: AtomicU64,
     /// Moves reported executed (successfully or not) to clients of this sequencer.
     pub moves_executed: AtomicU64,
+    /// Messages to clients dropped because a client stopped reading.
+    pub client_messages_dropped: AtomicU64,
 }
 
 type ClientId = u64;
@@ -247,7 +251,7 @@ struct Core {
     executed: broadcast::Receiver<Arc<ExecutedBatch>>,
     commands: mpsc::Sender<Command>,
     stats: Arc<SequencerStats>,
-    clients: HashMap<ClientId, KcpSender>,
+    clients: HashMap<ClientId, mpsc::Sender<Vec<u8>>>,
     tracked: HashMap<TxHash, Tracked>,
     finished: VecDeque<TxHash>,
     own_blocks: HashMap<BlockId, Vec<TxHash>>,
@@ -335,18 +339,32 @@ impl Core {
         }
     }
 
+    /// Queues a message for a client. The core never waits on a client: each client has a
+    /// writer task behind a bounded queue, and only a client that stops reading long enough to
+    /// fill it loses messages (counted).
     fn push(&self, client: ClientId, message: &ServerMessage) {
-        if let Some(sender) = self.clients.get(&client)
-            && sender.try_send(message.to_bytes()).is_err()
+        if let Some(outbound) = self.clients.get(&client)
+            && outbound.try_send(message.to_bytes()).is_err()
         {
-            debug!(target: "sequencer", client, "client queue full or closed; message dropped");
+            self.stats
+                .client_messages_dropped
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(target: "sequencer", client, "client outbound queue full or closed; message dropped");
         }
     }
 
     fn handle_command(&mut self, command: Command) {
         match command {
             Command::ClientOpened(client, sender) => {
-                self.clients.insert(client, sender);
+                let (outbound, mut queue) = mpsc::channel::<Vec<u8>>(CLIENT_OUTBOUND_MAX);
+                tokio::spawn(async move {
+                    while let Some(bytes) = queue.recv().await {
+                        if sender.send(bytes).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                self.clients.insert(client, outbound);
             }
             Command::ClientClosed(client) => {
                 self.clients.remove(&client);
