@@ -88,7 +88,8 @@ pub enum RejectReason {
         sequence: u64,
     },
     /// A second, different vote (or pre-prepare) from one validator for one sequence: the
-    /// sender is faulty. The first one stands.
+    /// sender is faulty. The first one stands; if both are well signed, the replica emits
+    /// [`crate::ReplicaEvent::Evidence`] (once per offender, kind and slot).
     #[error("conflicting {what} for sequence {sequence}")]
     Conflicting {
         /// The kind of message.

@@ -20,6 +20,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::{
     error::RejectReason,
+    evidence::Evidence,
     replica::{Replica, ReplicaEvent, ReplicaInput},
     validator::{Validator, ValidatorSet},
     value::Value,
@@ -80,6 +81,7 @@ pub struct Cluster<V: Value> {
     reorder: bool,
     refusing: BTreeSet<usize>,
     committed: Vec<Vec<Decided<V>>>,
+    evidence: Vec<Vec<Evidence>>,
     dropped: u64,
     duplicated: u64,
     delivered: u64,
@@ -112,6 +114,7 @@ impl<V: Value> Cluster<V> {
             reorder: false,
             refusing: BTreeSet::new(),
             committed: vec![Vec::new(); n],
+            evidence: vec![Vec::new(); n],
             dropped: 0,
             duplicated: 0,
             delivered: 0,
@@ -146,6 +149,11 @@ impl<V: Value> Cluster<V> {
     /// What replica `index` has committed, in order.
     pub fn committed(&self, index: usize) -> &[Decided<V>] {
         &self.committed[index]
+    }
+
+    /// The equivocation evidence replica `index` emitted, in order.
+    pub fn evidence(&self, index: usize) -> &[Evidence] {
+        &self.evidence[index]
     }
 
     /// Messages in flight, oldest first.
@@ -359,6 +367,15 @@ impl<V: Value> Cluster<V> {
                     value,
                     certificate,
                 });
+            }
+            ReplicaEvent::Evidence(evidence) => {
+                assert_eq!(
+                    evidence.verify(&self.validators),
+                    Ok(()),
+                    "seed {}: replica {index} emitted evidence that does not verify",
+                    self.seed
+                );
+                self.evidence[index].push(evidence);
             }
         }
     }

@@ -16,6 +16,8 @@
 //! - [`replica`]: the state machine: the normal case (pre-prepare, application check, prepare,
 //!   commit, in-order delivery with a certificate) and checkpoints with log garbage collection.
 //! - [`error`]: why an input is refused ([`RejectReason`]) and why a certificate does not verify.
+//! - [`evidence`]: equivocation [`Evidence`] (two pre-prepares, prepares or commits one
+//!   validator signed for one slot), emitted by replicas and checkable by anyone with the set.
 //! - [`stats`]: counters of what a replica did and refused.
 //! - [`constants`]: the window, the checkpoint interval, the size bounds.
 //! - `harness` (feature `test-utils`): a seeded in-memory `Cluster` of replicas with drops,
@@ -27,13 +29,25 @@
 //! validator set checks it with [`ValidatorSet`] and [`verify_commit`] (or
 //! [`verify_commit_certificate`] for a [`FinalizedBatch`]).
 //!
+//! # Vote verification
+//! Prepares and commits are not verified on arrival. A vote that passes the cheap checks
+//! (member, sender, view, window, duplicate, conflict) is held; when a quorum of matching votes
+//! is present, the unverified ones among it are checked with one aggregate verification
+//! (`fast_aggregate_verify` over their signers' keys, as [`Certificate::verify`] does). Only if
+//! that fails are they checked one by one; the bad ones are dropped and refused as
+//! [`RejectReason::BadSignature`], and the replica waits for more. Votes beyond a quorum are
+//! never checked. With 4 replicas in order this is 11 signature checks per committed sequence,
+//! all replicas together, instead of 24 (8 replicas: 23 instead of 112); see
+//! [`ReplicaStats::signature_checks`]. Pre-prepares and checkpoints are checked on arrival.
+//!
 //! # What comes next
-//! This crate implements the normal case and checkpoints. View change (timers, view-change and
+//! This crate implements the normal case, checkpoints, and equivocation evidence. View change (timers, view-change and
 //! new-view messages), state transfer for replicas that fall behind the window, and holding votes
 //! until the log is persisted are designed in [`Replica`]'s documentation and come next.
 
 pub mod constants;
 pub mod error;
+pub mod evidence;
 #[cfg(feature = "test-utils")]
 pub mod harness;
 mod log;
@@ -49,6 +63,7 @@ use primitives::{
 };
 
 pub use error::{CertificateError, RejectReason};
+pub use evidence::{Evidence, EvidenceError, EvidenceKind, Signed};
 pub use message::{
     Checkpoint, Message, PrePrepare, Vote, checkpoint_message, commit_message, pre_prepare_message,
     prepare_message,

@@ -6,14 +6,14 @@
 //!
 //! [`SEQUENCE_WINDOW`]: crate::constants::SEQUENCE_WINDOW
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use primitives::{
-    B256,
-    bls::{BlsSignature, Certificate},
+use primitives::{B256, bls::Certificate};
+
+use crate::{
+    evidence::EvidenceKind,
+    message::{Checkpoint, PrePrepare, Vote},
 };
-
-use crate::message::{Checkpoint, PrePrepare, Vote};
 
 /// What the application said about a proposed value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,18 +39,57 @@ pub(crate) struct Proposal<V> {
     pub(crate) verdict: Verdict,
 }
 
+/// Which of the two votes of the normal case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum VoteKind {
+    Prepare,
+    Commit,
+}
+
+impl VoteKind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            VoteKind::Prepare => "prepare",
+            VoteKind::Commit => "commit",
+        }
+    }
+}
+
+/// A vote in the log. A vote that passed the cheap checks (member, sender, view, window,
+/// duplicate, conflict) is held with `verified: false`; its signature is checked, in aggregate
+/// with the other unverified votes of a quorum, only when a quorum would count it.
+#[derive(Clone)]
+pub(crate) struct Held {
+    pub(crate) vote: Vote,
+    /// Whether the signature has been checked. A pure function of `vote`, so it is left out of
+    /// `Debug` (and of the replica's fingerprint): checking a signature changes no protocol state.
+    pub(crate) verified: bool,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.vote, f)
+    }
+}
+
+/// Votes of one kind at one slot, by validator index.
+pub(crate) type Votes = BTreeMap<u16, Held>;
+
 /// Everything the replica knows about one sequence in its current view.
 #[derive(Clone, Debug)]
 pub(crate) struct Slot<V> {
     pub(crate) proposal: Option<Proposal<V>>,
     /// Prepares by validator index, this replica's own included (never the primary's).
-    pub(crate) prepares: BTreeMap<u16, Vote>,
+    pub(crate) prepares: Votes,
     /// Commits by validator index, this replica's own included.
-    pub(crate) commits: BTreeMap<u16, Vote>,
+    pub(crate) commits: Votes,
     /// Whether this replica has sent its commit.
     pub(crate) commit_sent: bool,
     /// Set once a quorum of commits matches the proposal: the value is decided.
     pub(crate) certificate: Option<Certificate>,
+    /// Offenders this replica has already emitted equivocation evidence for, at this slot, by
+    /// kind of message (at most one piece of evidence per offender and kind).
+    pub(crate) evidence: BTreeSet<(EvidenceKind, u16)>,
 }
 
 impl<V> Default for Slot<V> {
@@ -61,42 +100,48 @@ impl<V> Default for Slot<V> {
             commits: BTreeMap::new(),
             commit_sent: false,
             certificate: None,
+            evidence: BTreeSet::new(),
         }
     }
 }
 
 impl<V> Slot<V> {
-    /// PBFT's `prepared`: a pre-prepare this replica stands behind (its own proposal, or one the
-    /// application found valid) and `quorum - 1` prepares from backups that match it. With the
-    /// primary's pre-prepare that is a quorum of validators behind one digest in one view.
-    pub(crate) fn is_prepared(&self, quorum: usize) -> bool {
-        let Some(proposal) = &self.proposal else {
-            return false;
-        };
-        if !matches!(proposal.verdict, Verdict::Own | Verdict::Valid) {
-            return false;
+    /// The votes of `kind`.
+    pub(crate) fn votes(&self, kind: VoteKind) -> &Votes {
+        match kind {
+            VoteKind::Prepare => &self.prepares,
+            VoteKind::Commit => &self.commits,
         }
-        let matching = self
-            .prepares
-            .values()
-            .filter(|vote| vote.digest == proposal.digest)
-            .count();
-        matching + 1 >= quorum
     }
 
-    /// The first `quorum` commits (by validator index) that match the proposal, if there are
-    /// that many.
-    pub(crate) fn commit_quorum(&self, quorum: usize) -> Option<Vec<(usize, BlsSignature)>> {
-        let proposal = self.proposal.as_ref()?;
-        let votes: Vec<(usize, BlsSignature)> = self
-            .commits
-            .values()
-            .filter(|vote| vote.digest == proposal.digest)
-            .take(quorum)
-            .map(|vote| (usize::from(vote.replica), vote.signature))
-            .collect();
-        (votes.len() == quorum).then_some(votes)
+    /// The votes of `kind`, mutably.
+    pub(crate) fn votes_mut(&mut self, kind: VoteKind) -> &mut Votes {
+        match kind {
+            VoteKind::Prepare => &mut self.prepares,
+            VoteKind::Commit => &mut self.commits,
+        }
     }
+
+    /// Whether this replica stands behind the slot's pre-prepare: its own proposal, or one the
+    /// application found valid. Only then may it count prepares towards `prepared`.
+    pub(crate) fn stands_behind(&self) -> bool {
+        self.proposal
+            .as_ref()
+            .is_some_and(|proposal| matches!(proposal.verdict, Verdict::Own | Verdict::Valid))
+    }
+}
+
+/// The voters of `needed` votes for `digest`, verified votes first (then by index), or `None`
+/// if fewer than `needed` votes match.
+pub(crate) fn quorum_candidates(votes: &Votes, digest: &B256, needed: usize) -> Option<Vec<u16>> {
+    let matching = || votes.iter().filter(|(_, held)| held.vote.digest == *digest);
+    let chosen: Vec<u16> = matching()
+        .filter(|(_, held)| held.verified)
+        .chain(matching().filter(|(_, held)| !held.verified))
+        .take(needed)
+        .map(|(voter, _)| *voter)
+        .collect();
+    (chosen.len() == needed).then_some(chosen)
 }
 
 /// Checkpoint votes at one checkpoint sequence, by validator index.

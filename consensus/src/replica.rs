@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use primitives::{
     B256, Encode, NodeId,
-    bls::{BlsSecretKey, Certificate},
+    bls::{BlsSecretKey, BlsSignature, Certificate},
     machine::{Machine, Origin, Transmit},
     time::Instant,
 };
@@ -13,8 +13,11 @@ use tracing::{debug, trace, warn};
 use crate::{
     constants::{CHECKPOINT_INTERVAL, EVENTS_QUEUED_MAX, SEQUENCE_WINDOW, TRANSMITS_QUEUED_MAX},
     error::RejectReason,
-    log::{CheckpointVotes, Proposal, Slot, Verdict, chain_history},
-    message::{Checkpoint, Message, PrePrepare, Vote},
+    evidence::{Evidence, EvidenceKind, Signed},
+    log::{
+        CheckpointVotes, Held, Proposal, Slot, Verdict, VoteKind, chain_history, quorum_candidates,
+    },
+    message::{Checkpoint, Message, PrePrepare, Vote, commit_message, prepare_message},
     stats::ReplicaStats,
     validator::ValidatorSet,
     value::Value,
@@ -71,6 +74,9 @@ pub enum ReplicaEvent<V> {
         /// A quorum of commit signatures over [`crate::commit_message`]`(sequence, digest)`.
         certificate: Certificate,
     },
+    /// A validator signed two conflicting messages for one slot (see [`Evidence`]); both
+    /// signatures were checked here. Emitted at most once per offender, kind and slot.
+    Evidence(Evidence),
 }
 
 /// A PBFT replica (Castro and Liskov, normal case with checkpoints), generic over the [`Value`]
@@ -90,7 +96,8 @@ pub enum ReplicaEvent<V> {
 ///   same but also returns why an input was refused. Peer messages come with
 ///   [`Origin::Peer`]; proposals and verdicts with [`Origin::Local`].
 /// - **Drains**, after every input, in this order: [`Machine::poll_transmit`] until `None`, then
-///   [`Machine::poll_event`] until `None` (answering [`ReplicaEvent::Verify`] by a later input),
+///   [`Machine::poll_event`] until `None` (answering [`ReplicaEvent::Verify`] by a later input,
+///   and passing [`ReplicaEvent::Evidence`] on to be recorded on the upper chain),
 ///   then [`Machine::poll_timeout`] (always `None` in the normal case: the replica has no timer
 ///   until view change lands).
 ///
@@ -103,6 +110,15 @@ pub enum ReplicaEvent<V> {
 /// commits decides the value; decided values are emitted in sequence order, each with the
 /// aggregate of a quorum of commits as its certificate. A replica that refused the value does not
 /// prepare or commit it, but still learns the decision if a quorum commits it.
+///
+/// Prepares and commits are held unverified until a quorum would count them, then checked in one
+/// aggregate verification (one by one only if it fails; see the [crate documentation](crate)). A
+/// badly signed vote is refused as [`RejectReason::BadSignature`] by the input that brought it if
+/// that input completed the quorum, or counted among the refusals of the input that did.
+///
+/// A second pre-prepare, prepare or commit that conflicts with one held (same signer, slot and
+/// kind, another digest) is refused as [`RejectReason::Conflicting`]; if both signatures verify,
+/// the replica emits [`ReplicaEvent::Evidence`], once per offender, kind and slot.
 ///
 /// After each `CHECKPOINT_INTERVAL`-th committed sequence the replica broadcasts a checkpoint
 /// (the hash chain of committed digests); a quorum that matches its own makes it stable, moves
@@ -148,6 +164,9 @@ pub struct Replica<V: Value> {
     transmits: VecDeque<Transmit>,
     events: VecDeque<ReplicaEvent<V>>,
     stats: ReplicaStats,
+    /// Held votes found badly signed during the current input, as `(kind, sequence, voter)`:
+    /// removed from the log, counted as refusals when the input ends. Empty between inputs.
+    bad_votes: Vec<(VoteKind, u64, u16)>,
     /// The latest `now` seen; time never goes backwards.
     time_last: Instant,
 }
@@ -193,6 +212,7 @@ impl<V: Value> Replica<V> {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: ReplicaStats::default(),
+            bad_votes: Vec::new(),
             time_last: Instant::ZERO,
         }
     }
@@ -313,6 +333,8 @@ impl<V: Value> Replica<V> {
                 valid,
             } => self.handle_verified(from, sequence, digest, valid),
         };
+        // Votes held earlier and found badly signed during this input are refusals too.
+        self.take_bad_votes(None);
         if let Err(reason) = &result {
             self.stats.rejected.count(reason);
             debug!(target: "consensus", replica = self.index, ?from, %reason, "input refused");
@@ -400,7 +422,13 @@ impl<V: Value> Replica<V> {
             .slots
             .get_mut(&sequence)
             .expect("the slot was just read");
-        let previous = slot.prepares.insert(self.index, vote);
+        let previous = slot.prepares.insert(
+            self.index,
+            Held {
+                vote,
+                verified: true,
+            },
+        );
         assert!(
             previous.is_none(),
             "a replica prepares once per sequence and view"
@@ -429,8 +457,8 @@ impl<V: Value> Replica<V> {
             sequence = message.sequence(), "message");
         match message {
             Message::PrePrepare(pre_prepare) => self.handle_pre_prepare(sender, pre_prepare),
-            Message::Prepare(vote) => self.handle_prepare(id, sender, vote),
-            Message::Commit(vote) => self.handle_commit(id, sender, vote),
+            Message::Prepare(vote) => self.handle_vote(VoteKind::Prepare, id, sender, vote),
+            Message::Commit(vote) => self.handle_vote(VoteKind::Commit, id, sender, vote),
             Message::Checkpoint(checkpoint) => self.handle_checkpoint(id, sender, checkpoint),
         }
     }
@@ -456,18 +484,19 @@ impl<V: Value> Replica<V> {
             .get(&sequence)
             .and_then(|slot| slot.proposal.as_ref())
         {
-            return Err(if proposal.digest == digest {
-                RejectReason::Duplicate {
+            if proposal.digest == digest {
+                return Err(RejectReason::Duplicate {
                     what: "pre-prepare",
                     sequence,
-                }
-            } else {
-                RejectReason::Conflicting {
-                    what: "pre-prepare",
-                    sequence,
-                }
-            });
+                });
+            }
+            let first = Signed {
+                digest: proposal.digest,
+                signature: proposal.pre_prepare.signature,
+            };
+            return self.conflicting_pre_prepare(sequence, first, &pre_prepare, digest);
         }
+        self.stats.signature_checks += 1;
         pre_prepare.verify(&self.validators.validators()[primary].key, &digest)?;
         // Past every check: from here on the message is accepted.
         self.events.push_back(ReplicaEvent::Verify {
@@ -485,41 +514,277 @@ impl<V: Value> Replica<V> {
         Ok(())
     }
 
-    fn handle_prepare(&mut self, id: NodeId, sender: u16, vote: Vote) -> Result<(), RejectReason> {
+    /// A second pre-prepare for a slot, with another digest: refused, and if its signature is
+    /// the primary's, evidence of equivocation (once per slot).
+    fn conflicting_pre_prepare(
+        &mut self,
+        sequence: u64,
+        first: Signed,
+        pre_prepare: &PrePrepare<V>,
+        digest: B256,
+    ) -> Result<(), RejectReason> {
+        let view = pre_prepare.view;
+        let primary = self.validators.primary_index(view);
+        let offender = u16::try_from(primary).expect("validator indices fit u16");
+        let reported = self.slots.get(&sequence).is_some_and(|slot| {
+            slot.evidence
+                .contains(&(EvidenceKind::PrePrepare, offender))
+        });
+        if !reported {
+            self.stats.signature_checks += 1;
+            pre_prepare.verify(&self.validators.validators()[primary].key, &digest)?;
+            let second = Signed {
+                digest,
+                signature: pre_prepare.signature,
+            };
+            let evidence = Evidence::new(
+                EvidenceKind::PrePrepare,
+                offender,
+                view,
+                sequence,
+                first,
+                second,
+            );
+            self.emit_evidence(evidence);
+        }
+        Err(RejectReason::Conflicting {
+            what: "pre-prepare",
+            sequence,
+        })
+    }
+
+    /// A prepare or a commit. Past the cheap checks it is held unverified; its signature is
+    /// checked when a quorum would count it (see [`Replica::verified_quorum`]).
+    fn handle_vote(
+        &mut self,
+        kind: VoteKind,
+        id: NodeId,
+        sender: u16,
+        vote: Vote,
+    ) -> Result<(), RejectReason> {
         self.check_vote(id, sender, &vote)?;
-        if usize::from(sender) == self.validators.primary_index(vote.view) {
+        if kind == VoteKind::Prepare
+            && usize::from(sender) == self.validators.primary_index(vote.view)
+        {
             return Err(RejectReason::PrepareFromPrimary { view: vote.view });
         }
         let sequence = vote.sequence;
-        let slot = self.slots.get(&sequence);
-        if let Some(previous) = slot.and_then(|slot| slot.prepares.get(&sender)) {
-            return Err(repeated("prepare", sequence, previous, &vote));
+        let previous = self
+            .slots
+            .get(&sequence)
+            .and_then(|slot| slot.votes(kind).get(&sender))
+            .cloned();
+        if let Some(previous) = previous {
+            if previous.vote.digest == vote.digest {
+                return Err(RejectReason::Duplicate {
+                    what: kind.name(),
+                    sequence,
+                });
+            }
+            if !self.conflicting_vote(kind, previous, &vote)? {
+                return Err(RejectReason::Conflicting {
+                    what: kind.name(),
+                    sequence,
+                });
+            }
+            // The vote held before was badly signed and is gone: this one takes its place.
         }
-        vote.verify_prepare(&self.validators.validators()[usize::from(sender)].key)?;
-        self.slots
+        let previous = self
+            .slots
             .entry(sequence)
             .or_default()
-            .prepares
-            .insert(sender, vote);
+            .votes_mut(kind)
+            .insert(
+                sender,
+                Held {
+                    vote,
+                    verified: false,
+                },
+            );
+        assert!(previous.is_none(), "one vote per voter, kind and slot");
         self.advance(sequence);
+        if self.take_bad_votes(Some((kind, sequence, sender))) {
+            return Err(RejectReason::BadSignature);
+        }
+        self.stats.votes_held += 1;
         Ok(())
     }
 
-    fn handle_commit(&mut self, id: NodeId, sender: u16, vote: Vote) -> Result<(), RejectReason> {
-        self.check_vote(id, sender, &vote)?;
-        let sequence = vote.sequence;
-        let slot = self.slots.get(&sequence);
-        if let Some(previous) = slot.and_then(|slot| slot.commits.get(&sender)) {
-            return Err(repeated("commit", sequence, previous, &vote));
+    /// A vote that contradicts the one `previous` held from the same voter. Returns whether the
+    /// previous one turned out badly signed (and was removed); otherwise the new one is refused
+    /// (a bad signature, or a conflict), and when both verify, evidence is emitted once.
+    fn conflicting_vote(
+        &mut self,
+        kind: VoteKind,
+        previous: Held,
+        vote: &Vote,
+    ) -> Result<bool, RejectReason> {
+        let (sequence, voter) = (vote.sequence, vote.replica);
+        if !previous.verified {
+            let good = self.verify_vote(kind, &previous.vote).is_ok();
+            let slot = self.slots.get_mut(&sequence).expect("the vote is held");
+            let votes = slot.votes_mut(kind);
+            if !good {
+                // Counted here, not with this input's own outcome: the new vote goes on.
+                votes.remove(&voter);
+                self.stats.rejected.count(&RejectReason::BadSignature);
+                return Ok(true);
+            }
+            votes.get_mut(&voter).expect("the vote is held").verified = true;
         }
-        vote.verify_commit(&self.validators.validators()[usize::from(sender)].key)?;
-        self.slots
-            .entry(sequence)
+        let evidence_kind = match kind {
+            VoteKind::Prepare => EvidenceKind::Prepare,
+            VoteKind::Commit => EvidenceKind::Commit,
+        };
+        let reported = self
+            .slots
+            .get(&sequence)
+            .is_some_and(|slot| slot.evidence.contains(&(evidence_kind, voter)));
+        if !reported {
+            self.verify_vote(kind, vote)?;
+            let signed = |vote: &Vote| Signed {
+                digest: vote.digest,
+                signature: vote.signature,
+            };
+            let evidence = Evidence::new(
+                evidence_kind,
+                voter,
+                vote.view,
+                sequence,
+                signed(&previous.vote),
+                signed(vote),
+            );
+            self.emit_evidence(evidence);
+        }
+        Ok(false)
+    }
+
+    /// Queues `evidence` and remembers it was emitted for its slot.
+    fn emit_evidence(&mut self, evidence: Evidence) {
+        warn!(target: "consensus", replica = self.index, offender = evidence.offender,
+            kind = ?evidence.kind, sequence = evidence.sequence, "equivocation");
+        let fresh = self
+            .slots
+            .entry(evidence.sequence)
             .or_default()
-            .commits
-            .insert(sender, vote);
-        self.advance(sequence);
-        Ok(())
+            .evidence
+            .insert((evidence.kind, evidence.offender));
+        assert!(
+            fresh,
+            "evidence is emitted once per offender, kind and slot"
+        );
+        self.stats.evidence += 1;
+        self.events.push_back(ReplicaEvent::Evidence(evidence));
+    }
+
+    /// Checks one vote's signature against its voter's key (one pairing check).
+    fn verify_vote(&mut self, kind: VoteKind, vote: &Vote) -> Result<(), RejectReason> {
+        self.stats.signature_checks += 1;
+        let key = &self.validators.validators()[usize::from(vote.replica)].key;
+        match kind {
+            VoteKind::Prepare => vote.verify_prepare(key),
+            VoteKind::Commit => vote.verify_commit(key),
+        }
+    }
+
+    /// Checks the signatures of `votes` (one kind, one view, sequence and digest) with one
+    /// aggregate verification: `fast_aggregate_verify` over the voters' keys.
+    fn verify_aggregate(&mut self, kind: VoteKind, votes: &[Vote]) -> bool {
+        assert!(votes.len() >= 2, "an aggregate covers several votes");
+        let first = &votes[0];
+        assert!(
+            votes.iter().all(|vote| vote.view == first.view
+                && vote.sequence == first.sequence
+                && vote.digest == first.digest),
+            "an aggregate covers votes on one message"
+        );
+        self.stats.signature_checks += 1;
+        self.stats.signature_checks_aggregate += 1;
+        let message = match kind {
+            VoteKind::Prepare => prepare_message(first.view, first.sequence, &first.digest),
+            VoteKind::Commit => commit_message(first.sequence, &first.digest),
+        };
+        let signatures: Vec<(usize, BlsSignature)> = votes
+            .iter()
+            .map(|vote| (usize::from(vote.replica), vote.signature))
+            .collect();
+        let Ok(aggregate) = Certificate::aggregate(&signatures) else {
+            return false;
+        };
+        aggregate
+            .verify(&message, &self.validators.keys(), votes.len())
+            .is_ok()
+    }
+
+    /// The voters of `needed` votes of `kind` for `digest` at `sequence`, every one of them
+    /// verified, or `None` if there are not that many good ones.
+    ///
+    /// Verified votes are taken first; the unverified ones needed to fill the quorum are checked
+    /// in one aggregate verification. If it fails they are checked one by one: the bad ones are
+    /// removed (and counted as refused when the input ends), the good ones marked, and the
+    /// quorum is looked for again among what is left.
+    fn verified_quorum(
+        &mut self,
+        sequence: u64,
+        kind: VoteKind,
+        digest: B256,
+        needed: usize,
+    ) -> Option<Vec<u16>> {
+        // Every round that does not return verifies or removes at least one vote.
+        for _ in 0..=2 * self.validators.n() {
+            let votes = self.slots.get(&sequence)?.votes(kind);
+            let chosen = quorum_candidates(votes, &digest, needed)?;
+            let unverified: Vec<Vote> = chosen
+                .iter()
+                .map(|voter| &votes[voter])
+                .filter(|held| !held.verified)
+                .map(|held| held.vote.clone())
+                .collect();
+            if unverified.is_empty() {
+                return Some(chosen);
+            }
+            if unverified.len() >= 2 && self.verify_aggregate(kind, &unverified) {
+                let votes = self.slots.get_mut(&sequence)?.votes_mut(kind);
+                for vote in &unverified {
+                    votes
+                        .get_mut(&vote.replica)
+                        .expect("chosen from the log")
+                        .verified = true;
+                }
+                return Some(chosen);
+            }
+            for vote in &unverified {
+                let good = self.verify_vote(kind, vote).is_ok();
+                let votes = self.slots.get_mut(&sequence)?.votes_mut(kind);
+                if good {
+                    votes
+                        .get_mut(&vote.replica)
+                        .expect("chosen from the log")
+                        .verified = true;
+                } else {
+                    warn!(target: "consensus", replica = self.index, voter = vote.replica,
+                        sequence, kind = kind.name(), "badly signed vote dropped");
+                    votes.remove(&vote.replica);
+                    self.bad_votes.push((kind, sequence, vote.replica));
+                }
+            }
+        }
+        unreachable!("each round verifies or removes a vote, and a slot holds at most n");
+    }
+
+    /// Counts the held votes found badly signed during this input as refusals, except `current`
+    /// (the vote this input brought), whose refusal the input itself reports. Returns whether
+    /// `current` was among them.
+    fn take_bad_votes(&mut self, current: Option<(VoteKind, u64, u16)>) -> bool {
+        let mut current_bad = false;
+        for bad in std::mem::take(&mut self.bad_votes) {
+            if Some(bad) == current && !current_bad {
+                current_bad = true;
+            } else {
+                self.stats.rejected.count(&RejectReason::BadSignature);
+            }
+        }
+        current_bad
     }
 
     fn handle_checkpoint(
@@ -553,6 +818,7 @@ impl<V: Value> Replica<V> {
                 }
             });
         }
+        self.stats.signature_checks += 1;
         checkpoint.verify(&self.validators.validators()[usize::from(sender)].key)?;
         self.checkpoint_votes
             .entry(sequence)
@@ -599,48 +865,69 @@ impl<V: Value> Replica<V> {
     /// a quorum commits, then emit every decided sequence that is next in order.
     fn advance(&mut self, sequence: u64) {
         let quorum = self.validators.quorum();
-        let slot = self
-            .slots
-            .get_mut(&sequence)
-            .expect("advance is called on a filled slot");
-        if !slot.commit_sent && slot.is_prepared(quorum) {
-            let proposal = slot
-                .proposal
-                .as_ref()
-                .expect("a prepared slot has a proposal");
-            assert!(
-                proposal.pre_prepare.view == self.view,
-                "the log holds the current view"
-            );
-            let vote = Vote::commit(
-                &self.secret,
-                self.view,
-                sequence,
-                proposal.digest,
-                self.index,
-            );
-            slot.commit_sent = true;
-            let previous = slot.commits.insert(self.index, vote.clone());
-            assert!(
-                previous.is_none(),
-                "a replica commits once per sequence and view"
-            );
-            self.stats.commits_sent += 1;
-            self.broadcast(&Message::Commit(vote));
-        }
-        let slot = self
-            .slots
-            .get_mut(&sequence)
-            .expect("the slot is still there");
-        if slot.certificate.is_none()
-            && let Some(votes) = slot.commit_quorum(quorum)
+        let Some(slot) = self.slots.get(&sequence) else {
+            return;
+        };
+        let Some(digest) = slot.proposal.as_ref().map(|proposal| proposal.digest) else {
+            return; // Votes wait for the pre-prepare, unverified.
+        };
+        if !slot.commit_sent
+            && slot.stands_behind()
+            && self
+                .verified_quorum(sequence, VoteKind::Prepare, digest, quorum - 1)
+                .is_some()
         {
+            self.send_commit(sequence, digest);
+        }
+        let decided = self
+            .slots
+            .get(&sequence)
+            .is_some_and(|slot| slot.certificate.is_some());
+        if !decided
+            && let Some(voters) = self.verified_quorum(sequence, VoteKind::Commit, digest, quorum)
+        {
+            let slot = self
+                .slots
+                .get_mut(&sequence)
+                .expect("the slot is still there");
+            let votes: Vec<(usize, BlsSignature)> = voters
+                .iter()
+                .map(|voter| (usize::from(*voter), slot.commits[voter].vote.signature))
+                .collect();
             let certificate =
                 Certificate::aggregate(&votes).expect("verified signatures aggregate");
             assert!(certificate.signers.count() == quorum, "one vote per signer");
             slot.certificate = Some(certificate);
         }
         self.emit_committed();
+    }
+
+    /// Broadcasts this replica's commit for the prepared `digest` at `sequence`.
+    fn send_commit(&mut self, sequence: u64, digest: B256) {
+        let slot = self
+            .slots
+            .get_mut(&sequence)
+            .expect("a prepared slot is in the log");
+        let proposal = slot
+            .proposal
+            .as_ref()
+            .expect("a prepared slot has a proposal");
+        assert!(
+            proposal.pre_prepare.view == self.view,
+            "the log holds the current view"
+        );
+        assert!(proposal.digest == digest, "the commit names the proposal");
+        let vote = Vote::commit(&self.secret, self.view, sequence, digest, self.index);
+        slot.commit_sent = true;
+        let held = Held {
+            vote: vote.clone(),
+            verified: true,
+        };
+        if let Some(previous) = slot.commits.insert(self.index, held) {
+            unreachable!("a replica commits once per sequence: {previous:?}");
+        }
+        self.stats.commits_sent += 1;
+        self.broadcast(&Message::Commit(vote));
     }
 
     /// Emits decided values in sequence order, and a checkpoint at every interval.
@@ -744,15 +1031,6 @@ impl<V: Value> Replica<V> {
                 });
             }
         }
-    }
-}
-
-/// Why a second vote from one validator for one slot is refused.
-fn repeated(what: &'static str, sequence: u64, previous: &Vote, vote: &Vote) -> RejectReason {
-    if previous.digest == vote.digest {
-        RejectReason::Duplicate { what, sequence }
-    } else {
-        RejectReason::Conflicting { what, sequence }
     }
 }
 

@@ -32,6 +32,16 @@ pub struct ReplicaStats {
     /// Quorums of checkpoints whose history differs from this replica's own: the replica's log
     /// disagrees with a quorum's, which only a bug or more than `f` faults can cause.
     pub checkpoints_diverged: u64,
+    /// BLS verifications performed, one pairing check each: eager ones (pre-prepares,
+    /// checkpoints, evidence) and those of held votes, alone or in aggregate.
+    pub signature_checks: u64,
+    /// Of `signature_checks`, the aggregate verifications of several held votes at once.
+    pub signature_checks_aggregate: u64,
+    /// Prepares and commits from peers held in the log (unverified until a quorum counts them):
+    /// what verifying every vote on arrival would cost in signature checks.
+    pub votes_held: u64,
+    /// Pieces of equivocation evidence emitted.
+    pub evidence: u64,
     /// Refused inputs, by reason.
     pub rejected: RejectStats,
 }

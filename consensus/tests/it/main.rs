@@ -1,5 +1,7 @@
 //! Integration tests of the PBFT core, run through the seeded `Cluster` harness.
 
+mod aggregate;
+mod byzantine;
 mod codec;
 mod normal;
 mod reject;

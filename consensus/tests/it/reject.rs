@@ -1,7 +1,12 @@
-//! Refused inputs: each has its typed reason, is counted, and changes nothing.
+//! Refused inputs: each has its typed reason, is counted, and changes nothing (a conflicting
+//! message also yields equivocation evidence, once).
+//!
+//! Votes are held unverified and checked when a quorum would count them; here replica 1 holds
+//! the pre-prepare and its own prepare, so one more prepare makes a quorum and a badly signed
+//! one is refused by the input that brought it.
 
 use consensus::{
-    Checkpoint, Message, PrePrepare, RejectReason, ReplicaInput, Vote,
+    Checkpoint, EvidenceKind, Message, PrePrepare, RejectReason, ReplicaInput, Vote,
     constants::SEQUENCE_WINDOW,
     harness::{Cluster, node_id, secret_key},
 };
@@ -45,10 +50,42 @@ fn assert_refused(
     let mut others = stats;
     others.rejected = stats_before.rejected;
     others.inputs = stats_before.inputs;
+    // Checking a signature is work, not a change of state.
+    others.signature_checks = stats_before.signature_checks;
+    others.signature_checks_aggregate = stats_before.signature_checks_aggregate;
     assert_eq!(
         others, stats_before,
         "{reason}: only the refusal counters move"
     );
+}
+
+/// Feeds a message conflicting with one replica 1 holds: refused as `reason`, and the first
+/// time, evidence of `kind` against `offender` that verifies; the second time, nothing at all.
+fn assert_conflict(
+    cluster: &mut Cluster<B256>,
+    from: Origin,
+    input: ReplicaInput<B256>,
+    reason: RejectReason,
+    (kind, offender): (EvidenceKind, u16),
+) {
+    let evidence_before = cluster.evidence(TARGET).len();
+    let rejected_before = cluster.replica(TARGET).stats().rejected.total();
+    assert_eq!(
+        cluster.input(TARGET, from, input.clone()),
+        Err(reason.clone())
+    );
+    assert_eq!(
+        cluster.replica(TARGET).stats().rejected.total(),
+        rejected_before + 1
+    );
+    let evidence = cluster.evidence(TARGET);
+    assert_eq!(evidence.len(), evidence_before + 1, "{reason}: evidence");
+    let evidence = evidence.last().expect("just emitted").clone();
+    assert_eq!((evidence.kind, evidence.offender), (kind, offender));
+    assert_eq!(evidence.verify(cluster.validators()), Ok(()));
+    // Once is enough: the same conflict again is only refused.
+    assert_refused(cluster, from, input, reason);
+    assert_eq!(cluster.evidence(TARGET).len(), evidence_before + 1);
 }
 
 fn peer(index: usize) -> Origin {
@@ -165,7 +202,7 @@ fn every_refusal_is_typed_counted_and_harmless() {
         },
     );
     let other = PrePrepare::new(&secret_key(0), 0, 1, value(9));
-    assert_refused(
+    assert_conflict(
         &mut cluster,
         peer(0),
         ReplicaInput::Decoded(Message::PrePrepare(other)),
@@ -173,6 +210,7 @@ fn every_refusal_is_typed_counted_and_harmless() {
             what: "pre-prepare",
             sequence: 1,
         },
+        (EvidenceKind::PrePrepare, 0),
     );
     // A checkpoint off the interval.
     let checkpoint = Checkpoint::new(&secret_key(2), 5, B256::ZERO, 2);
@@ -241,7 +279,8 @@ fn every_refusal_is_typed_counted_and_harmless() {
     assert_eq!(rejected.outside_window, 3);
     assert_eq!(rejected.wrong_origin, 4);
     assert_eq!(rejected.not_primary, 2);
-    assert_eq!(rejected.total(), 20);
+    assert_eq!(rejected.conflicting, 2);
+    assert_eq!(rejected.total(), 21);
 
     // None of it got in the way: the proposal still commits everywhere.
     cluster.deliver_all();
@@ -268,7 +307,7 @@ fn a_second_vote_is_a_duplicate_or_a_conflict() {
             sequence: 1,
         },
     );
-    assert_refused(
+    assert_conflict(
         &mut cluster,
         peer(2),
         prepare(2, 0, 1, value(5), 2),
@@ -276,6 +315,7 @@ fn a_second_vote_is_a_duplicate_or_a_conflict() {
             what: "prepare",
             sequence: 1,
         },
+        (EvidenceKind::Prepare, 2),
     );
     // Replica 1 has its own prepare and replica 2's: it is prepared and has sent its commit.
     assert_eq!(cluster.replica(TARGET).stats().commits_sent, 1);
@@ -293,7 +333,7 @@ fn a_second_vote_is_a_duplicate_or_a_conflict() {
             sequence: 1,
         },
     );
-    assert_refused(
+    assert_conflict(
         &mut cluster,
         peer(3),
         commit(value(5)),
@@ -301,5 +341,46 @@ fn a_second_vote_is_a_duplicate_or_a_conflict() {
             what: "commit",
             sequence: 1,
         },
+        (EvidenceKind::Commit, 3),
     );
+    // A conflicting vote whose signature is not the voter's proves nothing: refused as such.
+    let forged = Vote::commit(&secret_key(0), 0, 1, value(6), 2);
+    let evidence_before = cluster.evidence(TARGET).len();
+    assert_eq!(
+        cluster.input(
+            TARGET,
+            peer(2),
+            ReplicaInput::Decoded(Message::Commit(forged))
+        ),
+        Ok(()),
+        "replica 2 has no commit held yet: the forged one is held, unverified"
+    );
+    // A second one conflicts with it: checking the pair finds the held one badly signed, so it
+    // is dropped and counted, no evidence comes of it, and the new one is held in its place.
+    let bad_before = cluster.replica(TARGET).stats().rejected.bad_signature;
+    let forged_again = Vote::commit(&secret_key(0), 0, 1, value(7), 2);
+    assert_eq!(
+        cluster.input(
+            TARGET,
+            peer(2),
+            ReplicaInput::Decoded(Message::Commit(forged_again))
+        ),
+        Ok(())
+    );
+    let stats = cluster.replica(TARGET).stats();
+    assert_eq!(stats.rejected.bad_signature, bad_before + 1);
+    assert_eq!(cluster.evidence(TARGET).len(), evidence_before);
+    // Neither forged commit counts: replica 1 decides on the commits of 0, 1 and 3.
+    assert_eq!(cluster.committed(TARGET).len(), 0);
+    let commit_0 = Vote::commit(&secret_key(0), 0, 1, digest, 0);
+    assert_eq!(
+        cluster.input(
+            TARGET,
+            peer(0),
+            ReplicaInput::Decoded(Message::Commit(commit_0))
+        ),
+        Ok(())
+    );
+    assert_eq!(cluster.committed(TARGET).len(), 1);
+    assert_eq!(cluster.committed(TARGET)[0].value, digest);
 }

@@ -115,6 +115,15 @@ fn an_equivocating_primary_cannot_split_the_replicas() {
         }
         cluster.deliver_all();
         cluster.check_agreement();
+        // Every backup caught the primary's two commits and holds checked evidence of them.
+        for backup in 1..n {
+            let evidence = cluster.evidence(backup);
+            assert_eq!(evidence.len(), 1, "seed {seed}: replica {backup}");
+            assert_eq!(
+                (evidence[0].kind, evidence[0].offender, evidence[0].sequence),
+                (consensus::EvidenceKind::Commit, 0, 1)
+            );
+        }
         let quorum = cluster.validators().quorum();
         for backup in 1..n {
             if let Some(decided) = cluster.committed(backup).first() {
