@@ -65,3 +65,27 @@ const _: () = assert!(DATAGRAM_BUFFER_BYTES > KCP_MTU_MAX);
 pub const LOSSY_IN_FLIGHT_MAX: usize = 65_536;
 /// Longest extra hold, in milliseconds, of a datagram the lossy link reorders.
 pub const LOSSY_REORDER_HOLD_MS_MAX: u64 = 8;
+
+/// Kademlia bucket size (k): entries per bucket and nodes a lookup returns.
+pub const DHT_BUCKET_SIZE: usize = 8;
+/// Parallel queries one lookup keeps in flight (alpha).
+pub const DHT_ALPHA: usize = 3;
+/// Buckets of a routing table: one per bit of the 160-bit ID space.
+pub const DHT_BUCKETS: usize = 160;
+/// Nodes one bucket keeps waiting for a slot ("stable Kademlia"'s replacement cache).
+pub const DHT_REPLACEMENTS_MAX: usize = 8;
+/// Consecutive failed contacts after which an entry leaves its bucket even with no
+/// replacement waiting.
+pub const DHT_FAILURES_MAX: u8 = 2;
+/// Candidates one lookup remembers; the farthest are forgotten beyond it.
+pub const DHT_LOOKUP_CANDIDATES_MAX: usize = 128;
+const _: () = assert!(DHT_LOOKUP_CANDIDATES_MAX >= 4 * DHT_BUCKET_SIZE);
+const _: () = assert!(DHT_ALPHA <= DHT_BUCKET_SIZE);
+/// Nodes one lookup response carries at most (longer responses are cut): twice k, so a
+/// lookup still learns the k nearest when churn or full buckets hide some of them from the
+/// nodes it asks. 16 IDs are 320 bytes, one datagram.
+pub const DHT_RESPONSE_NODES_MAX: usize = 2 * DHT_BUCKET_SIZE;
+/// Time a lookup waits for one response before it counts the peer as failed.
+pub const DHT_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// Queries one lookup may send in all; a lookup that reaches it ends with what it has.
+pub const DHT_LOOKUP_QUERIES_MAX: u32 = 512;

@@ -201,3 +201,55 @@ impl From<FrameError> for NetError {
         }
     }
 }
+
+/// Why the secure layer refused a handshake or a datagram.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Too short, or not of the expected kind.
+    #[error("malformed secure datagram of {len} bytes")]
+    Malformed {
+        /// Its length.
+        len: usize,
+    },
+    /// A handshake message out of turn, or after the handshake ended.
+    #[error("unexpected handshake message")]
+    UnexpectedHandshake,
+    /// Noise refused the message (bad key material or tampering).
+    #[error("handshake failed")]
+    HandshakeFailed,
+    /// The handshake is not finished.
+    #[error("handshake unfinished")]
+    HandshakeUnfinished,
+    /// The binding signature does not recover for the presented static key.
+    #[error("binding signature does not prove a node key")]
+    BadBinding,
+    /// The peer proved a node key, but not one this side accepts.
+    #[error("peer {node} is not the expected or an allowed node")]
+    UnknownPeer {
+        /// The node the peer proved to be.
+        node: primitives::id::NodeId,
+    },
+    /// The tag did not verify: wrong key, forged or altered.
+    #[error("datagram failed authentication")]
+    Forged,
+    /// The nonce was already accepted.
+    #[error("replayed nonce {nonce}")]
+    Replayed {
+        /// The nonce.
+        nonce: u64,
+    },
+    /// The nonce is older than the replay window.
+    #[error("nonce {nonce} is older than the replay window")]
+    Stale {
+        /// The nonce.
+        nonce: u64,
+    },
+    /// A plaintext too large to seal.
+    #[error("plaintext of {len} bytes exceeds {max}")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}

@@ -13,22 +13,33 @@
 //!   [`driver::KcpServer`] demultiplexes sessions by (peer address, conversation) and yields
 //!   a [`driver::KcpConnection`] per new peer; [`driver::KcpClient`] opens one session on its
 //!   own socket. Connections send with back-pressure and close on dead link or idle timeout.
+//! - [`dht`] — node-ID Kademlia as a sans-IO core: [`dht::RoutingTable`] (k = 8 buckets that
+//!   keep long-lived entries, a replacement cache for newcomers) and [`dht::Lookup`] (iterative,
+//!   alpha = 3 parallel queries); [`dht::network::SimulatedNetwork`] runs many in one seeded
+//!   process for tests and the `dht` benchmark.
+//! - [`secure`] — opt-in authenticated, encrypted datagrams under KCP: a Noise_XX handshake
+//!   ([`secure::SecureHandshake`]) whose static keys are bound to node IDs by a secp256k1
+//!   signature, then [`secure::SecureSession`] seals and opens each datagram with an explicit
+//!   nonce and a replay window, counting every datagram it drops.
 //! - [`frame`] — the message bound ([`frame::MAX_MESSAGE_BYTES`]) and its error.
 //! - [`lossy`] — test support for any crate: a seeded UDP proxy that drops, duplicates,
 //!   reorders and delays datagrams.
 //! - [`error`], [`constants`] — every error and every bound of the crate.
 //!
 //! # Not here yet
-//! Sessions are neither encrypted nor authenticated: anyone who can send UDP to a server can
-//! open a session (bounded by [`constants::SERVER_SESSIONS_MAX`] and the idle timeout). Peer
-//! authentication (Noise), QUIC streams (quinn) for node-to-node traffic, the dual DHT and
-//! relays are later work; none of them exists in this crate yet.
+//! The tokio driver speaks plain KCP only: the [`secure`] layer is a sans-IO core that the
+//! driver does not yet run, so anyone who can send UDP to a server can open a session (bounded
+//! by [`constants::SERVER_SESSIONS_MAX`] and the idle timeout). The DHT has no wire format or
+//! tokio driver yet, and no IP-proximity table. QUIC streams (quinn) for node-to-node traffic
+//! and relays are later work.
 
 pub mod constants;
+pub mod dht;
 pub mod driver;
 pub mod error;
 pub mod frame;
 pub mod kcp;
 pub mod lossy;
+pub mod secure;
 
-pub use error::{ConfigError, FrameError, KcpError, NetError, SendError};
+pub use error::{AuthError, ConfigError, FrameError, KcpError, NetError, SendError};
