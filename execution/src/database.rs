@@ -17,7 +17,7 @@
 //! Being readable is all the exemption grants: the engine still fails a move that changes an
 //! unlisted precompile, or the beneficiary beyond receiving the fee.
 
-use alloy_primitives::{Address, B256, U256, keccak256};
+use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
 use primitives::finality::StateItem;
 use revm::{
     Database,
@@ -61,16 +61,21 @@ impl<'slice> SliceDatabase<'slice> {
 /// after EIP-161, so that gas (new-account charges) and `EXTCODEHASH` match a chain where it was
 /// never created.
 fn account_info(account: &AccountSlice) -> Option<AccountInfo> {
-    if account.is_empty() {
+    account_info_of(account.balance, account.nonce, &account.code)
+}
+
+/// revm's view of an account with these values; `None` for the empty account.
+pub(crate) fn account_info_of(balance: U256, nonce: u64, code: &Bytes) -> Option<AccountInfo> {
+    if balance.is_zero() && nonce == 0 && code.is_empty() {
         return None;
     }
     // Tickrate has no EIP-7702 delegations: all code is legacy bytecode, which also keeps
     // revm's panicking EIP-7702 decoder away from code that merely starts with 0xef01.
-    let code = Bytecode::new_legacy(account.code.clone());
+    let code = Bytecode::new_legacy(code.clone());
     Some(
         AccountInfo {
-            balance: account.balance,
-            nonce: account.nonce,
+            balance,
+            nonce,
             ..AccountInfo::default()
         }
         .with_code(code),
@@ -133,8 +138,6 @@ impl Database for SliceDatabase<'_> {
 
 #[cfg(test)]
 mod tests {
-    use alloy_primitives::Bytes;
-
     use super::*;
 
     #[test]

@@ -15,8 +15,11 @@
 //!    ([`FailureReason::OutOfAccessList`]) and declared ([`FailureReason::UndeclaredWrite`]);
 //!    the sender's nonce increment is implied. Code can never be declared, so a move that
 //!    deploys or destroys code fails;
-//! 5. every declared write, in list order, must equal the value after execution, whether or
-//!    not execution touched the item ([`FailureReason::WrongPostValue`]).
+//! 5. every declared write, in list order, must have come true, whether or not execution
+//!    touched the item: an exact write must equal the value after execution
+//!    ([`FailureReason::WrongPostValue`]); a delta must equal the value after minus the value
+//!    before, wrapping modulo 2^256 ([`FailureReason::WrongDelta`]). A delta of zero on an
+//!    untouched item is therefore satisfied.
 //!
 //! A move failing in steps 3 to 5 consumes its nonce and nothing else: its diff is the sender's
 //! nonce + 1, and it pays no fee.
@@ -30,10 +33,11 @@
 
 use alloy_primitives::{Address, B256, Log, U256};
 use primitives::{
-    DeclaredWrite, FailureReason, SpaceAccessList, TxHash, VerifiedTransaction, finality::StateItem,
+    DeclaredWrite, FailureReason, SpaceAccessList, Transaction, TxHash, VerifiedTransaction,
+    finality::StateItem,
 };
 use revm::{
-    ExecuteEvm, MainBuilder,
+    Database, ExecuteEvm, MainBuilder,
     context::{BlockEnv, TxEnv},
     context_interface::result::{EVMError, ExecutionResult, InvalidTransaction},
     handler::MainnetContext,
@@ -122,7 +126,8 @@ pub fn execute(
         diff: StateDiff::nonce_only(tx.sender, nonce_after),
     };
 
-    let outcome = match run_revm(env, tx, slice) {
+    let database = SliceDatabase::new(slice, BLOCK_BENEFICIARY);
+    let outcome = match run_revm(env, tx.sender, body, database) {
         Err(error) => failed(failure_from_revm(error), 0),
         Ok((ExecutionResult::Revert { gas, .. }, _)) => {
             failed(FailureReason::Reverted, gas.tx_gas_used())
@@ -156,15 +161,16 @@ pub fn execute(
     Ok(outcome)
 }
 
-type RevmOutput = (ExecutionResult, EvmState);
+pub(crate) type RevmOutput = (ExecutionResult, EvmState);
 
-/// One `transact` (no commit: the slice is read-only and the diff is ours to build).
-fn run_revm(
+/// One `transact` (no commit: the database is read-only and the diff is ours to build) of the
+/// move `body` sent by `sender`, over any database that fails with [`AccessError`].
+pub(crate) fn run_revm<DB: Database<Error = AccessError>>(
     env: &ExecutionEnv,
-    tx: &VerifiedTransaction,
-    slice: &StateSlice,
+    sender: Address,
+    body: &Transaction,
+    database: DB,
 ) -> Result<RevmOutput, EVMError<AccessError>> {
-    let body = tx.tx();
     let block = BlockEnv {
         number: U256::from(env.block_number),
         beneficiary: BLOCK_BENEFICIARY,
@@ -176,7 +182,7 @@ fn run_revm(
     // split. revm's nonce check stays on; it agrees with ours, which ran first.
     let transaction = TxEnv {
         tx_type: 0,
-        caller: tx.sender,
+        caller: sender,
         gas_limit: body.gas_limit,
         gas_price: body.gas_price,
         kind: TxKind::Call(body.to),
@@ -190,7 +196,6 @@ fn run_revm(
         max_fee_per_blob_gas: 0,
         authorization_list: Vec::new(),
     };
-    let database = SliceDatabase::new(slice, BLOCK_BENEFICIARY);
     let mut evm = MainnetContext::new(database, EVM_SPEC)
         .modify_cfg_chained(|cfg| cfg.chain_id = env.chain_id)
         .with_block(block)
@@ -200,7 +205,7 @@ fn run_revm(
 }
 
 /// The failure reason of a move revm refused or aborted.
-fn failure_from_revm(error: EVMError<AccessError>) -> FailureReason {
+pub(crate) fn failure_from_revm(error: EVMError<AccessError>) -> FailureReason {
     match error {
         EVMError::Database(access) => access.failure_reason(),
         EVMError::Transaction(
@@ -219,7 +224,11 @@ fn failure_from_revm(error: EVMError<AccessError>) -> FailureReason {
 /// rejects them, except the fee credited to an unlisted beneficiary (`beneficiary_credit`,
 /// `gas_price * gas_used`), which is burned. Only that exact credit is dropped: value a move
 /// sends to the unlisted beneficiary on top of it is a write outside the list.
-fn collect_diff(state: EvmState, slice: &StateSlice, beneficiary_credit: U256) -> StateDiff {
+pub(crate) fn collect_diff(
+    state: EvmState,
+    slice: &StateSlice,
+    beneficiary_credit: U256,
+) -> StateDiff {
     let empty = AccountSlice::default();
     let mut diff = StateDiff::default();
     for (address, account) in state {
@@ -294,11 +303,21 @@ fn account_diff(account: &Account, before: &AccountSlice) -> AccountDiff {
     change
 }
 
-/// The value a declared write promises.
-fn declared_value(write: DeclaredWrite) -> U256 {
-    match write {
-        DeclaredWrite::Exact(value) => value,
+/// Holds the value after a move to its declaration: an exact write must produce its value, a
+/// delta must take the value before to the value before plus the amount (wrapping).
+fn check_declared(
+    write: DeclaredWrite,
+    before: U256,
+    after: U256,
+    item: StateItem,
+) -> Result<(), FailureReason> {
+    if after == write.apply(before) {
+        return Ok(());
     }
+    Err(match write {
+        DeclaredWrite::Exact(_) => FailureReason::WrongPostValue(item),
+        DeclaredWrite::Delta(_) => FailureReason::WrongDelta(item),
+    })
 }
 
 /// Holds a successful run's diff to the move's Space Access List (steps 4 and 5 of the module
@@ -320,9 +339,7 @@ fn check_against_access_list(
         let change = diff.account(&address);
         if let Some(write) = access.balance {
             let after = change.and_then(|c| c.balance).unwrap_or(before.balance);
-            if after != declared_value(write) {
-                return Err(FailureReason::WrongPostValue(StateItem::Balance(address)));
-            }
+            check_declared(write, before.balance, after, StateItem::Balance(address))?;
         }
         if let Some(declared) = access.nonce {
             let after = change.and_then(|c| c.nonce).unwrap_or(before.nonce);
@@ -332,15 +349,16 @@ fn check_against_access_list(
         }
         for slot in &access.storage {
             let Some(write) = slot.write else { continue };
+            let value_before = before.storage.get(&slot.slot).copied().unwrap_or_default();
             let after = change
                 .and_then(|c| c.storage.get(&slot.slot).copied())
-                .or_else(|| before.storage.get(&slot.slot).copied())
-                .unwrap_or_default();
-            if after != declared_value(write) {
-                return Err(FailureReason::WrongPostValue(StateItem::Storage(
-                    address, slot.slot,
-                )));
-            }
+                .unwrap_or(value_before);
+            check_declared(
+                write,
+                value_before,
+                after,
+                StateItem::Storage(address, slot.slot),
+            )?;
         }
     }
     Ok(())

@@ -17,9 +17,18 @@
 //! - [`state`]: [`InMemoryState`], the world state of a set of addresses, which applies diffs
 //!   and commits to any subset of its addresses ([`InMemoryState::root_where`]), so that a group
 //!   commits to exactly its own.
+//! - [`schedule`]: [`Schedule`], the conflict-free waves of a batch (deltas on one item never
+//!   conflict), and [`execute_parallel`], which runs them on rayon and always equals
+//!   [`execute_sequential`], outcome by outcome and in the final state.
+//! - [`plain`]: [`execute_plain`], plain revm over the whole state with no list: the reference
+//!   the engine is measured and differentially tested against.
+//! - [`estimate`](mod@estimate): [`estimate()`], the list a move needs (every loaded item, every
+//!   write declared, named items as deltas), found by running it on current state.
 //!
-//! Not here yet (see DESIGN.md): delta writes, the parallel schedule, SAL estimation and the
-//! authenticated (Merkle trie, RocksDB) state.
+//! Declared writes are exact post-values or deltas (signed, wrapping; see
+//! [`primitives::DeclaredWrite`]); the engine holds both.
+//!
+//! Not here yet (see DESIGN.md): the authenticated (Merkle trie, RocksDB) state.
 
 pub mod batch;
 pub mod constants;
@@ -27,6 +36,9 @@ pub mod database;
 pub mod diff;
 pub mod engine;
 pub mod error;
+pub mod estimate;
+pub mod plain;
+pub mod schedule;
 pub mod slice;
 pub mod state;
 
@@ -35,5 +47,8 @@ pub use database::SliceDatabase;
 pub use diff::{AccountDiff, StateDiff};
 pub use engine::{ExecutionEnv, MoveOutcome, execute};
 pub use error::{AccessError, ExecutionError};
+pub use estimate::{Estimate, estimate};
+pub use plain::{PlainOutcome, StateDatabase, execute_plain};
+pub use schedule::{Schedule, execute_parallel, execute_sequential};
 pub use slice::{AccountSlice, StateSlice};
 pub use state::{AccountState, InMemoryState};

@@ -65,8 +65,11 @@ pub enum FailureReason {
     OutOfAccessList(StateItem),
     /// Execution changed an item the list names but declares no write for.
     UndeclaredWrite(StateItem),
-    /// A declared write did not happen as declared.
+    /// A declared exact write did not happen as declared.
     WrongPostValue(StateItem),
+    /// A declared delta did not happen as declared: the value after the move is not the value
+    /// before plus the declared amount.
+    WrongDelta(StateItem),
     /// The contract reverted.
     Reverted,
     /// Execution halted (out of gas, invalid opcode, stack error...).
@@ -109,6 +112,10 @@ impl Encode for FailureReason {
             }
             FailureReason::InsufficientFunds => out.push(6),
             FailureReason::InvalidMove => out.push(7),
+            FailureReason::WrongDelta(item) => {
+                out.push(8);
+                item.encode(out);
+            }
         }
     }
 }
@@ -127,6 +134,7 @@ impl Decode for FailureReason {
             },
             6 => FailureReason::InsufficientFunds,
             7 => FailureReason::InvalidMove,
+            8 => FailureReason::WrongDelta(StateItem::decode(decoder)?),
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "failure reason",
@@ -207,6 +215,7 @@ mod tests {
             FinalityLevel::Pending,
             FinalityLevel::Executed,
             FinalityLevel::Failed(FailureReason::WrongPostValue(item)),
+            FinalityLevel::Failed(FailureReason::WrongDelta(item)),
             FinalityLevel::Failed(FailureReason::BadNonce {
                 expected: 3,
                 got: 9,

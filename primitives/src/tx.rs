@@ -1,7 +1,8 @@
 //! The move (transaction) and its Space Access List.
 //!
 //! A move names, before it runs, every account and storage slot it may touch (its Space Access
-//! List), and for each item it writes the value it expects afterwards. Execution outside the list,
+//! List), and for each item it writes either the value it expects afterwards or, for hot items
+//! that many players update, a signed delta ([`DeclaredWrite`]). Execution outside the list,
 //! or a write that differs from its declaration, fails the move; only its nonce is consumed. The
 //! sender's nonce increment is implied and never declared.
 //!
@@ -9,7 +10,7 @@
 //! gas_price || sponsor? || access_list`, then the 65-byte signature. The signer signs
 //! `keccak256("tickrate:move" || encoding)`; the move's hash is `keccak256` of the signed encoding.
 
-use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
+use alloy_primitives::{Address, B256, Bytes, I256, U256, keccak256};
 
 use crate::{
     codec::{Decode, DecodeError, Decoder, Encode, put_bytes, put_list, put_u256},
@@ -24,10 +25,38 @@ const TX_VERSION: u8 = 1;
 const SIGNING_DOMAIN: &[u8] = b"tickrate:move";
 
 /// What a move declares about one item it writes.
+///
+/// Encoding: a tag byte, then 32 bytes. Tag 0 (`Exact`) is the original encoding, so lists
+/// encoded before deltas existed decode unchanged; tag 1 (`Delta`) carries the amount as a
+/// two's-complement 256-bit word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DeclaredWrite {
     /// The item's value after the move.
     Exact(U256),
+    /// The item changes by this signed amount, wrapping modulo 2^256: the value after the move
+    /// is the value before plus the amount. Deltas on one item commute, so moves that only add
+    /// deltas to a hot slot never conflict with each other.
+    Delta(I256),
+}
+
+impl DeclaredWrite {
+    /// The value after the move, given the value before it.
+    pub fn apply(self, before: U256) -> U256 {
+        match self {
+            DeclaredWrite::Exact(value) => value,
+            DeclaredWrite::Delta(amount) => before.wrapping_add(amount.into_raw()),
+        }
+    }
+
+    /// The delta that takes `before` to `after` (wrapping).
+    pub fn delta_between(before: U256, after: U256) -> I256 {
+        I256::from_raw(after.wrapping_sub(before))
+    }
+
+    /// Whether this is a delta (a commutative update).
+    pub fn is_delta(self) -> bool {
+        matches!(self, DeclaredWrite::Delta(_))
+    }
 }
 
 impl Encode for DeclaredWrite {
@@ -37,6 +66,10 @@ impl Encode for DeclaredWrite {
                 out.push(0);
                 put_u256(out, value);
             }
+            DeclaredWrite::Delta(amount) => {
+                out.push(1);
+                put_u256(out, &amount.into_raw());
+            }
         }
     }
 }
@@ -45,6 +78,7 @@ impl Decode for DeclaredWrite {
     fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
         match decoder.u8()? {
             0 => Ok(DeclaredWrite::Exact(decoder.u256()?)),
+            1 => Ok(DeclaredWrite::Delta(I256::from_raw(decoder.u256()?))),
             tag => Err(DecodeError::UnknownTag {
                 what: "declared write",
                 tag,
@@ -418,10 +452,16 @@ pub(crate) mod strategies {
         any::<[u8; 20]>().prop_map(Address::from)
     }
 
-    fn write() -> impl Strategy<Value = Option<DeclaredWrite>> {
-        prop::option::of(
+    pub(crate) fn declared_write() -> impl Strategy<Value = DeclaredWrite> {
+        prop_oneof![
             any::<[u8; 32]>().prop_map(|b| DeclaredWrite::Exact(U256::from_be_bytes(b))),
-        )
+            any::<[u8; 32]>()
+                .prop_map(|b| DeclaredWrite::Delta(I256::from_raw(U256::from_be_bytes(b)))),
+        ]
+    }
+
+    fn write() -> impl Strategy<Value = Option<DeclaredWrite>> {
+        prop::option::of(declared_write())
     }
 
     fn account() -> impl Strategy<Value = AccountAccess> {
@@ -573,7 +613,50 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn exact_writes_keep_their_original_encoding() {
+        // The bytes a version-1 list had before deltas existed: tag 0, then the value.
+        let mut expected = vec![0u8];
+        expected.extend_from_slice(&U256::from(5).to_be_bytes::<32>());
+        let exact = DeclaredWrite::Exact(U256::from(5));
+        assert_eq!(exact.to_bytes(), expected);
+        assert_eq!(DeclaredWrite::from_bytes(&expected), Ok(exact));
+        let mut unknown = expected.clone();
+        unknown[0] = 2;
+        assert!(matches!(
+            DeclaredWrite::from_bytes(&unknown),
+            Err(DecodeError::UnknownTag { tag: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn deltas_wrap() {
+        let minus_one = DeclaredWrite::Delta(I256::MINUS_ONE);
+        assert_eq!(minus_one.apply(U256::ZERO), U256::MAX);
+        assert_eq!(minus_one.apply(U256::from(3)), U256::from(2));
+        let plus_two = DeclaredWrite::Delta(I256::try_from(2).expect("small"));
+        assert_eq!(plus_two.apply(U256::MAX), U256::from(1));
+        assert_eq!(
+            DeclaredWrite::delta_between(U256::from(1), U256::MAX),
+            I256::try_from(-2).expect("small")
+        );
+    }
+
     proptest! {
+        #[test]
+        fn declared_writes_round_trip(write in strategies::declared_write()) {
+            let bytes = write.to_bytes();
+            prop_assert_eq!(bytes.len(), 33);
+            prop_assert_eq!(DeclaredWrite::from_bytes(&bytes), Ok(write));
+        }
+
+        #[test]
+        fn a_delta_takes_before_to_after(before in any::<[u8; 32]>(), after in any::<[u8; 32]>()) {
+            let (before, after) = (U256::from_be_bytes(before), U256::from_be_bytes(after));
+            let delta = DeclaredWrite::Delta(DeclaredWrite::delta_between(before, after));
+            prop_assert_eq!(delta.apply(before), after);
+        }
+
         #[test]
         fn transaction_round_trips(tx in strategies::transaction(), signature in any::<[u8; 32]>()) {
             let mut raw = [0u8; 65];

@@ -1,11 +1,14 @@
 //! Pending state: the sequencer's optimistic view of state.
 //!
 //! Pending state is the last executed state (the base) plus the declared writes of every acked
-//! move not yet executed, applied in ack order. The sequencer never executes contracts: a move's
-//! Space Access List says what it will write, and that is what players read back within a frame.
+//! move not yet executed, applied in ack order: an exact write replaces the pending value, a
+//! delta adds to it (wrapping), so that players adding to one hot slot each see their own and
+//! everyone's earlier additions. The sequencer never executes contracts: a move's Space Access
+//! List says what it will write, and that is what players read back within a frame.
 //! When execution reports a move, its actual writes go into the base and the move leaves the
-//! overlay; when a move fails, its declared writes are retracted and the overlay is rebuilt from
-//! the base and the remaining moves, so later moves are re-based on the corrected state.
+//! overlay; when a move fails, its declared writes are retracted. Either way every item the
+//! report touches is re-folded from the new base over the remaining moves' writes, so later
+//! moves (deltas above all) are re-based on the corrected state.
 //!
 //! This is a sans-IO core: no clock, no IO, deterministic for a given sequence of calls.
 
@@ -19,27 +22,31 @@ use primitives::{
 #[derive(Clone, Debug)]
 struct PendingMove {
     hash: TxHash,
-    writes: Vec<(StateItem, U256)>,
+    writes: Vec<(StateItem, DeclaredWrite)>,
 }
 
-/// The writes a move declares, including the implied increment of its sender's nonce.
-pub fn declared_writes(verified: &VerifiedTransaction) -> Vec<(StateItem, U256)> {
+/// The writes a move declares, including the implied increment of its sender's nonce (an exact
+/// write).
+pub fn declared_writes(verified: &VerifiedTransaction) -> Vec<(StateItem, DeclaredWrite)> {
     let mut writes = vec![(
         StateItem::Nonce(verified.sender),
-        U256::from(verified.tx().nonce + 1),
+        DeclaredWrite::Exact(U256::from(verified.tx().nonce + 1)),
     )];
     for account in verified.tx().access_list.accounts() {
-        if let Some(DeclaredWrite::Exact(value)) = account.balance {
-            writes.push((StateItem::Balance(account.address), value));
+        if let Some(write) = account.balance {
+            writes.push((StateItem::Balance(account.address), write));
         }
         if let Some(nonce) = account.nonce
             && account.address != verified.sender
         {
-            writes.push((StateItem::Nonce(account.address), U256::from(nonce)));
+            writes.push((
+                StateItem::Nonce(account.address),
+                DeclaredWrite::Exact(U256::from(nonce)),
+            ));
         }
         for slot in &account.storage {
-            if let Some(DeclaredWrite::Exact(value)) = slot.write {
-                writes.push((StateItem::Storage(account.address, slot.slot), value));
+            if let Some(write) = slot.write {
+                writes.push((StateItem::Storage(account.address, slot.slot), write));
             }
         }
     }
@@ -55,8 +62,10 @@ pub struct PendingState {
     moves: BTreeMap<u64, PendingMove>,
     /// Ack sequence of each unexecuted move.
     sequence_of: HashMap<TxHash, u64>,
-    /// Latest declared value of each item written by an unexecuted move, and which move wrote it.
-    overlay: HashMap<StateItem, (U256, u64)>,
+    /// Per item written by an unexecuted move, those moves' writes by ack sequence.
+    writers: HashMap<StateItem, BTreeMap<u64, DeclaredWrite>>,
+    /// Pending value of each item in `writers`: the base folded over its writes in ack order.
+    overlay: HashMap<StateItem, U256>,
     next_sequence: u64,
 }
 
@@ -70,9 +79,8 @@ impl PendingState {
     pub fn get(&self, item: &StateItem) -> U256 {
         self.overlay
             .get(item)
-            .map(|(value, _)| *value)
-            .or_else(|| self.base.get(item).copied())
-            .unwrap_or_default()
+            .copied()
+            .unwrap_or_else(|| self.executed(item))
     }
 
     /// The sender's next nonce in pending state.
@@ -111,8 +119,13 @@ impl PendingState {
         let sequence = self.next_sequence;
         self.next_sequence += 1;
         let writes = declared_writes(verified);
-        for (item, value) in &writes {
-            self.overlay.insert(*item, (*value, sequence));
+        for (item, write) in &writes {
+            let value = write.apply(self.get(item));
+            self.overlay.insert(*item, value);
+            self.writers
+                .entry(*item)
+                .or_default()
+                .insert(sequence, *write);
         }
         self.moves.insert(
             sequence,
@@ -125,45 +138,60 @@ impl PendingState {
     }
 
     /// Records an executed move: `actual_writes` go into the base; if the move was acked here it
-    /// leaves the overlay. A failed move's declared writes are retracted and the overlay rebuilt.
+    /// leaves the overlay. Whether it succeeded needs no separate treatment: a failed move's
+    /// actual writes are its nonce alone, so its declared writes are retracted just by leaving.
+    /// Every item touched is re-folded over the remaining moves, so deltas land on the
+    /// corrected base.
     pub fn apply_executed(
         &mut self,
         hash: &TxHash,
-        succeeded: bool,
+        _succeeded: bool,
         actual_writes: impl IntoIterator<Item = (StateItem, U256)>,
     ) {
+        let mut touched = Vec::new();
         for (item, value) in actual_writes {
             self.base.insert(item, value);
+            touched.push(item);
         }
-        let Some(sequence) = self.sequence_of.remove(hash) else {
-            return;
-        };
-        let executed = self
-            .moves
-            .remove(&sequence)
-            .expect("sequence_of and moves agree");
-        if succeeded {
+        if let Some(sequence) = self.sequence_of.remove(hash) {
+            let executed = self
+                .moves
+                .remove(&sequence)
+                .expect("sequence_of and moves agree");
             for (item, _) in &executed.writes {
-                if self
-                    .overlay
-                    .get(item)
-                    .is_some_and(|(_, writer)| *writer == sequence)
-                {
-                    self.overlay.remove(item);
+                if let Some(writes) = self.writers.get_mut(item) {
+                    writes.remove(&sequence);
                 }
+                touched.push(*item);
             }
-        } else {
-            self.rebuild_overlay();
+        }
+        for item in touched {
+            self.refold(item);
         }
     }
 
-    fn rebuild_overlay(&mut self) {
-        self.overlay.clear();
-        for (sequence, pending) in &self.moves {
-            for (item, value) in &pending.writes {
-                self.overlay.insert(*item, (*value, *sequence));
-            }
+    /// Recomputes one item's pending value from the base and the remaining writes.
+    fn refold(&mut self, item: StateItem) {
+        let Some(writes) = self.writers.get(&item) else {
+            return;
+        };
+        if writes.is_empty() {
+            self.writers.remove(&item);
+            self.overlay.remove(&item);
+            return;
         }
+        // Only the last exact write and the deltas after it matter.
+        let from_last_exact = writes
+            .iter()
+            .rev()
+            .position(|(_, write)| !write.is_delta())
+            .map_or(writes.len(), |position| position + 1);
+        let base = self.executed(&item);
+        let value = writes
+            .values()
+            .skip(writes.len() - from_last_exact)
+            .fold(base, |value, write| write.apply(value));
+        self.overlay.insert(item, value);
     }
 
     /// Hashes of unexecuted moves, in ack order.
@@ -264,6 +292,72 @@ mod tests {
         assert!(pending.is_empty());
         assert_eq!(pending.storage(&GAME, &slot(2)), U256::from(20));
         assert_eq!(pending.next_nonce(&sender), 3);
+    }
+
+    fn delta_move(key: &AccountKey, nonce: u64, slot: u64, amount: i64) -> VerifiedTransaction {
+        let magnitude = U256::from(amount.unsigned_abs());
+        let after = if amount < 0 {
+            U256::ZERO.wrapping_sub(magnitude)
+        } else {
+            magnitude
+        };
+        let delta = DeclaredWrite::delta_between(U256::ZERO, after);
+        let mut tx = cell_move(key, nonce, slot, 0).signed.tx;
+        tx.access_list = SpaceAccessList::new([
+            AccountAccess::read(key.address()),
+            AccountAccess {
+                storage: vec![SlotAccess {
+                    slot: B256::from(U256::from(slot)),
+                    write: Some(DeclaredWrite::Delta(delta)),
+                }],
+                ..AccountAccess::read(GAME)
+            },
+        ]);
+        tx.sign(key).verify(1).expect("valid")
+    }
+
+    #[test]
+    fn deltas_of_two_players_on_one_hot_slot_add_up() {
+        let (alice, bob) = (AccountKey::from_seed(1), AccountKey::from_seed(2));
+        let pot = StateItem::Storage(GAME, slot(9));
+        let mut pending = PendingState::new();
+        // Another sequencer's move already put 100 in the pot.
+        pending.apply_executed(&B256::repeat_byte(1), true, [(pot, U256::from(100))]);
+        let from_alice = delta_move(&alice, 0, 9, 5);
+        let from_bob = delta_move(&bob, 0, 9, -3);
+        let again_alice = delta_move(&alice, 1, 9, 7);
+        for verified in [&from_alice, &from_bob, &again_alice] {
+            pending.admit(verified);
+        }
+        assert_eq!(pending.get(&pot), U256::from(109));
+        // Bob's move executes first (execution may order them either way): 97 executed, and the
+        // deltas still pending re-base on it.
+        pending.apply_executed(
+            &from_bob.hash,
+            true,
+            [
+                (StateItem::Nonce(bob.address()), U256::from(1)),
+                (pot, U256::from(97)),
+            ],
+        );
+        assert_eq!(pending.get(&pot), U256::from(109));
+        // Alice's first move fails: its 5 is retracted, her second still counts.
+        pending.apply_executed(
+            &from_alice.hash,
+            false,
+            [(StateItem::Nonce(alice.address()), U256::from(1))],
+        );
+        assert_eq!(pending.get(&pot), U256::from(104));
+        assert_eq!(pending.executed(&pot), U256::from(97));
+        // An exact write replaces the value; a later delta adds to it.
+        let reset = cell_move(&bob, 1, 9, 50);
+        pending.admit(&reset);
+        assert_eq!(pending.get(&pot), U256::from(50));
+        let after_reset = delta_move(&alice, 2, 9, 1);
+        pending.admit(&after_reset);
+        assert_eq!(pending.get(&pot), U256::from(51));
+        pending.apply_executed(&again_alice.hash, true, [(pot, U256::from(104))]);
+        assert_eq!(pending.get(&pot), U256::from(51));
     }
 
     #[test]

@@ -224,6 +224,59 @@ fn a_wrong_declared_value_fails() {
     assert_failed(&outcome, FailureReason::WrongPostValue(item));
 }
 
+/// The store move with its slot declared as `write` (any kind).
+fn store_move_declaring(position: u64, write: DeclaredWrite) -> VerifiedTransaction {
+    let mut tx = store_move(position, 0, true, None).signed.tx;
+    tx.access_list = SpaceAccessList::new([
+        AccountAccess::read(player().address()),
+        AccountAccess {
+            storage: vec![SlotAccess {
+                slot: caller_slot(player().address()),
+                write: Some(write),
+            }],
+            ..AccountAccess::read(game())
+        },
+    ]);
+    sign(tx)
+}
+
+#[test]
+fn a_delta_is_held_to_the_value_before_plus_the_amount() {
+    let item = StateItem::Storage(game(), caller_slot(player().address()));
+    let mut state = genesis();
+    state.insert_account(
+        game(),
+        AccountState {
+            nonce: 1,
+            code: Bytes::from_static(&STORE_CODE),
+            storage: [(caller_slot(player().address()), U256::from(7))].into(),
+            ..AccountState::default()
+        },
+    );
+    // 7 -> 5 is a delta of -2, wrapping.
+    let minus_two = DeclaredWrite::delta_between(U256::from(7), U256::from(5));
+    let outcome = run(
+        &state,
+        &store_move_declaring(5, DeclaredWrite::Delta(minus_two)),
+    );
+    assert_eq!(outcome.status, Ok(()));
+    let plus_two = DeclaredWrite::delta_between(U256::from(5), U256::from(7));
+    let outcome = run(
+        &state,
+        &store_move_declaring(5, DeclaredWrite::Delta(plus_two)),
+    );
+    assert_failed(&outcome, FailureReason::WrongDelta(item));
+    // A zero delta on a slot the move leaves alone holds; a non-zero one does not.
+    let zero = DeclaredWrite::delta_between(U256::ZERO, U256::ZERO);
+    let outcome = run(&state, &store_move_declaring(7, DeclaredWrite::Delta(zero)));
+    assert_eq!(outcome.status, Ok(()));
+    let outcome = run(
+        &state,
+        &store_move_declaring(7, DeclaredWrite::Delta(plus_two)),
+    );
+    assert_failed(&outcome, FailureReason::WrongDelta(item));
+}
+
 #[test]
 fn a_declared_write_that_does_not_happen_fails() {
     // Storing zero over zero changes nothing, yet the list promised 9.

@@ -1,0 +1,262 @@
+//! `execution`: the engine side by side with plain revm, and the parallel schedule side by side
+//! with sequential execution, each on the same moves in one run (DESIGN.md, performance budget).
+//!
+//! Two kinds of move, each reported: a transfer, and a game move that adds to a storage cell
+//! (`cell[word0] += word1` on a small contract). Their lists come from `execution::estimate`
+//! in batch order, so every declaration is right. Batches:
+//! - conflict-free: every move touches only its own sender, its own recipient or its own cell;
+//! - 10 % conflict: a tenth of the game moves write another player's cell (exact writes);
+//! - hot slot: every game move adds a delta to one shared cell.
+//!
+//! Each figure is the median of `ROUNDS` runs from the same starting state.
+
+use std::time::Instant;
+
+use execution::{
+    AccountState, ExecutionEnv, InMemoryState, estimate, execute, execute_parallel, execute_plain,
+    execute_sequential,
+};
+use primitives::{
+    AccountKey, Address, B256, Bytes, Transaction, U256, VerifiedTransaction, finality::StateItem,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sim::report::{BenchReport, Op};
+
+use crate::Args;
+
+const CHAIN_ID: u64 = 7;
+const MOVES_PER_BATCH: usize = 2_000;
+const ROUNDS: usize = 7;
+const CONFLICT_SHARE: f64 = 0.10;
+const HOT_CELL: u64 = u64::MAX;
+
+/// `cell[word0] += word1` (wrapping), reverting unless the new value is below `word2`.
+const GAME_CODE: [u8; 26] = [
+    0x60, 0x20, 0x35, 0x60, 0x00, 0x35, 0x54, 0x01, 0x60, 0x40, 0x35, 0x81, 0x10, 0x60, 0x14, 0x57,
+    0x60, 0x00, 0x80, 0xfd, 0x5b, 0x60, 0x00, 0x35, 0x55, 0x00,
+];
+
+fn env() -> ExecutionEnv {
+    ExecutionEnv {
+        chain_id: CHAIN_ID,
+        block_number: 1,
+        timestamp: 1_700_000_000,
+    }
+}
+
+fn game() -> Address {
+    Address::repeat_byte(0xc0)
+}
+
+/// Senders are keys; recipients are plain addresses that never send.
+struct World {
+    keys: Vec<AccountKey>,
+    genesis: InMemoryState,
+}
+
+fn recipient(index: usize) -> Address {
+    let mut bytes = [0x5e; 20];
+    bytes[12..].copy_from_slice(&(index as u64).to_be_bytes());
+    Address::from(bytes)
+}
+
+fn world() -> World {
+    let keys: Vec<AccountKey> = (0..MOVES_PER_BATCH as u64)
+        .map(|seed| AccountKey::from_seed(seed + 1))
+        .collect();
+    let mut genesis = InMemoryState::new();
+    for key in &keys {
+        genesis.insert_account(
+            key.address(),
+            AccountState {
+                balance: U256::from(1_000_000_000u64),
+                ..AccountState::default()
+            },
+        );
+    }
+    genesis.insert_account(
+        game(),
+        AccountState {
+            nonce: 1,
+            code: Bytes::from_static(&GAME_CODE),
+            ..AccountState::default()
+        },
+    );
+    World { keys, genesis }
+}
+
+fn body(to: Address, value: u64, data: Bytes) -> Transaction {
+    Transaction {
+        chain_id: CHAIN_ID,
+        nonce: 0,
+        to,
+        value: U256::from(value),
+        data,
+        gas_limit: 100_000,
+        gas_price: 0,
+        sponsor: None,
+        access_list: Default::default(),
+    }
+}
+
+fn game_data(cell: u64, amount: u64) -> Bytes {
+    let mut data = Vec::with_capacity(96);
+    data.extend_from_slice(&U256::from(cell).to_be_bytes::<32>());
+    data.extend_from_slice(&U256::from(amount).to_be_bytes::<32>());
+    data.extend_from_slice(&U256::MAX.to_be_bytes::<32>());
+    data.into()
+}
+
+/// Estimates each move's list in batch order on a running copy of `genesis`, then signs it.
+fn batch(
+    world: &World,
+    bodies: Vec<(usize, Transaction)>,
+    deltas: &[StateItem],
+) -> Vec<VerifiedTransaction> {
+    let mut state = world.genesis.clone();
+    bodies
+        .into_iter()
+        .map(|(sender, mut body)| {
+            let key = &world.keys[sender];
+            let found = estimate(&env(), key.address(), &body, &state, deltas);
+            assert_eq!(found.status, Ok(()), "benchmark moves succeed");
+            body.access_list = found.access_list;
+            let tx = body.sign(key).verify(CHAIN_ID).expect("well-formed move");
+            execute_plain(&env(), &tx, &mut state);
+            tx
+        })
+        .collect()
+}
+
+fn transfers(world: &World) -> Vec<VerifiedTransaction> {
+    let bodies = (0..MOVES_PER_BATCH)
+        .map(|index| (index, body(recipient(index), 1_000, Bytes::new())))
+        .collect();
+    batch(world, bodies, &[])
+}
+
+fn game_moves(world: &World, conflict_share: f64) -> Vec<VerifiedTransaction> {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let bodies = (0..MOVES_PER_BATCH)
+        .map(|index| {
+            let cell = if rng.random_bool(conflict_share) {
+                rng.random_range(0..MOVES_PER_BATCH) as u64
+            } else {
+                index as u64
+            };
+            (index, body(game(), 0, game_data(cell, 3)))
+        })
+        .collect();
+    batch(world, bodies, &[])
+}
+
+fn hot_moves(world: &World) -> Vec<VerifiedTransaction> {
+    let bodies = (0..MOVES_PER_BATCH)
+        .map(|index| {
+            (
+                index,
+                body(game(), 0, game_data(HOT_CELL, 1 + index as u64 % 5)),
+            )
+        })
+        .collect();
+    let hot = StateItem::Storage(game(), B256::from(U256::from(HOT_CELL)));
+    batch(world, bodies, &[hot])
+}
+
+/// Median moves/s of `run` over `ROUNDS` runs, each from a fresh copy of `genesis`.
+fn moves_per_s(
+    genesis: &InMemoryState,
+    moves: &[VerifiedTransaction],
+    mut run: impl FnMut(&[VerifiedTransaction], &mut InMemoryState),
+) -> f64 {
+    let mut rates: Vec<f64> = (0..ROUNDS)
+        .map(|_| {
+            let mut state = genesis.clone();
+            let started = Instant::now();
+            run(moves, &mut state);
+            moves.len() as f64 / started.elapsed().as_secs_f64()
+        })
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates[ROUNDS / 2]
+}
+
+fn plain(moves: &[VerifiedTransaction], state: &mut InMemoryState) {
+    for tx in moves {
+        let outcome = execute_plain(&env(), tx, state);
+        assert!(outcome.status.is_ok());
+    }
+}
+
+fn enforced(moves: &[VerifiedTransaction], state: &mut InMemoryState) {
+    for tx in moves {
+        let slice = state.slice(&tx.tx().access_list);
+        let outcome = execute(&env(), tx, &slice).expect("slice matches");
+        assert!(outcome.is_success());
+        state.apply(&outcome.diff);
+    }
+}
+
+fn sequential(moves: &[VerifiedTransaction], state: &mut InMemoryState) {
+    let outcomes = execute_sequential(&env(), moves, state);
+    assert!(outcomes.iter().all(|outcome| outcome.is_success()));
+}
+
+fn parallel(moves: &[VerifiedTransaction], state: &mut InMemoryState) {
+    let outcomes = execute_parallel(&env(), moves, state);
+    assert!(outcomes.iter().all(|outcome| outcome.is_success()));
+}
+
+pub async fn run(_args: &Args) -> anyhow::Result<BenchReport> {
+    let world = world();
+    let transfer_batch = transfers(&world);
+    let game_batch = game_moves(&world, 0.0);
+    let conflict_batch = game_moves(&world, CONFLICT_SHARE);
+    let hot_batch = hot_moves(&world);
+    let genesis = &world.genesis;
+
+    let mut report = BenchReport::new("execution");
+    report.figure("moves_per_batch", MOVES_PER_BATCH as f64);
+    for (kind, moves) in [("transfer", &transfer_batch), ("game", &game_batch)] {
+        let plain_rate = moves_per_s(genesis, moves, plain);
+        let enforced_rate = moves_per_s(genesis, moves, enforced);
+        report.figure(&format!("plain_{kind}_moves_per_s"), plain_rate);
+        report.figure(&format!("sal_{kind}_moves_per_s"), enforced_rate);
+        report.figure(
+            &format!("sal_vs_plain_{kind}_ratio"),
+            enforced_rate / plain_rate,
+        );
+    }
+    for (name, moves) in [
+        ("conflict_free_transfer", &transfer_batch),
+        ("conflict_free_game", &game_batch),
+        ("conflict_10pct_game", &conflict_batch),
+        ("hot_delta_game", &hot_batch),
+    ] {
+        let waves = execution::Schedule::new(moves).waves.len();
+        let sequential_rate = moves_per_s(genesis, moves, sequential);
+        let parallel_rate = moves_per_s(genesis, moves, parallel);
+        report.figure(&format!("{name}_waves"), waves as f64);
+        report.figure(&format!("sequential_{name}_moves_per_s"), sequential_rate);
+        report.figure(&format!("parallel_{name}_moves_per_s"), parallel_rate);
+        report.figure(
+            &format!("parallel_speedup_{name}_ratio"),
+            parallel_rate / sequential_rate,
+        );
+    }
+    report.target("sal_vs_plain_transfer_ratio", Op::AtLeast, 0.9);
+    report.target("sal_vs_plain_game_ratio", Op::AtLeast, 0.9);
+    report.target(
+        "parallel_speedup_conflict_free_transfer_ratio",
+        Op::AtLeast,
+        1.8,
+    );
+    report.target(
+        "parallel_speedup_conflict_free_game_ratio",
+        Op::AtLeast,
+        1.8,
+    );
+    report.target("parallel_speedup_hot_delta_game_ratio", Op::AtLeast, 1.6);
+    Ok(report)
+}
