@@ -1,22 +1,29 @@
 //! The upper chain: the EVM chain Tickrate settles to, as the rest of the network sees it.
 //!
-//! It holds the node registry (node ID = the signer of the registration), the sequencer set, the
-//! commitments of finalized batches and of group state roots, each checked against a BLS
-//! certificate of the right validator set. [`UpperChain`] is the interface; [`EmbeddedChain`]
-//! is the in-process chain the devnet starts, making the same checks the contract makes.
-//! (Persistence in RocksDB, network access and the Solidity contract on a real EVM chain come
-//! with the [upper-chain] work.)
+//! It holds the node registry (node ID = the signer of the registration), the sequencer set
+//! (admin whitelist, stake cap, rotation), the commitments of finalized batches and of group state
+//! roots, each checked against a BLS certificate of the right validator set, the synced roots
+//! nodes report, evictions and exits with their evidence, and the bridge deposits.
+//!
+//! [`UpperChain`] is the interface. [`EmbeddedChain`] is the in-process chain the devnet starts,
+//! in memory or persisted in RocksDB, making the same checks the `Registry` contract
+//! (`contracts/Registry.sol`) makes. (The alloy adapter to that contract on a JSON-RPC endpoint
+//! is not here yet.)
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use parking_lot::Mutex;
 use primitives::{
-    Address, B256, NodeId, Signature, SignatureError,
+    Address, B256, NodeId, Signature, SignatureError, U256,
     bls::{BlsError, BlsPublicKey, BlsSignature, Certificate},
-    codec::{Encode, put_bytes, put_list},
+    codec::{Encode, put_bytes},
     constants::GROUP_SIZE,
     k_nearest, keccak256,
 };
+
+mod embedded;
+mod store;
+
+pub use embedded::{EmbeddedChain, Genesis};
 
 /// Why the chain refused a call. A refused call changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,6 +34,9 @@ pub enum ChainError {
     /// The node ID is registered already.
     #[error("node {0} is already registered")]
     AlreadyRegistered(NodeId),
+    /// Another node registered this BLS key already (its signatures would count twice).
+    #[error("the BLS key is registered by another node already")]
+    BlsKeyTaken,
     /// The BLS key's proof of possession does not verify.
     #[error("BLS proof of possession does not verify")]
     BadPossession,
@@ -41,9 +51,104 @@ pub enum ChainError {
         /// The number committed.
         got: u64,
     },
-    /// A group named by members that are not the group of any address under this snapshot.
+    /// A group named by members that are not registered and active in the commitment's epoch,
+    /// or whose group ID is not the one committed.
     #[error("unknown group member {0}")]
     UnknownMember(NodeId),
+    /// The same node appears twice among a group's members.
+    #[error("node {0} appears twice among the members")]
+    DuplicateMember(NodeId),
+    /// A call that only a registered node may make, for a node that is not registered.
+    #[error("node {0} is not registered")]
+    NotRegistered(NodeId),
+    /// A call signed by someone other than the node it names.
+    #[error("signed by {signer}, not by node {node}")]
+    WrongSigner {
+        /// The node the call is about.
+        node: NodeId,
+        /// Who signed it.
+        signer: Address,
+    },
+    /// An administrative call not signed by the admin (or with a stale nonce).
+    #[error("signed by {0}, who is not the admin")]
+    NotAdmin(Address),
+    /// A sequencer's stake above the stake cap.
+    #[error("stake {stake} above the cap {cap}")]
+    StakeCapExceeded {
+        /// The stake.
+        stake: u128,
+        /// The cap.
+        cap: u128,
+    },
+    /// A sequencer operation on a candidate not on the whitelist.
+    #[error("sequencer {0} is not whitelisted")]
+    UnknownSequencer(NodeId),
+    /// A sequencer already on the whitelist.
+    #[error("sequencer {0} is whitelisted already")]
+    AlreadyWhitelisted(NodeId),
+    /// A rotation to an empty set, or to more sequencers than are whitelisted.
+    #[error("cannot rotate to {size} sequencers out of {candidates} candidates")]
+    BadRotation {
+        /// The size asked for.
+        size: u32,
+        /// Candidates on the whitelist.
+        candidates: u32,
+    },
+    /// An epoch that is not allowed here (a departure must take effect in a future epoch, a
+    /// group root must name an epoch that has begun).
+    #[error("epoch {got} not allowed, current epoch is {current}")]
+    BadEpoch {
+        /// The epoch named.
+        got: u64,
+        /// The current epoch.
+        current: u64,
+    },
+    /// A report older than the one recorded.
+    #[error("stale report: batch {got} after batch {recorded}")]
+    Stale {
+        /// The batch recorded.
+        recorded: u64,
+        /// The batch reported.
+        got: u64,
+    },
+    /// The node has left (exit or eviction) already.
+    #[error("node {0} has departed already")]
+    AlreadyDeparted(NodeId),
+    /// A departure whose proof is of the wrong kind (an exit needs the node's signature, an
+    /// eviction a group certificate), or an eviction certified by a group the node is not in.
+    #[error("departure proof does not fit the departure")]
+    BadDepartureProof,
+    /// The local store failed (RocksDB).
+    #[error("storage: {0}")]
+    Storage(String),
+    /// The remote chain answered something unexpected, or a request to it failed.
+    #[error("rpc: {0}")]
+    Rpc(String),
+    /// The chain URL does not parse or names a scheme other than http(s).
+    #[error("bad chain URL {0:?}")]
+    BadUrl(String),
+    /// Nothing answers JSON-RPC at the chain URL.
+    #[error("no chain answers at {url}: {reason}")]
+    Unreachable {
+        /// The URL.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// No contract is deployed at the configured registry address.
+    #[error("no contract at {0}")]
+    NoContract(Address),
+    /// The endpoint serves a chain other than the configured one.
+    #[error("wrong chain id: expected {expected}, the endpoint serves {got}")]
+    WrongChainId {
+        /// The configured chain id.
+        expected: u64,
+        /// The endpoint's chain id.
+        got: u64,
+    },
+    /// The contract refused the call for a reason this crate does not map.
+    #[error("contract refused the call: {0}")]
+    Reverted(String),
 }
 
 /// What an operator registers for a node.
@@ -91,9 +196,22 @@ pub struct NodeRecord {
     pub registration: Registration,
     /// The first epoch whose groups include it.
     pub active_from_epoch: u64,
+    /// The first epoch whose groups no longer include it (after an exit or eviction).
+    pub left_at_epoch: Option<u64>,
 }
 
-/// The registry as of one epoch: every node active then, sorted by ID.
+impl NodeRecord {
+    /// Whether the node belongs to the registry of `epoch`.
+    pub fn active_in(&self, epoch: u64) -> bool {
+        self.active_from_epoch <= epoch && self.left_at_epoch.is_none_or(|left| epoch < left)
+    }
+}
+
+/// The registry as of one epoch: every node active then, sorted by ID. Its records show no
+/// departure (`left_at_epoch` is `None`): a departure recorded later never changes it.
+///
+/// Registrations take effect in the epoch after the current one and departures in a future
+/// epoch, so the snapshot of an epoch that has begun never changes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RegistrySnapshot {
     /// The epoch.
@@ -122,13 +240,17 @@ impl RegistrySnapshot {
     }
 }
 
-/// Identifies a group by its sorted members.
+/// Identifies a group by its members: keccak256 of the sorted IDs, each left-padded to 32 bytes
+/// (Solidity's `keccak256(abi.encodePacked(address[]))`, so the contract computes the same).
 pub fn group_id(members: &[NodeId]) -> B256 {
     let mut sorted = members.to_vec();
     sorted.sort();
-    let mut out = Vec::new();
-    put_list(&mut out, &sorted);
-    B256::from(*blake3::hash(&out).as_bytes())
+    let mut out = Vec::with_capacity(sorted.len() * 32);
+    for member in &sorted {
+        out.extend_from_slice(&[0; 12]);
+        out.extend_from_slice(member.0.as_slice());
+    }
+    keccak256(&out)
 }
 
 /// A sequencer in the set.
@@ -138,6 +260,15 @@ pub struct SequencerRecord {
     pub id: NodeId,
     /// Its BLS key for batch certificates.
     pub bls_key: BlsPublicKey,
+}
+
+/// A sequencer on the admin whitelist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SequencerCandidate {
+    /// The sequencer.
+    pub record: SequencerRecord,
+    /// Its stake (at most the stake cap when whitelisted).
+    pub stake: u128,
 }
 
 /// A committed group state root.
@@ -165,12 +296,176 @@ impl GroupRootCommitment {
     }
 }
 
+/// A node's report that it holds the state of a group as of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncedRoot {
+    /// The reporting node (it signs the report).
+    pub node: NodeId,
+    /// The registry epoch of the group.
+    pub epoch: u64,
+    /// The group.
+    pub group: B256,
+    /// The batch after which `root` holds.
+    pub batch: u64,
+    /// The state root the node holds.
+    pub root: B256,
+}
+
+impl SyncedRoot {
+    /// The hash the node key signs.
+    pub fn signing_hash(&self) -> B256 {
+        let mut out = b"tickrate:synced-root".to_vec();
+        self.node.0.encode(&mut out);
+        self.epoch.encode(&mut out);
+        self.group.encode(&mut out);
+        self.batch.encode(&mut out);
+        self.root.encode(&mut out);
+        keccak256(&out)
+    }
+}
+
+/// Why a node leaves the registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DepartureKind {
+    /// The operator leaves (signed by the node key).
+    Exit,
+    /// The node's group evicts it (certified by a quorum of the group).
+    Eviction,
+}
+
+/// A node leaving the registry from `epoch` on, with the evidence for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Departure {
+    /// The node.
+    pub node: NodeId,
+    /// Exit or eviction.
+    pub kind: DepartureKind,
+    /// The first epoch without the node; must be after the current epoch.
+    pub epoch: u64,
+    /// The evidence (for an eviction, what the group saw; kept verbatim, hashed into the
+    /// signed message).
+    pub evidence: Vec<u8>,
+}
+
+impl Departure {
+    /// The message the node (exit) or its group (eviction) signs.
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        let mut out = b"tickrate:departure".to_vec();
+        self.node.0.encode(&mut out);
+        out.push(match self.kind {
+            DepartureKind::Exit => 0,
+            DepartureKind::Eviction => 1,
+        });
+        self.epoch.encode(&mut out);
+        keccak256(&self.evidence).encode(&mut out);
+        out
+    }
+
+    /// The hash the node key signs for an exit.
+    pub fn signing_hash(&self) -> B256 {
+        keccak256(self.signing_bytes())
+    }
+}
+
+/// What authorizes a departure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DepartureProof {
+    /// An exit: the node's own signature over [`Departure::signing_hash`].
+    NodeSignature(Signature),
+    /// An eviction: a quorum of a group containing the node, over [`Departure::signing_bytes`].
+    GroupCertificate {
+        /// The group's members, in the order the certificate's bitmap indexes.
+        members: Vec<NodeId>,
+        /// The certificate.
+        certificate: Certificate,
+    },
+}
+
+/// An administrative operation, signed by the admin key over [`AdminOp::signing_hash`] with the
+/// chain's current admin nonce.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminOp {
+    /// Puts a sequencer on the whitelist; its stake must not exceed the cap.
+    Whitelist {
+        /// The sequencer.
+        record: SequencerRecord,
+        /// Proof of possession of its BLS key.
+        possession: BlsSignature,
+        /// Its stake.
+        stake: u128,
+    },
+    /// Takes a sequencer off the whitelist (and out of the active set).
+    Remove(NodeId),
+    /// Sets the stake cap.
+    SetStakeCap(u128),
+    /// Makes the active set the `size` candidates with the most stake counted up to the cap
+    /// (ties by lower ID), ordered by ID.
+    Rotate {
+        /// Sequencers in the new set.
+        size: u32,
+    },
+    /// Moves to the next epoch.
+    AdvanceEpoch,
+}
+
+impl AdminOp {
+    /// The hash the admin key signs, with the chain's admin nonce.
+    pub fn signing_hash(&self, nonce: u64) -> B256 {
+        let mut out = b"tickrate:admin".to_vec();
+        nonce.encode(&mut out);
+        match self {
+            AdminOp::Whitelist {
+                record,
+                possession,
+                stake,
+            } => {
+                out.push(0);
+                record.id.0.encode(&mut out);
+                record.bls_key.encode(&mut out);
+                possession.encode(&mut out);
+                out.extend_from_slice(&stake.to_be_bytes());
+            }
+            AdminOp::Remove(id) => {
+                out.push(1);
+                id.0.encode(&mut out);
+            }
+            AdminOp::SetStakeCap(cap) => {
+                out.push(2);
+                out.extend_from_slice(&cap.to_be_bytes());
+            }
+            AdminOp::Rotate { size } => {
+                out.push(3);
+                out.extend_from_slice(&size.to_be_bytes());
+            }
+            AdminOp::AdvanceEpoch => out.push(4),
+        }
+        keccak256(&out)
+    }
+}
+
+/// A bridge deposit made on the upper chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deposit {
+    /// Position in the chain's deposit sequence: 0, 1, 2, ...
+    pub index: u64,
+    /// Who deposited.
+    pub from: Address,
+    /// Who receives it on Tickrate.
+    pub recipient: Address,
+    /// The amount, in wei.
+    pub amount: U256,
+}
+
 /// Quorum of a validator set of `n`: all but the `(n - 1) / 3` that may be faulty.
 pub fn quorum(n: usize) -> usize {
     n - n.saturating_sub(1) / 3
 }
 
 /// What Tickrate reads from and writes to the chain it settles on.
+///
+/// The reads that return no `Result` predate remote chains: they cannot fail on the embedded
+/// chain, and on a remote chain they panic when the endpoint fails. The other reads return
+/// `Result`.
 pub trait UpperChain: Send + Sync {
     /// Registers the node whose key signed `registration`; returns its node ID.
     fn register_node(
@@ -192,7 +487,8 @@ pub trait UpperChain: Send + Sync {
         commit_message: &[u8],
         certificate: &Certificate,
     ) -> Result<(), ChainError>;
-    /// Commits a group's state root; the certificate must carry a quorum of the group.
+    /// Commits a group's state root; the certificate must carry a quorum of the group, whose
+    /// members must be distinct, active in the commitment's epoch, and have the group's ID.
     fn commit_group_root(
         &self,
         commitment: GroupRootCommitment,
@@ -203,238 +499,73 @@ pub trait UpperChain: Send + Sync {
     fn last_batch(&self) -> u64;
     /// The latest committed root of a group.
     fn group_root(&self, group: &B256) -> Option<GroupRootCommitment>;
-}
 
-#[derive(Debug, Default)]
-struct ChainState {
-    epoch: u64,
-    nodes: BTreeMap<NodeId, NodeRecord>,
-    sequencers: Vec<SequencerRecord>,
-    batches: Vec<B256>,
-    group_roots: BTreeMap<B256, GroupRootCommitment>,
-}
-
-/// The in-process upper chain of the devnet.
-#[derive(Debug, Default)]
-pub struct EmbeddedChain {
-    state: Mutex<ChainState>,
-}
-
-impl EmbeddedChain {
-    /// A chain whose sequencer set is `sequencers` (the admin whitelist at genesis).
-    pub fn new(sequencers: Vec<SequencerRecord>) -> Self {
-        EmbeddedChain {
-            state: Mutex::new(ChainState {
-                sequencers,
-                ..ChainState::default()
-            }),
-        }
-    }
-
-    /// Moves to the next epoch: nodes registered so far join the groups.
-    pub fn advance_epoch(&self) -> u64 {
-        let mut state = self.state.lock();
-        state.epoch += 1;
-        state.epoch
-    }
-}
-
-impl UpperChain for EmbeddedChain {
-    fn register_node(
+    /// The hash of committed batch `number`.
+    fn batch_hash(&self, number: u64) -> Result<Option<B256>, ChainError>;
+    /// Records that a registered node holds a group's state; signed by that node.
+    fn record_synced_root(
         &self,
-        registration: Registration,
+        synced: SyncedRoot,
         signature: &Signature,
-    ) -> Result<NodeId, ChainError> {
-        let id = NodeId(signature.recover_address(&registration.signing_hash())?);
-        registration
-            .bls_key
-            .verify_possession(&registration.bls_possession)
-            .map_err(|_| ChainError::BadPossession)?;
-        let mut state = self.state.lock();
-        if state.nodes.contains_key(&id) {
-            return Err(ChainError::AlreadyRegistered(id));
-        }
-        let active_from_epoch = state.epoch + 1;
-        state.nodes.insert(
-            id,
-            NodeRecord {
-                id,
-                registration,
-                active_from_epoch,
-            },
-        );
-        Ok(id)
-    }
-
-    fn registry_snapshot(&self, epoch: u64) -> RegistrySnapshot {
-        let state = self.state.lock();
-        let nodes = state
-            .nodes
-            .values()
-            .filter(|node| node.active_from_epoch <= epoch)
-            .cloned()
-            .collect();
-        RegistrySnapshot { epoch, nodes }
-    }
-
-    fn epoch(&self) -> u64 {
-        self.state.lock().epoch
-    }
-
-    fn sequencer_set(&self) -> Vec<SequencerRecord> {
-        self.state.lock().sequencers.clone()
-    }
-
-    fn commit_batch(
+    ) -> Result<(), ChainError>;
+    /// The latest synced root a node reported.
+    fn synced_root(&self, node: &NodeId) -> Result<Option<SyncedRoot>, ChainError>;
+    /// Records an exit or an eviction, effective from a future epoch.
+    fn record_departure(
         &self,
-        number: u64,
-        batch_hash: B256,
-        commit_message: &[u8],
-        certificate: &Certificate,
-    ) -> Result<(), ChainError> {
-        let mut state = self.state.lock();
-        let expected = state.batches.len() as u64 + 1;
-        if number != expected {
-            return Err(ChainError::BatchOutOfOrder {
-                expected,
-                got: number,
-            });
-        }
-        let keys: Vec<BlsPublicKey> = state.sequencers.iter().map(|s| s.bls_key).collect();
-        certificate.verify(commit_message, &keys, quorum(keys.len()))?;
-        state.batches.push(batch_hash);
-        Ok(())
-    }
-
-    fn commit_group_root(
-        &self,
-        commitment: GroupRootCommitment,
-        members: &[NodeId],
-        certificate: &Certificate,
-    ) -> Result<(), ChainError> {
-        let mut state = self.state.lock();
-        let mut keys = Vec::with_capacity(members.len());
-        for member in members {
-            let node = state
-                .nodes
-                .get(member)
-                .ok_or(ChainError::UnknownMember(*member))?;
-            keys.push(node.registration.bls_key);
-        }
-        if group_id(members) != commitment.group {
-            return Err(ChainError::UnknownMember(
-                members.first().copied().unwrap_or_default(),
-            ));
-        }
-        certificate.verify(&commitment.signing_bytes(), &keys, quorum(keys.len()))?;
-        let newer = state
-            .group_roots
-            .get(&commitment.group)
-            .is_none_or(|existing| existing.batch < commitment.batch);
-        if newer {
-            state.group_roots.insert(commitment.group, commitment);
-        }
-        Ok(())
-    }
-
-    fn last_batch(&self) -> u64 {
-        self.state.lock().batches.len() as u64
-    }
-
-    fn group_root(&self, group: &B256) -> Option<GroupRootCommitment> {
-        self.state.lock().group_roots.get(group).cloned()
-    }
+        departure: Departure,
+        proof: &DepartureProof,
+    ) -> Result<(), ChainError>;
+    /// The departure of a node, if it left.
+    fn departure(&self, node: &NodeId) -> Result<Option<Departure>, ChainError>;
+    /// Applies an administrative operation signed by the admin.
+    fn admin(&self, op: AdminOp, signature: &Signature) -> Result<(), ChainError>;
+    /// The nonce the next admin operation must be signed with.
+    fn admin_nonce(&self) -> Result<u64, ChainError>;
+    /// The admin whitelist of sequencers, by ID.
+    fn sequencer_candidates(&self) -> Result<Vec<SequencerCandidate>, ChainError>;
+    /// The stake cap.
+    fn stake_cap(&self) -> Result<u128, ChainError>;
+    /// Deposits with index `from` onwards, in order, at most `limit`.
+    fn deposits_since(&self, from: u64, limit: usize) -> Result<Vec<Deposit>, ChainError>;
 }
 
-#[cfg(test)]
-mod tests {
-    use primitives::{AccountKey, bls::BlsSecretKey};
+/// The bridge's view of deposits: each deposit is returned exactly once, in order.
+///
+/// The cursor is the index of the next deposit; persist [`DepositStream::cursor`] and resume
+/// with [`DepositStream::starting_at`] to keep exactly-once across restarts.
+pub struct DepositStream {
+    chain: Arc<dyn UpperChain>,
+    next: u64,
+}
 
-    use super::*;
-
-    fn registration(seed: u8) -> Registration {
-        let bls = BlsSecretKey::from_seed(&[seed; 32]);
-        Registration {
-            endpoint: format!("127.0.0.1:{}", 9000 + u16::from(seed)),
-            reward_wallet: Address::repeat_byte(seed),
-            wallet_features: vec!["erc20".into(), "zksync".into()],
-            bls_key: bls.public_key(),
-            bls_possession: bls.proof_of_possession(),
-        }
+impl DepositStream {
+    /// A stream from the first deposit.
+    pub fn new(chain: Arc<dyn UpperChain>) -> Self {
+        DepositStream::starting_at(chain, 0)
     }
 
-    #[test]
-    fn registers_by_signer_once() {
-        let chain = EmbeddedChain::new(Vec::new());
-        let key = AccountKey::from_seed(5);
-        let first = registration(1);
-        let signature = key.sign_prehash(&first.signing_hash());
-        let id = chain
-            .register_node(first.clone(), &signature)
-            .expect("registers");
-        assert_eq!(id, NodeId(key.address()));
-        assert_eq!(
-            chain.register_node(first.clone(), &signature),
-            Err(ChainError::AlreadyRegistered(id))
-        );
-
-        // Someone else's BLS key without its proof of possession is refused.
-        let mut stolen = registration(2);
-        stolen.bls_possession = first.bls_possession;
-        let signature = AccountKey::from_seed(6).sign_prehash(&stolen.signing_hash());
-        assert_eq!(
-            chain.register_node(stolen, &signature),
-            Err(ChainError::BadPossession)
-        );
-
-        assert!(chain.registry_snapshot(0).nodes.is_empty());
-        chain.advance_epoch();
-        assert_eq!(chain.registry_snapshot(1).ids(), vec![id]);
+    /// A stream from deposit `next`.
+    pub fn starting_at(chain: Arc<dyn UpperChain>, next: u64) -> Self {
+        DepositStream { chain, next }
     }
 
-    #[test]
-    fn group_root_needs_a_quorum_of_the_group() {
-        let chain = EmbeddedChain::new(Vec::new());
-        let mut members = Vec::new();
-        let mut secrets = Vec::new();
-        for seed in 1..=8u8 {
-            let bls = BlsSecretKey::from_seed(&[seed; 32]);
-            let registration_for_seed = registration(seed);
-            let key = AccountKey::from_seed(u64::from(seed));
-            let id = chain
-                .register_node(
-                    registration_for_seed.clone(),
-                    &key.sign_prehash(&registration_for_seed.signing_hash()),
-                )
-                .expect("registers");
-            members.push(id);
-            secrets.push(bls);
+    /// The index of the next deposit the stream returns.
+    pub fn cursor(&self) -> u64 {
+        self.next
+    }
+
+    /// Deposits made since the last poll (up to 1024 at a time); never one twice, none skipped.
+    pub fn poll(&mut self) -> Result<Vec<Deposit>, ChainError> {
+        let mut out = Vec::new();
+        for deposit in self.chain.deposits_since(self.next, 1024)? {
+            // Only a gap-free continuation of the cursor is taken.
+            if deposit.index != self.next {
+                break;
+            }
+            self.next += 1;
+            out.push(deposit);
         }
-        let commitment = GroupRootCommitment {
-            epoch: 1,
-            group: group_id(&members),
-            batch: 1,
-            root: B256::repeat_byte(4),
-        };
-        let message = commitment.signing_bytes();
-        let votes = |count: usize| -> Certificate {
-            let votes: Vec<(usize, BlsSignature)> = (0..count)
-                .map(|index| (index, secrets[index].sign(&message)))
-                .collect();
-            Certificate::aggregate(&votes).expect("aggregate")
-        };
-        assert_eq!(quorum(8), 6);
-        assert!(matches!(
-            chain.commit_group_root(commitment.clone(), &members, &votes(5)),
-            Err(ChainError::BadCertificate(BlsError::TooFewSigners {
-                signers: 5,
-                quorum: 6
-            }))
-        ));
-        assert_eq!(chain.group_root(&commitment.group), None);
-        chain
-            .commit_group_root(commitment.clone(), &members, &votes(6))
-            .expect("quorum");
-        assert_eq!(chain.group_root(&commitment.group), Some(commitment));
+        Ok(out)
     }
 }

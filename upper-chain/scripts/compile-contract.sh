@@ -1,0 +1,7 @@
+#!/bin/sh
+# Compiles contracts/Registry.sol with solc-js from npm into contracts/Registry.{abi.json,bin}.
+# Pass --check to only verify the committed ABI/bytecode are up to date.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+"$here/install-devnode.sh"
+exec node "$here/compile-contract.js" "$@"

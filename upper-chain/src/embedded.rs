@@ -1,0 +1,720 @@
+//! The embedded chain: in memory, or persisted in RocksDB, with the contract's checks.
+
+use std::{collections::BTreeMap, path::Path};
+
+use parking_lot::Mutex;
+use primitives::{
+    Address, B256, Encode, NodeId, Signature, U256,
+    bls::{BlsPublicKey, Certificate},
+};
+use rocksdb::{DB, IteratorMode, Options, WriteBatch, WriteOptions};
+
+use crate::{
+    AdminOp, ChainError, Departure, DepartureKind, DepartureProof, Deposit, GroupRootCommitment,
+    NodeRecord, Registration, RegistrySnapshot, SequencerCandidate, SequencerRecord, SyncedRoot,
+    UpperChain, group_id, quorum,
+    store::{SequencerSet, decode_all, key},
+};
+
+/// What a new chain starts with.
+#[derive(Clone, Debug, Default)]
+pub struct Genesis {
+    /// The admin key's address (whitelist, stake cap, rotation, epochs). The zero address means
+    /// no admin: every signed admin operation is refused.
+    pub admin: Address,
+    /// The stake cap.
+    pub stake_cap: u128,
+    /// The sequencer set, in certificate order; also the initial whitelist (stake 0).
+    pub sequencers: Vec<SequencerRecord>,
+}
+
+#[derive(Debug, Default)]
+struct ChainState {
+    epoch: u64,
+    admin: Address,
+    admin_nonce: u64,
+    stake_cap: u128,
+    nodes: BTreeMap<NodeId, NodeRecord>,
+    bls_keys: BTreeMap<[u8; 48], NodeId>,
+    sequencers: Vec<SequencerRecord>,
+    candidates: BTreeMap<NodeId, SequencerCandidate>,
+    batches: Vec<B256>,
+    group_roots: BTreeMap<B256, GroupRootCommitment>,
+    synced: BTreeMap<NodeId, SyncedRoot>,
+    departures: BTreeMap<NodeId, Departure>,
+    deposits: Vec<Deposit>,
+}
+
+impl ChainState {
+    fn from_genesis(genesis: &Genesis) -> Self {
+        ChainState {
+            admin: genesis.admin,
+            stake_cap: genesis.stake_cap,
+            sequencers: genesis.sequencers.clone(),
+            candidates: genesis
+                .sequencers
+                .iter()
+                .map(|record| {
+                    (
+                        record.id,
+                        SequencerCandidate {
+                            record: record.clone(),
+                            stake: 0,
+                        },
+                    )
+                })
+                .collect(),
+            ..ChainState::default()
+        }
+    }
+
+    /// Every record, as the store holds it.
+    fn records(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = vec![
+            (key::EPOCH.to_vec(), self.epoch.to_bytes()),
+            (key::ADMIN.to_vec(), key::address(&self.admin)),
+            (key::NONCE.to_vec(), self.admin_nonce.to_bytes()),
+            (key::CAP.to_vec(), self.stake_cap.to_be_bytes().to_vec()),
+            (
+                key::ACTIVE.to_vec(),
+                SequencerSet(self.sequencers.clone()).to_bytes(),
+            ),
+        ];
+        out.extend(
+            self.nodes
+                .iter()
+                .map(|(id, node)| (key::node(key::NODE, id), node.to_bytes())),
+        );
+        out.extend(
+            self.candidates
+                .iter()
+                .map(|(id, c)| (key::node(key::CANDIDATE, id), c.to_bytes())),
+        );
+        out.extend(
+            self.batches
+                .iter()
+                .enumerate()
+                .map(|(i, hash)| (key::number(key::BATCH, i as u64 + 1), hash.to_vec())),
+        );
+        out.extend(
+            self.group_roots
+                .iter()
+                .map(|(group, root)| (key::group(group), root.to_bytes())),
+        );
+        out.extend(
+            self.synced
+                .iter()
+                .map(|(id, s)| (key::node(key::SYNCED, id), s.to_bytes())),
+        );
+        out.extend(
+            self.departures
+                .iter()
+                .map(|(id, d)| (key::node(key::DEPARTURE, id), d.to_bytes())),
+        );
+        out.extend(
+            self.deposits
+                .iter()
+                .map(|d| (key::number(key::DEPOSIT, d.index), d.to_bytes())),
+        );
+        out
+    }
+
+    fn load(db: &DB) -> Result<Option<Self>, ChainError> {
+        let corrupt = |what: &str| ChainError::Storage(format!("corrupt record: {what}"));
+        if db.get(key::EPOCH).map_err(storage)?.is_none() {
+            return Ok(None);
+        }
+        let mut state = ChainState::default();
+        let mut batches = BTreeMap::new();
+        let mut deposits = BTreeMap::new();
+        for item in db.iterator(IteratorMode::Start) {
+            let (k, v) = item.map_err(storage)?;
+            let k: &[u8] = &k;
+            let v: &[u8] = &v;
+            let number = |rest: &[u8]| -> Result<u64, ChainError> {
+                Ok(u64::from_be_bytes(
+                    rest.try_into().map_err(|_| corrupt("number key"))?,
+                ))
+            };
+            let decode_err = |e: primitives::DecodeError| ChainError::Storage(e.to_string());
+            if k == key::EPOCH {
+                state.epoch = decode_all(v).map_err(decode_err)?;
+            } else if k == key::ADMIN {
+                if v.len() != 20 {
+                    return Err(corrupt("admin"));
+                }
+                state.admin = Address::from_slice(v);
+            } else if k == key::NONCE {
+                state.admin_nonce = decode_all(v).map_err(decode_err)?;
+            } else if k == key::CAP {
+                state.stake_cap =
+                    u128::from_be_bytes(v.try_into().map_err(|_| corrupt("stake cap"))?);
+            } else if k == key::ACTIVE {
+                state.sequencers = decode_all::<SequencerSet>(v).map_err(decode_err)?.0;
+            } else if k.starts_with(key::NODE) {
+                let node: NodeRecord = decode_all(v).map_err(decode_err)?;
+                state
+                    .bls_keys
+                    .insert(node.registration.bls_key.to_bytes(), node.id);
+                state.nodes.insert(node.id, node);
+            } else if k.starts_with(key::CANDIDATE) {
+                let candidate: SequencerCandidate = decode_all(v).map_err(decode_err)?;
+                state.candidates.insert(candidate.record.id, candidate);
+            } else if let Some(rest) = k.strip_prefix(key::BATCH) {
+                if v.len() != 32 {
+                    return Err(corrupt("batch"));
+                }
+                batches.insert(number(rest)?, B256::from_slice(v));
+            } else if k.starts_with(key::GROUP) {
+                let root: GroupRootCommitment = decode_all(v).map_err(decode_err)?;
+                state.group_roots.insert(root.group, root);
+            } else if k.starts_with(key::SYNCED) {
+                let synced: SyncedRoot = decode_all(v).map_err(decode_err)?;
+                state.synced.insert(synced.node, synced);
+            } else if k.starts_with(key::DEPARTURE) {
+                let departure: Departure = decode_all(v).map_err(decode_err)?;
+                state.departures.insert(departure.node, departure);
+            } else if let Some(rest) = k.strip_prefix(key::DEPOSIT) {
+                let deposit: Deposit = decode_all(v).map_err(decode_err)?;
+                deposits.insert(number(rest)?, deposit);
+            } else {
+                return Err(corrupt("unknown key"));
+            }
+        }
+        for (expected, (number, hash)) in (1u64..).zip(batches) {
+            if number != expected {
+                return Err(corrupt("batch sequence"));
+            }
+            state.batches.push(hash);
+        }
+        for (expected, (number, deposit)) in (0u64..).zip(deposits) {
+            if number != expected || deposit.index != expected {
+                return Err(corrupt("deposit sequence"));
+            }
+            state.deposits.push(deposit);
+        }
+        Ok(Some(state))
+    }
+
+    fn active_keys(&self, members: &[NodeId], epoch: u64) -> Result<Vec<BlsPublicKey>, ChainError> {
+        let mut keys = Vec::with_capacity(members.len());
+        for (index, member) in members.iter().enumerate() {
+            if members[..index].contains(member) {
+                return Err(ChainError::DuplicateMember(*member));
+            }
+            let node = self
+                .nodes
+                .get(member)
+                .filter(|node| node.active_in(epoch))
+                .ok_or(ChainError::UnknownMember(*member))?;
+            keys.push(node.registration.bls_key);
+        }
+        Ok(keys)
+    }
+}
+
+fn storage(error: rocksdb::Error) -> ChainError {
+    ChainError::Storage(error.to_string())
+}
+
+/// The in-process upper chain of the devnet: in memory ([`EmbeddedChain::new`]) or persisted in
+/// RocksDB ([`EmbeddedChain::open`]). Every change is written (synced) to the store before it
+/// becomes visible; a refused call writes nothing.
+pub struct EmbeddedChain {
+    state: Mutex<ChainState>,
+    db: Option<DB>,
+}
+
+impl std::fmt::Debug for EmbeddedChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedChain")
+            .field("persistent", &self.db.is_some())
+            .field("epoch", &self.state.lock().epoch)
+            .finish()
+    }
+}
+
+impl Default for EmbeddedChain {
+    fn default() -> Self {
+        EmbeddedChain::new(Vec::new())
+    }
+}
+
+/// Writes to the store, then applies to memory.
+struct Change {
+    batch: WriteBatch,
+}
+
+impl Change {
+    fn new() -> Self {
+        Change {
+            batch: WriteBatch::default(),
+        }
+    }
+
+    fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.batch.put(key, value);
+    }
+}
+
+impl EmbeddedChain {
+    /// An in-memory chain whose sequencer set is `sequencers` (the admin whitelist at genesis),
+    /// without an admin.
+    pub fn new(sequencers: Vec<SequencerRecord>) -> Self {
+        EmbeddedChain::with_genesis(&Genesis {
+            sequencers,
+            ..Genesis::default()
+        })
+    }
+
+    /// An in-memory chain from `genesis`.
+    pub fn with_genesis(genesis: &Genesis) -> Self {
+        EmbeddedChain {
+            state: Mutex::new(ChainState::from_genesis(genesis)),
+            db: None,
+        }
+    }
+
+    /// Opens the chain stored at `path`, creating it from `genesis` if there is none (an existing
+    /// chain keeps its own genesis; `genesis` is then ignored).
+    pub fn open(path: impl AsRef<Path>, genesis: &Genesis) -> Result<Self, ChainError> {
+        let mut options = Options::default();
+        options.create_if_missing(true);
+        let db = DB::open(&options, path).map_err(storage)?;
+        let state = match ChainState::load(&db)? {
+            Some(state) => state,
+            None => {
+                let state = ChainState::from_genesis(genesis);
+                let mut batch = WriteBatch::default();
+                for (k, v) in state.records() {
+                    batch.put(k, v);
+                }
+                db.write_opt(batch, &sync_write()).map_err(storage)?;
+                state
+            }
+        };
+        Ok(EmbeddedChain {
+            state: Mutex::new(state),
+            db: Some(db),
+        })
+    }
+
+    fn commit(&self, change: Change) -> Result<(), ChainError> {
+        if let Some(db) = &self.db {
+            db.write_opt(change.batch, &sync_write()).map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    /// Moves to the next epoch: nodes registered so far join the groups. (The in-process owner's
+    /// shortcut; over the interface this is [`AdminOp::AdvanceEpoch`].)
+    ///
+    /// # Panics
+    /// If the store cannot be written.
+    pub fn advance_epoch(&self) -> u64 {
+        self.try_advance_epoch().expect("store the new epoch")
+    }
+
+    /// [`EmbeddedChain::advance_epoch`], reporting a store failure.
+    pub fn try_advance_epoch(&self) -> Result<u64, ChainError> {
+        let mut state = self.state.lock();
+        let epoch = state.epoch + 1;
+        let mut change = Change::new();
+        change.put(key::EPOCH, epoch.to_bytes());
+        self.commit(change)?;
+        state.epoch = epoch;
+        Ok(epoch)
+    }
+
+    /// A bridge deposit made on this chain by `from` (what a user's deposit transaction is on a
+    /// real chain); returns it with its index.
+    pub fn deposit(
+        &self,
+        from: Address,
+        recipient: Address,
+        amount: U256,
+    ) -> Result<Deposit, ChainError> {
+        let mut state = self.state.lock();
+        let deposit = Deposit {
+            index: state.deposits.len() as u64,
+            from,
+            recipient,
+            amount,
+        };
+        let mut change = Change::new();
+        change.put(key::number(key::DEPOSIT, deposit.index), deposit.to_bytes());
+        self.commit(change)?;
+        state.deposits.push(deposit.clone());
+        Ok(deposit)
+    }
+}
+
+fn sync_write() -> WriteOptions {
+    let mut options = WriteOptions::default();
+    options.set_sync(true);
+    options
+}
+
+fn rotate(
+    candidates: &BTreeMap<NodeId, SequencerCandidate>,
+    cap: u128,
+    size: usize,
+) -> Vec<SequencerRecord> {
+    let mut ranked: Vec<&SequencerCandidate> = candidates.values().collect();
+    // Most stake (counted up to the cap) first, then lower ID.
+    ranked.sort_by(|a, b| {
+        b.stake
+            .min(cap)
+            .cmp(&a.stake.min(cap))
+            .then(a.record.id.cmp(&b.record.id))
+    });
+    let mut chosen: Vec<SequencerRecord> = ranked
+        .into_iter()
+        .take(size)
+        .map(|c| c.record.clone())
+        .collect();
+    chosen.sort_by(|a, b| a.id.cmp(&b.id));
+    chosen
+}
+
+impl UpperChain for EmbeddedChain {
+    fn register_node(
+        &self,
+        registration: Registration,
+        signature: &Signature,
+    ) -> Result<NodeId, ChainError> {
+        let id = NodeId(signature.recover_address(&registration.signing_hash())?);
+        let mut state = self.state.lock();
+        if state.nodes.contains_key(&id) {
+            return Err(ChainError::AlreadyRegistered(id));
+        }
+        let key_bytes = registration.bls_key.to_bytes();
+        if state.bls_keys.contains_key(&key_bytes) {
+            return Err(ChainError::BlsKeyTaken);
+        }
+        registration
+            .bls_key
+            .verify_possession(&registration.bls_possession)
+            .map_err(|_| ChainError::BadPossession)?;
+        let record = NodeRecord {
+            id,
+            registration,
+            active_from_epoch: state.epoch + 1,
+            left_at_epoch: None,
+        };
+        let mut change = Change::new();
+        change.put(key::node(key::NODE, &id), record.to_bytes());
+        self.commit(change)?;
+        state.bls_keys.insert(key_bytes, id);
+        state.nodes.insert(id, record);
+        Ok(id)
+    }
+
+    fn registry_snapshot(&self, epoch: u64) -> RegistrySnapshot {
+        let state = self.state.lock();
+        let nodes = state
+            .nodes
+            .values()
+            .filter(|node| node.active_in(epoch))
+            .map(|node| NodeRecord {
+                // A snapshot shows the registry as of its epoch, not later departures.
+                left_at_epoch: None,
+                ..node.clone()
+            })
+            .collect();
+        RegistrySnapshot { epoch, nodes }
+    }
+
+    fn epoch(&self) -> u64 {
+        self.state.lock().epoch
+    }
+
+    fn sequencer_set(&self) -> Vec<SequencerRecord> {
+        self.state.lock().sequencers.clone()
+    }
+
+    fn commit_batch(
+        &self,
+        number: u64,
+        batch_hash: B256,
+        commit_message: &[u8],
+        certificate: &Certificate,
+    ) -> Result<(), ChainError> {
+        let mut state = self.state.lock();
+        let expected = state.batches.len() as u64 + 1;
+        if number != expected {
+            return Err(ChainError::BatchOutOfOrder {
+                expected,
+                got: number,
+            });
+        }
+        let keys: Vec<BlsPublicKey> = state.sequencers.iter().map(|s| s.bls_key).collect();
+        certificate.verify(commit_message, &keys, quorum(keys.len()))?;
+        let mut change = Change::new();
+        change.put(key::number(key::BATCH, number), batch_hash);
+        self.commit(change)?;
+        state.batches.push(batch_hash);
+        Ok(())
+    }
+
+    fn commit_group_root(
+        &self,
+        commitment: GroupRootCommitment,
+        members: &[NodeId],
+        certificate: &Certificate,
+    ) -> Result<(), ChainError> {
+        let mut state = self.state.lock();
+        if commitment.epoch > state.epoch {
+            return Err(ChainError::BadEpoch {
+                got: commitment.epoch,
+                current: state.epoch,
+            });
+        }
+        let keys = state.active_keys(members, commitment.epoch)?;
+        if group_id(members) != commitment.group {
+            return Err(ChainError::UnknownMember(
+                members.first().copied().unwrap_or_default(),
+            ));
+        }
+        certificate.verify(&commitment.signing_bytes(), &keys, quorum(keys.len()))?;
+        let newer = state
+            .group_roots
+            .get(&commitment.group)
+            .is_none_or(|existing| existing.batch < commitment.batch);
+        if newer {
+            let mut change = Change::new();
+            change.put(key::group(&commitment.group), commitment.to_bytes());
+            self.commit(change)?;
+            state.group_roots.insert(commitment.group, commitment);
+        }
+        Ok(())
+    }
+
+    fn last_batch(&self) -> u64 {
+        self.state.lock().batches.len() as u64
+    }
+
+    fn group_root(&self, group: &B256) -> Option<GroupRootCommitment> {
+        self.state.lock().group_roots.get(group).cloned()
+    }
+
+    fn batch_hash(&self, number: u64) -> Result<Option<B256>, ChainError> {
+        let state = self.state.lock();
+        Ok(number
+            .checked_sub(1)
+            .and_then(|index| state.batches.get(index as usize).copied()))
+    }
+
+    fn record_synced_root(
+        &self,
+        synced: SyncedRoot,
+        signature: &Signature,
+    ) -> Result<(), ChainError> {
+        let signer = signature.recover_address(&synced.signing_hash())?;
+        if signer != synced.node.0 {
+            return Err(ChainError::WrongSigner {
+                node: synced.node,
+                signer,
+            });
+        }
+        let mut state = self.state.lock();
+        let node = state
+            .nodes
+            .get(&synced.node)
+            .ok_or(ChainError::NotRegistered(synced.node))?;
+        if node.left_at_epoch.is_some() {
+            return Err(ChainError::AlreadyDeparted(synced.node));
+        }
+        if let Some(existing) = state.synced.get(&synced.node)
+            && existing.batch > synced.batch
+        {
+            return Err(ChainError::Stale {
+                recorded: existing.batch,
+                got: synced.batch,
+            });
+        }
+        let mut change = Change::new();
+        change.put(key::node(key::SYNCED, &synced.node), synced.to_bytes());
+        self.commit(change)?;
+        state.synced.insert(synced.node, synced);
+        Ok(())
+    }
+
+    fn synced_root(&self, node: &NodeId) -> Result<Option<SyncedRoot>, ChainError> {
+        Ok(self.state.lock().synced.get(node).cloned())
+    }
+
+    fn record_departure(
+        &self,
+        departure: Departure,
+        proof: &DepartureProof,
+    ) -> Result<(), ChainError> {
+        // The proof must be of the departure's kind (the contract has one function for each).
+        if !matches!(
+            (departure.kind, proof),
+            (DepartureKind::Exit, DepartureProof::NodeSignature(_))
+                | (
+                    DepartureKind::Eviction,
+                    DepartureProof::GroupCertificate { .. }
+                )
+        ) {
+            return Err(ChainError::BadDepartureProof);
+        }
+        let mut state = self.state.lock();
+        if departure.epoch <= state.epoch {
+            return Err(ChainError::BadEpoch {
+                got: departure.epoch,
+                current: state.epoch,
+            });
+        }
+        let node = state
+            .nodes
+            .get(&departure.node)
+            .ok_or(ChainError::NotRegistered(departure.node))?;
+        if node.left_at_epoch.is_some() {
+            return Err(ChainError::AlreadyDeparted(departure.node));
+        }
+        match (departure.kind, proof) {
+            (DepartureKind::Exit, DepartureProof::NodeSignature(signature)) => {
+                let signer = signature.recover_address(&departure.signing_hash())?;
+                if signer != departure.node.0 {
+                    return Err(ChainError::WrongSigner {
+                        node: departure.node,
+                        signer,
+                    });
+                }
+            }
+            (
+                DepartureKind::Eviction,
+                DepartureProof::GroupCertificate {
+                    members,
+                    certificate,
+                },
+            ) => {
+                if !members.contains(&departure.node) {
+                    return Err(ChainError::BadDepartureProof);
+                }
+                let keys = state.active_keys(members, state.epoch)?;
+                certificate.verify(&departure.signing_bytes(), &keys, quorum(keys.len()))?;
+            }
+            _ => return Err(ChainError::BadDepartureProof),
+        }
+        let mut record = node.clone();
+        record.left_at_epoch = Some(departure.epoch);
+        let mut change = Change::new();
+        change.put(key::node(key::NODE, &record.id), record.to_bytes());
+        change.put(
+            key::node(key::DEPARTURE, &departure.node),
+            departure.to_bytes(),
+        );
+        self.commit(change)?;
+        state.nodes.insert(record.id, record);
+        state.departures.insert(departure.node, departure);
+        Ok(())
+    }
+
+    fn departure(&self, node: &NodeId) -> Result<Option<Departure>, ChainError> {
+        Ok(self.state.lock().departures.get(node).cloned())
+    }
+
+    fn admin(&self, op: AdminOp, signature: &Signature) -> Result<(), ChainError> {
+        let mut state = self.state.lock();
+        let signer = signature.recover_address(&op.signing_hash(state.admin_nonce))?;
+        if signer != state.admin || state.admin == Address::ZERO {
+            return Err(ChainError::NotAdmin(signer));
+        }
+        let mut change = Change::new();
+        let nonce = state.admin_nonce + 1;
+        change.put(key::NONCE, nonce.to_bytes());
+        match op {
+            AdminOp::Whitelist {
+                record,
+                possession,
+                stake,
+            } => {
+                if state.candidates.contains_key(&record.id) {
+                    return Err(ChainError::AlreadyWhitelisted(record.id));
+                }
+                if stake > state.stake_cap {
+                    return Err(ChainError::StakeCapExceeded {
+                        stake,
+                        cap: state.stake_cap,
+                    });
+                }
+                record
+                    .bls_key
+                    .verify_possession(&possession)
+                    .map_err(|_| ChainError::BadPossession)?;
+                let candidate = SequencerCandidate { record, stake };
+                change.put(
+                    key::node(key::CANDIDATE, &candidate.record.id),
+                    candidate.to_bytes(),
+                );
+                self.commit(change)?;
+                state.candidates.insert(candidate.record.id, candidate);
+            }
+            AdminOp::Remove(id) => {
+                if !state.candidates.contains_key(&id) {
+                    return Err(ChainError::UnknownSequencer(id));
+                }
+                let active: Vec<SequencerRecord> = state
+                    .sequencers
+                    .iter()
+                    .filter(|s| s.id != id)
+                    .cloned()
+                    .collect();
+                change.batch.delete(key::node(key::CANDIDATE, &id));
+                change.put(key::ACTIVE, SequencerSet(active.clone()).to_bytes());
+                self.commit(change)?;
+                state.candidates.remove(&id);
+                state.sequencers = active;
+            }
+            AdminOp::SetStakeCap(cap) => {
+                change.put(key::CAP, cap.to_be_bytes());
+                self.commit(change)?;
+                state.stake_cap = cap;
+            }
+            AdminOp::Rotate { size } => {
+                let candidates = state.candidates.len() as u32;
+                if size == 0 || size > candidates {
+                    return Err(ChainError::BadRotation { size, candidates });
+                }
+                let active = rotate(&state.candidates, state.stake_cap, size as usize);
+                change.put(key::ACTIVE, SequencerSet(active.clone()).to_bytes());
+                self.commit(change)?;
+                state.sequencers = active;
+            }
+            AdminOp::AdvanceEpoch => {
+                let epoch = state.epoch + 1;
+                change.put(key::EPOCH, epoch.to_bytes());
+                self.commit(change)?;
+                state.epoch = epoch;
+            }
+        }
+        state.admin_nonce = nonce;
+        Ok(())
+    }
+
+    fn admin_nonce(&self) -> Result<u64, ChainError> {
+        Ok(self.state.lock().admin_nonce)
+    }
+
+    fn sequencer_candidates(&self) -> Result<Vec<SequencerCandidate>, ChainError> {
+        Ok(self.state.lock().candidates.values().cloned().collect())
+    }
+
+    fn stake_cap(&self) -> Result<u128, ChainError> {
+        Ok(self.state.lock().stake_cap)
+    }
+
+    fn deposits_since(&self, from: u64, limit: usize) -> Result<Vec<Deposit>, ChainError> {
+        let state = self.state.lock();
+        Ok(state
+            .deposits
+            .iter()
+            .skip(from as usize)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+}

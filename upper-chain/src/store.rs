@@ -1,0 +1,271 @@
+//! The canonical encodings of the embedded chain's records in RocksDB.
+
+use primitives::{
+    Address, B256, Decode, DecodeError, Decoder, Encode, NodeId,
+    bls::{BlsPublicKey, BlsSignature},
+    codec::{put_bytes, put_list, put_u256},
+};
+
+use crate::{
+    Departure, DepartureKind, Deposit, GroupRootCommitment, NodeRecord, Registration,
+    SequencerCandidate, SequencerRecord, SyncedRoot,
+};
+
+/// Bound on endpoints, features and evidence read back from the store.
+const FIELD_MAX: usize = 1 << 20;
+/// Bound on wallet features of one registration.
+const FEATURES_MAX: usize = 1024;
+/// Bound on the sequencer set.
+const SEQUENCERS_MAX: usize = 1 << 16;
+
+/// Decodes one complete value.
+pub(crate) fn decode_all<T: Decode>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let mut decoder = Decoder::new(bytes);
+    let value = T::decode(&mut decoder)?;
+    decoder.finish()?;
+    Ok(value)
+}
+
+fn string(decoder: &mut Decoder<'_>, what: &'static str) -> Result<String, DecodeError> {
+    let bytes = decoder.bytes(what, FIELD_MAX)?;
+    String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::Invalid {
+        what,
+        why: "not UTF-8",
+    })
+}
+
+impl Encode for Registration {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_bytes(out, self.endpoint.as_bytes());
+        self.reward_wallet.encode(out);
+        out.extend_from_slice(&(self.wallet_features.len() as u32).to_be_bytes());
+        for feature in &self.wallet_features {
+            put_bytes(out, feature.as_bytes());
+        }
+        self.bls_key.encode(out);
+        self.bls_possession.encode(out);
+    }
+}
+
+impl Decode for Registration {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        let endpoint = string(decoder, "endpoint")?;
+        let reward_wallet = decoder.address()?;
+        let count = decoder.length("wallet features", FEATURES_MAX)?;
+        let mut wallet_features = Vec::new();
+        for _ in 0..count {
+            wallet_features.push(string(decoder, "wallet feature")?);
+        }
+        Ok(Registration {
+            endpoint,
+            reward_wallet,
+            wallet_features,
+            bls_key: BlsPublicKey::decode(decoder)?,
+            bls_possession: BlsSignature::decode(decoder)?,
+        })
+    }
+}
+
+impl Encode for NodeRecord {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.id.encode(out);
+        self.registration.encode(out);
+        self.active_from_epoch.encode(out);
+        self.left_at_epoch.unwrap_or(0).encode(out);
+    }
+}
+
+impl Decode for NodeRecord {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(NodeRecord {
+            id: NodeId::decode(decoder)?,
+            registration: Registration::decode(decoder)?,
+            active_from_epoch: decoder.u64()?,
+            left_at_epoch: Some(decoder.u64()?).filter(|epoch| *epoch != 0),
+        })
+    }
+}
+
+impl Encode for SequencerRecord {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.id.encode(out);
+        self.bls_key.encode(out);
+    }
+}
+
+impl Decode for SequencerRecord {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(SequencerRecord {
+            id: NodeId::decode(decoder)?,
+            bls_key: BlsPublicKey::decode(decoder)?,
+        })
+    }
+}
+
+/// The active sequencer set, in certificate order.
+pub(crate) struct SequencerSet(pub Vec<SequencerRecord>);
+
+impl Encode for SequencerSet {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_list(out, &self.0);
+    }
+}
+
+impl Decode for SequencerSet {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(SequencerSet(decoder.list("sequencers", SEQUENCERS_MAX)?))
+    }
+}
+
+impl Encode for SequencerCandidate {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.record.encode(out);
+        out.extend_from_slice(&self.stake.to_be_bytes());
+    }
+}
+
+impl Decode for SequencerCandidate {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(SequencerCandidate {
+            record: SequencerRecord::decode(decoder)?,
+            stake: decoder.u128()?,
+        })
+    }
+}
+
+impl Encode for GroupRootCommitment {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.epoch.encode(out);
+        self.group.encode(out);
+        self.batch.encode(out);
+        self.root.encode(out);
+    }
+}
+
+impl Decode for GroupRootCommitment {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(GroupRootCommitment {
+            epoch: decoder.u64()?,
+            group: decoder.b256()?,
+            batch: decoder.u64()?,
+            root: decoder.b256()?,
+        })
+    }
+}
+
+impl Encode for SyncedRoot {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.node.encode(out);
+        self.epoch.encode(out);
+        self.group.encode(out);
+        self.batch.encode(out);
+        self.root.encode(out);
+    }
+}
+
+impl Decode for SyncedRoot {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(SyncedRoot {
+            node: NodeId::decode(decoder)?,
+            epoch: decoder.u64()?,
+            group: decoder.b256()?,
+            batch: decoder.u64()?,
+            root: decoder.b256()?,
+        })
+    }
+}
+
+impl Encode for Departure {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.node.encode(out);
+        out.push(match self.kind {
+            DepartureKind::Exit => 0,
+            DepartureKind::Eviction => 1,
+        });
+        self.epoch.encode(out);
+        put_bytes(out, &self.evidence);
+    }
+}
+
+impl Decode for Departure {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        let node = NodeId::decode(decoder)?;
+        let kind = match decoder.u8()? {
+            0 => DepartureKind::Exit,
+            1 => DepartureKind::Eviction,
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "departure kind",
+                    tag,
+                });
+            }
+        };
+        Ok(Departure {
+            node,
+            kind,
+            epoch: decoder.u64()?,
+            evidence: decoder.bytes("evidence", FIELD_MAX)?.to_vec(),
+        })
+    }
+}
+
+impl Encode for Deposit {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.index.encode(out);
+        self.from.encode(out);
+        self.recipient.encode(out);
+        put_u256(out, &self.amount);
+    }
+}
+
+impl Decode for Deposit {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(Deposit {
+            index: decoder.u64()?,
+            from: decoder.address()?,
+            recipient: decoder.address()?,
+            amount: decoder.u256()?,
+        })
+    }
+}
+
+/// Key prefixes of the records.
+pub(crate) mod key {
+    use super::*;
+
+    pub const EPOCH: &[u8] = b"m/epoch";
+    pub const ADMIN: &[u8] = b"m/admin";
+    pub const NONCE: &[u8] = b"m/nonce";
+    pub const CAP: &[u8] = b"m/cap";
+    pub const ACTIVE: &[u8] = b"s/active";
+    pub const NODE: &[u8] = b"n/";
+    pub const CANDIDATE: &[u8] = b"c/";
+    pub const BATCH: &[u8] = b"b/";
+    pub const GROUP: &[u8] = b"g/";
+    pub const SYNCED: &[u8] = b"y/";
+    pub const DEPARTURE: &[u8] = b"d/";
+    pub const DEPOSIT: &[u8] = b"p/";
+
+    pub fn with(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
+        let mut out = prefix.to_vec();
+        out.extend_from_slice(rest);
+        out
+    }
+
+    pub fn node(prefix: &[u8], id: &NodeId) -> Vec<u8> {
+        with(prefix, id.0.as_slice())
+    }
+
+    pub fn number(prefix: &[u8], number: u64) -> Vec<u8> {
+        with(prefix, &number.to_be_bytes())
+    }
+
+    pub fn group(group: &B256) -> Vec<u8> {
+        with(GROUP, group.as_slice())
+    }
+
+    /// Admin address encoding.
+    pub fn address(address: &Address) -> Vec<u8> {
+        address.to_vec()
+    }
+}

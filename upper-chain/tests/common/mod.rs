@@ -1,0 +1,711 @@
+//! The interface tests every [`UpperChain`] implementation must pass: the embedded chain (in
+//! memory and in RocksDB) and the `Registry` contract on a real EVM dev node.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use primitives::{
+    AccountKey, Address, B256, NodeId, U256,
+    bls::{BlsError, BlsSecretKey, BlsSignature, Certificate},
+};
+use upper_chain::{
+    AdminOp, ChainError, Departure, DepartureKind, DepartureProof, DepositStream,
+    GroupRootCommitment, Registration, SequencerRecord, SyncedRoot, UpperChain, group_id, quorum,
+};
+
+/// The stake cap every test chain starts with.
+pub const STAKE_CAP: u128 = 1_000;
+
+/// The admin key of every test chain.
+pub fn admin_key() -> AccountKey {
+    AccountKey::from_seed(900)
+}
+
+/// A fresh chain under test.
+pub trait Harness {
+    /// The chain.
+    fn chain(&self) -> Arc<dyn UpperChain>;
+    /// Makes a bridge deposit on the chain (what a user's deposit transaction does).
+    fn deposit(&self, recipient: Address, amount: U256);
+}
+
+/// Generates one `#[test]` per interface test, each on a fresh harness from `$make`.
+#[macro_export]
+macro_rules! interface_tests {
+    ($make:expr) => {
+        $crate::interface_tests!(@each $make;
+            registration_by_the_signer_only,
+            double_registration_fails,
+            group_root_needs_a_genuine_quorum,
+            epoch_snapshots_are_deterministic,
+            deposits_arrive_exactly_once,
+            batches_need_a_sequencer_quorum,
+            sequencer_set_management,
+            synced_roots,
+            exits_and_evictions,
+        );
+    };
+    (@each $make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                let harness = $make;
+                common::$name(&harness);
+            }
+        )*
+    };
+}
+
+fn registration(seed: u8) -> (Registration, BlsSecretKey) {
+    let bls = BlsSecretKey::from_seed(&[seed; 32]);
+    let registration = Registration {
+        endpoint: format!("127.0.0.1:{}", 9000 + u16::from(seed)),
+        reward_wallet: Address::repeat_byte(seed),
+        wallet_features: vec![
+            "erc20".into(),
+            "zksync".into(),
+            "flag-from-the-future".into(),
+        ],
+        bls_key: bls.public_key(),
+        bls_possession: bls.proof_of_possession(),
+    };
+    (registration, bls)
+}
+
+/// The operator key of test node `seed`.
+pub fn node_key(seed: u8) -> AccountKey {
+    AccountKey::from_seed(u64::from(seed))
+}
+
+/// Registers node `seed`; returns its ID and BLS secret.
+fn register(chain: &dyn UpperChain, seed: u8) -> (NodeId, BlsSecretKey) {
+    let (registration, bls) = registration(seed);
+    let signature = node_key(seed).sign_prehash(&registration.signing_hash());
+    let id = chain.register_node(registration, &signature).unwrap();
+    (id, bls)
+}
+
+fn admin(chain: &dyn UpperChain, op: AdminOp) -> Result<(), ChainError> {
+    let nonce = chain.admin_nonce().unwrap();
+    let signature = admin_key().sign_prehash(&op.signing_hash(nonce));
+    chain.admin(op, &signature)
+}
+
+fn advance_epoch(chain: &dyn UpperChain) -> u64 {
+    admin(chain, AdminOp::AdvanceEpoch).unwrap();
+    chain.epoch()
+}
+
+fn certificate(secrets: &[BlsSecretKey], signers: &[usize], message: &[u8]) -> Certificate {
+    let votes: Vec<(usize, BlsSignature)> = signers
+        .iter()
+        .map(|index| (*index, secrets[*index].sign(message)))
+        .collect();
+    Certificate::aggregate(&votes).unwrap()
+}
+
+/// Eight nodes registered and active in the current epoch.
+fn group(chain: &dyn UpperChain) -> (Vec<NodeId>, Vec<BlsSecretKey>) {
+    let (members, secrets): (Vec<NodeId>, Vec<BlsSecretKey>) =
+        (1..=8).map(|seed| register(chain, seed)).unzip();
+    advance_epoch(chain);
+    (members, secrets)
+}
+
+pub fn registration_by_the_signer_only(harness: &impl Harness) {
+    let chain = harness.chain();
+    let key = node_key(5);
+    let (first, _) = registration(1);
+    let signature = key.sign_prehash(&first.signing_hash());
+    let id = chain.register_node(first.clone(), &signature).unwrap();
+    assert_eq!(id, NodeId(key.address()));
+
+    // Someone else signing the same registration (the same BLS key) is refused.
+    let intruder = node_key(6);
+    assert_eq!(
+        chain.register_node(first.clone(), &intruder.sign_prehash(&first.signing_hash())),
+        Err(ChainError::BlsKeyTaken)
+    );
+    // Someone else's BLS key without its proof of possession is refused.
+    let (mut stolen, _) = registration(2);
+    stolen.bls_possession = first.bls_possession;
+    assert_eq!(
+        chain.register_node(
+            stolen.clone(),
+            &intruder.sign_prehash(&stolen.signing_hash())
+        ),
+        Err(ChainError::BadPossession)
+    );
+    // A registration altered after signing is not the signer's.
+    let (mut altered, _) = registration(3);
+    let signature = intruder.sign_prehash(&altered.signing_hash());
+    altered.endpoint = "10.0.0.1:1".into();
+    let other = chain.register_node(altered, &signature).unwrap();
+    assert_ne!(other, NodeId(intruder.address()));
+
+    advance_epoch(chain.as_ref());
+    let snapshot = chain.registry_snapshot(1);
+    assert_eq!(snapshot.node(&id).unwrap().registration, first);
+    assert!(snapshot.node(&NodeId(intruder.address())).is_none());
+}
+
+pub fn double_registration_fails(harness: &impl Harness) {
+    let chain = harness.chain();
+    let (id, _) = register(chain.as_ref(), 1);
+    let (again, _) = registration(1);
+    let signature = node_key(1).sign_prehash(&again.signing_hash());
+    assert_eq!(
+        chain.register_node(again, &signature),
+        Err(ChainError::AlreadyRegistered(id))
+    );
+    // Nor with a fresh BLS key.
+    let (fresh, _) = registration(9);
+    let signature = node_key(1).sign_prehash(&fresh.signing_hash());
+    assert_eq!(
+        chain.register_node(fresh, &signature),
+        Err(ChainError::AlreadyRegistered(id))
+    );
+    advance_epoch(chain.as_ref());
+    assert_eq!(chain.registry_snapshot(1).ids(), vec![id]);
+}
+
+pub fn group_root_needs_a_genuine_quorum(harness: &impl Harness) {
+    let chain = harness.chain();
+    let (members, secrets) = group(chain.as_ref());
+    let commitment = GroupRootCommitment {
+        epoch: 1,
+        group: group_id(&members),
+        batch: 1,
+        root: B256::repeat_byte(4),
+    };
+    let message = commitment.signing_bytes();
+    assert_eq!(quorum(8), 6);
+
+    // Short: five of eight.
+    assert_eq!(
+        chain.commit_group_root(
+            commitment.clone(),
+            &members,
+            &certificate(&secrets, &[0, 1, 2, 3, 4], &message)
+        ),
+        Err(ChainError::BadCertificate(BlsError::TooFewSigners {
+            signers: 5,
+            quorum: 6
+        }))
+    );
+    // Forged: six named, but one vote is by a key outside the group.
+    let mut forged_secrets: Vec<BlsSecretKey> = secrets.clone();
+    forged_secrets[5] = BlsSecretKey::from_seed(&[77; 32]);
+    assert_eq!(
+        chain.commit_group_root(
+            commitment.clone(),
+            &members,
+            &certificate(&forged_secrets, &[0, 1, 2, 3, 4, 5], &message)
+        ),
+        Err(ChainError::BadCertificate(BlsError::BadSignature))
+    );
+    // Forged: a genuine quorum, but over another root.
+    let other = GroupRootCommitment {
+        root: B256::repeat_byte(5),
+        ..commitment.clone()
+    };
+    assert_eq!(
+        chain.commit_group_root(
+            commitment.clone(),
+            &members,
+            &certificate(&secrets, &[0, 1, 2, 3, 4, 5], &other.signing_bytes())
+        ),
+        Err(ChainError::BadCertificate(BlsError::BadSignature))
+    );
+    // A signer beyond the group.
+    let mut extra = secrets.clone();
+    extra.push(BlsSecretKey::from_seed(&[78; 32]));
+    assert_eq!(
+        chain.commit_group_root(
+            commitment.clone(),
+            &members,
+            &certificate(&extra, &[0, 1, 2, 3, 4, 8], &message)
+        ),
+        Err(ChainError::BadCertificate(BlsError::UnknownSigner {
+            index: 8,
+            validators: 8
+        }))
+    );
+    // A member named twice.
+    let mut doubled = members.clone();
+    doubled[7] = members[0];
+    assert_eq!(
+        chain.commit_group_root(
+            commitment.clone(),
+            &doubled,
+            &certificate(&secrets, &[0, 1, 2, 3, 4, 5], &message)
+        ),
+        Err(ChainError::DuplicateMember(members[0]))
+    );
+    // Members that are not the committed group.
+    assert_eq!(
+        chain.commit_group_root(
+            GroupRootCommitment {
+                group: B256::repeat_byte(9),
+                ..commitment.clone()
+            },
+            &members,
+            &certificate(&secrets, &[0, 1, 2, 3, 4, 5], &message)
+        ),
+        Err(ChainError::UnknownMember(members[0]))
+    );
+    // An epoch that has not begun.
+    assert_eq!(
+        chain.commit_group_root(
+            GroupRootCommitment {
+                epoch: 2,
+                ..commitment.clone()
+            },
+            &members,
+            &certificate(&secrets, &[0, 1, 2, 3, 4, 5], &message)
+        ),
+        Err(ChainError::BadEpoch { got: 2, current: 1 })
+    );
+    assert_eq!(chain.group_root(&commitment.group), None);
+
+    chain
+        .commit_group_root(
+            commitment.clone(),
+            &members,
+            &certificate(&secrets, &[2, 3, 4, 5, 6, 7], &message),
+        )
+        .unwrap();
+    assert_eq!(
+        chain.group_root(&commitment.group),
+        Some(commitment.clone())
+    );
+
+    // An older root does not replace a newer one.
+    let older = GroupRootCommitment {
+        batch: 0,
+        root: B256::repeat_byte(6),
+        ..commitment.clone()
+    };
+    chain
+        .commit_group_root(
+            older.clone(),
+            &members,
+            &certificate(&secrets, &[0, 1, 2, 3, 4, 5], &older.signing_bytes()),
+        )
+        .unwrap();
+    assert_eq!(chain.group_root(&commitment.group), Some(commitment));
+}
+
+pub fn epoch_snapshots_are_deterministic(harness: &impl Harness) {
+    let chain = harness.chain();
+    let early: Vec<NodeId> = [3, 1, 2]
+        .into_iter()
+        .map(|seed| register(chain.as_ref(), seed).0)
+        .collect();
+    assert!(chain.registry_snapshot(0).nodes.is_empty());
+    assert_eq!(advance_epoch(chain.as_ref()), 1);
+    let first = chain.registry_snapshot(1);
+    let mut sorted = early.clone();
+    sorted.sort();
+    assert_eq!(first.ids(), sorted);
+    assert_eq!(
+        first.node(&early[0]).unwrap().registration.wallet_features,
+        vec!["erc20", "zksync", "flag-from-the-future"]
+    );
+
+    // Later registrations and departures never change an epoch that has begun.
+    let late = register(chain.as_ref(), 4).0;
+    let exit = Departure {
+        node: early[1],
+        kind: DepartureKind::Exit,
+        epoch: 3,
+        evidence: b"operator leaves".to_vec(),
+    };
+    let signature = node_key(1).sign_prehash(&exit.signing_hash());
+    chain
+        .record_departure(exit, &DepartureProof::NodeSignature(signature))
+        .unwrap();
+    assert_eq!(chain.registry_snapshot(1), first);
+    assert_eq!(chain.registry_snapshot(1), chain.registry_snapshot(1));
+
+    assert_eq!(advance_epoch(chain.as_ref()), 2);
+    let second = chain.registry_snapshot(2);
+    let mut all = early.clone();
+    all.push(late);
+    all.sort();
+    assert_eq!(second.ids(), all);
+    assert_eq!(chain.registry_snapshot(1), first);
+
+    assert_eq!(advance_epoch(chain.as_ref()), 3);
+    let third = chain.registry_snapshot(3);
+    all.retain(|id| *id != early[1]);
+    assert_eq!(third.ids(), all);
+    assert_eq!(chain.registry_snapshot(2), second);
+}
+
+pub fn deposits_arrive_exactly_once(harness: &impl Harness) {
+    let chain = harness.chain();
+    let mut stream = DepositStream::new(chain.clone());
+    assert!(stream.poll().unwrap().is_empty());
+    for amount in [10u64, 20, 30] {
+        harness.deposit(Address::repeat_byte(0xaa), U256::from(amount));
+    }
+    let first = stream.poll().unwrap();
+    assert_eq!(
+        first
+            .iter()
+            .map(|d| (d.index, d.amount))
+            .collect::<Vec<_>>(),
+        vec![
+            (0, U256::from(10)),
+            (1, U256::from(20)),
+            (2, U256::from(30))
+        ]
+    );
+    assert!(
+        first
+            .iter()
+            .all(|d| d.recipient == Address::repeat_byte(0xaa))
+    );
+    assert!(stream.poll().unwrap().is_empty());
+    harness.deposit(Address::repeat_byte(0xbb), U256::from(40));
+    let second = stream.poll().unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].index, 3);
+    assert_eq!(second[0].recipient, Address::repeat_byte(0xbb));
+    assert!(stream.poll().unwrap().is_empty());
+    assert_eq!(stream.cursor(), 4);
+
+    // A bridge resuming from its saved cursor sees the rest, once.
+    let mut resumed = DepositStream::starting_at(chain, 2);
+    let rest = resumed.poll().unwrap();
+    assert_eq!(rest.iter().map(|d| d.index).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(rest[1], second[0]);
+    assert!(resumed.poll().unwrap().is_empty());
+}
+
+fn sequencer(seed: u8) -> (SequencerRecord, BlsSecretKey, BlsSignature) {
+    let bls = BlsSecretKey::from_seed(&[100 + seed; 32]);
+    let record = SequencerRecord {
+        id: NodeId(AccountKey::from_seed(100 + u64::from(seed)).address()),
+        bls_key: bls.public_key(),
+    };
+    let possession = bls.proof_of_possession();
+    (record, bls, possession)
+}
+
+fn whitelist(chain: &dyn UpperChain, seed: u8, stake: u128) -> Result<(), ChainError> {
+    let (record, _, possession) = sequencer(seed);
+    admin(
+        chain,
+        AdminOp::Whitelist {
+            record,
+            possession,
+            stake,
+        },
+    )
+}
+
+pub fn batches_need_a_sequencer_quorum(harness: &impl Harness) {
+    let chain = harness.chain();
+    for seed in 1..=4 {
+        whitelist(chain.as_ref(), seed, 100).unwrap();
+    }
+    admin(chain.as_ref(), AdminOp::Rotate { size: 4 }).unwrap();
+    let set = chain.sequencer_set();
+    assert_eq!(set.len(), 4);
+    // Certificates index the set in its order (by ID after a rotation).
+    let secrets: Vec<BlsSecretKey> = set
+        .iter()
+        .map(|record| {
+            (1..=4)
+                .map(sequencer)
+                .find(|(r, _, _)| r.id == record.id)
+                .unwrap()
+                .1
+        })
+        .collect();
+    let message = b"batch 1 commit".to_vec();
+    assert_eq!(chain.last_batch(), 0);
+    assert_eq!(
+        chain.commit_batch(
+            2,
+            B256::repeat_byte(1),
+            &message,
+            &certificate(&secrets, &[0, 1, 2], &message)
+        ),
+        Err(ChainError::BatchOutOfOrder {
+            expected: 1,
+            got: 2
+        })
+    );
+    assert_eq!(
+        chain.commit_batch(
+            1,
+            B256::repeat_byte(1),
+            &message,
+            &certificate(&secrets, &[0, 1], &message)
+        ),
+        Err(ChainError::BadCertificate(BlsError::TooFewSigners {
+            signers: 2,
+            quorum: 3
+        }))
+    );
+    assert_eq!(
+        chain.commit_batch(
+            1,
+            B256::repeat_byte(1),
+            &message,
+            &certificate(&secrets, &[0, 1, 2], b"another message")
+        ),
+        Err(ChainError::BadCertificate(BlsError::BadSignature))
+    );
+    chain
+        .commit_batch(
+            1,
+            B256::repeat_byte(1),
+            &message,
+            &certificate(&secrets, &[1, 2, 3], &message),
+        )
+        .unwrap();
+    assert_eq!(chain.last_batch(), 1);
+    assert_eq!(chain.batch_hash(1).unwrap(), Some(B256::repeat_byte(1)));
+    assert_eq!(chain.batch_hash(2).unwrap(), None);
+}
+
+pub fn sequencer_set_management(harness: &impl Harness) {
+    let chain = harness.chain();
+    assert_eq!(chain.stake_cap().unwrap(), STAKE_CAP);
+    // Only the admin, and only with the current nonce.
+    let (record, _, possession) = sequencer(1);
+    let op = AdminOp::Whitelist {
+        record,
+        possession,
+        stake: 100,
+    };
+    let nonce = chain.admin_nonce().unwrap();
+    let intruder = AccountKey::from_seed(901);
+    assert_eq!(
+        chain.admin(op.clone(), &intruder.sign_prehash(&op.signing_hash(nonce))),
+        Err(ChainError::NotAdmin(intruder.address()))
+    );
+    let signature = admin_key().sign_prehash(&op.signing_hash(nonce));
+    chain.admin(op.clone(), &signature).unwrap();
+    assert_eq!(chain.admin_nonce().unwrap(), nonce + 1);
+    // Replaying the same signed operation is refused (the nonce moved on).
+    assert!(matches!(
+        chain.admin(op, &signature),
+        Err(ChainError::NotAdmin(_))
+    ));
+    assert_eq!(
+        whitelist(chain.as_ref(), 1, 100),
+        Err(ChainError::AlreadyWhitelisted(sequencer(1).0.id))
+    );
+    assert_eq!(
+        whitelist(chain.as_ref(), 2, STAKE_CAP + 1),
+        Err(ChainError::StakeCapExceeded {
+            stake: STAKE_CAP + 1,
+            cap: STAKE_CAP
+        })
+    );
+    // A key without its proof of possession.
+    let (record, _, _) = sequencer(2);
+    let (_, _, wrong) = sequencer(3);
+    assert_eq!(
+        admin(
+            chain.as_ref(),
+            AdminOp::Whitelist {
+                record,
+                possession: wrong,
+                stake: 1
+            }
+        ),
+        Err(ChainError::BadPossession)
+    );
+    whitelist(chain.as_ref(), 2, 900).unwrap();
+    whitelist(chain.as_ref(), 3, 500).unwrap();
+    let candidates = chain.sequencer_candidates().unwrap();
+    let mut ids: Vec<NodeId> = (1..=3).map(|seed| sequencer(seed).0.id).collect();
+    ids.sort();
+    assert_eq!(
+        candidates.iter().map(|c| c.record.id).collect::<Vec<_>>(),
+        ids
+    );
+
+    // Rotation ranks by stake counted up to the cap: with a cap of 400, sequencers 2 and 3 tie
+    // at 400 and both beat sequencer 1.
+    admin(chain.as_ref(), AdminOp::SetStakeCap(400)).unwrap();
+    assert_eq!(chain.stake_cap().unwrap(), 400);
+    admin(chain.as_ref(), AdminOp::Rotate { size: 2 }).unwrap();
+    let mut expected = vec![sequencer(2).0, sequencer(3).0];
+    expected.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(chain.sequencer_set(), expected);
+    assert_eq!(
+        admin(chain.as_ref(), AdminOp::Rotate { size: 4 }),
+        Err(ChainError::BadRotation {
+            size: 4,
+            candidates: 3
+        })
+    );
+    // Removal takes a sequencer off the whitelist and out of the set.
+    admin(chain.as_ref(), AdminOp::Remove(sequencer(2).0.id)).unwrap();
+    assert_eq!(chain.sequencer_set(), vec![sequencer(3).0]);
+    assert_eq!(chain.sequencer_candidates().unwrap().len(), 2);
+    assert_eq!(
+        admin(chain.as_ref(), AdminOp::Remove(sequencer(2).0.id)),
+        Err(ChainError::UnknownSequencer(sequencer(2).0.id))
+    );
+}
+
+pub fn synced_roots(harness: &impl Harness) {
+    let chain = harness.chain();
+    let (id, _) = register(chain.as_ref(), 1);
+    let report = SyncedRoot {
+        node: id,
+        epoch: 1,
+        group: B256::repeat_byte(1),
+        batch: 7,
+        root: B256::repeat_byte(2),
+    };
+    let intruder = node_key(2);
+    assert_eq!(
+        chain.record_synced_root(
+            report.clone(),
+            &intruder.sign_prehash(&report.signing_hash())
+        ),
+        Err(ChainError::WrongSigner {
+            node: id,
+            signer: intruder.address()
+        })
+    );
+    assert_eq!(chain.synced_root(&id).unwrap(), None);
+    chain
+        .record_synced_root(
+            report.clone(),
+            &node_key(1).sign_prehash(&report.signing_hash()),
+        )
+        .unwrap();
+    assert_eq!(chain.synced_root(&id).unwrap(), Some(report.clone()));
+    let older = SyncedRoot {
+        batch: 6,
+        ..report.clone()
+    };
+    assert_eq!(
+        chain.record_synced_root(
+            older.clone(),
+            &node_key(1).sign_prehash(&older.signing_hash())
+        ),
+        Err(ChainError::Stale {
+            recorded: 7,
+            got: 6
+        })
+    );
+    // An unregistered node.
+    let stranger = SyncedRoot {
+        node: NodeId(intruder.address()),
+        ..report
+    };
+    assert_eq!(
+        chain.record_synced_root(
+            stranger.clone(),
+            &intruder.sign_prehash(&stranger.signing_hash())
+        ),
+        Err(ChainError::NotRegistered(NodeId(intruder.address())))
+    );
+}
+
+pub fn exits_and_evictions(harness: &impl Harness) {
+    let chain = harness.chain();
+    let (members, secrets) = group(chain.as_ref());
+    let epoch = chain.epoch();
+
+    // An exit, signed by the node itself, effective in a future epoch.
+    let exit = Departure {
+        node: members[0],
+        kind: DepartureKind::Exit,
+        epoch: epoch + 1,
+        evidence: b"maintenance".to_vec(),
+    };
+    let now = Departure {
+        epoch,
+        ..exit.clone()
+    };
+    assert_eq!(
+        chain.record_departure(
+            now.clone(),
+            &DepartureProof::NodeSignature(node_key(1).sign_prehash(&now.signing_hash()))
+        ),
+        Err(ChainError::BadEpoch {
+            got: epoch,
+            current: epoch
+        })
+    );
+    let intruder = node_key(2);
+    assert_eq!(
+        chain.record_departure(
+            exit.clone(),
+            &DepartureProof::NodeSignature(intruder.sign_prehash(&exit.signing_hash()))
+        ),
+        Err(ChainError::WrongSigner {
+            node: members[0],
+            signer: intruder.address()
+        })
+    );
+    let proof = DepartureProof::NodeSignature(node_key(1).sign_prehash(&exit.signing_hash()));
+    chain.record_departure(exit.clone(), &proof).unwrap();
+    assert_eq!(chain.departure(&members[0]).unwrap(), Some(exit.clone()));
+    assert_eq!(
+        chain.record_departure(exit, &proof),
+        Err(ChainError::AlreadyDeparted(members[0]))
+    );
+
+    // An eviction, certified by a quorum of a group the node is in.
+    let eviction = Departure {
+        node: members[7],
+        kind: DepartureKind::Eviction,
+        epoch: epoch + 1,
+        evidence: b"equivocated on batch 12".to_vec(),
+    };
+    let message = eviction.signing_bytes();
+    let short = DepartureProof::GroupCertificate {
+        members: members.clone(),
+        certificate: certificate(&secrets, &[0, 1, 2, 3, 4], &message),
+    };
+    assert_eq!(
+        chain.record_departure(eviction.clone(), &short),
+        Err(ChainError::BadCertificate(BlsError::TooFewSigners {
+            signers: 5,
+            quorum: 6
+        }))
+    );
+    let outside = DepartureProof::GroupCertificate {
+        members: members[..7].to_vec(),
+        certificate: certificate(&secrets, &[0, 1, 2, 3, 4, 5], &message),
+    };
+    assert_eq!(
+        chain.record_departure(eviction.clone(), &outside),
+        Err(ChainError::BadDepartureProof)
+    );
+    let signed_by_node =
+        DepartureProof::NodeSignature(node_key(8).sign_prehash(&eviction.signing_hash()));
+    assert_eq!(
+        chain.record_departure(eviction.clone(), &signed_by_node),
+        Err(ChainError::BadDepartureProof)
+    );
+    let quorum_proof = DepartureProof::GroupCertificate {
+        members: members.clone(),
+        certificate: certificate(&secrets, &[0, 1, 2, 3, 4, 5], &message),
+    };
+    chain
+        .record_departure(eviction.clone(), &quorum_proof)
+        .unwrap();
+    assert_eq!(chain.departure(&members[7]).unwrap(), Some(eviction));
+
+    // Both leave the registry from the next epoch on; the current one is unchanged.
+    assert_eq!(chain.registry_snapshot(epoch).ids().len(), 8);
+    let next = advance_epoch(chain.as_ref());
+    let ids = chain.registry_snapshot(next).ids();
+    assert_eq!(ids.len(), 6);
+    assert!(!ids.contains(&members[0]) && !ids.contains(&members[7]));
+}

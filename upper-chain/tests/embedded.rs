@@ -1,0 +1,159 @@
+//! The interface tests against the embedded chain, in memory and in RocksDB, and its persistence.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::Harness;
+use primitives::{Address, U256};
+use upper_chain::{EmbeddedChain, Genesis, UpperChain};
+
+fn genesis() -> Genesis {
+    Genesis {
+        admin: common::admin_key().address(),
+        stake_cap: common::STAKE_CAP,
+        sequencers: Vec::new(),
+    }
+}
+
+struct Embedded {
+    chain: Arc<EmbeddedChain>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl common::Harness for Embedded {
+    fn chain(&self) -> Arc<dyn UpperChain> {
+        self.chain.clone()
+    }
+
+    fn deposit(&self, recipient: Address, amount: U256) {
+        self.chain
+            .deposit(Address::repeat_byte(0x0d), recipient, amount)
+            .unwrap();
+    }
+}
+
+fn in_memory() -> Embedded {
+    Embedded {
+        chain: Arc::new(EmbeddedChain::with_genesis(&genesis())),
+        _dir: None,
+    }
+}
+
+fn in_rocksdb() -> Embedded {
+    let dir = tempfile::tempdir().unwrap();
+    Embedded {
+        chain: Arc::new(EmbeddedChain::open(dir.path(), &genesis()).unwrap()),
+        _dir: Some(dir),
+    }
+}
+
+mod memory {
+    use super::*;
+    interface_tests!(in_memory());
+}
+
+mod rocksdb {
+    use super::*;
+    interface_tests!(in_rocksdb());
+}
+
+/// Every interface test, run on a RocksDB chain that is then reopened: the reopened chain holds
+/// exactly what the first one did.
+#[test]
+fn reopening_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let harness = Embedded {
+        chain: Arc::new(EmbeddedChain::open(dir.path(), &genesis()).unwrap()),
+        _dir: None,
+    };
+    common::exits_and_evictions(&harness);
+    common::batches_need_a_sequencer_quorum(&harness);
+    let chain: Arc<dyn UpperChain> = harness.chain.clone();
+    // Node 2 of the group is registered and still there.
+    let node = primitives::NodeId(common::node_key(2).address());
+    let report = upper_chain::SyncedRoot {
+        node,
+        epoch: 1,
+        group: primitives::B256::repeat_byte(1),
+        batch: 3,
+        root: primitives::B256::repeat_byte(2),
+    };
+    let signature = common::node_key(2).sign_prehash(&report.signing_hash());
+    chain.record_synced_root(report, &signature).unwrap();
+    for amount in 1..=3u64 {
+        harness.deposit(Address::repeat_byte(1), U256::from(amount));
+    }
+    let before = state_of(chain.as_ref());
+    drop(chain);
+    drop(harness);
+
+    // A different genesis is ignored: the stored chain keeps its own.
+    let reopened = EmbeddedChain::open(dir.path(), &Genesis::default()).unwrap();
+    assert_eq!(state_of(&reopened), before);
+    // And it goes on from where it was.
+    assert_eq!(reopened.advance_epoch(), before.epoch + 1);
+    drop(reopened);
+    let again = EmbeddedChain::open(dir.path(), &Genesis::default()).unwrap();
+    assert_eq!(again.epoch(), before.epoch + 1);
+}
+
+#[derive(Debug, PartialEq)]
+struct State {
+    epoch: u64,
+    snapshots: Vec<upper_chain::RegistrySnapshot>,
+    sequencers: Vec<upper_chain::SequencerRecord>,
+    candidates: Vec<upper_chain::SequencerCandidate>,
+    stake_cap: u128,
+    admin_nonce: u64,
+    last_batch: u64,
+    batches: Vec<Option<primitives::B256>>,
+    synced: Vec<Option<upper_chain::SyncedRoot>>,
+    departures: Vec<Option<upper_chain::Departure>>,
+    deposits: Vec<upper_chain::Deposit>,
+}
+
+fn state_of(chain: &dyn UpperChain) -> State {
+    let epoch = chain.epoch();
+    let snapshots: Vec<_> = (0..=epoch + 1)
+        .map(|e| chain.registry_snapshot(e))
+        .collect();
+    let ids = snapshots
+        .iter()
+        .flat_map(|s| s.ids())
+        .collect::<std::collections::BTreeSet<_>>();
+    State {
+        epoch,
+        sequencers: chain.sequencer_set(),
+        candidates: chain.sequencer_candidates().unwrap(),
+        stake_cap: chain.stake_cap().unwrap(),
+        admin_nonce: chain.admin_nonce().unwrap(),
+        last_batch: chain.last_batch(),
+        batches: (0..=chain.last_batch() + 1)
+            .map(|n| chain.batch_hash(n).unwrap())
+            .collect(),
+        synced: ids
+            .iter()
+            .map(|id| chain.synced_root(id).unwrap())
+            .collect(),
+        departures: ids.iter().map(|id| chain.departure(id).unwrap()).collect(),
+        deposits: chain.deposits_since(0, usize::MAX).unwrap(),
+        snapshots,
+    }
+}
+
+/// The devnet's constructor still works: a sequencer set without an admin.
+#[test]
+fn devnet_constructor_has_no_admin() {
+    let chain = EmbeddedChain::new(Vec::new());
+    assert_eq!(chain.advance_epoch(), 1);
+    let op = upper_chain::AdminOp::AdvanceEpoch;
+    let key = common::admin_key();
+    assert!(matches!(
+        chain.admin(op.clone(), &key.sign_prehash(&op.signing_hash(0))),
+        Err(upper_chain::ChainError::NotAdmin(_))
+    ));
+    assert_eq!(chain.epoch(), 1);
+}
