@@ -17,8 +17,25 @@ const _: () = assert!(SEQUENCE_WINDOW.is_multiple_of(CHECKPOINT_INTERVAL));
 const _: () = assert!(SEQUENCE_WINDOW >= 2 * CHECKPOINT_INTERVAL);
 
 /// Largest encoded consensus message accepted; longer byte strings are refused before decoding.
-/// A pre-prepare of a full batch (1,024 headers of about 210 bytes) is about 220 KiB.
-pub const MESSAGE_BYTES_MAX: usize = 1024 * 1024;
+/// A pre-prepare of a full batch (1,024 headers of about 210 bytes) is about 220 KiB; a view
+/// change carries at most a window of prepared values, and a new view a quorum of view changes,
+/// so the bound is what a new view of full batches needs, not what the normal case needs.
+pub const MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Most decided entries one answer to a fetch carries; a replica further behind fetches again.
+pub const FETCH_ENTRIES_MAX: usize = SEQUENCE_WINDOW as usize;
+
+/// How many decided entries below the low watermark a replica keeps to answer fetches from
+/// replicas that fell behind. A replica further behind than this catches up from the
+/// application's own store (weak or strong DA) instead.
+pub const DECIDED_RETAINED: u64 = 4 * SEQUENCE_WINDOW;
+
+/// The view-change timeout of view changes' first attempt, in microseconds; it doubles with
+/// every view change that does not bring progress (Castro and Liskov's exponential back-off).
+pub const VIEW_TIMEOUT_US: u64 = 500_000;
+
+/// Longest the view-change timeout grows to, in microseconds.
+pub const VIEW_TIMEOUT_MAX_US: u64 = 30_000_000;
 
 /// Most transmits the replica queues before the driver drains them. The driver drains after every
 /// input; one input produces at most three broadcasts per delivered sequence, so this is far above

@@ -105,6 +105,28 @@ pub enum RejectReason {
         /// The high watermark.
         high: u64,
     },
+    /// A normal-case input while the replica is changing views (it takes none until the new
+    /// view starts).
+    #[error("view change to view {view} in progress")]
+    ViewChanging {
+        /// The view the replica is changing to.
+        view: u64,
+    },
+    /// A view change, new view, checkpoint proof or prepared proof that does not prove what it
+    /// claims.
+    #[error("invalid {what}: {why}")]
+    InvalidProof {
+        /// The kind of message or proof.
+        what: &'static str,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A decided entry whose commit certificate does not verify.
+    #[error("decided entry at {sequence} has a bad certificate")]
+    BadCertificate {
+        /// The entry's sequence.
+        sequence: u64,
+    },
     /// A verdict for a value the replica did not ask about (or no longer waits for).
     #[error("unexpected verdict for sequence {sequence}")]
     UnexpectedVerdict {

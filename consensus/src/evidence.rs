@@ -21,8 +21,7 @@ pub enum EvidenceKind {
     PrePrepare,
     /// Two prepares for one `(view, sequence)`.
     Prepare,
-    /// Two commits for one sequence. Commits do not sign the view, so this is an offence
-    /// whatever the views were: a correct validator commits one digest per sequence, ever.
+    /// Two commits for one `(view, sequence)`.
     Commit,
 }
 
@@ -64,7 +63,7 @@ pub struct Evidence {
     pub kind: EvidenceKind,
     /// The offender's index in the validator set.
     pub offender: u16,
-    /// The view of both messages; 0 for [`EvidenceKind::Commit`], which does not sign it.
+    /// The view of both messages.
     pub view: u64,
     /// The sequence of both messages.
     pub sequence: u64,
@@ -91,7 +90,7 @@ pub enum EvidenceError {
         /// The view named.
         view: u64,
     },
-    /// The digests are equal, out of canonical order, or a commit names a view.
+    /// The digests are equal or out of canonical order.
     #[error("not a canonical pair of different digests")]
     NotCanonical,
     /// A signature does not verify against the offender's key.
@@ -118,11 +117,6 @@ impl Evidence {
         } else {
             (other, one)
         };
-        let view = if kind == EvidenceKind::Commit {
-            0
-        } else {
-            view
-        };
         Evidence {
             kind,
             offender,
@@ -138,7 +132,7 @@ impl Evidence {
         match self.kind {
             EvidenceKind::PrePrepare => pre_prepare_message(self.view, self.sequence, digest),
             EvidenceKind::Prepare => prepare_message(self.view, self.sequence, digest),
-            EvidenceKind::Commit => commit_message(self.sequence, digest),
+            EvidenceKind::Commit => commit_message(self.view, self.sequence, digest),
         }
     }
 
@@ -158,9 +152,7 @@ impl Evidence {
                 view: self.view,
             });
         }
-        if self.first.digest >= self.second.digest
-            || (self.kind == EvidenceKind::Commit && self.view != 0)
-        {
+        if self.first.digest >= self.second.digest {
             return Err(EvidenceError::NotCanonical);
         }
         for signed in [&self.first, &self.second] {

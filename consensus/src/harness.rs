@@ -45,10 +45,46 @@ pub struct Envelope {
 pub struct Decided<V> {
     /// The sequence.
     pub sequence: u64,
-    /// The value.
-    pub value: V,
+    /// The view the certificate's commits were cast in.
+    pub view: u64,
+    /// The value (`None`: a null filled in by a view change).
+    pub value: Option<V>,
     /// The commit certificate.
     pub certificate: Certificate,
+}
+
+/// Checks that no two replicas' decisions differ at one sequence, and that every certificate
+/// verifies against `validators`; `seed` names the run in the panic message.
+pub fn check_agreement<V: Value>(
+    seed: u64,
+    validators: &ValidatorSet,
+    committed: &[&[Decided<V>]],
+) {
+    let mut decided: BTreeMap<u64, (usize, B256)> = BTreeMap::new();
+    let keys = validators.keys();
+    for (index, committed) in committed.iter().enumerate() {
+        for entry in *committed {
+            let digest = crate::proposal_digest(entry.value.as_ref());
+            let first = *decided.entry(entry.sequence).or_insert((index, digest));
+            assert_eq!(
+                first.1, digest,
+                "seed {seed}: replicas {} and {index} committed different values at {}",
+                first.0, entry.sequence
+            );
+            assert_eq!(
+                crate::verify_commit(
+                    entry.view,
+                    entry.sequence,
+                    &digest,
+                    &entry.certificate,
+                    &keys
+                ),
+                Ok(()),
+                "seed {seed}: replica {index}'s certificate at {}",
+                entry.sequence
+            );
+        }
+    }
 }
 
 /// The node ID the cluster gives validator `index`.
@@ -286,26 +322,8 @@ impl<V: Value> Cluster<V> {
     /// Checks that no two replicas committed different values at one sequence, and that every
     /// certificate verifies against the validator set.
     pub fn check_agreement(&self) {
-        let mut decided: BTreeMap<u64, (usize, B256)> = BTreeMap::new();
-        let keys = self.validators.keys();
-        for (index, committed) in self.committed.iter().enumerate() {
-            for entry in committed {
-                let digest = entry.value.digest();
-                let first = *decided.entry(entry.sequence).or_insert((index, digest));
-                assert_eq!(
-                    first.1, digest,
-                    "seed {}: replicas {} and {index} committed different values at {}",
-                    self.seed, first.0, entry.sequence
-                );
-                assert_eq!(
-                    crate::verify_commit(entry.sequence, &digest, &entry.certificate, &keys),
-                    Ok(()),
-                    "seed {}: replica {index}'s certificate at {}",
-                    self.seed,
-                    entry.sequence
-                );
-            }
-        }
+        let committed: Vec<&[Decided<V>]> = self.committed.iter().map(Vec::as_slice).collect();
+        check_agreement(self.seed, &self.validators, &committed);
     }
 
     /// Moves what replica `index` produced into the network and answers its events, until it
@@ -350,8 +368,10 @@ impl<V: Value> Cluster<V> {
                     self.seed
                 );
             }
+            ReplicaEvent::ViewEntered { .. } => {}
             ReplicaEvent::Committed {
                 sequence,
+                view,
                 value,
                 certificate,
             } => {
@@ -364,6 +384,7 @@ impl<V: Value> Cluster<V> {
                 );
                 committed.push(Decided {
                     sequence,
+                    view,
                     value,
                     certificate,
                 });

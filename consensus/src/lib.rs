@@ -11,23 +11,27 @@
 //! - [`value`]: the [`Value`] trait (anything with a canonical encoding and a digest).
 //! - [`validator`]: the [`ValidatorSet`]: `n`, `f = (n - 1) / 3`, quorum `n - f`, the primary
 //!   of view `v` is validator `v mod n`.
-//! - [`message`]: the wire messages (pre-prepare, prepare, commit, checkpoint), what each one
-//!   signs, and their bounded codec.
+//! - [`message`]: the wire messages (pre-prepare, prepare, commit, checkpoint, view change, new
+//!   view, fetch, decided), what each one signs, and their bounded codec.
 //! - [`replica`]: the state machine: the normal case (pre-prepare, application check, prepare,
-//!   commit, in-order delivery with a certificate) and checkpoints with log garbage collection.
+//!   commit, in-order delivery with a certificate), checkpoints with log garbage collection,
+//!   view change with exponential back-off, and state transfer by certified decided entries.
+//! - [`view_change`]: checking view changes and new views, and deriving a new view's proposals.
 //! - [`error`]: why an input is refused ([`RejectReason`]) and why a certificate does not verify.
 //! - [`evidence`]: equivocation [`Evidence`] (two pre-prepares, prepares or commits one
 //!   validator signed for one slot), emitted by replicas and checkable by anyone with the set.
 //! - [`stats`]: counters of what a replica did and refused.
-//! - [`constants`]: the window, the checkpoint interval, the size bounds.
-//! - `harness` (feature `test-utils`): a seeded in-memory `Cluster` of replicas with drops,
-//!   duplicates, reordering and partitions.
+//! - [`constants`]: the window, the checkpoint interval, the size bounds, the timeouts.
+//! - `harness` (feature `test-utils`): a seeded, untimed in-memory `Cluster` of replicas with
+//!   drops, duplicates, reordering and partitions.
+//! - `world` (feature `test-utils`): a seeded, timed world with crashes, partitions, lossy links
+//!   and byzantine replicas, and the safety and liveness checkers run over many seeds.
 //!
 //! # Certificates
 //! A decided value comes with a [`Certificate`]: the aggregate of a quorum of commit signatures
-//! over [`commit_message`]`(sequence, digest)`, which leaves the view out, so anyone holding the
-//! validator set checks it with [`ValidatorSet`] and [`verify_commit`] (or
-//! [`verify_commit_certificate`] for a [`FinalizedBatch`]).
+//! over [`commit_message`]`(view, sequence, digest)`, so anyone holding the validator set checks
+//! it with [`ValidatorSet`] and [`verify_commit`] (or [`verify_commit_certificate`] for a
+//! [`FinalizedBatch`], which carries its view).
 //!
 //! # Vote verification
 //! Prepares and commits are not verified on arrival. A vote that passes the cheap checks
@@ -38,12 +42,14 @@
 //! [`RejectReason::BadSignature`], and the replica waits for more. Votes beyond a quorum are
 //! never checked. With 4 replicas in order this is 11 signature checks per committed sequence,
 //! all replicas together, instead of 24 (8 replicas: 23 instead of 112); see
-//! [`ReplicaStats::signature_checks`]. Pre-prepares and checkpoints are checked on arrival.
+//! [`ReplicaStats::signature_checks`]. Pre-prepares, checkpoints, view changes and new views
+//! are checked on arrival.
 //!
-//! # What comes next
-//! This crate implements the normal case, checkpoints, and equivocation evidence. View change (timers, view-change and
-//! new-view messages), state transfer for replicas that fall behind the window, and holding votes
-//! until the log is persisted are designed in [`Replica`]'s documentation and come next.
+//! # What is not here
+//! Persistence: a replica's log lives in memory. The simulator's crash and restart keep it, as a
+//! replica that persists each log entry before voting on it would; a replica that loses its
+//! log must rejoin as a new validator (a later epoch) rather than restart, or it could vote
+//! twice differently.
 
 pub mod constants;
 pub mod error;
@@ -56,6 +62,9 @@ pub mod replica;
 pub mod stats;
 pub mod validator;
 pub mod value;
+pub mod view_change;
+#[cfg(feature = "test-utils")]
+pub mod world;
 
 use primitives::{
     B256, FinalizedBatch,
@@ -65,17 +74,19 @@ use primitives::{
 pub use error::{CertificateError, RejectReason};
 pub use evidence::{Evidence, EvidenceError, EvidenceKind, Signed};
 pub use message::{
-    Checkpoint, Message, PrePrepare, Vote, checkpoint_message, commit_message, pre_prepare_message,
-    prepare_message,
+    Checkpoint, Decided, DecidedEntry, Message, NULL_DIGEST, NewView, PrePrepare, PreparedProof,
+    ViewChange, Vote, checkpoint_message, commit_message, pre_prepare_message, prepare_message,
+    proposal_digest,
 };
-pub use replica::{Replica, ReplicaEvent, ReplicaInput};
+pub use replica::{Replica, ReplicaConfig, ReplicaEvent, ReplicaInput};
 pub use stats::{RejectStats, ReplicaStats};
 pub use validator::{Validator, ValidatorSet, faults_max, quorum};
 pub use value::Value;
 
-/// Checks that a quorum of `keys` (a validator set, in order) signed the commit of the value with
-/// `digest` at `sequence`.
+/// Checks that a quorum of `keys` (a validator set, in order) signed, in `view`, the commit of
+/// the value with `digest` at `sequence`.
 pub fn verify_commit(
+    view: u64,
     sequence: u64,
     digest: &B256,
     certificate: &Certificate,
@@ -84,16 +95,26 @@ pub fn verify_commit(
     if keys.is_empty() {
         return Err(CertificateError::NoValidators);
     }
-    certificate.verify(&commit_message(sequence, digest), keys, quorum(keys.len()))?;
+    certificate.verify(
+        &commit_message(view, sequence, digest),
+        keys,
+        quorum(keys.len()),
+    )?;
     Ok(())
 }
 
 /// Checks a finalized batch's certificate against the sequencer set `keys`, in order: a quorum
-/// of them committed this batch at sequence `batch.number`.
+/// of them committed this batch at its sequence, in its view.
 pub fn verify_commit_certificate(
     finalized: &FinalizedBatch,
     keys: &[BlsPublicKey],
 ) -> Result<(), CertificateError> {
     let batch = &finalized.batch;
-    verify_commit(batch.number, &batch.digest(), &finalized.certificate, keys)
+    verify_commit(
+        finalized.view,
+        finalized.sequence,
+        &batch.digest(),
+        &finalized.certificate,
+        keys,
+    )
 }

@@ -12,7 +12,7 @@ use primitives::{B256, bls::Certificate};
 
 use crate::{
     evidence::EvidenceKind,
-    message::{Checkpoint, PrePrepare, Vote},
+    message::{Checkpoint, PrePrepare, PreparedProof, Vote},
 };
 
 /// What the application said about a proposed value.
@@ -34,7 +34,8 @@ pub(crate) enum Verdict {
 pub(crate) struct Proposal<V> {
     /// The primary's signed pre-prepare, kept whole: view change carries it as evidence.
     pub(crate) pre_prepare: PrePrepare<V>,
-    /// The digest of `pre_prepare.value`, computed once.
+    /// The digest of `pre_prepare.value` ([`crate::message::NULL_DIGEST`] for a null),
+    /// computed once.
     pub(crate) digest: B256,
     pub(crate) verdict: Verdict,
 }
@@ -85,8 +86,12 @@ pub(crate) struct Slot<V> {
     pub(crate) commits: Votes,
     /// Whether this replica has sent its commit.
     pub(crate) commit_sent: bool,
-    /// Set once a quorum of commits matches the proposal: the value is decided.
-    pub(crate) certificate: Option<Certificate>,
+    /// Set once a quorum of commits matches the proposal: the value is decided. With the view
+    /// the commits were cast in, which the certificate signs.
+    pub(crate) certificate: Option<(u64, Certificate)>,
+    /// The proof that this replica prepared the slot's value, from the highest view it did:
+    /// kept across views for the view-change messages it sends.
+    pub(crate) prepared: Option<PreparedProof<V>>,
     /// Offenders this replica has already emitted equivocation evidence for, at this slot, by
     /// kind of message (at most one piece of evidence per offender and kind).
     pub(crate) evidence: BTreeSet<(EvidenceKind, u16)>,
@@ -100,12 +105,25 @@ impl<V> Default for Slot<V> {
             commits: BTreeMap::new(),
             commit_sent: false,
             certificate: None,
+            prepared: None,
             evidence: BTreeSet::new(),
         }
     }
 }
 
 impl<V> Slot<V> {
+    /// Forgets what belongs to the view being left: the proposal (unless decided, whose value
+    /// must still be delivered), the votes, and whether this replica committed. The prepared
+    /// proof and the certificate stay.
+    pub(crate) fn leave_view(&mut self) {
+        if self.certificate.is_none() {
+            self.proposal = None;
+        }
+        self.prepares.clear();
+        self.commits.clear();
+        self.commit_sent = false;
+    }
+
     /// The votes of `kind`.
     pub(crate) fn votes(&self, kind: VoteKind) -> &Votes {
         match kind {

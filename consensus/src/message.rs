@@ -1,17 +1,31 @@
-//! The wire messages of PBFT's normal case, what each one signs, and their bounded codec.
+//! The wire messages of PBFT, what each one signs, and their bounded codec.
 //!
 //! Every message is signed by its sender's BLS key over a domain-separated message that names
-//! the sequence and the value's digest. Prepares and commits carry no value, only its digest.
-//! A commit signs `b"tickrate:commit" || sequence || digest` and not the view, so that a quorum
-//! of commits aggregates into a [`primitives::bls::Certificate`] anyone holding the validator set
-//! can check, without knowing in which view the value was committed.
+//! the view, the sequence and the value's digest. Prepares and commits carry no value, only its
+//! digest. Neither names its sender, so a quorum of prepares aggregates into one prepared
+//! certificate (which view change carries) and a quorum of commits into one commit
+//! [`primitives::bls::Certificate`] that anyone holding the validator set can check, given the
+//! view it was committed in.
+//!
+//! A commit names its view, as in Castro and Liskov: a correct replica may commit-vote two
+//! different values at one sequence in two views (the first never decided), and only the view
+//! keeps those two votes from counting towards one certificate.
+//!
+//! A sequence the new primary of a view change has no prepared value for is filled with a
+//! *null* proposal (`value: None`), whose digest is [`NULL_DIGEST`].
 
 use primitives::{
     B256, Decode, DecodeError, Decoder, Encode,
-    bls::{BlsPublicKey, BlsSecretKey, BlsSignature},
+    bls::{BlsPublicKey, BlsSecretKey, BlsSignature, Certificate},
+    codec::put_list,
+    constants::VALIDATORS_MAX,
 };
 
-use crate::{constants::MESSAGE_BYTES_MAX, error::RejectReason, value::Value};
+use crate::{
+    constants::{FETCH_ENTRIES_MAX, MESSAGE_BYTES_MAX, SEQUENCE_WINDOW},
+    error::RejectReason,
+    value::Value,
+};
 
 const MESSAGE_VERSION: u8 = 1;
 
@@ -19,11 +33,25 @@ const TAG_PRE_PREPARE: u8 = 0;
 const TAG_PREPARE: u8 = 1;
 const TAG_COMMIT: u8 = 2;
 const TAG_CHECKPOINT: u8 = 3;
+const TAG_VIEW_CHANGE: u8 = 4;
+const TAG_NEW_VIEW: u8 = 5;
+const TAG_FETCH: u8 = 6;
+const TAG_DECIDED: u8 = 7;
 
 const PRE_PREPARE_DOMAIN: &[u8] = b"tickrate:pre-prepare";
 const PREPARE_DOMAIN: &[u8] = b"tickrate:prepare";
 const COMMIT_DOMAIN: &[u8] = b"tickrate:commit";
 const CHECKPOINT_DOMAIN: &[u8] = b"tickrate:checkpoint";
+const VIEW_CHANGE_DOMAIN: &[u8] = b"tickrate:view-change";
+const NEW_VIEW_DOMAIN: &[u8] = b"tickrate:new-view";
+
+/// The digest of a null proposal. No value hashes to it (finding one would break keccak/blake3).
+pub const NULL_DIGEST: B256 = B256::ZERO;
+
+/// The digest a proposal is voted on by: its value's, or [`NULL_DIGEST`] for a null.
+pub fn proposal_digest<V: Value>(value: Option<&V>) -> B256 {
+    value.map_or(NULL_DIGEST, Value::digest)
+}
 
 fn signed_bytes(domain: &[u8], view: Option<u64>, sequence: u64, digest: &B256) -> Vec<u8> {
     let mut out = Vec::with_capacity(domain.len() + 8 + 8 + 32);
@@ -37,9 +65,9 @@ fn signed_bytes(domain: &[u8], view: Option<u64>, sequence: u64, digest: &B256) 
 }
 
 /// The bytes a commit vote signs and a commit certificate is checked against:
-/// `b"tickrate:commit" || sequence (u64, big-endian) || digest`.
-pub fn commit_message(sequence: u64, digest: &B256) -> Vec<u8> {
-    signed_bytes(COMMIT_DOMAIN, None, sequence, digest)
+/// `b"tickrate:commit" || view || sequence || digest` (integers big-endian).
+pub fn commit_message(view: u64, sequence: u64, digest: &B256) -> Vec<u8> {
+    signed_bytes(COMMIT_DOMAIN, Some(view), sequence, digest)
 }
 
 /// The bytes a pre-prepare signs: `b"tickrate:pre-prepare" || view || sequence || digest`.
@@ -74,8 +102,8 @@ pub struct PrePrepare<V> {
     pub view: u64,
     /// The sequence number it assigned.
     pub sequence: u64,
-    /// The value proposed.
-    pub value: V,
+    /// The value proposed; `None` is the null a new view fills a gap with.
+    pub value: Option<V>,
     /// The primary's signature over [`pre_prepare_message`].
     pub signature: BlsSignature,
 }
@@ -83,13 +111,24 @@ pub struct PrePrepare<V> {
 impl<V: Value> PrePrepare<V> {
     /// A pre-prepare signed by `secret`.
     pub fn new(secret: &BlsSecretKey, view: u64, sequence: u64, value: V) -> Self {
-        let signature = secret.sign(&pre_prepare_message(view, sequence, &value.digest()));
+        Self::proposing(secret, view, sequence, Some(value))
+    }
+
+    /// A pre-prepare of `value`, or of a null, signed by `secret`.
+    pub fn proposing(secret: &BlsSecretKey, view: u64, sequence: u64, value: Option<V>) -> Self {
+        let digest = proposal_digest(value.as_ref());
+        let signature = secret.sign(&pre_prepare_message(view, sequence, &digest));
         PrePrepare {
             view,
             sequence,
             value,
             signature,
         }
+    }
+
+    /// The digest the proposal is voted on by.
+    pub fn digest(&self) -> B256 {
+        proposal_digest(self.value.as_ref())
     }
 
     /// Checks the signature against the primary's `key`, given the value's `digest`.
@@ -111,7 +150,7 @@ pub struct Vote {
     /// The voter's index in the validator set.
     pub replica: u16,
     /// The voter's signature: over [`prepare_message`] for a prepare, over [`commit_message`]
-    /// (which leaves the view out) for a commit.
+    /// for a commit.
     pub signature: BlsSignature,
 }
 
@@ -142,7 +181,7 @@ impl Vote {
         digest: B256,
         replica: u16,
     ) -> Self {
-        let signature = secret.sign(&commit_message(sequence, &digest));
+        let signature = secret.sign(&commit_message(view, sequence, &digest));
         Vote {
             view,
             sequence,
@@ -160,7 +199,7 @@ impl Vote {
 
     /// Checks a commit's signature against the voter's `key`.
     pub fn verify_commit(&self, key: &BlsPublicKey) -> Result<(), RejectReason> {
-        let message = commit_message(self.sequence, &self.digest);
+        let message = commit_message(self.view, self.sequence, &self.digest);
         verify(key, &message, &self.signature)
     }
 }
@@ -241,8 +280,310 @@ impl Decode for Checkpoint {
     }
 }
 
+impl<V: Value> Encode for PrePrepare<V> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.view.to_be_bytes());
+        out.extend_from_slice(&self.sequence.to_be_bytes());
+        match &self.value {
+            Some(value) => {
+                out.push(1);
+                value.encode(out);
+            }
+            None => out.push(0),
+        }
+        self.signature.encode(out);
+    }
+}
+
+impl<V: Value> Decode for PrePrepare<V> {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        let view = decoder.u64()?;
+        let sequence = decoder.u64()?;
+        let value = if decoder.bool()? {
+            Some(V::decode(decoder)?)
+        } else {
+            None
+        };
+        Ok(PrePrepare {
+            view,
+            sequence,
+            value,
+            signature: BlsSignature::decode(decoder)?,
+        })
+    }
+}
+
+/// Proof that a value was prepared at a sequence in a view: the primary's pre-prepare and the
+/// aggregate of `quorum - 1` matching prepares from backups. View change carries one per open
+/// sequence, so that a value that may have been decided is proposed again in the next view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PreparedProof<V> {
+    /// The primary's pre-prepare (its view is the proof's view).
+    pub pre_prepare: PrePrepare<V>,
+    /// Aggregate of backups' prepares over [`prepare_message`] for the pre-prepare's view,
+    /// sequence and digest.
+    pub prepares: Certificate,
+}
+
+impl<V: Value> Encode for PreparedProof<V> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.pre_prepare.encode(out);
+        self.prepares.encode(out);
+    }
+}
+
+impl<V: Value> Decode for PreparedProof<V> {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(PreparedProof {
+            pre_prepare: PrePrepare::decode(decoder)?,
+            prepares: Certificate::decode(decoder)?,
+        })
+    }
+}
+
+/// Validator `replica` suspects the primary and asks to move to `view`. It carries what the new
+/// primary needs to continue safely: the replica's stable checkpoint with its proof, and a
+/// prepared proof for each sequence above it that the replica prepared (in the highest view it
+/// did).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ViewChange<V> {
+    /// The view asked for.
+    pub view: u64,
+    /// The sender's index in the validator set.
+    pub replica: u16,
+    /// The sender's last stable checkpoint (0 at genesis).
+    pub stable: u64,
+    /// The history digest at `stable` (zero at genesis).
+    pub history: B256,
+    /// A quorum of checkpoint votes for `(stable, history)`; empty at genesis.
+    pub stable_proof: Vec<Checkpoint>,
+    /// Prepared proofs for sequences above `stable`, ascending, one per sequence.
+    pub prepared: Vec<PreparedProof<V>>,
+    /// The sender's signature over [`ViewChange::signed_message`].
+    pub signature: BlsSignature,
+}
+
+impl<V: Value> ViewChange<V> {
+    /// A view change signed by `secret`, validator `replica`.
+    pub fn new(
+        secret: &BlsSecretKey,
+        view: u64,
+        replica: u16,
+        stable_proof: Vec<Checkpoint>,
+        prepared: Vec<PreparedProof<V>>,
+    ) -> Self {
+        let (stable, history) = stable_proof
+            .first()
+            .map_or((0, B256::ZERO), |vote| (vote.sequence, vote.history));
+        let mut view_change = ViewChange {
+            view,
+            replica,
+            stable,
+            history,
+            stable_proof,
+            prepared,
+            signature: secret.sign(b""),
+        };
+        view_change.signature = secret.sign(&view_change.signed_message());
+        view_change
+    }
+
+    /// What the sender signs: the domain and the keccak digest of every field but the
+    /// signature.
+    pub fn signed_message(&self) -> Vec<u8> {
+        let mut body = Vec::new();
+        self.encode_body(&mut body);
+        let mut message = VIEW_CHANGE_DOMAIN.to_vec();
+        message.extend_from_slice(primitives::keccak256(&body).as_slice());
+        message
+    }
+
+    fn encode_body(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.view.to_be_bytes());
+        out.extend_from_slice(&self.replica.to_be_bytes());
+        out.extend_from_slice(&self.stable.to_be_bytes());
+        self.history.encode(out);
+        put_list(out, &self.stable_proof);
+        put_list(out, &self.prepared);
+    }
+}
+
+impl<V: Value> Encode for ViewChange<V> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.encode_body(out);
+        self.signature.encode(out);
+    }
+}
+
+impl<V: Value> Decode for ViewChange<V> {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(ViewChange {
+            view: decoder.u64()?,
+            replica: decoder.u16()?,
+            stable: decoder.u64()?,
+            history: decoder.b256()?,
+            stable_proof: decoder.list("checkpoint proof", VALIDATORS_MAX)?,
+            prepared: decoder.list("prepared proofs", SEQUENCE_WINDOW as usize)?,
+            signature: BlsSignature::decode(decoder)?,
+        })
+    }
+}
+
+/// The new primary starts `view`: a quorum of view changes for it, and the pre-prepares it
+/// derives from them (every replica recomputes and compares them): for each sequence between
+/// the highest stable checkpoint and the highest prepared sequence, the value prepared in the
+/// highest view, or a null.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewView<V> {
+    /// The view started.
+    pub view: u64,
+    /// A quorum of view changes for `view`, from distinct validators.
+    pub view_changes: Vec<ViewChange<V>>,
+    /// The pre-prepares of `view` for the open sequences, ascending.
+    pub pre_prepares: Vec<PrePrepare<V>>,
+    /// The new primary's signature over [`NewView::signed_message`].
+    pub signature: BlsSignature,
+}
+
+impl<V: Value> NewView<V> {
+    /// A new view signed by `secret`, the primary of `view`.
+    pub fn new(
+        secret: &BlsSecretKey,
+        view: u64,
+        view_changes: Vec<ViewChange<V>>,
+        pre_prepares: Vec<PrePrepare<V>>,
+    ) -> Self {
+        let mut new_view = NewView {
+            view,
+            view_changes,
+            pre_prepares,
+            signature: secret.sign(b""),
+        };
+        new_view.signature = secret.sign(&new_view.signed_message());
+        new_view
+    }
+
+    /// What the primary signs: the domain and the keccak digest of every field but the
+    /// signature.
+    pub fn signed_message(&self) -> Vec<u8> {
+        let mut body = Vec::new();
+        self.encode_body(&mut body);
+        let mut message = NEW_VIEW_DOMAIN.to_vec();
+        message.extend_from_slice(primitives::keccak256(&body).as_slice());
+        message
+    }
+
+    fn encode_body(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.view.to_be_bytes());
+        put_list(out, &self.view_changes);
+        put_list(out, &self.pre_prepares);
+    }
+}
+
+impl<V: Value> Encode for NewView<V> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.encode_body(out);
+        self.signature.encode(out);
+    }
+}
+
+impl<V: Value> Decode for NewView<V> {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(NewView {
+            view: decoder.u64()?,
+            view_changes: decoder.list("view changes", VALIDATORS_MAX)?,
+            pre_prepares: decoder.list("new-view pre-prepares", SEQUENCE_WINDOW as usize)?,
+            signature: BlsSignature::decode(decoder)?,
+        })
+    }
+}
+
+/// A decided sequence with its commit certificate: checkable by anyone holding the validator
+/// set, so a replica catching up takes it from any peer without trusting that peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecidedEntry<V> {
+    /// The sequence.
+    pub sequence: u64,
+    /// The view the certificate's commits were cast in.
+    pub view: u64,
+    /// The value decided (`None`: a null).
+    pub value: Option<V>,
+    /// A quorum of commits over [`commit_message`]`(view, sequence, digest)`.
+    pub certificate: Certificate,
+}
+
+impl<V: Value> DecidedEntry<V> {
+    /// The digest the certificate covers.
+    pub fn digest(&self) -> B256 {
+        proposal_digest(self.value.as_ref())
+    }
+}
+
+impl<V: Value> Encode for DecidedEntry<V> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.sequence.to_be_bytes());
+        out.extend_from_slice(&self.view.to_be_bytes());
+        match &self.value {
+            Some(value) => {
+                out.push(1);
+                value.encode(out);
+            }
+            None => out.push(0),
+        }
+        self.certificate.encode(out);
+    }
+}
+
+impl<V: Value> Decode for DecidedEntry<V> {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        let sequence = decoder.u64()?;
+        let view = decoder.u64()?;
+        let value = if decoder.bool()? {
+            Some(V::decode(decoder)?)
+        } else {
+            None
+        };
+        Ok(DecidedEntry {
+            sequence,
+            view,
+            value,
+            certificate: Certificate::decode(decoder)?,
+        })
+    }
+}
+
+/// A peer's answer to [`Message::Fetch`]: decided entries from the sequence asked for, in order,
+/// and the peer's stable checkpoint proof, which lets the receiver move its window.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decided<V> {
+    /// The sender's stable checkpoint proof (empty at genesis).
+    pub stable_proof: Vec<Checkpoint>,
+    /// Consecutive decided entries, ascending.
+    pub entries: Vec<DecidedEntry<V>>,
+}
+
+impl<V: Value> Encode for Decided<V> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_list(out, &self.stable_proof);
+        put_list(out, &self.entries);
+    }
+}
+
+impl<V: Value> Decode for Decided<V> {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(Decided {
+            stable_proof: decoder.list("checkpoint proof", VALIDATORS_MAX)?,
+            entries: decoder.list("decided entries", FETCH_ENTRIES_MAX)?,
+        })
+    }
+}
+
 /// A PBFT message between replicas.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a message is decoded once and moved into the replica"
+)]
 pub enum Message<V> {
     /// The primary assigns a sequence to a value.
     PrePrepare(PrePrepare<V>),
@@ -252,6 +593,17 @@ pub enum Message<V> {
     Commit(Vote),
     /// A replica has committed every sequence up to a checkpoint.
     Checkpoint(Checkpoint),
+    /// A replica asks to move to a new view.
+    ViewChange(ViewChange<V>),
+    /// The new primary starts its view.
+    NewView(NewView<V>),
+    /// A replica that fell behind asks for the decided entries from `from` on.
+    Fetch {
+        /// The first sequence wanted.
+        from: u64,
+    },
+    /// Decided entries, in answer to a fetch.
+    Decided(Decided<V>),
 }
 
 impl<V: Value> Message<V> {
@@ -274,15 +626,22 @@ impl<V: Value> Message<V> {
             Message::Prepare(_) => "prepare",
             Message::Commit(_) => "commit",
             Message::Checkpoint(_) => "checkpoint",
+            Message::ViewChange(_) => "view-change",
+            Message::NewView(_) => "new-view",
+            Message::Fetch { .. } => "fetch",
+            Message::Decided(_) => "decided",
         }
     }
 
-    /// The sequence the message is about.
+    /// The sequence the message is about (0 for the messages about a view, not a sequence).
     pub fn sequence(&self) -> u64 {
         match self {
             Message::PrePrepare(pre_prepare) => pre_prepare.sequence,
             Message::Prepare(vote) | Message::Commit(vote) => vote.sequence,
             Message::Checkpoint(checkpoint) => checkpoint.sequence,
+            Message::Fetch { from } => *from,
+            Message::Decided(decided) => decided.entries.first().map_or(0, |entry| entry.sequence),
+            Message::ViewChange(_) | Message::NewView(_) => 0,
         }
     }
 }
@@ -293,10 +652,7 @@ impl<V: Value> Encode for Message<V> {
         match self {
             Message::PrePrepare(pre_prepare) => {
                 out.push(TAG_PRE_PREPARE);
-                out.extend_from_slice(&pre_prepare.view.to_be_bytes());
-                out.extend_from_slice(&pre_prepare.sequence.to_be_bytes());
-                pre_prepare.value.encode(out);
-                pre_prepare.signature.encode(out);
+                pre_prepare.encode(out);
             }
             Message::Prepare(vote) => {
                 out.push(TAG_PREPARE);
@@ -310,6 +666,22 @@ impl<V: Value> Encode for Message<V> {
                 out.push(TAG_CHECKPOINT);
                 checkpoint.encode(out);
             }
+            Message::ViewChange(view_change) => {
+                out.push(TAG_VIEW_CHANGE);
+                view_change.encode(out);
+            }
+            Message::NewView(new_view) => {
+                out.push(TAG_NEW_VIEW);
+                new_view.encode(out);
+            }
+            Message::Fetch { from } => {
+                out.push(TAG_FETCH);
+                out.extend_from_slice(&from.to_be_bytes());
+            }
+            Message::Decided(decided) => {
+                out.push(TAG_DECIDED);
+                decided.encode(out);
+            }
         }
     }
 }
@@ -318,15 +690,16 @@ impl<V: Value> Decode for Message<V> {
     fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
         decoder.version("consensus message", &[MESSAGE_VERSION])?;
         match decoder.u8()? {
-            TAG_PRE_PREPARE => Ok(Message::PrePrepare(PrePrepare {
-                view: decoder.u64()?,
-                sequence: decoder.u64()?,
-                value: V::decode(decoder)?,
-                signature: BlsSignature::decode(decoder)?,
-            })),
+            TAG_PRE_PREPARE => Ok(Message::PrePrepare(PrePrepare::decode(decoder)?)),
             TAG_PREPARE => Ok(Message::Prepare(Vote::decode(decoder)?)),
             TAG_COMMIT => Ok(Message::Commit(Vote::decode(decoder)?)),
             TAG_CHECKPOINT => Ok(Message::Checkpoint(Checkpoint::decode(decoder)?)),
+            TAG_VIEW_CHANGE => Ok(Message::ViewChange(ViewChange::decode(decoder)?)),
+            TAG_NEW_VIEW => Ok(Message::NewView(NewView::decode(decoder)?)),
+            TAG_FETCH => Ok(Message::Fetch {
+                from: decoder.u64()?,
+            }),
+            TAG_DECIDED => Ok(Message::Decided(Decided::decode(decoder)?)),
             tag => Err(DecodeError::UnknownTag {
                 what: "consensus message",
                 tag,
@@ -362,9 +735,72 @@ mod tests {
                 Message::Prepare(vote) => vote.verify_prepare(&key),
                 Message::Commit(vote) => vote.verify_commit(&key),
                 Message::Checkpoint(checkpoint) => checkpoint.verify(&key),
+                Message::ViewChange(view_change) => key
+                    .verify(&view_change.signed_message(), &view_change.signature)
+                    .map_err(|_| RejectReason::BadSignature),
+                Message::NewView(new_view) => key
+                    .verify(&new_view.signed_message(), &new_view.signature)
+                    .map_err(|_| RejectReason::BadSignature),
+                Message::Fetch { .. } | Message::Decided(_) => Ok(()),
             };
             assert_eq!(verified, Ok(()), "{}", message.kind());
         }
+    }
+
+    #[test]
+    fn view_change_messages_round_trip_and_sign_their_whole_body() {
+        let secret = secret();
+        let key = secret.public_key();
+        let value = B256::repeat_byte(3);
+        let checkpoint = Checkpoint::new(&secret, 16, value, 1);
+        let pre_prepare = PrePrepare::new(&secret, 1, 17, value);
+        let prepares = Certificate::aggregate(&[(2, secret.sign(b"x"))]).expect("one vote");
+        let proof = PreparedProof {
+            pre_prepare: pre_prepare.clone(),
+            prepares,
+        };
+        let view_change = ViewChange::new(&secret, 2, 1, vec![checkpoint.clone()], vec![proof]);
+        assert_eq!((view_change.stable, view_change.history), (16, value));
+        let null = PrePrepare::<B256>::proposing(&secret, 2, 18, None);
+        assert_eq!(null.digest(), NULL_DIGEST);
+        let new_view = NewView::new(
+            &secret,
+            2,
+            vec![view_change.clone()],
+            vec![pre_prepare, null],
+        );
+        let entry = DecidedEntry {
+            sequence: 17,
+            view: 2,
+            value: None,
+            certificate: Certificate::aggregate(&[(0, secret.sign(b"y"))]).expect("one vote"),
+        };
+        let messages: Vec<Message<B256>> = vec![
+            Message::ViewChange(view_change.clone()),
+            Message::NewView(new_view.clone()),
+            Message::Fetch { from: 17 },
+            Message::Decided(Decided {
+                stable_proof: vec![checkpoint],
+                entries: vec![entry],
+            }),
+        ];
+        for message in messages {
+            let decoded = Message::<B256>::from_wire(&message.to_bytes());
+            assert_eq!(decoded.as_ref(), Ok(&message), "{}", message.kind());
+        }
+        // The signature covers every field: changing one breaks it.
+        let mut tampered = view_change;
+        tampered.prepared.clear();
+        assert!(
+            key.verify(&tampered.signed_message(), &tampered.signature)
+                .is_err()
+        );
+        let mut tampered = new_view;
+        tampered.pre_prepares.pop();
+        assert!(
+            key.verify(&tampered.signed_message(), &tampered.signature)
+                .is_err()
+        );
     }
 
     #[test]
@@ -375,10 +811,10 @@ mod tests {
         // A prepare's signature is not a commit's, though both name the same sequence and digest.
         let mut prepare = Vote::prepare(&secret, 0, 1, digest, 0);
         assert_eq!(prepare.verify_commit(&key), Err(RejectReason::BadSignature));
-        // The commit leaves the view out: the same vote signs alike in every view.
+        // The commit names the view: votes of two views never count towards one certificate.
         let commit_view_0 = Vote::commit(&secret, 0, 1, digest, 0);
         let commit_view_3 = Vote::commit(&secret, 3, 1, digest, 0);
-        assert_eq!(commit_view_0.signature, commit_view_3.signature);
+        assert_ne!(commit_view_0.signature, commit_view_3.signature);
         // The prepare names the view.
         prepare.view = 1;
         assert_eq!(

@@ -1,5 +1,8 @@
 //! The PBFT replica: a sans-IO [`Machine`] that orders values one sequence at a time.
 
+mod change;
+mod transfer;
+
 use std::collections::{BTreeMap, VecDeque};
 
 use primitives::{
@@ -11,17 +14,42 @@ use primitives::{
 use tracing::{debug, trace, warn};
 
 use crate::{
-    constants::{CHECKPOINT_INTERVAL, EVENTS_QUEUED_MAX, SEQUENCE_WINDOW, TRANSMITS_QUEUED_MAX},
+    constants::{
+        CHECKPOINT_INTERVAL, DECIDED_RETAINED, EVENTS_QUEUED_MAX, SEQUENCE_WINDOW,
+        TRANSMITS_QUEUED_MAX, VIEW_TIMEOUT_MAX_US, VIEW_TIMEOUT_US,
+    },
     error::RejectReason,
     evidence::{Evidence, EvidenceKind, Signed},
     log::{
         CheckpointVotes, Held, Proposal, Slot, Verdict, VoteKind, chain_history, quorum_candidates,
     },
-    message::{Checkpoint, Message, PrePrepare, Vote, commit_message, prepare_message},
+    message::{
+        Checkpoint, DecidedEntry, Message, NewView, PrePrepare, PreparedProof, ViewChange, Vote,
+        commit_message, prepare_message,
+    },
     stats::ReplicaStats,
     validator::ValidatorSet,
     value::Value,
 };
+
+/// How long a replica waits for progress before it suspects the primary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaConfig {
+    /// Microseconds without a commit, while something waits to be ordered, before the replica
+    /// starts a view change; doubled for every view change in a row that brings no commit.
+    pub view_timeout_us: u64,
+    /// Longest the doubled timeout grows to, in microseconds.
+    pub view_timeout_max_us: u64,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        ReplicaConfig {
+            view_timeout_us: VIEW_TIMEOUT_US,
+            view_timeout_max_us: VIEW_TIMEOUT_MAX_US,
+        }
+    }
+}
 
 /// An input to a [`Replica`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +65,11 @@ pub enum ReplicaInput<V> {
     Decoded(Message<V>),
     /// Propose a value at the next sequence (origin [`Origin::Local`], on the primary only).
     Propose(V),
+    /// Whether the application has values waiting to be ordered (origin [`Origin::Local`]).
+    /// While it has, a replica that sees no commit for a view timeout suspects the primary.
+    /// Without it, only a proposal left undecided starts the timer, so a primary that proposes
+    /// nothing at all is never suspected.
+    Backlog(bool),
     /// The application's answer to [`ReplicaEvent::Verify`] (origin [`Origin::Local`]).
     Verified {
         /// The sequence of the `Verify` answered.
@@ -69,10 +102,21 @@ pub enum ReplicaEvent<V> {
     Committed {
         /// The sequence decided.
         sequence: u64,
-        /// The value decided.
-        value: V,
-        /// A quorum of commit signatures over [`crate::commit_message`]`(sequence, digest)`.
+        /// The view whose commits make up the certificate.
+        view: u64,
+        /// The value decided; `None` when a view change filled the sequence with a null, which
+        /// the application skips.
+        value: Option<V>,
+        /// A quorum of commit signatures over
+        /// [`crate::commit_message`]`(view, sequence, digest)`.
         certificate: Certificate,
+    },
+    /// This replica entered `view` (after a view change); `primary` now takes proposals.
+    ViewEntered {
+        /// The view.
+        view: u64,
+        /// Node ID of its primary.
+        primary: NodeId,
     },
     /// A validator signed two conflicting messages for one slot (see [`Evidence`]); both
     /// signatures were checked here. Emitted at most once per offender, kind and slot.
@@ -98,8 +142,8 @@ pub enum ReplicaEvent<V> {
 /// - **Drains**, after every input, in this order: [`Machine::poll_transmit`] until `None`, then
 ///   [`Machine::poll_event`] until `None` (answering [`ReplicaEvent::Verify`] by a later input,
 ///   and passing [`ReplicaEvent::Evidence`] on to be recorded on the upper chain),
-///   then [`Machine::poll_timeout`] (always `None` in the normal case: the replica has no timer
-///   until view change lands).
+///   then [`Machine::poll_timeout`], and [`Machine::handle_timeout`] once that time comes (the
+///   view timer and the fetch timer).
 ///
 /// # The normal case
 /// The primary of view `v` is validator `v mod n`. On `Propose(value)` it assigns the next
@@ -124,24 +168,30 @@ pub enum ReplicaEvent<V> {
 /// (the hash chain of committed digests); a quorum that matches its own makes it stable, moves
 /// the window up to it and discards the log below it.
 ///
-/// # What comes next
-/// - *View change.* The replica already keeps what it needs: each slot keeps the primary's signed
-///   pre-prepare and the signed prepares, which aggregate into a prepared certificate
-///   ([`crate::prepare_message`] leaves the sender out), and the stable checkpoint's quorum of
-///   signed votes. A timer started by a pending `Verify` or an undecided slot, or
-///   `Verified { valid: false }`, will broadcast a view-change message carrying them; the new
-///   primary's new-view re-proposes the highest prepared value at each open sequence. Commits
-///   leave the view out of what they sign, so view change must keep a replica from signing
-///   commits for two different digests at one sequence: the new-view must carry any value a
-///   replica has commit-voted, and a replica refuses a re-proposal that contradicts its own
-///   commit vote.
-/// - *State transfer.* A replica that falls more than the window behind (it sees stable
-///   checkpoints it cannot reach) will fetch the decided values with their certificates from a
-///   peer; certificates make them checkable without trusting that peer.
-/// - *Persistence.* Following the house rule, every vote will be preceded by a persist event for
-///   the log entry it depends on (pre-prepare accepted, prepare and commit sent), and held until
-///   the driver reports it persisted, so that a restarted replica never votes twice differently.
+/// # View change
+/// While something waits to be ordered (a proposal taken but undecided, or the application's
+/// [`ReplicaInput::Backlog`]), a view timer runs; each commit restarts it. When it fires the
+/// replica broadcasts a [`ViewChange`] for the next view, carrying its stable checkpoint proof
+/// and a [`PreparedProof`] (the pre-prepare and the aggregate of `quorum - 1` prepares) for each
+/// sequence it prepared above it, and takes no normal-case message until the new view (those of
+/// the view it changes to are held, bounded, and replayed). It joins any higher view `f + 1`
+/// replicas ask for. The new view's primary, once a quorum asks, broadcasts a [`NewView`]: the
+/// view changes and, for each sequence between their highest stable checkpoint and highest
+/// prepared sequence, a pre-prepare of the value prepared in the highest view, or of a null. Every
+/// replica recomputes those and refuses a new view that differs. If the new view does not come in
+/// a view timeout, the replica moves on to the next view; the timeout doubles with each view
+/// change that brings no commit (capped by [`ReplicaConfig::view_timeout_max_us`]). A replica
+/// still asking for a view the others entered is sent its new view again.
+///
+/// # State transfer
+/// A replica that `f + 1` peers' checkpoints show beyond its window, whose new view's stable
+/// checkpoint is above its last commit, or whose timer finds later sequences decided and the
+/// next one not, sends [`Message::Fetch`] to one peer, and another on each timeout. The answer
+/// ([`Message::Decided`]) carries decided entries, each with its certificate, which the replica
+/// checks before delivering any, and the peer's stable checkpoint proof. Replicas keep
+/// `DECIDED_RETAINED` entries below their low watermark for this.
 pub struct Replica<V: Value> {
+    config: ReplicaConfig,
     validators: ValidatorSet,
     /// This replica's index in `validators`.
     index: u16,
@@ -169,6 +219,42 @@ pub struct Replica<V: Value> {
     bad_votes: Vec<(VoteKind, u64, u16)>,
     /// The latest `now` seen; time never goes backwards.
     time_last: Instant,
+    /// False from the start of a view change until the new view to `view` is entered: only
+    /// checkpoints, view changes, new views and state transfer are taken meanwhile.
+    active: bool,
+    /// Verified view changes by sender and view (this replica's own included), the highest
+    /// `VIEW_CHANGES_PER_SENDER` of each sender.
+    view_changes: BTreeMap<u16, BTreeMap<u64, ViewChange<V>>>,
+    /// The new view this replica entered or sent for `view`, resent to replicas still asking for it.
+    new_view: Option<NewView<V>>,
+    /// Normal-case messages for `view + 1`, or for `view` while changing to it, by sender.
+    future: BTreeMap<u16, VecDeque<Message<V>>>,
+    /// The application has values waiting to be ordered.
+    backlog: bool,
+    /// When the view timer fires, and `last_committed` when it was armed.
+    timer: Option<(Instant, u64)>,
+    /// Whether a quorum of view changes for `view` has been seen (the new-view timer runs).
+    view_change_quorum: bool,
+    /// View changes in a row without a commit: the timeout doubles with each.
+    views_without_progress: u32,
+    /// Decided entries kept for peers catching up: from `DECIDED_RETAINED` below the low
+    /// watermark through `last_committed`.
+    decided: BTreeMap<u64, DecidedEntry<V>>,
+    /// The highest checkpoint each peer was seen to sign beyond this replica's last commit.
+    checkpoint_claims: BTreeMap<u16, u64>,
+    /// A fetch in flight: when to ask again, and whom it went to.
+    fetch: Option<(Instant, u16)>,
+    /// The highest view each peer was seen sending normal-case messages in, beyond the next
+    /// one: `f + 1` of them mean this replica missed view changes (it was down or cut off).
+    peer_views: BTreeMap<u16, u64>,
+    /// Prepared proofs verified already (view changes repeat them).
+    proof_cache: crate::view_change::ProofCache,
+    /// The `last_committed` at which the view timer last fetched instead of changing views, so
+    /// that a gap nobody can fill leads to a view change on the next expiry.
+    gap_fetched: Option<u64>,
+    /// A stable checkpoint adopted from a new view before this replica committed up to it: the
+    /// history it must reach there.
+    adopted_history: Option<(u64, B256)>,
 }
 
 impl<V: Value> std::fmt::Debug for Replica<V> {
@@ -188,6 +274,19 @@ impl<V: Value> Replica<V> {
     /// # Panics
     /// If `index` is not in the set or `secret` is not the key the set names for it.
     pub fn new(validators: ValidatorSet, index: usize, secret: BlsSecretKey) -> Self {
+        Self::with_config(validators, index, secret, ReplicaConfig::default())
+    }
+
+    /// [`Replica::new`] with timeouts other than the defaults.
+    ///
+    /// # Panics
+    /// As [`Replica::new`].
+    pub fn with_config(
+        validators: ValidatorSet,
+        index: usize,
+        secret: BlsSecretKey,
+        config: ReplicaConfig,
+    ) -> Self {
         let validator = validators
             .get(index)
             .expect("a replica is a member of its validator set");
@@ -197,6 +296,7 @@ impl<V: Value> Replica<V> {
         );
         let index = u16::try_from(index).expect("validator indices fit u16");
         Replica {
+            config,
             validators,
             index,
             secret,
@@ -214,7 +314,27 @@ impl<V: Value> Replica<V> {
             stats: ReplicaStats::default(),
             bad_votes: Vec::new(),
             time_last: Instant::ZERO,
+            active: true,
+            view_changes: BTreeMap::new(),
+            new_view: None,
+            future: BTreeMap::new(),
+            backlog: false,
+            timer: None,
+            view_change_quorum: false,
+            views_without_progress: 0,
+            decided: BTreeMap::new(),
+            checkpoint_claims: BTreeMap::new(),
+            fetch: None,
+            gap_fetched: None,
+            peer_views: BTreeMap::new(),
+            proof_cache: crate::view_change::ProofCache::default(),
+            adopted_history: None,
         }
+    }
+
+    /// Whether the replica is in the normal case of its view (false during a view change).
+    pub fn is_active(&self) -> bool {
+        self.active
     }
 
     /// The current view.
@@ -239,7 +359,7 @@ impl<V: Value> Replica<V> {
 
     /// Whether this replica is the primary of the current view (and may be given proposals).
     pub fn is_primary(&self) -> bool {
-        self.validators.primary_index(self.view) == self.index()
+        self.active && self.validators.primary_index(self.view) == self.index()
     }
 
     /// The node ID of the current view's primary.
@@ -305,6 +425,22 @@ impl<V: Value> Replica<V> {
                     &self.checkpoint_histories
                 ),
                 (&self.transmits, &self.events),
+                (
+                    self.active,
+                    &self.view_changes,
+                    &self.new_view,
+                    &self.future,
+                    self.backlog,
+                    self.timer,
+                ),
+                (
+                    self.view_change_quorum,
+                    self.views_without_progress,
+                    &self.decided,
+                    &self.checkpoint_claims,
+                    self.fetch,
+                    self.adopted_history,
+                ),
             )
         )
     }
@@ -327,6 +463,14 @@ impl<V: Value> Replica<V> {
             },
             ReplicaInput::Decoded(message) => self.handle_message(from, message),
             ReplicaInput::Propose(value) => self.handle_propose(from, value),
+            ReplicaInput::Backlog(backlog) => {
+                if from == Origin::Local {
+                    self.backlog = backlog;
+                    Ok(())
+                } else {
+                    Err(RejectReason::WrongOrigin { what: "backlog" })
+                }
+            }
             ReplicaInput::Verified {
                 sequence,
                 digest,
@@ -335,6 +479,7 @@ impl<V: Value> Replica<V> {
         };
         // Votes held earlier and found badly signed during this input are refusals too.
         self.take_bad_votes(None);
+        self.arm_timer(now);
         if let Err(reason) = &result {
             self.stats.rejected.count(reason);
             debug!(target: "consensus", replica = self.index, ?from, %reason, "input refused");
@@ -353,6 +498,9 @@ impl<V: Value> Replica<V> {
     fn handle_propose(&mut self, from: Origin, value: V) -> Result<(), RejectReason> {
         if from != Origin::Local {
             return Err(RejectReason::WrongOrigin { what: "proposal" });
+        }
+        if !self.active {
+            return Err(RejectReason::ViewChanging { view: self.view });
         }
         if !self.is_primary() {
             return Err(RejectReason::NotPrimary {
@@ -400,6 +548,10 @@ impl<V: Value> Replica<V> {
     ) -> Result<(), RejectReason> {
         if from != Origin::Local {
             return Err(RejectReason::WrongOrigin { what: "verdict" });
+        }
+        if !self.active {
+            // The new view proposes again whatever may be decided, and asks again.
+            return Err(RejectReason::ViewChanging { view: self.view });
         }
         let proposal = self
             .slots
@@ -455,12 +607,56 @@ impl<V: Value> Replica<V> {
         }
         trace!(target: "consensus", replica = self.index, sender, kind = message.kind(),
             sequence = message.sequence(), "message");
+        if let Some(view) = normal_case_view(&message)
+            && (view > self.view || !self.active)
+        {
+            return self.buffer_future(sender, view, message);
+        }
+        self.dispatch(id, sender, message)
+    }
+
+    fn dispatch(
+        &mut self,
+        id: NodeId,
+        sender: u16,
+        message: Message<V>,
+    ) -> Result<(), RejectReason> {
         match message {
             Message::PrePrepare(pre_prepare) => self.handle_pre_prepare(sender, pre_prepare),
             Message::Prepare(vote) => self.handle_vote(VoteKind::Prepare, id, sender, vote),
             Message::Commit(vote) => self.handle_vote(VoteKind::Commit, id, sender, vote),
             Message::Checkpoint(checkpoint) => self.handle_checkpoint(id, sender, checkpoint),
+            Message::ViewChange(view_change) => self.handle_view_change(sender, view_change),
+            Message::NewView(new_view) => self.handle_new_view(sender, new_view),
+            Message::Fetch { from } => self.handle_fetch(sender, from),
+            Message::Decided(decided) => self.handle_decided(sender, decided),
         }
+    }
+
+    /// Holds a normal-case message for a view this replica has not entered: the next view, or
+    /// the one it is changing to. Other replicas may enter a view before this one does, and
+    /// what they send then would otherwise be lost. Bounded per sender.
+    fn buffer_future(
+        &mut self,
+        sender: u16,
+        view: u64,
+        message: Message<V>,
+    ) -> Result<(), RejectReason> {
+        let current = self.view;
+        if view > current + 1 || (view == current && self.active) {
+            self.note_future_view(sender, view);
+            return Err(RejectReason::FutureView { view, current });
+        }
+        if view < current {
+            return Err(RejectReason::OldView { view, current });
+        }
+        let held = self.future.entry(sender).or_default();
+        if held.len() >= FUTURE_PER_SENDER_MAX {
+            held.pop_front();
+        }
+        held.push_back(message);
+        self.stats.messages_buffered += 1;
+        Ok(())
     }
 
     fn handle_pre_prepare(
@@ -478,7 +674,13 @@ impl<V: Value> Replica<V> {
         }
         let sequence = pre_prepare.sequence;
         self.check_window(sequence)?;
-        let digest = pre_prepare.value.digest();
+        let Some(value) = pre_prepare.value.clone() else {
+            return Err(RejectReason::InvalidProof {
+                what: "pre-prepare",
+                why: "a null outside a new view",
+            });
+        };
+        let digest = pre_prepare.digest();
         if let Some(proposal) = self
             .slots
             .get(&sequence)
@@ -499,10 +701,8 @@ impl<V: Value> Replica<V> {
         self.stats.signature_checks += 1;
         pre_prepare.verify(&self.validators.validators()[primary].key, &digest)?;
         // Past every check: from here on the message is accepted.
-        self.events.push_back(ReplicaEvent::Verify {
-            sequence,
-            value: pre_prepare.value.clone(),
-        });
+        self.events
+            .push_back(ReplicaEvent::Verify { sequence, value });
         let slot = self.slots.entry(sequence).or_default();
         slot.proposal = Some(Proposal {
             pre_prepare,
@@ -702,7 +902,7 @@ impl<V: Value> Replica<V> {
         self.stats.signature_checks_aggregate += 1;
         let message = match kind {
             VoteKind::Prepare => prepare_message(first.view, first.sequence, &first.digest),
-            VoteKind::Commit => commit_message(first.sequence, &first.digest),
+            VoteKind::Commit => commit_message(first.view, first.sequence, &first.digest),
         };
         let signatures: Vec<(usize, BlsSignature)> = votes
             .iter()
@@ -800,10 +1000,13 @@ impl<V: Value> Replica<V> {
             });
         }
         let sequence = checkpoint.sequence;
-        self.check_window(sequence)?;
         if !sequence.is_multiple_of(CHECKPOINT_INTERVAL) {
             return Err(RejectReason::NotCheckpoint { sequence });
         }
+        if sequence > self.high_watermark() {
+            return self.claim_checkpoint(sender, checkpoint);
+        }
+        self.check_window(sequence)?;
         let votes = self.checkpoint_votes.get(&sequence);
         if let Some(previous) = votes.and_then(|votes| votes.get(&sender)) {
             return Err(if previous.history == checkpoint.history {
@@ -820,6 +1023,9 @@ impl<V: Value> Replica<V> {
         }
         self.stats.signature_checks += 1;
         checkpoint.verify(&self.validators.validators()[usize::from(sender)].key)?;
+        if sequence > self.last_committed {
+            self.note_claim(sender, sequence);
+        }
         self.checkpoint_votes
             .entry(sequence)
             .or_default()
@@ -873,10 +1079,10 @@ impl<V: Value> Replica<V> {
         };
         if !slot.commit_sent
             && slot.stands_behind()
-            && self
-                .verified_quorum(sequence, VoteKind::Prepare, digest, quorum - 1)
-                .is_some()
+            && let Some(preparers) =
+                self.verified_quorum(sequence, VoteKind::Prepare, digest, quorum - 1)
         {
+            self.record_prepared(sequence, &preparers);
             self.send_commit(sequence, digest);
         }
         let decided = self
@@ -897,9 +1103,36 @@ impl<V: Value> Replica<V> {
             let certificate =
                 Certificate::aggregate(&votes).expect("verified signatures aggregate");
             assert!(certificate.signers.count() == quorum, "one vote per signer");
-            slot.certificate = Some(certificate);
+            slot.certificate = Some((self.view, certificate));
         }
         self.emit_committed();
+    }
+
+    /// Keeps the proof that this replica prepared the slot's value in the current view: the
+    /// pre-prepare and the aggregate of the `preparers`' verified prepares.
+    fn record_prepared(&mut self, sequence: u64, preparers: &[u16]) {
+        if preparers.is_empty() {
+            return; // A lone validator: no view change can ever need the proof.
+        }
+        let slot = self
+            .slots
+            .get_mut(&sequence)
+            .expect("a prepared slot is in the log");
+        let votes: Vec<(usize, BlsSignature)> = preparers
+            .iter()
+            .map(|voter| (usize::from(*voter), slot.prepares[voter].vote.signature))
+            .collect();
+        let prepares = Certificate::aggregate(&votes).expect("verified signatures aggregate");
+        let pre_prepare = slot
+            .proposal
+            .as_ref()
+            .expect("a prepared slot has a proposal")
+            .pre_prepare
+            .clone();
+        slot.prepared = Some(PreparedProof {
+            pre_prepare,
+            prepares,
+        });
     }
 
     /// Broadcasts this replica's commit for the prepared `digest` at `sequence`.
@@ -937,25 +1170,52 @@ impl<V: Value> Replica<V> {
             let Some(slot) = self.slots.get(&sequence) else {
                 return;
             };
-            let (Some(proposal), Some(certificate)) = (&slot.proposal, &slot.certificate) else {
+            let (Some(proposal), Some((view, certificate))) = (&slot.proposal, &slot.certificate)
+            else {
                 return;
             };
-            assert!(
-                sequence > self.low_watermark,
-                "decided sequences are in the window"
-            );
-            self.history = chain_history(&self.history, sequence, &proposal.digest);
-            self.last_committed = sequence;
-            self.stats.committed += 1;
-            debug!(target: "consensus", replica = self.index, sequence, digest = %proposal.digest,
-                "committed");
-            self.events.push_back(ReplicaEvent::Committed {
+            let entry = DecidedEntry {
                 sequence,
+                view: *view,
                 value: proposal.pre_prepare.value.clone(),
                 certificate: certificate.clone(),
-            });
-            if sequence.is_multiple_of(CHECKPOINT_INTERVAL) {
+            };
+            self.deliver(entry);
+        }
+    }
+
+    /// Hands the decided entry at `last_committed + 1` to the owner, keeps it for peers that
+    /// fall behind, and checkpoints at every interval.
+    fn deliver(&mut self, entry: DecidedEntry<V>) {
+        let sequence = entry.sequence;
+        assert!(sequence == self.last_committed + 1, "delivered in order");
+        let digest = entry.digest();
+        self.history = chain_history(&self.history, sequence, &digest);
+        self.last_committed = sequence;
+        self.next_sequence = self.next_sequence.max(sequence + 1);
+        self.views_without_progress = 0;
+        self.stats.committed += 1;
+        debug!(target: "consensus", replica = self.index, sequence, %digest, "committed");
+        self.events.push_back(ReplicaEvent::Committed {
+            sequence,
+            view: entry.view,
+            value: entry.value.clone(),
+            certificate: entry.certificate.clone(),
+        });
+        self.decided.insert(sequence, entry);
+        if sequence.is_multiple_of(CHECKPOINT_INTERVAL) {
+            if sequence > self.low_watermark {
                 self.send_checkpoint(sequence);
+            } else if let Some((adopted, history)) = self.adopted_history
+                && adopted == sequence
+            {
+                // Caught up to a checkpoint adopted from a new view: the histories must agree.
+                if history != self.history {
+                    self.stats.checkpoints_diverged += 1;
+                    warn!(target: "consensus", replica = self.index, sequence,
+                        "history differs from the adopted stable checkpoint");
+                }
+                self.adopted_history = None;
             }
         }
     }
@@ -1013,11 +1273,20 @@ impl<V: Value> Replica<V> {
             .cloned()
             .collect();
         self.low_watermark = sequence;
+        self.discard_below_watermark();
+        self.stats.checkpoints_stable += 1;
+        debug!(target: "consensus", replica = self.index, sequence, "checkpoint stable");
+    }
+
+    /// Discards the log at and below the low watermark, and the decided entries more than
+    /// `DECIDED_RETAINED` below it.
+    fn discard_below_watermark(&mut self) {
+        let sequence = self.low_watermark;
         self.slots = self.slots.split_off(&(sequence + 1));
         self.checkpoint_votes = self.checkpoint_votes.split_off(&(sequence + 1));
         self.checkpoint_histories = self.checkpoint_histories.split_off(&(sequence + 1));
-        self.stats.checkpoints_stable += 1;
-        debug!(target: "consensus", replica = self.index, sequence, "checkpoint stable");
+        let retained_from = sequence.saturating_sub(DECIDED_RETAINED) + 1;
+        self.decided = self.decided.split_off(&retained_from);
     }
 
     /// Queues `message` for every other validator.
@@ -1034,6 +1303,23 @@ impl<V: Value> Replica<V> {
     }
 }
 
+/// View changes kept per sender: its latest few views, so that a replica that moved on can still
+/// hand its view change for an earlier view to one that lost it.
+const VIEW_CHANGES_PER_SENDER: usize = 4;
+
+/// Most normal-case messages held per sender for a view not yet entered: a window's worth of
+/// pre-prepares, prepares and commits.
+const FUTURE_PER_SENDER_MAX: usize = 3 * SEQUENCE_WINDOW as usize;
+
+/// The view of a normal-case message (pre-prepare, prepare, commit); `None` for the others.
+fn normal_case_view<V>(message: &Message<V>) -> Option<u64> {
+    match message {
+        Message::PrePrepare(pre_prepare) => Some(pre_prepare.view),
+        Message::Prepare(vote) | Message::Commit(vote) => Some(vote.view),
+        _ => None,
+    }
+}
+
 impl<V: Value> Machine for Replica<V> {
     type Input = ReplicaInput<V>;
     type Event = ReplicaEvent<V>;
@@ -1046,6 +1332,8 @@ impl<V: Value> Machine for Replica<V> {
     fn handle_timeout(&mut self, now: Instant) {
         assert!(now >= self.time_last, "time never goes backwards");
         self.time_last = now;
+        self.on_timeout(now);
+        self.arm_timer(now);
     }
 
     fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
@@ -1054,7 +1342,12 @@ impl<V: Value> Machine for Replica<V> {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        None
+        let timer = self.timer.map(|(deadline, _)| deadline);
+        let fetch = self.fetch.map(|(deadline, _)| deadline);
+        match (timer, fetch) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn poll_event(&mut self) -> Option<ReplicaEvent<V>> {

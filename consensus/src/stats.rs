@@ -42,6 +42,18 @@ pub struct ReplicaStats {
     pub votes_held: u64,
     /// Pieces of equivocation evidence emitted.
     pub evidence: u64,
+    /// View changes this replica started (timer, or joining `f + 1` others).
+    pub view_changes_started: u64,
+    /// New views this replica entered.
+    pub new_views_entered: u64,
+    /// New views this replica sent as the new primary.
+    pub new_views_sent: u64,
+    /// Messages for a view not yet entered, held until it is.
+    pub messages_buffered: u64,
+    /// Fetches sent to catch up.
+    pub fetches_sent: u64,
+    /// Decided entries taken from peers' answers (each certificate checked).
+    pub entries_fetched: u64,
     /// Refused inputs, by reason.
     pub rejected: RejectStats,
 }
@@ -79,6 +91,12 @@ pub struct RejectStats {
     pub window_full: u64,
     /// [`RejectReason::UnexpectedVerdict`].
     pub unexpected_verdict: u64,
+    /// [`RejectReason::ViewChanging`].
+    pub view_changing: u64,
+    /// [`RejectReason::InvalidProof`].
+    pub invalid_proof: u64,
+    /// [`RejectReason::BadCertificate`].
+    pub bad_certificate: u64,
 }
 
 impl RejectStats {
@@ -100,6 +118,9 @@ impl RejectStats {
             RejectReason::Conflicting { .. } => &mut self.conflicting,
             RejectReason::WindowFull { .. } => &mut self.window_full,
             RejectReason::UnexpectedVerdict { .. } => &mut self.unexpected_verdict,
+            RejectReason::ViewChanging { .. } => &mut self.view_changing,
+            RejectReason::InvalidProof { .. } => &mut self.invalid_proof,
+            RejectReason::BadCertificate { .. } => &mut self.bad_certificate,
         };
         *counter += 1;
     }
@@ -121,5 +142,8 @@ impl RejectStats {
             + self.conflicting
             + self.window_full
             + self.unexpected_verdict
+            + self.view_changing
+            + self.invalid_proof
+            + self.bad_certificate
     }
 }

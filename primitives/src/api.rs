@@ -98,6 +98,10 @@ impl Decode for Refusal {
 
 /// What a client asks of its sequencer.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a request is decoded once and moved to the core; boxing would cost an allocation a move"
+)]
 pub enum ClientRequest {
     /// Submit a signed move.
     Submit(SignedTransaction),

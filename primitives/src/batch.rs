@@ -62,6 +62,11 @@ impl Decode for Batch {
 pub struct FinalizedBatch {
     /// The batch.
     pub batch: Batch,
+    /// The PBFT sequence the batch was decided at. Equal to `batch.number` until a view change
+    /// fills a sequence with a null (no batch), after which sequences run ahead of numbers.
+    pub sequence: u64,
+    /// The PBFT view the batch was committed in, which the commit votes sign.
+    pub view: u64,
     /// Aggregate commit signature over the batch's commit message, with the signer bitmap.
     pub certificate: Certificate,
 }
@@ -69,6 +74,8 @@ pub struct FinalizedBatch {
 impl Encode for FinalizedBatch {
     fn encode(&self, out: &mut Vec<u8>) {
         self.batch.encode(out);
+        out.extend_from_slice(&self.sequence.to_be_bytes());
+        out.extend_from_slice(&self.view.to_be_bytes());
         self.certificate.encode(out);
     }
 }
@@ -77,6 +84,8 @@ impl Decode for FinalizedBatch {
     fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
         Ok(FinalizedBatch {
             batch: Batch::decode(decoder)?,
+            sequence: decoder.u64()?,
+            view: decoder.u64()?,
             certificate: Certificate::decode(decoder)?,
         })
     }

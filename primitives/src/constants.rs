@@ -4,7 +4,7 @@
 pub const GROUP_SIZE: usize = 8;
 /// Faulty members a group tolerates.
 pub const GROUP_FAULTS_MAX: usize = 2;
-const _: () = assert!(GROUP_SIZE >= 3 * GROUP_FAULTS_MAX + 1);
+const _: () = assert!(GROUP_SIZE > 3 * GROUP_FAULTS_MAX);
 
 /// Largest `data` field of a move.
 pub const TX_DATA_BYTES_MAX: usize = 32 * 1024;

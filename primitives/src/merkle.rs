@@ -136,7 +136,7 @@ impl MerkleProof {
                 let Some(sibling) = siblings.next() else {
                     return false;
                 };
-                current = if position % 2 == 0 {
+                current = if position.is_multiple_of(2) {
                     node_hash(&current, sibling)
                 } else {
                     node_hash(sibling, &current)

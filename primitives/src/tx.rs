@@ -207,7 +207,7 @@ impl SpaceAccessList {
     pub fn new(entries: impl IntoIterator<Item = AccountAccess>) -> Self {
         let mut accounts: Vec<AccountAccess> = Vec::new();
         for mut entry in entries {
-            entry.storage.sort_by(|a, b| a.slot.cmp(&b.slot));
+            entry.storage.sort_by_key(|access| access.slot);
             entry.storage.reverse();
             entry
                 .storage

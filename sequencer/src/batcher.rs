@@ -85,6 +85,14 @@ impl Batcher {
         self.next_height.get(sequencer).copied().unwrap_or(0)
     }
 
+    /// Whether any header waits to be batched.
+    pub fn has_waiting(&self) -> bool {
+        self.sequencers.iter().any(|sequencer| {
+            self.heard
+                .contains_key(&(*sequencer, self.next_height(sequencer)))
+        })
+    }
+
     /// The next batch to propose, if any header is waiting: per sequencer, the contiguous run of
     /// heights from the next unbatched one, sequencers in ID order.
     pub fn propose(&self) -> Option<Batch> {

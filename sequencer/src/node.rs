@@ -256,7 +256,6 @@ struct Core {
     finished: VecDeque<TxHash>,
     own_blocks: HashMap<BlockId, Vec<TxHash>>,
     own_bodies: HashMap<BlockId, primitives::BlockBody>,
-    proposal_in_flight: bool,
     tick_number: u64,
     epoch: std::time::Instant,
 }
@@ -302,7 +301,6 @@ impl Core {
             finished: VecDeque::new(),
             own_blocks: HashMap::new(),
             own_bodies: HashMap::new(),
-            proposal_in_flight: false,
             tick_number: 0,
             epoch: std::time::Instant::now(),
         }
@@ -312,12 +310,30 @@ impl Core {
         Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
     }
 
+    /// When the replica's next timer is due, on tokio's clock.
+    fn replica_deadline(&self) -> Option<tokio::time::Instant> {
+        let deadline = self.replica.poll_timeout()?;
+        Some(tokio::time::Instant::from_std(
+            self.epoch + Duration::from_micros(deadline.as_micros()),
+        ))
+    }
+
     async fn run(mut self, mut queue: mpsc::Receiver<Command>, _server: KcpServer) {
         let mut ticker = tokio::time::interval(self.config.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         info!(target: "sequencer", id = %self.id, "sequencer running");
         loop {
+            let deadline = self.replica_deadline();
             tokio::select! {
+                () = async {
+                    match deadline {
+                        Some(deadline) => tokio::time::sleep_until(deadline).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let now = self.now();
+                    self.replica.handle_timeout(now);
+                }
                 command = queue.recv() => match command {
                     Some(command) => self.handle_command(command),
                     None => return,
@@ -499,6 +515,10 @@ impl Core {
                 let _ = commands.send(Command::BodyStored(Box::new(block))).await;
             });
         }
+        let backlog = self.batcher.has_waiting();
+        let now = self.now();
+        self.replica
+            .handle(now, Origin::Local, ReplicaInput::Backlog(backlog));
         self.maybe_propose();
     }
 
@@ -523,12 +543,14 @@ impl Core {
         self.maybe_propose();
     }
 
+    /// As primary, proposes the next batch once every earlier proposal is decided: a batch is
+    /// checked against the last committed one, so batches are not pipelined.
     fn maybe_propose(&mut self) {
-        if self.proposal_in_flight || !self.replica.is_primary() {
+        let in_flight = self.replica.next_sequence() > self.replica.last_committed() + 1;
+        if in_flight || !self.replica.is_primary() {
             return;
         }
         if let Some(batch) = self.batcher.propose() {
-            self.proposal_in_flight = true;
             let now = self.now();
             self.replica
                 .handle(now, Origin::Local, ReplicaInput::Propose(batch));
@@ -569,9 +591,19 @@ impl Core {
                 ReplicaEvent::Verify { sequence, value } => self.check_batch(sequence, value),
                 ReplicaEvent::Committed {
                     sequence,
-                    value,
+                    view,
+                    value: Some(batch),
                     certificate,
-                } => self.handle_committed(sequence, value, certificate),
+                } => self.handle_committed(sequence, view, batch, certificate),
+                ReplicaEvent::Committed { value: None, .. } => self.maybe_propose(),
+                ReplicaEvent::ViewEntered { view, primary } => {
+                    info!(target: "sequencer", view, %primary, "entered a new view");
+                    self.maybe_propose();
+                }
+                ReplicaEvent::Evidence(evidence) => {
+                    warn!(target: "sequencer", offender = evidence.offender, kind = ?evidence.kind,
+                        "equivocation evidence");
+                }
                 other => debug!(target: "sequencer", ?other, "consensus event"),
             }
         }
@@ -581,16 +613,6 @@ impl Core {
     /// is held here or in weak DA (checked against its root).
     fn check_batch(&mut self, sequence: u64, batch: Batch) {
         let digest = consensus::Value::digest(&batch);
-        // Certificates are checked against `batch.number`, so it must be the PBFT sequence.
-        if batch.number != sequence {
-            warn!(target: "sequencer", sequence, number = batch.number, "proposed batch numbered off its sequence");
-            let _ = self.commands.try_send(Command::BatchChecked {
-                sequence,
-                digest,
-                valid: false,
-            });
-            return;
-        }
         if let Err(error) = self.batcher.check(&batch) {
             warn!(target: "sequencer", sequence, %error, "proposed batch refused");
             let _ = self.commands.try_send(Command::BatchChecked {
@@ -644,12 +666,12 @@ impl Core {
     fn handle_committed(
         &mut self,
         sequence: u64,
+        view: u64,
         batch: Batch,
         certificate: primitives::bls::Certificate,
     ) {
         self.stats.batches_committed.fetch_add(1, Ordering::Relaxed);
         self.batcher.commit(&batch);
-        self.proposal_in_flight = false;
         for header in &batch.headers {
             let id = header.id();
             if let Some(hashes) = self.own_blocks.remove(&id) {
@@ -659,16 +681,23 @@ impl Core {
                 }
             }
         }
-        if self.chain.last_batch() + 1 == sequence {
-            let message = consensus::commit_message(sequence, &consensus::Value::digest(&batch));
+        let number = batch.number;
+        if self.chain.last_batch() + 1 == number {
+            let digest = consensus::Value::digest(&batch);
+            let message = consensus::commit_message(view, sequence, &digest);
             if let Err(error) =
                 self.chain
-                    .commit_batch(sequence, batch.hash(), &message, &certificate)
+                    .commit_batch(number, batch.hash(), &message, &certificate)
             {
                 debug!(target: "sequencer", sequence, %error, "batch commitment not recorded (another sequencer was first)");
             }
         }
-        let finalized = FinalizedBatch { batch, certificate };
+        let finalized = FinalizedBatch {
+            batch,
+            sequence,
+            view,
+            certificate,
+        };
         if self.finalized.try_send(finalized).is_err() {
             warn!(target: "sequencer", sequence, "execution queue full; batch not forwarded");
         }

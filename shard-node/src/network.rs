@@ -509,7 +509,12 @@ mod tests {
         };
         let certificate =
             Certificate::aggregate(&[(0, sequencer.sign(b"test"))]).expect("one vote");
-        FinalizedBatch { batch, certificate }
+        FinalizedBatch {
+            batch,
+            sequence: number,
+            view: 0,
+            certificate,
+        }
     }
 
     #[test]

@@ -173,7 +173,7 @@ fn run(n: usize, seed: u64) {
             1,
             "n = {n}, seed {seed}: correct replica {index} did not commit (liveness)"
         );
-        assert_eq!(committed[0].value, proposed, "n = {n}, seed {seed}");
+        assert_eq!(committed[0].value, Some(proposed), "n = {n}, seed {seed}");
         for evidence in cluster.evidence(index) {
             assert!(
                 byzantine.contains(&usize::from(evidence.offender)),

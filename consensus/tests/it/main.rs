@@ -6,6 +6,8 @@ mod codec;
 mod normal;
 mod reject;
 mod safety;
+mod transfer;
+mod world;
 
 use primitives::B256;
 

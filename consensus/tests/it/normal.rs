@@ -20,12 +20,13 @@ fn assert_committed(cluster: &Cluster<B256>, replicas: &[usize], values: &[B256]
         for (position, decided) in committed.iter().enumerate() {
             let sequence = position as u64 + 1;
             assert_eq!(decided.sequence, sequence);
-            assert_eq!(
-                decided.value, values[position],
-                "replica {index} at {sequence}"
-            );
+            let value = decided
+                .value
+                .as_ref()
+                .expect("no nulls without a view change");
+            assert_eq!(*value, values[position], "replica {index} at {sequence}");
             assert_eq!(decided.certificate.signers.count(), quorum);
-            let message = consensus::commit_message(sequence, &decided.value.digest());
+            let message = consensus::commit_message(decided.view, sequence, &value.digest());
             assert_eq!(decided.certificate.verify(&message, &keys, quorum), Ok(()));
         }
     }
@@ -106,14 +107,27 @@ fn batches_commit_with_certificates_anyone_can_check() {
         let committed = cluster.committed(index);
         assert_eq!(committed.len(), 3);
         for decided in committed {
-            assert_eq!(decided.value.number, decided.sequence);
+            let batch = decided
+                .value
+                .clone()
+                .expect("no nulls without a view change");
+            assert_eq!(batch.number, decided.sequence);
             let mut finalized = FinalizedBatch {
-                batch: decided.value.clone(),
+                batch,
+                sequence: decided.sequence,
+                view: decided.view,
                 certificate: decided.certificate.clone(),
             };
             assert_eq!(verify_commit_certificate(&finalized, &keys), Ok(()));
+            // The certificate names the view.
+            finalized.view += 1;
+            assert!(verify_commit_certificate(&finalized, &keys).is_err());
+            finalized.view -= 1;
             // The certificate names the sequence and the digest: another batch does not pass.
             finalized.batch.number += 1;
+            assert!(verify_commit_certificate(&finalized, &keys).is_err());
+            finalized.batch.number -= 1;
+            finalized.sequence += 1;
             assert!(verify_commit_certificate(&finalized, &keys).is_err());
             // Nor does a set of keys it was not signed by.
             assert!(verify_commit_certificate(&finalized, &keys[..1]).is_err());
@@ -303,7 +317,8 @@ fn the_application_is_asked_before_a_backup_prepares() {
         prepared_to.push(transmit.to);
     }
     assert_eq!(prepared_to, vec![node_id(0), node_id(2), node_id(3)]);
-    assert_eq!(backup.poll_timeout(), None);
+    // The view timer runs while the proposal is undecided.
+    assert!(backup.poll_timeout().is_some());
 }
 
 #[test]

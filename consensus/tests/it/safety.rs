@@ -127,7 +127,7 @@ fn an_equivocating_primary_cannot_split_the_replicas() {
         let quorum = cluster.validators().quorum();
         for backup in 1..n {
             if let Some(decided) = cluster.committed(backup).first() {
-                let backers = if decided.value == a {
+                let backers = if decided.value == Some(a) {
                     backers_a
                 } else {
                     n - 1 - backers_a

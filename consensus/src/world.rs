@@ -1,0 +1,726 @@
+//! A deterministic, timed world of replicas with faults (feature `test-utils`): the simulator
+//! the safety and liveness checkers run over many seeds.
+//!
+//! Unlike [`crate::harness::Cluster`], which steps messages with no notion of time, the world
+//! has a clock: messages take a seeded latency (so they reorder), timers fire, and the world
+//! plays the application (it keeps a backlog of values to order, tells every replica about it,
+//! and proposes at whichever replica is primary). Faults, all drawn from one seed:
+//!
+//! - the network drops, duplicates and delays messages, and partitions the replicas;
+//! - replicas crash and restart (with their state, as a replica whose log is persisted would);
+//! - up to `f` replicas are byzantine: silent, equivocating as primary (a different value to
+//!   half the replicas, each signed), voting for conflicting digests, or replaying old traffic.
+//!
+//! After the faulty phase the world heals (partitions end, crashed replicas restart, the network
+//! stops losing messages; byzantine replicas stay byzantine) and checks liveness: values proposed
+//! after the heal are committed by every correct replica within a bounded simulated time. Safety
+//! is checked throughout: no two correct replicas commit different values at one sequence, and
+//! every certificate verifies.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use primitives::{
+    B256, Encode,
+    machine::{Machine, Origin},
+    time::Instant,
+};
+use rand::{Rng, SeedableRng, seq::SliceRandom};
+use rand_chacha::ChaCha8Rng;
+
+use crate::{
+    evidence::Evidence,
+    harness::{Decided, check_agreement, node_id, secret_key},
+    message::{Message, PrePrepare, Vote},
+    replica::{Replica, ReplicaConfig, ReplicaEvent, ReplicaInput},
+    validator::{Validator, ValidatorSet},
+};
+
+/// What a faulty replica does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Follows the protocol.
+    Correct,
+    /// Sends nothing.
+    Silent,
+    /// As primary, sends one value to `quorum - 1` backups and another to the rest (so the
+    /// first prepares but never commits), each signed.
+    EquivocatingPrimary,
+    /// Sends every other replica prepares and commits for a random digest.
+    ConflictingVotes,
+    /// Sends again, now and then, old messages it saw.
+    Replayer,
+}
+
+/// The faults of one run, drawn from its seed by [`Scenario::draw`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scenario {
+    /// Number of replicas.
+    pub n: usize,
+    /// Behaviour of each replica.
+    pub behaviours: Vec<Behaviour>,
+    /// Replicas that crash during the faulty phase: `(index, crash at, restart at)`, in
+    /// microseconds.
+    pub crashes: Vec<(usize, u64, u64)>,
+    /// Replicas cut off from the others during the faulty phase, and when (microseconds).
+    pub partition: Option<(Vec<usize>, u64, u64)>,
+    /// Probability a message is lost during the faulty phase.
+    pub drop_ratio: f64,
+    /// Probability a message is delivered twice during the faulty phase.
+    pub duplicate_ratio: f64,
+    /// Range of one-way latencies, microseconds (uniform; messages reorder within it).
+    pub latency_us: (u64, u64),
+    /// Length of the faulty phase, microseconds.
+    pub faulty_us: u64,
+    /// Values the application submits during the faulty phase.
+    pub values: u64,
+}
+
+impl Scenario {
+    /// Draws a scenario for `n` replicas from `seed`.
+    pub fn draw(n: usize, seed: u64) -> Scenario {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5CE9_A410);
+        let f = (n - 1) / 3;
+        let faulty_us = 2_000_000;
+        let mut indices: Vec<usize> = (0..n).collect();
+        indices.shuffle(&mut rng);
+        let byzantine = rng.random_range(0..=f);
+        let mut behaviours = vec![Behaviour::Correct; n];
+        for index in indices.iter().take(byzantine) {
+            behaviours[*index] = match rng.random_range(0..4) {
+                0 => Behaviour::Silent,
+                1 => Behaviour::EquivocatingPrimary,
+                2 => Behaviour::ConflictingVotes,
+                _ => Behaviour::Replayer,
+            };
+        }
+        // Crashes are benign: any replica may crash, byzantine ones included.
+        let crashes = (0..rng.random_range(0..=f + 1))
+            .map(|_| {
+                let index = rng.random_range(0..n);
+                let at = rng.random_range(0..faulty_us);
+                let back = rng.random_range(at..=faulty_us);
+                (index, at, back)
+            })
+            .collect();
+        let partition = rng.random_bool(0.3).then(|| {
+            let size = rng.random_range(1..=n / 2);
+            let side: Vec<usize> = indices.iter().rev().take(size).copied().collect();
+            let at = rng.random_range(0..faulty_us);
+            (side, at, rng.random_range(at..=faulty_us))
+        });
+        let lossy = rng.random_bool(0.7);
+        Scenario {
+            n,
+            behaviours,
+            crashes,
+            partition,
+            drop_ratio: if lossy {
+                rng.random_range(0.0..0.25)
+            } else {
+                0.0
+            },
+            duplicate_ratio: rng.random_range(0.0..0.15),
+            latency_us: (200, rng.random_range(1_000..20_000)),
+            faulty_us,
+            values: rng.random_range(2..=6),
+        }
+    }
+
+    /// Indices of the replicas that follow the protocol.
+    pub fn correct(&self) -> Vec<usize> {
+        (0..self.n)
+            .filter(|index| self.behaviours[*index] == Behaviour::Correct)
+            .collect()
+    }
+}
+
+/// What a run did, for the tests' summaries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunReport {
+    /// Highest view any correct replica reached.
+    pub views: u64,
+    /// Sequences decided (by the correct replica that decided most).
+    pub decided: u64,
+    /// Messages delivered, dropped and duplicated.
+    pub delivered: u64,
+    /// Messages dropped.
+    pub dropped: u64,
+    /// Fetches sent by correct replicas.
+    pub fetches: u64,
+    /// Microseconds from the heal until every correct replica committed every value proposed
+    /// after it.
+    pub recovery_us: u64,
+    /// Equivocation evidence emitted by correct replicas.
+    pub evidence: usize,
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Deliver {
+        from: usize,
+        to: usize,
+        bytes: Vec<u8>,
+    },
+    Timer {
+        node: usize,
+    },
+    Tick,
+}
+
+struct Node {
+    replica: Replica<B256>,
+    behaviour: Behaviour,
+    crashed: bool,
+    committed: Vec<Decided<B256>>,
+    committed_set: BTreeSet<B256>,
+    evidence: Vec<Evidence>,
+    /// The deadline a timer event is queued for.
+    timer: Option<Instant>,
+    /// Values this node was asked to propose in its current view.
+    proposed: BTreeSet<B256>,
+    proposed_view: u64,
+}
+
+/// Tick of the application: how often it tells replicas about its backlog and proposes.
+const TICK_US: u64 = 10_000;
+/// The view timeout the world's replicas start with.
+const VIEW_TIMEOUT_US: u64 = 100_000;
+/// Longest the world lets the view timeout grow.
+const VIEW_TIMEOUT_MAX_US: u64 = 3_200_000;
+/// How long after the heal every correct replica must have committed the values proposed
+/// after it: enough for several view changes at the longest timeout.
+pub const RECOVERY_BOUND_US: u64 = 60_000_000;
+/// Values proposed after the heal.
+const VALUES_AFTER_HEAL: u64 = 2;
+/// Most proposals in flight at once.
+const PROPOSALS_IN_FLIGHT: usize = 4;
+/// Messages a replayer remembers.
+const REPLAY_MEMORY: usize = 256;
+
+/// The world of one run.
+pub struct World {
+    seed: u64,
+    scenario: Scenario,
+    validators: ValidatorSet,
+    nodes: Vec<Node>,
+    queue: BTreeMap<(Instant, u64), Event>,
+    order: u64,
+    now: Instant,
+    rng: ChaCha8Rng,
+    healed: bool,
+    /// Values to order, oldest first, and when each was first submitted.
+    backlog: VecDeque<B256>,
+    submitted: u64,
+    /// Every value any correct replica committed.
+    committed_values: BTreeSet<B256>,
+    /// Every value submitted.
+    all_values: Vec<B256>,
+    seen: VecDeque<(usize, usize, Vec<u8>)>,
+    report: RunReport,
+}
+
+impl World {
+    /// A world for `scenario`, with randomness from `seed`.
+    pub fn new(seed: u64, scenario: Scenario) -> World {
+        let n = scenario.n;
+        let validators = ValidatorSet::new(
+            (0..n)
+                .map(|index| Validator {
+                    id: node_id(index),
+                    key: secret_key(index).public_key(),
+                })
+                .collect(),
+        );
+        let config = ReplicaConfig {
+            view_timeout_us: VIEW_TIMEOUT_US,
+            view_timeout_max_us: VIEW_TIMEOUT_MAX_US,
+        };
+        let nodes = (0..n)
+            .map(|index| Node {
+                replica: Replica::with_config(validators.clone(), index, secret_key(index), config),
+                behaviour: scenario.behaviours[index],
+                crashed: false,
+                committed: Vec::new(),
+                committed_set: BTreeSet::new(),
+                evidence: Vec::new(),
+                timer: None,
+                proposed: BTreeSet::new(),
+                proposed_view: 0,
+            })
+            .collect();
+        let mut world = World {
+            seed,
+            scenario,
+            validators,
+            nodes,
+            queue: BTreeMap::new(),
+            order: 0,
+            now: Instant::ZERO,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            healed: false,
+            backlog: VecDeque::new(),
+            submitted: 0,
+            committed_values: BTreeSet::new(),
+            all_values: Vec::new(),
+            seen: VecDeque::new(),
+            report: RunReport::default(),
+        };
+        world.schedule(Instant::ZERO, Event::Tick);
+        world
+    }
+
+    /// Runs the scenario: the faulty phase, the heal, and the liveness check. Panics, naming
+    /// the seed, if a checker fails.
+    pub fn run(&mut self) -> RunReport {
+        let heal_at = Instant::from_micros(self.scenario.faulty_us);
+        self.run_until(heal_at);
+        self.heal();
+        let fresh: Vec<B256> = (0..VALUES_AFTER_HEAL).map(|_| self.submit()).collect();
+        let deadline = Instant::from_micros(heal_at.as_micros() + RECOVERY_BOUND_US);
+        while self.now < deadline && !self.all_correct_committed(&fresh) {
+            let Some(next) = self.queue.keys().next().copied() else {
+                break;
+            };
+            self.run_until(next.0);
+        }
+        self.check_safety();
+        assert!(
+            self.all_correct_committed(&fresh),
+            "seed {}: liveness: values proposed after the heal not committed by every correct \
+             replica within {} s ({:?}; views {:?}, committed {:?})",
+            self.seed,
+            RECOVERY_BOUND_US / 1_000_000,
+            self.scenario,
+            self.nodes
+                .iter()
+                .map(|node| (node.replica.view(), node.replica.is_active()))
+                .collect::<Vec<_>>(),
+            self.nodes
+                .iter()
+                .map(|node| node.replica.last_committed())
+                .collect::<Vec<_>>(),
+        );
+        self.report.recovery_us = self.now.as_micros() - heal_at.as_micros();
+        if std::env::var("TICKRATE_WORLD_STATS").is_ok() {
+            for node in &self.nodes {
+                eprintln!("{:?}", node.replica.stats());
+            }
+        }
+        let correct = self.scenario.correct();
+        self.report.views = correct
+            .iter()
+            .map(|index| self.nodes[*index].replica.view())
+            .max()
+            .unwrap_or(0);
+        self.report.decided = correct
+            .iter()
+            .map(|index| self.nodes[*index].replica.last_committed())
+            .max()
+            .unwrap_or(0);
+        self.report.fetches = correct
+            .iter()
+            .map(|index| self.nodes[*index].replica.stats().fetches_sent)
+            .sum();
+        self.report.evidence = correct
+            .iter()
+            .map(|index| self.nodes[*index].evidence.len())
+            .sum();
+        self.report.clone()
+    }
+
+    /// The evidence the correct replicas emitted.
+    pub fn correct_evidence(&self) -> Vec<Evidence> {
+        self.scenario
+            .correct()
+            .iter()
+            .flat_map(|index| self.nodes[*index].evidence.iter().cloned())
+            .collect()
+    }
+
+    fn all_correct_committed(&self, values: &[B256]) -> bool {
+        self.scenario.correct().iter().all(|index| {
+            let committed = &self.nodes[*index].committed_set;
+            values.iter().all(|value| committed.contains(value))
+        })
+    }
+
+    fn check_safety(&self) {
+        let correct = self.scenario.correct();
+        let committed: Vec<&[Decided<B256>]> = correct
+            .iter()
+            .map(|index| self.nodes[*index].committed.as_slice())
+            .collect();
+        check_agreement(self.seed, &self.validators, &committed);
+    }
+
+    fn submit(&mut self) -> B256 {
+        self.submitted += 1;
+        let mut raw = [0u8; 40];
+        raw[..8].copy_from_slice(&self.seed.to_be_bytes());
+        raw[8..16].copy_from_slice(&self.submitted.to_be_bytes());
+        let value = primitives::keccak256(raw);
+        self.backlog.push_back(value);
+        self.all_values.push(value);
+        value
+    }
+
+    fn heal(&mut self) {
+        self.healed = true;
+        for index in 0..self.nodes.len() {
+            if self.nodes[index].crashed {
+                self.restart(index);
+            }
+        }
+    }
+
+    fn schedule(&mut self, at: Instant, event: Event) {
+        self.order += 1;
+        self.queue.insert((at, self.order), event);
+    }
+
+    fn run_until(&mut self, until: Instant) {
+        while let Some(entry) = self.queue.first_entry() {
+            if entry.key().0 > until {
+                break;
+            }
+            let ((at, _), event) = entry.remove_entry();
+            self.now = at;
+            self.apply_faults();
+            match event {
+                Event::Deliver { from, to, bytes } => self.deliver(from, to, bytes),
+                Event::Timer { node } => self.fire_timer(node),
+                Event::Tick => self.tick(),
+            }
+        }
+        self.now = self.now.max(until);
+    }
+
+    /// Crashes and restarts due by now (faulty phase only).
+    fn apply_faults(&mut self) {
+        if self.healed {
+            return;
+        }
+        let now = self.now.as_micros();
+        for (index, at, back) in self.scenario.crashes.clone() {
+            let down = now >= at && now < back;
+            if down && !self.nodes[index].crashed {
+                self.nodes[index].crashed = true;
+            } else if !down && now >= back && self.nodes[index].crashed {
+                self.restart(index);
+            }
+        }
+    }
+
+    fn restart(&mut self, index: usize) {
+        self.nodes[index].crashed = false;
+        self.nodes[index].timer = None;
+        // Time passed while it was down: let its timers catch up.
+        self.nodes[index].replica.handle_timeout(self.now);
+        self.drain(index);
+    }
+
+    fn partitioned(&self, a: usize, b: usize) -> bool {
+        let Some((side, at, until)) = &self.scenario.partition else {
+            return false;
+        };
+        let now = self.now.as_micros();
+        !self.healed && now >= *at && now < *until && (side.contains(&a) != side.contains(&b))
+    }
+
+    fn tick(&mut self) {
+        let faulty = !self.healed;
+        if faulty && self.submitted < self.scenario.values {
+            self.submit();
+        }
+        // Values some correct replica committed are no longer proposed.
+        let committed = &self.committed_values;
+        self.backlog.retain(|value| !committed.contains(value));
+        for index in 0..self.nodes.len() {
+            if self.nodes[index].crashed {
+                continue;
+            }
+            // As a sequencer with headers it has not seen batched: a replica waits for every
+            // value it has not committed itself.
+            let own = &self.nodes[index].committed_set;
+            let backlog = self.all_values.iter().any(|value| !own.contains(value));
+            self.input(index, ReplicaInput::Backlog(backlog));
+            let node = &mut self.nodes[index];
+            if !node.replica.is_primary() {
+                continue;
+            }
+            if node.proposed_view != node.replica.view() {
+                node.proposed_view = node.replica.view();
+                node.proposed.clear();
+            }
+            let in_flight = node
+                .proposed
+                .iter()
+                .filter(|value| !self.committed_values.contains(*value))
+                .count();
+            let next: Vec<B256> = self
+                .backlog
+                .iter()
+                .filter(|value| !node.proposed.contains(*value))
+                .take(PROPOSALS_IN_FLIGHT.saturating_sub(in_flight))
+                .copied()
+                .collect();
+            for value in next {
+                self.nodes[index].proposed.insert(value);
+                self.input(index, ReplicaInput::Propose(value));
+            }
+        }
+        if self
+            .nodes
+            .iter()
+            .any(|node| node.behaviour == Behaviour::Replayer)
+            && !self.seen.is_empty()
+        {
+            let pick = self.rng.random_range(0..self.seen.len());
+            let (from, to, bytes) = self.seen[pick].clone();
+            self.send_raw(from, to, bytes);
+        }
+        let next = Instant::from_micros(self.now.as_micros() + TICK_US);
+        self.schedule(next, Event::Tick);
+    }
+
+    fn input(&mut self, index: usize, input: ReplicaInput<B256>) {
+        let origin = match &input {
+            ReplicaInput::Message(_) | ReplicaInput::Decoded(_) => unreachable!("peer input"),
+            _ => Origin::Local,
+        };
+        let _ = self.nodes[index].replica.step(self.now, origin, input);
+        self.drain(index);
+    }
+
+    fn deliver(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+        if self.nodes[to].crashed {
+            return;
+        }
+        self.report.delivered += 1;
+        if self
+            .nodes
+            .iter()
+            .any(|node| node.behaviour == Behaviour::Replayer)
+        {
+            if self.seen.len() >= REPLAY_MEMORY {
+                self.seen.pop_front();
+            }
+            self.seen.push_back((from, to, bytes.clone()));
+        }
+        let origin = Origin::Peer(node_id(from));
+        let _ = self.nodes[to]
+            .replica
+            .step(self.now, origin, ReplicaInput::Message(bytes));
+        self.drain(to);
+    }
+
+    fn fire_timer(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        if node.crashed || node.timer != Some(self.now) {
+            return; // Stale: the replica re-armed or was down.
+        }
+        node.timer = None;
+        node.replica.handle_timeout(self.now);
+        self.drain(index);
+    }
+
+    /// Moves what replica `index` produced into the network (through its behaviour), answers
+    /// its events as the application, and queues its timer.
+    fn drain(&mut self, index: usize) {
+        loop {
+            let mut moved = false;
+            while let Some(transmit) = self.nodes[index].replica.poll_transmit(self.now) {
+                moved = true;
+                let to = self
+                    .validators
+                    .index_of(&transmit.to)
+                    .expect("replicas send to validators");
+                self.send(index, to, transmit.bytes);
+            }
+            while let Some(event) = self.nodes[index].replica.poll_event() {
+                moved = true;
+                self.handle_event(index, event);
+            }
+            if !moved {
+                break;
+            }
+        }
+        if let Some(deadline) = self.nodes[index].replica.poll_timeout()
+            && self.nodes[index].timer != Some(deadline)
+        {
+            let at = deadline.max(self.now);
+            self.nodes[index].timer = Some(at);
+            self.schedule(at, Event::Timer { node: index });
+        }
+    }
+
+    fn handle_event(&mut self, index: usize, event: ReplicaEvent<B256>) {
+        let correct = self.nodes[index].behaviour == Behaviour::Correct;
+        match event {
+            ReplicaEvent::Verify { sequence, value } => {
+                let input = ReplicaInput::Verified {
+                    sequence,
+                    digest: value,
+                    valid: true,
+                };
+                let _ = self.nodes[index]
+                    .replica
+                    .step(self.now, Origin::Local, input);
+            }
+            ReplicaEvent::Committed {
+                sequence,
+                view,
+                value,
+                certificate,
+            } => {
+                let committed = &mut self.nodes[index].committed;
+                let expected = committed.last().map_or(1, |last| last.sequence + 1);
+                assert_eq!(
+                    sequence, expected,
+                    "seed {}: replica {index} commits in order, once each",
+                    self.seed
+                );
+                committed.push(Decided {
+                    sequence,
+                    view,
+                    value,
+                    certificate,
+                });
+                if let Some(value) = value {
+                    self.nodes[index].committed_set.insert(value);
+                }
+                if correct && let Some(value) = value {
+                    self.committed_values.insert(value);
+                }
+            }
+            ReplicaEvent::Evidence(evidence) => {
+                assert_eq!(
+                    evidence.verify(&self.validators),
+                    Ok(()),
+                    "seed {}: replica {index} emitted evidence that does not verify",
+                    self.seed
+                );
+                assert!(
+                    !correct
+                        || self.nodes[usize::from(evidence.offender)].behaviour
+                            != Behaviour::Correct,
+                    "seed {}: replica {index} accused correct replica {}",
+                    self.seed,
+                    evidence.offender
+                );
+                self.nodes[index].evidence.push(evidence);
+            }
+            ReplicaEvent::ViewEntered { .. } => {}
+        }
+    }
+
+    /// Sends through the sender's behaviour.
+    fn send(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+        match self.nodes[from].behaviour {
+            Behaviour::Correct | Behaviour::Replayer => self.send_raw(from, to, bytes),
+            Behaviour::Silent => {}
+            Behaviour::EquivocatingPrimary => {
+                let bytes = match Message::<B256>::from_wire(&bytes) {
+                    Ok(Message::PrePrepare(pre_prepare))
+                        if self.forged_side(from, to) && pre_prepare.value.is_some() =>
+                    {
+                        let other = pre_prepare.value.map(primitives::keccak256);
+                        let forged = PrePrepare::proposing(
+                            &secret_key(from),
+                            pre_prepare.view,
+                            pre_prepare.sequence,
+                            other,
+                        );
+                        Message::PrePrepare(forged).to_bytes()
+                    }
+                    _ => bytes,
+                };
+                self.send_raw(from, to, bytes);
+            }
+            Behaviour::ConflictingVotes => {
+                let bytes = match Message::<B256>::from_wire(&bytes) {
+                    Ok(Message::Prepare(vote)) if to % 2 == 1 => {
+                        let digest = B256::from(self.rng.random::<[u8; 32]>());
+                        let secret = secret_key(from);
+                        Message::<B256>::Prepare(Vote::prepare(
+                            &secret,
+                            vote.view,
+                            vote.sequence,
+                            digest,
+                            vote.replica,
+                        ))
+                        .to_bytes()
+                    }
+                    Ok(Message::Commit(vote)) if to % 2 == 1 => {
+                        let digest = B256::from(self.rng.random::<[u8; 32]>());
+                        let secret = secret_key(from);
+                        Message::<B256>::Commit(Vote::commit(
+                            &secret,
+                            vote.view,
+                            vote.sequence,
+                            digest,
+                            vote.replica,
+                        ))
+                        .to_bytes()
+                    }
+                    _ => bytes,
+                };
+                self.send_raw(from, to, bytes);
+            }
+        }
+    }
+
+    /// Whether an equivocating primary `from` sends `to` the forged value: the first
+    /// `quorum - 1` backups by index get it.
+    fn forged_side(&self, from: usize, to: usize) -> bool {
+        let position = (0..self.nodes.len())
+            .filter(|index| *index != from)
+            .position(|index| index == to);
+        position.is_some_and(|position| position + 1 < self.validators.quorum())
+    }
+
+    /// Puts a message on the network, with the faulty phase's losses, duplicates and
+    /// partitions, and a seeded latency.
+    fn send_raw(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+        let faulty = !self.healed;
+        if self.nodes[from].crashed || self.partitioned(from, to) {
+            self.report.dropped += 1;
+            return;
+        }
+        if faulty
+            && self.scenario.drop_ratio > 0.0
+            && self.rng.random_bool(self.scenario.drop_ratio)
+        {
+            self.report.dropped += 1;
+            return;
+        }
+        let copies = if faulty
+            && self.scenario.duplicate_ratio > 0.0
+            && self.rng.random_bool(self.scenario.duplicate_ratio)
+        {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let (low, high) = self.scenario.latency_us;
+            let latency = self.rng.random_range(low..=high);
+            let at = Instant::from_micros(self.now.as_micros() + latency);
+            self.schedule(
+                at,
+                Event::Deliver {
+                    from,
+                    to,
+                    bytes: bytes.clone(),
+                },
+            );
+        }
+    }
+}
+
+/// Runs the scenario of `seed` for `n` replicas; panics, naming the seed and how to replay it,
+/// if safety or liveness fails.
+pub fn run_seed(n: usize, seed: u64) -> RunReport {
+    let scenario = Scenario::draw(n, seed);
+    World::new(seed, scenario).run()
+}
