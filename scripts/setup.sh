@@ -15,3 +15,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
 fi
 command -v cargo >/dev/null || { echo "cargo not found: install the Rust toolchain (rustup) first" >&2; exit 1; }
+
+# A real S3 server for weak DA's tests and the `da` benchmark: s3s-fs (file-system-backed, from
+# crates.io). Pinned: later releases need a newer Rust than the toolchain here. The tests look
+# for it at this path (or at $TICKRATE_S3S_FS) and fail under CI=true without it.
+tools_root="${TICKRATE_TOOLS_ROOT:-/var/cache/tickrate-tools}"
+if [ ! -x "$tools_root/bin/s3s-fs" ]; then
+  # Its own target directory, so that the install never holds the workspace build lock.
+  CARGO_TARGET_DIR="$tools_root/target" cargo install s3s-fs@0.14.0 --locked --features binary --root "$tools_root"
+fi

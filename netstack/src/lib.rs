@@ -21,6 +21,8 @@
 //!   ([`secure::SecureHandshake`]) whose static keys are bound to node IDs by a secp256k1
 //!   signature, then [`secure::SecureSession`] seals and opens each datagram with an explicit
 //!   nonce and a replay window, counting every datagram it drops.
+//! - [`quic`] — QUIC (quinn) for node-to-node request/response traffic such as DA chunk
+//!   transfers: self-signed identities clients pin, endpoints, bounded length-prefixed frames.
 //! - [`frame`] — the message bound ([`frame::MAX_MESSAGE_BYTES`]) and its error.
 //! - [`lossy`] — test support for any crate: a seeded UDP proxy that drops, duplicates,
 //!   reorders and delays datagrams.
@@ -30,8 +32,7 @@
 //! The tokio driver speaks plain KCP only: the [`secure`] layer is a sans-IO core that the
 //! driver does not yet run, so anyone who can send UDP to a server can open a session (bounded
 //! by [`constants::SERVER_SESSIONS_MAX`] and the idle timeout). The DHT has no wire format or
-//! tokio driver yet, and no IP-proximity table. QUIC streams (quinn) for node-to-node traffic
-//! and relays are later work.
+//! tokio driver yet, and no IP-proximity table. Relays are later work.
 
 pub mod constants;
 pub mod dht;
@@ -40,6 +41,7 @@ pub mod error;
 pub mod frame;
 pub mod kcp;
 pub mod lossy;
+pub mod quic;
 pub mod secure;
 
 pub use error::{AuthError, ConfigError, FrameError, KcpError, NetError, SendError};

@@ -1,0 +1,3 @@
+//! Integration tests of strong DA over QUIC on loopback (`cargo test -p da-strong --test it`).
+
+mod committee;
