@@ -53,6 +53,35 @@ pub struct Decided<V> {
     pub certificate: Certificate,
 }
 
+/// Appends replica `index`'s decision to what it `committed`, checking it comes next in order.
+pub(crate) fn record_committed<V>(
+    seed: u64,
+    index: usize,
+    committed: &mut Vec<Decided<V>>,
+    decided: Decided<V>,
+) {
+    let expected = committed.last().map_or(1, |last| last.sequence + 1);
+    assert_eq!(
+        decided.sequence, expected,
+        "seed {seed}: replica {index} commits in order, once each"
+    );
+    committed.push(decided);
+}
+
+/// Checks that the evidence replica `index` emitted verifies against `validators`.
+pub(crate) fn check_evidence(
+    seed: u64,
+    index: usize,
+    validators: &ValidatorSet,
+    evidence: &Evidence,
+) {
+    assert_eq!(
+        evidence.verify(validators),
+        Ok(()),
+        "seed {seed}: replica {index} emitted evidence that does not verify"
+    );
+}
+
 /// Checks that no two replicas' decisions differ at one sequence, and that every certificate
 /// verifies against `validators`; `seed` names the run in the panic message.
 pub fn check_agreement<V: Value>(
@@ -375,27 +404,16 @@ impl<V: Value> Cluster<V> {
                 value,
                 certificate,
             } => {
-                let committed = &mut self.committed[index];
-                let expected = committed.last().map_or(1, |last| last.sequence + 1);
-                assert_eq!(
-                    sequence, expected,
-                    "seed {}: replica {index} commits in order, once each",
-                    self.seed
-                );
-                committed.push(Decided {
+                let decided = Decided {
                     sequence,
                     view,
                     value,
                     certificate,
-                });
+                };
+                record_committed(self.seed, index, &mut self.committed[index], decided);
             }
             ReplicaEvent::Evidence(evidence) => {
-                assert_eq!(
-                    evidence.verify(&self.validators),
-                    Ok(()),
-                    "seed {}: replica {index} emitted evidence that does not verify",
-                    self.seed
-                );
+                check_evidence(self.seed, index, &self.validators, &evidence);
                 self.evidence[index].push(evidence);
             }
         }

@@ -29,7 +29,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::{
     evidence::Evidence,
-    harness::{Decided, check_agreement, node_id, secret_key},
+    harness::{Decided, check_agreement, check_evidence, node_id, record_committed, secret_key},
     message::{Message, PrePrepare, Vote},
     replica::{Replica, ReplicaConfig, ReplicaEvent, ReplicaInput},
     validator::{Validator, ValidatorSet},
@@ -573,19 +573,13 @@ impl World {
                 value,
                 certificate,
             } => {
-                let committed = &mut self.nodes[index].committed;
-                let expected = committed.last().map_or(1, |last| last.sequence + 1);
-                assert_eq!(
-                    sequence, expected,
-                    "seed {}: replica {index} commits in order, once each",
-                    self.seed
-                );
-                committed.push(Decided {
+                let decided = Decided {
                     sequence,
                     view,
                     value,
                     certificate,
-                });
+                };
+                record_committed(self.seed, index, &mut self.nodes[index].committed, decided);
                 if let Some(value) = value {
                     self.nodes[index].committed_set.insert(value);
                 }
@@ -594,12 +588,7 @@ impl World {
                 }
             }
             ReplicaEvent::Evidence(evidence) => {
-                assert_eq!(
-                    evidence.verify(&self.validators),
-                    Ok(()),
-                    "seed {}: replica {index} emitted evidence that does not verify",
-                    self.seed
-                );
+                check_evidence(self.seed, index, &self.validators, &evidence);
                 assert!(
                     !correct
                         || self.nodes[usize::from(evidence.offender)].behaviour
