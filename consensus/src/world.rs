@@ -627,32 +627,30 @@ impl World {
                 self.send_raw(from, to, bytes);
             }
             Behaviour::ConflictingVotes => {
-                let bytes = match Message::<B256>::from_wire(&bytes) {
-                    Ok(Message::Prepare(vote)) if to % 2 == 1 => {
+                let vote = match Message::<B256>::from_wire(&bytes) {
+                    Ok(Message::Prepare(vote)) if to % 2 == 1 => Some((false, vote)),
+                    Ok(Message::Commit(vote)) if to % 2 == 1 => Some((true, vote)),
+                    _ => None,
+                };
+                let bytes = match vote {
+                    Some((commit, vote)) => {
                         let digest = B256::from(self.rng.random::<[u8; 32]>());
-                        let secret = secret_key(from);
-                        Message::<B256>::Prepare(Vote::prepare(
-                            &secret,
+                        let sign = if commit { Vote::commit } else { Vote::prepare };
+                        let forged = sign(
+                            &secret_key(from),
                             vote.view,
                             vote.sequence,
                             digest,
                             vote.replica,
-                        ))
-                        .to_bytes()
+                        );
+                        let message: Message<B256> = if commit {
+                            Message::Commit(forged)
+                        } else {
+                            Message::Prepare(forged)
+                        };
+                        message.to_bytes()
                     }
-                    Ok(Message::Commit(vote)) if to % 2 == 1 => {
-                        let digest = B256::from(self.rng.random::<[u8; 32]>());
-                        let secret = secret_key(from);
-                        Message::<B256>::Commit(Vote::commit(
-                            &secret,
-                            vote.view,
-                            vote.sequence,
-                            digest,
-                            vote.replica,
-                        ))
-                        .to_bytes()
-                    }
-                    _ => bytes,
+                    None => bytes,
                 };
                 self.send_raw(from, to, bytes);
             }
