@@ -45,3 +45,7 @@ pub const TRANSMITS_QUEUED_MAX: usize = 4 * SEQUENCE_WINDOW as usize * VALIDATOR
 /// Most events the replica queues before the driver drains them (one `Verify` and one `Committed`
 /// per sequence of the window, twice over).
 pub const EVENTS_QUEUED_MAX: usize = 4 * SEQUENCE_WINDOW as usize;
+
+/// Verified signatures a validator set remembers (32 bytes each): a few windows of every
+/// validator's votes.
+pub const VERIFIED_MEMO_MAX: usize = 64 * 1024;

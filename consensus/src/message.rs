@@ -16,7 +16,7 @@
 
 use primitives::{
     B256, Decode, DecodeError, Decoder, Encode,
-    bls::{BlsPublicKey, BlsSecretKey, BlsSignature, Certificate},
+    bls::{BlsSecretKey, BlsSignature, Certificate},
     codec::put_list,
     constants::VALIDATORS_MAX,
 };
@@ -24,6 +24,7 @@ use primitives::{
 use crate::{
     constants::{FETCH_ENTRIES_MAX, MESSAGE_BYTES_MAX, SEQUENCE_WINDOW},
     error::RejectReason,
+    validator::ValidatorSet,
     value::Value,
 };
 
@@ -86,15 +87,6 @@ pub fn checkpoint_message(sequence: u64, history: &B256) -> Vec<u8> {
     signed_bytes(CHECKPOINT_DOMAIN, None, sequence, history)
 }
 
-fn verify(
-    key: &BlsPublicKey,
-    message: &[u8],
-    signature: &BlsSignature,
-) -> Result<(), RejectReason> {
-    key.verify(message, signature)
-        .map_err(|_| RejectReason::BadSignature)
-}
-
 /// The primary's proposal of `value` at `sequence` in `view`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PrePrepare<V> {
@@ -131,10 +123,14 @@ impl<V: Value> PrePrepare<V> {
         proposal_digest(self.value.as_ref())
     }
 
-    /// Checks the signature against the primary's `key`, given the value's `digest`.
-    pub fn verify(&self, key: &BlsPublicKey, digest: &B256) -> Result<(), RejectReason> {
+    /// Checks that the primary of its view signed it, given the value's `digest`.
+    pub fn verify(&self, validators: &ValidatorSet, digest: &B256) -> Result<(), RejectReason> {
         let message = pre_prepare_message(self.view, self.sequence, digest);
-        verify(key, &message, &self.signature)
+        validators.verify_signature(
+            validators.primary_index(self.view),
+            &message,
+            &self.signature,
+        )
     }
 }
 
@@ -191,16 +187,16 @@ impl Vote {
         }
     }
 
-    /// Checks a prepare's signature against the voter's `key`.
-    pub fn verify_prepare(&self, key: &BlsPublicKey) -> Result<(), RejectReason> {
+    /// Checks that the validator it names signed it as a prepare.
+    pub fn verify_prepare(&self, validators: &ValidatorSet) -> Result<(), RejectReason> {
         let message = prepare_message(self.view, self.sequence, &self.digest);
-        verify(key, &message, &self.signature)
+        validators.verify_signature(usize::from(self.replica), &message, &self.signature)
     }
 
-    /// Checks a commit's signature against the voter's `key`.
-    pub fn verify_commit(&self, key: &BlsPublicKey) -> Result<(), RejectReason> {
+    /// Checks that the validator it names signed it as a commit.
+    pub fn verify_commit(&self, validators: &ValidatorSet) -> Result<(), RejectReason> {
         let message = commit_message(self.view, self.sequence, &self.digest);
-        verify(key, &message, &self.signature)
+        validators.verify_signature(usize::from(self.replica), &message, &self.signature)
     }
 }
 
@@ -253,10 +249,10 @@ impl Checkpoint {
         }
     }
 
-    /// Checks the signature against the sender's `key`.
-    pub fn verify(&self, key: &BlsPublicKey) -> Result<(), RejectReason> {
+    /// Checks that the validator it names signed it.
+    pub fn verify(&self, validators: &ValidatorSet) -> Result<(), RejectReason> {
         let message = checkpoint_message(self.sequence, &self.history);
-        verify(key, &message, &self.signature)
+        validators.verify_signature(usize::from(self.replica), &message, &self.signature)
     }
 }
 
@@ -716,10 +712,24 @@ mod tests {
         BlsSecretKey::from_seed(&[7; 32])
     }
 
+    /// Four validators that all hold `secret()`'s key, so any index it signs as verifies.
+    fn one_key_set() -> ValidatorSet {
+        let key = secret().public_key();
+        ValidatorSet::new(
+            (0..4u8)
+                .map(|index| crate::Validator {
+                    id: primitives::NodeId(primitives::Address::repeat_byte(index)),
+                    key,
+                })
+                .collect(),
+        )
+    }
+
     #[test]
     fn every_message_round_trips_and_verifies() {
         let secret = secret();
         let key = secret.public_key();
+        let validators = one_key_set();
         let value = B256::repeat_byte(3);
         let messages: Vec<Message<B256>> = vec![
             Message::PrePrepare(PrePrepare::new(&secret, 2, 5, value)),
@@ -731,10 +741,10 @@ mod tests {
             let decoded = Message::<B256>::from_wire(&message.to_bytes());
             assert_eq!(decoded.as_ref(), Ok(&message));
             let verified = match &message {
-                Message::PrePrepare(pre_prepare) => pre_prepare.verify(&key, &value),
-                Message::Prepare(vote) => vote.verify_prepare(&key),
-                Message::Commit(vote) => vote.verify_commit(&key),
-                Message::Checkpoint(checkpoint) => checkpoint.verify(&key),
+                Message::PrePrepare(pre_prepare) => pre_prepare.verify(&validators, &value),
+                Message::Prepare(vote) => vote.verify_prepare(&validators),
+                Message::Commit(vote) => vote.verify_commit(&validators),
+                Message::Checkpoint(checkpoint) => checkpoint.verify(&validators),
                 Message::ViewChange(view_change) => key
                     .verify(&view_change.signed_message(), &view_change.signature)
                     .map_err(|_| RejectReason::BadSignature),
@@ -806,11 +816,14 @@ mod tests {
     #[test]
     fn signatures_are_domain_separated() {
         let secret = secret();
-        let key = secret.public_key();
+        let validators = one_key_set();
         let digest = B256::repeat_byte(9);
         // A prepare's signature is not a commit's, though both name the same sequence and digest.
         let mut prepare = Vote::prepare(&secret, 0, 1, digest, 0);
-        assert_eq!(prepare.verify_commit(&key), Err(RejectReason::BadSignature));
+        assert_eq!(
+            prepare.verify_commit(&validators),
+            Err(RejectReason::BadSignature)
+        );
         // The commit names the view: votes of two views never count towards one certificate.
         let commit_view_0 = Vote::commit(&secret, 0, 1, digest, 0);
         let commit_view_3 = Vote::commit(&secret, 3, 1, digest, 0);
@@ -818,7 +831,7 @@ mod tests {
         // The prepare names the view.
         prepare.view = 1;
         assert_eq!(
-            prepare.verify_prepare(&key),
+            prepare.verify_prepare(&validators),
             Err(RejectReason::BadSignature)
         );
     }

@@ -25,7 +25,7 @@ use crate::{
     },
     message::{
         Checkpoint, DecidedEntry, Message, NewView, PrePrepare, PreparedProof, ViewChange, Vote,
-        commit_message, prepare_message,
+        checkpoint_message, commit_message, pre_prepare_message, prepare_message,
     },
     stats::ReplicaStats,
     validator::ValidatorSet,
@@ -699,7 +699,7 @@ impl<V: Value> Replica<V> {
             return self.conflicting_pre_prepare(sequence, first, &pre_prepare, digest);
         }
         self.stats.signature_checks += 1;
-        pre_prepare.verify(&self.validators.validators()[primary].key, &digest)?;
+        pre_prepare.verify(&self.validators, &digest)?;
         // Past every check: from here on the message is accepted.
         self.events
             .push_back(ReplicaEvent::Verify { sequence, value });
@@ -732,7 +732,7 @@ impl<V: Value> Replica<V> {
         });
         if !reported {
             self.stats.signature_checks += 1;
-            pre_prepare.verify(&self.validators.validators()[primary].key, &digest)?;
+            pre_prepare.verify(&self.validators, &digest)?;
             let second = Signed {
                 digest,
                 signature: pre_prepare.signature,
@@ -880,10 +880,9 @@ impl<V: Value> Replica<V> {
     /// Checks one vote's signature against its voter's key (one pairing check).
     fn verify_vote(&mut self, kind: VoteKind, vote: &Vote) -> Result<(), RejectReason> {
         self.stats.signature_checks += 1;
-        let key = &self.validators.validators()[usize::from(vote.replica)].key;
         match kind {
-            VoteKind::Prepare => vote.verify_prepare(key),
-            VoteKind::Commit => vote.verify_commit(key),
+            VoteKind::Prepare => vote.verify_prepare(&self.validators),
+            VoteKind::Commit => vote.verify_commit(&self.validators),
         }
     }
 
@@ -911,8 +910,8 @@ impl<V: Value> Replica<V> {
         let Ok(aggregate) = Certificate::aggregate(&signatures) else {
             return false;
         };
-        aggregate
-            .verify(&message, &self.validators.keys(), votes.len())
+        self.validators
+            .verify_certificate(&aggregate, &message, votes.len())
             .is_ok()
     }
 
@@ -940,6 +939,28 @@ impl<V: Value> Replica<V> {
                 .filter(|held| !held.verified)
                 .map(|held| held.vote.clone())
                 .collect();
+            // Votes whose signatures the set already knows good need no check.
+            let message = match kind {
+                VoteKind::Prepare => prepare_message,
+                VoteKind::Commit => commit_message,
+            };
+            let (known, unverified): (Vec<Vote>, Vec<Vote>) =
+                unverified.into_iter().partition(|vote| {
+                    self.validators.knows_signed(
+                        usize::from(vote.replica),
+                        &message(vote.view, vote.sequence, &vote.digest),
+                        &vote.signature,
+                    )
+                });
+            if !known.is_empty() {
+                let votes = self.slots.get_mut(&sequence)?.votes_mut(kind);
+                for vote in &known {
+                    votes
+                        .get_mut(&vote.replica)
+                        .expect("chosen from the log")
+                        .verified = true;
+                }
+            }
             if unverified.is_empty() {
                 return Some(chosen);
             }
@@ -1022,7 +1043,7 @@ impl<V: Value> Replica<V> {
             });
         }
         self.stats.signature_checks += 1;
-        checkpoint.verify(&self.validators.validators()[usize::from(sender)].key)?;
+        checkpoint.verify(&self.validators)?;
         if sequence > self.last_committed {
             self.note_claim(sender, sequence);
         }
@@ -1291,6 +1312,7 @@ impl<V: Value> Replica<V> {
 
     /// Queues `message` for every other validator.
     fn broadcast(&mut self, message: &Message<V>) {
+        self.remember_own(message);
         let bytes = message.to_bytes();
         for (index, validator) in self.validators.validators().iter().enumerate() {
             if index != self.index() {
@@ -1299,6 +1321,53 @@ impl<V: Value> Replica<V> {
                     bytes: bytes.clone(),
                 });
             }
+        }
+    }
+}
+
+impl<V: Value> Replica<V> {
+    /// Records the signatures of a message this replica signed, which it is about to send: in a
+    /// process that runs many replicas over one shared signature memory (the seeded world),
+    /// receivers then skip the pairing check of what a correct replica signed. A byzantine
+    /// replica's messages, forged outside this path, are still checked.
+    fn remember_own(&self, message: &Message<V>) {
+        let me = self.index();
+        let validators = &self.validators;
+        let remember_pre_prepare = |pre_prepare: &PrePrepare<V>| {
+            if validators.primary_index(pre_prepare.view) == me {
+                let bytes = pre_prepare_message(
+                    pre_prepare.view,
+                    pre_prepare.sequence,
+                    &pre_prepare.digest(),
+                );
+                validators.remember_signed(me, &bytes, &pre_prepare.signature);
+            }
+        };
+        match message {
+            Message::PrePrepare(pre_prepare) => remember_pre_prepare(pre_prepare),
+            Message::Prepare(vote) | Message::Commit(vote) if usize::from(vote.replica) == me => {
+                let bytes = match message {
+                    Message::Prepare(_) => prepare_message(vote.view, vote.sequence, &vote.digest),
+                    _ => commit_message(vote.view, vote.sequence, &vote.digest),
+                };
+                validators.remember_signed(me, &bytes, &vote.signature);
+            }
+            Message::Checkpoint(checkpoint) if usize::from(checkpoint.replica) == me => {
+                let bytes = checkpoint_message(checkpoint.sequence, &checkpoint.history);
+                validators.remember_signed(me, &bytes, &checkpoint.signature);
+            }
+            Message::ViewChange(view_change) if usize::from(view_change.replica) == me => {
+                validators.remember_signed(
+                    me,
+                    &view_change.signed_message(),
+                    &view_change.signature,
+                );
+            }
+            Message::NewView(new_view) if validators.primary_index(new_view.view) == me => {
+                validators.remember_signed(me, &new_view.signed_message(), &new_view.signature);
+                new_view.pre_prepares.iter().for_each(remember_pre_prepare);
+            }
+            _ => {}
         }
     }
 }

@@ -1,6 +1,19 @@
-//! The validator set: who votes, who is primary, how many votes make a quorum.
+//! The validator set: who votes, who is primary, how many votes make a quorum, and the checks
+//! of their signatures.
 
-use primitives::{NodeId, bls::BlsPublicKey, constants::VALIDATORS_MAX};
+use std::{
+    collections::{HashSet, VecDeque},
+    sync::Arc,
+};
+
+use parking_lot::Mutex;
+use primitives::{
+    Encode, NodeId,
+    bls::{BlsError, BlsPublicKey, BlsSignature, Certificate},
+    constants::VALIDATORS_MAX,
+};
+
+use crate::{constants::VERIFIED_MEMO_MAX, error::RejectReason};
 
 /// Faulty validators a set of `validators` tolerates: `f = (n - 1) / 3`.
 pub const fn faults_max(validators: usize) -> usize {
@@ -24,9 +37,81 @@ pub struct Validator {
 
 /// An ordered set of validators; a validator's index in it is its identity in votes and in
 /// certificate bitmaps.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// The set checks signatures and certificates, and remembers (boundedly) those that passed: a
+/// replica meets the same signed bytes many times — a primary's pre-prepare inside every view
+/// change's prepared proofs, a view change again inside the new view — and a pairing check costs
+/// a millisecond. A clone starts with an empty memory; [`share_memory`](Self::share_memory)
+/// gives a copy that shares it, which a process running many replicas of one network (the
+/// seeded world) uses so that each message is checked once, not once per replica. Remembering
+/// only what verified changes no outcome: the same bytes verify the same way every time.
+#[derive(Debug)]
 pub struct ValidatorSet {
     validators: Vec<Validator>,
+    keys: Vec<BlsPublicKey>,
+    verified: Arc<VerifiedMemo>,
+}
+
+impl Clone for ValidatorSet {
+    fn clone(&self) -> Self {
+        ValidatorSet {
+            validators: self.validators.clone(),
+            keys: self.keys.clone(),
+            verified: Arc::default(),
+        }
+    }
+}
+
+impl PartialEq for ValidatorSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.validators == other.validators
+    }
+}
+
+impl Eq for ValidatorSet {}
+
+/// Digests of signed bytes that verified, oldest evicted first.
+#[derive(Debug, Default)]
+struct VerifiedMemo {
+    inner: Mutex<MemoInner>,
+}
+
+#[derive(Debug, Default)]
+struct MemoInner {
+    present: HashSet<[u8; 32]>,
+    order: VecDeque<[u8; 32]>,
+}
+
+impl VerifiedMemo {
+    fn contains(&self, digest: &[u8; 32]) -> bool {
+        self.inner.lock().present.contains(digest)
+    }
+
+    fn insert(&self, digest: [u8; 32]) {
+        let mut inner = self.inner.lock();
+        if !inner.present.insert(digest) {
+            return;
+        }
+        inner.order.push_back(digest);
+        if inner.order.len() > VERIFIED_MEMO_MAX
+            && let Some(oldest) = inner.order.pop_front()
+        {
+            inner.present.remove(&oldest);
+        }
+    }
+}
+
+/// What distinguishes one check from another: the kind, who (a signer or a certificate's
+/// bitmap and threshold), the signed bytes and the signature.
+fn memo_digest(kind: u8, who: &[u8], message: &[u8], signature: &BlsSignature) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&[kind]);
+    hasher.update(&(who.len() as u64).to_be_bytes());
+    hasher.update(who);
+    hasher.update(&(message.len() as u64).to_be_bytes());
+    hasher.update(message);
+    hasher.update(&signature.to_bytes());
+    *hasher.finalize().as_bytes()
 }
 
 impl ValidatorSet {
@@ -50,7 +135,70 @@ impl ValidatorSet {
                 validator.id
             );
         }
-        ValidatorSet { validators }
+        let keys = validators.iter().map(|validator| validator.key).collect();
+        ValidatorSet {
+            validators,
+            keys,
+            verified: Arc::default(),
+        }
+    }
+
+    /// A copy that shares this set's memory of verified signatures (see the type's docs).
+    pub fn share_memory(&self) -> ValidatorSet {
+        ValidatorSet {
+            validators: self.validators.clone(),
+            keys: self.keys.clone(),
+            verified: self.verified.clone(),
+        }
+    }
+
+    /// Records a signature this process made itself as good, so that replicas sharing this
+    /// set's memory do not check it again ([`share_memory`](Self::share_memory)).
+    pub fn remember_signed(&self, signer: usize, message: &[u8], signature: &BlsSignature) {
+        let digest = memo_digest(0, &(signer as u64).to_be_bytes(), message, signature);
+        self.verified.insert(digest);
+    }
+
+    /// Whether validator `signer`'s signature on `message` is known good, without checking it.
+    pub fn knows_signed(&self, signer: usize, message: &[u8], signature: &BlsSignature) -> bool {
+        let digest = memo_digest(0, &(signer as u64).to_be_bytes(), message, signature);
+        self.verified.contains(&digest)
+    }
+
+    /// Checks that validator `signer` signed `message`.
+    pub fn verify_signature(
+        &self,
+        signer: usize,
+        message: &[u8],
+        signature: &BlsSignature,
+    ) -> Result<(), RejectReason> {
+        let key = self.keys.get(signer).ok_or(RejectReason::BadSignature)?;
+        if self.knows_signed(signer, message, signature) {
+            return Ok(());
+        }
+        key.verify(message, signature)
+            .map_err(|_| RejectReason::BadSignature)?;
+        self.remember_signed(signer, message, signature);
+        Ok(())
+    }
+
+    /// Checks that at least `threshold` validators of this set signed `message` in
+    /// `certificate`.
+    pub fn verify_certificate(
+        &self,
+        certificate: &Certificate,
+        message: &[u8],
+        threshold: usize,
+    ) -> Result<(), BlsError> {
+        let mut who = (threshold as u64).to_be_bytes().to_vec();
+        certificate.signers.encode(&mut who);
+        let digest = memo_digest(1, &who, message, &certificate.signature);
+        if self.verified.contains(&digest) {
+            return Ok(());
+        }
+        certificate.verify(message, &self.keys, threshold)?;
+        self.verified.insert(digest);
+        Ok(())
     }
 
     /// The validators, in order.
@@ -59,11 +207,8 @@ impl ValidatorSet {
     }
 
     /// Their BLS keys, in order (what [`primitives::bls::Certificate::verify`] takes).
-    pub fn keys(&self) -> Vec<BlsPublicKey> {
-        self.validators
-            .iter()
-            .map(|validator| validator.key)
-            .collect()
+    pub fn keys(&self) -> &[BlsPublicKey] {
+        &self.keys
     }
 
     /// Number of validators, `n`.

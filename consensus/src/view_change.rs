@@ -97,10 +97,10 @@ pub fn verify_checkpoint_proof(
         .collect();
     let aggregate =
         Certificate::aggregate(&votes).map_err(|_| invalid(WHAT, "signatures do not aggregate"))?;
-    aggregate
-        .verify(
+    validators
+        .verify_certificate(
+            &aggregate,
             &checkpoint_message(first.sequence, &first.history),
-            &validators.keys(),
             validators.quorum(),
         )
         .map_err(|_| invalid(WHAT, "bad signature"))?;
@@ -118,16 +118,15 @@ pub fn verify_prepared<V: Value>(
     let primary = validators.primary_index(pre_prepare.view);
     let digest = pre_prepare.digest();
     pre_prepare
-        .verify(&validators.validators()[primary].key, &digest)
+        .verify(validators, &digest)
         .map_err(|_| invalid(WHAT, "pre-prepare not signed by its primary"))?;
     if proof.prepares.signers.contains(primary) {
         return Err(invalid(WHAT, "the primary among the preparers"));
     }
-    proof
-        .prepares
-        .verify(
+    validators
+        .verify_certificate(
+            &proof.prepares,
             &prepare_message(pre_prepare.view, pre_prepare.sequence, &digest),
-            &validators.keys(),
             validators.quorum() - 1,
         )
         .map_err(|_| invalid(WHAT, "prepares do not verify"))
@@ -146,12 +145,14 @@ pub fn verify_view_change<V: Value>(
     if view_change.replica != sender {
         return Err(invalid(WHAT, "sent by another validator than it names"));
     }
-    let key = &validators
-        .get(usize::from(sender))
-        .ok_or(invalid(WHAT, "sender outside the set"))?
-        .key;
-    key.verify(&view_change.signed_message(), &view_change.signature)
-        .map_err(|_| RejectReason::BadSignature)?;
+    if validators.get(usize::from(sender)).is_none() {
+        return Err(invalid(WHAT, "sender outside the set"));
+    }
+    validators.verify_signature(
+        usize::from(sender),
+        &view_change.signed_message(),
+        &view_change.signature,
+    )?;
     let stable = verify_checkpoint_proof(validators, &view_change.stable_proof)?;
     if stable != (view_change.stable, view_change.history) {
         return Err(invalid(WHAT, "stable checkpoint does not match its proof"));
@@ -254,9 +255,7 @@ pub fn verify_new_view<V: Value>(
             index: sender,
         });
     }
-    let key = &validators.validators()[primary].key;
-    key.verify(&new_view.signed_message(), &new_view.signature)
-        .map_err(|_| RejectReason::BadSignature)?;
+    validators.verify_signature(primary, &new_view.signed_message(), &new_view.signature)?;
     let mut senders = BTreeSet::new();
     for view_change in &new_view.view_changes {
         if view_change.view != new_view.view {
@@ -289,9 +288,7 @@ pub fn verify_new_view<V: Value>(
                 "pre-prepares differ from the view changes' values",
             ));
         }
-        pre_prepare
-            .verify(key, &pre_prepare.digest())
-            .map_err(|_| RejectReason::BadSignature)?;
+        pre_prepare.verify(validators, &pre_prepare.digest())?;
     }
     Ok(plan)
 }

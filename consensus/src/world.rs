@@ -237,7 +237,12 @@ impl World {
         };
         let nodes = (0..n)
             .map(|index| Node {
-                replica: Replica::with_config(validators.clone(), index, secret_key(index), config),
+                replica: Replica::with_config(
+                    validators.share_memory(),
+                    index,
+                    secret_key(index),
+                    config,
+                ),
                 behaviour: scenario.behaviours[index],
                 crashed: false,
                 committed: Vec::new(),

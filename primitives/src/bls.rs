@@ -76,17 +76,21 @@ impl BlsSecretKey {
 
     /// Signs `message`.
     pub fn sign(&self, message: &[u8]) -> BlsSignature {
-        BlsSignature(self.0.sign(message, SIGNATURE_DST, &[]))
+        BlsSignature(self.0.sign(message, SIGNATURE_DST, &[]).compress())
     }
 
     /// A proof that this key's owner holds the secret, checked at registration.
     pub fn proof_of_possession(&self) -> BlsSignature {
         BlsSignature(
             self.0
-                .sign(&self.public_key().to_bytes(), POSSESSION_DST, &[]),
+                .sign(&self.public_key().to_bytes(), POSSESSION_DST, &[])
+                .compress(),
         )
     }
 }
+
+/// The first bit of a compressed point's encoding (the ZCash serialization BLS uses).
+const COMPRESSED_FLAG: u8 = 0x80;
 
 /// A BLS public key (compressed G1 point, 48 bytes).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -118,7 +122,7 @@ impl BlsPublicKey {
     /// Checks a signature by this key over `message`.
     pub fn verify(&self, message: &[u8], signature: &BlsSignature) -> Result<(), BlsError> {
         match signature
-            .0
+            .point()?
             .verify(true, message, SIGNATURE_DST, &[], &self.0, false)
         {
             BLST_ERROR::BLST_SUCCESS => Ok(()),
@@ -129,7 +133,7 @@ impl BlsPublicKey {
     /// Checks a proof of possession made by [`BlsSecretKey::proof_of_possession`].
     pub fn verify_possession(&self, proof: &BlsSignature) -> Result<(), BlsError> {
         match proof
-            .0
+            .point()?
             .verify(true, &self.to_bytes(), POSSESSION_DST, &[], &self.0, false)
         {
             BLST_ERROR::BLST_SUCCESS => Ok(()),
@@ -153,9 +157,13 @@ impl Decode for BlsPublicKey {
     }
 }
 
-/// A BLS signature (compressed G2 point, 96 bytes).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct BlsSignature(Signature);
+/// A BLS signature: a compressed G2 point, 96 bytes.
+///
+/// It is kept compressed, and decompressed (a square root in Fp2) and checked to be in the
+/// subgroup only when it is verified or aggregated: a node decodes many signatures it never
+/// needs to check (duplicates, stale messages, signatures whose check it remembers).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BlsSignature([u8; 96]);
 
 impl fmt::Debug for BlsSignature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -170,14 +178,21 @@ impl fmt::Debug for BlsSignature {
 impl BlsSignature {
     /// The compressed encoding.
     pub fn to_bytes(&self) -> [u8; 96] {
-        self.0.compress()
+        self.0
     }
 
-    /// Parses a compressed signature (group membership is checked when verifying).
+    /// Takes a compressed signature. Only its form is checked here (the compression flag);
+    /// the point itself when it is verified or aggregated, where a bad one is refused.
     pub fn from_bytes(bytes: &[u8; 96]) -> Result<Self, BlsError> {
-        Signature::from_bytes(bytes)
-            .map(BlsSignature)
-            .map_err(|_| BlsError::Malformed { what: "signature" })
+        if bytes[0] & COMPRESSED_FLAG == 0 {
+            return Err(BlsError::Malformed { what: "signature" });
+        }
+        Ok(BlsSignature(*bytes))
+    }
+
+    /// The point, decompressed (not yet checked to be in the subgroup: verification does).
+    fn point(&self) -> Result<Signature, BlsError> {
+        Signature::from_bytes(&self.0).map_err(|_| BlsError::Malformed { what: "signature" })
     }
 
     /// Aggregates signatures over one message into one.
@@ -185,9 +200,13 @@ impl BlsSignature {
         if signatures.is_empty() {
             return Err(BlsError::Empty);
         }
-        let raw: Vec<&Signature> = signatures.iter().map(|signature| &signature.0).collect();
+        let points = signatures
+            .iter()
+            .map(|signature| signature.point())
+            .collect::<Result<Vec<Signature>, BlsError>>()?;
+        let raw: Vec<&Signature> = points.iter().collect();
         AggregateSignature::aggregate(&raw, true)
-            .map(|aggregate| BlsSignature(aggregate.to_signature()))
+            .map(|aggregate| BlsSignature(aggregate.to_signature().compress()))
             .map_err(|_| BlsError::Malformed { what: "signature" })
     }
 }
@@ -314,7 +333,7 @@ impl Certificate {
         }
         match self
             .signature
-            .0
+            .point()?
             .fast_aggregate_verify(true, message, SIGNATURE_DST, &keys)
         {
             BLST_ERROR::BLST_SUCCESS => Ok(()),
@@ -393,5 +412,22 @@ mod tests {
             secrets[1].public_key().verify_possession(&proof),
             Err(BlsError::BadSignature)
         );
+    }
+
+    #[test]
+    fn signatures_outside_the_group_never_verify() {
+        let secret = &keys(1)[0];
+        let mut infinity = [0u8; 96];
+        infinity[0] = 0xc0;
+        if let Ok(infinity) = BlsSignature::from_bytes(&infinity) {
+            assert!(secret.public_key().verify(b"m", &infinity).is_err());
+        }
+        let mut off_curve = secret.sign(b"m").to_bytes();
+        off_curve[40] ^= 0x55;
+        if let Ok(off_curve) = BlsSignature::from_bytes(&off_curve) {
+            assert!(secret.public_key().verify(b"m", &off_curve).is_err());
+        }
+        let good = secret.sign(b"m");
+        assert_eq!(BlsSignature::from_bytes(&good.to_bytes()), Ok(good));
     }
 }

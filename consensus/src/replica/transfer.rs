@@ -14,9 +14,8 @@ use super::Replica;
 use crate::{
     constants::{CHECKPOINT_INTERVAL, FETCH_ENTRIES_MAX},
     error::RejectReason,
-    message::{Checkpoint, Decided, DecidedEntry, Message},
+    message::{Checkpoint, Decided, DecidedEntry, Message, commit_message},
     value::Value,
-    verify_commit,
     view_change::verify_checkpoint_proof,
 };
 
@@ -55,7 +54,7 @@ impl<V: Value> Replica<V> {
             });
         }
         self.stats.signature_checks += 1;
-        checkpoint.verify(&self.validators.validators()[usize::from(sender)].key)?;
+        checkpoint.verify(&self.validators)?;
         self.note_claim(sender, sequence);
         Ok(())
     }
@@ -154,7 +153,6 @@ impl<V: Value> Replica<V> {
         } else {
             None
         };
-        let keys = self.validators.keys();
         let mut next = self.last_committed + 1;
         let mut run = Vec::new();
         for entry in decided.entries {
@@ -165,16 +163,15 @@ impl<V: Value> Replica<V> {
                 break;
             }
             self.stats.signature_checks += 1;
-            verify_commit(
-                entry.view,
-                entry.sequence,
-                &entry.digest(),
-                &entry.certificate,
-                &keys,
-            )
-            .map_err(|_| RejectReason::BadCertificate {
-                sequence: entry.sequence,
-            })?;
+            self.validators
+                .verify_certificate(
+                    &entry.certificate,
+                    &commit_message(entry.view, entry.sequence, &entry.digest()),
+                    self.validators.quorum(),
+                )
+                .map_err(|_| RejectReason::BadCertificate {
+                    sequence: entry.sequence,
+                })?;
             next += 1;
             run.push(entry);
         }

@@ -8,8 +8,8 @@
 //! change, a faulty primary or a lost message may stall a run, which is not a failure here.
 //!
 //! Each seed is one tiny run (one proposal). `cargo test` runs [`SEEDS`] seeds per size so that
-//! the suite stays fast in debug on a shared machine; `TICKRATE_SEEDS=1000` runs more (as CI
-//! does), `TICKRATE_SEED=<n>` replays one seed (of both sizes), and a failing seed names itself.
+//! the suite stays fast in debug on a shared machine; `TICKRATE_SEEDS=1000` runs more (the timed
+//! fault campaign of `world.rs` is where CI runs 1,000 seeds), `TICKRATE_SEED=<n>` replays one seed (of both sizes), and a failing seed names itself.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
