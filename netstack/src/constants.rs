@@ -61,6 +61,21 @@ pub const CONNECTION_RECEIVE_QUEUE_MAX: usize = 256;
 pub const DATAGRAM_BUFFER_BYTES: usize = 65_536;
 const _: () = assert!(DATAGRAM_BUFFER_BYTES > KCP_MTU_MAX);
 
+/// Longest a secure handshake may take, from the first datagram to the responder's
+/// confirmation: a dialling client gives up after it, and a server forgets a half-done
+/// handshake older than it once its table is full.
+pub const SECURE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a dialling client waits for an answer before it resends its last handshake
+/// datagram (the sans-IO handshake has no timer of its own).
+pub const SECURE_HANDSHAKE_RESEND_INTERVAL: Duration = Duration::from_millis(100);
+const _: () = assert!(
+    SECURE_HANDSHAKE_TIMEOUT.as_millis() >= 10 * SECURE_HANDSHAKE_RESEND_INTERVAL.as_millis()
+);
+/// Half-done handshakes one server socket holds; step-one datagrams beyond it are dropped.
+pub const SECURE_HANDSHAKES_PENDING_MAX: usize = 1_024;
+/// Established secure sessions (one per peer address) one server socket holds.
+pub const SECURE_SESSIONS_MAX: usize = SERVER_SESSIONS_MAX;
+
 /// Datagrams the lossy link holds in flight (delayed) before it drops new ones.
 pub const LOSSY_IN_FLIGHT_MAX: usize = 65_536;
 /// Longest extra hold, in milliseconds, of a datagram the lossy link reorders.

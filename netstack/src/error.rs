@@ -253,3 +253,32 @@ pub enum AuthError {
         max: usize,
     },
 }
+
+/// Why [`crate::driver::KcpClient::connect_secure`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The socket failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The configuration is unusable once the secure layer's overhead is taken off its MTU.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The server proved a node key, but not the one dialled.
+    #[error("the server is {found}, not the expected {expected}")]
+    UnexpectedPeer {
+        /// The node the caller dialled.
+        expected: primitives::id::NodeId,
+        /// The node the server proved to be.
+        found: primitives::id::NodeId,
+    },
+    /// The server's binding signature proves no node key.
+    #[error("the server's handshake failed: {0}")]
+    Handshake(AuthError),
+    /// No confirmed handshake within the bound (the server is unreachable, or refused us: a
+    /// server says nothing to a peer its policy refuses).
+    #[error("no secure handshake within {timeout:?}")]
+    HandshakeTimeout {
+        /// The bound, [`crate::constants::SECURE_HANDSHAKE_TIMEOUT`].
+        timeout: std::time::Duration,
+    },
+}

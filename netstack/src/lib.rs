@@ -13,6 +13,10 @@
 //!   [`driver::KcpServer`] demultiplexes sessions by (peer address, conversation) and yields
 //!   a [`driver::KcpConnection`] per new peer; [`driver::KcpClient`] opens one session on its
 //!   own socket. Connections send with back-pressure and close on dead link or idle timeout.
+//!   Opt-in for node-to-node links, [`driver::KcpServer::bind_secure`] and
+//!   [`driver::KcpClient::connect_secure`] run the [`secure`] layer under KCP: a handshake per
+//!   peer address before any session, sealed datagrams after it, the proven
+//!   [`driver::KcpConnection::peer_id`] on every connection, and KCP's MTU shrunk by the seal.
 //! - [`dht`] — node-ID Kademlia as a sans-IO core: [`dht::RoutingTable`] (k = 8 buckets that
 //!   keep long-lived entries, a replacement cache for newcomers) and [`dht::Lookup`] (iterative,
 //!   alpha = 3 parallel queries); [`dht::network::SimulatedNetwork`] runs many in one seeded
@@ -29,10 +33,12 @@
 //! - [`error`], [`constants`] — every error and every bound of the crate.
 //!
 //! # Not here yet
-//! The tokio driver speaks plain KCP only: the [`secure`] layer is a sans-IO core that the
-//! driver does not yet run, so anyone who can send UDP to a server can open a session (bounded
-//! by [`constants::SERVER_SESSIONS_MAX`] and the idle timeout). The DHT has no wire format or
-//! tokio driver yet, and no IP-proximity table. Relays are later work.
+//! A plain server ([`driver::KcpServer::bind`], the client path for anonymous players) lets
+//! anyone who can send UDP open a session (bounded by [`constants::SERVER_SESSIONS_MAX`] and
+//! the idle timeout). A secure server answers every first handshake message with public-key
+//! work in its socket task and keeps one secure session per peer address; there are no
+//! handshake cookies or rate limits yet. The DHT has no wire format or tokio driver yet, and no
+//! IP-proximity table. Relays are later work.
 
 pub mod constants;
 pub mod dht;
@@ -44,4 +50,4 @@ pub mod lossy;
 pub mod quic;
 pub mod secure;
 
-pub use error::{AuthError, ConfigError, FrameError, KcpError, NetError, SendError};
+pub use error::{AuthError, ConfigError, ConnectError, FrameError, KcpError, NetError, SendError};

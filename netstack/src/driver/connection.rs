@@ -9,6 +9,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use primitives::id::NodeId;
 use tokio::sync::{Notify, Semaphore, TryAcquireError, mpsc};
 
 use super::endpoint::{Command, SessionKey};
@@ -24,6 +25,8 @@ pub(crate) struct ConnectionShared {
     /// Set by the driver when the receive queue was full, so the reader wakes it on progress.
     pub reader_blocked: AtomicBool,
     pub message_bytes_max: usize,
+    /// The node the secure handshake proved; `None` on a plain session.
+    pub peer: Option<NodeId>,
 }
 
 /// The cheaply cloneable sending half of a [`KcpConnection`], for pushing messages from other
@@ -112,6 +115,12 @@ impl KcpSender {
         self.key.1
     }
 
+    /// The peer's node ID, proven by the secure handshake; `None` on a plain session, whose
+    /// peer is anonymous.
+    pub fn peer_id(&self) -> Option<NodeId> {
+        self.shared.peer
+    }
+
     /// The largest message this connection carries.
     pub fn message_bytes_max(&self) -> usize {
         self.shared.message_bytes_max
@@ -185,6 +194,11 @@ impl KcpConnection {
     /// The KCP conversation ID.
     pub fn conv(&self) -> u32 {
         self.sender.conv()
+    }
+
+    /// The peer's node ID; see [`KcpSender::peer_id`].
+    pub fn peer_id(&self) -> Option<NodeId> {
+        self.sender.peer_id()
     }
 
     /// Closes the session now; see [`KcpSender::close`].

@@ -13,7 +13,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use primitives::time::Instant;
+use primitives::{id::NodeId, time::Instant};
 use rand::{TryRngCore, rngs::OsRng};
 use tokio::{
     net::UdpSocket,
@@ -21,14 +21,18 @@ use tokio::{
 };
 use tracing::{Instrument, debug, info_span, trace, warn};
 
-use super::connection::{ConnectionShared, KcpConnection, KcpSender};
+use super::{
+    connection::{ConnectionShared, KcpConnection, KcpSender},
+    secure::{Inbound, SecureCounters, SecureEndpoint, SecureEndpointStats, SecureLink, dial},
+};
 use crate::{
     constants::{
         CONNECTION_RECEIVE_QUEUE_MAX, CONNECTION_SEND_QUEUE_MAX, DATAGRAM_BUFFER_BYTES,
         ENDPOINT_COMMAND_QUEUE_MAX, SERVER_INCOMING_QUEUE_MAX, SERVER_SESSIONS_MAX,
     },
-    error::SendError,
+    error::{ConnectError, SendError},
     kcp::{KcpConfig, KcpSession, conv_of},
+    secure::{NodeIdentity, PeerPolicy, SECURE_OVERHEAD_BYTES},
 };
 
 /// A session's identity on a socket: the peer's address and the conversation.
@@ -48,10 +52,14 @@ pub(crate) enum Command {
 /// A datagram from an unknown peer that starts a KCP conversation opens a session and yields a
 /// [`KcpConnection`] on the receiver [`bind`](Self::bind) returns. Dropping the server stops
 /// its socket task and ends every connection.
+///
+/// A server from [`bind_secure`](Self::bind_secure) first runs a Noise_XX handshake with every
+/// peer address and seals every datagram after it; see [`crate::secure`].
 #[derive(Debug)]
 pub struct KcpServer {
     local_addr: SocketAddr,
     sessions: Arc<AtomicUsize>,
+    secure: Option<Arc<SecureCounters>>,
     _shutdown: oneshot::Sender<()>,
 }
 
@@ -62,26 +70,71 @@ impl KcpServer {
         config: KcpConfig,
     ) -> io::Result<(KcpServer, mpsc::Receiver<KcpConnection>)> {
         config.validate()?;
+        KcpServer::start(addr, config, None).await
+    }
+
+    /// Binds `addr` and starts a socket task that authenticates and encrypts every peer.
+    ///
+    /// A new peer address must complete a Noise_XX handshake as initiator, proving a node
+    /// `policy` accepts, before any KCP session is created for it; its connections then carry
+    /// the proven [`KcpConnection::peer_id`]. Every datagram after the handshake is sealed, and
+    /// datagrams that fail to open are dropped and counted in
+    /// [`secure_stats`](Self::secure_stats). One secure session per peer address: a new
+    /// handshake from an address replaces the old session (ending its connections) only once
+    /// it finishes.
+    ///
+    /// KCP runs with `config.mtu` minus [`SECURE_OVERHEAD_BYTES`], so sealed datagrams still
+    /// fit in `config.mtu`; the client must use the same `config`.
+    pub async fn bind_secure(
+        addr: SocketAddr,
+        config: KcpConfig,
+        identity: NodeIdentity,
+        policy: PeerPolicy,
+    ) -> io::Result<(KcpServer, mpsc::Receiver<KcpConnection>)> {
+        config.validate()?;
+        let inner = config.with_datagram_overhead(SECURE_OVERHEAD_BYTES)?;
+        let secure = SecureEndpoint::server(identity, policy);
+        KcpServer::start(addr, inner, Some(secure)).await
+    }
+
+    async fn start(
+        addr: SocketAddr,
+        config: KcpConfig,
+        secure: Option<SecureEndpoint>,
+    ) -> io::Result<(KcpServer, mpsc::Receiver<KcpConnection>)> {
         let socket = UdpSocket::bind(addr).await?;
         let local_addr = socket.local_addr()?;
         let (incoming, accepted) = mpsc::channel(SERVER_INCOMING_QUEUE_MAX);
         let (shutdown, stopped) = oneshot::channel();
         let sessions = Arc::new(AtomicUsize::new(0));
+        let counters = secure.as_ref().map(SecureEndpoint::counters);
         let (endpoint, commands) = Endpoint::new(
             socket,
             local_addr,
             config,
             Role::Server { incoming },
             sessions.clone(),
+            secure,
         );
-        let span = info_span!(target: "netstack::driver", "kcp_server", local = %local_addr);
+        let span = info_span!(
+            target: "netstack::driver",
+            "kcp_server",
+            local = %local_addr,
+            secure = counters.is_some()
+        );
         tokio::spawn(endpoint.run(commands, stopped).instrument(span));
         let server = KcpServer {
             local_addr,
             sessions,
+            secure: counters,
             _shutdown: shutdown,
         };
         Ok((server, accepted))
+    }
+
+    /// The secure layer's counters: `None` for a plain server.
+    pub fn secure_stats(&self) -> Option<SecureEndpointStats> {
+        self.secure.as_ref().map(|counters| counters.snapshot())
     }
 
     /// The address the socket is bound to.
@@ -108,17 +161,60 @@ impl KcpClient {
     /// handle dropped).
     pub async fn connect(server: SocketAddr, config: KcpConfig) -> io::Result<KcpConnection> {
         config.validate()?;
-        let ip = match (server.ip(), server.ip().is_loopback()) {
-            (IpAddr::V4(_), true) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            (IpAddr::V4(_), false) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            (IpAddr::V6(_), true) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-            (IpAddr::V6(_), false) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-        };
-        let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
+        let socket = client_socket(server).await?;
+        KcpClient::start(socket, server, config, None)
+    }
+
+    /// Opens an authenticated, encrypted session with the node `expected` at `server` from a
+    /// new socket (see [`KcpServer::bind_secure`]).
+    ///
+    /// Runs the Noise_XX handshake as initiator first, resending its last datagram every
+    /// [`SECURE_HANDSHAKE_RESEND_INTERVAL`](crate::constants::SECURE_HANDSHAKE_RESEND_INTERVAL)
+    /// until the server confirms it holds the session, and returns the connection only then.
+    /// Fails with [`ConnectError::UnexpectedPeer`] if the server proves another node, and with
+    /// [`ConnectError::HandshakeTimeout`] after
+    /// [`SECURE_HANDSHAKE_TIMEOUT`](crate::constants::SECURE_HANDSHAKE_TIMEOUT) (a server says
+    /// nothing to a peer its policy refuses).
+    pub async fn connect_secure(
+        server: SocketAddr,
+        config: KcpConfig,
+        identity: NodeIdentity,
+        expected: NodeId,
+    ) -> Result<KcpConnection, ConnectError> {
+        config.validate()?;
+        let inner = config.with_datagram_overhead(SECURE_OVERHEAD_BYTES)?;
+        let socket = client_socket(server).await?;
+        let local_addr = socket.local_addr()?;
+        let epoch = tokio::time::Instant::now();
+        let span = info_span!(
+            target: "netstack::driver",
+            "kcp_secure_dial",
+            local = %local_addr,
+            %server,
+            node = %identity.node_id(),
+            %expected
+        );
+        let link = dial(&socket, server, &identity, expected, || {
+            instant_since(epoch)
+        })
+        .instrument(span)
+        .await?;
+        let secure = SecureEndpoint::client(server, link);
+        Ok(KcpClient::start(socket, server, inner, Some(secure))?)
+    }
+
+    /// Starts the socket task of a client with one session, announced by a keepalive.
+    fn start(
+        socket: UdpSocket,
+        server: SocketAddr,
+        config: KcpConfig,
+        secure: Option<SecureEndpoint>,
+    ) -> io::Result<KcpConnection> {
         let local_addr = socket.local_addr()?;
         // Drivers may use real randomness; the core never does.
         let conv = OsRng.try_next_u32().map_err(io::Error::other)?;
         let (shutdown, stopped) = oneshot::channel();
+        let peer = secure.as_ref().and_then(|secure| secure.peer(server));
         let (mut endpoint, commands) = Endpoint::new(
             socket,
             local_addr,
@@ -128,13 +224,21 @@ impl KcpClient {
                 _shutdown: shutdown,
             },
             Arc::new(AtomicUsize::new(0)),
+            secure,
         );
         let key = (server, conv);
         let now = endpoint.now();
         let mut session = KcpSession::new(conv, &endpoint.config, now);
         session.ping();
-        let connection = endpoint.insert(key, session);
-        let span = info_span!(target: "netstack::driver", "kcp_client", local = %local_addr, %server, conv);
+        let connection = endpoint.insert(key, session, peer);
+        let span = info_span!(
+            target: "netstack::driver",
+            "kcp_client",
+            local = %local_addr,
+            %server,
+            conv,
+            peer = ?peer
+        );
         tokio::spawn(
             async move {
                 endpoint.service(key).await;
@@ -144,6 +248,24 @@ impl KcpClient {
         );
         Ok(connection)
     }
+}
+
+/// A new socket to reach `server` from: on loopback if `server` is, else on the unspecified
+/// address of its family.
+async fn client_socket(server: SocketAddr) -> io::Result<UdpSocket> {
+    let ip = match (server.ip(), server.ip().is_loopback()) {
+        (IpAddr::V4(_), true) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        (IpAddr::V4(_), false) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        (IpAddr::V6(_), true) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        (IpAddr::V6(_), false) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
+    UdpSocket::bind(SocketAddr::new(ip, 0)).await
+}
+
+/// Time since `epoch` as the cores see it.
+fn instant_since(epoch: tokio::time::Instant) -> Instant {
+    let micros = epoch.elapsed().as_micros();
+    Instant::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
 }
 
 enum Role {
@@ -168,6 +290,8 @@ struct Slot {
     deadline: Option<Instant>,
     /// Whether the session is in the endpoint's list of blocked readers.
     reader_listed: bool,
+    /// The authenticated peer of a session on a secure link; its datagrams are sealed.
+    peer: Option<NodeId>,
 }
 
 enum Wake {
@@ -194,6 +318,8 @@ struct Endpoint {
     reader_progress: Arc<Notify>,
     commands: mpsc::Sender<Command>,
     epoch: tokio::time::Instant,
+    /// The secure layer, if this socket runs it: then every datagram passes through it.
+    secure: Option<SecureEndpoint>,
 }
 
 impl Endpoint {
@@ -203,6 +329,7 @@ impl Endpoint {
         config: KcpConfig,
         role: Role,
         session_count: Arc<AtomicUsize>,
+        secure: Option<SecureEndpoint>,
     ) -> (Endpoint, mpsc::Receiver<Command>) {
         let (commands, queue) = mpsc::channel(ENDPOINT_COMMAND_QUEUE_MAX);
         let endpoint = Endpoint {
@@ -217,14 +344,14 @@ impl Endpoint {
             reader_progress: Arc::new(Notify::new()),
             commands,
             epoch: tokio::time::Instant::now(),
+            secure,
         };
         (endpoint, queue)
     }
 
     /// The wall clock as the cores see it.
     fn now(&self) -> Instant {
-        let micros = self.epoch.elapsed().as_micros();
-        Instant::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
+        instant_since(self.epoch)
     }
 
     fn wall_clock(&self, at: Instant) -> Option<tokio::time::Instant> {
@@ -291,6 +418,70 @@ impl Endpoint {
     }
 
     async fn handle_datagram(&mut self, from: SocketAddr, datagram: &[u8]) {
+        if self.secure.is_some() {
+            self.handle_secure_datagram(from, datagram).await;
+        } else {
+            self.handle_kcp_datagram(from, datagram, None).await;
+        }
+    }
+
+    /// Passes a datagram through the secure layer: handshakes stay there, and only KCP
+    /// datagrams that open under an established session reach KCP.
+    async fn handle_secure_datagram(&mut self, from: SocketAddr, datagram: &[u8]) {
+        let now = self.now();
+        let Some(secure) = self.secure.as_mut() else {
+            return;
+        };
+        match secure.handle_datagram(now, from, datagram) {
+            Inbound::Dropped | Inbound::Consumed => {}
+            Inbound::Reply(answer) => self.send_raw(&answer, from).await,
+            Inbound::Established(link) => self.establish(from, *link).await,
+            Inbound::Opened(peer) => {
+                let plaintext = secure.take_plaintext();
+                self.handle_kcp_datagram(from, &plaintext, Some(peer)).await;
+                if let Some(secure) = self.secure.as_mut() {
+                    secure.restore_plaintext(plaintext);
+                }
+            }
+        }
+    }
+
+    /// Installs a secure session that just finished its handshake. Sessions on the address's
+    /// previous link end first: that peer restarted (or left), and its keys are gone.
+    async fn establish(&mut self, from: SocketAddr, link: SecureLink) {
+        let replaced: Vec<SessionKey> = self
+            .sessions
+            .keys()
+            .filter(|key| key.0 == from)
+            .copied()
+            .collect();
+        for key in replaced {
+            debug!(target: "netstack::driver", peer = %from, conv = key.1, "peer shook hands again; session replaced");
+            self.remove(key, false);
+        }
+        let Some(secure) = self.secure.as_mut() else {
+            return;
+        };
+        if let Some(confirmation) = secure.install(from, link) {
+            self.send_raw(&confirmation, from).await;
+        }
+    }
+
+    async fn send_raw(&self, datagram: &[u8], to: SocketAddr) {
+        if let Err(error) = self.socket.send_to(datagram, to).await {
+            // The initiator resends until answered.
+            debug!(target: "netstack::driver", peer = %to, %error, "send failed");
+        }
+    }
+
+    /// Hands a KCP datagram (plain, or opened under `peer`'s secure session) to its session,
+    /// opening one on a server if it starts a conversation.
+    async fn handle_kcp_datagram(
+        &mut self,
+        from: SocketAddr,
+        datagram: &[u8],
+        peer: Option<NodeId>,
+    ) {
         let Some(conv) = conv_of(datagram) else {
             trace!(target: "netstack::driver", %from, len = datagram.len(), "not a KCP datagram");
             return;
@@ -306,7 +497,7 @@ impl Endpoint {
             return;
         }
         match &self.role {
-            Role::Server { .. } => self.open(key, datagram, now).await,
+            Role::Server { .. } => self.open(key, datagram, now, peer).await,
             // Sessions are keyed by the server's address, so strangers land here.
             Role::Client { server, .. } => {
                 trace!(target: "netstack::driver", %from, conv, %server, "datagram for no session");
@@ -315,7 +506,7 @@ impl Endpoint {
     }
 
     /// Opens a server session for a datagram from an unknown (address, conversation).
-    async fn open(&mut self, key: SessionKey, datagram: &[u8], now: Instant) {
+    async fn open(&mut self, key: SessionKey, datagram: &[u8], now: Instant, peer: Option<NodeId>) {
         let incoming = match &self.role {
             Role::Server { incoming } => incoming.clone(),
             Role::Client { .. } => return,
@@ -339,17 +530,28 @@ impl Endpoint {
         if session.handle_datagram(now, datagram).is_err() {
             return;
         }
-        debug!(target: "netstack::driver", peer = %key.0, conv = key.1, "session opened");
-        let connection = self.insert(key, session);
+        debug!(target: "netstack::driver", peer = %key.0, conv = key.1, node = ?peer, "session opened");
+        let connection = self.insert(key, session, peer);
         permit.send(connection);
         self.service(key).await;
     }
 
-    fn insert(&mut self, key: SessionKey, session: KcpSession) -> KcpConnection {
+    fn insert(
+        &mut self,
+        key: SessionKey,
+        session: KcpSession,
+        peer: Option<NodeId>,
+    ) -> KcpConnection {
+        if peer.is_some()
+            && let Some(secure) = self.secure.as_mut()
+        {
+            secure.attach(key.0);
+        }
         let shared = Arc::new(ConnectionShared {
             credits: Semaphore::new(CONNECTION_SEND_QUEUE_MAX),
             reader_blocked: AtomicBool::new(false),
             message_bytes_max: session.message_bytes_max(),
+            peer,
         });
         let (incoming, received) = mpsc::channel(CONNECTION_RECEIVE_QUEUE_MAX);
         let slot = Slot {
@@ -359,6 +561,7 @@ impl Endpoint {
             shared: shared.clone(),
             deadline: None,
             reader_listed: false,
+            peer,
         };
         self.sessions.insert(key, slot);
         self.session_count
@@ -435,7 +638,19 @@ impl Endpoint {
             slot.session.handle_timeout(now);
         }
         while let Some(datagram) = slot.session.poll_transmit() {
-            if let Err(error) = self.socket.send_to(&datagram, key.0).await {
+            let wire = match (slot.peer, self.secure.as_mut()) {
+                (Some(_), Some(secure)) => match secure.seal(key.0, &datagram) {
+                    Some(sealed) => sealed,
+                    // The link is gone; the session goes with it.
+                    None => continue,
+                },
+                _ => datagram.as_slice(),
+            };
+            // The KCP MTU of a secure socket leaves room for the seal.
+            debug_assert!(
+                slot.peer.is_none() || wire.len() <= self.config.mtu + SECURE_OVERHEAD_BYTES
+            );
+            if let Err(error) = self.socket.send_to(wire, key.0).await {
                 // KCP retransmits what the socket dropped.
                 debug!(target: "netstack::driver", peer = %key.0, %error, "send failed");
             }
@@ -471,6 +686,11 @@ impl Endpoint {
         slot.shared.credits.close();
         self.session_count
             .store(self.sessions.len(), Ordering::Relaxed);
+        if slot.peer.is_some()
+            && let Some(secure) = self.secure.as_mut()
+        {
+            secure.detach(key.0);
+        }
         debug!(
             target: "netstack::driver",
             peer = %key.0,
@@ -526,7 +746,7 @@ fn deliver(slot: &mut Slot) -> bool {
     }
 }
 
-fn is_transient(error: &io::Error) -> bool {
+pub(crate) fn is_transient(error: &io::Error) -> bool {
     matches!(
         error.kind(),
         io::ErrorKind::ConnectionRefused

@@ -11,9 +11,17 @@
 //! send queue, so [`KcpSender::send`] waits (and `try_send` fails) when the peer is slow; a
 //! reader that falls behind leaves messages in KCP's receive window, which closes and slows
 //! the peer.
+//!
+//! A secure socket ([`KcpServer::bind_secure`], [`KcpClient::connect_secure`]) passes every
+//! datagram through the [`crate::secure`] layer first. Handshakes stay in the socket task;
+//! established sessions are keyed by peer address, because the conversation ID is inside the
+//! sealed datagram, and only what opens reaches KCP. KCP runs with the MTU less
+//! [`crate::secure::SECURE_OVERHEAD_BYTES`], so sealed datagrams keep to the configured MTU.
 
 mod connection;
 mod endpoint;
+mod secure;
 
 pub use connection::{KcpConnection, KcpSender};
 pub use endpoint::{KcpClient, KcpServer};
+pub use secure::SecureEndpointStats;

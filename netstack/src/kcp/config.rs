@@ -78,6 +78,27 @@ impl KcpConfig {
         fragments_of(self.message_bytes_max, self.segment_bytes_max().max(1))
     }
 
+    /// The configuration for sessions whose datagrams grow by `overhead_bytes` on the way to
+    /// the socket (the secure layer's seal): the MTU shrinks by that much, so what goes on the
+    /// wire still fits in `mtu`. Both ends derive it alike, so they still agree on the MTU.
+    pub fn with_datagram_overhead(&self, overhead_bytes: usize) -> Result<KcpConfig, ConfigError> {
+        let mtu = self
+            .mtu
+            .checked_sub(overhead_bytes)
+            .ok_or(ConfigError::OutOfRange {
+                field: "mtu",
+                value: self.mtu as u64,
+                min: overhead_bytes as u64,
+                max: KCP_MTU_MAX as u64,
+            })?;
+        let inner = KcpConfig {
+            mtu,
+            ..self.clone()
+        };
+        inner.validate()?;
+        Ok(inner)
+    }
+
     /// Checks that every field is in range and the fields agree.
     pub fn validate(&self) -> Result<(), ConfigError> {
         range(
@@ -151,6 +172,29 @@ mod tests {
         assert_eq!(config.fast_resend, 2);
         assert_eq!((config.send_window, config.receive_window), (256, 256));
         assert_eq!(config.mtu, 1400);
+    }
+
+    #[test]
+    fn overhead_shrinks_the_mtu_and_keeps_the_default_message_bound() {
+        let config = KcpConfig::default();
+        let inner = config
+            .with_datagram_overhead(25)
+            .expect("default leaves room");
+        assert_eq!(inner.mtu, config.mtu - 25);
+        assert_eq!(inner.message_bytes_max, config.message_bytes_max);
+        assert!(matches!(
+            config.with_datagram_overhead(config.mtu + 1),
+            Err(ConfigError::OutOfRange { field: "mtu", .. })
+        ));
+        let tight = KcpConfig {
+            mtu: KCP_MTU_MIN,
+            message_bytes_max: 1_000,
+            ..KcpConfig::default()
+        };
+        assert!(matches!(
+            tight.with_datagram_overhead(25),
+            Err(ConfigError::OutOfRange { field: "mtu", .. })
+        ));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod driver;
 mod lossy;
+mod secure;
 mod tidy;
 
 use std::{net::SocketAddr, time::Duration};
