@@ -14,3 +14,7 @@ pub const PEER_QUEUE_MAX: usize = 16_384;
 pub const FINISHED_STATUSES_MAX: usize = 1_000_000;
 /// Messages queued for one client (acks and status pushes) before the slowest reader loses some.
 pub const CLIENT_OUTBOUND_MAX: usize = 65_536;
+/// Largest message between sequencers (a consensus message and its framing).
+pub const PEER_MESSAGE_BYTES_MAX: usize = crate::mesh::CONSENSUS_MESSAGE_BYTES_MAX + 1024;
+/// Longest wait between two attempts to reopen a link to a peer.
+pub const PEER_LINK_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(1);

@@ -1,10 +1,20 @@
 //! Links between sequencers: headers and consensus messages, as encoded bytes.
 //!
-//! Peer messages are decoded with bounds like any untrusted input. The devnet joins its
-//! sequencers with [`InProcessMesh`], bounded in-process queues; the [netstack] work puts the
-//! same bytes on authenticated KCP/QUIC sessions.
+//! Peer messages are decoded with bounds like any untrusted input. A sequencer sends through
+//! [`PeerLinks`]: [`kcp::KcpMesh`] over netstack's KCP sessions (what nodes and the `finality`
+//! benchmark run), or [`InProcessMesh`], bounded in-process queues, for tests that need no
+//! sockets.
 
-use std::collections::HashMap;
+pub mod kcp;
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use primitives::{
     BlockHeader, NodeId,
@@ -63,14 +73,39 @@ impl Decode for PeerMessage {
     }
 }
 
-/// Bytes from a peer, with the peer's authenticated ID.
+/// Bytes from a peer, with the peer's ID.
 pub type PeerDelivery = (NodeId, Vec<u8>);
+
+/// What a mesh has carried since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MeshStats {
+    /// Messages handed to peers' links and sent whole.
+    pub messages_sent: u64,
+    /// Their bytes (peer messages, before transport framing).
+    pub bytes_sent: u64,
+    /// Messages received whole from peers.
+    pub messages_received: u64,
+    /// Messages dropped: a full link queue, a session that died, over the bound.
+    pub messages_dropped: u64,
+}
+
+/// Where a sequencer's messages to its peers go. Sending never waits: a full link drops the
+/// message, as a lossy network would (the protocols above retransmit what matters).
+pub trait PeerLinks: Send + Sync + fmt::Debug {
+    /// Sends to one peer.
+    fn send(&self, to: &NodeId, bytes: Vec<u8>);
+    /// Sends to every peer.
+    fn broadcast(&self, bytes: &[u8]);
+    /// What the mesh has carried.
+    fn stats(&self) -> MeshStats;
+}
 
 /// In-process links among a set of sequencers.
 #[derive(Clone, Debug)]
 pub struct InProcessMesh {
     me: NodeId,
     peers: HashMap<NodeId, mpsc::Sender<PeerDelivery>>,
+    counters: Arc<[AtomicU64; 3]>,
 }
 
 impl InProcessMesh {
@@ -88,25 +123,46 @@ impl InProcessMesh {
                     .filter(|(peer, _)| *peer != id)
                     .map(|(peer, sender)| (*peer, sender.clone()))
                     .collect();
-                (InProcessMesh { me: *id, peers }, receiver)
+                let mesh = InProcessMesh {
+                    me: *id,
+                    peers,
+                    counters: Arc::default(),
+                };
+                (mesh, receiver)
             })
             .collect()
     }
+}
 
-    /// Sends to one peer; a full or closed queue drops the message, as a lossy network would
-    /// (the protocols above retransmit what matters).
-    pub fn send(&self, to: &NodeId, bytes: Vec<u8>) {
-        if let Some(sender) = self.peers.get(to)
-            && sender.try_send((self.me, bytes)).is_err()
-        {
+impl PeerLinks for InProcessMesh {
+    fn send(&self, to: &NodeId, bytes: Vec<u8>) {
+        let Some(sender) = self.peers.get(to) else {
+            return;
+        };
+        let len = bytes.len() as u64;
+        if sender.try_send((self.me, bytes)).is_err() {
+            self.counters[2].fetch_add(1, Ordering::Relaxed);
             tracing::warn!(target: "sequencer::mesh", %to, "peer queue full or closed; message dropped");
+        } else {
+            self.counters[0].fetch_add(1, Ordering::Relaxed);
+            self.counters[1].fetch_add(len, Ordering::Relaxed);
         }
     }
 
-    /// Sends to every peer.
-    pub fn broadcast(&self, bytes: &[u8]) {
+    fn broadcast(&self, bytes: &[u8]) {
         for peer in self.peers.keys() {
             self.send(peer, bytes.to_vec());
+        }
+    }
+
+    fn stats(&self) -> MeshStats {
+        let sent = self.counters[0].load(Ordering::Relaxed);
+        MeshStats {
+            messages_sent: sent,
+            bytes_sent: self.counters[1].load(Ordering::Relaxed),
+            // Every message sent is in the receiver's queue: in-process links lose nothing after.
+            messages_received: sent,
+            messages_dropped: self.counters[2].load(Ordering::Relaxed),
         }
     }
 }

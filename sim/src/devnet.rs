@@ -4,9 +4,10 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use da_weak::{WeakDa, WeakDaError};
 use execution::AccountState;
+use netstack::{kcp::KcpConfig, secure::NodeIdentity};
 use primitives::{AccountKey, NodeId, bls::BlsSecretKey};
 use sequencer::{
-    mesh::InProcessMesh,
+    mesh::{InProcessMesh, PeerLinks, kcp::KcpMeshListener},
     node::{SequencerConfig, SequencerHandle, SequencerWiring},
 };
 use shard_node::{ShardError, ShardNetwork, ShardNode, driver::ShardHandle};
@@ -29,6 +30,17 @@ pub struct DevnetConfig {
     pub data_dir: Option<PathBuf>,
     /// Batches between two commitments of group roots to the upper chain.
     pub root_commit_interval_batches: u64,
+    /// How the sequencers reach each other.
+    pub mesh: MeshKind,
+}
+
+/// How the devnet's sequencers reach each other.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MeshKind {
+    /// KCP sessions over UDP on loopback, as separate nodes would.
+    Kcp,
+    /// Bounded in-process queues (no sockets).
+    InProcess,
 }
 
 impl Default for DevnetConfig {
@@ -40,6 +52,7 @@ impl Default for DevnetConfig {
             tick: Duration::from_millis(10),
             data_dir: None,
             root_commit_interval_batches: shard_node::network::ROOT_COMMIT_INTERVAL_BATCHES,
+            mesh: MeshKind::Kcp,
         }
     }
 }
@@ -59,6 +72,44 @@ pub enum DevnetError {
     /// The shard network could not form.
     #[error("shard network: {0}")]
     Shard(#[from] ShardError),
+}
+
+type MeshEnd = (
+    Arc<dyn PeerLinks>,
+    tokio::sync::mpsc::Receiver<sequencer::mesh::PeerDelivery>,
+);
+
+/// Links the sequencers of `keys` with a mesh of `kind`; returns each one's end, in order.
+async fn connect_mesh(kind: MeshKind, keys: &[AccountKey]) -> std::io::Result<Vec<MeshEnd>> {
+    let ids: Vec<NodeId> = keys.iter().map(|key| NodeId(key.address())).collect();
+    match kind {
+        MeshKind::InProcess => Ok(InProcessMesh::connect(&ids)
+            .into_iter()
+            .map(|(mesh, inbound)| (Arc::new(mesh) as Arc<dyn PeerLinks>, inbound))
+            .collect()),
+        MeshKind::Kcp => {
+            let mut listeners = Vec::with_capacity(keys.len());
+            for key in keys {
+                let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+                let identity = NodeIdentity::new(key.clone());
+                listeners.push(
+                    KcpMeshListener::bind(identity, loopback, KcpConfig::default(), &ids).await?,
+                );
+            }
+            let addresses: Vec<(NodeId, SocketAddr)> = ids
+                .iter()
+                .zip(&listeners)
+                .map(|(id, listener)| (*id, listener.local_addr()))
+                .collect();
+            Ok(listeners
+                .into_iter()
+                .map(|listener| {
+                    let (mesh, inbound) = listener.connect(&addresses);
+                    (Arc::new(mesh) as Arc<dyn PeerLinks>, inbound)
+                })
+                .collect())
+        }
+    }
 }
 
 /// A running devnet.
@@ -145,8 +196,8 @@ impl Devnet {
             sequencer_set.iter().map(|(_, key)| *key).collect(),
         );
 
-        let ids: Vec<NodeId> = sequencer_set.iter().map(|(id, _)| *id).collect();
-        let meshes = InProcessMesh::connect(&ids);
+        let keys: Vec<AccountKey> = identities.iter().map(|(key, _)| key.clone()).collect();
+        let meshes = connect_mesh(config.mesh, &keys).await?;
         let mut sequencers = Vec::with_capacity(config.sequencers);
         for ((key, bls), (mesh, inbound)) in identities.into_iter().zip(meshes) {
             let sequencer_config = SequencerConfig {
