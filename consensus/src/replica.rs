@@ -249,6 +249,11 @@ pub struct Replica<V: Value> {
     peer_views: BTreeMap<u16, u64>,
     /// Prepared proofs verified already (view changes repeat them).
     proof_cache: crate::view_change::ProofCache,
+    /// Per sender, the view of the last reply to one of its stale view changes, and when: a
+    /// replica that is past a view answers a peer stuck in it at most once per base timeout,
+    /// or two replicas both past the view would answer each other's answers forever (and a
+    /// duplicating link would multiply the exchange).
+    stale_replies: BTreeMap<u16, (u64, Instant)>,
     /// The `last_committed` at which the view timer last fetched instead of changing views, so
     /// that a gap nobody can fill leads to a view change on the next expiry.
     gap_fetched: Option<u64>,
@@ -328,6 +333,7 @@ impl<V: Value> Replica<V> {
             gap_fetched: None,
             peer_views: BTreeMap::new(),
             proof_cache: crate::view_change::ProofCache::default(),
+            stale_replies: BTreeMap::new(),
             adopted_history: None,
         }
     }

@@ -217,6 +217,8 @@ pub struct World {
     all_values: Vec<B256>,
     seen: VecDeque<(usize, usize, Vec<u8>)>,
     report: RunReport,
+    /// Print progress every simulated second (`TICKRATE_WORLD_TRACE`).
+    trace: bool,
 }
 
 impl World {
@@ -269,7 +271,11 @@ impl World {
             all_values: Vec::new(),
             seen: VecDeque::new(),
             report: RunReport::default(),
+            trace: std::env::var("TICKRATE_WORLD_TRACE").is_ok(),
         };
+        if world.trace {
+            eprintln!("seed {seed}: {:?}", world.scenario);
+        }
         world.schedule(Instant::ZERO, Event::Tick);
         world
     }
@@ -389,6 +395,23 @@ impl World {
                 break;
             }
             let ((at, _), event) = entry.remove_entry();
+            if self.trace && at.as_micros() / 1_000_000 > self.now.as_micros() / 1_000_000 {
+                eprintln!(
+                    "seed {} t = {} s: {} delivered, {} queued, views {:?}, committed {:?}",
+                    self.seed,
+                    at.as_micros() / 1_000_000,
+                    self.report.delivered,
+                    self.queue.len(),
+                    self.nodes
+                        .iter()
+                        .map(|node| node.replica.view())
+                        .collect::<Vec<_>>(),
+                    self.nodes
+                        .iter()
+                        .map(|node| node.replica.last_committed())
+                        .collect::<Vec<_>>(),
+                );
+            }
             self.now = at;
             self.apply_faults();
             match event {

@@ -207,7 +207,13 @@ impl<V: Value> Replica<V> {
                     .cloned()
                     .map(Message::ViewChange)
             });
-            if let Some(reply) = reply {
+            let base = Duration::from_micros(self.config.view_timeout_us);
+            let replied_lately = self
+                .stale_replies
+                .get(&sender)
+                .is_some_and(|(view, at)| *view == view_change.view && now < *at + base);
+            if let Some(reply) = reply.filter(|_| !replied_lately) {
+                self.stale_replies.insert(sender, (view_change.view, now));
                 let to = self.validators.validators()[usize::from(sender)].id;
                 let bytes = primitives::Encode::to_bytes(&reply);
                 self.transmits
