@@ -76,7 +76,7 @@ pub(crate) fn check_evidence(
     evidence: &Evidence,
 ) {
     assert_eq!(
-        evidence.verify(validators),
+        crate::evidence::verify_evidence(evidence, validators),
         Ok(()),
         "seed {seed}: replica {index} emitted evidence that does not verify"
     );
@@ -106,7 +106,7 @@ pub fn check_agreement<V: Value>(
                     entry.sequence,
                     &digest,
                     &entry.certificate,
-                    &keys
+                    keys
                 ),
                 Ok(()),
                 "seed {seed}: replica {index}'s certificate at {}",

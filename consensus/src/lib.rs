@@ -19,7 +19,10 @@
 //! - [`view_change`]: checking view changes and new views, and deriving a new view's proposals.
 //! - [`error`]: why an input is refused ([`RejectReason`]) and why a certificate does not verify.
 //! - [`evidence`]: equivocation [`Evidence`] (two pre-prepares, prepares or commits one
-//!   validator signed for one slot), emitted by replicas and checkable by anyone with the set.
+//!   validator signed for one slot), emitted by replicas and checkable by anyone with the set
+//!   ([`verify_evidence`]); the evidence type and the signed bytes of pre-prepares, prepares and
+//!   commits are [`primitives::pbft`]'s, re-exported here, so the upper chain checks evidence
+//!   against the offender's registered key.
 //! - [`stats`]: counters of what a replica did and refused.
 //! - [`constants`]: the window, the checkpoint interval, the size bounds, the timeouts.
 //! - `harness` (feature `test-utils`): a seeded, untimed in-memory `Cluster` of replicas with
@@ -72,7 +75,7 @@ use primitives::{
 };
 
 pub use error::{CertificateError, RejectReason};
-pub use evidence::{Evidence, EvidenceError, EvidenceKind, Signed};
+pub use evidence::{Evidence, EvidenceError, EvidenceKind, Signed, verify_evidence};
 pub use message::{
     Checkpoint, Decided, DecidedEntry, Message, NULL_DIGEST, NewView, PrePrepare, PreparedProof,
     ViewChange, Vote, checkpoint_message, commit_message, pre_prepare_message, prepare_message,

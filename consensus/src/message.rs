@@ -19,7 +19,12 @@ use primitives::{
     bls::{BlsSecretKey, BlsSignature, Certificate},
     codec::put_list,
     constants::VALIDATORS_MAX,
+    pbft::signed_bytes,
 };
+
+// What pre-prepares, prepares and commits sign lives in `primitives` so the upper chain can check
+// equivocation evidence without depending on this crate; the bytes are unchanged.
+pub use primitives::pbft::{commit_message, pre_prepare_message, prepare_message};
 
 use crate::{
     constants::{FETCH_ENTRIES_MAX, MESSAGE_BYTES_MAX, SEQUENCE_WINDOW},
@@ -39,9 +44,6 @@ const TAG_NEW_VIEW: u8 = 5;
 const TAG_FETCH: u8 = 6;
 const TAG_DECIDED: u8 = 7;
 
-const PRE_PREPARE_DOMAIN: &[u8] = b"tickrate:pre-prepare";
-const PREPARE_DOMAIN: &[u8] = b"tickrate:prepare";
-const COMMIT_DOMAIN: &[u8] = b"tickrate:commit";
 const CHECKPOINT_DOMAIN: &[u8] = b"tickrate:checkpoint";
 const VIEW_CHANGE_DOMAIN: &[u8] = b"tickrate:view-change";
 const NEW_VIEW_DOMAIN: &[u8] = b"tickrate:new-view";
@@ -52,34 +54,6 @@ pub const NULL_DIGEST: B256 = B256::ZERO;
 /// The digest a proposal is voted on by: its value's, or [`NULL_DIGEST`] for a null.
 pub fn proposal_digest<V: Value>(value: Option<&V>) -> B256 {
     value.map_or(NULL_DIGEST, Value::digest)
-}
-
-fn signed_bytes(domain: &[u8], view: Option<u64>, sequence: u64, digest: &B256) -> Vec<u8> {
-    let mut out = Vec::with_capacity(domain.len() + 8 + 8 + 32);
-    out.extend_from_slice(domain);
-    if let Some(view) = view {
-        out.extend_from_slice(&view.to_be_bytes());
-    }
-    out.extend_from_slice(&sequence.to_be_bytes());
-    out.extend_from_slice(digest.as_slice());
-    out
-}
-
-/// The bytes a commit vote signs and a commit certificate is checked against:
-/// `b"tickrate:commit" || view || sequence || digest` (integers big-endian).
-pub fn commit_message(view: u64, sequence: u64, digest: &B256) -> Vec<u8> {
-    signed_bytes(COMMIT_DOMAIN, Some(view), sequence, digest)
-}
-
-/// The bytes a pre-prepare signs: `b"tickrate:pre-prepare" || view || sequence || digest`.
-pub fn pre_prepare_message(view: u64, sequence: u64, digest: &B256) -> Vec<u8> {
-    signed_bytes(PRE_PREPARE_DOMAIN, Some(view), sequence, digest)
-}
-
-/// The bytes a prepare signs: `b"tickrate:prepare" || view || sequence || digest`. The sender is
-/// not part of it, so a quorum of prepares aggregates into one prepared certificate.
-pub fn prepare_message(view: u64, sequence: u64, digest: &B256) -> Vec<u8> {
-    signed_bytes(PREPARE_DOMAIN, Some(view), sequence, digest)
 }
 
 /// The bytes a checkpoint signs: `b"tickrate:checkpoint" || sequence || history digest`.

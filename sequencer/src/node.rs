@@ -7,7 +7,7 @@
 //! signature checks run in parallel on every core of the machine.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     net::SocketAddr,
     sync::{
         Arc,
@@ -37,7 +37,7 @@ use primitives::{
 };
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
-use upper_chain::UpperChain;
+use upper_chain::{ChainError, UpperChain};
 
 use crate::{
     batcher::Batcher,
@@ -283,10 +283,47 @@ struct Core {
     finished: VecDeque<TxHash>,
     own_blocks: HashMap<BlockId, Vec<TxHash>>,
     own_bodies: HashMap<BlockId, primitives::BlockBody>,
+    /// Proposals that name a batch beyond the next one, by sequence: a backup can receive the
+    /// pre-prepare of batch n + 1 before it has committed batch n (the primary proposes once
+    /// it has), so these are checked when the commits catch up. The replica asks only within
+    /// its window, which bounds the map.
+    deferred: BTreeMap<u64, Batch>,
     tick_number: u64,
     epoch: std::time::Instant,
     /// The sequence this node last proposed as primary, and when.
     proposed: Option<(u64, std::time::Instant)>,
+    /// The sequencer set in validator order: evidence names an offender by its index here.
+    sequencers: Vec<NodeId>,
+}
+
+/// What became of equivocation evidence reported to the upper chain.
+#[derive(Debug, PartialEq, Eq)]
+enum EquivocationReport {
+    /// Recorded: the offender with this ID is expelled.
+    Recorded(NodeId),
+    /// Another report of this offender was recorded first.
+    AlreadyRecorded(NodeId),
+    /// The offender index is outside the validator set.
+    UnknownIndex,
+    /// The chain refused it (or failed) for another reason.
+    Refused(NodeId, ChainError),
+}
+
+/// Reports `evidence` against the sequencer whose index it names in `sequencers` (the validator
+/// order).
+fn report_equivocation(
+    chain: &dyn UpperChain,
+    sequencers: &[NodeId],
+    evidence: &consensus::Evidence,
+) -> EquivocationReport {
+    let Some(&id) = sequencers.get(usize::from(evidence.offender)) else {
+        return EquivocationReport::UnknownIndex;
+    };
+    match chain.report_equivocation(evidence, id) {
+        Ok(()) => EquivocationReport::Recorded(id),
+        Err(ChainError::EquivocationRecorded(_)) => EquivocationReport::AlreadyRecorded(id),
+        Err(error) => EquivocationReport::Refused(id, error),
+    }
 }
 
 impl Core {
@@ -313,6 +350,7 @@ impl Core {
             id: NodeId(wiring.key.address()),
             packer: Packer::new(wiring.key),
             batcher: Batcher::new(wiring.sequencers.iter().map(|(id, _)| *id)),
+            sequencers: wiring.sequencers.iter().map(|(id, _)| *id).collect(),
             config,
             mempool: Mempool::default(),
             pending: PendingState::new(),
@@ -330,6 +368,7 @@ impl Core {
             finished: VecDeque::new(),
             own_blocks: HashMap::new(),
             own_bodies: HashMap::new(),
+            deferred: BTreeMap::new(),
             tick_number: 0,
             epoch: std::time::Instant::now(),
             proposed: None,
@@ -638,11 +677,38 @@ impl Core {
                     info!(target: "sequencer", view, %primary, "entered a new view");
                     self.maybe_propose();
                 }
-                ReplicaEvent::Evidence(evidence) => {
-                    warn!(target: "sequencer", offender = evidence.offender, kind = ?evidence.kind,
-                        "equivocation evidence");
-                }
+                ReplicaEvent::Evidence(evidence) => self.report_equivocation(&evidence),
                 other => debug!(target: "sequencer", ?other, "consensus event"),
+            }
+        }
+    }
+
+    /// Records equivocation evidence on the upper chain, which expels the offender. Every correct
+    /// sequencer that saw the offence reports it and only the first is recorded, so a duplicate
+    /// is no cause for alarm.
+    fn report_equivocation(&self, evidence: &consensus::Evidence) {
+        let (offender, kind, view, sequence) = (
+            evidence.offender,
+            evidence.kind,
+            evidence.view,
+            evidence.sequence,
+        );
+        match report_equivocation(self.chain.as_ref(), &self.sequencers, evidence) {
+            EquivocationReport::Recorded(id) => {
+                warn!(target: "sequencer", offender, %id, ?kind, view, sequence,
+                    "equivocation recorded on the upper chain; the offender is expelled");
+            }
+            EquivocationReport::AlreadyRecorded(id) => {
+                debug!(target: "sequencer", offender, %id, ?kind, view, sequence,
+                    "equivocation recorded already (another sequencer was first)");
+            }
+            EquivocationReport::UnknownIndex => {
+                warn!(target: "sequencer", offender, ?kind, view, sequence,
+                    "equivocation evidence names no member of the set");
+            }
+            EquivocationReport::Refused(id, error) => {
+                warn!(target: "sequencer", offender, %id, ?kind, view, sequence, %error,
+                    "equivocation evidence not recorded");
             }
         }
     }
@@ -650,6 +716,10 @@ impl Core {
     /// A replica prepares a batch only once the batch follows the rules and every body it names
     /// is held here or in weak DA (checked against its root).
     fn check_batch(&mut self, sequence: u64, batch: Batch) {
+        if batch.number > self.batcher.last_number() + 1 {
+            self.deferred.insert(sequence, batch);
+            return;
+        }
         let digest = consensus::Value::digest(&batch);
         if let Err(error) = self.batcher.check(&batch) {
             warn!(target: "sequencer", sequence, %error, "proposed batch refused");
@@ -721,6 +791,8 @@ impl Core {
             metrics::histogram!("sequencer_batch_commit_seconds").record(micros as f64 / 1e6);
         }
         self.batcher.commit(&batch);
+        self.deferred.retain(|deferred, _| *deferred > sequence);
+        self.check_deferred();
         for header in &batch.headers {
             let id = header.id();
             if let Some(hashes) = self.own_blocks.remove(&id) {
@@ -753,6 +825,23 @@ impl Core {
         self.maybe_propose();
     }
 
+    /// Checks the deferred proposals whose predecessor is now committed (or that can no longer
+    /// follow: those are refused by the check).
+    fn check_deferred(&mut self) {
+        let next = self.batcher.last_number() + 1;
+        let ready: Vec<u64> = self
+            .deferred
+            .iter()
+            .filter(|(_, batch)| batch.number <= next)
+            .map(|(sequence, _)| *sequence)
+            .collect();
+        for sequence in ready {
+            if let Some(batch) = self.deferred.remove(&sequence) {
+                self.check_batch(sequence, batch);
+            }
+        }
+    }
+
     fn handle_executed(&mut self, executed: &ExecutedBatch) {
         for outcome in &executed.outcomes {
             let writes =
@@ -782,5 +871,77 @@ impl Core {
             }
             self.set_level(&outcome.hash, level);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use consensus::{Evidence, EvidenceKind, Signed, prepare_message};
+    use primitives::B256;
+    use upper_chain::{EmbeddedChain, SequencerRecord};
+
+    use super::*;
+
+    #[test]
+    fn equivocation_is_reported_once_and_the_offender_expelled() {
+        let secrets: Vec<BlsSecretKey> = (1..=4u8)
+            .map(|seed| BlsSecretKey::from_seed(&[seed; 32]))
+            .collect();
+        let records: Vec<SequencerRecord> = secrets
+            .iter()
+            .enumerate()
+            .map(|(index, secret)| SequencerRecord {
+                id: NodeId(AccountKey::from_seed(index as u64 + 1).address()),
+                bls_key: secret.public_key(),
+            })
+            .collect();
+        let sequencers: Vec<NodeId> = records.iter().map(|record| record.id).collect();
+        let chain = EmbeddedChain::new(records);
+        let prepare = |digest: B256| Signed {
+            digest,
+            signature: secrets[2].sign(&prepare_message(0, 1, &digest)),
+        };
+        let evidence = Evidence::new(
+            EvidenceKind::Prepare,
+            2,
+            0,
+            1,
+            prepare(B256::repeat_byte(1)),
+            prepare(B256::repeat_byte(2)),
+        );
+        assert_eq!(
+            report_equivocation(&chain, &sequencers, &evidence),
+            EquivocationReport::Recorded(sequencers[2])
+        );
+        // Another sequencer reporting the same offence is told it is recorded already.
+        assert_eq!(
+            report_equivocation(&chain, &sequencers, &evidence),
+            EquivocationReport::AlreadyRecorded(sequencers[2])
+        );
+        assert!(
+            chain
+                .sequencer_candidates()
+                .expect("the embedded chain reads from memory")
+                .iter()
+                .all(|candidate| candidate.record.id != sequencers[2])
+        );
+        // Evidence pinned on the wrong index does not verify; an index outside the set is
+        // caught before the chain.
+        let misnamed = Evidence {
+            offender: 1,
+            ..evidence.clone()
+        };
+        assert!(matches!(
+            report_equivocation(&chain, &sequencers, &misnamed),
+            EquivocationReport::Refused(id, ChainError::InvalidEvidence(_)) if id == sequencers[1]
+        ));
+        let outside = Evidence {
+            offender: 9,
+            ..evidence
+        };
+        assert_eq!(
+            report_equivocation(&chain, &sequencers, &outside),
+            EquivocationReport::UnknownIndex
+        );
     }
 }

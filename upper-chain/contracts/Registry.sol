@@ -112,7 +112,7 @@ library BLS12381 {
 }
 
 /// The Tickrate upper-chain registry: node registry, sequencer set, batch and group-root
-/// commitments, synced roots, departures and bridge deposits. It makes the checks
+/// commitments, synced roots, departures, sequencer equivocations and bridge deposits. It makes the checks
 /// `upper_chain::EmbeddedChain` makes, with the same messages and hashes.
 contract Registry {
     bytes private constant SIG_DST = "TICKRATE_BLS_SIG_BLS12381G2_XMD:SHA-256_SSWU_RO_POP_";
@@ -140,6 +140,10 @@ contract Registry {
     error Stale(uint64 recorded, uint64 got);
     error AlreadyDeparted(address node);
     error BadDepartureProof();
+    error EquivocationRecorded(address offender);
+    error Expelled(address id);
+    error EvidenceNotCanonical();
+    error BadEvidenceSignature();
 
     event NodeRegistered(address indexed node, string endpoint, address rewardWallet, string[] features, bytes blsKey, uint64 activeFrom);
     event SyncedRootRecorded(address indexed node, uint64 epoch, bytes32 indexed group, uint64 batch, bytes32 root);
@@ -151,6 +155,9 @@ contract Registry {
     event BatchCommitted(uint64 indexed number, bytes32 batchHash);
     event GroupRootCommitted(bytes32 indexed group, uint64 epoch, uint64 batch, bytes32 root);
     event NodeDeparted(address indexed node, uint8 kind, uint64 epoch, bytes evidence);
+    event EquivocationReported(
+        address indexed offender, uint8 kind, uint64 viewNumber, uint64 sequence, bytes32 firstDigest, bytes32 secondDigest
+    );
     event Deposited(uint64 indexed index, address indexed from, address indexed recipient, uint256 amount);
 
     /// What an operator registers. `blsKeyG1` and `possessionG2` are `blsKey` and `possession`
@@ -208,6 +215,21 @@ contract Registry {
         bytes evidence;
     }
 
+    /// Equivocation evidence (`primitives::pbft::EquivocationEvidence`): the offender, validator
+    /// `index` of the set that saw it, signed both digests as votes of `kind` (0 pre-prepare,
+    /// 1 prepare, 2 commit) at one `(view, sequence)`. `firstDigest < secondDigest` (one offence,
+    /// one encoding); the signatures are in the EIP-2537 encoding.
+    struct Equivocation {
+        uint8 kind;
+        uint16 index;
+        uint64 viewNumber;
+        uint64 sequence;
+        bytes32 firstDigest;
+        bytes firstSignatureG2;
+        bytes32 secondDigest;
+        bytes secondSignatureG2;
+    }
+
     /// A quorum certificate: the signer bitmap (bit i of byte i/8 is validator i) and the
     /// aggregate signature in the EIP-2537 encoding.
     struct Certificate {
@@ -234,6 +256,10 @@ contract Registry {
     mapping(bytes32 => GroupRoot) private groupRoots;
     mapping(address => SyncedRoot) private synced;
     mapping(address => Departure) private departures;
+
+    mapping(address => bool) private expelled;
+    mapping(address => Equivocation) private equivocations;
+    address[] private equivocators;
 
     constructor(address admin_, uint128 stakeCap_) {
         admin = admin_;
@@ -347,6 +373,7 @@ contract Registry {
         external
     {
         authorize(abi.encodePacked(uint8(0), s.id, s.blsKey, possession, s.stake), signature);
+        if (expelled[s.id]) revert Expelled(s.id);
         if (candidates[s.id].id != address(0)) revert AlreadyWhitelisted(s.id);
         if (s.stake > stakeCap) revert StakeCapExceeded(s.stake, stakeCap);
         if (!BLS12381.sameKey(s.blsKey, s.blsKeyG1)) revert BadKeyEncoding();
@@ -358,15 +385,11 @@ contract Registry {
 
     function removeSequencer(address id, bytes calldata signature) external {
         authorize(abi.encodePacked(uint8(1), id), signature);
-        if (candidates[id].id == address(0)) revert UnknownSequencer(id);
+        // An expelled sequencer is off the whitelist already (its record stays only for the
+        // keys of the active set until the next rotation).
+        if (candidates[id].id == address(0) || expelled[id]) revert UnknownSequencer(id);
         delete candidates[id];
-        for (uint256 i = 0; i < candidateIds.length; i++) {
-            if (candidateIds[i] == id) {
-                candidateIds[i] = candidateIds[candidateIds.length - 1];
-                candidateIds.pop();
-                break;
-            }
-        }
+        dropCandidate(id);
         for (uint256 i = 0; i < active.length; i++) {
             if (active[i] == id) {
                 for (uint256 j = i; j + 1 < active.length; j++) {
@@ -377,6 +400,16 @@ contract Registry {
             }
         }
         emit SequencerRemoved(id);
+    }
+
+    function dropCandidate(address id) private {
+        for (uint256 i = 0; i < candidateIds.length; i++) {
+            if (candidateIds[i] == id) {
+                candidateIds[i] = candidateIds[candidateIds.length - 1];
+                candidateIds.pop();
+                break;
+            }
+        }
     }
 
     function setStakeCap(uint128 cap, bytes calldata signature) external {
@@ -423,6 +456,45 @@ contract Registry {
         authorize(abi.encodePacked(uint8(4)), signature);
         epoch += 1;
         emit EpochAdvanced(epoch);
+    }
+
+    // ---------------------------------------------------------------- equivocation
+
+    /// Records that the whitelisted sequencer `offender` signed two different digests for one
+    /// slot, and expels it; anyone may report (the signatures are the authority). It leaves the
+    /// whitelist now, for good, and the active set at the next rotation: certificates index the
+    /// active set by position, so shrinking it now would make the running set's certificates
+    /// fail. Its record stays in `candidates` until then, for `commitBatch`'s keys.
+    /// `upper_chain::EmbeddedChain::report_equivocation` makes the same checks.
+    function reportEquivocation(address offender, Equivocation calldata e) external {
+        if (expelled[offender]) revert EquivocationRecorded(offender);
+        if (candidates[offender].id == address(0)) revert UnknownSequencer(offender);
+        if (e.kind > 2 || e.firstDigest >= e.secondDigest) revert EvidenceNotCanonical();
+        bytes memory key = candidates[offender].blsKeyG1;
+        if (
+            !BLS12381.verify(key, SIG_DST, voteMessage(e.kind, e.viewNumber, e.sequence, e.firstDigest), e.firstSignatureG2)
+                || !BLS12381.verify(
+                    key, SIG_DST, voteMessage(e.kind, e.viewNumber, e.sequence, e.secondDigest), e.secondSignatureG2
+                )
+        ) revert BadEvidenceSignature();
+        expelled[offender] = true;
+        equivocations[offender] = e;
+        equivocators.push(offender);
+        dropCandidate(offender);
+        emit EquivocationReported(offender, e.kind, e.viewNumber, e.sequence, e.firstDigest, e.secondDigest);
+    }
+
+    /// The bytes a PBFT vote of `kind` signs (`primitives::pbft::{pre_prepare,prepare,commit}_message`):
+    /// the kind's domain, then the view, the sequence (both 8 bytes big-endian) and the digest.
+    function voteMessage(uint8 kind, uint64 viewNumber, uint64 sequence, bytes32 digest)
+        private
+        pure
+        returns (bytes memory)
+    {
+        bytes memory domain = kind == 0
+            ? bytes("tickrate:pre-prepare")
+            : kind == 1 ? bytes("tickrate:prepare") : bytes("tickrate:commit");
+        return abi.encodePacked(domain, viewNumber, sequence, digest);
     }
 
     // ---------------------------------------------------------------- commitments
@@ -546,6 +618,15 @@ contract Registry {
     function syncedRoot(address node) external view returns (bool found, SyncedRoot memory root) {
         root = synced[node];
         found = root.node != address(0);
+    }
+
+    /// Every recorded equivocation, in the order reported.
+    function allEquivocations() external view returns (address[] memory offenders, Equivocation[] memory evidence) {
+        offenders = equivocators;
+        evidence = new Equivocation[](equivocators.length);
+        for (uint256 i = 0; i < equivocators.length; i++) {
+            evidence[i] = equivocations[equivocators[i]];
+        }
     }
 
     function departureOf(address node) external view returns (bool found, Departure memory departure) {

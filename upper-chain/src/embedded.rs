@@ -6,6 +6,7 @@ use parking_lot::Mutex;
 use primitives::{
     Address, B256, Encode, NodeId, Signature, U256,
     bls::{BlsPublicKey, Certificate},
+    pbft::EquivocationEvidence,
 };
 use rocksdb::{DB, IteratorMode, Options, WriteBatch, WriteOptions};
 
@@ -42,6 +43,8 @@ struct ChainState {
     group_roots: BTreeMap<B256, GroupRootCommitment>,
     synced: BTreeMap<NodeId, SyncedRoot>,
     departures: BTreeMap<NodeId, Departure>,
+    /// Expelled sequencers and the evidence that expelled them.
+    equivocations: BTreeMap<NodeId, EquivocationEvidence>,
     deposits: Vec<Deposit>,
 }
 
@@ -112,6 +115,11 @@ impl ChainState {
                 .map(|(id, d)| (key::node(key::DEPARTURE, id), d.to_bytes())),
         );
         out.extend(
+            self.equivocations
+                .iter()
+                .map(|(id, e)| (key::node(key::EQUIVOCATION, id), e.to_bytes())),
+        );
+        out.extend(
             self.deposits
                 .iter()
                 .map(|d| (key::number(key::DEPOSIT, d.index), d.to_bytes())),
@@ -174,6 +182,15 @@ impl ChainState {
             } else if k.starts_with(key::DEPARTURE) {
                 let departure: Departure = decode_all(v).map_err(decode_err)?;
                 state.departures.insert(departure.node, departure);
+            } else if let Some(rest) = k.strip_prefix(key::EQUIVOCATION) {
+                // The offender is only in the key: the evidence names an index, not an ID.
+                if rest.len() != 20 {
+                    return Err(corrupt("equivocation key"));
+                }
+                let evidence: EquivocationEvidence = decode_all(v).map_err(decode_err)?;
+                state
+                    .equivocations
+                    .insert(NodeId(Address::from_slice(rest)), evidence);
             } else if let Some(rest) = k.strip_prefix(key::DEPOSIT) {
                 let deposit: Deposit = decode_all(v).map_err(decode_err)?;
                 deposits.insert(number(rest)?, deposit);
@@ -632,6 +649,9 @@ impl UpperChain for EmbeddedChain {
                 possession,
                 stake,
             } => {
+                if state.equivocations.contains_key(&record.id) {
+                    return Err(ChainError::Expelled(record.id));
+                }
                 if state.candidates.contains_key(&record.id) {
                     return Err(ChainError::AlreadyWhitelisted(record.id));
                 }
@@ -715,6 +735,42 @@ impl UpperChain for EmbeddedChain {
             .skip(from as usize)
             .take(limit)
             .cloned()
+            .collect())
+    }
+
+    fn report_equivocation(
+        &self,
+        evidence: &EquivocationEvidence,
+        offender: NodeId,
+    ) -> Result<(), ChainError> {
+        let mut state = self.state.lock();
+        // Checked first: an expelled sequencer is off the whitelist, and every correct sequencer
+        // that saw the offence reports it, so this is the expected answer to all but the first.
+        if state.equivocations.contains_key(&offender) {
+            return Err(ChainError::EquivocationRecorded(offender));
+        }
+        let candidate = state
+            .candidates
+            .get(&offender)
+            .ok_or(ChainError::UnknownSequencer(offender))?;
+        evidence.verify(&candidate.record.bls_key)?;
+        // It leaves the whitelist now and the active set at the next rotation (see the trait).
+        let mut change = Change::new();
+        change.batch.delete(key::node(key::CANDIDATE, &offender));
+        change.put(key::node(key::EQUIVOCATION, &offender), evidence.to_bytes());
+        self.commit(change)?;
+        state.candidates.remove(&offender);
+        state.equivocations.insert(offender, evidence.clone());
+        Ok(())
+    }
+
+    fn equivocations(&self) -> Result<Vec<(NodeId, EquivocationEvidence)>, ChainError> {
+        Ok(self
+            .state
+            .lock()
+            .equivocations
+            .iter()
+            .map(|(id, evidence)| (*id, evidence.clone()))
             .collect())
     }
 }

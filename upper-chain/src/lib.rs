@@ -3,7 +3,8 @@
 //! It holds the node registry (node ID = the signer of the registration), the sequencer set
 //! (admin whitelist, stake cap, rotation), the commitments of finalized batches and of group state
 //! roots, each checked against a BLS certificate of the right validator set, the synced roots
-//! nodes report, evictions and exits with their evidence, and the bridge deposits.
+//! nodes report, evictions and exits with their evidence, sequencers' equivocations (which expel
+//! them), and the bridge deposits.
 //!
 //! [`UpperChain`] is the interface. [`EmbeddedChain`] is the in-process chain the devnet starts,
 //! in memory or persisted in RocksDB, making the same checks the `Registry` contract
@@ -18,6 +19,7 @@ use primitives::{
     codec::{Encode, put_bytes},
     constants::GROUP_SIZE,
     k_nearest, keccak256,
+    pbft::{EquivocationEvidence, EvidenceError},
 };
 
 mod embedded;
@@ -118,6 +120,15 @@ pub enum ChainError {
     /// eviction a group certificate), or an eviction certified by a group the node is not in.
     #[error("departure proof does not fit the departure")]
     BadDepartureProof,
+    /// Equivocation evidence that does not prove the offence under the offender's key.
+    #[error("equivocation evidence refused: {0}")]
+    InvalidEvidence(#[from] EvidenceError),
+    /// An equivocation of this sequencer is recorded already (it was expelled then).
+    #[error("an equivocation of sequencer {0} is recorded already")]
+    EquivocationRecorded(NodeId),
+    /// A sequencer expelled for equivocation may not be whitelisted again.
+    #[error("sequencer {0} was expelled for equivocation")]
+    Expelled(NodeId),
     /// The local store failed (RocksDB).
     #[error("storage: {0}")]
     Storage(String),
@@ -385,7 +396,8 @@ pub enum DepartureProof {
 /// chain's current admin nonce.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AdminOp {
-    /// Puts a sequencer on the whitelist; its stake must not exceed the cap.
+    /// Puts a sequencer on the whitelist; its stake must not exceed the cap, and it must not have
+    /// been expelled for equivocation.
     Whitelist {
         /// The sequencer.
         record: SequencerRecord,
@@ -528,6 +540,28 @@ pub trait UpperChain: Send + Sync {
     fn stake_cap(&self) -> Result<u128, ChainError>;
     /// Deposits with index `from` onwards, in order, at most `limit`.
     fn deposits_since(&self, from: u64, limit: usize) -> Result<Vec<Deposit>, ChainError>;
+    /// Records that the whitelisted sequencer `offender` equivocated, and expels it. Anyone may
+    /// report; the evidence is its own authority: it must verify under the offender's BLS key
+    /// (its whitelist record's).
+    ///
+    /// The offender leaves the whitelist at once, for good (it cannot be whitelisted again), so
+    /// no later rotation chooses it. It leaves the active set at the next rotation
+    /// ([`AdminOp::Rotate`]), not now: batch certificates index the active set by position, and
+    /// the running PBFT instance certifies with the set it started with, so shrinking the set
+    /// mid-stream would make every commitment fail until the sequencers reconfigure, handing a
+    /// single equivocator a way to halt settlement. Until then its one vote cannot break safety
+    /// (PBFT tolerates `f` faulty sequencers).
+    ///
+    /// Refused with [`ChainError::EquivocationRecorded`] once the offender has been expelled
+    /// (any second report, of the same offence or another), [`ChainError::UnknownSequencer`] if
+    /// it is not whitelisted, and [`ChainError::InvalidEvidence`] if the evidence proves nothing.
+    fn report_equivocation(
+        &self,
+        evidence: &EquivocationEvidence,
+        offender: NodeId,
+    ) -> Result<(), ChainError>;
+    /// Every recorded equivocation, with its offender, by offender ID.
+    fn equivocations(&self) -> Result<Vec<(NodeId, EquivocationEvidence)>, ChainError>;
 }
 
 /// The bridge's view of deposits: each deposit is returned exactly once, in order.

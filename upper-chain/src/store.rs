@@ -245,6 +245,7 @@ pub(crate) mod key {
     pub const SYNCED: &[u8] = b"y/";
     pub const DEPARTURE: &[u8] = b"d/";
     pub const DEPOSIT: &[u8] = b"p/";
+    pub const EQUIVOCATION: &[u8] = b"e/";
 
     pub fn with(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
         let mut out = prefix.to_vec();

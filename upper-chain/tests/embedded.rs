@@ -112,6 +112,7 @@ struct State {
     batches: Vec<Option<primitives::B256>>,
     synced: Vec<Option<upper_chain::SyncedRoot>>,
     departures: Vec<Option<upper_chain::Departure>>,
+    equivocations: Vec<(primitives::NodeId, primitives::pbft::EquivocationEvidence)>,
     deposits: Vec<upper_chain::Deposit>,
 }
 
@@ -139,9 +140,42 @@ fn state_of(chain: &dyn UpperChain) -> State {
             .map(|id| chain.synced_root(id).unwrap())
             .collect(),
         departures: ids.iter().map(|id| chain.departure(id).unwrap()).collect(),
+        equivocations: chain.equivocations().unwrap(),
         deposits: chain.deposits_since(0, usize::MAX).unwrap(),
         snapshots,
     }
+}
+
+/// An expulsion for equivocation survives a reopen: the evidence, the whitelist without the
+/// offender, and the refusal to record or whitelist it again.
+#[test]
+fn equivocations_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let harness = Embedded {
+        chain: Arc::new(EmbeddedChain::open(dir.path(), &genesis()).unwrap()),
+        _dir: None,
+    };
+    common::equivocation_expels_the_offender(&harness);
+    let chain: Arc<dyn UpperChain> = harness.chain.clone();
+    let before = state_of(chain.as_ref());
+    assert_eq!(before.equivocations.len(), 1);
+    drop(chain);
+    drop(harness);
+
+    let reopened = EmbeddedChain::open(dir.path(), &Genesis::default()).unwrap();
+    assert_eq!(state_of(&reopened), before);
+    let (offender, evidence) = before.equivocations[0].clone();
+    assert_eq!(
+        reopened.report_equivocation(&evidence, offender),
+        Err(upper_chain::ChainError::EquivocationRecorded(offender))
+    );
+    assert!(
+        reopened
+            .sequencer_candidates()
+            .unwrap()
+            .iter()
+            .all(|c| c.record.id != offender)
+    );
 }
 
 /// The devnet's constructor still works: a sequencer set without an admin.

@@ -71,7 +71,10 @@ proptest! {
 
 #[test]
 fn evidence_round_trips_and_verifies_only_against_its_facts() {
-    use consensus::{Evidence, EvidenceError, EvidenceKind, PrePrepare, Signed, harness::Cluster};
+    use consensus::{
+        Evidence, EvidenceError, EvidenceKind, PrePrepare, Signed, harness::Cluster,
+        verify_evidence,
+    };
     use primitives::Decode;
     let cluster = Cluster::<B256>::new(4, 33);
     let validators = cluster.validators();
@@ -89,14 +92,14 @@ fn evidence_round_trips_and_verifies_only_against_its_facts() {
     );
     // Canonical: the lower digest first, whatever order it was found in.
     assert!(evidence.first.digest < evidence.second.digest);
-    assert_eq!(evidence.verify(validators), Ok(()));
+    assert_eq!(verify_evidence(&evidence, validators), Ok(()));
     let decoded = Evidence::from_bytes(&evidence.to_bytes());
     assert_eq!(decoded.as_ref(), Ok(&evidence));
     // Another view's primary, another sequence, a stranger, a swapped pair, another signer.
     let mut other = evidence.clone();
     other.view = 2;
     assert_eq!(
-        other.verify(validators),
+        verify_evidence(&other, validators),
         Err(EvidenceError::NotPrimary {
             offender: 1,
             view: 2
@@ -104,19 +107,28 @@ fn evidence_round_trips_and_verifies_only_against_its_facts() {
     );
     let mut other = evidence.clone();
     other.sequence = 4;
-    assert_eq!(other.verify(validators), Err(EvidenceError::BadSignature));
+    assert_eq!(
+        verify_evidence(&other, validators),
+        Err(EvidenceError::BadSignature)
+    );
     let mut other = evidence.clone();
     other.offender = 9;
     assert_eq!(
-        other.verify(validators),
+        verify_evidence(&other, validators),
         Err(EvidenceError::UnknownOffender { offender: 9 })
     );
     let mut other = evidence.clone();
     std::mem::swap(&mut other.first, &mut other.second);
-    assert_eq!(other.verify(validators), Err(EvidenceError::NotCanonical));
+    assert_eq!(
+        verify_evidence(&other, validators),
+        Err(EvidenceError::NotCanonical)
+    );
     let mut other = evidence.clone();
     other.second = signed(2, 1, other.second.digest);
-    assert_eq!(other.verify(validators), Err(EvidenceError::BadSignature));
+    assert_eq!(
+        verify_evidence(&other, validators),
+        Err(EvidenceError::BadSignature)
+    );
     // Two commits in one view, in whichever order they were seen.
     let commit = |digest| {
         let vote = Vote::commit(&secret_key(2), 7, 3, digest, 2);
@@ -134,5 +146,5 @@ fn evidence_round_trips_and_verifies_only_against_its_facts() {
         commit(value(2)),
     );
     assert_eq!(commits.view, 7);
-    assert_eq!(commits.verify(validators), Ok(()));
+    assert_eq!(verify_evidence(&commits, validators), Ok(()));
 }

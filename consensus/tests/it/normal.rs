@@ -27,7 +27,7 @@ fn assert_committed(cluster: &Cluster<B256>, replicas: &[usize], values: &[B256]
             assert_eq!(*value, values[position], "replica {index} at {sequence}");
             assert_eq!(decided.certificate.signers.count(), quorum);
             let message = consensus::commit_message(decided.view, sequence, &value.digest());
-            assert_eq!(decided.certificate.verify(&message, &keys, quorum), Ok(()));
+            assert_eq!(decided.certificate.verify(&message, keys, quorum), Ok(()));
         }
     }
 }
@@ -118,17 +118,17 @@ fn batches_commit_with_certificates_anyone_can_check() {
                 view: decided.view,
                 certificate: decided.certificate.clone(),
             };
-            assert_eq!(verify_commit_certificate(&finalized, &keys), Ok(()));
+            assert_eq!(verify_commit_certificate(&finalized, keys), Ok(()));
             // The certificate names the view.
             finalized.view += 1;
-            assert!(verify_commit_certificate(&finalized, &keys).is_err());
+            assert!(verify_commit_certificate(&finalized, keys).is_err());
             finalized.view -= 1;
             // The certificate names the sequence and the digest: another batch does not pass.
             finalized.batch.number += 1;
-            assert!(verify_commit_certificate(&finalized, &keys).is_err());
+            assert!(verify_commit_certificate(&finalized, keys).is_err());
             finalized.batch.number -= 1;
             finalized.sequence += 1;
-            assert!(verify_commit_certificate(&finalized, &keys).is_err());
+            assert!(verify_commit_certificate(&finalized, keys).is_err());
             // Nor does a set of keys it was not signed by.
             assert!(verify_commit_certificate(&finalized, &keys[..1]).is_err());
             assert_eq!(

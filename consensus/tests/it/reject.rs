@@ -82,7 +82,10 @@ fn assert_conflict(
     assert_eq!(evidence.len(), evidence_before + 1, "{reason}: evidence");
     let evidence = evidence.last().expect("just emitted").clone();
     assert_eq!((evidence.kind, evidence.offender), (kind, offender));
-    assert_eq!(evidence.verify(cluster.validators()), Ok(()));
+    assert_eq!(
+        consensus::verify_evidence(&evidence, cluster.validators()),
+        Ok(())
+    );
     // Once is enough: the same conflict again is only refused.
     assert_refused(cluster, from, input, reason);
     assert_eq!(cluster.evidence(TARGET).len(), evidence_before + 1);

@@ -8,10 +8,14 @@ use std::sync::Arc;
 use primitives::{
     AccountKey, Address, B256, NodeId, U256,
     bls::{BlsError, BlsSecretKey, BlsSignature, Certificate},
+    pbft::{
+        EquivocationEvidence, EvidenceError, EvidenceKind, Signed, commit_message, prepare_message,
+    },
 };
 use upper_chain::{
     AdminOp, ChainError, Departure, DepartureKind, DepartureProof, DepositStream,
-    GroupRootCommitment, Registration, SequencerRecord, SyncedRoot, UpperChain, group_id, quorum,
+    GroupRootCommitment, Registration, SequencerCandidate, SequencerRecord, SyncedRoot, UpperChain,
+    group_id, quorum,
 };
 
 /// The stake cap every test chain starts with.
@@ -44,6 +48,7 @@ macro_rules! interface_tests {
             sequencer_set_management,
             synced_roots,
             exits_and_evictions,
+            equivocation_expels_the_offender,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -416,16 +421,7 @@ pub fn batches_need_a_sequencer_quorum(harness: &impl Harness) {
     let set = chain.sequencer_set();
     assert_eq!(set.len(), 4);
     // Certificates index the set in its order (by ID after a rotation).
-    let secrets: Vec<BlsSecretKey> = set
-        .iter()
-        .map(|record| {
-            (1..=4)
-                .map(sequencer)
-                .find(|(r, _, _)| r.id == record.id)
-                .unwrap()
-                .1
-        })
-        .collect();
+    let secrets = secrets_of(&set);
     let message = b"batch 1 commit".to_vec();
     assert_eq!(chain.last_batch(), 0);
     assert_eq!(
@@ -708,4 +704,202 @@ pub fn exits_and_evictions(harness: &impl Harness) {
     let ids = chain.registry_snapshot(next).ids();
     assert_eq!(ids.len(), 6);
     assert!(!ids.contains(&members[0]) && !ids.contains(&members[7]));
+}
+
+/// A prepare `secret` signed for `digest` at view 3, sequence 9.
+fn prepare_vote(secret: &BlsSecretKey, digest: B256) -> Signed {
+    Signed {
+        digest,
+        signature: secret.sign(&prepare_message(3, 9, &digest)),
+    }
+}
+
+/// The active set, the whitelist, the equivocations and the admin nonce.
+type SequencerState = (
+    Vec<SequencerRecord>,
+    Vec<SequencerCandidate>,
+    Vec<(NodeId, EquivocationEvidence)>,
+    u64,
+);
+
+/// What a chain shows about its sequencers, to check a refused report changed nothing.
+fn sequencer_state(chain: &dyn UpperChain) -> SequencerState {
+    (
+        chain.sequencer_set(),
+        chain.sequencer_candidates().unwrap(),
+        chain.equivocations().unwrap(),
+        chain.admin_nonce().unwrap(),
+    )
+}
+
+/// Four active sequencers; sequencer 2 signs two conflicting prepares. Reports prove only what
+/// they say; the first genuine one expels it, and nothing else does.
+pub fn equivocation_expels_the_offender(harness: &impl Harness) {
+    let chain = harness.chain();
+    for seed in 1..=4 {
+        whitelist(chain.as_ref(), seed, 100).unwrap();
+    }
+    admin(chain.as_ref(), AdminOp::Rotate { size: 4 }).unwrap();
+    let (offender, secret, _) = sequencer(2);
+    let index = chain
+        .sequencer_set()
+        .iter()
+        .position(|record| record.id == offender.id)
+        .unwrap() as u16;
+    let evidence = EquivocationEvidence::new(
+        EvidenceKind::Prepare,
+        index,
+        3,
+        9,
+        prepare_vote(&secret, B256::repeat_byte(7)),
+        prepare_vote(&secret, B256::repeat_byte(1)),
+    );
+    assert_eq!(evidence.verify(&offender.bls_key), Ok(()));
+
+    let before = sequencer_state(chain.as_ref());
+    let refused = |evidence: &EquivocationEvidence, id: NodeId, error: ChainError| {
+        assert_eq!(chain.report_equivocation(evidence, id), Err(error));
+        assert_eq!(
+            sequencer_state(chain.as_ref()),
+            before,
+            "a refusal changed state"
+        );
+    };
+    // A stranger to the whitelist.
+    let stranger = sequencer(7).0.id;
+    refused(&evidence, stranger, ChainError::UnknownSequencer(stranger));
+    // Genuine evidence, pinned on another sequencer.
+    let (other, other_secret, _) = sequencer(3);
+    refused(
+        &evidence,
+        other.id,
+        ChainError::InvalidEvidence(EvidenceError::BadSignature),
+    );
+    // One signature forged (another sequencer's key over the same prepare).
+    let mut forged = evidence.clone();
+    forged.second = prepare_vote(&other_secret, forged.second.digest);
+    refused(
+        &forged,
+        offender.id,
+        ChainError::InvalidEvidence(EvidenceError::BadSignature),
+    );
+    // The signatures swapped between the digests.
+    let mut crossed = evidence.clone();
+    std::mem::swap(&mut crossed.first.signature, &mut crossed.second.signature);
+    refused(
+        &crossed,
+        offender.id,
+        ChainError::InvalidEvidence(EvidenceError::BadSignature),
+    );
+    // The pair swapped (not canonical), and one vote twice (no offence).
+    let mut swapped = evidence.clone();
+    std::mem::swap(&mut swapped.first, &mut swapped.second);
+    refused(
+        &swapped,
+        offender.id,
+        ChainError::InvalidEvidence(EvidenceError::NotCanonical),
+    );
+    let mut equal = evidence.clone();
+    equal.second = equal.first;
+    refused(
+        &equal,
+        offender.id,
+        ChainError::InvalidEvidence(EvidenceError::NotCanonical),
+    );
+    // Prepares passed off as commits, or as another slot.
+    let mut commits = evidence.clone();
+    commits.kind = EvidenceKind::Commit;
+    refused(
+        &commits,
+        offender.id,
+        ChainError::InvalidEvidence(EvidenceError::BadSignature),
+    );
+    let mut moved = evidence.clone();
+    moved.sequence = 10;
+    refused(
+        &moved,
+        offender.id,
+        ChainError::InvalidEvidence(EvidenceError::BadSignature),
+    );
+
+    // The genuine report, by anyone: recorded, and the offender is off the whitelist.
+    chain.report_equivocation(&evidence, offender.id).unwrap();
+    assert_eq!(
+        chain.equivocations().unwrap(),
+        vec![(offender.id, evidence.clone())]
+    );
+    let candidates = chain.sequencer_candidates().unwrap();
+    assert_eq!(candidates.len(), 3);
+    assert!(candidates.iter().all(|c| c.record.id != offender.id));
+    assert_eq!(chain.admin_nonce().unwrap(), before.3);
+    // It stays in the active set until the next rotation, so certificates of the running set
+    // still commit batches.
+    assert_eq!(chain.sequencer_set(), before.0);
+    let secrets = secrets_of(&chain.sequencer_set());
+    let message = commit_message(3, 9, &B256::repeat_byte(7));
+    chain
+        .commit_batch(
+            1,
+            B256::repeat_byte(7),
+            &message,
+            &certificate(&secrets, &[0, 1, 2], &message),
+        )
+        .unwrap();
+
+    // A second report, of this offence or of another, changes nothing.
+    let after = sequencer_state(chain.as_ref());
+    let refused_after = |evidence: &EquivocationEvidence| {
+        assert_eq!(
+            chain.report_equivocation(evidence, offender.id),
+            Err(ChainError::EquivocationRecorded(offender.id))
+        );
+        assert_eq!(sequencer_state(chain.as_ref()), after);
+    };
+    refused_after(&evidence);
+    let commit_vote = |digest: B256| Signed {
+        digest,
+        signature: secret.sign(&commit_message(3, 9, &digest)),
+    };
+    refused_after(&EquivocationEvidence::new(
+        EvidenceKind::Commit,
+        index,
+        3,
+        9,
+        commit_vote(B256::repeat_byte(1)),
+        commit_vote(B256::repeat_byte(2)),
+    ));
+    // It cannot come back, and the admin has nothing left to remove.
+    assert_eq!(
+        whitelist(chain.as_ref(), 2, 100),
+        Err(ChainError::Expelled(offender.id))
+    );
+    assert_eq!(
+        admin(chain.as_ref(), AdminOp::Remove(offender.id)),
+        Err(ChainError::UnknownSequencer(offender.id))
+    );
+    // The next rotation chooses among the rest only.
+    assert_eq!(
+        admin(chain.as_ref(), AdminOp::Rotate { size: 4 }),
+        Err(ChainError::BadRotation {
+            size: 4,
+            candidates: 3
+        })
+    );
+    admin(chain.as_ref(), AdminOp::Rotate { size: 3 }).unwrap();
+    let set = chain.sequencer_set();
+    assert_eq!(set.len(), 3);
+    assert!(set.iter().all(|record| record.id != offender.id));
+}
+
+/// The BLS secrets of sequencers 1..=4 (see `sequencer`), in the order of `set`.
+fn secrets_of(set: &[SequencerRecord]) -> Vec<BlsSecretKey> {
+    set.iter()
+        .map(|record| {
+            (1..=4)
+                .map(sequencer)
+                .find(|(r, _, _)| r.id == record.id)
+                .unwrap()
+                .1
+        })
+        .collect()
 }

@@ -1,0 +1,290 @@
+//! What PBFT votes sign, and the equivocation evidence built from two of them.
+//!
+//! These live here rather than in `consensus` because the upper chain checks evidence too, and
+//! it may not depend on `consensus`: it must rebuild the exact bytes a sequencer signed from the
+//! evidence alone, with the offender's key from its own registry.
+
+use crate::{
+    B256, Decode, DecodeError, Decoder, Encode,
+    bls::{BlsPublicKey, BlsSignature},
+};
+
+/// Domain of a pre-prepare's signed bytes.
+pub const PRE_PREPARE_DOMAIN: &[u8] = b"tickrate:pre-prepare";
+/// Domain of a prepare's signed bytes.
+pub const PREPARE_DOMAIN: &[u8] = b"tickrate:prepare";
+/// Domain of a commit's signed bytes.
+pub const COMMIT_DOMAIN: &[u8] = b"tickrate:commit";
+
+const EVIDENCE_VERSION: u8 = 1;
+
+/// The layout every PBFT signature covers: `domain || view || sequence || digest`, integers
+/// big-endian, the view left out for messages that name none (checkpoints).
+pub fn signed_bytes(domain: &[u8], view: Option<u64>, sequence: u64, digest: &B256) -> Vec<u8> {
+    let mut out = Vec::with_capacity(domain.len() + 8 + 8 + 32);
+    out.extend_from_slice(domain);
+    if let Some(view) = view {
+        out.extend_from_slice(&view.to_be_bytes());
+    }
+    out.extend_from_slice(&sequence.to_be_bytes());
+    out.extend_from_slice(digest.as_slice());
+    out
+}
+
+/// The bytes a commit vote signs and a commit certificate is checked against:
+/// `b"tickrate:commit" || view || sequence || digest` (integers big-endian).
+pub fn commit_message(view: u64, sequence: u64, digest: &B256) -> Vec<u8> {
+    signed_bytes(COMMIT_DOMAIN, Some(view), sequence, digest)
+}
+
+/// The bytes a pre-prepare signs: `b"tickrate:pre-prepare" || view || sequence || digest`.
+pub fn pre_prepare_message(view: u64, sequence: u64, digest: &B256) -> Vec<u8> {
+    signed_bytes(PRE_PREPARE_DOMAIN, Some(view), sequence, digest)
+}
+
+/// The bytes a prepare signs: `b"tickrate:prepare" || view || sequence || digest`. The sender is
+/// not part of it, so a quorum of prepares aggregates into one prepared certificate.
+pub fn prepare_message(view: u64, sequence: u64, digest: &B256) -> Vec<u8> {
+    signed_bytes(PREPARE_DOMAIN, Some(view), sequence, digest)
+}
+
+/// What the offender signed twice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EvidenceKind {
+    /// Two pre-prepares for one `(view, sequence)` by that view's primary.
+    PrePrepare,
+    /// Two prepares for one `(view, sequence)`.
+    Prepare,
+    /// Two commits for one `(view, sequence)`.
+    Commit,
+}
+
+impl EvidenceKind {
+    /// The kind's byte in the evidence encoding (and the contract's `kind` argument).
+    pub fn tag(self) -> u8 {
+        match self {
+            EvidenceKind::PrePrepare => 0,
+            EvidenceKind::Prepare => 1,
+            EvidenceKind::Commit => 2,
+        }
+    }
+
+    /// The kind a tag names.
+    pub fn from_tag(tag: u8) -> Result<Self, DecodeError> {
+        match tag {
+            0 => Ok(EvidenceKind::PrePrepare),
+            1 => Ok(EvidenceKind::Prepare),
+            2 => Ok(EvidenceKind::Commit),
+            tag => Err(DecodeError::UnknownTag {
+                what: "evidence kind",
+                tag,
+            }),
+        }
+    }
+}
+
+/// One signed digest of the pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Signed {
+    /// The digest signed.
+    pub digest: B256,
+    /// The offender's signature over the kind's message naming `digest`.
+    pub signature: BlsSignature,
+}
+
+/// Validator `offender` signed two different digests where a correct validator signs one.
+///
+/// The pair alone, with the offender's key, proves the offence: no correct validator signs two
+/// pre-prepares, prepares or commits for one `(view, sequence)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EquivocationEvidence {
+    /// What was signed twice.
+    pub kind: EvidenceKind,
+    /// The offender's index in the validator set the votes were cast in.
+    pub offender: u16,
+    /// The view of both messages.
+    pub view: u64,
+    /// The sequence of both messages.
+    pub sequence: u64,
+    /// The signed digest that sorts first (the order is canonical: one offence, one encoding).
+    pub first: Signed,
+    /// The other one.
+    pub second: Signed,
+}
+
+/// Why a piece of evidence proves nothing against a key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvidenceError {
+    /// The digests are equal or out of canonical order.
+    #[error("not a canonical pair of different digests")]
+    NotCanonical,
+    /// A signature does not verify against the offender's key.
+    #[error("bad signature")]
+    BadSignature,
+}
+
+impl EquivocationEvidence {
+    /// The evidence that `offender` signed both `one` and `other` (in either order).
+    ///
+    /// # Panics
+    /// If the digests are equal: that is no offence.
+    pub fn new(
+        kind: EvidenceKind,
+        offender: u16,
+        view: u64,
+        sequence: u64,
+        one: Signed,
+        other: Signed,
+    ) -> Self {
+        assert!(one.digest != other.digest, "evidence names two digests");
+        let (first, second) = if one.digest < other.digest {
+            (one, other)
+        } else {
+            (other, one)
+        };
+        EquivocationEvidence {
+            kind,
+            offender,
+            view,
+            sequence,
+            first,
+            second,
+        }
+    }
+
+    /// The bytes the offender signed for `digest`: the kind's message at the evidence's view
+    /// and sequence.
+    pub fn signed_message(&self, digest: &B256) -> Vec<u8> {
+        match self.kind {
+            EvidenceKind::PrePrepare => pre_prepare_message(self.view, self.sequence, digest),
+            EvidenceKind::Prepare => prepare_message(self.view, self.sequence, digest),
+            EvidenceKind::Commit => commit_message(self.view, self.sequence, digest),
+        }
+    }
+
+    /// Checks that the holder of `offender_key` signed both digests, and that they differ and
+    /// are in canonical order. Whether the key is the offender's in some validator set (and,
+    /// for pre-prepares, that view's primary) is the caller's to check.
+    pub fn verify(&self, offender_key: &BlsPublicKey) -> Result<(), EvidenceError> {
+        // Equal digests are no offence; the wrong order is a second encoding of one offence.
+        if self.first.digest >= self.second.digest {
+            return Err(EvidenceError::NotCanonical);
+        }
+        for signed in [&self.first, &self.second] {
+            offender_key
+                .verify(&self.signed_message(&signed.digest), &signed.signature)
+                .map_err(|_| EvidenceError::BadSignature)?;
+        }
+        Ok(())
+    }
+}
+
+impl Encode for EquivocationEvidence {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(EVIDENCE_VERSION);
+        out.push(self.kind.tag());
+        out.extend_from_slice(&self.offender.to_be_bytes());
+        out.extend_from_slice(&self.view.to_be_bytes());
+        out.extend_from_slice(&self.sequence.to_be_bytes());
+        for signed in [&self.first, &self.second] {
+            signed.digest.encode(out);
+            signed.signature.encode(out);
+        }
+    }
+}
+
+impl Decode for EquivocationEvidence {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        decoder.version("evidence", &[EVIDENCE_VERSION])?;
+        let kind = EvidenceKind::from_tag(decoder.u8()?)?;
+        let offender = decoder.u16()?;
+        let view = decoder.u64()?;
+        let sequence = decoder.u64()?;
+        let mut signed = || -> Result<Signed, DecodeError> {
+            Ok(Signed {
+                digest: decoder.b256()?,
+                signature: BlsSignature::decode(decoder)?,
+            })
+        };
+        let first = signed()?;
+        let second = signed()?;
+        Ok(EquivocationEvidence {
+            kind,
+            offender,
+            view,
+            sequence,
+            first,
+            second,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bls::BlsSecretKey;
+
+    fn digest(byte: u8) -> B256 {
+        B256::repeat_byte(byte)
+    }
+
+    fn prepare(secret: &BlsSecretKey, digest: B256) -> Signed {
+        Signed {
+            digest,
+            signature: secret.sign(&prepare_message(3, 7, &digest)),
+        }
+    }
+
+    #[test]
+    fn message_bytes_are_the_documented_layout() {
+        let d = digest(0xab);
+        let mut expected = b"tickrate:commit".to_vec();
+        expected.extend_from_slice(&3u64.to_be_bytes());
+        expected.extend_from_slice(&7u64.to_be_bytes());
+        expected.extend_from_slice(d.as_slice());
+        assert_eq!(commit_message(3, 7, &d), expected);
+        assert!(prepare_message(3, 7, &d).starts_with(b"tickrate:prepare"));
+        assert!(pre_prepare_message(3, 7, &d).starts_with(b"tickrate:pre-prepare"));
+        assert_eq!(signed_bytes(b"x", None, 1, &d).len(), 1 + 8 + 32);
+    }
+
+    #[test]
+    fn evidence_verifies_under_its_signer_only_and_round_trips() {
+        let secret = BlsSecretKey::from_seed(&[1; 32]);
+        let stranger = BlsSecretKey::from_seed(&[2; 32]).public_key();
+        let evidence = EquivocationEvidence::new(
+            EvidenceKind::Prepare,
+            0,
+            3,
+            7,
+            prepare(&secret, digest(9)),
+            prepare(&secret, digest(2)),
+        );
+        assert!(evidence.first.digest < evidence.second.digest);
+        assert_eq!(evidence.verify(&secret.public_key()), Ok(()));
+        assert_eq!(evidence.verify(&stranger), Err(EvidenceError::BadSignature));
+        assert_eq!(
+            EquivocationEvidence::from_bytes(&evidence.to_bytes()),
+            Ok(evidence.clone())
+        );
+        let mut swapped = evidence.clone();
+        std::mem::swap(&mut swapped.first, &mut swapped.second);
+        assert_eq!(
+            swapped.verify(&secret.public_key()),
+            Err(EvidenceError::NotCanonical)
+        );
+        let mut equal = evidence.clone();
+        equal.second = equal.first;
+        assert_eq!(
+            equal.verify(&secret.public_key()),
+            Err(EvidenceError::NotCanonical)
+        );
+        // The same signatures say nothing as commits.
+        let mut commits = evidence;
+        commits.kind = EvidenceKind::Commit;
+        assert_eq!(
+            commits.verify(&secret.public_key()),
+            Err(EvidenceError::BadSignature)
+        );
+    }
+}
