@@ -12,6 +12,27 @@
 
 use std::time::Duration;
 
+/// Describes a node's counters and starts them at zero, so a scrape shows every series from the
+/// node's start, not from its first event.
+pub fn describe_node() {
+    metrics::describe_counter!(
+        "da_strong.node.stored.count",
+        "chunks this node verified, stored and attested"
+    );
+    metrics::describe_counter!("da_strong.node.rejected.count", "chunks this node refused");
+    metrics::describe_counter!(
+        "da_strong.node.served.count",
+        "chunks this node served (get or sample)"
+    );
+    for name in [
+        "da_strong.node.stored.count",
+        "da_strong.node.rejected.count",
+        "da_strong.node.served.count",
+    ] {
+        metrics::counter!(name).absolute(0);
+    }
+}
+
 pub(crate) fn node_stored() {
     metrics::counter!("da_strong.node.stored.count").increment(1);
 }

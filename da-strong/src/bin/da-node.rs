@@ -4,12 +4,14 @@
 //! (or `--bls-key-file FILE` holding the 32-byte seed). The node keeps its chunks in RocksDB
 //! under `<data-dir>/chunks` and its self-signed QUIC certificate in `<data-dir>`; it prints
 //! its BLS public key and the certificate path, which clients need to reach and check it.
+//! `--metrics-listen 127.0.0.1:9400` serves its metrics to Prometheus at `/metrics`.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use da_strong::{DaNode, DaServer, server::load_or_create_identity};
+use metrics_exporter_prometheus::PrometheusBuilder;
 use primitives::bls::BlsSecretKey;
 
 /// Runs one strong-DA node.
@@ -31,6 +33,9 @@ struct Args {
     /// File holding the 32-byte BLS key seed.
     #[arg(long)]
     bls_key_file: Option<PathBuf>,
+    /// Serve Prometheus metrics over HTTP on this address (`/metrics`).
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
 }
 
 fn parse_seed(hex: &str) -> anyhow::Result<[u8; 32]> {
@@ -48,7 +53,9 @@ fn parse_seed(hex: &str) -> anyhow::Result<[u8; 32]> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Logs go to stderr: stdout carries the identity lines operators and scripts read.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
@@ -66,6 +73,13 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => bail!("give one of --bls-seed or --bls-key-file"),
     };
+    if let Some(address) = args.metrics_listen {
+        PrometheusBuilder::new()
+            .with_http_listener(address)
+            .install()
+            .with_context(|| format!("serving metrics on {address}"))?;
+        da_strong::metrics::describe_node();
+    }
     let key = BlsSecretKey::from_seed(&seed);
     let public_key = key.public_key();
     let identity = load_or_create_identity(&args.data_dir)?;
