@@ -291,7 +291,7 @@ impl ShardNetwork {
             let outcome = self.execute_move(&env, signed.clone(), &mut touched)?;
             outcomes.push(outcome);
         }
-        if batch.number % self.root_commit_interval == 0 {
+        if batch.number.is_multiple_of(self.root_commit_interval) {
             let group_roots = self.commit_roots(batch.number, &touched)?;
             debug!(target: "shard_node", number = batch.number, groups = group_roots.len(), "committed group roots");
             self.last_group_roots = group_roots;

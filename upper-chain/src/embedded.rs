@@ -390,7 +390,7 @@ fn rotate(
         .take(size)
         .map(|c| c.record.clone())
         .collect();
-    chosen.sort_by(|a, b| a.id.cmp(&b.id));
+    chosen.sort_by_key(|record| record.id);
     chosen
 }
 

@@ -394,6 +394,9 @@ pub enum DepartureProof {
 
 /// An administrative operation, signed by the admin key over [`AdminOp::signing_hash`] with the
 /// chain's current admin nonce.
+// Whitelisting carries a key and a proof of possession; admin operations are rare and
+// short-lived, so the size of the enum does not matter and boxing would only cost clarity.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AdminOp {
     /// Puts a sequencer on the whitelist; its stake must not exceed the cap, and it must not have

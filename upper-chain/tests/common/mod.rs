@@ -535,7 +535,7 @@ pub fn sequencer_set_management(harness: &impl Harness) {
     assert_eq!(chain.stake_cap().unwrap(), 400);
     admin(chain.as_ref(), AdminOp::Rotate { size: 2 }).unwrap();
     let mut expected = vec![sequencer(2).0, sequencer(3).0];
-    expected.sort_by(|a, b| a.id.cmp(&b.id));
+    expected.sort_by_key(|record| record.id);
     assert_eq!(chain.sequencer_set(), expected);
     assert_eq!(
         admin(chain.as_ref(), AdminOp::Rotate { size: 4 }),
