@@ -13,11 +13,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::{net::UdpSocket, sync::mpsc::error::TryRecvError};
 
-use crate::{echo_server, guarded, loopback};
-
-fn numbered(index: u32) -> Vec<u8> {
-    format!("message {index}").into_bytes()
-}
+use crate::{echo_server, guarded, loopback, numbered, request_and_reply};
 
 #[tokio::test]
 async fn round_trips_messages_and_pushes_from_another_task() {
@@ -38,17 +34,7 @@ async fn round_trips_messages_and_pushes_from_another_task() {
     );
 
     // Request and reply, many times over.
-    for index in 0..200 {
-        client.send(numbered(index)).await.expect("send");
-        let request = guarded("recv", accepted.recv()).await.expect("a request");
-        assert_eq!(request, numbered(index));
-        accepted
-            .send([b"ack ".as_slice(), &request].concat())
-            .await
-            .expect("reply");
-        let reply = guarded("reply", client.recv()).await.expect("a reply");
-        assert_eq!(reply, [b"ack ".as_slice(), &numbered(index)].concat());
-    }
+    request_and_reply(&mut client, &mut accepted, 200).await;
 
     // The server pushes status updates from another task through a cloned sender.
     let sender = accepted.sender();

@@ -29,6 +29,31 @@ pub async fn guarded<T>(what: &str, future: impl Future<Output = T>) -> T {
     }
 }
 
+/// The `index`-th message of a test exchange.
+pub fn numbered(index: u32) -> Vec<u8> {
+    format!("message {index}").into_bytes()
+}
+
+/// `count` requests from `client`, each answered by `accepted` with `ack <request>`, every one
+/// checked in order on both sides.
+pub async fn request_and_reply(
+    client: &mut KcpConnection,
+    accepted: &mut KcpConnection,
+    count: u32,
+) {
+    for index in 0..count {
+        client.send(numbered(index)).await.expect("send");
+        let request = guarded("recv", accepted.recv()).await.expect("a request");
+        assert_eq!(request, numbered(index));
+        accepted
+            .send([b"ack ".as_slice(), &request].concat())
+            .await
+            .expect("reply");
+        let reply = guarded("reply", client.recv()).await.expect("a reply");
+        assert_eq!(reply, [b"ack ".as_slice(), &numbered(index)].concat());
+    }
+}
+
 /// A server that answers every message with `reply(message)` on its connection.
 pub async fn echo_server(
     config: KcpConfig,

@@ -18,14 +18,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tokio::{net::UdpSocket, sync::mpsc, sync::mpsc::error::TryRecvError, task::JoinHandle};
 
-use crate::{guarded, loopback};
+use crate::{guarded, loopback, numbered, request_and_reply};
 
 fn identity(seed: u64) -> NodeIdentity {
     NodeIdentity::new(AccountKey::from_seed(seed))
-}
-
-fn numbered(index: u32) -> Vec<u8> {
-    format!("sealed message {index}").into_bytes()
 }
 
 async fn secure_server(
@@ -82,17 +78,7 @@ async fn secure_peers_exchange_many_messages_and_see_each_others_node_id() {
         Some(b"hello".to_vec())
     );
 
-    for index in 0..300 {
-        client.send(numbered(index)).await.expect("send");
-        let request = guarded("recv", accepted.recv()).await.expect("a request");
-        assert_eq!(request, numbered(index));
-        accepted
-            .send([b"ack ".as_slice(), &request].concat())
-            .await
-            .expect("reply");
-        let reply = guarded("reply", client.recv()).await.expect("a reply");
-        assert_eq!(reply, [b"ack ".as_slice(), &numbered(index)].concat());
-    }
+    request_and_reply(&mut client, &mut accepted, 300).await;
     // Pushes from the server, and the largest message both ways: every fragment is a full
     // segment, so the sealed datagrams are as large as the MTU allows.
     let sender = accepted.sender();
