@@ -1337,6 +1337,10 @@ impl<V: Value> Replica<V> {
     /// receivers then skip the pairing check of what a correct replica signed. A byzantine
     /// replica's messages, forged outside this path, are still checked.
     fn remember_own(&self, message: &Message<V>) {
+        if !self.validators.shares_memory() {
+            // A node alone never receives its own messages: skip the digests and hashing.
+            return;
+        }
         let me = self.index();
         let validators = &self.validators;
         let remember_pre_prepare = |pre_prepare: &PrePrepare<V>| {

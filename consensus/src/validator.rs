@@ -152,6 +152,12 @@ impl ValidatorSet {
         }
     }
 
+    /// Whether another copy of this set shares its memory (only then is a replica's own
+    /// signature worth remembering: nobody else in a node checks it).
+    pub fn shares_memory(&self) -> bool {
+        Arc::strong_count(&self.verified) > 1
+    }
+
     /// Records a signature this process made itself as good, so that replicas sharing this
     /// set's memory do not check it again ([`share_memory`](Self::share_memory)).
     pub fn remember_signed(&self, signer: usize, message: &[u8], signature: &BlsSignature) {
