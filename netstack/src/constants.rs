@@ -81,6 +81,14 @@ pub const LOSSY_IN_FLIGHT_MAX: usize = 65_536;
 /// Longest extra hold, in milliseconds, of a datagram the lossy link reorders.
 pub const LOSSY_REORDER_HOLD_MS_MAX: u64 = 8;
 
+/// Copies the emulated link holds in flight before it drops new ones: far beyond what a 20 ms
+/// link carries at benchmark rates.
+pub const EMULATED_IN_FLIGHT_MAX: usize = 65_536;
+/// Size of the buffer the emulated link reads a packet into: the largest IP packet.
+pub const EMULATED_PACKET_BYTES_MAX: usize = 65_536;
+/// MTU of the emulated link's TUN devices: Ethernet's, so TCP and KCP segments fit as usual.
+pub const EMULATED_DEVICE_MTU: u16 = 1_500;
+
 /// Kademlia bucket size (k): entries per bucket and nodes a lookup returns.
 pub const DHT_BUCKET_SIZE: usize = 8;
 /// Parallel queries one lookup keeps in flight (alpha).

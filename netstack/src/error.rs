@@ -282,3 +282,34 @@ pub enum ConnectError {
         timeout: std::time::Duration,
     },
 }
+
+/// Why an [`crate::emulated::EmulatedLink`] could not start or run.
+#[cfg(feature = "emulated-link")]
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// A probability outside 0..=1, or another value out of range.
+    #[error("link configuration: {0}")]
+    Config(&'static str),
+    /// A system call or device operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An `ip` command (iproute2) failed.
+    #[error("`ip {arguments}` failed ({status}): {stderr}")]
+    Command {
+        /// The arguments given to `ip`.
+        arguments: String,
+        /// Its exit status.
+        status: String,
+        /// What it printed on stderr.
+        stderr: String,
+    },
+    /// A thread of the link (namespace runtime or forwarder) stopped before it was ready.
+    #[error("link thread {0} stopped early")]
+    ThreadStopped(&'static str),
+}

@@ -30,6 +30,10 @@
 //! - [`frame`] — the message bound ([`frame::MAX_MESSAGE_BYTES`]) and its error.
 //! - [`lossy`] — test support for any crate: a seeded UDP proxy that drops, duplicates,
 //!   reorders and delays datagrams.
+//! - `emulated` (feature `emulated-link`) — test support for transport benchmarks: two network
+//!   namespaces joined by TUN devices and a seeded userspace forwarder that delays, drops,
+//!   duplicates and reorders IP packets and counts bytes per protocol, so kernel TCP and KCP
+//!   cross the same faults.
 //! - [`error`], [`constants`] — every error and every bound of the crate.
 //!
 //! # Not here yet
@@ -43,6 +47,8 @@
 pub mod constants;
 pub mod dht;
 pub mod driver;
+#[cfg(feature = "emulated-link")]
+pub mod emulated;
 pub mod error;
 pub mod frame;
 pub mod kcp;
@@ -50,4 +56,6 @@ pub mod lossy;
 pub mod quic;
 pub mod secure;
 
+#[cfg(feature = "emulated-link")]
+pub use error::LinkError;
 pub use error::{AuthError, ConfigError, ConnectError, FrameError, KcpError, NetError, SendError};

@@ -1,6 +1,8 @@
 //! netstack's integration tests, built as one binary.
 
 mod driver;
+#[cfg(feature = "emulated-link")]
+mod emulated;
 mod lossy;
 mod secure;
 mod tidy;
