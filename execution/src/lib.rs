@@ -28,27 +28,37 @@
 //! Declared writes are exact post-values or deltas (signed, wrapping; see
 //! [`primitives::DeclaredWrite`]); the engine holds both.
 //!
-//! Not here yet (see DESIGN.md): the authenticated (Merkle trie, RocksDB) state.
+//! - [`trie`]: the compact sparse Merkle trie by key bits (blake3): incremental updates along
+//!   the changed paths, the root of any key prefix, inclusion and exclusion proofs.
+//! - [`proof`]: what the state commits to ([`AccountRecord`], two levels of trie) and
+//!   [`SliceProof`], which shows a shipped [`StateSlice`] is exactly what a root commits to.
+//! - [`durable`]: [`DurableState`], the authenticated state on RocksDB, updated per batch in one
+//!   atomic write, reopened at its height without re-executing anything.
 
 pub mod batch;
 pub mod constants;
 pub mod database;
 pub mod diff;
+pub mod durable;
 pub mod engine;
 pub mod error;
 pub mod estimate;
 pub mod plain;
+pub mod proof;
 pub mod schedule;
 pub mod slice;
 pub mod state;
+pub mod trie;
 
 pub use batch::ExecutedBatch;
 pub use database::SliceDatabase;
 pub use diff::{AccountDiff, StateDiff};
+pub use durable::{DurableState, StagedBatch, StateError};
 pub use engine::{ExecutionEnv, MoveOutcome, execute};
 pub use error::{AccessError, ExecutionError};
 pub use estimate::{Estimate, estimate};
 pub use plain::{PlainOutcome, StateDatabase, execute_plain};
+pub use proof::{AccountProof, AccountRecord, SliceProof, SliceProofError};
 pub use schedule::{Schedule, execute_parallel, execute_sequential};
 pub use slice::{AccountSlice, StateSlice};
 pub use state::{AccountState, InMemoryState};

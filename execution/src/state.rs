@@ -73,6 +73,29 @@ impl InMemoryState {
             .unwrap_or_default()
     }
 
+    /// The non-empty accounts, in address order.
+    pub fn accounts(&self) -> impl Iterator<Item = (&Address, &AccountState)> {
+        self.accounts.iter()
+    }
+
+    /// The authenticated (trie) root of the whole state: what a [`crate::DurableState`] holding
+    /// the same items reports, computed from scratch.
+    pub fn authenticated_root(&self) -> B256 {
+        crate::trie::root_of(&crate::proof::account_leaves(&self.accounts))
+    }
+
+    /// The authenticated root of the accounts whose addresses start with the first `bits` bits
+    /// of `prefix` (see [`crate::trie`]), computed from scratch.
+    pub fn authenticated_prefix_root(&self, prefix: &Address, bits: usize) -> B256 {
+        let under = self.accounts.iter().filter(|(address, _)| {
+            (0..bits).all(|index| {
+                crate::trie::bit(address.as_slice(), index)
+                    == crate::trie::bit(prefix.as_slice(), index)
+            })
+        });
+        crate::trie::prefix_root_of(&crate::proof::account_leaves(under), bits)
+    }
+
     /// Number of non-empty accounts.
     pub fn len(&self) -> usize {
         self.accounts.len()

@@ -9,12 +9,19 @@
 //! - hot slot: every game move adds a delta to one shared cell.
 //!
 //! Each figure is the median of `ROUNDS` runs from the same starting state.
+//!
+//! The full commit path runs `ROUNDS` consecutive batches (nonces 0, 1, …) against the
+//! authenticated state on RocksDB ([`DurableState`]) holding the benchmark's accounts plus
+//! `FILLER_ACCOUNTS` others (so the trie has the depth of a real state, at two sizes): load the
+//! batch's working set, run it in parallel, stage the new records and roots, write. It reports
+//! moves/s over the whole path and each phase's share; the stage share is the root update
+//! (trie reads and hashing along the changed paths).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use execution::{
-    AccountState, ExecutionEnv, InMemoryState, estimate, execute, execute_parallel, execute_plain,
-    execute_sequential,
+    AccountState, DurableState, ExecutionEnv, InMemoryState, estimate, execute, execute_parallel,
+    execute_plain, execute_sequential,
 };
 use primitives::{
     AccountKey, Address, B256, Bytes, Transaction, U256, VerifiedTransaction, finality::StateItem,
@@ -30,6 +37,8 @@ const MOVES_PER_BATCH: usize = 2_000;
 const ROUNDS: usize = 7;
 const CONFLICT_SHARE: f64 = 0.10;
 const HOT_CELL: u64 = u64::MAX;
+/// Accounts the store holds besides the benchmark's own.
+const FILLER_ACCOUNTS: [usize; 2] = [10_000, 1_000_000];
 
 /// `cell[word0] += word1` (wrapping), reverting unless the new value is below `word2`.
 const GAME_CODE: [u8; 26] = [
@@ -208,6 +217,131 @@ fn parallel(moves: &[VerifiedTransaction], state: &mut InMemoryState) {
     assert!(outcomes.iter().all(|outcome| outcome.is_success()));
 }
 
+/// `ROUNDS` consecutive batches of the same moves: round `r` uses nonce `r`, each list estimated
+/// on the state the earlier rounds leave.
+fn consecutive_batches(world: &World, bodies: &[Transaction]) -> Vec<Vec<VerifiedTransaction>> {
+    let mut state = world.genesis.clone();
+    (0..ROUNDS as u64)
+        .map(|round| {
+            bodies
+                .iter()
+                .enumerate()
+                .map(|(sender, body)| {
+                    let key = &world.keys[sender];
+                    let mut body = body.clone();
+                    body.nonce = round;
+                    let found = estimate(&env(), key.address(), &body, &state, &[]);
+                    assert_eq!(found.status, Ok(()), "benchmark moves succeed");
+                    body.access_list = found.access_list;
+                    let tx = body.sign(key).verify(CHAIN_ID).expect("well-formed move");
+                    execute_plain(&env(), &tx, &mut state);
+                    tx
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Time per phase of the commit path, summed over batches.
+#[derive(Default)]
+struct CommitPhases {
+    load: Duration,
+    execute: Duration,
+    stage: Duration,
+    write: Duration,
+}
+
+impl CommitPhases {
+    fn total(&self) -> Duration {
+        self.load + self.execute + self.stage + self.write
+    }
+}
+
+/// A store holding `genesis` and `filler` other funded accounts.
+fn durable_genesis(
+    genesis: &InMemoryState,
+    filler: usize,
+) -> anyhow::Result<(tempfile::TempDir, DurableState)> {
+    let dir = tempfile::tempdir()?;
+    let mut state = genesis.clone();
+    let mut rng = ChaCha8Rng::seed_from_u64(filler as u64);
+    for _ in 0..filler {
+        state.insert_account(
+            Address::from(rng.random::<[u8; 20]>()),
+            AccountState {
+                balance: U256::from(1u64),
+                ..AccountState::default()
+            },
+        );
+    }
+    let mut durable = DurableState::open(dir.path())?;
+    durable.apply_genesis(&state)?;
+    Ok((dir, durable))
+}
+
+/// Runs `batches` in order through the full commit path on `durable`.
+fn commit_path(
+    durable: &mut DurableState,
+    batches: &[Vec<VerifiedTransaction>],
+) -> anyhow::Result<CommitPhases> {
+    let mut phases = CommitPhases::default();
+    for (index, moves) in batches.iter().enumerate() {
+        let started = Instant::now();
+        let mut working = durable.working_set(moves.iter().map(|tx| &tx.tx().access_list))?;
+        let loaded = Instant::now();
+        let outcomes = execute_parallel(&env(), moves, &mut working);
+        anyhow::ensure!(
+            outcomes.iter().all(|outcome| outcome.is_success()),
+            "benchmark moves succeed"
+        );
+        let executed = Instant::now();
+        let staged = durable.stage(index as u64 + 1, outcomes.iter().map(|o| &o.diff))?;
+        let stage_done = Instant::now();
+        durable.commit(staged)?;
+        let written = Instant::now();
+        phases.load += loaded - started;
+        phases.execute += executed - loaded;
+        phases.stage += stage_done - executed;
+        phases.write += written - stage_done;
+    }
+    Ok(phases)
+}
+
+fn durable_figures(report: &mut BenchReport, world: &World) -> anyhow::Result<()> {
+    let transfer_bodies: Vec<Transaction> = (0..MOVES_PER_BATCH)
+        .map(|index| body(recipient(index), 1_000, Bytes::new()))
+        .collect();
+    let game_bodies: Vec<Transaction> = (0..MOVES_PER_BATCH)
+        .map(|index| body(game(), 0, game_data(index as u64, 3)))
+        .collect();
+    let kinds = [
+        ("transfer", consecutive_batches(world, &transfer_bodies)),
+        ("game", consecutive_batches(world, &game_bodies)),
+    ];
+    for filler in FILLER_ACCOUNTS {
+        for (kind, batches) in &kinds {
+            let (_dir, mut durable) = durable_genesis(&world.genesis, filler)?;
+            let phases = commit_path(&mut durable, batches)?;
+            let total = phases.total().as_secs_f64();
+            let moves = (batches.len() * MOVES_PER_BATCH) as f64;
+            let name = format!("durable_{kind}_{filler}_accounts");
+            report.figure(&format!("{name}_moves_per_s"), moves / total);
+            for (phase, spent) in [
+                ("load", phases.load),
+                ("execute", phases.execute),
+                ("root_update", phases.stage),
+                ("write", phases.write),
+            ] {
+                report.figure(
+                    &format!("{name}_{phase}_share"),
+                    spent.as_secs_f64() / total,
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(_args: &Args) -> anyhow::Result<BenchReport> {
     let world = world();
     let transfer_batch = transfers(&world);
@@ -245,6 +379,7 @@ pub async fn run(_args: &Args) -> anyhow::Result<BenchReport> {
             parallel_rate / sequential_rate,
         );
     }
+    durable_figures(&mut report, &world)?;
     report.target("sal_vs_plain_transfer_ratio", Op::AtLeast, 0.9);
     report.target("sal_vs_plain_game_ratio", Op::AtLeast, 0.9);
     report.target(
