@@ -63,6 +63,9 @@ pub struct KcpStats {
     pub messages_sent: u64,
     /// Messages handed out by [`KcpSession::poll_message`].
     pub messages_received: u64,
+    /// Datagrams carrying a retransmission that were sent twice
+    /// ([`KcpConfig::duplicate_retransmissions`]).
+    pub retransmissions_duplicated: u64,
     /// Keepalives sent.
     pub keepalives_sent: u64,
     /// Keepalives received (and swallowed).
@@ -79,6 +82,21 @@ type Outbox = Arc<Mutex<OutboxQueue>>;
 struct OutboxQueue {
     datagrams: VecDeque<Vec<u8>>,
     dropped: u64,
+    /// Whether a datagram carrying a retransmission goes out twice.
+    duplicate_retransmissions: bool,
+    /// The first push sequence number never written, to tell retransmissions apart.
+    next_new_sequence: u32,
+    duplicated: u64,
+}
+
+impl OutboxQueue {
+    fn push(&mut self, datagram: &[u8]) {
+        if self.datagrams.len() < KCP_OUTBOX_DATAGRAMS_MAX {
+            self.datagrams.push_back(datagram.to_vec());
+        } else {
+            self.dropped += 1;
+        }
+    }
 }
 
 /// The writer `kcp` flushes into: every `write` is one datagram.
@@ -87,10 +105,14 @@ struct OutboxWriter(Outbox);
 impl io::Write for OutboxWriter {
     fn write(&mut self, datagram: &[u8]) -> io::Result<usize> {
         let mut outbox = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if outbox.datagrams.len() < KCP_OUTBOX_DATAGRAMS_MAX {
-            outbox.datagrams.push_back(datagram.to_vec());
-        } else {
-            outbox.dropped += 1;
+        let (resent, next_new) = wire::scan_pushes(datagram, outbox.next_new_sequence);
+        outbox.next_new_sequence = next_new;
+        outbox.push(datagram);
+        // A retransmission is the segment that has already cost a round trip; a second copy
+        // makes losing it again (and waiting a backed-off RTO) as rare as two losses in a row.
+        if resent && outbox.duplicate_retransmissions {
+            outbox.duplicated += 1;
+            outbox.push(datagram);
         }
         Ok(datagram.len())
     }
@@ -167,7 +189,10 @@ impl KcpSession {
         config
             .validate()
             .expect("the owner validates its KcpConfig before creating sessions");
-        let outbox = Outbox::default();
+        let outbox = Outbox::new(Mutex::new(OutboxQueue {
+            duplicate_retransmissions: config.duplicate_retransmissions,
+            ..OutboxQueue::default()
+        }));
         let mut kcp = Kcp::new(conv, OutboxWriter(outbox.clone()));
         let interval_ms = i32::try_from(config.interval_ms).unwrap_or(i32::MAX);
         let fast_resend = i32::try_from(config.fast_resend).unwrap_or(i32::MAX);
@@ -308,6 +333,7 @@ impl KcpSession {
         let datagram = {
             let mut outbox = self.outbox.lock().unwrap_or_else(PoisonError::into_inner);
             self.stats.datagrams_dropped = outbox.dropped;
+            self.stats.retransmissions_duplicated = outbox.duplicated;
             outbox.datagrams.pop_front()?
         };
         self.stats.datagrams_sent += 1;

@@ -11,7 +11,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::*;
 use crate::{
-    constants::MAX_MESSAGE_BYTES,
+    constants::{KCP_HEADER_BYTES, MAX_MESSAGE_BYTES},
     error::{KcpError, SendError},
     kcp::wire::{COMMAND_ACK, COMMAND_PUSH, Header, encode_header},
 };
@@ -507,5 +507,57 @@ proptest! {
             while session.poll_message().is_some() {}
             let _ = session.poll_timeout();
         }
+    }
+}
+
+/// Drains every datagram a session wants to send now.
+fn drain(session: &mut KcpSession) -> Vec<Vec<u8>> {
+    std::iter::from_fn(|| session.poll_transmit()).collect()
+}
+
+#[test]
+fn a_retransmission_goes_out_twice_and_a_first_send_once() {
+    for duplicate in [true, false] {
+        let config = KcpConfig {
+            duplicate_retransmissions: duplicate,
+            ..KcpConfig::default()
+        };
+        let start = Instant::from_micros(1_000);
+        let mut session = KcpSession::new(CONV, &config, start);
+        session.handle_timeout(start);
+        drain(&mut session);
+        session.send(b"move").expect("room");
+        session.handle_timeout(start);
+        let first = drain(&mut session);
+        assert_eq!(first.len(), 1, "a first send goes out once");
+        // Nothing is acknowledged: at the RTO the segment goes out again.
+        let mut now = start;
+        let resent = loop {
+            now = session.poll_timeout().max(now + Duration::from_millis(1));
+            session.handle_timeout(now);
+            let datagrams = drain(&mut session);
+            if !datagrams.is_empty() {
+                break datagrams;
+            }
+        };
+        let copies = if duplicate { 2 } else { 1 };
+        assert_eq!(resent.len(), copies, "duplicate = {duplicate}");
+        // The same segment (sequence number and payload; only the timestamp is new), and
+        // both copies alike.
+        let sequence_and_payload = |datagram: &[u8]| {
+            let mut bytes = datagram[12..16].to_vec();
+            bytes.extend_from_slice(&datagram[KCP_HEADER_BYTES..]);
+            bytes
+        };
+        assert!(
+            resent
+                .iter()
+                .all(|datagram| sequence_and_payload(datagram) == sequence_and_payload(&first[0]))
+        );
+        assert!(resent.iter().all(|datagram| *datagram == resent[0]));
+        assert_eq!(
+            session.stats().retransmissions_duplicated,
+            u64::from(duplicate)
+        );
     }
 }

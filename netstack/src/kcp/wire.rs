@@ -77,6 +77,27 @@ pub(crate) struct Summary {
     pub push_sequence_min: Option<u32>,
 }
 
+/// Scans a datagram our own `kcp` wrote: whether it carries a push segment sent before (a
+/// retransmission), given `next_new`, the first sequence number never sent; returns that too,
+/// advanced past the pushes seen. Sequence numbers stay below
+/// [`KCP_SEQUENCE_MAX`](crate::constants::KCP_SEQUENCE_MAX), so plain comparison is exact.
+pub(crate) fn scan_pushes(datagram: &[u8], mut next_new: u32) -> (bool, u32) {
+    let mut resent = false;
+    let mut rest = datagram;
+    while let Some((head, tail)) = rest.split_first_chunk::<KCP_HEADER_BYTES>() {
+        let header = Header::read(head);
+        if header.command == COMMAND_PUSH {
+            if header.sequence < next_new {
+                resent = true;
+            } else {
+                next_new = header.sequence.saturating_add(1);
+            }
+        }
+        rest = tail.get(header.len..).unwrap_or_default();
+    }
+    (resent, next_new)
+}
+
 /// Checks every segment of `datagram` against `limits`.
 pub(crate) fn check(datagram: &[u8], limits: &Limits) -> Result<Summary, KcpError> {
     if datagram.len() < KCP_HEADER_BYTES {
