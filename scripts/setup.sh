@@ -24,3 +24,14 @@ if [ ! -x "$tools_root/bin/s3s-fs" ]; then
   # Its own target directory, so that the install never holds the workspace build lock.
   CARGO_TARGET_DIR="$tools_root/target" cargo install s3s-fs@0.14.0 --locked --features binary --root "$tools_root"
 fi
+
+# The EVM dev node the upper-chain tests run the Registry contract on: Hardhat's node (and
+# solc-js), pinned in upper-chain/scripts/package-lock.json and installed there with npm ci.
+# Node.js and npm from Debian if missing; the tests fail under CI=true without them.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm
+fi
+"$(dirname "$0")/../upper-chain/scripts/install-devnode.sh"

@@ -6,10 +6,17 @@
 //! nodes report, evictions and exits with their evidence, sequencers' equivocations (which expel
 //! them), and the bridge deposits.
 //!
-//! [`UpperChain`] is the interface. [`EmbeddedChain`] is the in-process chain the devnet starts,
-//! in memory or persisted in RocksDB, making the same checks the `Registry` contract
-//! (`contracts/Registry.sol`) makes. (The alloy adapter to that contract on a JSON-RPC endpoint
-//! is not here yet.)
+//! [`UpperChain`] is the interface, with three implementations:
+//!
+//! - [`EmbeddedChain`], the in-process chain the devnet starts, in memory or persisted in
+//!   RocksDB, making the same checks the `Registry` contract (`contracts/Registry.sol`) makes;
+//! - [`RemoteChain`], an embedded chain owned by another process that serves it with
+//!   [`ChainServer`] (length-prefixed frames over TCP, [`wire`]);
+//! - `EvmChain` (feature `evm`, on by default), the alloy adapter to the `Registry` contract on
+//!   any Ethereum JSON-RPC endpoint.
+//!
+//! [`connect`] picks one from a chain URL (`tickrate://host:port` or `http(s)://…`) and checks
+//! its chain id, for binaries that read the chain from their configuration.
 
 use std::sync::Arc;
 
@@ -22,10 +29,19 @@ use primitives::{
     pbft::{EquivocationEvidence, EvidenceError},
 };
 
+mod connect;
 mod embedded;
+#[cfg(feature = "evm")]
+mod evm;
+mod served;
 mod store;
+pub mod wire;
 
+pub use connect::{ChainConfig, ChainUrl, connect};
 pub use embedded::{EmbeddedChain, Genesis};
+#[cfg(feature = "evm")]
+pub use evm::{EvmChain, EvmConfig};
+pub use served::{ChainServer, DEVNET_CHAIN_ID, RemoteChain, ServerConfig};
 
 /// Why the chain refused a call. A refused call changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -135,9 +151,16 @@ pub enum ChainError {
     /// The remote chain answered something unexpected, or a request to it failed.
     #[error("rpc: {0}")]
     Rpc(String),
-    /// The chain URL does not parse or names a scheme other than http(s).
+    /// The chain URL does not parse or names a scheme other than `tickrate`, `http` or
+    /// `https`.
     #[error("bad chain URL {0:?}")]
     BadUrl(String),
+    /// The chain configuration lacks what its URL needs.
+    #[error("chain configuration: {0}")]
+    Config(String),
+    /// A request or an answer of the served chain's protocol that does not decode.
+    #[error("malformed message: {0}")]
+    Malformed(String),
     /// Nothing answers JSON-RPC at the chain URL.
     #[error("no chain answers at {url}: {reason}")]
     Unreachable {
@@ -479,8 +502,9 @@ pub fn quorum(n: usize) -> usize {
 /// What Tickrate reads from and writes to the chain it settles on.
 ///
 /// The reads that return no `Result` predate remote chains: they cannot fail on the embedded
-/// chain, and on a remote chain they panic when the endpoint fails. The other reads return
-/// `Result`.
+/// chain, and on a remote chain ([`RemoteChain`], `EvmChain`) they panic when the endpoint
+/// fails; those types have `try_*` methods that report the failure instead. The other reads
+/// return `Result`.
 pub trait UpperChain: Send + Sync {
     /// Registers the node whose key signed `registration`; returns its node ID.
     fn register_node(

@@ -1,0 +1,238 @@
+//! The interface tests against the `Registry` contract on a real EVM dev node: Hardhat's node
+//! from npm (`scripts/install-devnode.sh`), started here on a free port, with a fresh contract
+//! deployed from the committed bytecode for every test.
+//!
+//! Without Node.js the tests are skipped with a message, except under `CI=true`, where that
+//! fails them.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+use std::{
+    net::TcpStream,
+    path::PathBuf,
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicU8, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use common::Harness;
+use primitives::{AccountKey, Address, U256};
+use upper_chain::{
+    ChainConfig, ChainError, DepositStream, EvmChain, EvmConfig, UpperChain, connect,
+};
+
+/// Hardhat's chain id (scripts/hardhat.config.js).
+const CHAIN_ID: u64 = 31337;
+
+/// The dev node this test binary started; it exits when its stdin closes (with this process).
+struct DevNode {
+    url: String,
+    _child: Mutex<Child>,
+    _stdin: Mutex<ChildStdin>,
+}
+
+fn scripts() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts")
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Installs and starts the dev node once per test binary; `Err` says why it cannot run here.
+fn start_devnode() -> Result<DevNode, String> {
+    let install = Command::new("sh")
+        .arg(scripts().join("install-devnode.sh"))
+        .status()
+        .map_err(|e| format!("cannot run install-devnode.sh: {e}"))?;
+    if !install.success() {
+        return Err(format!(
+            "install-devnode.sh failed ({install}); are node and npm installed?"
+        ));
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let mut child = Command::new("node")
+        .arg(scripts().join("devnode.js"))
+        .arg(port.to_string())
+        .arg("--exit-with-stdin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start node: {e}"))?;
+    let stdin = child.stdin.take().ok_or("no stdin")?;
+    // Hardhat takes a few seconds to start; give up only if it exits or never listens.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("the dev node exited: {status}"));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("the dev node never listened".into());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(DevNode {
+        url: format!("http://127.0.0.1:{port}"),
+        _child: Mutex::new(child),
+        _stdin: Mutex::new(stdin),
+    })
+}
+
+/// The dev node's URL, or `None` to skip (never under `CI=true`).
+fn devnode() -> Option<&'static str> {
+    static NODE: OnceLock<Result<DevNode, String>> = OnceLock::new();
+    match NODE.get_or_init(start_devnode) {
+        Ok(node) => Some(&node.url),
+        Err(reason) if in_ci() => panic!("the EVM dev node is required under CI=true: {reason}"),
+        Err(reason) => {
+            eprintln!("skipping: no EVM dev node ({reason})");
+            None
+        }
+    }
+}
+
+/// A funded dev-node key (scripts/hardhat.config.js funds the keys 1..=32), a different one for
+/// each harness: tests run in parallel, and one sender's transactions are sent one at a time.
+fn funded_key() -> AccountKey {
+    static NEXT: AtomicU8 = AtomicU8::new(1);
+    let index = NEXT.fetch_add(1, Ordering::Relaxed);
+    assert!(index <= 32, "more harnesses than funded dev-node keys");
+    let mut secret = [0u8; 32];
+    secret[31] = index;
+    AccountKey::from_bytes(secret).unwrap()
+}
+
+struct Evm {
+    chain: Arc<EvmChain>,
+}
+
+impl Harness for Evm {
+    fn chain(&self) -> Arc<dyn UpperChain> {
+        self.chain.clone()
+    }
+
+    fn deposit(&self, recipient: Address, amount: U256) {
+        self.chain.deposit(recipient, amount).unwrap();
+    }
+}
+
+/// A fresh `Registry` on the dev node, with the interface tests' admin and stake cap.
+fn deploy(url: &str) -> (EvmConfig, AccountKey) {
+    let sender = funded_key();
+    let (registry, block) = EvmChain::deploy(
+        url,
+        CHAIN_ID,
+        &sender,
+        common::admin_key().address(),
+        common::STAKE_CAP,
+    )
+    .unwrap();
+    let mut config = EvmConfig::new(url, CHAIN_ID, registry, sender.clone());
+    config.deploy_block = block;
+    (config, sender)
+}
+
+fn evm() -> Option<Evm> {
+    let url = devnode()?;
+    let (config, _) = deploy(url);
+    Some(Evm {
+        chain: Arc::new(EvmChain::connect(config).unwrap()),
+    })
+}
+
+interface_tests!(skippable evm());
+
+#[test]
+fn connect_checks_the_endpoint_the_chain_id_and_the_contract() {
+    let Some(url) = devnode() else {
+        return;
+    };
+    let (config, sender) = deploy(url);
+    let mut chain = ChainConfig::new(url, CHAIN_ID);
+    chain.registry = Some(config.registry);
+    chain.sender = Some(sender.clone());
+    let connected = connect(&chain).unwrap();
+    assert_eq!(connected.epoch(), 0);
+    assert_eq!(connected.stake_cap().unwrap(), common::STAKE_CAP);
+
+    let wrong = ChainConfig {
+        chain_id: 1,
+        ..chain.clone()
+    };
+    assert_eq!(
+        connect(&wrong).err(),
+        Some(ChainError::WrongChainId {
+            expected: 1,
+            got: CHAIN_ID
+        })
+    );
+    let nowhere = Address::repeat_byte(0x77);
+    let empty = ChainConfig {
+        registry: Some(nowhere),
+        ..chain.clone()
+    };
+    assert_eq!(connect(&empty).err(), Some(ChainError::NoContract(nowhere)));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = ChainConfig {
+        url: format!("http://127.0.0.1:{port}"),
+        ..chain
+    };
+    assert!(matches!(
+        connect(&dead),
+        Err(ChainError::Unreachable { .. })
+    ));
+}
+
+/// Deposits made by other senders, in blocks the stream has not seen, each arrive once; a
+/// second adapter on the same contract reads the same sequence.
+#[test]
+fn deposits_from_many_blocks_arrive_once_on_every_adapter() {
+    let Some(url) = devnode() else {
+        return;
+    };
+    let (mut config, _) = deploy(url);
+    // Read logs a few blocks at a time, to cross range boundaries.
+    config.log_range_blocks_max = 2;
+    let first = Arc::new(EvmChain::connect(config.clone()).unwrap());
+    let mut stream = DepositStream::new(first.clone());
+    let other_sender = EvmConfig {
+        sender: funded_key(),
+        ..config.clone()
+    };
+    let other = EvmChain::connect(other_sender.clone()).unwrap();
+    for amount in 1..=5u64 {
+        first
+            .deposit(Address::repeat_byte(1), U256::from(amount))
+            .unwrap();
+        other
+            .deposit(Address::repeat_byte(2), U256::from(amount * 10))
+            .unwrap();
+    }
+    let seen = stream.poll().unwrap();
+    assert_eq!(
+        seen.iter().map(|d| d.index).collect::<Vec<_>>(),
+        (0..10).collect::<Vec<_>>()
+    );
+    assert_eq!(seen[1].from, other_sender.sender.address());
+    assert_eq!(seen[1].amount, U256::from(10));
+    assert!(stream.poll().unwrap().is_empty());
+    let fresh = EvmChain::connect(config).unwrap();
+    assert_eq!(fresh.deposits_since(0, usize::MAX).unwrap(), seen);
+}
