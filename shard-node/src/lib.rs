@@ -13,10 +13,14 @@
 //! the group's own addresses, sign it, and the quorum certificate goes to the upper chain.
 //!
 //! [`network::ShardNetwork`] runs the nodes of one devnet in one process, as separate states;
-//! [`driver`] feeds it finalized batches. Networked groups with group BFT, sync, eviction and
-//! the `shard-node` binary are the [shard-node] work.
+//! [`driver`] feeds it finalized batches. An operator's node starts from a key file
+//! ([`identity`]) and a configuration file ([`config`]); the `shard-node` binary generates the
+//! keys, registers the node on the upper chain and reports its status there. Running a node
+//! over the network (join and sync, group BFT, eviction) is the rest of the [shard-node] work.
 
+pub mod config;
 pub mod driver;
+pub mod identity;
 pub mod network;
 pub mod node;
 

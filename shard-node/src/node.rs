@@ -16,6 +16,15 @@ pub struct ShardNode {
 }
 
 impl ShardNode {
+    /// A node with these keys and no state yet.
+    pub fn new(key: AccountKey, bls: BlsSecretKey) -> Self {
+        ShardNode {
+            key,
+            bls,
+            state: InMemoryState::new(),
+        }
+    }
+
     /// A node with a deterministic identity from `seed` (devnet and tests).
     pub fn from_seed(seed: u64) -> Self {
         let key = AccountKey::from_seed(seed);

@@ -1,0 +1,216 @@
+//! `shard-node`: an execution node operator's command.
+//!
+//! - `shard-node keygen --out node.key` writes a new key file (owner-only) and prints the node ID.
+//! - `shard-node register --config node.toml` registers the node ID on the upper chain the
+//!   configuration names, with its endpoint, reward wallet and wallet features
+//!   (`WALLET_FEATURES` overrides the file's list).
+//! - `shard-node status --config node.toml [--json]` prints what the upper chain holds for it.
+//!
+//! Running the node itself (`run`) comes with its networked groups.
+
+use std::path::{Path, PathBuf};
+
+use alloy_primitives::hex;
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use rand::RngCore;
+use shard_node::{
+    config::{KNOWN_WALLET_FEATURES, NodeConfig, parse_wallet_features},
+    identity::NodeKeys,
+};
+use tracing::{info, warn};
+use upper_chain::{ChainConfig, ChainError, UpperChain, connect};
+
+#[derive(Parser, Debug)]
+#[command(version, about = "A Tickrate execution node")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Writes a new key file; its operator key's address is the node ID.
+    Keygen {
+        /// Where to write it (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Registers the node on the upper chain.
+    Register {
+        /// The node's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Payout features of the reward wallet, comma-separated (overrides the file).
+        #[arg(long, env = "WALLET_FEATURES")]
+        wallet_features: Option<String>,
+    },
+    /// Prints what the upper chain holds for the node.
+    Status {
+        /// The node's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Keygen { out } => keygen(&out),
+        Command::Register {
+            config,
+            wallet_features,
+        } => register(&config, wallet_features),
+        Command::Status { config, json } => status(&config, json),
+    }
+}
+
+fn keygen(out: &Path) -> anyhow::Result<()> {
+    let mut operator = [0u8; 32];
+    let mut bls_seed = [0u8; 32];
+    let mut rng = rand::rng();
+    // A draw that is not a valid secp256k1 secret (probability ~2^-128) is drawn again.
+    let keys = loop {
+        rng.fill_bytes(&mut operator);
+        rng.fill_bytes(&mut bls_seed);
+        if let Ok(keys) = NodeKeys::from_entropy(operator, bls_seed) {
+            break keys;
+        }
+    };
+    keys.save(out)?;
+    let node = keys.node();
+    println!("node_id {}", node.id().0);
+    println!(
+        "bls_key {}",
+        hex::encode_prefixed(node.bls().public_key().to_bytes())
+    );
+    println!("key_file {}", out.display());
+    Ok(())
+}
+
+/// The configuration, the keys it names, and the chain it names, connected and checked.
+fn open(
+    config_path: &Path,
+) -> anyhow::Result<(NodeConfig, NodeKeys, std::sync::Arc<dyn UpperChain>)> {
+    let config = NodeConfig::load(config_path)?;
+    let keys = NodeKeys::load(&config.key_file)?;
+    let chain_config = ChainConfig {
+        url: config.chain.url.clone(),
+        chain_id: config.chain.chain_id,
+        registry: config.chain.registry,
+        // On an EVM chain the registry checks the node ID by `msg.sender`.
+        sender: Some(keys.operator().clone()),
+    };
+    let chain = connect(&chain_config).with_context(|| {
+        format!(
+            "upper chain {} (chain id {})",
+            config.chain.url, config.chain.chain_id
+        )
+    })?;
+    Ok((config, keys, chain))
+}
+
+fn register(config_path: &Path, features_override: Option<String>) -> anyhow::Result<()> {
+    let (config, keys, chain) = open(config_path)?;
+    let list = features_override.unwrap_or_else(|| config.wallet_features.clone());
+    let features = parse_wallet_features(&list)?;
+    for feature in &features {
+        if !KNOWN_WALLET_FEATURES.contains(&feature.as_str()) {
+            warn!(
+                feature,
+                "wallet feature unknown to this build: registered as given"
+            );
+        }
+    }
+    let node = keys.node();
+    let (registration, signature) =
+        node.registration(config.endpoint.clone(), config.reward_wallet, features);
+    match chain.register_node(registration, &signature) {
+        Ok(id) => {
+            let epoch = chain.epoch();
+            info!(node_id = %id.0, epoch, "registered");
+            println!("registered {}", id.0);
+            println!("active_from_epoch {}", epoch + 1);
+            Ok(())
+        }
+        Err(ChainError::AlreadyRegistered(id)) => {
+            bail!(
+                "node {} is already registered; `shard-node status` shows its record",
+                id.0
+            )
+        }
+        Err(error) => Err(error).context("registration refused"),
+    }
+}
+
+fn status(config_path: &Path, json: bool) -> anyhow::Result<()> {
+    let (_config, keys, chain) = open(config_path)?;
+    let id = keys.node().id();
+    let epoch = chain.epoch();
+    let record = chain
+        .registry_snapshot(epoch)
+        .node(&id)
+        .cloned()
+        .or_else(|| chain.registry_snapshot(epoch + 1).node(&id).cloned());
+    let synced = chain.synced_root(&id)?;
+    let departure = chain.departure(&id)?;
+    let state = match (&record, &departure) {
+        (_, Some(_)) => "departed",
+        (Some(record), None) if record.active_in(epoch) => "active",
+        (Some(_), None) => "registered",
+        (None, None) => "unregistered",
+    };
+    if json {
+        let value = serde_json::json!({
+            "node_id": id.0.to_string(),
+            "epoch": epoch,
+            "state": state,
+            "active_from_epoch": record.as_ref().map(|record| record.active_from_epoch),
+            "endpoint": record.as_ref().map(|record| record.registration.endpoint.clone()),
+            "reward_wallet": record.as_ref().map(|record| record.registration.reward_wallet.to_string()),
+            "wallet_features": record.as_ref().map(|record| record.registration.wallet_features.clone()),
+            "synced_root": synced.as_ref().map(|synced| serde_json::json!({
+                "epoch": synced.epoch, "batch": synced.batch, "root": synced.root.to_string(),
+            })),
+            "departure": departure.as_ref().map(|departure| serde_json::json!({
+                "kind": format!("{:?}", departure.kind), "epoch": departure.epoch,
+            })),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!("node_id {}", id.0);
+    println!("chain_epoch {epoch}");
+    println!("state {state}");
+    if let Some(record) = &record {
+        println!("active_from_epoch {}", record.active_from_epoch);
+        println!("endpoint {}", record.registration.endpoint);
+        println!("reward_wallet {}", record.registration.reward_wallet);
+        println!(
+            "wallet_features {}",
+            record.registration.wallet_features.join(",")
+        );
+    }
+    if let Some(synced) = &synced {
+        println!(
+            "synced_root {} (epoch {}, batch {})",
+            synced.root, synced.epoch, synced.batch
+        );
+    }
+    if let Some(departure) = &departure {
+        println!(
+            "departure {:?} from epoch {}",
+            departure.kind, departure.epoch
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! The `shard-node` binary against an embedded chain served over TCP, as an operator runs it:
+//! keygen, register (once, by the key's own node ID), status, and clear refusals for a wrong
+//! chain id, an unknown chain URL and a malformed wallet feature list.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::Arc,
+};
+
+use primitives::{Address, NodeId};
+use upper_chain::{ChainServer, EmbeddedChain, ServerConfig, UpperChain};
+
+const CHAIN_ID: u64 = 4242;
+
+struct Chain {
+    owner: Arc<EmbeddedChain>,
+    url: String,
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn served_chain() -> Chain {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let owner = Arc::new(EmbeddedChain::default());
+    let server = runtime
+        .block_on(ChainServer::bind(
+            "127.0.0.1:0",
+            owner.clone(),
+            ServerConfig::new(CHAIN_ID),
+        ))
+        .unwrap();
+    let url = format!("tickrate://{}", server.local_addr().unwrap());
+    runtime.spawn(server.run());
+    Chain {
+        owner,
+        url,
+        _runtime: runtime,
+    }
+}
+
+fn shard_node(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shard-node"));
+    command.args(args).env_remove("WALLET_FEATURES");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The value of the first `name value` line.
+fn line<'a>(text: &'a str, name: &str) -> &'a str {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name).map(str::trim))
+        .unwrap_or_else(|| panic!("no {name} line in {text}"))
+}
+
+fn keygen(dir: &Path, name: &str) -> (PathBuf, NodeId) {
+    let path = dir.join(name);
+    let output = shard_node(&["keygen", "--out", path.to_str().unwrap()], &[]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let id: Address = line(&stdout(&output), "node_id").parse().unwrap();
+    (path, NodeId(id))
+}
+
+fn write_config(
+    dir: &Path,
+    name: &str,
+    key_file: &str,
+    url: &str,
+    chain_id: u64,
+    features: &str,
+) -> PathBuf {
+    let path = dir.join(name);
+    let text = format!(
+        "key_file = \"{key_file}\"\nendpoint = \"127.0.0.1:7500\"\n\
+         reward_wallet = \"0x5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e\"\n\
+         wallet_features = \"{features}\"\n\n[chain]\nurl = \"{url}\"\nchain_id = {chain_id}\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn an_operator_generates_a_key_registers_once_and_sees_its_status() {
+    let chain = served_chain();
+    let dir = tempfile::tempdir().unwrap();
+    let (key_path, id) = keygen(dir.path(), "node.key");
+
+    // A second keygen never overwrites a key.
+    let before = std::fs::read(&key_path).unwrap();
+    let again = shard_node(&["keygen", "--out", key_path.to_str().unwrap()], &[]);
+    assert!(!again.status.success());
+    assert_eq!(std::fs::read(&key_path).unwrap(), before);
+
+    let config = write_config(
+        dir.path(),
+        "node.toml",
+        "node.key",
+        &chain.url,
+        CHAIN_ID,
+        "assets",
+    );
+    let config = config.to_str().unwrap();
+    let status = shard_node(&["status", "--config", config], &[]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    assert_eq!(line(&stdout(&status), "state"), "unregistered");
+
+    // WALLET_FEATURES overrides the file; an unknown feature is kept as given.
+    let register = shard_node(
+        &["register", "--config", config],
+        &[("WALLET_FEATURES", "assets,future-pay")],
+    );
+    assert!(register.status.success(), "{}", stderr(&register));
+    assert_eq!(line(&stdout(&register), "registered"), id.0.to_string());
+    let epoch = chain.owner.epoch();
+    let record = chain
+        .owner
+        .registry_snapshot(epoch + 1)
+        .node(&id)
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        record.registration.wallet_features,
+        ["assets", "future-pay"]
+    );
+    assert_eq!(record.registration.endpoint, "127.0.0.1:7500");
+    assert_eq!(
+        record.registration.reward_wallet,
+        Address::repeat_byte(0x5e)
+    );
+
+    let twice = shard_node(&["register", "--config", config], &[]);
+    assert!(!twice.status.success());
+    assert!(
+        stderr(&twice).contains("already registered"),
+        "{}",
+        stderr(&twice)
+    );
+
+    let status = shard_node(&["status", "--config", config], &[]);
+    assert_eq!(line(&stdout(&status), "state"), "registered");
+    chain.owner.advance_epoch();
+    let status = shard_node(&["status", "--config", config, "--json"], &[]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(json["state"], "active");
+    assert_eq!(json["node_id"], id.0.to_string());
+    assert_eq!(
+        json["wallet_features"],
+        serde_json::json!(["assets", "future-pay"])
+    );
+}
+
+#[test]
+fn a_wrong_chain_an_unknown_url_or_bad_features_are_clear_errors_and_register_nothing() {
+    let chain = served_chain();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, id) = keygen(dir.path(), "node.key");
+    let next_epoch = chain.owner.epoch() + 1;
+
+    let wrong_id = write_config(
+        dir.path(),
+        "wrong-id.toml",
+        "node.key",
+        &chain.url,
+        CHAIN_ID + 1,
+        "",
+    );
+    let output = shard_node(&["register", "--config", wrong_id.to_str().unwrap()], &[]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("chain id"), "{}", stderr(&output));
+
+    let unknown = write_config(
+        dir.path(),
+        "unknown.toml",
+        "node.key",
+        "ws://127.0.0.1:1",
+        CHAIN_ID,
+        "",
+    );
+    let output = shard_node(&["register", "--config", unknown.to_str().unwrap()], &[]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("ws://127.0.0.1:1"),
+        "{}",
+        stderr(&output)
+    );
+
+    let features = write_config(
+        dir.path(),
+        "features.toml",
+        "node.key",
+        &chain.url,
+        CHAIN_ID,
+        "assets,,x",
+    );
+    let output = shard_node(&["register", "--config", features.to_str().unwrap()], &[]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("empty entry"),
+        "{}",
+        stderr(&output)
+    );
+
+    let missing_key = write_config(
+        dir.path(),
+        "missing.toml",
+        "absent.key",
+        &chain.url,
+        CHAIN_ID,
+        "",
+    );
+    let output = shard_node(
+        &["register", "--config", missing_key.to_str().unwrap()],
+        &[],
+    );
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("absent.key"),
+        "{}",
+        stderr(&output)
+    );
+
+    assert!(
+        chain
+            .owner
+            .registry_snapshot(next_epoch)
+            .node(&id)
+            .is_none()
+    );
+}
