@@ -16,9 +16,7 @@ use crate::{
 /// `message_bytes_max`: a session refuses segments and messages larger than its own.
 ///
 /// The default is tuned for games: no delay, fast resend after 2 duplicate acks, no congestion
-/// window, 256-segment windows, a 1 ms flush interval (acknowledgements leave at once, yet a
-/// reply the application sends within the millisecond still carries them), and
-/// retransmissions sent twice.
+/// window, 256-segment windows, a 5 ms flush interval, and retransmissions sent twice.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KcpConfig {
     /// KCP's no-delay mode: a 30 ms minimum RTO and gentler backoff.
