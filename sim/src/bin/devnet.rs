@@ -41,6 +41,10 @@ struct Args {
     /// Seconds to wait after the last move for every move to reach a final level.
     #[arg(long, default_value_t = 10)]
     drain_secs: u64,
+    /// Serve the devnet's upper chain to other processes here (`shard-node register` and
+    /// `status` reach it as `tickrate://ADDR`).
+    #[arg(long)]
+    chain_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(serde::Serialize)]
@@ -86,6 +90,21 @@ async fn main() -> anyhow::Result<()> {
     })
     .await
     .context("starting the devnet")?;
+    if let Some(addr) = args.chain_listen {
+        let server = upper_chain::ChainServer::bind(
+            addr,
+            devnet.chain.clone(),
+            upper_chain::ServerConfig::new(devnet.chain_id),
+        )
+        .await
+        .with_context(|| format!("serving the upper chain on {addr}"))?;
+        let served = server.local_addr()?;
+        tokio::spawn(server.run());
+        println!(
+            "upper chain served at tickrate://{served} (chain id {})",
+            devnet.chain_id
+        );
+    }
     println!(
         "devnet up: {} sequencers ({}), {} shard nodes, tick {} ms; {} players at {} moves/s",
         args.sequencers,
