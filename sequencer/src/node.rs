@@ -803,14 +803,22 @@ impl Core {
             }
         }
         let number = batch.number;
-        if self.chain.last_batch() + 1 == number {
-            let digest = consensus::Value::digest(&batch);
-            let message = consensus::commit_message(view, sequence, &digest);
-            if let Err(error) =
-                self.chain
-                    .commit_batch(number, batch.hash(), &message, &certificate)
-            {
-                debug!(target: "sequencer", sequence, %error, "batch commitment not recorded (another sequencer was first)");
+        match self.chain.last_batch() {
+            Ok(last) if last + 1 == number => {
+                let digest = consensus::Value::digest(&batch);
+                let message = consensus::commit_message(view, sequence, &digest);
+                if let Err(error) =
+                    self.chain
+                        .commit_batch(number, batch.hash(), &message, &certificate)
+                {
+                    debug!(target: "sequencer", sequence, %error, "batch commitment not recorded (another sequencer was first)");
+                }
+            }
+            Ok(_) => {}
+            // The chain being briefly unreachable must not stop the sequencer: the batch is
+            // final by its certificate, and another sequencer may commit it upstream.
+            Err(error) => {
+                warn!(target: "sequencer", sequence, number, %error, "upper chain unreachable; batch commitment skipped");
             }
         }
         let finalized = FinalizedBatch {

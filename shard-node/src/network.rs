@@ -56,7 +56,7 @@ pub enum ShardError {
         /// What they disagreed on.
         what: String,
     },
-    /// The upper chain refused a commitment.
+    /// The upper chain refused a commitment, or a read from it failed.
     #[error("upper chain: {0}")]
     Chain(#[from] ChainError),
     /// A certificate could not be built.
@@ -118,7 +118,7 @@ impl ShardNetwork {
         chain_id: u64,
         nodes: Vec<ShardNode>,
     ) -> Result<Self, ShardError> {
-        let snapshot = chain.registry_snapshot(chain.epoch());
+        let snapshot = chain.registry_snapshot(chain.epoch()?)?;
         if snapshot.nodes.len() < GROUP_SIZE {
             return Err(ShardError::TooFewNodes {
                 registered: snapshot.nodes.len(),
@@ -570,7 +570,10 @@ mod tests {
         assert!(!network.last_group_roots().is_empty());
         for commitment in network.last_group_roots() {
             assert_eq!(
-                chain.group_root(&commitment.group).as_ref(),
+                chain
+                    .group_root(&commitment.group)
+                    .expect("the embedded chain reads")
+                    .as_ref(),
                 Some(commitment)
             );
         }

@@ -126,10 +126,11 @@ fn an_operator_generates_a_key_registers_once_and_sees_its_status() {
     );
     assert!(register.status.success(), "{}", stderr(&register));
     assert_eq!(line(&stdout(&register), "registered"), id.0.to_string());
-    let epoch = chain.owner.epoch();
+    let epoch = chain.owner.epoch().unwrap();
     let record = chain
         .owner
         .registry_snapshot(epoch + 1)
+        .unwrap()
         .node(&id)
         .cloned()
         .unwrap();
@@ -170,7 +171,7 @@ fn a_wrong_chain_an_unknown_url_or_bad_features_are_clear_errors_and_register_no
     let chain = served_chain();
     let dir = tempfile::tempdir().unwrap();
     let (_, id) = keygen(dir.path(), "node.key");
-    let next_epoch = chain.owner.epoch() + 1;
+    let next_epoch = chain.owner.epoch().unwrap() + 1;
 
     let wrong_id = write_config(
         dir.path(),
@@ -239,6 +240,7 @@ fn a_wrong_chain_an_unknown_url_or_bad_features_are_clear_errors_and_register_no
         chain
             .owner
             .registry_snapshot(next_epoch)
+            .unwrap()
             .node(&id)
             .is_none()
     );

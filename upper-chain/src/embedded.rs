@@ -427,7 +427,7 @@ impl UpperChain for EmbeddedChain {
         Ok(id)
     }
 
-    fn registry_snapshot(&self, epoch: u64) -> RegistrySnapshot {
+    fn registry_snapshot(&self, epoch: u64) -> Result<RegistrySnapshot, ChainError> {
         let state = self.state.lock();
         let nodes = state
             .nodes
@@ -439,15 +439,15 @@ impl UpperChain for EmbeddedChain {
                 ..node.clone()
             })
             .collect();
-        RegistrySnapshot { epoch, nodes }
+        Ok(RegistrySnapshot { epoch, nodes })
     }
 
-    fn epoch(&self) -> u64 {
-        self.state.lock().epoch
+    fn epoch(&self) -> Result<u64, ChainError> {
+        Ok(self.state.lock().epoch)
     }
 
-    fn sequencer_set(&self) -> Vec<SequencerRecord> {
-        self.state.lock().sequencers.clone()
+    fn sequencer_set(&self) -> Result<Vec<SequencerRecord>, ChainError> {
+        Ok(self.state.lock().sequencers.clone())
     }
 
     fn commit_batch(
@@ -507,12 +507,12 @@ impl UpperChain for EmbeddedChain {
         Ok(())
     }
 
-    fn last_batch(&self) -> u64 {
-        self.state.lock().batches.len() as u64
+    fn last_batch(&self) -> Result<u64, ChainError> {
+        Ok(self.state.lock().batches.len() as u64)
     }
 
-    fn group_root(&self, group: &B256) -> Option<GroupRootCommitment> {
-        self.state.lock().group_roots.get(group).cloned()
+    fn group_root(&self, group: &B256) -> Result<Option<GroupRootCommitment>, ChainError> {
+        Ok(self.state.lock().group_roots.get(group).cloned())
     }
 
     fn batch_hash(&self, number: u64) -> Result<Option<B256>, ChainError> {

@@ -398,55 +398,6 @@ impl EvmChain {
             .ok_or_else(|| rpc("deposit", "no Deposited event in the receipt"))
     }
 
-    /// [`UpperChain::registry_snapshot`], reporting a failed request.
-    pub fn try_registry_snapshot(&self, epoch: u64) -> Result<RegistrySnapshot, ChainError> {
-        let nodes = self.view(Registry::allNodesCall {})?;
-        let mut records = Vec::with_capacity(nodes.len());
-        for node in nodes {
-            let record = node_record(node)?;
-            if record.active_in(epoch) {
-                records.push(NodeRecord {
-                    left_at_epoch: None,
-                    ..record
-                });
-            }
-        }
-        records.sort_by_key(|record| record.id);
-        Ok(RegistrySnapshot {
-            epoch,
-            nodes: records,
-        })
-    }
-
-    /// [`UpperChain::epoch`], reporting a failed request.
-    pub fn try_epoch(&self) -> Result<u64, ChainError> {
-        self.view(Registry::epochCall {})
-    }
-
-    /// [`UpperChain::sequencer_set`], reporting a failed request.
-    pub fn try_sequencer_set(&self) -> Result<Vec<SequencerRecord>, ChainError> {
-        self.view(Registry::activeSequencersCall {})?
-            .into_iter()
-            .map(|s| sequencer_record(&s))
-            .collect()
-    }
-
-    /// [`UpperChain::last_batch`], reporting a failed request.
-    pub fn try_last_batch(&self) -> Result<u64, ChainError> {
-        self.view(Registry::lastBatchCall {})
-    }
-
-    /// [`UpperChain::group_root`], reporting a failed request.
-    pub fn try_group_root(&self, group: &B256) -> Result<Option<GroupRootCommitment>, ChainError> {
-        let answer = self.view(Registry::groupRootCall { group: *group })?;
-        Ok(answer.found.then_some(GroupRootCommitment {
-            epoch: answer.root.epoch,
-            group: answer.root.group,
-            batch: answer.root.batch,
-            root: answer.root.root,
-        }))
-    }
-
     /// Reads the `Deposited` logs up to the safe head, checking the count against the
     /// contract's `depositCount` there (a provider that drops a log is caught, not trusted).
     fn scan_deposits(&self, log: &mut DepositLog) -> Result<(), ChainError> {
@@ -797,25 +748,34 @@ impl UpperChain for EvmChain {
             .ok_or_else(|| rpc("register", "no NodeRegistered event in the receipt"))
     }
 
-    /// # Panics
-    /// If the endpoint fails ([`EvmChain::try_registry_snapshot`] reports it instead).
-    fn registry_snapshot(&self, epoch: u64) -> RegistrySnapshot {
-        self.try_registry_snapshot(epoch)
-            .unwrap_or_else(|e| panic!("upper chain {}: registry snapshot: {e}", self.config.url))
+    fn registry_snapshot(&self, epoch: u64) -> Result<RegistrySnapshot, ChainError> {
+        let nodes = self.view(Registry::allNodesCall {})?;
+        let mut records = Vec::with_capacity(nodes.len());
+        for node in nodes {
+            let record = node_record(node)?;
+            if record.active_in(epoch) {
+                records.push(NodeRecord {
+                    left_at_epoch: None,
+                    ..record
+                });
+            }
+        }
+        records.sort_by_key(|record| record.id);
+        Ok(RegistrySnapshot {
+            epoch,
+            nodes: records,
+        })
     }
 
-    /// # Panics
-    /// If the endpoint fails ([`EvmChain::try_epoch`] reports it instead).
-    fn epoch(&self) -> u64 {
-        self.try_epoch()
-            .unwrap_or_else(|e| panic!("upper chain {}: epoch: {e}", self.config.url))
+    fn epoch(&self) -> Result<u64, ChainError> {
+        self.view(Registry::epochCall {})
     }
 
-    /// # Panics
-    /// If the endpoint fails ([`EvmChain::try_sequencer_set`] reports it instead).
-    fn sequencer_set(&self) -> Vec<SequencerRecord> {
-        self.try_sequencer_set()
-            .unwrap_or_else(|e| panic!("upper chain {}: sequencer set: {e}", self.config.url))
+    fn sequencer_set(&self) -> Result<Vec<SequencerRecord>, ChainError> {
+        self.view(Registry::activeSequencersCall {})?
+            .into_iter()
+            .map(|s| sequencer_record(&s))
+            .collect()
     }
 
     fn commit_batch(
@@ -857,18 +817,18 @@ impl UpperChain for EvmChain {
             .map_err(|e| malformed_certificate(e, certificate))
     }
 
-    /// # Panics
-    /// If the endpoint fails ([`EvmChain::try_last_batch`] reports it instead).
-    fn last_batch(&self) -> u64 {
-        self.try_last_batch()
-            .unwrap_or_else(|e| panic!("upper chain {}: last batch: {e}", self.config.url))
+    fn last_batch(&self) -> Result<u64, ChainError> {
+        self.view(Registry::lastBatchCall {})
     }
 
-    /// # Panics
-    /// If the endpoint fails ([`EvmChain::try_group_root`] reports it instead).
-    fn group_root(&self, group: &B256) -> Option<GroupRootCommitment> {
-        self.try_group_root(group)
-            .unwrap_or_else(|e| panic!("upper chain {}: group root: {e}", self.config.url))
+    fn group_root(&self, group: &B256) -> Result<Option<GroupRootCommitment>, ChainError> {
+        let answer = self.view(Registry::groupRootCall { group: *group })?;
+        Ok(answer.found.then_some(GroupRootCommitment {
+            epoch: answer.root.epoch,
+            group: answer.root.group,
+            batch: answer.root.batch,
+            root: answer.root.root,
+        }))
     }
 
     fn batch_hash(&self, number: u64) -> Result<Option<B256>, ChainError> {

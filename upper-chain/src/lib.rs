@@ -501,10 +501,8 @@ pub fn quorum(n: usize) -> usize {
 
 /// What Tickrate reads from and writes to the chain it settles on.
 ///
-/// The reads that return no `Result` predate remote chains: they cannot fail on the embedded
-/// chain, and on a remote chain ([`RemoteChain`], `EvmChain`) they panic when the endpoint
-/// fails; those types have `try_*` methods that report the failure instead. The other reads
-/// return `Result`.
+/// Every call returns `Result`: on a remote chain ([`RemoteChain`], `EvmChain`) any read can
+/// fail with the endpoint, and callers handle that rather than panic.
 pub trait UpperChain: Send + Sync {
     /// Registers the node whose key signed `registration`; returns its node ID.
     fn register_node(
@@ -513,11 +511,11 @@ pub trait UpperChain: Send + Sync {
         signature: &Signature,
     ) -> Result<NodeId, ChainError>;
     /// The registry as of `epoch`.
-    fn registry_snapshot(&self, epoch: u64) -> RegistrySnapshot;
+    fn registry_snapshot(&self, epoch: u64) -> Result<RegistrySnapshot, ChainError>;
     /// The current epoch.
-    fn epoch(&self) -> u64;
+    fn epoch(&self) -> Result<u64, ChainError>;
     /// The sequencer set.
-    fn sequencer_set(&self) -> Vec<SequencerRecord>;
+    fn sequencer_set(&self) -> Result<Vec<SequencerRecord>, ChainError>;
     /// Commits a finalized batch; the certificate must carry a quorum of the sequencer set.
     fn commit_batch(
         &self,
@@ -535,9 +533,9 @@ pub trait UpperChain: Send + Sync {
         certificate: &Certificate,
     ) -> Result<(), ChainError>;
     /// The last committed batch number (0 before any).
-    fn last_batch(&self) -> u64;
+    fn last_batch(&self) -> Result<u64, ChainError>;
     /// The latest committed root of a group.
-    fn group_root(&self, group: &B256) -> Option<GroupRootCommitment>;
+    fn group_root(&self, group: &B256) -> Result<Option<GroupRootCommitment>, ChainError>;
 
     /// The hash of committed batch `number`.
     fn batch_hash(&self, number: u64) -> Result<Option<B256>, ChainError>;

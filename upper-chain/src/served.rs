@@ -279,49 +279,11 @@ impl RemoteChain {
         }
     }
 
-    /// [`UpperChain::registry_snapshot`], reporting a failure.
-    pub fn try_registry_snapshot(&self, epoch: u64) -> Result<RegistrySnapshot, ChainError> {
-        match self.call(&Request::RegistrySnapshot(epoch))? {
-            Answer::Snapshot(snapshot) => Ok(snapshot),
-            other => Err(refused_or_unexpected(other)),
-        }
-    }
-
-    /// [`UpperChain::epoch`], reporting a failure.
-    pub fn try_epoch(&self) -> Result<u64, ChainError> {
-        self.number(&Request::Epoch)
-    }
-
-    /// [`UpperChain::sequencer_set`], reporting a failure.
-    pub fn try_sequencer_set(&self) -> Result<Vec<SequencerRecord>, ChainError> {
-        match self.call(&Request::SequencerSet)? {
-            Answer::Sequencers(set) => Ok(set),
-            other => Err(refused_or_unexpected(other)),
-        }
-    }
-
-    /// [`UpperChain::last_batch`], reporting a failure.
-    pub fn try_last_batch(&self) -> Result<u64, ChainError> {
-        self.number(&Request::LastBatch)
-    }
-
-    /// [`UpperChain::group_root`], reporting a failure.
-    pub fn try_group_root(&self, group: &B256) -> Result<Option<GroupRootCommitment>, ChainError> {
-        match self.call(&Request::GroupRoot(*group))? {
-            Answer::GroupRoot(root) => Ok(root),
-            other => Err(refused_or_unexpected(other)),
-        }
-    }
-
     fn number(&self, request: &Request) -> Result<u64, ChainError> {
         match self.call(request)? {
             Answer::Number(number) => Ok(number),
             other => Err(refused_or_unexpected(other)),
         }
-    }
-
-    fn infallible<T>(&self, what: &str, result: Result<T, ChainError>) -> T {
-        result.unwrap_or_else(|e| panic!("upper chain tickrate://{}: {what}: {e}", self.addr))
     }
 }
 
@@ -348,22 +310,22 @@ impl UpperChain for RemoteChain {
         }
     }
 
-    /// # Panics
-    /// If the server cannot be reached ([`RemoteChain::try_registry_snapshot`] reports it).
-    fn registry_snapshot(&self, epoch: u64) -> RegistrySnapshot {
-        self.infallible("registry snapshot", self.try_registry_snapshot(epoch))
+    fn registry_snapshot(&self, epoch: u64) -> Result<RegistrySnapshot, ChainError> {
+        match self.call(&Request::RegistrySnapshot(epoch))? {
+            Answer::Snapshot(snapshot) => Ok(snapshot),
+            other => Err(refused_or_unexpected(other)),
+        }
     }
 
-    /// # Panics
-    /// If the server cannot be reached ([`RemoteChain::try_epoch`] reports it).
-    fn epoch(&self) -> u64 {
-        self.infallible("epoch", self.try_epoch())
+    fn epoch(&self) -> Result<u64, ChainError> {
+        self.number(&Request::Epoch)
     }
 
-    /// # Panics
-    /// If the server cannot be reached ([`RemoteChain::try_sequencer_set`] reports it).
-    fn sequencer_set(&self) -> Vec<SequencerRecord> {
-        self.infallible("sequencer set", self.try_sequencer_set())
+    fn sequencer_set(&self) -> Result<Vec<SequencerRecord>, ChainError> {
+        match self.call(&Request::SequencerSet)? {
+            Answer::Sequencers(set) => Ok(set),
+            other => Err(refused_or_unexpected(other)),
+        }
     }
 
     fn commit_batch(
@@ -394,16 +356,15 @@ impl UpperChain for RemoteChain {
         ))
     }
 
-    /// # Panics
-    /// If the server cannot be reached ([`RemoteChain::try_last_batch`] reports it).
-    fn last_batch(&self) -> u64 {
-        self.infallible("last batch", self.try_last_batch())
+    fn last_batch(&self) -> Result<u64, ChainError> {
+        self.number(&Request::LastBatch)
     }
 
-    /// # Panics
-    /// If the server cannot be reached ([`RemoteChain::try_group_root`] reports it).
-    fn group_root(&self, group: &B256) -> Option<GroupRootCommitment> {
-        self.infallible("group root", self.try_group_root(group))
+    fn group_root(&self, group: &B256) -> Result<Option<GroupRootCommitment>, ChainError> {
+        match self.call(&Request::GroupRoot(*group))? {
+            Answer::GroupRoot(root) => Ok(root),
+            other => Err(refused_or_unexpected(other)),
+        }
     }
 
     fn batch_hash(&self, number: u64) -> Result<Option<B256>, ChainError> {

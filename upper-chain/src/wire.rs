@@ -147,9 +147,11 @@ pub fn handle(chain: &dyn UpperChain, chain_id: u64, request: Request) -> Answer
         Request::RegisterNode(registration, signature) => {
             answer(chain.register_node(registration, &signature), Answer::Node)
         }
-        Request::RegistrySnapshot(epoch) => Answer::Snapshot(chain.registry_snapshot(epoch)),
-        Request::Epoch => Answer::Number(chain.epoch()),
-        Request::SequencerSet => Answer::Sequencers(chain.sequencer_set()),
+        Request::RegistrySnapshot(epoch) => {
+            answer(chain.registry_snapshot(epoch), Answer::Snapshot)
+        }
+        Request::Epoch => answer(chain.epoch(), Answer::Number),
+        Request::SequencerSet => answer(chain.sequencer_set(), Answer::Sequencers),
         Request::CommitBatch {
             number,
             batch_hash,
@@ -159,8 +161,8 @@ pub fn handle(chain: &dyn UpperChain, chain_id: u64, request: Request) -> Answer
         Request::CommitGroupRoot(commitment, members, certificate) => {
             done(chain.commit_group_root(commitment, &members, &certificate))
         }
-        Request::LastBatch => Answer::Number(chain.last_batch()),
-        Request::GroupRoot(group) => Answer::GroupRoot(chain.group_root(&group)),
+        Request::LastBatch => answer(chain.last_batch(), Answer::Number),
+        Request::GroupRoot(group) => answer(chain.group_root(&group), Answer::GroupRoot),
         Request::BatchHash(number) => answer(chain.batch_hash(number), Answer::BatchHash),
         Request::RecordSyncedRoot(synced, signature) => {
             done(chain.record_synced_root(synced, &signature))

@@ -165,7 +165,7 @@ fn connect_checks_the_endpoint_the_chain_id_and_the_contract() {
     chain.registry = Some(config.registry);
     chain.sender = Some(sender.clone());
     let connected = connect(&chain).unwrap();
-    assert_eq!(connected.epoch(), 0);
+    assert_eq!(connected.epoch().unwrap(), 0);
     assert_eq!(connected.stake_cap().unwrap(), common::STAKE_CAP);
 
     let wrong = ChainConfig {

@@ -120,6 +120,31 @@ fn nothing_listening_is_unreachable_and_unknown_schemes_are_bad_urls() {
     ));
 }
 
+#[test]
+fn reads_from_a_server_that_went_away_are_errors_not_panics() {
+    let Served {
+        owner,
+        remote,
+        _runtime: runtime,
+        ..
+    } = served();
+    let epoch = remote.epoch().unwrap();
+    // The serving process stops: its listener and connections close.
+    drop(runtime);
+    drop(owner);
+    let unreachable = |what: &str, error: Option<ChainError>| {
+        assert!(
+            matches!(error, Some(ChainError::Unreachable { .. })),
+            "{what}: {error:?}"
+        );
+    };
+    unreachable("epoch", remote.epoch().err());
+    unreachable("registry snapshot", remote.registry_snapshot(epoch).err());
+    unreachable("sequencer set", remote.sequencer_set().err());
+    unreachable("last batch", remote.last_batch().err());
+    unreachable("group root", remote.group_root(&Default::default()).err());
+}
+
 fn exchange(stream: &mut TcpStream, frame: &[u8]) -> Option<Answer> {
     stream.write_all(frame).unwrap();
     let mut header = [0u8; 4];
@@ -140,8 +165,8 @@ fn malformed_requests_get_typed_refusals_and_change_nothing() {
     let served = served();
     let chain = served.chain();
     common::exits_and_evictions(&served);
-    let epoch = chain.epoch();
-    let snapshot = chain.registry_snapshot(epoch);
+    let epoch = chain.epoch().unwrap();
+    let snapshot = chain.registry_snapshot(epoch).unwrap();
 
     let mut stream = TcpStream::connect(served.addr).unwrap();
     for body in [
@@ -177,6 +202,6 @@ fn malformed_requests_get_typed_refusals_and_change_nothing() {
     half.write_all(&[0, 0, 0, 100, PROTOCOL_VERSION]).unwrap();
     drop(half);
 
-    assert_eq!(chain.epoch(), epoch);
-    assert_eq!(chain.registry_snapshot(epoch), snapshot);
+    assert_eq!(chain.epoch().unwrap(), epoch);
+    assert_eq!(chain.registry_snapshot(epoch).unwrap(), snapshot);
 }

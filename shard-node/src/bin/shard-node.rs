@@ -136,9 +136,15 @@ fn register(config_path: &Path, features_override: Option<String>) -> anyhow::Re
         node.registration(config.endpoint.clone(), config.reward_wallet, features);
     match chain.register_node(registration, &signature) {
         Ok(id) => {
-            let epoch = chain.epoch();
-            info!(node_id = %id.0, epoch, "registered");
+            // The registration stands even if the epoch read after it fails.
             println!("registered {}", id.0);
+            let epoch = chain.epoch().with_context(|| {
+                format!(
+                    "node {} registered, but reading the chain's epoch failed",
+                    id.0
+                )
+            })?;
+            info!(node_id = %id.0, epoch, "registered");
             println!("active_from_epoch {}", epoch + 1);
             Ok(())
         }
@@ -155,12 +161,19 @@ fn register(config_path: &Path, features_override: Option<String>) -> anyhow::Re
 fn status(config_path: &Path, json: bool) -> anyhow::Result<()> {
     let (_config, keys, chain) = open(config_path)?;
     let id = keys.node().id();
-    let epoch = chain.epoch();
-    let record = chain
+    let epoch = chain.epoch().context("reading the chain's epoch")?;
+    let record = match chain
         .registry_snapshot(epoch)
+        .with_context(|| format!("reading the registry of epoch {epoch}"))?
         .node(&id)
-        .cloned()
-        .or_else(|| chain.registry_snapshot(epoch + 1).node(&id).cloned());
+    {
+        Some(record) => Some(record.clone()),
+        None => chain
+            .registry_snapshot(epoch + 1)
+            .with_context(|| format!("reading the registry of epoch {}", epoch + 1))?
+            .node(&id)
+            .cloned(),
+    };
     let synced = chain.synced_root(&id)?;
     let departure = chain.departure(&id)?;
     let state = match (&record, &departure) {

@@ -85,11 +85,12 @@ async fn a_thousand_moves_from_fifty_players_all_execute_and_the_board_matches_a
     let committed = devnet
         .chain
         .group_root(&game_group)
+        .expect("the embedded chain reads")
         .expect("the game's group root is committed");
     assert_eq!(committed.batch, network.last_batch());
     drop(network);
     assert!(
-        devnet.chain.last_batch() >= 1,
+        devnet.chain.last_batch().expect("the embedded chain reads") >= 1,
         "batches are committed on the upper chain"
     );
 }

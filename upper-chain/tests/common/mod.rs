@@ -128,7 +128,7 @@ fn admin(chain: &dyn UpperChain, op: AdminOp) -> Result<(), ChainError> {
 
 fn advance_epoch(chain: &dyn UpperChain) -> u64 {
     admin(chain, AdminOp::AdvanceEpoch).unwrap();
-    chain.epoch()
+    chain.epoch().unwrap()
 }
 
 fn certificate(secrets: &[BlsSecretKey], signers: &[usize], message: &[u8]) -> Certificate {
@@ -179,7 +179,7 @@ pub fn registration_by_the_signer_only(harness: &impl Harness) {
     assert_ne!(other, NodeId(intruder.address()));
 
     advance_epoch(chain.as_ref());
-    let snapshot = chain.registry_snapshot(1);
+    let snapshot = chain.registry_snapshot(1).unwrap();
     assert_eq!(snapshot.node(&id).unwrap().registration, first);
     assert!(snapshot.node(&NodeId(intruder.address())).is_none());
 }
@@ -201,7 +201,7 @@ pub fn double_registration_fails(harness: &impl Harness) {
         Err(ChainError::AlreadyRegistered(id))
     );
     advance_epoch(chain.as_ref());
-    assert_eq!(chain.registry_snapshot(1).ids(), vec![id]);
+    assert_eq!(chain.registry_snapshot(1).unwrap().ids(), vec![id]);
 }
 
 pub fn group_root_needs_a_genuine_quorum(harness: &impl Harness) {
@@ -301,7 +301,7 @@ pub fn group_root_needs_a_genuine_quorum(harness: &impl Harness) {
         ),
         Err(ChainError::BadEpoch { got: 2, current: 1 })
     );
-    assert_eq!(chain.group_root(&commitment.group), None);
+    assert_eq!(chain.group_root(&commitment.group).unwrap(), None);
 
     chain
         .commit_group_root(
@@ -311,7 +311,7 @@ pub fn group_root_needs_a_genuine_quorum(harness: &impl Harness) {
         )
         .unwrap();
     assert_eq!(
-        chain.group_root(&commitment.group),
+        chain.group_root(&commitment.group).unwrap(),
         Some(commitment.clone())
     );
 
@@ -328,7 +328,10 @@ pub fn group_root_needs_a_genuine_quorum(harness: &impl Harness) {
             &certificate(&secrets, &[0, 1, 2, 3, 4, 5], &older.signing_bytes()),
         )
         .unwrap();
-    assert_eq!(chain.group_root(&commitment.group), Some(commitment));
+    assert_eq!(
+        chain.group_root(&commitment.group).unwrap(),
+        Some(commitment)
+    );
 }
 
 pub fn epoch_snapshots_are_deterministic(harness: &impl Harness) {
@@ -337,9 +340,9 @@ pub fn epoch_snapshots_are_deterministic(harness: &impl Harness) {
         .into_iter()
         .map(|seed| register(chain.as_ref(), seed).0)
         .collect();
-    assert!(chain.registry_snapshot(0).nodes.is_empty());
+    assert!(chain.registry_snapshot(0).unwrap().nodes.is_empty());
     assert_eq!(advance_epoch(chain.as_ref()), 1);
-    let first = chain.registry_snapshot(1);
+    let first = chain.registry_snapshot(1).unwrap();
     let mut sorted = early.clone();
     sorted.sort();
     assert_eq!(first.ids(), sorted);
@@ -360,22 +363,25 @@ pub fn epoch_snapshots_are_deterministic(harness: &impl Harness) {
     chain
         .record_departure(exit, &DepartureProof::NodeSignature(signature))
         .unwrap();
-    assert_eq!(chain.registry_snapshot(1), first);
-    assert_eq!(chain.registry_snapshot(1), chain.registry_snapshot(1));
+    assert_eq!(chain.registry_snapshot(1).unwrap(), first);
+    assert_eq!(
+        chain.registry_snapshot(1).unwrap(),
+        chain.registry_snapshot(1).unwrap()
+    );
 
     assert_eq!(advance_epoch(chain.as_ref()), 2);
-    let second = chain.registry_snapshot(2);
+    let second = chain.registry_snapshot(2).unwrap();
     let mut all = early.clone();
     all.push(late);
     all.sort();
     assert_eq!(second.ids(), all);
-    assert_eq!(chain.registry_snapshot(1), first);
+    assert_eq!(chain.registry_snapshot(1).unwrap(), first);
 
     assert_eq!(advance_epoch(chain.as_ref()), 3);
-    let third = chain.registry_snapshot(3);
+    let third = chain.registry_snapshot(3).unwrap();
     all.retain(|id| *id != early[1]);
     assert_eq!(third.ids(), all);
-    assert_eq!(chain.registry_snapshot(2), second);
+    assert_eq!(chain.registry_snapshot(2).unwrap(), second);
 }
 
 pub fn deposits_arrive_exactly_once(harness: &impl Harness) {
@@ -447,12 +453,12 @@ pub fn batches_need_a_sequencer_quorum(harness: &impl Harness) {
         whitelist(chain.as_ref(), seed, 100).unwrap();
     }
     admin(chain.as_ref(), AdminOp::Rotate { size: 4 }).unwrap();
-    let set = chain.sequencer_set();
+    let set = chain.sequencer_set().unwrap();
     assert_eq!(set.len(), 4);
     // Certificates index the set in its order (by ID after a rotation).
     let secrets = secrets_of(&set);
     let message = b"batch 1 commit".to_vec();
-    assert_eq!(chain.last_batch(), 0);
+    assert_eq!(chain.last_batch().unwrap(), 0);
     assert_eq!(
         chain.commit_batch(
             2,
@@ -494,7 +500,7 @@ pub fn batches_need_a_sequencer_quorum(harness: &impl Harness) {
             &certificate(&secrets, &[1, 2, 3], &message),
         )
         .unwrap();
-    assert_eq!(chain.last_batch(), 1);
+    assert_eq!(chain.last_batch().unwrap(), 1);
     assert_eq!(chain.batch_hash(1).unwrap(), Some(B256::repeat_byte(1)));
     assert_eq!(chain.batch_hash(2).unwrap(), None);
 }
@@ -565,7 +571,7 @@ pub fn sequencer_set_management(harness: &impl Harness) {
     admin(chain.as_ref(), AdminOp::Rotate { size: 2 }).unwrap();
     let mut expected = vec![sequencer(2).0, sequencer(3).0];
     expected.sort_by_key(|record| record.id);
-    assert_eq!(chain.sequencer_set(), expected);
+    assert_eq!(chain.sequencer_set().unwrap(), expected);
     assert_eq!(
         admin(chain.as_ref(), AdminOp::Rotate { size: 4 }),
         Err(ChainError::BadRotation {
@@ -575,7 +581,7 @@ pub fn sequencer_set_management(harness: &impl Harness) {
     );
     // Removal takes a sequencer off the whitelist and out of the set.
     admin(chain.as_ref(), AdminOp::Remove(sequencer(2).0.id)).unwrap();
-    assert_eq!(chain.sequencer_set(), vec![sequencer(3).0]);
+    assert_eq!(chain.sequencer_set().unwrap(), vec![sequencer(3).0]);
     assert_eq!(chain.sequencer_candidates().unwrap().len(), 2);
     assert_eq!(
         admin(chain.as_ref(), AdminOp::Remove(sequencer(2).0.id)),
@@ -643,7 +649,7 @@ pub fn synced_roots(harness: &impl Harness) {
 pub fn exits_and_evictions(harness: &impl Harness) {
     let chain = harness.chain();
     let (members, secrets) = group(chain.as_ref());
-    let epoch = chain.epoch();
+    let epoch = chain.epoch().unwrap();
 
     // An exit, signed by the node itself, effective in a future epoch.
     let exit = Departure {
@@ -728,9 +734,9 @@ pub fn exits_and_evictions(harness: &impl Harness) {
     assert_eq!(chain.departure(&members[7]).unwrap(), Some(eviction));
 
     // Both leave the registry from the next epoch on; the current one is unchanged.
-    assert_eq!(chain.registry_snapshot(epoch).ids().len(), 8);
+    assert_eq!(chain.registry_snapshot(epoch).unwrap().ids().len(), 8);
     let next = advance_epoch(chain.as_ref());
-    let ids = chain.registry_snapshot(next).ids();
+    let ids = chain.registry_snapshot(next).unwrap().ids();
     assert_eq!(ids.len(), 6);
     assert!(!ids.contains(&members[0]) && !ids.contains(&members[7]));
 }
@@ -754,7 +760,7 @@ type SequencerState = (
 /// What a chain shows about its sequencers, to check a refused report changed nothing.
 fn sequencer_state(chain: &dyn UpperChain) -> SequencerState {
     (
-        chain.sequencer_set(),
+        chain.sequencer_set().unwrap(),
         chain.sequencer_candidates().unwrap(),
         chain.equivocations().unwrap(),
         chain.admin_nonce().unwrap(),
@@ -772,6 +778,7 @@ pub fn equivocation_expels_the_offender(harness: &impl Harness) {
     let (offender, secret, _) = sequencer(2);
     let index = chain
         .sequencer_set()
+        .unwrap()
         .iter()
         .position(|record| record.id == offender.id)
         .unwrap() as u16;
@@ -863,8 +870,8 @@ pub fn equivocation_expels_the_offender(harness: &impl Harness) {
     assert_eq!(chain.admin_nonce().unwrap(), before.3);
     // It stays in the active set until the next rotation, so certificates of the running set
     // still commit batches.
-    assert_eq!(chain.sequencer_set(), before.0);
-    let secrets = secrets_of(&chain.sequencer_set());
+    assert_eq!(chain.sequencer_set().unwrap(), before.0);
+    let secrets = secrets_of(&chain.sequencer_set().unwrap());
     let message = commit_message(3, 9, &B256::repeat_byte(7));
     chain
         .commit_batch(
@@ -915,7 +922,7 @@ pub fn equivocation_expels_the_offender(harness: &impl Harness) {
         })
     );
     admin(chain.as_ref(), AdminOp::Rotate { size: 3 }).unwrap();
-    let set = chain.sequencer_set();
+    let set = chain.sequencer_set().unwrap();
     assert_eq!(set.len(), 3);
     assert!(set.iter().all(|record| record.id != offender.id));
 }
