@@ -18,3 +18,8 @@ pub const CLIENT_OUTBOUND_MAX: usize = 65_536;
 pub const PEER_MESSAGE_BYTES_MAX: usize = crate::mesh::CONSENSUS_MESSAGE_BYTES_MAX + 1024;
 /// Longest wait between two attempts to reopen a link to a peer.
 pub const PEER_LINK_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+/// Batches queued for the upper-chain worker before the core task drops one (another sequencer
+/// records it).
+pub const UPSTREAM_QUEUE_MAX: usize = 4_096;
+/// Batches the upper-chain worker holds while it waits for the chain or for a missing batch.
+pub const UPSTREAM_PENDING_MAX: usize = 4_096;

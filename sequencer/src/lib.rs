@@ -19,3 +19,4 @@ pub mod mesh;
 pub mod node;
 pub mod packer;
 pub mod pending;
+pub mod upstream;

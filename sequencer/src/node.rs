@@ -48,6 +48,7 @@ use crate::{
     mesh::{PeerDelivery, PeerLinks, PeerMessage},
     packer::{PackedBlock, Packer},
     pending::PendingState,
+    upstream::{Upstream, UpstreamCommit},
 };
 
 /// How a sequencer runs.
@@ -171,7 +172,8 @@ pub async fn spawn(
         client_addr,
         stats: stats.clone(),
     };
-    let core = Core::new(config, wiring, commands, stats);
+    let upstream = Upstream::spawn(wiring.chain.clone())?;
+    let core = Core::new(config, wiring, commands, stats, upstream);
     tokio::spawn(core.run(queue, server));
     Ok(handle)
 }
@@ -274,6 +276,8 @@ struct Core {
     inbound: mpsc::Receiver<PeerDelivery>,
     weak_da: WeakDa,
     chain: Arc<dyn UpperChain>,
+    /// Records committed batches on the upper chain, off this task.
+    upstream: Upstream,
     finalized: mpsc::Sender<FinalizedBatch>,
     executed: broadcast::Receiver<Arc<ExecutedBatch>>,
     commands: mpsc::Sender<Command>,
@@ -332,6 +336,7 @@ impl Core {
         wiring: SequencerWiring,
         commands: mpsc::Sender<Command>,
         stats: Arc<SequencerStats>,
+        upstream: Upstream,
     ) -> Self {
         let validators = ValidatorSet::new(
             wiring
@@ -359,6 +364,7 @@ impl Core {
             inbound: wiring.inbound,
             weak_da: wiring.weak_da,
             chain: wiring.chain,
+            upstream,
             finalized: wiring.finalized,
             executed: wiring.executed,
             commands,
@@ -802,25 +808,13 @@ impl Core {
                 }
             }
         }
-        let number = batch.number;
-        match self.chain.last_batch() {
-            Ok(last) if last + 1 == number => {
-                let digest = consensus::Value::digest(&batch);
-                let message = consensus::commit_message(view, sequence, &digest);
-                if let Err(error) =
-                    self.chain
-                        .commit_batch(number, batch.hash(), &message, &certificate)
-                {
-                    debug!(target: "sequencer", sequence, %error, "batch commitment not recorded (another sequencer was first)");
-                }
-            }
-            Ok(_) => {}
-            // The chain being briefly unreachable must not stop the sequencer: the batch is
-            // final by its certificate, and another sequencer may commit it upstream.
-            Err(error) => {
-                warn!(target: "sequencer", sequence, number, %error, "upper chain unreachable; batch commitment skipped");
-            }
-        }
+        let digest = consensus::Value::digest(&batch);
+        self.upstream.submit(UpstreamCommit {
+            number: batch.number,
+            batch_hash: batch.hash(),
+            commit_message: consensus::commit_message(view, sequence, &digest),
+            certificate: certificate.clone(),
+        });
         let finalized = FinalizedBatch {
             batch,
             sequence,
