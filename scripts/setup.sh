@@ -3,7 +3,7 @@
 # Idempotent: installs nothing when everything is present.
 set -euo pipefail
 
-packages=(libclang-dev clang pkg-config)   # libclang-dev: bindgen for librocksdb-sys
+packages=(libclang-dev clang pkg-config iproute2)   # libclang-dev: bindgen for librocksdb-sys; iproute2: the emulated link's namespaces
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
