@@ -379,8 +379,13 @@ async fn kcp_echo_server(addr: SocketAddr, ready: Ready, config: KcpConfig) {
     }
 }
 
-/// Echoes every message of every TCP connection.
-async fn tcp_echo_server(addr: SocketAddr, ready: Ready) {
+/// Accepts TCP connections on `addr`, after saying on `ready` whether it could listen, and
+/// serves each connection with `serve` in its own task.
+async fn tcp_listen<Serve, Served>(addr: SocketAddr, ready: Ready, serve: Serve)
+where
+    Serve: Fn(TcpStream) -> Served,
+    Served: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+{
     let listener = match TcpListener::bind(addr).await {
         Ok(listener) => listener,
         Err(error) => {
@@ -390,8 +395,13 @@ async fn tcp_echo_server(addr: SocketAddr, ready: Ready) {
     };
     let _ = ready.send(Ok(()));
     while let Ok((stream, _)) = listener.accept().await {
-        tokio::spawn(tcp_echo(stream));
+        tokio::spawn(serve(stream));
     }
+}
+
+/// Echoes every message of every TCP connection.
+async fn tcp_echo_server(addr: SocketAddr, ready: Ready) {
+    tcp_listen(addr, ready, tcp_echo).await;
 }
 
 async fn tcp_echo(mut stream: TcpStream) -> std::io::Result<()> {
@@ -586,17 +596,7 @@ async fn kcp_bulk_receive(mut connection: KcpConnection) {
 
 /// Receives bulk streams over TCP and confirms every [`BULK_BYTES`] with one byte.
 async fn tcp_bulk_server(addr: SocketAddr, ready: Ready) {
-    let listener = match TcpListener::bind(addr).await {
-        Ok(listener) => listener,
-        Err(error) => {
-            let _ = ready.send(Err(error));
-            return;
-        }
-    };
-    let _ = ready.send(Ok(()));
-    while let Ok((stream, _)) = listener.accept().await {
-        tokio::spawn(tcp_bulk_receive(stream));
-    }
+    tcp_listen(addr, ready, tcp_bulk_receive).await;
 }
 
 async fn tcp_bulk_receive(mut stream: TcpStream) -> std::io::Result<()> {
