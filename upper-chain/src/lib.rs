@@ -447,36 +447,13 @@ pub enum AdminOp {
 }
 
 impl AdminOp {
-    /// The hash the admin key signs, with the chain's admin nonce.
+    /// The hash the admin key signs, with the chain's admin nonce: the operation's canonical
+    /// encoding (the served chain's wire form) after a prefix and the nonce, as the contract
+    /// hashes it.
     pub fn signing_hash(&self, nonce: u64) -> B256 {
         let mut out = b"tickrate:admin".to_vec();
         nonce.encode(&mut out);
-        match self {
-            AdminOp::Whitelist {
-                record,
-                possession,
-                stake,
-            } => {
-                out.push(0);
-                record.id.0.encode(&mut out);
-                record.bls_key.encode(&mut out);
-                possession.encode(&mut out);
-                out.extend_from_slice(&stake.to_be_bytes());
-            }
-            AdminOp::Remove(id) => {
-                out.push(1);
-                id.0.encode(&mut out);
-            }
-            AdminOp::SetStakeCap(cap) => {
-                out.push(2);
-                out.extend_from_slice(&cap.to_be_bytes());
-            }
-            AdminOp::Rotate { size } => {
-                out.push(3);
-                out.extend_from_slice(&size.to_be_bytes());
-            }
-            AdminOp::AdvanceEpoch => out.push(4),
-        }
+        self.encode(&mut out);
         keccak256(&out)
     }
 }

@@ -285,6 +285,8 @@ impl Decode for DepartureProof {
     }
 }
 
+// These bytes are also what the admin key signs (`AdminOp::signing_hash`) and what the
+// `Registry` contract hashes: they change only together with the contract.
 impl Encode for AdminOp {
     fn encode(&self, out: &mut Vec<u8>) {
         match self {
