@@ -114,3 +114,5 @@ pub const DHT_RESPONSE_NODES_MAX: usize = 2 * DHT_BUCKET_SIZE;
 pub const DHT_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 /// Queries one lookup may send in all; a lookup that reaches it ends with what it has.
 pub const DHT_LOOKUP_QUERIES_MAX: u32 = 512;
+/// Peers one IP-proximity table holds; newcomers beyond it are refused until an entry fails.
+pub const PROXIMITY_TABLE_MAX: usize = 4_096;

@@ -16,9 +16,14 @@
 
 mod lookup;
 pub mod network;
+pub mod proximity;
 mod table;
 #[cfg(test)]
 mod tests;
 
 pub use lookup::{Lookup, LookupOutcome};
+pub use proximity::{
+    ProximityDistance, ProximityEntry, ProximityInsert, ProximityKey, ProximityStats,
+    ProximityTable, RelayCandidate, proximity_distance,
+};
 pub use table::{Entry, InsertOutcome, RoutingTable, RoutingTableStats};
