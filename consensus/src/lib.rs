@@ -23,6 +23,8 @@
 //!   ([`verify_evidence`]); the evidence type and the signed bytes of pre-prepares, prepares and
 //!   commits are [`primitives::pbft`]'s, re-exported here, so the upper chain checks evidence
 //!   against the offender's registered key.
+//! - [`persist`]: the [`Record`]s a durable replica emits and the [`ReplicaState`] they fold
+//!   into; [`store`]: the append-only log that keeps them ([`FileLog`]).
 //! - [`stats`]: counters of what a replica did and refused.
 //! - [`constants`]: the window, the checkpoint interval, the size bounds, the timeouts.
 //! - `harness` (feature `test-utils`): a seeded, untimed in-memory `Cluster` of replicas with
@@ -48,11 +50,16 @@
 //! [`ReplicaStats::signature_checks`]. Pre-prepares, checkpoints, view changes and new views
 //! are checked on arrival.
 //!
-//! # What is not here
-//! Persistence: a replica's log lives in memory. The simulator's crash and restart keep it, as a
-//! replica that persists each log entry before voting on it would; a replica that loses its
-//! log must rejoin as a new validator (a later epoch) rather than restart, or it could vote
-//! twice differently.
+//! # Persistence
+//! A replica built with [`Replica::restore`] is durable: it queues a [`Record`] for every
+//! promise (its view, the pre-prepare it stands behind at a slot, its prepared proofs, decided
+//! entries, stable checkpoints) and the driver makes them durable before it sends the messages
+//! that depend on them ([`Replica::poll_persist`], [`persist`]). After a crash the records fold
+//! into a [`ReplicaState`] the replica restarts from, so it never votes for two values at one
+//! sequence in one view. [`store`] keeps them in an append-only file ([`FileLog`]) with length
+//! and checksum framing, torn-tail truncation and compaction at stable checkpoints. A replica
+//! built with [`Replica::new`] keeps everything in memory: if it loses its memory it must
+//! rejoin as a new validator (a later epoch), not restart.
 
 pub mod constants;
 pub mod error;
@@ -61,8 +68,10 @@ pub mod evidence;
 pub mod harness;
 mod log;
 pub mod message;
+pub mod persist;
 pub mod replica;
 pub mod stats;
+pub mod store;
 pub mod validator;
 pub mod value;
 pub mod view_change;
@@ -81,8 +90,10 @@ pub use message::{
     ViewChange, Vote, checkpoint_message, commit_message, pre_prepare_message, prepare_message,
     proposal_digest,
 };
+pub use persist::{Record, ReplicaState, StateError};
 pub use replica::{Replica, ReplicaConfig, ReplicaEvent, ReplicaInput};
 pub use stats::{RejectStats, ReplicaStats};
+pub use store::{FileLog, FileMedium, LogError, LogMedium, MemoryMedium, Recovery, ReplicaLog};
 pub use validator::{Validator, ValidatorSet, faults_max, quorum};
 pub use value::Value;
 

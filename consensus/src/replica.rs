@@ -27,6 +27,7 @@ use crate::{
         Checkpoint, DecidedEntry, Message, NewView, PrePrepare, PreparedProof, ViewChange, Vote,
         checkpoint_message, commit_message, pre_prepare_message, prepare_message,
     },
+    persist::{Record, ReplicaState},
     stats::ReplicaStats,
     validator::ValidatorSet,
     value::Value,
@@ -213,6 +214,11 @@ pub struct Replica<V: Value> {
     stable_proof: Vec<Checkpoint>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<ReplicaEvent<V>>,
+    /// Whether this replica records what it promises ([`Replica::restore`]); a replica built
+    /// with [`Replica::new`] records nothing.
+    durable: bool,
+    /// Records the driver must make durable before it sends the transmits queued with them.
+    persist: VecDeque<Record<V>>,
     stats: ReplicaStats,
     /// Held votes found badly signed during the current input, as `(kind, sequence, voter)`:
     /// removed from the log, counted as refusals when the input ends. Empty between inputs.
@@ -316,6 +322,8 @@ impl<V: Value> Replica<V> {
             stable_proof: Vec::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
+            durable: false,
+            persist: VecDeque::new(),
             stats: ReplicaStats::default(),
             bad_votes: Vec::new(),
             time_last: Instant::ZERO,
@@ -336,6 +344,122 @@ impl<V: Value> Replica<V> {
             stale_replies: BTreeMap::new(),
             adopted_history: None,
         }
+    }
+
+    /// A durable replica: number `index` of `validators`, signing with `secret`, continuing
+    /// from `state` (what its log recovered, or [`ReplicaState::genesis`] for a new one) at
+    /// `now`. It queues a [`Record`] for every promise it makes ([`Replica::poll_persist`]).
+    ///
+    /// It comes back in the recorded view. If it was in that view's normal case, it stands
+    /// behind the pre-prepares it recorded (refusing any other for their slots) and holds its
+    /// own prepares and commits, re-signed (BLS signatures are deterministic, so they are the
+    /// bytes it sent); as primary it proposes only above what it proposed. If it was changing
+    /// views, it asks for the view again. Votes of others, checkpoint votes and view changes
+    /// are not recorded: it learns them again, or catches up by state transfer.
+    ///
+    /// # Panics
+    /// As [`Replica::new`].
+    pub fn restore(
+        validators: ValidatorSet,
+        index: usize,
+        secret: BlsSecretKey,
+        config: ReplicaConfig,
+        now: Instant,
+        state: ReplicaState<V>,
+    ) -> Self {
+        let mut replica = Self::with_config(validators, index, secret, config);
+        replica.durable = true;
+        replica.time_last = now;
+        let ReplicaState {
+            view,
+            active,
+            last_committed,
+            history,
+            low_watermark,
+            stable_history,
+            stable_proof,
+            checkpoints,
+            proposals,
+            prepared,
+            decided,
+        } = state;
+        replica.view = view;
+        replica.last_committed = last_committed;
+        replica.history = history;
+        replica.low_watermark = low_watermark;
+        replica.stable_proof = stable_proof;
+        replica.checkpoint_histories = checkpoints;
+        replica.decided = decided;
+        if last_committed < low_watermark {
+            // The window moved to a checkpoint proven by others before this replica got there.
+            replica.adopted_history = Some((low_watermark, stable_history));
+        }
+        let primary = replica.validators.primary_index(view) == replica.index();
+        let mut next_sequence = last_committed.max(low_watermark) + 1;
+        for (sequence, proof) in &prepared {
+            replica.slots.entry(*sequence).or_default().prepared = Some(proof.clone());
+        }
+        if active {
+            for (sequence, pre_prepare) in proposals {
+                next_sequence = next_sequence.max(sequence + 1);
+                let digest = pre_prepare.digest();
+                let me = replica.index;
+                let own_prepare =
+                    (!primary).then(|| Vote::prepare(&replica.secret, view, sequence, digest, me));
+                let committed = prepared.get(&sequence).is_some_and(|proof| {
+                    proof.pre_prepare.view == view && proof.pre_prepare.digest() == digest
+                });
+                let own_commit =
+                    committed.then(|| Vote::commit(&replica.secret, view, sequence, digest, me));
+                let slot = replica.slots.entry(sequence).or_default();
+                slot.proposal = Some(Proposal {
+                    pre_prepare,
+                    digest,
+                    verdict: if primary {
+                        Verdict::Own
+                    } else {
+                        Verdict::Valid
+                    },
+                });
+                if let Some(vote) = own_prepare {
+                    slot.prepares.insert(
+                        me,
+                        Held {
+                            vote,
+                            verified: true,
+                        },
+                    );
+                }
+                if let Some(vote) = own_commit {
+                    slot.commit_sent = true;
+                    slot.commits.insert(
+                        me,
+                        Held {
+                            vote,
+                            verified: true,
+                        },
+                    );
+                }
+            }
+        } else {
+            // Changing views: ask for the view again (the same view change, or one that says the
+            // same with a later stable checkpoint).
+            replica.active = false;
+            let own = ViewChange::new(
+                &replica.secret,
+                view,
+                replica.index,
+                replica.stable_proof.clone(),
+                prepared.into_values().collect(),
+            );
+            replica.keep_view_change(own.clone());
+            replica.broadcast(&Message::ViewChange(own));
+            replica.timer = Some((now + replica.view_timeout(), replica.last_committed));
+        }
+        replica.next_sequence = next_sequence;
+        debug!(target: "consensus", replica = replica.index, view, active, last_committed,
+            low_watermark, "restored");
+        replica
     }
 
     /// Whether the replica is in the normal case of its view (false during a view change).
@@ -498,7 +622,31 @@ impl<V: Value> Replica<V> {
             self.events.len() <= EVENTS_QUEUED_MAX,
             "driver drains events"
         );
+        assert!(
+            self.persist.len() <= PERSIST_QUEUED_MAX,
+            "driver drains records"
+        );
         result
+    }
+
+    /// The next record to make durable (see [`crate::persist`]). Drain it until `None` after
+    /// every input and timeout, and make what it gave durable, **before** draining
+    /// [`Machine::poll_transmit`] and [`Machine::poll_event`]: those messages promise what the
+    /// records hold. Always `None` on a replica built with [`Replica::new`].
+    pub fn poll_persist(&mut self) -> Option<Record<V>> {
+        self.persist.pop_front()
+    }
+
+    /// Whether this replica records what it promises (built with [`Replica::restore`]).
+    pub fn is_durable(&self) -> bool {
+        self.durable
+    }
+
+    /// Queues `record` for the driver to make durable, on a durable replica.
+    fn record(&mut self, record: impl FnOnce() -> Record<V>) {
+        if self.durable {
+            self.persist.push_back(record());
+        }
     }
 
     fn handle_propose(&mut self, from: Origin, value: V) -> Result<(), RejectReason> {
@@ -527,6 +675,7 @@ impl<V: Value> Replica<V> {
         );
         let digest = value.digest();
         let pre_prepare = PrePrepare::new(&self.secret, self.view, sequence, value);
+        self.record(|| Record::Proposal(pre_prepare.clone()));
         self.broadcast(&Message::PrePrepare(pre_prepare.clone()));
         let slot = self.slots.entry(sequence).or_default();
         assert!(
@@ -572,7 +721,11 @@ impl<V: Value> Replica<V> {
             return Ok(());
         }
         proposal.verdict = Verdict::Valid;
+        let pre_prepare = self.durable.then(|| proposal.pre_prepare.clone());
         self.stats.values_accepted += 1;
+        if let Some(pre_prepare) = pre_prepare {
+            self.record(|| Record::Proposal(pre_prepare));
+        }
         let vote = Vote::prepare(&self.secret, self.view, sequence, digest, self.index);
         self.broadcast(&Message::Prepare(vote.clone()));
         self.stats.prepares_sent += 1;
@@ -1156,10 +1309,12 @@ impl<V: Value> Replica<V> {
             .expect("a prepared slot has a proposal")
             .pre_prepare
             .clone();
-        slot.prepared = Some(PreparedProof {
+        let proof = PreparedProof {
             pre_prepare,
             prepares,
-        });
+        };
+        slot.prepared = Some(proof.clone());
+        self.record(|| Record::Prepared(proof));
     }
 
     /// Broadcasts this replica's commit for the prepared `digest` at `sequence`.
@@ -1229,6 +1384,9 @@ impl<V: Value> Replica<V> {
             value: entry.value.clone(),
             certificate: entry.certificate.clone(),
         });
+        if self.durable {
+            self.persist.push_back(Record::Decided(entry.clone()));
+        }
         self.decided.insert(sequence, entry);
         if sequence.is_multiple_of(CHECKPOINT_INTERVAL) {
             if sequence > self.low_watermark {
@@ -1300,9 +1458,21 @@ impl<V: Value> Replica<V> {
             .cloned()
             .collect();
         self.low_watermark = sequence;
+        self.record_stable(own);
         self.discard_below_watermark();
         self.stats.checkpoints_stable += 1;
         debug!(target: "consensus", replica = self.index, sequence, "checkpoint stable");
+    }
+
+    /// Records the stable checkpoint just taken (at the low watermark, with `history`).
+    pub(crate) fn record_stable(&mut self, history: B256) {
+        if self.durable {
+            self.persist.push_back(Record::Stable {
+                sequence: self.low_watermark,
+                history,
+                proof: self.stable_proof.clone(),
+            });
+        }
     }
 
     /// Discards the log at and below the low watermark, and the decided entries more than
@@ -1389,6 +1559,10 @@ const VIEW_CHANGES_PER_SENDER: usize = 4;
 /// Most normal-case messages held per sender for a view not yet entered: a window's worth of
 /// pre-prepares, prepares and commits.
 const FUTURE_PER_SENDER_MAX: usize = 3 * SEQUENCE_WINDOW as usize;
+
+/// Most records queued before the driver drains them: a window's proposals, prepared proofs and
+/// decided entries, and the view and stable checkpoint records, twice over.
+const PERSIST_QUEUED_MAX: usize = 8 * SEQUENCE_WINDOW as usize;
 
 /// The view of a normal-case message (pre-prepare, prepare, commit); `None` for the others.
 fn normal_case_view<V>(message: &Message<V>) -> Option<u64> {

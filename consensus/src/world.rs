@@ -7,15 +7,18 @@
 //! and proposes at whichever replica is primary). Faults, all drawn from one seed:
 //!
 //! - the network drops, duplicates and delays messages, and partitions the replicas;
-//! - replicas crash and restart (with their state, as a replica whose log is persisted would);
+//! - replicas crash and restart: a crash loses everything but the replica's log (an in-memory
+//!   [`ReplicaLog`] over the same framing as the file log), sometimes with a torn tail, and the
+//!   replica restarts from what the log recovers ([`Replica::restore`]);
 //! - up to `f` replicas are byzantine: silent, equivocating as primary (a different value to
 //!   half the replicas, each signed), voting for conflicting digests, or replaying old traffic.
 //!
 //! After the faulty phase the world heals (partitions end, crashed replicas restart, the network
 //! stops losing messages; byzantine replicas stay byzantine) and checks liveness: values proposed
 //! after the heal are committed by every correct replica within a bounded simulated time. Safety
-//! is checked throughout: no two correct replicas commit different values at one sequence, and
-//! every certificate verifies.
+//! is checked throughout: no two correct replicas commit different values at one sequence, every
+//! certificate verifies, and no replica's own code ever signs two different pre-prepares,
+//! prepares or commits for one view and sequence, across its restarts.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -31,7 +34,9 @@ use crate::{
     evidence::Evidence,
     harness::{Decided, check_agreement, check_evidence, node_id, record_committed, secret_key},
     message::{Message, PrePrepare, Vote},
+    persist::ReplicaState,
     replica::{Replica, ReplicaConfig, ReplicaEvent, ReplicaInput},
+    store::{MemoryMedium, Recovery, ReplicaLog},
     validator::{Validator, ValidatorSet},
 };
 
@@ -152,6 +157,10 @@ pub struct RunReport {
     pub recovery_us: u64,
     /// Equivocation evidence emitted by correct replicas.
     pub evidence: usize,
+    /// Replicas restarted from their logs.
+    pub restarts: u64,
+    /// Restarts whose log had a torn tail cut off.
+    pub torn_tails: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -169,6 +178,10 @@ enum Event {
 
 struct Node {
     replica: Replica<B256>,
+    /// The replica's log while it runs; `None` while it is down.
+    log: Option<ReplicaLog<B256, MemoryMedium>>,
+    /// What survives a crash: the log's bytes, while the replica is down.
+    disk: Option<MemoryMedium>,
     behaviour: Behaviour,
     crashed: bool,
     committed: Vec<Decided<B256>>,
@@ -216,6 +229,9 @@ pub struct World {
     /// Every value submitted.
     all_values: Vec<B256>,
     seen: VecDeque<(usize, usize, Vec<u8>)>,
+    /// What each replica's own code signed: `(replica, message tag, view, sequence)` to digest.
+    signed: BTreeMap<(usize, u8, u64, u64), B256>,
+    config: ReplicaConfig,
     report: RunReport,
     /// Print progress every simulated second (`TICKRATE_WORLD_TRACE`).
     trace: bool,
@@ -239,12 +255,16 @@ impl World {
         };
         let nodes = (0..n)
             .map(|index| Node {
-                replica: Replica::with_config(
+                replica: Replica::restore(
                     validators.share_memory(),
                     index,
                     secret_key(index),
                     config,
+                    Instant::ZERO,
+                    ReplicaState::genesis(),
                 ),
+                log: Some(open_log(seed, index, MemoryMedium::new()).0),
+                disk: None,
                 behaviour: scenario.behaviours[index],
                 crashed: false,
                 committed: Vec::new(),
@@ -270,6 +290,8 @@ impl World {
             committed_values: BTreeSet::new(),
             all_values: Vec::new(),
             seen: VecDeque::new(),
+            signed: BTreeMap::new(),
+            config,
             report: RunReport::default(),
             trace: std::env::var("TICKRATE_WORLD_TRACE").is_ok(),
         };
@@ -429,17 +451,63 @@ impl World {
             return;
         }
         let now = self.now.as_micros();
-        for (index, at, back) in self.scenario.crashes.clone() {
-            let down = now >= at && now < back;
+        for index in 0..self.nodes.len() {
+            // Down while any of its crash spells covers now (spells of one replica may overlap).
+            let down = self
+                .scenario
+                .crashes
+                .iter()
+                .any(|(crashed, at, back)| *crashed == index && now >= *at && now < *back);
             if down && !self.nodes[index].crashed {
-                self.nodes[index].crashed = true;
-            } else if !down && now >= back && self.nodes[index].crashed {
+                self.crash(index);
+            } else if !down && self.nodes[index].crashed {
                 self.restart(index);
             }
         }
     }
 
+    /// Crashes replica `index`: it loses everything but its log's bytes, and sometimes a write
+    /// was under way, leaving a torn tail.
+    fn crash(&mut self, index: usize) {
+        let mut disk = self.nodes[index]
+            .log
+            .take()
+            .expect("a running replica has its log")
+            .into_medium();
+        if self.rng.random_bool(0.5) {
+            let torn: Vec<u8> = (0..self.rng.random_range(1..48))
+                .map(|_| self.rng.random())
+                .collect();
+            disk.tear(&torn);
+        }
+        let node = &mut self.nodes[index];
+        node.crashed = true;
+        node.disk = Some(disk);
+    }
+
     fn restart(&mut self, index: usize) {
+        let disk = self.nodes[index]
+            .disk
+            .take()
+            .expect("a crashed replica left its log behind");
+        let (log, recovery) = open_log(self.seed, index, disk);
+        self.report.restarts += 1;
+        if recovery.truncated > 0 {
+            self.report.torn_tails += 1;
+        }
+        let replica = Replica::restore(
+            self.validators.share_memory(),
+            index,
+            secret_key(index),
+            self.config,
+            self.now,
+            log.state().clone(),
+        );
+        let node = &mut self.nodes[index];
+        node.replica = replica;
+        node.log = Some(log);
+        // The application's memory of what it proposed is gone too.
+        node.proposed.clear();
         self.nodes[index].crashed = false;
         self.nodes[index].timer = None;
         // Time passed while it was down: let its timers catch up.
@@ -557,12 +625,32 @@ impl World {
     fn drain(&mut self, index: usize) {
         loop {
             let mut moved = false;
+            // What the transmits and events below promise is made durable first.
+            let mut records = Vec::new();
+            while let Some(record) = self.nodes[index].replica.poll_persist() {
+                records.push(record);
+            }
+            if !records.is_empty() {
+                moved = true;
+                let seed = self.seed;
+                self.nodes[index]
+                    .log
+                    .as_mut()
+                    .expect("a running replica has its log")
+                    .append(&records)
+                    .unwrap_or_else(|error| panic!("seed {seed}: replica {index}'s log: {error}"));
+            }
+            let mut last: Option<Vec<u8>> = None;
             while let Some(transmit) = self.nodes[index].replica.poll_transmit(self.now) {
                 moved = true;
                 let to = self
                     .validators
                     .index_of(&transmit.to)
                     .expect("replicas send to validators");
+                if last.as_ref() != Some(&transmit.bytes) {
+                    self.check_signed_once(index, &transmit.bytes);
+                    last = Some(transmit.bytes.clone());
+                }
                 self.send(index, to, transmit.bytes);
             }
             while let Some(event) = self.nodes[index].replica.poll_event() {
@@ -629,6 +717,36 @@ impl World {
             }
             ReplicaEvent::ViewEntered { .. } => {}
         }
+    }
+
+    /// Checks that replica `index`'s own code never signs two different pre-prepares, prepares
+    /// or commits for one view and sequence, across its restarts (what it sends before its
+    /// behaviour rewrites it).
+    fn check_signed_once(&mut self, index: usize, bytes: &[u8]) {
+        if !matches!(bytes.get(1), Some(0..=2)) {
+            return; // Not a pre-prepare, prepare or commit.
+        }
+        let (tag, view, sequence, digest) = match Message::<B256>::from_wire(bytes) {
+            Ok(Message::PrePrepare(pre_prepare)) => (
+                0,
+                pre_prepare.view,
+                pre_prepare.sequence,
+                pre_prepare.digest(),
+            ),
+            Ok(Message::Prepare(vote)) => (1, vote.view, vote.sequence, vote.digest),
+            Ok(Message::Commit(vote)) => (2, vote.view, vote.sequence, vote.digest),
+            _ => return,
+        };
+        let first = *self
+            .signed
+            .entry((index, tag, view, sequence))
+            .or_insert(digest);
+        assert_eq!(
+            first, digest,
+            "seed {}: replica {index} signed two different messages (tag {tag}) for view {view}, \
+             sequence {sequence}",
+            self.seed
+        );
     }
 
     /// Sends through the sender's behaviour.
@@ -731,6 +849,20 @@ impl World {
             );
         }
     }
+}
+
+/// Opens replica `index`'s log on `disk`, compacting at every stable checkpoint (so that the
+/// world exercises compaction as well as replay).
+fn open_log(
+    seed: u64,
+    index: usize,
+    disk: MemoryMedium,
+) -> (ReplicaLog<B256, MemoryMedium>, Recovery) {
+    let (mut log, recovery) = ReplicaLog::open(disk).unwrap_or_else(|error| {
+        panic!("seed {seed}: replica {index}'s log does not open: {error}")
+    });
+    log.set_compact_after(0);
+    (log, recovery)
 }
 
 /// Runs the scenario of `seed` for `n` replicas; panics, naming the seed and how to replay it,

@@ -19,6 +19,7 @@ use crate::{
     evidence::{Evidence, EvidenceKind, Signed},
     log::{Held, Proposal, Verdict},
     message::{Message, NewView, PrePrepare, PreparedProof, ViewChange, Vote},
+    persist::Record,
     value::Value,
     view_change::{NewViewPlan, derive_new_view, verify_new_view, verify_view_change},
 };
@@ -38,7 +39,7 @@ impl<V: Value> Replica<V> {
     }
 
     /// Keeps a verified view change, dropping the sender's lowest beyond the bound.
-    fn keep_view_change(&mut self, view_change: ViewChange<V>) {
+    pub(super) fn keep_view_change(&mut self, view_change: ViewChange<V>) {
         let views = self.view_changes.entry(view_change.replica).or_default();
         views.insert(view_change.view, view_change);
         while views.len() > super::VIEW_CHANGES_PER_SENDER {
@@ -176,6 +177,11 @@ impl<V: Value> Replica<V> {
             self.stable_proof.clone(),
             prepared,
         );
+        // Before the view change goes out: a restarted replica never votes in a view it left.
+        self.record(|| Record::View {
+            view,
+            active: false,
+        });
         self.keep_view_change(own.clone());
         self.broadcast(&Message::ViewChange(own));
         self.timer = Some((now + self.view_timeout(), self.last_committed));
@@ -415,6 +421,7 @@ impl<V: Value> Replica<V> {
         self.view_change_quorum = false;
         self.timer = None;
         self.stats.new_views_entered += 1;
+        self.record(|| Record::View { view, active: true });
         let own = self.index;
         for (sender, views) in &mut self.view_changes {
             if *sender != own {
@@ -473,6 +480,11 @@ impl<V: Value> Replica<V> {
             let ask = (verdict == Verdict::Pending)
                 .then(|| pre_prepare.value.clone())
                 .flatten();
+            if matches!(verdict, Verdict::Own | Verdict::Valid) && self.durable {
+                // Before its prepare (or, on the primary, the new view) goes out.
+                self.persist
+                    .push_back(Record::Proposal(pre_prepare.clone()));
+            }
             slot.proposal = Some(Proposal {
                 pre_prepare,
                 digest,

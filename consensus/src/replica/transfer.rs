@@ -205,6 +205,7 @@ impl<V: Value> Replica<V> {
             Some(own) if *own == history => {
                 self.low_watermark = sequence;
                 self.stable_proof = proof;
+                self.record_stable(history);
                 self.discard_below_watermark();
                 self.stats.checkpoints_stable += 1;
             }
@@ -247,6 +248,7 @@ impl<V: Value> Replica<V> {
         }
         self.low_watermark = sequence;
         self.stable_proof = proof;
+        self.record_stable(history);
         self.discard_below_watermark();
         self.stats.checkpoints_stable += 1;
         if sequence > self.last_committed {

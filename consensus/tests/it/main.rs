@@ -4,6 +4,7 @@ mod aggregate;
 mod byzantine;
 mod codec;
 mod normal;
+mod persist;
 mod reject;
 mod safety;
 mod transfer;
