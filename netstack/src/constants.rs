@@ -116,3 +116,25 @@ pub const DHT_QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DHT_LOOKUP_QUERIES_MAX: u32 = 512;
 /// Peers one IP-proximity table holds; newcomers beyond it are refused until an entry fails.
 pub const PROXIMITY_TABLE_MAX: usize = 4_096;
+
+/// Largest payload a relay frame carries: any datagram a KCP session may send, sealed, with room
+/// to spare. Longer frames are refused with a typed error.
+pub const RELAY_PAYLOAD_BYTES_MAX: usize = KCP_MTU_MAX + 64;
+/// Nodes one relay holds registrations for; registrations beyond it are refused.
+pub const RELAY_REGISTRATIONS_MAX: usize = 4_096;
+/// Default lease of a relay registration; a node registers again well before it runs out.
+pub const RELAY_LEASE_DEFAULT: Duration = Duration::from_secs(30);
+/// A relay's registration challenges change every this long; a challenge stays good for two
+/// periods.
+pub const RELAY_CHALLENGE_PERIOD: Duration = Duration::from_secs(30);
+/// Default soft bound on the bytes a relay forwards for one registered node (from and to it)
+/// before it warns; the relay keeps forwarding (soft accounting).
+pub const RELAY_PEER_BYTES_SOFT_MAX_DEFAULT: u64 = 1 << 30;
+/// How long a node waits for a relay's answer before it resends a probe or registration.
+pub const RELAY_RESEND_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest a node waits for a relay to answer its probe and registration.
+pub const RELAY_REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a node waits for a dial-back after the relay's observed-address answer.
+pub const RELAY_DIAL_BACK_GRACE: Duration = Duration::from_millis(300);
+/// Peers one node's relay client tunnels to or accepts from, each with its own local socket.
+pub const RELAY_TUNNELS_MAX: usize = 1_024;

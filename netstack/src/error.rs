@@ -313,3 +313,143 @@ pub enum LinkError {
     #[error("link thread {0} stopped early")]
     ThreadStopped(&'static str),
 }
+
+/// Why a datagram is not a well-formed relay frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RelayFrameError {
+    /// No bytes at all.
+    #[error("empty relay frame")]
+    Empty,
+    /// The first byte names no relay frame.
+    #[error("unknown relay frame tag {tag:#04x}")]
+    UnknownTag {
+        /// The tag found.
+        tag: u8,
+    },
+    /// The frame ends before a field it must have.
+    #[error("{frame} frame truncated: {needed} bytes needed, {remaining} left")]
+    Truncated {
+        /// The frame's name.
+        frame: &'static str,
+        /// Bytes the next field needs.
+        needed: usize,
+        /// Bytes left.
+        remaining: usize,
+    },
+    /// Bytes after the frame's last field.
+    #[error("{count} trailing bytes after a {frame} frame")]
+    TrailingBytes {
+        /// The frame's name.
+        frame: &'static str,
+        /// How many.
+        count: usize,
+    },
+    /// An address family other than 4 or 6.
+    #[error("unknown address family {family}")]
+    BadAddressFamily {
+        /// The family byte.
+        family: u8,
+    },
+    /// A forwarded datagram with nothing in it.
+    #[error("{frame} frame with an empty payload")]
+    EmptyPayload {
+        /// The frame's name.
+        frame: &'static str,
+    },
+    /// A forwarded datagram beyond [`crate::constants::RELAY_PAYLOAD_BYTES_MAX`].
+    #[error("relay payload of {len} bytes exceeds {max}")]
+    PayloadTooLarge {
+        /// Its length.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+}
+
+/// Why a relay refused a datagram. Every refusal is counted and changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RelayRefusal {
+    /// Not a well-formed relay frame.
+    #[error(transparent)]
+    Frame(#[from] RelayFrameError),
+    /// A frame only relays send (observed, dial-back, registered, delivered, no-route).
+    #[error("a {frame} frame sent to a relay")]
+    Unexpected {
+        /// The frame's name.
+        frame: &'static str,
+    },
+    /// A registration whose challenge is not the one this relay gave the sender's address
+    /// (forged, copied from another address, or expired).
+    #[error("registration challenge is not this address's")]
+    BadChallenge,
+    /// A registration whose signature does not recover to the node it claims.
+    #[error("registration signed by {proven:?}, not the claimed {claimed}")]
+    BadSignature {
+        /// The node claimed.
+        claimed: primitives::id::NodeId,
+        /// The node the signature proves, if any.
+        proven: Option<primitives::id::NodeId>,
+    },
+    /// The relay holds [`crate::constants::RELAY_REGISTRATIONS_MAX`] registrations already.
+    #[error("relay full")]
+    Full,
+    /// A forward from an address no node registered.
+    #[error("forward from {from}, which is not registered")]
+    NotRegistered {
+        /// The sender's address.
+        from: std::net::SocketAddr,
+    },
+    /// A forward to a node not registered here (answered with a no-route frame).
+    #[error("no registered node {to}")]
+    NoRoute {
+        /// The node asked for.
+        to: primitives::id::NodeId,
+    },
+    /// A node forwarding to itself.
+    #[error("a node forwarding to itself")]
+    Loop,
+}
+
+/// Why a node could not register with a relay or run its relay tunnels.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The socket failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The relay did not answer (it is unreachable, or refused the registration: a relay says
+    /// nothing to a registration it refuses).
+    #[error("relay {relay} did not answer the {step} within {timeout:?}")]
+    Timeout {
+        /// The relay.
+        relay: std::net::SocketAddr,
+        /// `probe` or `registration`.
+        step: &'static str,
+        /// The bound, [`crate::constants::RELAY_REGISTER_TIMEOUT`].
+        timeout: std::time::Duration,
+    },
+    /// The relay registered another node than ours.
+    #[error("relay registered {found}, not {expected}")]
+    WrongRegistration {
+        /// Our node.
+        expected: primitives::id::NodeId,
+        /// The node the relay named.
+        found: primitives::id::NodeId,
+    },
+    /// The secure connection through the relay failed.
+    #[error("secure connection through the relay: {0}")]
+    Connect(#[from] ConnectError),
+    /// The tunnel task stopped (the client was dropped or its socket failed).
+    #[error("relay client stopped")]
+    Stopped,
+    /// [`crate::constants::RELAY_TUNNELS_MAX`] tunnels are open already.
+    #[error("too many relay tunnels")]
+    TooManyTunnels,
+    /// Neither a direct path nor any relay candidate reached the peer.
+    #[error("no route to {node}: direct dial failed and {relays_tried} relays failed")]
+    Unreachable {
+        /// The peer.
+        node: primitives::id::NodeId,
+        /// Relays tried.
+        relays_tried: usize,
+    },
+}

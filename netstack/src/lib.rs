@@ -20,7 +20,14 @@
 //! - [`dht`] — node-ID Kademlia as a sans-IO core: [`dht::RoutingTable`] (k = 8 buckets that
 //!   keep long-lived entries, a replacement cache for newcomers) and [`dht::Lookup`] (iterative,
 //!   alpha = 3 parallel queries); [`dht::network::SimulatedNetwork`] runs many in one seeded
-//!   process for tests and the `dht` benchmark.
+//!   process for tests and the `dht` benchmark. Its second half, [`dht::ProximityTable`], keys
+//!   peers by socket address in an XOR space where shared address prefixes mean short distances,
+//!   and answers which reachable peers are closest to two given addresses.
+//! - [`relay`] — how nodes that cannot reach each other still talk: probes that tell a node
+//!   whether it is directly reachable, a sans-IO [`relay::RelayCore`] that registers nodes by
+//!   their node key and forwards sealed datagrams between them counting bytes per node, and a
+//!   [`relay::RelayClient`] that carries unchanged secure KCP through a relay, picked by
+//!   [`relay::dial`] from the proximity table when the direct path fails.
 //! - [`secure`] — opt-in authenticated, encrypted datagrams under KCP: a Noise_XX handshake
 //!   ([`secure::SecureHandshake`]) whose static keys are bound to node IDs by a secp256k1
 //!   signature, then [`secure::SecureSession`] seals and opens each datagram with an explicit
@@ -41,8 +48,9 @@
 //! anyone who can send UDP open a session (bounded by [`constants::SERVER_SESSIONS_MAX`] and
 //! the idle timeout). A secure server answers every first handshake message with public-key
 //! work in its socket task and keeps one secure session per peer address; there are no
-//! handshake cookies or rate limits yet. The DHT has no wire format or tokio driver yet, and no
-//! IP-proximity table. Relays are later work.
+//! handshake cookies or rate limits yet. The DHT has no wire format or tokio driver yet, so
+//! the proximity table is filled by its owner; a node announces no relays yet (a dialler and
+//! its peer must pick the same one). Relays carry KCP only, not QUIC.
 
 pub mod constants;
 pub mod dht;
@@ -54,8 +62,12 @@ pub mod frame;
 pub mod kcp;
 pub mod lossy;
 pub mod quic;
+pub mod relay;
 pub mod secure;
 
 #[cfg(feature = "emulated-link")]
 pub use error::LinkError;
-pub use error::{AuthError, ConfigError, ConnectError, FrameError, KcpError, NetError, SendError};
+pub use error::{
+    AuthError, ConfigError, ConnectError, FrameError, KcpError, NetError, RelayError,
+    RelayFrameError, RelayRefusal, SendError,
+};

@@ -23,5 +23,6 @@ mod endpoint;
 mod secure;
 
 pub use connection::{KcpConnection, KcpSender};
+pub(crate) use endpoint::is_transient;
 pub use endpoint::{KcpClient, KcpServer};
 pub use secure::SecureEndpointStats;

@@ -111,6 +111,12 @@ impl NodeIdentity {
         self.static_public
     }
 
+    /// Signs `prehash` with the node's account key (relay registrations prove the node this
+    /// way).
+    pub(crate) fn sign_prehash(&self, prehash: &B256) -> primitives::keys::Signature {
+        self.account.sign_prehash(prehash)
+    }
+
     /// Test support: this identity presenting `other`'s binding signature, as an impostor that
     /// copied it off the wire would.
     #[doc(hidden)]
