@@ -73,13 +73,16 @@ impl EmulatedLink {
     /// Creates the namespaces and devices and starts the forwarder with `config`.
     pub fn start(config: LinkModelConfig) -> Result<EmulatedLink, LinkError> {
         let model = LinkModel::new(config)?;
-        remove_stale_namespaces();
+        remove_stale_namespaces(NAMESPACE_PREFIX);
         let pid = std::process::id();
         let index = LINKS_STARTED.fetch_add(1, Ordering::Relaxed);
         let namespace_a = Namespace::create(format!("{NAMESPACE_PREFIX}{pid}-{index}-a"))?;
         let namespace_b = Namespace::create(format!("{NAMESPACE_PREFIX}{pid}-{index}-b"))?;
-        let (side_a, device_a) = NamespaceRuntime::start(&namespace_a, "link-side-a")?;
-        let (side_b, device_b) = NamespaceRuntime::start(&namespace_b, "link-side-b")?;
+        let (side_a, device_a) = NamespaceRuntime::start(&namespace_a, "link-side-a", true)?;
+        let (side_b, device_b) = NamespaceRuntime::start(&namespace_b, "link-side-b", true)?;
+        let (Some(device_a), Some(device_b)) = (device_a, device_b) else {
+            return Err(LinkError::ThreadStopped("link-side"));
+        };
         for (namespace, address) in [(&namespace_a, ADDRESS_A), (&namespace_b, ADDRESS_B)] {
             namespace.ip(&["link", "set", "lo", "up"])?;
             let address = format!("{address}/{PREFIX_LEN}");
@@ -143,12 +146,12 @@ impl EmulatedLink {
 
 /// A network namespace made with `ip netns add`, deleted when dropped.
 #[derive(Debug)]
-struct Namespace {
-    name: String,
+pub(super) struct Namespace {
+    pub(super) name: String,
 }
 
 impl Namespace {
-    fn create(name: String) -> Result<Namespace, LinkError> {
+    pub(super) fn create(name: String) -> Result<Namespace, LinkError> {
         ip(&["netns", "add", &name])?;
         Ok(Namespace { name })
     }
@@ -157,7 +160,7 @@ impl Namespace {
         PathBuf::from("/run/netns").join(&self.name)
     }
 
-    fn ip(&self, arguments: &[&str]) -> Result<(), LinkError> {
+    pub(super) fn ip(&self, arguments: &[&str]) -> Result<(), LinkError> {
         let mut all = vec!["-n", self.name.as_str()];
         all.extend_from_slice(arguments);
         ip(&all)
@@ -192,14 +195,15 @@ fn ip(arguments: &[&str]) -> Result<(), LinkError> {
     }
 }
 
-/// Deletes namespaces of earlier links whose process is gone (killed before it could clean up).
-fn remove_stale_namespaces() {
+/// Deletes namespaces named `{prefix}{pid}-..` whose process is gone (killed before it could
+/// clean up).
+pub(super) fn remove_stale_namespaces(prefix: &str) {
     let Ok(output) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
     };
     for line in String::from_utf8_lossy(&output.stdout).lines() {
         let name = line.split_whitespace().next().unwrap_or_default();
-        let Some(rest) = name.strip_prefix(NAMESPACE_PREFIX) else {
+        let Some(rest) = name.strip_prefix(prefix) else {
             continue;
         };
         let pid = rest.split('-').next().unwrap_or_default();
@@ -243,18 +247,19 @@ impl std::fmt::Debug for NamespaceRuntime {
 }
 
 impl NamespaceRuntime {
-    /// Starts the thread, enters `namespace` and creates its TUN device there.
-    fn start(
+    /// Starts the thread, enters `namespace` and, if `tun`, creates its TUN device there.
+    pub(super) fn start(
         namespace: &Namespace,
         label: &'static str,
-    ) -> Result<(NamespaceRuntime, SyncDevice), LinkError> {
+        tun: bool,
+    ) -> Result<(NamespaceRuntime, Option<SyncDevice>), LinkError> {
         let path = namespace.path();
         let (ready, started) = std_mpsc::channel();
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name(label.into())
             .spawn(move || {
-                let runtime = match enter_and_build(&path) {
+                let runtime = match enter_and_build(&path, tun) {
                     Ok((runtime, device)) => {
                         let _ = ready.send(Ok((runtime.handle().clone(), device)));
                         runtime
@@ -303,9 +308,12 @@ impl NamespaceRuntime {
     }
 }
 
-/// Moves the calling thread into the namespace at `path`, creates the TUN device there and
-/// builds the thread's runtime.
-fn enter_and_build(path: &Path) -> Result<(tokio::runtime::Runtime, SyncDevice), LinkError> {
+/// Moves the calling thread into the namespace at `path`, creates the TUN device there if
+/// `tun`, and builds the thread's runtime.
+fn enter_and_build(
+    path: &Path,
+    tun: bool,
+) -> Result<(tokio::runtime::Runtime, Option<SyncDevice>), LinkError> {
     let file = File::open(path).map_err(|source| LinkError::Io {
         context: format!("opening {}", path.display()),
         source,
@@ -315,14 +323,19 @@ fn enter_and_build(path: &Path) -> Result<(tokio::runtime::Runtime, SyncDevice),
         source: errno.into(),
     })?;
     // TUNSETIFF creates the device in the calling thread's namespace.
-    let device = DeviceBuilder::new()
-        .name(DEVICE_NAME)
-        .mtu(EMULATED_DEVICE_MTU)
-        .build_sync()
-        .map_err(|source| LinkError::Io {
-            context: "creating the TUN device".into(),
-            source,
-        })?;
+    let device = if tun {
+        let device = DeviceBuilder::new()
+            .name(DEVICE_NAME)
+            .mtu(EMULATED_DEVICE_MTU)
+            .build_sync()
+            .map_err(|source| LinkError::Io {
+                context: "creating the TUN device".into(),
+                source,
+            })?;
+        Some(device)
+    } else {
+        None
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -4,6 +4,9 @@ mod driver;
 #[cfg(feature = "emulated-link")]
 mod emulated;
 mod lossy;
+mod relay;
+#[cfg(feature = "emulated-link")]
+mod relay_netns;
 mod secure;
 mod tidy;
 
