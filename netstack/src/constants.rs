@@ -75,6 +75,10 @@ const _: () = assert!(
 );
 /// Half-done handshakes one server socket holds; step-one datagrams beyond it are dropped.
 pub const SECURE_HANDSHAKES_PENDING_MAX: usize = 1_024;
+/// Half-done handshakes one source (an IPv4 address, an IPv6 /64) may hold on one server
+/// socket; its step-one datagrams beyond it are dropped before any public-key work.
+pub const SECURE_HANDSHAKES_PER_SOURCE_MAX: usize = 8;
+const _: () = assert!(SECURE_HANDSHAKES_PER_SOURCE_MAX < SECURE_HANDSHAKES_PENDING_MAX);
 /// Established secure sessions (one per peer address) one server socket holds.
 pub const SECURE_SESSIONS_MAX: usize = SERVER_SESSIONS_MAX;
 

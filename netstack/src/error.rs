@@ -254,6 +254,27 @@ pub enum AuthError {
     },
 }
 
+/// Why a secure server answered a first handshake message with silence, before any
+/// public-key work. Counted in [`crate::driver::SecureEndpointStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeRefusal {
+    /// [`crate::constants::SECURE_HANDSHAKES_PENDING_MAX`] handshakes are half open.
+    #[error("{pending} handshakes half open, the most a server holds")]
+    Busy {
+        /// Half-open handshakes.
+        pending: usize,
+    },
+    /// The source has [`crate::constants::SECURE_HANDSHAKES_PER_SOURCE_MAX`] handshakes half
+    /// open.
+    #[error("{pending} handshakes half open from {origin} already")]
+    SourceBusy {
+        /// The source: an IPv4 address or an IPv6 /64.
+        origin: std::net::IpAddr,
+        /// Its half-open handshakes.
+        pending: usize,
+    },
+}
+
 /// Why [`crate::driver::KcpClient::connect_secure`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {

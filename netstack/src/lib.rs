@@ -46,9 +46,11 @@
 //! # Not here yet
 //! A plain server ([`driver::KcpServer::bind`], the client path for anonymous players) lets
 //! anyone who can send UDP open a session (bounded by [`constants::SERVER_SESSIONS_MAX`] and
-//! the idle timeout). A secure server answers every first handshake message with public-key
-//! work in its socket task and keeps one secure session per peer address; there are no
-//! handshake cookies or rate limits yet. The DHT has no wire format or tokio driver yet, so
+//! the idle timeout). A secure server does public-key work in its socket task for every first
+//! handshake message it admits: at most [`constants::SECURE_HANDSHAKES_PER_SOURCE_MAX`] half
+//! open per source address (an IPv6 /64) and [`constants::SECURE_HANDSHAKES_PENDING_MAX`] in
+//! all, refusals counted by [`HandshakeRefusal`]. There are no handshake cookies, so a flood
+//! from spoofed sources still costs that work up to the bounds, and can fill the table. The DHT has no wire format or tokio driver yet, so
 //! the proximity table is filled by its owner; a node announces no relays yet (a dialler and
 //! its peer must pick the same one). Relays carry KCP only, not QUIC.
 
@@ -68,6 +70,6 @@ pub mod secure;
 #[cfg(feature = "emulated-link")]
 pub use error::LinkError;
 pub use error::{
-    AuthError, ConfigError, ConnectError, FrameError, KcpError, NetError, RelayError,
-    RelayFrameError, RelayRefusal, SendError,
+    AuthError, ConfigError, ConnectError, FrameError, HandshakeRefusal, KcpError, NetError,
+    RelayError, RelayFrameError, RelayRefusal, SendError,
 };

@@ -11,7 +11,7 @@
 
 use std::{
     collections::HashMap,
-    net::SocketAddr,
+    net::{IpAddr, Ipv6Addr, SocketAddr},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -27,9 +27,9 @@ use super::endpoint::is_transient;
 use crate::{
     constants::{
         DATAGRAM_BUFFER_BYTES, SECURE_HANDSHAKE_RESEND_INTERVAL, SECURE_HANDSHAKE_TIMEOUT,
-        SECURE_HANDSHAKES_PENDING_MAX, SECURE_SESSIONS_MAX,
+        SECURE_HANDSHAKES_PENDING_MAX, SECURE_HANDSHAKES_PER_SOURCE_MAX, SECURE_SESSIONS_MAX,
     },
-    error::{AuthError, ConnectError},
+    error::{AuthError, ConnectError, HandshakeRefusal},
     secure::{
         HANDSHAKE_TAG, NodeIdentity, PeerPolicy, SecureHandshake, SecureSession, SecureStats,
         TRANSPORT_TAG,
@@ -45,8 +45,17 @@ pub struct SecureEndpointStats {
     pub handshakes_completed: u64,
     /// Handshakes whose peer proved a node the policy refuses, or proved none.
     pub handshakes_refused: u64,
-    /// Handshakes that broke off otherwise (malformed, out of turn, forged, no room).
+    /// Handshakes that broke off otherwise (malformed, out of turn, forged, no room for the
+    /// session).
     pub handshakes_failed: u64,
+    /// First handshake messages refused, before any work, because
+    /// [`SECURE_HANDSHAKES_PENDING_MAX`] handshakes were half open
+    /// ([`HandshakeRefusal::Busy`]).
+    pub handshakes_refused_busy: u64,
+    /// First handshake messages refused, before any work, because their source had
+    /// [`SECURE_HANDSHAKES_PER_SOURCE_MAX`] handshakes half open
+    /// ([`HandshakeRefusal::SourceBusy`]).
+    pub handshakes_refused_source_busy: u64,
     /// Datagrams from an address with no secure session or handshake for them.
     pub datagrams_unattached: u64,
     /// Datagrams neither a handshake nor a transport datagram.
@@ -62,6 +71,8 @@ pub(crate) struct SecureCounters {
     handshakes_completed: AtomicU64,
     handshakes_refused: AtomicU64,
     handshakes_failed: AtomicU64,
+    handshakes_refused_busy: AtomicU64,
+    handshakes_refused_source_busy: AtomicU64,
     datagrams_unattached: AtomicU64,
     datagrams_malformed: AtomicU64,
     sealed: AtomicU64,
@@ -84,6 +95,8 @@ impl SecureCounters {
             handshakes_completed: read(&self.handshakes_completed),
             handshakes_refused: read(&self.handshakes_refused),
             handshakes_failed: read(&self.handshakes_failed),
+            handshakes_refused_busy: read(&self.handshakes_refused_busy),
+            handshakes_refused_source_busy: read(&self.handshakes_refused_source_busy),
             datagrams_unattached: read(&self.datagrams_unattached),
             datagrams_malformed: read(&self.datagrams_malformed),
             transport: SecureStats {
@@ -270,16 +283,15 @@ impl SecureEndpoint {
                 None => Inbound::Dropped,
             };
         }
-        if !self.pending.contains_key(&from) && self.pending.len() >= SECURE_HANDSHAKES_PENDING_MAX
-        {
-            self.pending.retain(|_, pending| {
-                now.saturating_duration_since(pending.started_at) < SECURE_HANDSHAKE_TIMEOUT
-            });
-            if self.pending.len() >= SECURE_HANDSHAKES_PENDING_MAX {
-                debug!(target: "netstack::driver", %from, "handshake table full; dropped");
-                bump(&self.counters.handshakes_failed);
-                return Inbound::Dropped;
+        if let Err(refusal) = self.admit(now, from) {
+            debug!(target: "netstack::driver", %from, %refusal, "handshake refused before any work");
+            match refusal {
+                HandshakeRefusal::Busy { .. } => bump(&self.counters.handshakes_refused_busy),
+                HandshakeRefusal::SourceBusy { .. } => {
+                    bump(&self.counters.handshakes_refused_source_busy);
+                }
             }
+            return Inbound::Dropped;
         }
         let Some((identity, policy)) = &self.responder else {
             return Inbound::Dropped;
@@ -314,6 +326,46 @@ impl SecureEndpoint {
             },
         );
         Inbound::Reply(answer)
+    }
+
+    /// Whether a first handshake message from `from` may start a handshake, before any
+    /// public-key work: at most [`SECURE_HANDSHAKES_PENDING_MAX`] half-open handshakes in all
+    /// and [`SECURE_HANDSHAKES_PER_SOURCE_MAX`] from one source (see [`handshake_source`]).
+    /// Half-open handshakes older than [`SECURE_HANDSHAKE_TIMEOUT`] are forgotten to make room.
+    /// A peer restarting its own half-open handshake from the same address is always admitted.
+    pub(crate) fn admit(&mut self, now: Instant, from: SocketAddr) -> Result<(), HandshakeRefusal> {
+        if self.pending.contains_key(&from) {
+            return Ok(());
+        }
+        let source = handshake_source(from);
+        let from_source = |pending: &HashMap<SocketAddr, PendingHandshake>| {
+            pending
+                .keys()
+                .filter(|addr| handshake_source(**addr) == source)
+                .count()
+        };
+        let full = |pending: &HashMap<SocketAddr, PendingHandshake>| {
+            pending.len() >= SECURE_HANDSHAKES_PENDING_MAX
+                || from_source(pending) >= SECURE_HANDSHAKES_PER_SOURCE_MAX
+        };
+        if full(&self.pending) {
+            self.pending.retain(|_, pending| {
+                now.saturating_duration_since(pending.started_at) < SECURE_HANDSHAKE_TIMEOUT
+            });
+        }
+        if self.pending.len() >= SECURE_HANDSHAKES_PENDING_MAX {
+            return Err(HandshakeRefusal::Busy {
+                pending: self.pending.len(),
+            });
+        }
+        let pending = from_source(&self.pending);
+        if pending >= SECURE_HANDSHAKES_PER_SOURCE_MAX {
+            return Err(HandshakeRefusal::SourceBusy {
+                origin: source,
+                pending,
+            });
+        }
+        Ok(())
     }
 
     fn finish_handshake(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> Inbound {
@@ -430,6 +482,15 @@ impl SecureEndpoint {
             self.links.remove(&peer_addr);
             debug!(target: "netstack::driver", peer = %peer_addr, ?stats, "secure session ended");
         }
+    }
+}
+
+/// The source a half-open handshake counts against: the IPv4 address, or the /64 of an IPv6
+/// one (one host commonly holds a whole /64).
+pub(crate) fn handshake_source(addr: SocketAddr) -> IpAddr {
+    match addr.ip().to_canonical() {
+        IpAddr::V4(ip) => IpAddr::V4(ip),
+        IpAddr::V6(ip) => IpAddr::V6(Ipv6Addr::from(u128::from(ip) & !((1u128 << 64) - 1))),
     }
 }
 
@@ -562,5 +623,131 @@ async fn send_best_effort(
         Ok(_) => Ok(()),
         Err(error) if is_transient(&error) => Ok(()),
         Err(error) => Err(error.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use primitives::keys::AccountKey;
+
+    use super::*;
+
+    const T0: Instant = Instant::from_micros(0);
+
+    fn identity(seed: u64) -> NodeIdentity {
+        NodeIdentity::new(AccountKey::from_seed(seed))
+    }
+
+    fn server() -> SecureEndpoint {
+        SecureEndpoint::server(identity(1), PeerPolicy::AnyNode)
+    }
+
+    /// A first handshake message for the server, from a fresh initiator.
+    fn first_message(seed: u64) -> Vec<u8> {
+        let handshake = SecureHandshake::initiator(&identity(2), identity(1).node_id(), seed);
+        handshake
+            .last_transmit()
+            .expect("an initiator starts with message 1")
+            .to_vec()
+    }
+
+    fn answered(endpoint: &mut SecureEndpoint, now: Instant, from: &str, message: &[u8]) -> bool {
+        let from: SocketAddr = from.parse().expect("a socket address");
+        matches!(
+            endpoint.handle_datagram(now, from, message),
+            Inbound::Reply(_)
+        )
+    }
+
+    #[test]
+    fn one_source_holds_a_bounded_number_of_half_open_handshakes() {
+        let mut endpoint = server();
+        let message = first_message(7);
+        for port in 1..=SECURE_HANDSHAKES_PER_SOURCE_MAX {
+            assert!(answered(
+                &mut endpoint,
+                T0,
+                &format!("10.0.0.1:{port}"),
+                &message
+            ));
+        }
+        // A ninth port of the same host: refused before any work.
+        assert!(!answered(&mut endpoint, T0, "10.0.0.1:999", &message));
+        let from: SocketAddr = "10.0.0.1:999".parse().expect("addr");
+        assert_eq!(
+            endpoint.admit(T0, from),
+            Err(HandshakeRefusal::SourceBusy {
+                origin: from.ip(),
+                pending: SECURE_HANDSHAKES_PER_SOURCE_MAX
+            })
+        );
+        // A peer restarting its own handshake, and another host, are still answered.
+        assert!(answered(&mut endpoint, T0, "10.0.0.1:1", &first_message(8)));
+        assert!(answered(&mut endpoint, T0, "10.0.0.2:1", &message));
+        // IPv6 counts by /64.
+        for host in 1..=SECURE_HANDSHAKES_PER_SOURCE_MAX {
+            assert!(answered(
+                &mut endpoint,
+                T0,
+                &format!("[2001:db8::{host:x}]:5"),
+                &message
+            ));
+        }
+        assert!(!answered(
+            &mut endpoint,
+            T0,
+            "[2001:db8::ffff:1]:5",
+            &message
+        ));
+        assert!(answered(&mut endpoint, T0, "[2001:db8:0:1::1]:5", &message));
+        let stats = endpoint.counters().snapshot();
+        assert_eq!(stats.handshakes_refused_source_busy, 2);
+        assert_eq!(stats.handshakes_refused_busy, 0);
+        assert_eq!(
+            stats.handshakes_started,
+            2 * SECURE_HANDSHAKES_PER_SOURCE_MAX as u64 + 3
+        );
+        // Once the half-open ones time out, the source is answered again.
+        let later = T0 + SECURE_HANDSHAKE_TIMEOUT;
+        assert!(answered(&mut endpoint, later, "10.0.0.1:999", &message));
+    }
+
+    #[test]
+    fn the_server_holds_a_bounded_number_of_half_open_handshakes_in_all() {
+        let mut endpoint = server();
+        let message = first_message(7);
+        for index in 0..SECURE_HANDSHAKES_PENDING_MAX {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + u32::try_from(index).expect("small"));
+            let from = SocketAddr::from((ip, 1));
+            assert!(matches!(
+                endpoint.handle_datagram(T0, from, &message),
+                Inbound::Reply(_)
+            ));
+        }
+        let from: SocketAddr = "192.0.2.1:1".parse().expect("addr");
+        assert!(matches!(
+            endpoint.handle_datagram(T0, from, &message),
+            Inbound::Dropped
+        ));
+        assert_eq!(
+            endpoint.admit(T0, from),
+            Err(HandshakeRefusal::Busy {
+                pending: SECURE_HANDSHAKES_PENDING_MAX
+            })
+        );
+        let stats = endpoint.counters().snapshot();
+        assert_eq!(stats.handshakes_refused_busy, 1);
+        assert_eq!(stats.handshakes_refused_source_busy, 0);
+        assert_eq!(stats.handshakes_failed, 0);
+        assert_eq!(
+            stats.handshakes_started,
+            SECURE_HANDSHAKES_PENDING_MAX as u64
+        );
+        // Half-open handshakes that outlived the timeout make room.
+        let later = T0 + SECURE_HANDSHAKE_TIMEOUT;
+        assert!(matches!(
+            endpoint.handle_datagram(later, from, &message),
+            Inbound::Reply(_)
+        ));
     }
 }
