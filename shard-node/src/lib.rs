@@ -8,21 +8,26 @@
 //! A finalized batch is executed move by move in batch order. The group of the move's `to`
 //! address executes it: each member builds the move's exact state slice from the items it holds
 //! and the slices the other groups ship, and runs [`execution::execute`]; the members' outcomes
-//! must agree. The move's writes are then applied by every member of every group that holds a
-//! written address. After the batch each touched group's members compute the root over exactly
-//! the group's own addresses, sign it, and the quorum certificate goes to the upper chain.
+//! must agree. Items held by another group are shipped with a proof against that group's root.
+//! The move's writes are then applied by every member of every group that holds a written
+//! address. After the batch every node stores it on RocksDB ([`state`]); at the commit interval
+//! each touched group's members compute the root over exactly the group's own addresses (the
+//! account trie of those addresses alone, derived from the prefix subtrees of the node's trie:
+//! [`groups`], [`state`]), sign it, and the quorum certificate goes to the upper chain.
 //!
-//! [`network::ShardNetwork`] runs the nodes of one devnet in one process, as separate states;
-//! [`driver`] feeds it finalized batches. An operator's node starts from a key file
+//! [`network::ShardNetwork`] runs the nodes of one devnet in one process, each with its own
+//! store; [`driver`] feeds it finalized batches. An operator's node starts from a key file
 //! ([`identity`]) and a configuration file ([`config`]); the `shard-node` binary generates the
 //! keys, registers the node on the upper chain and reports its status there. Running a node
 //! over the network (join and sync, group BFT, eviction) is the rest of the [shard-node] work.
 
 pub mod config;
 pub mod driver;
+pub mod groups;
 pub mod identity;
 pub mod network;
 pub mod node;
+pub mod state;
 
 pub use network::{ShardError, ShardNetwork};
 pub use node::ShardNode;

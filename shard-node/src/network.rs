@@ -1,25 +1,41 @@
 //! The shard nodes of one devnet, grouped by XOR distance, executing finalized batches.
+//!
+//! Every node keeps its state in a [`NodeState`] (RocksDB, one directory per node under the
+//! network's state directory, named by node ID). A batch runs move by move: the members of the
+//! `to` address's group each execute the move against their own items and the slices other
+//! groups ship with proofs; the quorum's outcome is applied by every member of every group
+//! holding a written address. At the end of the batch every node stores the batch's writes at
+//! the batch's number, so all nodes share one height, and a network reopened from the same
+//! directories resumes at the next batch.
+//!
+//! A shipped slice carries a [`execution::SliceProof`] against the shipping group's root as of
+//! the last batch, which the group's quorum agreed on; the receiver checks it before executing,
+//! and puts over it the writes of the batch's earlier moves, which are the quorum outcomes every
+//! group has seen. A shipment that fails its proof is refused and the next member is asked.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, btree_map::Entry},
+    path::{Path, PathBuf},
     sync::Arc,
 };
 
 use execution::{
-    AccountState, ExecutedBatch, ExecutionEnv, ExecutionError, MoveOutcome, StateDiff, StateSlice,
-    execute,
+    AccountDiff, AccountState, ExecutedBatch, ExecutionEnv, ExecutionError, MoveOutcome, StateDiff,
+    StateSlice, execute,
 };
 use primitives::{
-    Address, B256, BlockBody, FailureReason, FinalizedBatch, NodeId, SpaceAccessList, U256,
+    AccountAccess, Address, B256, BlockBody, FailureReason, FinalizedBatch, NodeId, U256,
     bls::{BlsError, BlsSignature, Certificate},
     constants::GROUP_SIZE,
 };
 use tracing::{debug, warn};
-use upper_chain::{
-    ChainError, GroupRootCommitment, RegistrySnapshot, UpperChain, group_id, quorum,
-};
+use upper_chain::{ChainError, GroupRootCommitment, RegistrySnapshot, UpperChain, quorum};
 
-use crate::node::ShardNode;
+use crate::{
+    groups::{Group, GroupMap},
+    node::ShardNode,
+    state::{NodeState, NodeStateError, merge_change, overlay_writes},
+};
 
 /// Why a batch could not be executed or state could not be read.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -62,6 +78,54 @@ pub enum ShardError {
     /// A certificate could not be built.
     #[error("certificate: {0}")]
     Certificate(#[from] BlsError),
+    /// A node's store could not be opened, read or written.
+    #[error("state of node {node}: {message}")]
+    State {
+        /// The node.
+        node: NodeId,
+        /// What the store said ([`NodeStateError`] is not comparable, so it is kept as text).
+        message: String,
+    },
+    /// The nodes' stores are at different heights, so they cannot run one batch together.
+    #[error("node {node} is at height {height:?}, the network at {expected:?}")]
+    HeightsDiffer {
+        /// The node out of step.
+        node: NodeId,
+        /// Its height.
+        height: Option<u64>,
+        /// The height of the first node.
+        expected: Option<u64>,
+    },
+    /// Genesis accounts can only be added before the first batch is stored.
+    #[error("genesis is already stored")]
+    GenesisStored,
+    /// A node cannot be restarted while it holds writes not yet stored.
+    #[error("node {0} holds writes not yet stored")]
+    PendingWrites(NodeId),
+    /// No member of the holding group shipped a slice that its proof confirms.
+    #[error("no member of group {group} shipped a proven slice of {address}")]
+    Unproven {
+        /// The holding group.
+        group: B256,
+        /// The account.
+        address: Address,
+    },
+}
+
+impl ShardError {
+    fn state(node: NodeId, error: NodeStateError) -> ShardError {
+        ShardError::State {
+            node,
+            message: error.to_string(),
+        }
+    }
+}
+
+/// One node of the network with the state it holds.
+#[derive(Debug)]
+struct Member {
+    node: ShardNode,
+    state: NodeState,
 }
 
 /// Every shard node of one devnet.
@@ -70,36 +134,27 @@ pub struct ShardNetwork {
     chain: Arc<dyn UpperChain>,
     snapshot: RegistrySnapshot,
     ids: Vec<NodeId>,
-    nodes: BTreeMap<NodeId, ShardNode>,
-    groups: HashMap<Address, Group>,
+    members: BTreeMap<NodeId, Member>,
+    groups: GroupMap,
+    /// Whether genesis is stored (every node's height is `Some`).
+    started: bool,
     last_batch: u64,
     last_group_roots: Vec<GroupRootCommitment>,
     /// Groups touched since their roots were last committed.
-    uncommitted: BTreeMap<B256, Arc<[NodeId]>>,
+    uncommitted: BTreeMap<B256, Group>,
     root_commit_interval: u64,
+    /// Roots the groups' quorums hold as of the last batch, by group ID.
+    agreed_roots: HashMap<B256, B256>,
+    /// This batch's outcomes so far, merged by address.
+    batch_writes: BTreeMap<Address, AccountDiff>,
+    /// Shipped slices refused because their proof failed.
+    refused_slices: u64,
 }
 
 /// Batches between two commitments of group roots to the upper chain by default. Signing and
 /// certifying a root costs every member a BLS signature and the chain a pairing, so roots are
 /// settled at an interval (100 ms at a 10 ms tick), not after every batch.
 pub const ROOT_COMMIT_INTERVAL_BATCHES: u64 = 10;
-
-/// An address state group: its members (nearest first) and its ID.
-#[derive(Clone, Debug)]
-struct Group {
-    members: Arc<[NodeId]>,
-    id: B256,
-}
-
-impl Group {
-    fn of(snapshot: &RegistrySnapshot, address: &Address) -> Group {
-        let members: Arc<[NodeId]> = snapshot.group_of(address).into();
-        Group {
-            id: group_id(&members),
-            members,
-        }
-    }
-}
 
 impl std::fmt::Debug for ShardNetwork {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -111,12 +166,20 @@ impl std::fmt::Debug for ShardNetwork {
     }
 }
 
+/// The directory of a node's store under the network's state directory.
+pub fn node_dir(state_dir: &Path, id: &NodeId) -> PathBuf {
+    state_dir.join(format!("{:x}", id.0))
+}
+
 impl ShardNetwork {
-    /// Forms the network from nodes already registered on `chain` for its current epoch.
+    /// Forms the network from nodes already registered on `chain` for its current epoch, each
+    /// with its store in [`node_dir`] under `state_dir` (created if missing, resumed if there).
+    /// Every store must be at the same height; the network resumes after it.
     pub fn new(
         chain: Arc<dyn UpperChain>,
         chain_id: u64,
         nodes: Vec<ShardNode>,
+        state_dir: &Path,
     ) -> Result<Self, ShardError> {
         let snapshot = chain.registry_snapshot(chain.epoch()?)?;
         if snapshot.nodes.len() < GROUP_SIZE {
@@ -126,40 +189,67 @@ impl ShardNetwork {
         }
         let mut by_id = BTreeMap::new();
         for node in nodes {
-            if snapshot.node(&node.id()).is_none() {
-                return Err(ShardError::NotRegistered(node.id()));
+            let id = node.id();
+            if snapshot.node(&id).is_none() {
+                return Err(ShardError::NotRegistered(id));
             }
-            by_id.insert(node.id(), node);
+            by_id.insert(id, node);
         }
         let ids = snapshot.ids();
         if let Some(missing) = ids.iter().find(|id| !by_id.contains_key(id)) {
             return Err(ShardError::NotRegistered(*missing));
+        }
+        let mut members = BTreeMap::new();
+        let mut height = None;
+        for (index, (id, node)) in by_id.into_iter().enumerate() {
+            let state = NodeState::open(node_dir(state_dir, &id))
+                .map_err(|error| ShardError::state(id, error))?;
+            if index == 0 {
+                height = state.height();
+            } else if state.height() != height {
+                return Err(ShardError::HeightsDiffer {
+                    node: id,
+                    height: state.height(),
+                    expected: height,
+                });
+            }
+            members.insert(id, Member { node, state });
+        }
+        let mut groups = GroupMap::new(&ids, GROUP_SIZE);
+        // After a restart the groups touched since the last commitment are unknown: all of them
+        // commit at the next interval.
+        let uncommitted = match height {
+            Some(height) if height > 0 => groups
+                .all_groups()
+                .into_iter()
+                .map(|group| (group.id, group))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+        if let Some(height) = height {
+            debug!(target: "shard_node", height, nodes = members.len(), "resumed from the nodes' stores");
         }
         Ok(ShardNetwork {
             chain_id,
             chain,
             snapshot,
             ids,
-            nodes: by_id,
-            groups: HashMap::new(),
-            last_batch: 0,
+            members,
+            groups,
+            started: height.is_some(),
+            last_batch: height.unwrap_or(0),
             last_group_roots: Vec::new(),
-            uncommitted: BTreeMap::new(),
+            uncommitted,
             root_commit_interval: ROOT_COMMIT_INTERVAL_BATCHES,
+            agreed_roots: HashMap::new(),
+            batch_writes: BTreeMap::new(),
+            refused_slices: 0,
         })
     }
 
-    /// The group of `address`: the registered nodes nearest to it, nearest first.
+    /// The group of `address`: the registered nodes nearest to it, sorted by ID.
     pub fn group_of(&mut self, address: &Address) -> Arc<[NodeId]> {
-        self.group(address).members
-    }
-
-    fn group(&mut self, address: &Address) -> Group {
-        let snapshot = &self.snapshot;
-        self.groups
-            .entry(*address)
-            .or_insert_with(|| Group::of(snapshot, address))
-            .clone()
+        self.groups.group_of(address).members
     }
 
     /// Commits group roots every `batches` batches (at least 1).
@@ -182,82 +272,182 @@ impl ShardNetwork {
         &self.snapshot
     }
 
-    /// Puts a genesis account into the state of every member of its group.
-    pub fn insert_genesis(&mut self, address: Address, account: AccountState) {
-        for member in self.group_of(&address).iter() {
-            self.node_mut(member)
-                .state
-                .insert_account(address, account.clone());
-        }
-    }
-
-    fn node_mut(&mut self, id: &NodeId) -> &mut ShardNode {
-        self.nodes
-            .get_mut(id)
-            .expect("groups are drawn from this network's nodes")
-    }
-
-    fn node(&self, id: &NodeId) -> &ShardNode {
-        self.nodes
+    /// A node's stored height and the root of everything it stores, if it is in the network.
+    pub fn node_status(&self, id: &NodeId) -> Option<(Option<u64>, B256)> {
+        self.members
             .get(id)
-            .expect("groups are drawn from this network's nodes")
+            .map(|member| (member.state.height(), member.state.root()))
     }
 
-    /// A storage slot as the group holding it reads it; every member must agree.
+    /// Shipped slices refused so far because their proof did not hold.
+    pub fn refused_slices(&self) -> u64 {
+        self.refused_slices
+    }
+
+    /// Puts a genesis account into the state of every member of its group. Genesis is stored
+    /// with the first batch; once it is, this is refused.
+    pub fn insert_genesis(
+        &mut self,
+        address: Address,
+        account: AccountState,
+    ) -> Result<(), ShardError> {
+        if self.started {
+            return Err(ShardError::GenesisStored);
+        }
+        let change = AccountDiff {
+            balance: Some(account.balance),
+            nonce: Some(account.nonce),
+            code: Some(account.code),
+            storage: account.storage,
+        };
+        let diff = StateDiff {
+            accounts: BTreeMap::from([(address, change)]),
+        };
+        for member in self.groups.group_of(&address).members.iter() {
+            self.member_mut(member)?.state.apply(&diff);
+        }
+        Ok(())
+    }
+
+    /// Closes a node's store and opens it again from its directory, as a node process that
+    /// restarts would. The node must be between batches; it comes back at its stored height.
+    pub fn restart_node(&mut self, id: &NodeId) -> Result<(), ShardError> {
+        let member = self.members.get(id).ok_or(ShardError::NotRegistered(*id))?;
+        if member.state.has_pending() {
+            return Err(ShardError::PendingWrites(*id));
+        }
+        let Some(Member { node, state }) = self.members.remove(id) else {
+            return Err(ShardError::NotRegistered(*id));
+        };
+        let dir = state.dir().to_path_buf();
+        let expected = state.height();
+        drop(state);
+        let state = NodeState::open(&dir).map_err(|error| ShardError::state(*id, error))?;
+        let height = state.height();
+        self.members.insert(*id, Member { node, state });
+        if height != expected {
+            return Err(ShardError::HeightsDiffer {
+                node: *id,
+                height,
+                expected,
+            });
+        }
+        debug!(target: "shard_node", node = %id, ?height, "node reopened its store");
+        Ok(())
+    }
+
+    fn member_mut(&mut self, id: &NodeId) -> Result<&mut Member, ShardError> {
+        self.members
+            .get_mut(id)
+            .ok_or(ShardError::NotRegistered(*id))
+    }
+
+    /// A storage slot as the group holding it reads it; a quorum of members must agree.
     pub fn storage(&mut self, address: &Address, slot: &B256) -> Result<U256, ShardError> {
-        let group = self.group_of(address);
-        let values: Vec<U256> = group
-            .iter()
-            .map(|member| self.node(member).state.storage(address, slot))
-            .collect();
-        agreed(&values, group.len()).ok_or_else(|| ShardError::Diverged {
+        let group = self.groups.group_of(address);
+        let mut values = Vec::with_capacity(group.members.len());
+        for id in group.members.iter() {
+            let member = self.member_mut(id)?;
+            values.push(
+                member
+                    .state
+                    .storage(address, slot)
+                    .map_err(|error| ShardError::state(*id, error))?,
+            );
+        }
+        agreed(&values, group.members.len()).ok_or_else(|| ShardError::Diverged {
             what: format!("slot {slot} of {address}"),
         })
     }
 
-    /// An account's nonce as its group holds it; every member must agree.
+    /// An account's nonce as its group holds it; a quorum of members must agree.
     pub fn nonce(&mut self, address: &Address) -> Result<u64, ShardError> {
-        let group = self.group_of(address);
-        let values: Vec<u64> = group
-            .iter()
-            .map(|member| {
-                self.node(member)
+        let group = self.groups.group_of(address);
+        let mut values = Vec::with_capacity(group.members.len());
+        for id in group.members.iter() {
+            let member = self.member_mut(id)?;
+            values.push(
+                member
                     .state
-                    .account(address)
-                    .map_or(0, |account| account.nonce)
-            })
-            .collect();
-        agreed(&values, group.len()).ok_or_else(|| ShardError::Diverged {
+                    .nonce(address)
+                    .map_err(|error| ShardError::state(*id, error))?,
+            );
+        }
+        agreed(&values, group.members.len()).ok_or_else(|| ShardError::Diverged {
             what: format!("nonce of {address}"),
         })
     }
 
-    /// The state slice member `member` executes `access_list` against: the items it holds
-    /// itself, and for the rest the slice shipped by the first member of the holding group.
-    fn slice_for(&self, member: &NodeId, access_list: &SpaceAccessList) -> StateSlice {
-        let mut slice = StateSlice::default();
-        for access in access_list.accounts() {
-            let holders = &self
-                .groups
-                .get(&access.address)
-                .expect("groups of listed addresses are filled first")
-                .members;
-            let source = if holders.contains(member) {
-                member
-            } else {
-                &holders[0]
-            };
-            let shipped = self
-                .node(source)
+    /// Each member's root of `group`'s addresses as of the last batch, in member order.
+    fn member_roots(&mut self, group: &Group) -> Result<Vec<B256>, ShardError> {
+        let mut roots = Vec::with_capacity(group.members.len());
+        for id in group.members.iter() {
+            let member = self
+                .members
+                .get_mut(id)
+                .ok_or(ShardError::NotRegistered(*id))?;
+            let root = member
                 .state
-                .slice(&SpaceAccessList::new([access.clone()]));
-            slice.accounts.extend(shipped.accounts);
+                .group_root(group, &mut self.groups)
+                .map_err(|error| ShardError::state(*id, error))?;
+            roots.push(root);
         }
-        slice
+        Ok(roots)
+    }
+
+    /// The group holding `address` and the root of its addresses that a quorum of its members
+    /// holds as of the last batch.
+    pub fn group_root_of(&mut self, address: &Address) -> Result<(B256, B256), ShardError> {
+        let group = self.groups.group_of(address);
+        Ok((group.id, self.agreed_root(&group)?))
+    }
+
+    fn agreed_root(&mut self, group: &Group) -> Result<B256, ShardError> {
+        if let Some(root) = self.agreed_roots.get(&group.id) {
+            return Ok(*root);
+        }
+        let roots = self.member_roots(group)?;
+        let root = agreed(&roots, group.members.len()).ok_or_else(|| ShardError::Diverged {
+            what: format!("root of group {}", group.id),
+        })?;
+        self.agreed_roots.insert(group.id, root);
+        Ok(root)
+    }
+
+    /// The slice of `access` shipped by `holders` to a member that does not hold it: stored
+    /// values checked against the group's agreed root, with this batch's writes over them.
+    fn ship(&mut self, access: &AccountAccess, holders: &Group) -> Result<StateSlice, ShardError> {
+        let root = self.agreed_root(holders)?;
+        for id in holders.members.iter() {
+            let member = self
+                .members
+                .get_mut(id)
+                .ok_or(ShardError::NotRegistered(*id))?;
+            match member.state.ship(access, holders, &mut self.groups) {
+                Ok((mut slice, proof)) => match proof.verify(&root, &slice) {
+                    Ok(()) => {
+                        overlay_writes(&mut slice, &self.batch_writes);
+                        return Ok(slice);
+                    }
+                    Err(error) => {
+                        self.refused_slices += 1;
+                        warn!(target: "shard_node", node = %id, address = %access.address, %error, "shipped slice refused: its proof does not hold");
+                    }
+                },
+                Err(error) => {
+                    warn!(target: "shard_node", node = %id, address = %access.address, %error, "member could not ship a slice");
+                }
+            }
+        }
+        Err(ShardError::Unproven {
+            group: holders.id,
+            address: access.address,
+        })
     }
 
     /// Executes a finalized batch whose bodies (in header order) were pulled and checked by the
-    /// caller, and commits the roots of the touched groups on the upper chain.
+    /// caller, stores it on every node, and commits the roots of the touched groups on the
+    /// upper chain at the commit interval.
     pub fn execute_batch(
         &mut self,
         finalized: &FinalizedBatch,
@@ -280,6 +470,10 @@ impl ShardNetwork {
                 return Err(ShardError::BodyMismatch { index });
             }
         }
+        if !self.started {
+            self.store_batch(0, &BTreeSet::new())?;
+            self.started = true;
+        }
         let env = ExecutionEnv {
             chain_id: self.chain_id,
             block_number: batch.number,
@@ -287,10 +481,24 @@ impl ShardNetwork {
         };
         let mut outcomes = Vec::with_capacity(batch.move_count() as usize);
         let mut touched = std::mem::take(&mut self.uncommitted);
+        let mut written = BTreeSet::new();
+        self.batch_writes.clear();
         for signed in bodies.iter().flat_map(|body| &body.moves) {
-            let outcome = self.execute_move(&env, signed.clone(), &mut touched)?;
-            outcomes.push(outcome);
+            match self.execute_move(&env, signed.clone(), &mut touched, &mut written) {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(error) => {
+                    // Nothing of a batch that did not finish is kept.
+                    for member in self.members.values_mut() {
+                        member.state.discard_pending();
+                    }
+                    self.batch_writes.clear();
+                    self.uncommitted = touched;
+                    return Err(error);
+                }
+            }
         }
+        self.store_batch(batch.number, &written)?;
+        self.last_batch = batch.number;
         if batch.number.is_multiple_of(self.root_commit_interval) {
             let group_roots = self.commit_roots(batch.number, &touched)?;
             debug!(target: "shard_node", number = batch.number, groups = group_roots.len(), "committed group roots");
@@ -298,7 +506,6 @@ impl ShardNetwork {
         } else {
             self.uncommitted = touched;
         }
-        self.last_batch = batch.number;
         debug!(target: "shard_node", number = batch.number, moves = outcomes.len(), "executed batch");
         Ok(ExecutedBatch {
             number: batch.number,
@@ -306,11 +513,29 @@ impl ShardNetwork {
         })
     }
 
+    /// Stores batch `number`'s writes on every node and forgets the written groups' roots.
+    fn store_batch(&mut self, number: u64, written: &BTreeSet<B256>) -> Result<(), ShardError> {
+        for (id, member) in &mut self.members {
+            member
+                .state
+                .commit(number, &mut self.groups)
+                .map_err(|error| ShardError::state(*id, error))?;
+        }
+        if number == 0 {
+            self.agreed_roots.clear();
+        }
+        for group in written {
+            self.agreed_roots.remove(group);
+        }
+        Ok(())
+    }
+
     fn execute_move(
         &mut self,
         env: &ExecutionEnv,
         signed: primitives::SignedTransaction,
-        touched: &mut BTreeMap<B256, Arc<[NodeId]>>,
+        touched: &mut BTreeMap<B256, Group>,
+        written: &mut BTreeSet<B256>,
     ) -> Result<MoveOutcome, ShardError> {
         let hash = signed.hash();
         let verified = match signed.verify(self.chain_id) {
@@ -326,29 +551,55 @@ impl ShardNetwork {
                 });
             }
         };
-        for access in verified.tx().access_list.accounts() {
-            self.group_of(&access.address);
-        }
-        let executing = self.group(&verified.tx().to);
+        let access_list = &verified.tx().access_list;
+        let holders: Vec<Group> = access_list
+            .accounts()
+            .iter()
+            .map(|access| self.groups.group_of(&access.address))
+            .collect();
+        let executing = self.groups.group_of(&verified.tx().to);
+        // What other groups ship is the same for every member that does not hold the items.
+        let mut shipped: BTreeMap<Address, StateSlice> = BTreeMap::new();
         let mut results = Vec::with_capacity(executing.members.len());
-        for member in executing.members.iter() {
-            let slice = self.slice_for(member, &verified.tx().access_list);
+        for id in executing.members.iter() {
+            let mut slice = StateSlice::default();
+            for (access, holder) in access_list.accounts().iter().zip(&holders) {
+                let account = if holder.members.contains(id) {
+                    self.member_mut(id)?
+                        .state
+                        .account_slice(access)
+                        .map_err(|error| ShardError::state(*id, error))?
+                } else {
+                    let shipment = match shipped.entry(access.address) {
+                        Entry::Occupied(entry) => entry.into_mut(),
+                        Entry::Vacant(entry) => entry.insert(self.ship(access, holder)?),
+                    };
+                    shipment
+                        .accounts
+                        .get(&access.address)
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                slice.accounts.insert(access.address, account);
+            }
             results.push(execute(env, &verified, &slice)?);
         }
         let outcome =
             agreed(&results, executing.members.len()).ok_or_else(|| ShardError::Diverged {
                 what: format!("outcome of {hash}"),
             })?;
-        touched.insert(executing.id, executing.members.clone());
+        touched.insert(executing.id, executing);
         for (address, change) in &outcome.diff.accounts {
-            let holders = self.group(address);
+            let holder = self.groups.group_of(address);
             let single = StateDiff {
                 accounts: BTreeMap::from([(*address, change.clone())]),
             };
-            for member in holders.members.iter() {
-                self.node_mut(member).state.apply(&single);
+            for id in holder.members.iter() {
+                self.member_mut(id)?.state.apply(&single);
             }
-            touched.insert(holders.id, holders.members);
+            merge_change(self.batch_writes.entry(*address).or_default(), change);
+            written.insert(holder.id);
+            touched.insert(holder.id, holder);
         }
         Ok(outcome)
     }
@@ -356,51 +607,31 @@ impl ShardNetwork {
     fn commit_roots(
         &mut self,
         batch: u64,
-        touched: &BTreeMap<B256, Arc<[NodeId]>>,
+        touched: &BTreeMap<B256, Group>,
     ) -> Result<Vec<GroupRootCommitment>, ShardError> {
         let mut commitments = Vec::with_capacity(touched.len());
-        // Taken out so the root's address filter can fill it while the nodes are borrowed.
-        let mut groups = std::mem::take(&mut self.groups);
-        let snapshot = &self.snapshot;
-        let nodes = &self.nodes;
-        let mut roots_of = |members: &[NodeId], group: &B256| -> Vec<B256> {
-            members
-                .iter()
-                .map(|member| {
-                    nodes[member].state.root_where(|address| {
-                        let holder = groups
-                            .entry(*address)
-                            .or_insert_with(|| Group::of(snapshot, address));
-                        holder.id == *group
-                    })
-                })
-                .collect()
-        };
-        let all_roots: Vec<Vec<B256>> = touched
-            .iter()
-            .map(|(group, members)| roots_of(members, group))
-            .collect();
-        self.groups = groups;
-        for ((group, members), roots) in touched.iter().zip(all_roots) {
-            let root = agreed(&roots, members.len()).ok_or_else(|| ShardError::Diverged {
-                what: format!("root of group {group}"),
+        for (group_id, group) in touched {
+            let roots = self.member_roots(group)?;
+            let root = agreed(&roots, group.members.len()).ok_or_else(|| ShardError::Diverged {
+                what: format!("root of group {group_id}"),
             })?;
+            self.agreed_roots.insert(*group_id, root);
             let commitment = GroupRootCommitment {
                 epoch: self.snapshot.epoch,
-                group: *group,
+                group: *group_id,
                 batch,
                 root,
             };
             let message = commitment.signing_bytes();
-            let votes: Vec<(usize, BlsSignature)> = members
-                .iter()
-                .enumerate()
-                .filter(|(index, _)| roots[*index] == root)
-                .map(|(index, member)| (index, self.node(member).bls().sign(&message)))
-                .collect();
+            let mut votes: Vec<(usize, BlsSignature)> = Vec::new();
+            for (index, id) in group.members.iter().enumerate() {
+                if roots[index] == root {
+                    votes.push((index, self.member_mut(id)?.node.bls().sign(&message)));
+                }
+            }
             let certificate = Certificate::aggregate(&votes)?;
             self.chain
-                .commit_group_root(commitment.clone(), members, &certificate)?;
+                .commit_group_root(commitment.clone(), &group.members, &certificate)?;
             commitments.push(commitment);
         }
         Ok(commitments)
@@ -417,173 +648,4 @@ fn agreed<T: PartialEq + Clone>(values: &[T], members: usize) -> Option<T> {
 }
 
 #[cfg(test)]
-mod tests {
-    use execution::AccountState;
-    use primitives::{
-        AccountAccess, AccountKey, Batch, BlockHeader, Bytes, DeclaredWrite, SlotAccess,
-        Transaction, bls::BlsSecretKey, codec::Encode,
-    };
-    use upper_chain::EmbeddedChain;
-
-    use super::*;
-
-    const CHAIN_ID: u64 = 9;
-    const COUNTER: Address = Address::repeat_byte(0xc0);
-
-    /// `SSTORE(CALLER, CALLDATALOAD(0))`.
-    fn store_code() -> Bytes {
-        Bytes::from_static(&[0x60, 0x00, 0x35, 0x33, 0x55, 0x00])
-    }
-
-    fn network(nodes: usize) -> (ShardNetwork, Arc<EmbeddedChain>) {
-        let chain = Arc::new(EmbeddedChain::new(Vec::new()));
-        let nodes: Vec<ShardNode> = (0..nodes as u64).map(ShardNode::from_seed).collect();
-        for node in &nodes {
-            let (registration, signature) = node.registration("test".into(), Address::ZERO, vec![]);
-            chain
-                .register_node(registration, &signature)
-                .expect("registers");
-        }
-        chain.advance_epoch();
-        let mut network = ShardNetwork::new(chain.clone(), CHAIN_ID, nodes).expect("forms");
-        network.set_root_commit_interval(1);
-        network.insert_genesis(
-            COUNTER,
-            AccountState {
-                code: store_code(),
-                ..AccountState::default()
-            },
-        );
-        (network, chain)
-    }
-
-    fn store(
-        key: &AccountKey,
-        nonce: u64,
-        value: u64,
-        declared: u64,
-    ) -> primitives::SignedTransaction {
-        Transaction {
-            chain_id: CHAIN_ID,
-            nonce,
-            to: COUNTER,
-            value: U256::ZERO,
-            data: Bytes::from(U256::from(value).to_be_bytes::<32>().to_vec()),
-            gas_limit: 100_000,
-            gas_price: 0,
-            sponsor: None,
-            access_list: SpaceAccessList::new([
-                primitives::AccountAccess::read(key.address()),
-                AccountAccess {
-                    storage: vec![SlotAccess {
-                        slot: B256::left_padding_from(key.address().as_slice()),
-                        write: Some(DeclaredWrite::Exact(U256::from(declared))),
-                    }],
-                    ..AccountAccess::read(COUNTER)
-                },
-            ]),
-        }
-        .sign(key)
-    }
-
-    fn finalized(number: u64, parent: B256, bodies: &[BlockBody]) -> FinalizedBatch {
-        let sequencer = BlsSecretKey::from_seed(&[1; 32]);
-        let headers: Vec<BlockHeader> = bodies
-            .iter()
-            .enumerate()
-            .map(|(height, body)| {
-                BlockHeader::seal(
-                    &AccountKey::from_seed(1),
-                    height as u64,
-                    B256::ZERO,
-                    0,
-                    body,
-                    body.to_bytes().len() as u32,
-                )
-            })
-            .collect();
-        let batch = Batch {
-            number,
-            parent,
-            headers,
-        };
-        let certificate =
-            Certificate::aggregate(&[(0, sequencer.sign(b"test"))]).expect("one vote");
-        FinalizedBatch {
-            batch,
-            sequence: number,
-            view: 0,
-            certificate,
-        }
-    }
-
-    #[test]
-    fn cross_group_moves_execute_once_agreed_and_groups_commit_their_roots() {
-        let (mut network, chain) = network(16);
-        let players: Vec<AccountKey> = (0..12)
-            .map(|seed| AccountKey::from_seed(500 + seed))
-            .collect();
-        // Many players' groups differ from the contract's: their slices are shipped.
-        let counter_group = network.group_of(&COUNTER);
-        assert!(
-            players
-                .iter()
-                .any(|key| network.group_of(&key.address()) != counter_group)
-        );
-
-        let body = BlockBody {
-            moves: players
-                .iter()
-                .enumerate()
-                .map(|(index, key)| store(key, 0, index as u64 + 1, index as u64 + 1))
-                .chain([store(&players[0], 1, 50, 51)]) // a wrong declaration
-                .collect(),
-        };
-        let batch = finalized(1, B256::ZERO, std::slice::from_ref(&body));
-        assert_eq!(
-            network.execute_batch(&batch, &[]),
-            Err(ShardError::BodyMismatch { index: 0 })
-        );
-        let executed = network.execute_batch(&batch, &[body]).expect("executes");
-        assert_eq!(executed.outcomes.len(), players.len() + 1);
-        assert!(
-            executed.outcomes[..players.len()]
-                .iter()
-                .all(MoveOutcome::is_success)
-        );
-        let slot = |key: &AccountKey| B256::left_padding_from(key.address().as_slice());
-        let wrong = FailureReason::WrongPostValue(primitives::finality::StateItem::Storage(
-            COUNTER,
-            slot(&players[0]),
-        ));
-        assert_eq!(executed.outcomes[players.len()].status, Err(wrong));
-
-        for (index, key) in players.iter().enumerate() {
-            assert_eq!(
-                network.storage(&COUNTER, &slot(key)),
-                Ok(U256::from(index as u64 + 1))
-            );
-            let expected_nonce = if index == 0 { 2 } else { 1 };
-            assert_eq!(network.nonce(&key.address()), Ok(expected_nonce));
-        }
-        // Every touched group committed a root over exactly its own addresses.
-        assert!(!network.last_group_roots().is_empty());
-        for commitment in network.last_group_roots() {
-            assert_eq!(
-                chain
-                    .group_root(&commitment.group)
-                    .expect("the embedded chain reads")
-                    .as_ref(),
-                Some(commitment)
-            );
-        }
-        // Batches run in order.
-        assert_eq!(
-            network.execute_batch(&finalized(3, B256::ZERO, &[]), &[]),
-            Err(ShardError::NotNext {
-                expected: 2,
-                got: 3
-            })
-        );
-    }
-}
+mod tests;

@@ -1,6 +1,6 @@
-//! One execution node: identity, registration and the state it holds.
+//! One execution node's identity and registration. The state it holds is a
+//! [`crate::state::NodeState`], which the network opens for it in a directory of its own.
 
-use execution::InMemoryState;
 use primitives::{AccountKey, Address, NodeId, Signature, bls::BlsSecretKey};
 use upper_chain::Registration;
 
@@ -11,18 +11,12 @@ pub struct ShardNode {
     key: AccountKey,
     /// Key for group certificates.
     bls: BlsSecretKey,
-    /// State of every address whose group includes this node.
-    pub state: InMemoryState,
 }
 
 impl ShardNode {
-    /// A node with these keys and no state yet.
+    /// A node with these keys.
     pub fn new(key: AccountKey, bls: BlsSecretKey) -> Self {
-        ShardNode {
-            key,
-            bls,
-            state: InMemoryState::new(),
-        }
+        ShardNode { key, bls }
     }
 
     /// A node with a deterministic identity from `seed` (devnet and tests).
@@ -34,7 +28,6 @@ impl ShardNode {
         ShardNode {
             key,
             bls: BlsSecretKey::from_seed(&bls_seed),
-            state: InMemoryState::new(),
         }
     }
 

@@ -179,7 +179,12 @@ impl Devnet {
             nodes.push(node);
         }
         chain.advance_epoch();
-        let mut network = ShardNetwork::new(chain.clone(), config.chain_id, nodes)?;
+        let mut network = ShardNetwork::new(
+            chain.clone(),
+            config.chain_id,
+            nodes,
+            &data_dir.join("shards"),
+        )?;
         network.set_root_commit_interval(config.root_commit_interval_batches);
         network.insert_genesis(
             GAME_ADDRESS,
@@ -187,7 +192,7 @@ impl Devnet {
                 code: game_code(),
                 ..AccountState::default()
             },
-        );
+        )?;
 
         let weak_da = WeakDa::local(&data_dir.join("weak-da"))?;
         let shards = shard_node::driver::spawn(
