@@ -142,3 +142,15 @@ pub const RELAY_REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
 pub const RELAY_DIAL_BACK_GRACE: Duration = Duration::from_millis(300);
 /// Peers one node's relay client tunnels to or accepts from, each with its own local socket.
 pub const RELAY_TUNNELS_MAX: usize = 1_024;
+
+/// Messages a resumable session keeps unacknowledged; a send beyond it is refused
+/// (back-pressure).
+pub const RESUME_UNACKED_MAX: usize = 1_024;
+/// A resumable session acknowledges after this many delivered messages...
+pub const RESUME_ACK_EVERY: u32 = 16;
+/// ...or this long after the first one it has not acknowledged.
+pub const RESUME_ACK_DELAY: Duration = Duration::from_millis(20);
+/// How long a server waits for a new connection's first (resume) frame.
+pub const RESUME_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Resumable sessions one server keeps routes for.
+pub const RESUME_SESSIONS_MAX: usize = SERVER_SESSIONS_MAX;

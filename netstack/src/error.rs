@@ -474,3 +474,63 @@ pub enum RelayError {
         relays_tried: usize,
     },
 }
+
+/// Why a [`crate::resume::ResumableSession`] refused a message or a frame. It is unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeError {
+    /// A frame that does not decode.
+    #[error("malformed resume frame: {reason}")]
+    Malformed {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A first byte that names no frame.
+    #[error("unknown resume frame tag {tag:#04x}")]
+    UnknownTag {
+        /// The tag.
+        tag: u8,
+    },
+    /// A frame out of turn (data before the peer resumed, a second resume).
+    #[error("unexpected {frame}")]
+    Unexpected {
+        /// What came.
+        frame: &'static str,
+    },
+    /// A resume naming another session.
+    #[error("resume of session {found}, this is {expected}")]
+    SessionMismatch {
+        /// This session.
+        expected: u64,
+        /// The one named.
+        found: u64,
+    },
+    /// A message past the next one expected (the connection is ordered, so the peer is
+    /// broken).
+    #[error("message {found} where {expected} was expected")]
+    Gap {
+        /// The next sequence number expected.
+        expected: u64,
+        /// The one that came.
+        found: u64,
+    },
+    /// An acknowledgement of messages never sent.
+    #[error("acknowledgement up to {acked}, only {sent} sent")]
+    AckBeyondSent {
+        /// What was acknowledged.
+        acked: u64,
+        /// What was sent.
+        sent: u64,
+    },
+    /// [`crate::constants::RESUME_UNACKED_MAX`] messages are unacknowledged.
+    #[error("{max} messages unacknowledged")]
+    QueueFull {
+        /// The bound.
+        max: usize,
+    },
+    /// An empty message.
+    #[error("empty message")]
+    Empty,
+    /// The connection under the session failed or is gone.
+    #[error("the connection is gone")]
+    LinkDown,
+}

@@ -32,6 +32,10 @@
 //!   ([`secure::SecureHandshake`]) whose static keys are bound to node IDs by a secp256k1
 //!   signature, then [`secure::SecureSession`] seals and opens each datagram with an explicit
 //!   nonce and a replay window, counting every datagram it drops.
+//! - [`resume`] — [`resume::ResumableSession`], sans-IO: sequence numbers, acknowledgements
+//!   and a resume handshake over any ordered connection, so a message stream survives link
+//!   drops without losing or reordering a message; [`driver::ResumableConnection`] runs it on
+//!   a [`driver::KcpConnection`] and moves to a new one after a drop.
 //! - [`quic`] — QUIC (quinn) for node-to-node request/response traffic such as DA chunk
 //!   transfers: self-signed identities clients pin, endpoints, bounded length-prefixed frames.
 //! - [`frame`] — the message bound ([`frame::MAX_MESSAGE_BYTES`]) and its error.
@@ -65,11 +69,12 @@ pub mod kcp;
 pub mod lossy;
 pub mod quic;
 pub mod relay;
+pub mod resume;
 pub mod secure;
 
 #[cfg(feature = "emulated-link")]
 pub use error::LinkError;
 pub use error::{
     AuthError, ConfigError, ConnectError, FrameError, HandshakeRefusal, KcpError, NetError,
-    RelayError, RelayFrameError, RelayRefusal, SendError,
+    RelayError, RelayFrameError, RelayRefusal, ResumeError, SendError,
 };

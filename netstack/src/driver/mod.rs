@@ -20,9 +20,11 @@
 
 mod connection;
 mod endpoint;
+mod resumable;
 mod secure;
 
 pub use connection::{KcpConnection, KcpSender};
 pub(crate) use endpoint::is_transient;
 pub use endpoint::{KcpClient, KcpServer};
+pub use resumable::{ResumableConnection, ResumeAcceptor};
 pub use secure::SecureEndpointStats;

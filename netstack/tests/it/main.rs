@@ -7,6 +7,7 @@ mod lossy;
 mod relay;
 #[cfg(feature = "emulated-link")]
 mod relay_netns;
+mod resume;
 mod secure;
 mod tidy;
 

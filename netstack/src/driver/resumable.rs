@@ -1,0 +1,336 @@
+//! [`ResumableConnection`] and [`ResumeAcceptor`]: a [`ResumableSession`] on KCP connections,
+//! moved to a new connection after a link drop.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+};
+
+use primitives::{id::NodeId, time::Instant};
+use rand::{TryRngCore, rngs::OsRng};
+use tokio::sync::mpsc;
+use tracing::{debug, trace};
+
+use super::connection::KcpConnection;
+use crate::{
+    constants::{RESUME_HANDSHAKE_TIMEOUT, RESUME_SESSIONS_MAX},
+    error::ResumeError,
+    resume::{ResumableSession, ResumeFrame, ResumeStats},
+};
+
+/// A message stream over KCP that survives link drops: every message is delivered exactly
+/// once and in order, across any number of connections (see [`crate::resume`]).
+///
+/// A client opens one with [`open`](Self::open) and, when [`recv`](Self::recv) or
+/// [`send`](Self::send) reports [`ResumeError::LinkDown`] (or whenever it chooses, say after a
+/// network change), dials again and hands the new connection to [`resume`](Self::resume). A
+/// server gets one per session from a [`ResumeAcceptor`], which moves a session to the new
+/// connection by itself when its client resumes.
+#[derive(Debug)]
+pub struct ResumableConnection {
+    session: ResumableSession,
+    connection: Option<KcpConnection>,
+    peer: Option<NodeId>,
+    /// A server's: new connections of this session from the acceptor.
+    takeovers: Option<mpsc::Receiver<(KcpConnection, Vec<u8>)>>,
+    epoch: tokio::time::Instant,
+}
+
+impl ResumableConnection {
+    /// Opens a new session (random ID) on `connection` and announces it.
+    pub async fn open(connection: KcpConnection) -> Result<ResumableConnection, ResumeError> {
+        // Drivers may use real randomness; the cores never do.
+        let id = OsRng.try_next_u64().map_err(|_| ResumeError::Malformed {
+            reason: "no randomness for a session ID",
+        })?;
+        let mut this = ResumableConnection {
+            session: ResumableSession::new(id),
+            connection: None,
+            peer: connection.peer_id(),
+            takeovers: None,
+            epoch: tokio::time::Instant::now(),
+        };
+        this.attach(connection).await;
+        Ok(this)
+    }
+
+    /// The session's ID.
+    pub fn id(&self) -> u64 {
+        self.session.id()
+    }
+
+    /// The node the secure handshake proved on the first connection, if any.
+    pub fn peer_id(&self) -> Option<NodeId> {
+        self.peer
+    }
+
+    /// The session's counters.
+    pub fn stats(&self) -> ResumeStats {
+        self.session.stats()
+    }
+
+    /// Messages sent and not yet acknowledged by the peer.
+    pub fn unacked(&self) -> usize {
+        self.session.unacked()
+    }
+
+    /// Moves the session to `connection` (a new dial to the same peer), dropping the current
+    /// one. Messages the peer has not acknowledged are sent again after the peer resumes.
+    pub async fn resume(&mut self, connection: KcpConnection) -> Result<(), ResumeError> {
+        if let (Some(expected), Some(found)) = (self.peer, connection.peer_id())
+            && expected != found
+        {
+            return Err(ResumeError::Unexpected {
+                frame: "a connection to another node",
+            });
+        }
+        self.attach(connection).await;
+        Ok(())
+    }
+
+    async fn attach(&mut self, connection: KcpConnection) {
+        self.session.link_lost();
+        self.session.link_up();
+        self.connection = Some(connection);
+        self.flush().await;
+    }
+
+    fn now(&self) -> Instant {
+        let micros = self.epoch.elapsed().as_micros();
+        Instant::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
+    }
+
+    /// Sends one message: at once if the link is up, else after the next resume. Waits for
+    /// acknowledgements while [`crate::constants::RESUME_UNACKED_MAX`] are outstanding
+    /// (messages that arrive meanwhile wait for [`recv`](Self::recv)).
+    pub async fn send(&mut self, message: &[u8]) -> Result<(), ResumeError> {
+        loop {
+            match self.session.send(message) {
+                Ok(()) => break,
+                Err(ResumeError::QueueFull { .. }) => self.read_one().await?,
+                Err(error) => return Err(error),
+            }
+        }
+        self.flush().await;
+        Ok(())
+    }
+
+    /// The next message, in order. [`ResumeError::LinkDown`] when the connection ended: call
+    /// [`resume`](Self::resume) with a new one (a server's resumes by itself and never
+    /// reports it).
+    pub async fn recv(&mut self) -> Result<Vec<u8>, ResumeError> {
+        loop {
+            if let Some(message) = self.session.poll_message() {
+                return Ok(message);
+            }
+            self.read_one().await?;
+        }
+    }
+
+    /// Waits for one input (a frame, a takeover, a due acknowledgement) and handles it.
+    async fn read_one(&mut self) -> Result<(), ResumeError> {
+        let deadline = self
+            .session
+            .poll_timeout()
+            .map(|at| self.epoch + std::time::Duration::from_micros(at.as_micros()));
+        if self.connection.is_none() && self.takeovers.is_none() {
+            return Err(ResumeError::LinkDown);
+        }
+        let (connection, takeovers) = (&mut self.connection, &mut self.takeovers);
+        let takeover = async {
+            match takeovers.as_mut() {
+                Some(takeovers) => takeovers.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let received = async {
+            match connection.as_mut() {
+                Some(connection) => connection.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        enum Input {
+            Frame(Option<Vec<u8>>),
+            Takeover(Option<(KcpConnection, Vec<u8>)>),
+            Timer,
+        }
+        let input = tokio::select! {
+            frame = received => Input::Frame(frame),
+            next = takeover => Input::Takeover(next),
+            () = sleep_until(deadline), if deadline.is_some() => Input::Timer,
+        };
+        match input {
+            Input::Frame(Some(frame)) => {
+                let now = self.now();
+                if let Err(error) = self.session.handle_frame(now, &frame) {
+                    // A broken peer: the connection is no longer trusted.
+                    debug!(target: "netstack::driver", %error, session = self.session.id(), "resume frame refused; link dropped");
+                    self.drop_link();
+                    return Err(error);
+                }
+                self.flush().await;
+                Ok(())
+            }
+            Input::Frame(None) => {
+                debug!(target: "netstack::driver", session = self.session.id(), "link down");
+                self.drop_link();
+                if self.takeovers.is_some() {
+                    // A server waits for its client to resume.
+                    return Ok(());
+                }
+                Err(ResumeError::LinkDown)
+            }
+            Input::Takeover(Some((connection, first))) => {
+                debug!(target: "netstack::driver", session = self.session.id(), "client resumed on a new connection");
+                self.session.link_lost();
+                self.session.link_up();
+                self.connection = Some(connection);
+                let now = self.now();
+                if let Err(error) = self.session.handle_frame(now, &first) {
+                    self.drop_link();
+                    return Err(error);
+                }
+                self.flush().await;
+                Ok(())
+            }
+            Input::Takeover(None) => {
+                self.takeovers = None;
+                Ok(())
+            }
+            Input::Timer => {
+                let now = self.now();
+                self.session.handle_timeout(now);
+                self.flush().await;
+                Ok(())
+            }
+        }
+    }
+
+    fn drop_link(&mut self) {
+        self.session.link_lost();
+        self.connection = None;
+    }
+
+    /// Hands every queued frame to the connection; a failure drops the link (the session
+    /// keeps what it must resend).
+    async fn flush(&mut self) {
+        while let Some(frame) = self.session.poll_frame() {
+            let Some(connection) = self.connection.as_mut() else {
+                self.session.link_lost();
+                return;
+            };
+            if let Err(error) = connection.send(frame).await {
+                trace!(target: "netstack::driver", %error, "send failed; link dropped");
+                self.drop_link();
+                return;
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+type Routes = Arc<Mutex<HashMap<(Option<NodeId>, u64), mpsc::Sender<(KcpConnection, Vec<u8>)>>>>;
+
+/// A server's side of resumable sessions: takes the connections a
+/// [`crate::driver::KcpServer`] accepts, reads the `Resume` frame each must start with, and
+/// either yields a new [`ResumableConnection`] or moves an existing one to the new connection.
+/// A session is found only by the same peer node (on a secure server) and session ID, so
+/// nobody else can take it over.
+#[derive(Debug)]
+pub struct ResumeAcceptor {
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ResumeAcceptor {
+    fn drop(&mut self) {
+        self._task.abort();
+    }
+}
+
+impl ResumeAcceptor {
+    /// Starts accepting from `incoming`; new sessions come out of the returned receiver.
+    pub fn start(
+        mut incoming: mpsc::Receiver<KcpConnection>,
+    ) -> (ResumeAcceptor, mpsc::Receiver<ResumableConnection>) {
+        let (sessions, accepted) = mpsc::channel(16);
+        let routes: Routes = Arc::new(Mutex::new(HashMap::new()));
+        let task = tokio::spawn(async move {
+            while let Some(connection) = incoming.recv().await {
+                tokio::spawn(route(connection, routes.clone(), sessions.clone()));
+            }
+        });
+        (ResumeAcceptor { _task: task }, accepted)
+    }
+}
+
+/// Reads a new connection's first frame and gives the connection to its session.
+async fn route(
+    mut connection: KcpConnection,
+    routes: Routes,
+    sessions: mpsc::Sender<ResumableConnection>,
+) {
+    let first = match tokio::time::timeout(RESUME_HANDSHAKE_TIMEOUT, connection.recv()).await {
+        Ok(Some(first)) => first,
+        Ok(None) | Err(_) => {
+            debug!(target: "netstack::driver", "no resume frame; connection dropped");
+            return;
+        }
+    };
+    let id = match ResumeFrame::decode(&first) {
+        Ok(ResumeFrame::Resume { session, .. }) => session,
+        Ok(_) => {
+            debug!(target: "netstack::driver", "first frame is no resume; connection dropped");
+            return;
+        }
+        Err(error) => {
+            debug!(target: "netstack::driver", %error, "malformed first frame; connection dropped");
+            return;
+        }
+    };
+    let key = (connection.peer_id(), id);
+    let existing = routes
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+        .cloned();
+    let connection = match existing {
+        Some(route) => match route.send((connection, first.clone())).await {
+            Ok(()) => return,
+            // The application dropped that session: start it afresh.
+            Err(mpsc::error::SendError((connection, _))) => connection,
+        },
+        None => connection,
+    };
+    let (takeover, takeovers) = mpsc::channel(4);
+    {
+        let mut routes = routes.lock().unwrap_or_else(PoisonError::into_inner);
+        routes.retain(|_, route| !route.is_closed());
+        if routes.len() >= RESUME_SESSIONS_MAX {
+            debug!(target: "netstack::driver", "resumable session table full; connection dropped");
+            return;
+        }
+        routes.insert(key, takeover);
+    }
+    let mut session = ResumableSession::new(id);
+    session.link_up();
+    let epoch = tokio::time::Instant::now();
+    if let Err(error) = session.handle_frame(Instant::ZERO, &first) {
+        debug!(target: "netstack::driver", %error, "resume refused");
+        return;
+    }
+    let mut resumable = ResumableConnection {
+        session,
+        peer: connection.peer_id(),
+        connection: Some(connection),
+        takeovers: Some(takeovers),
+        epoch,
+    };
+    resumable.flush().await;
+    let _ = sessions.send(resumable).await;
+}
