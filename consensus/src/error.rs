@@ -127,6 +127,32 @@ pub enum RejectReason {
         /// The entry's sequence.
         sequence: u64,
     },
+    /// A message from a node that was a validator of the previous epoch and is not one of the
+    /// current epoch: it left the set at the epoch boundary.
+    #[error("{from} left the validator set at the start of epoch {epoch}")]
+    LeftValidatorSet {
+        /// The transport-authenticated sender.
+        from: NodeId,
+        /// The epoch it is not a member of.
+        epoch: u64,
+    },
+    /// A next epoch that does not follow the current one: not the next number, or not starting
+    /// right after the current epoch's last sequence (or the current epoch has no end).
+    #[error("epoch {epoch} starting after {start} does not follow: {why}")]
+    BadEpoch {
+        /// The epoch offered.
+        epoch: u64,
+        /// The sequence it would start after.
+        start: u64,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// This replica is not a member of the current epoch's set: it left, and takes no input.
+    #[error("this replica left the validator set at the start of epoch {epoch}")]
+    Retired {
+        /// The epoch it is not a member of.
+        epoch: u64,
+    },
     /// A verdict for a value the replica did not ask about (or no longer waits for).
     #[error("unexpected verdict for sequence {sequence}")]
     UnexpectedVerdict {

@@ -397,7 +397,7 @@ impl<V: Value> Cluster<V> {
                     self.seed
                 );
             }
-            ReplicaEvent::ViewEntered { .. } => {}
+            ReplicaEvent::ViewEntered { .. } | ReplicaEvent::EpochEntered { .. } => {}
             ReplicaEvent::Committed {
                 sequence,
                 view,

@@ -94,7 +94,7 @@ pub use persist::{Record, ReplicaState, StateError};
 pub use replica::{Replica, ReplicaConfig, ReplicaEvent, ReplicaInput};
 pub use stats::{RejectStats, ReplicaStats};
 pub use store::{FileLog, FileMedium, LogError, LogMedium, MemoryMedium, Recovery, ReplicaLog};
-pub use validator::{Validator, ValidatorSet, faults_max, quorum};
+pub use validator::{Validator, ValidatorSet, epoch_first_view, faults_max, quorum};
 pub use value::Value;
 
 /// Checks that a quorum of `keys` (a validator set, in order) signed, in `view`, the commit of

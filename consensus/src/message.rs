@@ -342,9 +342,22 @@ impl<V: Value> ViewChange<V> {
         stable_proof: Vec<Checkpoint>,
         prepared: Vec<PreparedProof<V>>,
     ) -> Self {
+        Self::in_epoch(secret, view, replica, 0, stable_proof, prepared)
+    }
+
+    /// A view change signed by `secret`, validator `replica` of an epoch that starts after
+    /// sequence `start` (the stable checkpoint when `stable_proof` is empty).
+    pub fn in_epoch(
+        secret: &BlsSecretKey,
+        view: u64,
+        replica: u16,
+        start: u64,
+        stable_proof: Vec<Checkpoint>,
+        prepared: Vec<PreparedProof<V>>,
+    ) -> Self {
         let (stable, history) = stable_proof
             .first()
-            .map_or((0, B256::ZERO), |vote| (vote.sequence, vote.history));
+            .map_or((start, B256::ZERO), |vote| (vote.sequence, vote.history));
         let mut view_change = ViewChange {
             view,
             replica,

@@ -38,6 +38,7 @@ use crate::{
     constants::{CHECKPOINT_INTERVAL, DECIDED_RETAINED, SEQUENCE_WINDOW},
     log::chain_history,
     message::{Checkpoint, DecidedEntry, PrePrepare, PreparedProof},
+    validator::{ValidatorSet, epoch_first_view},
     value::Value,
 };
 
@@ -47,6 +48,7 @@ const TAG_PROPOSAL: u8 = 1;
 const TAG_PREPARED: u8 = 2;
 const TAG_DECIDED: u8 = 3;
 const TAG_STABLE: u8 = 4;
+const TAG_EPOCH: u8 = 5;
 const STATE_VERSION: u8 = 1;
 
 /// Most entries of each kind a [`ReplicaState`] holds: the window's slots, or the decided
@@ -74,6 +76,9 @@ pub enum Record<V> {
     Prepared(PreparedProof<V>),
     /// A decided entry, delivered in sequence order.
     Decided(DecidedEntry<V>),
+    /// The replica delivered its epoch's last sequence and switched to this set (see
+    /// [`ValidatorSet`]'s epochs): a new log from the set's start, in the epoch's first view.
+    Epoch(ValidatorSet),
     /// A stable checkpoint.
     Stable {
         /// The checkpoint's sequence.
@@ -106,6 +111,10 @@ impl<V: Value> Encode for Record<V> {
                 out.push(TAG_DECIDED);
                 entry.encode(out);
             }
+            Record::Epoch(validators) => {
+                out.push(TAG_EPOCH);
+                validators.encode(out);
+            }
             Record::Stable {
                 sequence,
                 history,
@@ -131,6 +140,7 @@ impl<V: Value> Decode for Record<V> {
             TAG_PROPOSAL => Ok(Record::Proposal(PrePrepare::decode(decoder)?)),
             TAG_PREPARED => Ok(Record::Prepared(PreparedProof::decode(decoder)?)),
             TAG_DECIDED => Ok(Record::Decided(DecidedEntry::decode(decoder)?)),
+            TAG_EPOCH => Ok(Record::Epoch(ValidatorSet::decode(decoder)?)),
             TAG_STABLE => Ok(Record::Stable {
                 sequence: decoder.u64()?,
                 history: decoder.b256()?,
@@ -164,6 +174,16 @@ pub enum StateError {
         /// The state's view.
         current: u64,
     },
+    /// An epoch that does not start at the last committed sequence.
+    #[error("epoch {epoch} starts after {start}, not after the last committed {last_committed}")]
+    EpochOutOfOrder {
+        /// The epoch.
+        epoch: u64,
+        /// The sequence it starts after.
+        start: u64,
+        /// The last committed sequence of the state.
+        last_committed: u64,
+    },
     /// A stable checkpoint at a sequence that is not a checkpoint sequence.
     #[error("stable checkpoint at {sequence}, not a checkpoint sequence")]
     NotCheckpoint {
@@ -193,6 +213,9 @@ pub struct ReplicaState<V> {
     pub(crate) prepared: BTreeMap<u64, PreparedProof<V>>,
     /// Decided entries retained for peers catching up, through `last_committed`.
     pub(crate) decided: BTreeMap<u64, DecidedEntry<V>>,
+    /// The set of the epoch the replica switched to or joined, if any (else the one it was
+    /// built with).
+    pub(crate) epoch: Option<ValidatorSet>,
 }
 
 impl<V> Default for ReplicaState<V> {
@@ -209,6 +232,7 @@ impl<V> Default for ReplicaState<V> {
             proposals: BTreeMap::new(),
             prepared: BTreeMap::new(),
             decided: BTreeMap::new(),
+            epoch: None,
         }
     }
 }
@@ -217,6 +241,23 @@ impl<V: Value> ReplicaState<V> {
     /// The state of a replica that has recorded nothing: view 0, nothing committed.
     pub fn genesis() -> Self {
         Self::default()
+    }
+
+    /// The state of a node that joins the validator set at the start of `validators`' epoch:
+    /// nothing committed of its own, the window from the epoch's start, its first view.
+    pub fn joining(validators: &ValidatorSet) -> Self {
+        let mut state = Self::genesis();
+        state.last_committed = validators.start();
+        state.low_watermark = validators.start();
+        state
+            .apply(&Record::Epoch(validators.clone()))
+            .expect("an epoch starts at the joiner's last sequence");
+        state
+    }
+
+    /// The set of the epoch the replica switched to or joined, if it did.
+    pub fn epoch(&self) -> Option<&ValidatorSet> {
+        self.epoch.as_ref()
     }
 
     /// The recorded view.
@@ -311,6 +352,25 @@ impl<V: Value> ReplicaState<V> {
                 self.decided.insert(entry.sequence, entry.clone());
                 self.trim_decided();
             }
+            Record::Epoch(validators) => {
+                if validators.start() != self.last_committed {
+                    return Err(StateError::EpochOutOfOrder {
+                        epoch: validators.epoch(),
+                        start: validators.start(),
+                        last_committed: self.last_committed,
+                    });
+                }
+                self.view = epoch_first_view(validators.epoch());
+                self.active = true;
+                self.history = B256::ZERO;
+                self.low_watermark = validators.start();
+                self.stable_history = B256::ZERO;
+                self.stable_proof.clear();
+                self.checkpoints.clear();
+                self.proposals.clear();
+                self.prepared.clear();
+                self.epoch = Some(validators.clone());
+            }
             Record::Stable {
                 sequence,
                 history,
@@ -377,6 +437,13 @@ impl<V: Value> Encode for ReplicaState<V> {
         put_list(out, &prepared);
         let decided: Vec<DecidedEntry<V>> = self.decided.values().cloned().collect();
         put_list(out, &decided);
+        match &self.epoch {
+            Some(validators) => {
+                out.push(1);
+                validators.encode(out);
+            }
+            None => out.push(0),
+        }
     }
 }
 
@@ -399,7 +466,13 @@ impl<V: Value> Decode for ReplicaState<V> {
         let proposals: Vec<PrePrepare<V>> = decoder.list("proposals", STATE_ENTRIES_MAX)?;
         let prepared: Vec<PreparedProof<V>> = decoder.list("prepared proofs", STATE_ENTRIES_MAX)?;
         let decided: Vec<DecidedEntry<V>> = decoder.list("decided entries", STATE_ENTRIES_MAX)?;
+        let epoch = if decoder.bool()? {
+            Some(ValidatorSet::decode(decoder)?)
+        } else {
+            None
+        };
         Ok(ReplicaState {
+            epoch,
             view,
             active,
             last_committed,

@@ -1,6 +1,7 @@
 //! The PBFT replica: a sans-IO [`Machine`] that orders values one sequence at a time.
 
 mod change;
+mod epoch;
 mod transfer;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -71,6 +72,12 @@ pub enum ReplicaInput<V> {
     /// Without it, only a proposal left undecided starts the timer, so a primary that proposes
     /// nothing at all is never suspected.
     Backlog(bool),
+    /// The validator set of the epoch after the current one, read from the upper chain (origin
+    /// [`Origin::Local`]). It must be the next epoch and start right after the current epoch's
+    /// last sequence; the replica switches to it once it has delivered that sequence (see
+    /// [`ValidatorSet`]'s epochs). Not recorded: after a restart before the switch, give it
+    /// again.
+    NextEpoch(ValidatorSet),
     /// The application's answer to [`ReplicaEvent::Verify`] (origin [`Origin::Local`]).
     Verified {
         /// The sequence of the `Verify` answered.
@@ -118,6 +125,16 @@ pub enum ReplicaEvent<V> {
         view: u64,
         /// Node ID of its primary.
         primary: NodeId,
+    },
+    /// The replica delivered the last sequence of its epoch and switched to the next set.
+    /// `member` false: this replica is not in it and has retired (it takes no more input).
+    EpochEntered {
+        /// The epoch entered.
+        epoch: u64,
+        /// The last sequence of the previous epoch; the new set decides from the next one.
+        start: u64,
+        /// Whether this replica is a validator of the new epoch.
+        member: bool,
     },
     /// A validator signed two conflicting messages for one slot (see [`Evidence`]); both
     /// signatures were checked here. Emitted at most once per offender, kind and slot.
@@ -219,6 +236,12 @@ pub struct Replica<V: Value> {
     durable: bool,
     /// Records the driver must make durable before it sends the transmits queued with them.
     persist: VecDeque<Record<V>>,
+    /// The next epoch's set, once the driver gave it, until the switch.
+    next_epoch: Option<ValidatorSet>,
+    /// The previous epoch's set, to tell a node that left from a stranger.
+    previous: Option<ValidatorSet>,
+    /// Not a member of the current epoch's set: takes no input.
+    retired: bool,
     stats: ReplicaStats,
     /// Held votes found badly signed during the current input, as `(kind, sequence, voter)`:
     /// removed from the log, counted as refusals when the input ends. Empty between inputs.
@@ -324,6 +347,9 @@ impl<V: Value> Replica<V> {
             events: VecDeque::new(),
             durable: false,
             persist: VecDeque::new(),
+            next_epoch: None,
+            previous: None,
+            retired: false,
             stats: ReplicaStats::default(),
             bad_votes: Vec::new(),
             time_last: Instant::ZERO,
@@ -357,6 +383,10 @@ impl<V: Value> Replica<V> {
     /// views, it asks for the view again. Votes of others, checkpoint votes and view changes
     /// are not recorded: it learns them again, or catches up by state transfer.
     ///
+    /// `validators` and `index` are the set the replica was built with and its place in it; if
+    /// the log switched epochs (or the node joined with [`ReplicaState::joining`]), the log's
+    /// set replaces it, and the replica finds itself in it by node ID (retired if absent).
+    ///
     /// # Panics
     /// As [`Replica::new`].
     pub fn restore(
@@ -370,6 +400,22 @@ impl<V: Value> Replica<V> {
         let mut replica = Self::with_config(validators, index, secret, config);
         replica.durable = true;
         replica.time_last = now;
+        if let Some(epoch) = state.epoch.clone()
+            && epoch != replica.validators
+        {
+            let id = replica.id();
+            match epoch.index_of(&id) {
+                Some(index) => {
+                    replica.index = u16::try_from(index).expect("validator indices fit u16");
+                    replica.validators = epoch;
+                }
+                None => {
+                    replica.validators = epoch;
+                    replica.retired = true;
+                    return replica;
+                }
+            }
+        }
         let ReplicaState {
             view,
             active,
@@ -382,6 +428,7 @@ impl<V: Value> Replica<V> {
             proposals,
             prepared,
             decided,
+            epoch: _,
         } = state;
         replica.view = view;
         replica.last_committed = last_committed;
@@ -445,10 +492,11 @@ impl<V: Value> Replica<V> {
             // Changing views: ask for the view again (the same view change, or one that says the
             // same with a later stable checkpoint).
             replica.active = false;
-            let own = ViewChange::new(
+            let own = ViewChange::in_epoch(
                 &replica.secret,
                 view,
                 replica.index,
+                replica.validators.start(),
                 replica.stable_proof.clone(),
                 prepared.into_values().collect(),
             );
@@ -489,7 +537,7 @@ impl<V: Value> Replica<V> {
 
     /// Whether this replica is the primary of the current view (and may be given proposals).
     pub fn is_primary(&self) -> bool {
-        self.active && self.validators.primary_index(self.view) == self.index()
+        !self.retired && self.active && self.validators.primary_index(self.view) == self.index()
     }
 
     /// The node ID of the current view's primary.
@@ -519,8 +567,20 @@ impl<V: Value> Replica<V> {
     }
 
     /// The highest sequence the replica accepts messages for.
+    /// It stops at the last sequence of the epoch.
     pub fn high_watermark(&self) -> u64 {
-        self.low_watermark + SEQUENCE_WINDOW
+        let high = self.low_watermark + SEQUENCE_WINDOW;
+        self.validators.end().map_or(high, |end| high.min(end))
+    }
+
+    /// The current epoch (that of [`Replica::validators`]).
+    pub fn epoch(&self) -> u64 {
+        self.validators.epoch()
+    }
+
+    /// Whether this replica left the validator set at an epoch boundary (it takes no input).
+    pub fn is_retired(&self) -> bool {
+        self.retired
     }
 
     /// The quorum of signed checkpoint votes that made [`Replica::low_watermark`] stable (empty
@@ -586,7 +646,39 @@ impl<V: Value> Replica<V> {
         assert!(now >= self.time_last, "time never goes backwards");
         self.time_last = now;
         self.stats.inputs += 1;
-        let result = match input {
+        let result = if self.retired {
+            Err(RejectReason::Retired {
+                epoch: self.validators.epoch(),
+            })
+        } else {
+            self.dispatch_input(from, input)
+        };
+        // Votes held earlier and found badly signed during this input are refusals too.
+        self.take_bad_votes(None);
+        if !self.retired {
+            self.arm_timer(now);
+        }
+        if let Err(reason) = &result {
+            self.stats.rejected.count(reason);
+            debug!(target: "consensus", replica = self.index, ?from, %reason, "input refused");
+        }
+        assert!(
+            self.transmits.len() <= TRANSMITS_QUEUED_MAX,
+            "driver drains transmits"
+        );
+        assert!(
+            self.events.len() <= EVENTS_QUEUED_MAX,
+            "driver drains events"
+        );
+        assert!(
+            self.persist.len() <= PERSIST_QUEUED_MAX,
+            "driver drains records"
+        );
+        result
+    }
+
+    fn dispatch_input(&mut self, from: Origin, input: ReplicaInput<V>) -> Result<(), RejectReason> {
+        match input {
             ReplicaInput::Message(bytes) => match Message::from_wire(&bytes) {
                 Ok(message) => self.handle_message(from, message),
                 Err(error) => Err(RejectReason::Decode(error)),
@@ -606,27 +698,14 @@ impl<V: Value> Replica<V> {
                 digest,
                 valid,
             } => self.handle_verified(from, sequence, digest, valid),
-        };
-        // Votes held earlier and found badly signed during this input are refusals too.
-        self.take_bad_votes(None);
-        self.arm_timer(now);
-        if let Err(reason) = &result {
-            self.stats.rejected.count(reason);
-            debug!(target: "consensus", replica = self.index, ?from, %reason, "input refused");
+            ReplicaInput::NextEpoch(next) => {
+                if from == Origin::Local {
+                    self.handle_next_epoch(next)
+                } else {
+                    Err(RejectReason::WrongOrigin { what: "next epoch" })
+                }
+            }
         }
-        assert!(
-            self.transmits.len() <= TRANSMITS_QUEUED_MAX,
-            "driver drains transmits"
-        );
-        assert!(
-            self.events.len() <= EVENTS_QUEUED_MAX,
-            "driver drains events"
-        );
-        assert!(
-            self.persist.len() <= PERSIST_QUEUED_MAX,
-            "driver drains records"
-        );
-        result
     }
 
     /// The next record to make durable (see [`crate::persist`]). Drain it until `None` after
@@ -754,10 +833,20 @@ impl<V: Value> Replica<V> {
                 what: "peer message",
             });
         };
-        let sender = self
-            .validators
-            .index_of(&id)
-            .ok_or(RejectReason::NotValidator { from: id })?;
+        let Some(sender) = self.validators.index_of(&id) else {
+            let left = self
+                .previous
+                .as_ref()
+                .is_some_and(|previous| previous.index_of(&id).is_some());
+            return Err(if left {
+                RejectReason::LeftValidatorSet {
+                    from: id,
+                    epoch: self.validators.epoch(),
+                }
+            } else {
+                RejectReason::NotValidator { from: id }
+            });
+        };
         let sender = u16::try_from(sender).expect("validator indices fit u16");
         if sender == self.index {
             return Err(RejectReason::WrongOrigin {
@@ -766,6 +855,20 @@ impl<V: Value> Replica<V> {
         }
         trace!(target: "consensus", replica = self.index, sender, kind = message.kind(),
             sequence = message.sequence(), "message");
+        let view = match &message {
+            Message::ViewChange(view_change) => Some(view_change.view),
+            Message::NewView(new_view) => Some(new_view.view),
+            other => normal_case_view(other),
+        };
+        if let Some(view) = view
+            && view >= crate::validator::epoch_first_view(self.validators.epoch() + 1)
+        {
+            // A later epoch's: signed by a set this replica does not hold yet.
+            return Err(RejectReason::FutureView {
+                view,
+                current: self.view,
+            });
+        }
         if let Some(view) = normal_case_view(&message)
             && (view > self.view || !self.active)
         {
@@ -1403,6 +1506,7 @@ impl<V: Value> Replica<V> {
                 self.adopted_history = None;
             }
         }
+        self.maybe_enter_epoch();
     }
 
     fn send_checkpoint(&mut self, sequence: u64) {

@@ -97,6 +97,12 @@ pub struct RejectStats {
     pub invalid_proof: u64,
     /// [`RejectReason::BadCertificate`].
     pub bad_certificate: u64,
+    /// [`RejectReason::LeftValidatorSet`].
+    pub left_validator_set: u64,
+    /// [`RejectReason::BadEpoch`].
+    pub bad_epoch: u64,
+    /// [`RejectReason::Retired`].
+    pub retired: u64,
 }
 
 impl RejectStats {
@@ -121,6 +127,9 @@ impl RejectStats {
             RejectReason::ViewChanging { .. } => &mut self.view_changing,
             RejectReason::InvalidProof { .. } => &mut self.invalid_proof,
             RejectReason::BadCertificate { .. } => &mut self.bad_certificate,
+            RejectReason::LeftValidatorSet { .. } => &mut self.left_validator_set,
+            RejectReason::BadEpoch { .. } => &mut self.bad_epoch,
+            RejectReason::Retired { .. } => &mut self.retired,
         };
         *counter += 1;
     }
@@ -145,5 +154,8 @@ impl RejectStats {
             + self.view_changing
             + self.invalid_proof
             + self.bad_certificate
+            + self.left_validator_set
+            + self.bad_epoch
+            + self.retired
     }
 }

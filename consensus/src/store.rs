@@ -89,6 +89,9 @@ pub enum LogError {
         /// Why.
         error: DecodeError,
     },
+    /// [`ReplicaLog::start_from`] on a log that holds frames already.
+    #[error("the replica log is not empty")]
+    NotEmpty,
     /// A frame that decodes but cannot follow the frames before it.
     #[error("inconsistent frame at byte {offset}: {error}")]
     State {
@@ -449,6 +452,17 @@ impl<V: Value, M: LogMedium> ReplicaLog<V, M> {
             self.compact()?;
         }
         Ok(())
+    }
+
+    /// Starts an empty log from `state` (written as a snapshot): a node that joins the
+    /// validator set at an epoch start writes [`ReplicaState::joining`] before it builds its
+    /// replica, so that its records follow it. Refused on a log that holds frames.
+    pub fn start_from(&mut self, state: ReplicaState<V>) -> Result<(), LogError> {
+        if !self.is_empty() {
+            return Err(LogError::NotEmpty);
+        }
+        self.state = state;
+        self.compact()
     }
 
     /// Rewrites the log as one snapshot of the state, atomically.

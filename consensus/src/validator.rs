@@ -8,7 +8,7 @@ use std::{
 
 use parking_lot::Mutex;
 use primitives::{
-    Encode, NodeId,
+    Decode, DecodeError, Decoder, Encode, NodeId,
     bls::{BlsError, BlsPublicKey, BlsSignature, Certificate},
     constants::VALIDATORS_MAX,
 };
@@ -23,6 +23,11 @@ pub const fn faults_max(validators: usize) -> usize {
 /// Votes that make a quorum in a set of `validators`: `n - f` (3 of 4, 6 of 8).
 pub const fn quorum(validators: usize) -> usize {
     validators - faults_max(validators)
+}
+
+/// The view every replica starts epoch `epoch` in: views of different epochs never meet.
+pub const fn epoch_first_view(epoch: u64) -> u64 {
+    epoch << 32
 }
 
 /// One voting member: its node ID (what the transport authenticates) and its BLS key (what its
@@ -45,10 +50,22 @@ pub struct Validator {
 /// gives a copy that shares it, which a process running many replicas of one network (the
 /// seeded world) uses so that each message is checked once, not once per replica. Remembering
 /// only what verified changes no outcome: the same bytes verify the same way every time.
+///
+/// # Epochs
+/// A set belongs to an epoch ([`ValidatorSet::epoch`]) and decides the sequences of its span:
+/// after [`ValidatorSet::start`] through [`ValidatorSet::end`] (open-ended if `None`).
+/// [`ValidatorSet::new`] is epoch 0 from the first sequence, with no end: a set that never
+/// changes. The upper chain fixes each epoch's span when it publishes the set, so every
+/// correct replica knows where the epoch ends before it gets there: the old set certifies its
+/// last sequence, and the next set (given with
+/// [`ReplicaInput::NextEpoch`](crate::ReplicaInput::NextEpoch)) takes over from the next one.
 #[derive(Debug)]
 pub struct ValidatorSet {
     validators: Vec<Validator>,
     keys: Vec<BlsPublicKey>,
+    epoch: u64,
+    start: u64,
+    end: Option<u64>,
     verified: Arc<VerifiedMemo>,
 }
 
@@ -57,6 +74,9 @@ impl Clone for ValidatorSet {
         ValidatorSet {
             validators: self.validators.clone(),
             keys: self.keys.clone(),
+            epoch: self.epoch,
+            start: self.start,
+            end: self.end,
             verified: Arc::default(),
         }
     }
@@ -65,6 +85,7 @@ impl Clone for ValidatorSet {
 impl PartialEq for ValidatorSet {
     fn eq(&self, other: &Self) -> bool {
         self.validators == other.validators
+            && (self.epoch, self.start, self.end) == (other.epoch, other.start, other.end)
     }
 }
 
@@ -139,8 +160,44 @@ impl ValidatorSet {
         ValidatorSet {
             validators,
             keys,
+            epoch: 0,
+            start: 0,
+            end: None,
             verified: Arc::default(),
         }
+    }
+
+    /// The set of `epoch`, deciding the sequences after `start` through `end` (`None`: no end
+    /// fixed, the set never changes).
+    ///
+    /// # Panics
+    /// As [`ValidatorSet::new`], and if `end` is not after `start`.
+    pub fn for_epoch(validators: Vec<Validator>, epoch: u64, start: u64, end: Option<u64>) -> Self {
+        assert!(
+            end.is_none_or(|end| end > start),
+            "an epoch decides at least one sequence"
+        );
+        ValidatorSet {
+            epoch,
+            start,
+            end,
+            ..ValidatorSet::new(validators)
+        }
+    }
+
+    /// The epoch this set belongs to.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The last sequence of the previous epoch: this set decides the sequences after it.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    /// The last sequence this set decides, if its epoch's end is fixed.
+    pub fn end(&self) -> Option<u64> {
+        self.end
     }
 
     /// A copy that shares this set's memory of verified signatures (see the type's docs).
@@ -148,6 +205,9 @@ impl ValidatorSet {
         ValidatorSet {
             validators: self.validators.clone(),
             keys: self.keys.clone(),
+            epoch: self.epoch,
+            start: self.start,
+            end: self.end,
             verified: self.verified.clone(),
         }
     }
@@ -253,6 +313,61 @@ impl ValidatorSet {
     /// The primary of `view`.
     pub fn primary(&self, view: u64) -> &Validator {
         &self.validators[self.primary_index(view)]
+    }
+}
+
+impl Encode for ValidatorSet {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.epoch.to_be_bytes());
+        out.extend_from_slice(&self.start.to_be_bytes());
+        match self.end {
+            Some(end) => {
+                out.push(1);
+                out.extend_from_slice(&end.to_be_bytes());
+            }
+            None => out.push(0),
+        }
+        primitives::codec::put_length(out, self.validators.len());
+        for validator in &self.validators {
+            validator.id.encode(out);
+            validator.key.encode(out);
+        }
+    }
+}
+
+impl Decode for ValidatorSet {
+    /// Decodes a set written by this node (its log); a set with no member, too many or one
+    /// listed twice is an error, not a panic.
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        let epoch = decoder.u64()?;
+        let start = decoder.u64()?;
+        let end = if decoder.bool()? {
+            Some(decoder.u64()?)
+        } else {
+            None
+        };
+        let count = decoder.length("validators", VALIDATORS_MAX)?;
+        let mut validators: Vec<Validator> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let validator = Validator {
+                id: NodeId::decode(decoder)?,
+                key: BlsPublicKey::decode(decoder)?,
+            };
+            if validators.iter().any(|other| other.id == validator.id) {
+                return Err(DecodeError::Invalid {
+                    what: "validator set",
+                    why: "a validator listed twice",
+                });
+            }
+            validators.push(validator);
+        }
+        if validators.is_empty() || end.is_some_and(|end| end <= start) {
+            return Err(DecodeError::Invalid {
+                what: "validator set",
+                why: "no validator, or an empty epoch",
+            });
+        }
+        Ok(ValidatorSet::for_epoch(validators, epoch, start, end))
     }
 }
 

@@ -71,10 +71,14 @@ pub fn verify_checkpoint_proof(
 ) -> Result<(u64, B256), RejectReason> {
     const WHAT: &str = "checkpoint proof";
     let Some(first) = proof.first() else {
-        return Ok((0, B256::ZERO));
+        // No checkpoint yet in this epoch: its start.
+        return Ok((validators.start(), B256::ZERO));
     };
     if first.sequence == 0 || !first.sequence.is_multiple_of(CHECKPOINT_INTERVAL) {
         return Err(invalid(WHAT, "not a checkpoint sequence"));
+    }
+    if first.sequence <= validators.start() {
+        return Err(invalid(WHAT, "a checkpoint of an earlier epoch"));
     }
     let mut signers = BTreeSet::new();
     for vote in proof {

@@ -32,7 +32,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::{
     evidence::Evidence,
-    harness::{Decided, check_agreement, check_evidence, node_id, record_committed, secret_key},
+    harness::{Decided, check_agreement, check_evidence, node_id, secret_key},
     message::{Message, PrePrepare, Vote},
     persist::ReplicaState,
     replica::{Replica, ReplicaConfig, ReplicaEvent, ReplicaInput},
@@ -54,6 +54,18 @@ pub enum Behaviour {
     ConflictingVotes,
     /// Sends again, now and then, old messages it saw.
     Replayer,
+}
+
+/// A change of validator set in the middle of a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EpochChange {
+    /// The last sequence the first set decides.
+    pub end: u64,
+    /// The nodes of the second set, in order (indices of `n` and above are nodes that join).
+    pub members: Vec<usize>,
+    /// When the driver hands the second set to the replicas (microseconds); again to each one
+    /// that restarts before it switched.
+    pub announce_us: u64,
 }
 
 /// The faults of one run, drawn from its seed by [`Scenario::draw`].
@@ -78,6 +90,8 @@ pub struct Scenario {
     pub faulty_us: u64,
     /// Values the application submits during the faulty phase.
     pub values: u64,
+    /// A change of validator set (epoch 0, nodes `0..n`, to epoch 1), if any.
+    pub epoch_change: Option<EpochChange>,
 }
 
 impl Scenario {
@@ -128,13 +142,32 @@ impl Scenario {
             latency_us: (200, rng.random_range(1_000..20_000)),
             faulty_us,
             values: rng.random_range(2..=6),
+            epoch_change: None,
         }
     }
 
-    /// Indices of the replicas that follow the protocol.
+    /// Number of nodes: the first set's, and those that join it.
+    pub fn nodes(&self) -> usize {
+        let joining = self
+            .epoch_change
+            .as_ref()
+            .and_then(|change| change.members.iter().max())
+            .map_or(0, |highest| highest + 1);
+        self.n.max(joining)
+    }
+
+    /// What node `index` does (nodes that join follow the protocol).
+    pub fn behaviour(&self, index: usize) -> Behaviour {
+        self.behaviours
+            .get(index)
+            .copied()
+            .unwrap_or(Behaviour::Correct)
+    }
+
+    /// Indices of the nodes that follow the protocol.
     pub fn correct(&self) -> Vec<usize> {
-        (0..self.n)
-            .filter(|index| self.behaviours[*index] == Behaviour::Correct)
+        (0..self.nodes())
+            .filter(|index| self.behaviour(*index) == Behaviour::Correct)
             .collect()
     }
 }
@@ -161,6 +194,8 @@ pub struct RunReport {
     pub restarts: u64,
     /// Restarts whose log had a torn tail cut off.
     pub torn_tails: u64,
+    /// Correct replicas that switched to the second epoch.
+    pub epochs_entered: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -192,6 +227,15 @@ struct Node {
     /// Values this node was asked to propose in its current view.
     proposed: BTreeSet<B256>,
     proposed_view: u64,
+    /// The set the node's replica is built with (the first epoch's, or the one it joins), and
+    /// its index in it.
+    first_set: ValidatorSet,
+    first_index: usize,
+    /// The last sequence before the node's first epoch (0, or the end of the first set's for
+    /// a node that joins): it commits from the next one.
+    joined_after: u64,
+    /// Whether the driver gave the running replica the next epoch's set.
+    epoch_given: bool,
 }
 
 /// Tick of the application: how often it tells replicas about its backlog and proposes.
@@ -215,6 +259,8 @@ pub struct World {
     seed: u64,
     scenario: Scenario,
     validators: ValidatorSet,
+    /// The second epoch's set, if the scenario changes sets.
+    next_set: Option<ValidatorSet>,
     nodes: Vec<Node>,
     queue: BTreeMap<(Instant, u64), Event>,
     order: u64,
@@ -226,6 +272,8 @@ pub struct World {
     submitted: u64,
     /// Every value any correct replica committed.
     committed_values: BTreeSet<B256>,
+    /// The sequence each value was committed at.
+    committed_at: BTreeMap<B256, u64>,
     /// Every value submitted.
     all_values: Vec<B256>,
     seen: VecDeque<(usize, usize, Vec<u8>)>,
@@ -241,44 +289,76 @@ impl World {
     /// A world for `scenario`, with randomness from `seed`.
     pub fn new(seed: u64, scenario: Scenario) -> World {
         let n = scenario.n;
-        let validators = ValidatorSet::new(
-            (0..n)
-                .map(|index| Validator {
-                    id: node_id(index),
-                    key: secret_key(index).public_key(),
-                })
-                .collect(),
+        let member = |index: usize| Validator {
+            id: node_id(index),
+            key: secret_key(index).public_key(),
+        };
+        let change = scenario.epoch_change.clone();
+        let validators = ValidatorSet::for_epoch(
+            (0..n).map(member).collect(),
+            0,
+            0,
+            change.as_ref().map(|change| change.end),
         );
+        let next_set = change.as_ref().map(|change| {
+            ValidatorSet::for_epoch(
+                change.members.iter().copied().map(member).collect(),
+                1,
+                change.end,
+                None,
+            )
+        });
         let config = ReplicaConfig {
             view_timeout_us: VIEW_TIMEOUT_US,
             view_timeout_max_us: VIEW_TIMEOUT_MAX_US,
         };
-        let nodes = (0..n)
-            .map(|index| Node {
-                replica: Replica::restore(
-                    validators.share_memory(),
-                    index,
-                    secret_key(index),
-                    config,
-                    Instant::ZERO,
-                    ReplicaState::genesis(),
-                ),
-                log: Some(open_log(seed, index, MemoryMedium::new()).0),
-                disk: None,
-                behaviour: scenario.behaviours[index],
-                crashed: false,
-                committed: Vec::new(),
-                committed_set: BTreeSet::new(),
-                evidence: Vec::new(),
-                timer: None,
-                proposed: BTreeSet::new(),
-                proposed_view: 0,
+        let nodes = (0..scenario.nodes())
+            .map(|index| {
+                let (first_set, first_index, joined_after) = if index < n {
+                    (validators.share_memory(), index, 0)
+                } else {
+                    let next = next_set.as_ref().expect("a joining node has a set to join");
+                    let position = next
+                        .index_of(&node_id(index))
+                        .expect("a joining node is in the set it joins");
+                    (next.share_memory(), position, next.start())
+                };
+                let (mut log, _) = open_log(seed, index, MemoryMedium::new());
+                if index >= n {
+                    log.start_from(ReplicaState::joining(&first_set))
+                        .expect("memory");
+                }
+                Node {
+                    replica: Replica::restore(
+                        first_set.share_memory(),
+                        first_index,
+                        secret_key(index),
+                        config,
+                        Instant::ZERO,
+                        log.state().clone(),
+                    ),
+                    log: Some(log),
+                    disk: None,
+                    behaviour: scenario.behaviour(index),
+                    crashed: false,
+                    committed: Vec::new(),
+                    committed_set: BTreeSet::new(),
+                    evidence: Vec::new(),
+                    timer: None,
+                    proposed: BTreeSet::new(),
+                    proposed_view: 0,
+                    first_set,
+                    first_index,
+                    joined_after,
+                    epoch_given: false,
+                }
             })
             .collect();
         let mut world = World {
             seed,
             scenario,
             validators,
+            next_set,
             nodes,
             queue: BTreeMap::new(),
             order: 0,
@@ -288,6 +368,7 @@ impl World {
             backlog: VecDeque::new(),
             submitted: 0,
             committed_values: BTreeSet::new(),
+            committed_at: BTreeMap::new(),
             all_values: Vec::new(),
             seen: VecDeque::new(),
             signed: BTreeMap::new(),
@@ -358,6 +439,10 @@ impl World {
             .iter()
             .map(|index| self.nodes[*index].evidence.len())
             .sum();
+        self.report.epochs_entered = correct
+            .iter()
+            .filter(|index| self.nodes[**index].replica.epoch() > 0)
+            .count() as u64;
         self.report.clone()
     }
 
@@ -370,11 +455,34 @@ impl World {
             .collect()
     }
 
+    /// Whether every correct replica that is still a validator committed `values`.
     fn all_correct_committed(&self, values: &[B256]) -> bool {
         self.scenario.correct().iter().all(|index| {
-            let committed = &self.nodes[*index].committed_set;
-            values.iter().all(|value| committed.contains(value))
+            let node = &self.nodes[*index];
+            let committed = &node.committed_set;
+            node.replica.is_retired() || values.iter().all(|value| committed.contains(value))
         })
+    }
+
+    /// The set that decides `sequence`.
+    fn set_of(&self, sequence: u64) -> &ValidatorSet {
+        match &self.next_set {
+            Some(next) if sequence > next.start() => next,
+            _ => &self.validators,
+        }
+    }
+
+    /// The node that is validator `index` of the set deciding `sequence`.
+    fn node_of_validator(&self, sequence: u64, index: u16) -> usize {
+        let id = self.set_of(sequence).validators()[usize::from(index)].id;
+        self.node_of(&id)
+    }
+
+    /// The node with ID `id`.
+    fn node_of(&self, id: &primitives::NodeId) -> usize {
+        (0..self.nodes.len())
+            .find(|index| node_id(*index) == *id)
+            .expect("replicas send to nodes of the world")
     }
 
     fn check_safety(&self) {
@@ -383,7 +491,30 @@ impl World {
             .iter()
             .map(|index| self.nodes[*index].committed.as_slice())
             .collect();
-        check_agreement(self.seed, &self.validators, &committed);
+        match &self.next_set {
+            None => check_agreement(self.seed, &self.validators, &committed),
+            Some(next) => {
+                // Each epoch's decisions agree and carry its own set's certificates.
+                let split = |before: bool| -> Vec<Vec<Decided<B256>>> {
+                    committed
+                        .iter()
+                        .map(|entries| {
+                            entries
+                                .iter()
+                                .filter(|entry| (entry.sequence <= next.start()) == before)
+                                .cloned()
+                                .collect()
+                        })
+                        .collect()
+                };
+                let first = split(true);
+                let second = split(false);
+                let first: Vec<&[Decided<B256>]> = first.iter().map(Vec::as_slice).collect();
+                let second: Vec<&[Decided<B256>]> = second.iter().map(Vec::as_slice).collect();
+                check_agreement(self.seed, &self.validators, &first);
+                check_agreement(self.seed, next, &second);
+            }
+        }
     }
 
     fn submit(&mut self) -> B256 {
@@ -495,13 +626,29 @@ impl World {
         if recovery.truncated > 0 {
             self.report.torn_tails += 1;
         }
+        // The next epoch's set is not in the log: the driver reads it from the chain again.
+        self.nodes[index].epoch_given = false;
+        let next_set = self.next_set.as_ref().map(ValidatorSet::share_memory);
+        let state = log.state().clone();
+        let first_set = match (state.epoch(), next_set) {
+            // The memory of verified signatures is the world's, shared by every replica.
+            (Some(epoch), Some(next))
+                if epoch.epoch() == next.epoch() && next.index_of(&node_id(index)).is_some() =>
+            {
+                next
+            }
+            _ => self.nodes[index].first_set.share_memory(),
+        };
+        let first_index = first_set
+            .index_of(&node_id(index))
+            .unwrap_or(self.nodes[index].first_index);
         let replica = Replica::restore(
-            self.validators.share_memory(),
-            index,
+            first_set,
+            first_index,
             secret_key(index),
             self.config,
             self.now,
-            log.state().clone(),
+            state,
         );
         let node = &mut self.nodes[index];
         node.replica = replica;
@@ -531,14 +678,32 @@ impl World {
         // Values some correct replica committed are no longer proposed.
         let committed = &self.committed_values;
         self.backlog.retain(|value| !committed.contains(value));
+        let announce = self
+            .scenario
+            .epoch_change
+            .as_ref()
+            .is_some_and(|change| self.now.as_micros() >= change.announce_us);
         for index in 0..self.nodes.len() {
-            if self.nodes[index].crashed {
+            if self.nodes[index].crashed || self.nodes[index].replica.is_retired() {
                 continue;
             }
+            if announce && !self.nodes[index].epoch_given && self.nodes[index].replica.epoch() == 0
+            {
+                self.nodes[index].epoch_given = true;
+                let next = self.next_set.as_ref().expect("announced").share_memory();
+                self.input(index, ReplicaInput::NextEpoch(next));
+            }
             // As a sequencer with headers it has not seen batched: a replica waits for every
-            // value it has not committed itself.
-            let own = &self.nodes[index].committed_set;
-            let backlog = self.all_values.iter().any(|value| !own.contains(value));
+            // value it has not committed itself (of those decided in its epochs).
+            let node = &self.nodes[index];
+            let own = &node.committed_set;
+            let backlog = self.all_values.iter().any(|value| {
+                !own.contains(value)
+                    && self
+                        .committed_at
+                        .get(value)
+                        .is_none_or(|sequence| *sequence > node.joined_after)
+            });
             self.input(index, ReplicaInput::Backlog(backlog));
             let node = &mut self.nodes[index];
             if !node.replica.is_primary() {
@@ -643,10 +808,7 @@ impl World {
             let mut last: Option<Vec<u8>> = None;
             while let Some(transmit) = self.nodes[index].replica.poll_transmit(self.now) {
                 moved = true;
-                let to = self
-                    .validators
-                    .index_of(&transmit.to)
-                    .expect("replicas send to validators");
+                let to = self.node_of(&transmit.to);
                 if last.as_ref() != Some(&transmit.bytes) {
                     self.check_signed_once(index, &transmit.bytes);
                     last = Some(transmit.bytes.clone());
@@ -695,25 +857,45 @@ impl World {
                     value,
                     certificate,
                 };
-                record_committed(self.seed, index, &mut self.nodes[index].committed, decided);
+                let node = &mut self.nodes[index];
+                let expected = node
+                    .committed
+                    .last()
+                    .map_or(node.joined_after + 1, |last| last.sequence + 1);
+                assert_eq!(
+                    decided.sequence, expected,
+                    "seed {}: replica {index} commits in order, once each",
+                    self.seed
+                );
+                node.committed.push(decided);
                 if let Some(value) = value {
-                    self.nodes[index].committed_set.insert(value);
+                    node.committed_set.insert(value);
                 }
                 if correct && let Some(value) = value {
                     self.committed_values.insert(value);
+                    self.committed_at.insert(value, sequence);
                 }
             }
             ReplicaEvent::Evidence(evidence) => {
-                check_evidence(self.seed, index, &self.validators, &evidence);
+                check_evidence(self.seed, index, self.set_of(evidence.sequence), &evidence);
+                let offender = self.node_of_validator(evidence.sequence, evidence.offender);
                 assert!(
-                    !correct
-                        || self.nodes[usize::from(evidence.offender)].behaviour
-                            != Behaviour::Correct,
-                    "seed {}: replica {index} accused correct replica {}",
+                    !correct || self.nodes[offender].behaviour != Behaviour::Correct,
+                    "seed {}: replica {index} accused correct replica {offender}",
                     self.seed,
-                    evidence.offender
                 );
                 self.nodes[index].evidence.push(evidence);
+            }
+            ReplicaEvent::EpochEntered { member, .. } => {
+                let in_next = self
+                    .next_set
+                    .as_ref()
+                    .is_some_and(|next| next.index_of(&node_id(index)).is_some());
+                assert_eq!(
+                    member, in_next,
+                    "seed {}: replica {index} knows whether it is in the next set",
+                    self.seed
+                );
             }
             ReplicaEvent::ViewEntered { .. } => {}
         }

@@ -170,10 +170,11 @@ impl<V: Value> Replica<V> {
             .range(self.low_watermark + 1..)
             .filter_map(|(_, slot)| slot.prepared.clone())
             .collect();
-        let own = ViewChange::new(
+        let own = ViewChange::in_epoch(
             &self.secret,
             view,
             self.index,
+            self.validators.start(),
             self.stable_proof.clone(),
             prepared,
         );

@@ -3,6 +3,7 @@
 mod aggregate;
 mod byzantine;
 mod codec;
+mod epoch;
 mod normal;
 mod persist;
 mod reject;

@@ -120,6 +120,7 @@ fn an_equivocating_primary_is_replaced_and_reported() {
             latency_us: (500, 2_000),
             faulty_us: 1_000_000,
             values: 4,
+            epoch_change: None,
         };
         let mut world = World::new(7, scenario);
         let report = world.run();
@@ -164,6 +165,7 @@ fn replicas_restarted_from_their_logs_keep_their_promises() {
             latency_us: (5_000, 20_000),
             faulty_us: 1_500_000,
             values: 60,
+            epoch_change: None,
         };
         let mut world = World::new(11, scenario);
         let report = world.run();
