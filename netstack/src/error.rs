@@ -533,4 +533,7 @@ pub enum ResumeError {
     /// The connection under the session failed or is gone.
     #[error("the connection is gone")]
     LinkDown,
+    /// The operating system gave no randomness for a session ID.
+    #[error("no randomness for a session ID")]
+    NoRandomness,
 }

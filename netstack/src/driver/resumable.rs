@@ -37,12 +37,13 @@ pub struct ResumableConnection {
 }
 
 impl ResumableConnection {
-    /// Opens a new session (random ID) on `connection` and announces it.
+    /// Opens a new session (random ID) on `connection`, announces it and waits for the peer
+    /// to answer (at most [`RESUME_HANDSHAKE_TIMEOUT`]).
     pub async fn open(connection: KcpConnection) -> Result<ResumableConnection, ResumeError> {
         // Drivers may use real randomness; the cores never do.
-        let id = OsRng.try_next_u64().map_err(|_| ResumeError::Malformed {
-            reason: "no randomness for a session ID",
-        })?;
+        let id = OsRng
+            .try_next_u64()
+            .map_err(|_| ResumeError::NoRandomness)?;
         let mut this = ResumableConnection {
             session: ResumableSession::new(id),
             connection: None,
@@ -50,7 +51,7 @@ impl ResumableConnection {
             takeovers: None,
             epoch: tokio::time::Instant::now(),
         };
-        this.attach(connection).await;
+        this.attach(connection).await?;
         Ok(this)
     }
 
@@ -75,7 +76,9 @@ impl ResumableConnection {
     }
 
     /// Moves the session to `connection` (a new dial to the same peer), dropping the current
-    /// one. Messages the peer has not acknowledged are sent again after the peer resumes.
+    /// one, and waits for the peer to resume (at most [`RESUME_HANDSHAKE_TIMEOUT`]; on
+    /// [`ResumeError::LinkDown`] try again with another connection). Messages the peer has not
+    /// acknowledged are sent again once it has.
     pub async fn resume(&mut self, connection: KcpConnection) -> Result<(), ResumeError> {
         if let (Some(expected), Some(found)) = (self.peer, connection.peer_id())
             && expected != found
@@ -84,15 +87,32 @@ impl ResumableConnection {
                 frame: "a connection to another node",
             });
         }
-        self.attach(connection).await;
-        Ok(())
+        self.attach(connection).await
     }
 
-    async fn attach(&mut self, connection: KcpConnection) {
+    /// Announces the session on `connection` and waits, at most
+    /// [`RESUME_HANDSHAKE_TIMEOUT`], for the peer's resume, so sends flow as soon as this
+    /// returns. On failure the link is dropped; the session keeps its state for another try.
+    async fn attach(&mut self, connection: KcpConnection) -> Result<(), ResumeError> {
         self.session.link_lost();
         self.session.link_up();
         self.connection = Some(connection);
         self.flush().await;
+        let handshake = async {
+            while !self.session.is_up() {
+                self.read_one().await?;
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(RESUME_HANDSHAKE_TIMEOUT, handshake).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error),
+            Err(_) => {
+                debug!(target: "netstack::driver", session = self.session.id(), "peer did not resume in time");
+                self.drop_link();
+                Err(ResumeError::LinkDown)
+            }
+        }
     }
 
     fn now(&self) -> Instant {

@@ -60,7 +60,7 @@ async fn a_session_resumes_on_a_new_link_without_losing_or_reordering_a_message(
             reply(index)
         );
     }
-    for index in 100..200 {
+    for index in 100..150 {
         client.send(&numbered(index)).await.expect("send");
     }
     for index in 100..120 {
@@ -69,9 +69,13 @@ async fn a_session_resumes_on_a_new_link_without_losing_or_reordering_a_message(
             reply(index)
         );
     }
-    // The link goes away with whatever it held; some messages are unacknowledged.
+    // The link goes away with whatever it held, and the client, not knowing yet, sends 50 more
+    // into the dead connection.
     drop(first_link);
-    assert!(client.unacked() > 0, "the burst is still in flight");
+    for index in 150..200 {
+        client.send(&numbered(index)).await.expect("send");
+    }
+    assert!(client.unacked() >= 50, "at least the last 50 are lost");
 
     // A new path (another proxy, another client socket): the session resumes over it.
     let second_link = LossyLink::start(loopback(), server.local_addr(), lossy(6))
@@ -92,7 +96,7 @@ async fn a_session_resumes_on_a_new_link_without_losing_or_reordering_a_message(
     }
     let stats = client.stats();
     assert_eq!(stats.resumes, 2);
-    assert!(stats.resent > 0, "{stats:?}");
+    assert!(stats.resent >= 50, "{stats:?}");
     assert_eq!(stats.delivered, u64::from(TOTAL));
 
     // The server saw every message once, in order, across both links.
@@ -109,4 +113,64 @@ async fn a_session_resumes_on_a_new_link_without_losing_or_reordering_a_message(
     assert_eq!(server_stats.resumes, 2);
     assert_eq!(server_stats.delivered, u64::from(TOTAL));
     echo.abort();
+}
+
+#[tokio::test]
+async fn another_node_naming_a_session_gets_its_own_and_cannot_take_it_over() {
+    use netstack::{
+        resume::ResumeFrame,
+        secure::{NodeIdentity, PeerPolicy},
+    };
+    use primitives::keys::AccountKey;
+
+    let identity = |seed| NodeIdentity::new(AccountKey::from_seed(seed));
+    let (server_id, alice, mallory) = (identity(41), identity(42), identity(43));
+    let (server, incoming) = KcpServer::bind_secure(
+        loopback(),
+        KcpConfig::default(),
+        server_id.clone(),
+        PeerPolicy::AnyNode,
+    )
+    .await
+    .expect("bind");
+    let (_acceptor, mut sessions) = ResumeAcceptor::start(incoming);
+    let connect = |who: NodeIdentity| {
+        KcpClient::connect_secure(
+            server.local_addr(),
+            KcpConfig::default(),
+            who,
+            server_id.node_id(),
+        )
+    };
+    let mut client = ResumableConnection::open(connect(alice.clone()).await.expect("dial"))
+        .await
+        .expect("open");
+    let mut alices = guarded("accept", sessions.recv()).await.expect("a session");
+    assert_eq!(alices.peer_id(), Some(alice.node_id()));
+    assert_eq!(alices.id(), client.id());
+
+    // Mallory names Alice's session on her own connection: she gets a session of her own.
+    let intruder = connect(mallory.clone()).await.expect("dial");
+    let hijack = ResumeFrame::Resume {
+        session: client.id(),
+        next: 0,
+    };
+    intruder.send(hijack.encode()).await.expect("send");
+    let mallorys = guarded("accept", sessions.recv()).await.expect("a session");
+    assert_eq!(mallorys.peer_id(), Some(mallory.node_id()));
+    assert_eq!(mallorys.id(), client.id());
+    let data = ResumeFrame::Data {
+        seq: 0,
+        payload: b"from mallory",
+    };
+    intruder.send(data.encode()).await.expect("send");
+
+    // Alice's session goes on, untouched.
+    client.send(b"from alice").await.expect("send");
+    assert_eq!(
+        guarded("alice's message", alices.recv()).await.expect("up"),
+        b"from alice".to_vec()
+    );
+    assert_eq!(alices.stats().resumes, 1);
+    drop(mallorys);
 }
