@@ -10,7 +10,7 @@
 //! # Map
 //! - [`value`]: the [`Value`] trait (anything with a canonical encoding and a digest).
 //! - [`validator`]: the [`ValidatorSet`]: `n`, `f = (n - 1) / 3`, quorum `n - f`, the primary
-//!   of view `v` is validator `v mod n`.
+//!   of view `v` is validator `v mod n`; the set's epoch and the span of sequences it decides.
 //! - [`message`]: the wire messages (pre-prepare, prepare, commit, checkpoint, view change, new
 //!   view, fetch, decided), what each one signs, and their bounded codec.
 //! - [`replica`]: the state machine: the normal case (pre-prepare, application check, prepare,
@@ -49,6 +49,14 @@
 //! all replicas together, instead of 24 (8 replicas: 23 instead of 112); see
 //! [`ReplicaStats::signature_checks`]. Pre-prepares, checkpoints, view changes and new views
 //! are checked on arrival.
+//!
+//! # Epochs
+//! The validator set changes at epoch boundaries fixed in advance: each [`ValidatorSet`] knows
+//! the last sequence it decides, the replica never goes past it, and once it has delivered that
+//! sequence and holds the next set ([`ReplicaInput::NextEpoch`], from the upper chain) it
+//! switches, like every correct replica, in the new epoch's first view ([`epoch_first_view`]).
+//! Nodes that left are refused ([`RejectReason::LeftValidatorSet`]) and retire themselves; a
+//! node that joins starts from [`ReplicaState::joining`].
 //!
 //! # Persistence
 //! A replica built with [`Replica::restore`] is durable: it queues a [`Record`] for every

@@ -407,10 +407,14 @@ impl<V: Value> Replica<V> {
             match epoch.index_of(&id) {
                 Some(index) => {
                     replica.index = u16::try_from(index).expect("validator indices fit u16");
-                    replica.validators = epoch;
+                    let built_with = std::mem::replace(&mut replica.validators, epoch);
+                    if built_with.epoch() + 1 == replica.validators.epoch() {
+                        replica.previous = Some(built_with);
+                    }
                 }
                 None => {
-                    replica.validators = epoch;
+                    let left = std::mem::replace(&mut replica.validators, epoch);
+                    replica.previous = Some(left);
                     replica.retired = true;
                     return replica;
                 }
@@ -527,7 +531,11 @@ impl<V: Value> Replica<V> {
 
     /// This replica's node ID.
     pub fn id(&self) -> NodeId {
-        self.validators.validators()[self.index()].id
+        match (&self.previous, self.retired) {
+            // Retired: its index is the one it had in the set it left.
+            (Some(previous), true) => previous.validators()[self.index()].id,
+            _ => self.validators.validators()[self.index()].id,
+        }
     }
 
     /// The validator set.

@@ -4,8 +4,8 @@
 //! refused. The seeded world then changes sets mid-run, under faults (`world_epochs`).
 
 use consensus::{
-    Message, PrePrepare, RejectReason, Replica, ReplicaConfig, ReplicaEvent, ReplicaInput,
-    ReplicaState, Validator, ValidatorSet, Vote, epoch_first_view,
+    MemoryMedium, Message, PrePrepare, RejectReason, Replica, ReplicaConfig, ReplicaEvent,
+    ReplicaInput, ReplicaLog, ReplicaState, Validator, ValidatorSet, Vote, epoch_first_view,
     harness::{node_id, secret_key},
     world::{Behaviour, EpochChange, Scenario, World},
 };
@@ -43,9 +43,10 @@ fn epochs() -> (ValidatorSet, ValidatorSet) {
     )
 }
 
-/// Node `node`'s replica of epoch 0, durable, and what it emitted.
+/// Node `node`'s replica of epoch 0, durable, its log and what it emitted.
 struct Node {
     replica: Replica<B256>,
+    log: ReplicaLog<B256, MemoryMedium>,
     events: Vec<ReplicaEvent<B256>>,
 }
 
@@ -61,12 +62,35 @@ impl Node {
                 Instant::ZERO,
                 ReplicaState::genesis(),
             ),
+            log: ReplicaLog::open(MemoryMedium::new()).expect("opens").0,
+            events: Vec::new(),
+        }
+    }
+
+    /// Crashes and restarts from the log, built with the epoch-0 set as at first.
+    fn restart(self, node: usize) -> Node {
+        let (log, _) = ReplicaLog::open(self.log.into_medium()).expect("recovers");
+        let (first, _) = epochs();
+        Node {
+            replica: Replica::restore(
+                first,
+                node,
+                secret_key(node),
+                ReplicaConfig::default(),
+                Instant::ZERO,
+                log.state().clone(),
+            ),
+            log,
             events: Vec::new(),
         }
     }
 
     fn drain(&mut self) {
-        while self.replica.poll_persist().is_some() {}
+        let mut records = Vec::new();
+        while let Some(record) = self.replica.poll_persist() {
+            records.push(record);
+        }
+        self.log.append(&records).expect("durable");
         while self.replica.poll_transmit(Instant::ZERO).is_some() {}
         while let Some(event) = self.replica.poll_event() {
             self.events.push(event);
@@ -220,6 +244,37 @@ fn a_node_that_leaves_retires() {
         Err(RejectReason::Retired { epoch: 1 })
     );
     assert_eq!(node.replica.poll_timeout(), None, "no timer runs");
+    assert_eq!(node.replica.id(), node_id(0));
+    let node = node.restart(0);
+    assert!(node.replica.is_retired(), "still retired after a restart");
+    assert_eq!(node.replica.id(), node_id(0));
+}
+
+#[test]
+fn a_replica_restarted_after_the_switch_is_in_the_new_epoch() {
+    let (_, next) = epochs();
+    let mut node = Node::new(1);
+    node.local(ReplicaInput::NextEpoch(next))
+        .expect("the next epoch");
+    node.decide_in_epoch_zero(1);
+    node.decide_in_epoch_zero(2);
+    let mut node = node.restart(1);
+    assert_eq!(node.replica.epoch(), 1);
+    assert_eq!(node.replica.index(), 0);
+    assert_eq!(node.replica.view(), epoch_first_view(1));
+    assert_eq!(node.replica.last_committed(), END);
+    assert_eq!(
+        node.replica.high_watermark(),
+        END + consensus::constants::SEQUENCE_WINDOW
+    );
+    let late = Vote::prepare(&secret_key(0), epoch_first_view(1), END + 1, value(7), 0);
+    assert_eq!(
+        node.from(0, Message::Prepare(late)),
+        Err(RejectReason::LeftValidatorSet {
+            from: node_id(0),
+            epoch: 1
+        })
+    );
 }
 
 #[test]
