@@ -26,8 +26,9 @@
 //! - [`relay`] — how nodes that cannot reach each other still talk: probes that tell a node
 //!   whether it is directly reachable, a sans-IO [`relay::RelayCore`] that registers nodes by
 //!   their node key and forwards sealed datagrams between them counting bytes per node, and a
-//!   [`relay::RelayClient`] that carries unchanged secure KCP through a relay, picked by
-//!   [`relay::dial`] from the proximity table when the direct path fails.
+//!   [`relay::RelayClient`] that carries unchanged secure KCP (and QUIC, on its own channel)
+//!   through a relay, picked by [`relay::dial`] from the proximity table when the direct path
+//!   fails.
 //! - [`secure`] — opt-in authenticated, encrypted datagrams under KCP: a Noise_XX handshake
 //!   ([`secure::SecureHandshake`]) whose static keys are bound to node IDs by a secp256k1
 //!   signature, then [`secure::SecureSession`] seals and opens each datagram with an explicit
@@ -56,7 +57,7 @@
 //! all, refusals counted by [`HandshakeRefusal`]. There are no handshake cookies, so a flood
 //! from spoofed sources still costs that work up to the bounds, and can fill the table. The DHT has no wire format or tokio driver yet, so
 //! the proximity table is filled by its owner; a node announces no relays yet (a dialler and
-//! its peer must pick the same one). Relays carry KCP only, not QUIC.
+//! its peer must pick the same one).
 
 pub mod constants;
 pub mod dht;

@@ -22,7 +22,7 @@ use tokio::{
 use tracing::{Instrument, debug, info_span, trace, warn};
 
 use super::{
-    Reachability, registration_prehash,
+    KCP_CHANNEL, Reachability, registration_prehash,
     wire::{CHALLENGE_BYTES, RelayFrame},
 };
 use crate::{
@@ -74,9 +74,11 @@ fn bump(counter: &AtomicU64) {
 enum Command {
     Tunnel {
         peer: NodeId,
+        channel: u8,
         reply: oneshot::Sender<Result<SocketAddr, RelayError>>,
     },
     Expose {
+        channel: u8,
         server: SocketAddr,
     },
 }
@@ -132,7 +134,7 @@ impl RelayClient {
             lease,
             tunnels: HashMap::new(),
             readers: JoinSet::new(),
-            exposed: None,
+            exposed: HashMap::new(),
             counters: counters.clone(),
             renewal: None,
         };
@@ -182,23 +184,28 @@ impl RelayClient {
         }
     }
 
-    /// A local address standing in for `peer`: datagrams sent to it reach `peer` through the
-    /// relay (the first local socket to send owns the tunnel), and `peer`'s answers come back
-    /// from it.
-    pub async fn tunnel_to(&self, peer: NodeId) -> Result<SocketAddr, RelayError> {
+    /// A local address standing in for `peer`'s service on `channel`: datagrams sent to it
+    /// reach `peer` through the relay (the first local socket to send owns the tunnel), and
+    /// `peer`'s answers come back from it.
+    pub async fn tunnel_to(&self, peer: NodeId, channel: u8) -> Result<SocketAddr, RelayError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::Tunnel { peer, reply })
+            .send(Command::Tunnel {
+                peer,
+                channel,
+                reply,
+            })
             .await
             .map_err(|_| RelayError::Stopped)?;
         answer.await.map_err(|_| RelayError::Stopped)?
     }
 
-    /// Passes datagrams from nodes with no tunnel to the local server at `server`, each node
-    /// from its own stand-in socket (so the server tells them apart by address).
-    pub async fn expose(&self, server: SocketAddr) -> Result<(), RelayError> {
+    /// Passes datagrams on `channel` from nodes with no tunnel to the local server at
+    /// `server`, each node from its own stand-in socket (so the server tells them apart by
+    /// address).
+    pub async fn expose(&self, channel: u8, server: SocketAddr) -> Result<(), RelayError> {
         self.commands
-            .send(Command::Expose { server })
+            .send(Command::Expose { channel, server })
             .await
             .map_err(|_| RelayError::Stopped)
     }
@@ -372,9 +379,9 @@ struct Tunnels {
     socket: Arc<UdpSocket>,
     identity: NodeIdentity,
     lease: Duration,
-    tunnels: HashMap<NodeId, Tunnel>,
+    tunnels: HashMap<(NodeId, u8), Tunnel>,
     readers: JoinSet<()>,
-    exposed: Option<SocketAddr>,
+    exposed: HashMap<u8, SocketAddr>,
     counters: Arc<Counters>,
     /// The nonce of the renewal probe in flight.
     renewal: Option<u64>,
@@ -437,7 +444,11 @@ impl Tunnels {
             }
         };
         match frame {
-            RelayFrame::Delivered { from, payload } => self.deliver(from, payload).await,
+            RelayFrame::Delivered {
+                from,
+                channel,
+                payload,
+            } => self.deliver((from, channel), payload).await,
             RelayFrame::NoRoute { to } => {
                 debug!(target: "netstack::relay", peer = %to, "peer not registered at the relay");
                 bump(&self.counters.no_route);
@@ -456,15 +467,15 @@ impl Tunnels {
         }
     }
 
-    async fn deliver(&mut self, from: NodeId, payload: &[u8]) {
+    async fn deliver(&mut self, from: (NodeId, u8), payload: &[u8]) {
         if !self.tunnels.contains_key(&from) {
-            let Some(server) = self.exposed else {
-                trace!(target: "netstack::relay", peer = %from, "datagram for no tunnel");
+            let Some(server) = self.exposed.get(&from.1).copied() else {
+                trace!(target: "netstack::relay", peer = %from.0, channel = from.1, "datagram for no tunnel");
                 bump(&self.counters.unrouted);
                 return;
             };
             if let Err(error) = self.open(from, Some(server)).await {
-                debug!(target: "netstack::relay", peer = %from, %error, "no tunnel for an inbound peer");
+                debug!(target: "netstack::relay", peer = %from.0, %error, "no tunnel for an inbound peer");
                 bump(&self.counters.unrouted);
                 return;
             }
@@ -486,14 +497,19 @@ impl Tunnels {
 
     async fn handle_command(&mut self, command: Command) {
         match command {
-            Command::Tunnel { peer, reply } => {
-                let result = match self.tunnels.get(&peer) {
+            Command::Tunnel {
+                peer,
+                channel,
+                reply,
+            } => {
+                let key = (peer, channel);
+                let result = match self.tunnels.get(&key) {
                     Some(tunnel) => tunnel.socket.local_addr().map_err(RelayError::from),
-                    None => self.open(peer, None).await,
+                    None => self.open(key, None).await,
                 };
                 let _ = reply.send(result);
             }
-            Command::Expose { server } => {
+            Command::Expose { channel, server } => {
                 // A server on the unspecified address is reached on loopback.
                 let server = if server.ip().is_unspecified() {
                     let ip = match server {
@@ -504,7 +520,7 @@ impl Tunnels {
                 } else {
                     server
                 };
-                self.exposed = Some(server);
+                self.exposed.insert(channel, server);
             }
         }
     }
@@ -512,7 +528,7 @@ impl Tunnels {
     /// Opens a stand-in socket for `peer`, aimed at `target` if known.
     async fn open(
         &mut self,
-        peer: NodeId,
+        key: (NodeId, u8),
         target: Option<SocketAddr>,
     ) -> Result<SocketAddr, RelayError> {
         if self.tunnels.len() >= RELAY_TUNNELS_MAX {
@@ -532,13 +548,13 @@ impl Tunnels {
                 target.clone(),
                 self.socket.clone(),
                 self.relay,
-                peer,
+                key,
                 self.counters.clone(),
             )
             .in_current_span(),
         );
-        debug!(target: "netstack::relay", %peer, %local, "tunnel opened");
-        self.tunnels.insert(peer, Tunnel { socket, target });
+        debug!(target: "netstack::relay", peer = %key.0, channel = key.1, %local, "tunnel opened");
+        self.tunnels.insert(key, Tunnel { socket, target });
         Ok(local)
     }
 }
@@ -549,7 +565,7 @@ async fn forward_from_local(
     target: Arc<Mutex<Option<SocketAddr>>>,
     relay_socket: Arc<UdpSocket>,
     relay: SocketAddr,
-    peer: NodeId,
+    (peer, channel): (NodeId, u8),
     counters: Arc<Counters>,
 ) {
     let mut buffer = vec![0u8; DATAGRAM_BUFFER_BYTES];
@@ -579,7 +595,12 @@ async fn forward_from_local(
             trace!(target: "netstack::relay", len, "datagram the relay would refuse");
             continue;
         }
-        RelayFrame::Forward { to: peer, payload }.encode_into(&mut frame);
+        RelayFrame::Forward {
+            to: peer,
+            channel,
+            payload,
+        }
+        .encode_into(&mut frame);
         match relay_socket.send_to(&frame, relay).await {
             Ok(_) => bump(&counters.forwarded),
             Err(error) => debug!(target: "netstack::relay", %error, "forward failed"),
@@ -625,7 +646,7 @@ pub async fn dial(
         let relay = candidate.entry;
         let attempt = async {
             let client = RelayClient::register(relay.addr, identity).await?;
-            let stand_in = client.tunnel_to(peer).await?;
+            let stand_in = client.tunnel_to(peer, KCP_CHANNEL).await?;
             let connection =
                 KcpClient::connect_secure(stand_in, config.clone(), identity.clone(), peer).await?;
             Ok::<_, RelayError>((connection, client))

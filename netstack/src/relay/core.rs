@@ -263,7 +263,11 @@ impl RelayCore {
                 }
                 self.register(now, from, node)
             }
-            RelayFrame::Forward { to, payload } => self.forward(now, from, to, payload),
+            RelayFrame::Forward {
+                to,
+                channel,
+                payload,
+            } => self.forward(now, from, to, channel, payload),
             frame @ (RelayFrame::Observed { .. }
             | RelayFrame::DialBack { .. }
             | RelayFrame::Registered { .. }
@@ -330,6 +334,7 @@ impl RelayCore {
         now: Instant,
         from: SocketAddr,
         to: NodeId,
+        channel: u8,
         payload: &[u8],
     ) -> Result<(), RelayRefusal> {
         let Some(sender) = self.addrs.get(&from).copied() else {
@@ -350,6 +355,7 @@ impl RelayCore {
             target_addr,
             &RelayFrame::Delivered {
                 from: sender,
+                channel,
                 payload,
             },
         );

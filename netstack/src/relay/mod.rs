@@ -22,8 +22,8 @@
 //! [`RelayCore`] is the relay, sans-IO; [`RelayServer`] runs it on two UDP sockets.
 //! [`RelayClient`] is a node's side: it probes and registers, then carries KCP (plain or
 //! secure) through the relay transparently by giving each remote node a local UDP socket that
-//! stands in for it, so [`crate::driver::KcpClient`] and [`crate::driver::KcpServer`] run
-//! unchanged. [`dial`] tries the direct path first and falls back to the best relay.
+//! stands in for it (one per remote node and channel), so [`crate::driver::KcpClient`] and
+//! [`crate::driver::KcpServer`], or a QUIC endpoint, run unchanged. [`dial`] tries the direct path first and falls back to the best relay.
 
 mod client;
 mod core;
@@ -39,6 +39,11 @@ use alloy_primitives::{B256, keccak256};
 pub use client::{RelayClient, RelayClientStats, Route, dial};
 pub use core::{PeerUsage, RelayConfig, RelayCore, RelaySocket, RelayStats, RelayTransmit};
 pub use server::RelayServer;
+
+/// The channel of KCP traffic (plain or secure): what [`dial`] uses.
+pub const KCP_CHANNEL: u8 = 0;
+/// The channel of QUIC traffic.
+pub const QUIC_CHANNEL: u8 = 1;
 
 /// Domain of a registration signature.
 const REGISTRATION_DOMAIN: &[u8] = b"tickrate/netstack/relay-register/v1";

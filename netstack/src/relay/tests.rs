@@ -81,7 +81,12 @@ fn register(core: &mut RelayCore, now: Instant, who: &NodeIdentity, from: Socket
 }
 
 fn forward(to: NodeId, payload: &[u8]) -> Vec<u8> {
-    RelayFrame::Forward { to, payload }.encode()
+    RelayFrame::Forward {
+        to,
+        channel: 3,
+        payload,
+    }
+    .encode()
 }
 
 #[test]
@@ -102,6 +107,7 @@ fn forwards_between_registered_nodes_and_counts_bytes_per_node() {
         RelayFrame::decode(&sent[0].bytes),
         Ok(RelayFrame::Delivered {
             from: a.node_id(),
+            channel: 3,
             payload: b"sealed bytes"
         })
     );
@@ -220,6 +226,7 @@ fn forwards_that_cannot_be_routed_are_refused_and_counted() {
     // Frames only a relay sends.
     let delivered = RelayFrame::Delivered {
         from: b.node_id(),
+        channel: 0,
         payload: b"x",
     };
     assert_eq!(
@@ -358,10 +365,12 @@ fn every_frame_round_trips() {
         },
         RelayFrame::Forward {
             to: node,
+            channel: 1,
             payload: &[1; RELAY_PAYLOAD_BYTES_MAX],
         },
         RelayFrame::Delivered {
             from: node,
+            channel: 0,
             payload: b"x",
         },
         RelayFrame::NoRoute { to: node },
@@ -376,7 +385,7 @@ fn every_frame_round_trips() {
             RelayFrame::Forward { .. } | RelayFrame::Delivered { .. }
         );
         // A payload frame's payload is the rest: any cut that leaves one byte of it decodes.
-        let shortest = if payload_frame { 22 } else { bytes.len() };
+        let shortest = if payload_frame { 23 } else { bytes.len() };
         for cut in 0..shortest {
             assert!(
                 RelayFrame::decode(&bytes[..cut]).is_err(),
@@ -408,7 +417,7 @@ fn every_frame_round_trips() {
         Err(RelayFrameError::UnknownTag { tag: 0xA2 })
     );
     assert_eq!(
-        RelayFrame::decode(&[0xB6; 21]),
+        RelayFrame::decode(&[0xB6; 22]),
         Err(RelayFrameError::EmptyPayload { frame: "forward" })
     );
     let mut bad_family = RelayFrame::Observed {

@@ -8,11 +8,13 @@
 //! | `0xB3` | [`RelayFrame::DialBack`] | nonce (8) |
 //! | `0xB4` | [`RelayFrame::Register`] | node (20), challenge (16), signature (65) |
 //! | `0xB5` | [`RelayFrame::Registered`] | node (20), lease in seconds (4) |
-//! | `0xB6` | [`RelayFrame::Forward`] | to node (20), payload (1..) |
-//! | `0xB7` | [`RelayFrame::Delivered`] | from node (20), payload (1..) |
+//! | `0xB6` | [`RelayFrame::Forward`] | to node (20), channel (1), payload (1..) |
+//! | `0xB7` | [`RelayFrame::Delivered`] | from node (20), channel (1), payload (1..) |
 //! | `0xB8` | [`RelayFrame::NoRoute`] | to node (20) |
 //!
-//! An address is a family byte (4 or 6), the IP's 4 or 16 bytes and the port (2).
+//! An address is a family byte (4 or 6), the IP's 4 or 16 bytes and the port (2). A channel
+//! tells a node's services apart ([`super::KCP_CHANNEL`], [`super::QUIC_CHANNEL`]); the relay
+//! passes it through.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -41,7 +43,7 @@ pub const NO_ROUTE_TAG: u8 = 0xB8;
 /// Bytes of a registration challenge.
 pub const CHALLENGE_BYTES: usize = 16;
 /// Bytes a [`RelayFrame::Forward`] or [`RelayFrame::Delivered`] adds to its payload.
-pub const RELAY_OVERHEAD_BYTES: usize = 1 + 20;
+pub const RELAY_OVERHEAD_BYTES: usize = 1 + 20 + 1;
 
 /// One relay datagram.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,6 +88,8 @@ pub enum RelayFrame<'a> {
     Forward {
         /// The destination node.
         to: NodeId,
+        /// Which of the destination's services it is for.
+        channel: u8,
         /// An opaque datagram (sealed by the end-to-end secure session).
         payload: &'a [u8],
     },
@@ -93,6 +97,8 @@ pub enum RelayFrame<'a> {
     Delivered {
         /// The node it came from, as registered at the relay.
         from: NodeId,
+        /// The channel the sender named.
+        channel: u8,
         /// The datagram as the sender gave it.
         payload: &'a [u8],
     },
@@ -155,14 +161,24 @@ impl<'a> RelayFrame<'a> {
                 out.extend_from_slice(node.0.as_slice());
                 out.extend_from_slice(&lease_secs.to_be_bytes());
             }
-            RelayFrame::Forward { to, payload } => {
+            RelayFrame::Forward {
+                to,
+                channel,
+                payload,
+            } => {
                 out.push(FORWARD_TAG);
                 out.extend_from_slice(to.0.as_slice());
+                out.push(*channel);
                 out.extend_from_slice(payload);
             }
-            RelayFrame::Delivered { from, payload } => {
+            RelayFrame::Delivered {
+                from,
+                channel,
+                payload,
+            } => {
                 out.push(DELIVERED_TAG);
                 out.extend_from_slice(from.0.as_slice());
+                out.push(*channel);
                 out.extend_from_slice(payload);
             }
             RelayFrame::NoRoute { to } => {
@@ -209,10 +225,12 @@ impl<'a> RelayFrame<'a> {
             },
             FORWARD_TAG => RelayFrame::Forward {
                 to: reader.node()?,
+                channel: reader.array::<1>()?[0],
                 payload: reader.payload()?,
             },
             DELIVERED_TAG => RelayFrame::Delivered {
                 from: reader.node()?,
+                channel: reader.array::<1>()?[0],
                 payload: reader.payload()?,
             },
             NO_ROUTE_TAG => RelayFrame::NoRoute { to: reader.node()? },

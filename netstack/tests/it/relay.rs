@@ -3,7 +3,8 @@
 use netstack::{
     driver::{KcpClient, KcpServer},
     kcp::KcpConfig,
-    relay::{RelayClient, RelayConfig, RelayServer},
+    quic,
+    relay::{KCP_CHANNEL, QUIC_CHANNEL, RelayClient, RelayConfig, RelayServer},
     secure::{NodeIdentity, PeerPolicy},
 };
 use primitives::keys::AccountKey;
@@ -36,7 +37,10 @@ async fn secure_kcp_crosses_a_relay_that_counts_it_and_reads_none_of_it() {
     let b_relay = guarded("B registers", RelayClient::register(relay.local_addr(), &b))
         .await
         .expect("B registered");
-    b_relay.expose(server.local_addr()).await.expect("exposed");
+    b_relay
+        .expose(KCP_CHANNEL, server.local_addr())
+        .await
+        .expect("exposed");
     // On loopback nothing rewrites addresses and the dial-back arrives.
     let reachability = b_relay.reachability();
     assert_eq!(reachability.observed, reachability.local);
@@ -50,7 +54,10 @@ async fn secure_kcp_crosses_a_relay_that_counts_it_and_reads_none_of_it() {
     let a_relay = guarded("A registers", RelayClient::register(relay.local_addr(), &a))
         .await
         .expect("A registered");
-    let stand_in = a_relay.tunnel_to(b.node_id()).await.expect("tunnel");
+    let stand_in = a_relay
+        .tunnel_to(b.node_id(), KCP_CHANNEL)
+        .await
+        .expect("tunnel");
     assert_ne!(stand_in, server.local_addr());
     let mut client = guarded(
         "dial through the relay",
@@ -103,7 +110,10 @@ async fn bad_frames_and_strangers_are_refused_and_counted() {
         .expect("A registered");
     // A forward to a node nobody registered: A hears no-route.
     let nobody = identity(22).node_id();
-    let stand_in = a_relay.tunnel_to(nobody).await.expect("tunnel");
+    let stand_in = a_relay
+        .tunnel_to(nobody, KCP_CHANNEL)
+        .await
+        .expect("tunnel");
     let local = UdpSocket::bind(loopback()).await.expect("bind");
     local.send_to(b"hello?", stand_in).await.expect("send");
     let heard = async {
@@ -117,6 +127,7 @@ async fn bad_frames_and_strangers_are_refused_and_counted() {
     let stranger = UdpSocket::bind(loopback()).await.expect("bind");
     let mut forward = vec![0xB6];
     forward.extend_from_slice(a.node_id().0.as_slice());
+    forward.push(KCP_CHANNEL);
     forward.extend_from_slice(b"payload");
     for datagram in [&b"\x00garbage"[..], &[0xB4, 1, 2], &forward] {
         stranger
@@ -136,4 +147,69 @@ async fn bad_frames_and_strangers_are_refused_and_counted() {
     let stats = guarded("refusals counted", counted).await;
     assert_eq!(stats.forwarded, 0);
     assert_eq!(relay.usage(&a.node_id()).expect("registered").bytes(), 0);
+}
+
+#[tokio::test]
+async fn quic_crosses_the_same_relay_on_its_own_channel() {
+    let relay = RelayServer::bind(loopback(), RelayConfig::default())
+        .await
+        .expect("relay");
+    let (a, b) = (identity(31), identity(32));
+    // B serves QUIC requests, reachable only through the relay.
+    let tls = quic::QuicIdentity::generate().expect("certificate");
+    let server = quic::server_endpoint(loopback(), &tls).expect("QUIC server");
+    let server_addr = server.local_addr().expect("bound");
+    let answering = tokio::spawn(async move {
+        let connection = server
+            .accept()
+            .await
+            .expect("incoming")
+            .await
+            .expect("handshake");
+        let (mut send, mut recv) = connection.accept_bi().await.expect("a stream");
+        let request = quic::read_frame(&mut recv, 1 << 20).await.expect("request");
+        let answer = [b"chunk for ".as_slice(), &request].concat();
+        quic::write_frame(&mut send, &answer, 1 << 20)
+            .await
+            .expect("answer");
+        send.finish().expect("finish");
+        connection.closed().await;
+    });
+    let b_relay = guarded("B registers", RelayClient::register(relay.local_addr(), &b))
+        .await
+        .expect("B registered");
+    b_relay
+        .expose(QUIC_CHANNEL, server_addr)
+        .await
+        .expect("exposed");
+    let a_relay = guarded("A registers", RelayClient::register(relay.local_addr(), &a))
+        .await
+        .expect("A registered");
+    let stand_in = a_relay
+        .tunnel_to(b.node_id(), QUIC_CHANNEL)
+        .await
+        .expect("tunnel");
+    let client = quic::client_endpoint(loopback(), std::slice::from_ref(&tls.certificate))
+        .expect("QUIC client");
+    let connection = guarded("QUIC through the relay", quic::connect(&client, stand_in))
+        .await
+        .expect("connected");
+    let request = vec![7u8; 50_000];
+    let answer = quic::request(
+        &connection,
+        &request,
+        1 << 20,
+        std::time::Duration::from_secs(30),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(answer, [b"chunk for ".as_slice(), &request].concat());
+    connection.close(0u32.into(), b"done");
+    guarded("server done", answering)
+        .await
+        .expect("server task");
+    // The bytes went through the relay, on B's QUIC channel.
+    let usage = relay.usage(&a.node_id()).expect("registered");
+    assert!(usage.bytes_from > 50_000, "{usage:?}");
+    assert_eq!(b_relay.stats().unrouted, 0);
 }

@@ -16,7 +16,7 @@ use netstack::{
     driver::{KcpConnection, KcpServer},
     emulated::RelayNetwork,
     kcp::KcpConfig,
-    relay::{RelayClient, RelayConfig, RelayServer, Route, dial},
+    relay::{KCP_CHANNEL, RelayClient, RelayConfig, RelayServer, Route, dial},
     secure::{NodeIdentity, PeerPolicy},
 };
 use primitives::{id::NodeId, keys::AccountKey, time::Instant};
@@ -130,7 +130,10 @@ async fn hosts_that_cannot_route_to_each_other_talk_through_the_nearest_relay() 
             let client = RelayClient::register(b_relay_addr, &b)
                 .await
                 .expect("B registers at R");
-            client.expose(server.local_addr()).await.expect("exposed");
+            client
+                .expose(KCP_CHANNEL, server.local_addr())
+                .await
+                .expect("exposed");
             (server, incoming, client)
         }
     });
