@@ -213,3 +213,29 @@ async fn quic_crosses_the_same_relay_on_its_own_channel() {
     assert!(usage.bytes_from > 50_000, "{usage:?}");
     assert_eq!(b_relay.stats().unrouted, 0);
 }
+
+#[tokio::test]
+async fn a_registration_is_renewed_before_its_lease_runs_out() {
+    let config = RelayConfig {
+        lease: std::time::Duration::from_secs(1),
+        ..RelayConfig::default()
+    };
+    let relay = RelayServer::bind(loopback(), config).await.expect("relay");
+    let a = identity(51);
+    let a_relay = guarded("A registers", RelayClient::register(relay.local_addr(), &a))
+        .await
+        .expect("A registered");
+    assert_eq!(a_relay.lease(), std::time::Duration::from_secs(1));
+    // Three renewals span more than one lease: without them the relay would have dropped A.
+    let renewed = async {
+        while a_relay.stats().renewals < 3 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    guarded("renewals", renewed).await;
+    assert_eq!(
+        relay.registered_addr(&a.node_id()),
+        Some(a_relay.reachability().observed)
+    );
+    assert!(relay.stats().registrations >= 4);
+}
