@@ -371,6 +371,9 @@ pub enum RelayFrameError {
         /// The family byte.
         family: u8,
     },
+    /// A probe whose padding is not all zeros.
+    #[error("probe padding is not zeros")]
+    BadPadding,
     /// A forwarded datagram with nothing in it.
     #[error("{frame} frame with an empty payload")]
     EmptyPayload {

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::{
     Reachability, RelayConfig, RelayCore, RelaySocket, RelayTransmit, registration_prehash,
-    wire::{CHALLENGE_BYTES, RelayFrame},
+    wire::{CHALLENGE_BYTES, PROBE_BYTES, RelayFrame},
 };
 use crate::{
     constants::{RELAY_CHALLENGE_PERIOD, RELAY_PAYLOAD_BYTES_MAX},
@@ -412,6 +412,24 @@ fn every_frame_round_trips() {
         }
     }
     assert_eq!(RelayFrame::decode(&[]), Err(RelayFrameError::Empty));
+    // A probe must be padded: the relay never answers with more than it received.
+    let mut probe = RelayFrame::Probe { nonce: 1 }.encode();
+    assert_eq!(probe.len(), PROBE_BYTES);
+    let answers = RelayFrame::Observed {
+        nonce: 1,
+        observed: addr("[2001:db8::1]:443"),
+        challenge: [0; CHALLENGE_BYTES],
+    }
+    .encode()
+    .len()
+        + RelayFrame::DialBack { nonce: 1 }.encode().len();
+    assert!(answers <= PROBE_BYTES, "{answers}");
+    assert!(matches!(
+        RelayFrame::decode(&probe[..9]),
+        Err(RelayFrameError::Truncated { frame: "probe", .. })
+    ));
+    probe[40] = 1;
+    assert_eq!(RelayFrame::decode(&probe), Err(RelayFrameError::BadPadding));
     assert_eq!(
         RelayFrame::decode(&[0xA2, 0, 0]),
         Err(RelayFrameError::UnknownTag { tag: 0xA2 })

@@ -3,7 +3,7 @@
 //!
 //! | tag | frame | body |
 //! | --- | --- | --- |
-//! | `0xB1` | [`RelayFrame::Probe`] | nonce (8) |
+//! | `0xB1` | [`RelayFrame::Probe`] | nonce (8), zeros up to [`PROBE_BYTES`] |
 //! | `0xB2` | [`RelayFrame::Observed`] | nonce (8), address, challenge (16) |
 //! | `0xB3` | [`RelayFrame::DialBack`] | nonce (8) |
 //! | `0xB4` | [`RelayFrame::Register`] | node (20), challenge (16), signature (65) |
@@ -39,6 +39,10 @@ pub const FORWARD_TAG: u8 = 0xB6;
 pub const DELIVERED_TAG: u8 = 0xB7;
 /// Tag of [`RelayFrame::NoRoute`].
 pub const NO_ROUTE_TAG: u8 = 0xB8;
+
+/// Bytes of a probe, padding included: at least the relay's two answers together, so a probe
+/// from a forged source address cannot make the relay send its victim more than it received.
+pub const PROBE_BYTES: usize = 64;
 
 /// Bytes of a registration challenge.
 pub const CHALLENGE_BYTES: usize = 16;
@@ -131,6 +135,7 @@ impl<'a> RelayFrame<'a> {
             RelayFrame::Probe { nonce } => {
                 out.push(PROBE_TAG);
                 out.extend_from_slice(&nonce.to_be_bytes());
+                out.resize(PROBE_BYTES, 0);
             }
             RelayFrame::Observed {
                 nonce,
@@ -203,9 +208,17 @@ impl<'a> RelayFrame<'a> {
             bytes: body,
         };
         let frame = match tag {
-            PROBE_TAG => RelayFrame::Probe {
-                nonce: reader.u64()?,
-            },
+            PROBE_TAG => {
+                let nonce = reader.u64()?;
+                if reader
+                    .take(PROBE_BYTES - 1 - 8)?
+                    .iter()
+                    .any(|byte| *byte != 0)
+                {
+                    return Err(RelayFrameError::BadPadding);
+                }
+                RelayFrame::Probe { nonce }
+            }
             OBSERVED_TAG => RelayFrame::Observed {
                 nonce: reader.u64()?,
                 observed: reader.addr()?,
