@@ -23,3 +23,13 @@ pub const PEER_LINK_BACKOFF_MAX: std::time::Duration = std::time::Duration::from
 pub const UPSTREAM_QUEUE_MAX: usize = 4_096;
 /// Batches the upper-chain worker holds while it waits for the chain or for a missing batch.
 pub const UPSTREAM_PENDING_MAX: usize = 4_096;
+/// Largest payload of one write-ahead log record (a move, or the hashes of a block's moves).
+pub const WAL_RECORD_BYTES_MAX: usize = 1024 * 1024;
+/// A write-ahead log segment is rotated once it holds this many bytes.
+pub const WAL_SEGMENT_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Moves waiting for the write-ahead log's disk before ingress refuses with `MempoolFull`.
+pub const WAL_QUEUE_MOVES_MAX: usize = 65_536;
+/// Most records made durable by one fsync under group commit.
+pub const WAL_GROUP_RECORDS_MAX: usize = 8_192;
+// One block's move hashes fit in one record.
+const _: () = assert!(BLOCK_MOVES_PER_TICK_MAX * 32 + 64 <= WAL_RECORD_BYTES_MAX);

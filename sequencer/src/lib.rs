@@ -13,10 +13,14 @@
 //! driver that runs them with the client API, weak DA, PBFT and the peer links.
 
 pub mod batcher;
+pub mod config;
 pub mod constants;
+pub mod identity;
 pub mod mempool;
 pub mod mesh;
+pub mod metrics;
 pub mod node;
 pub mod packer;
 pub mod pending;
 pub mod upstream;
+pub mod wal;

@@ -66,6 +66,17 @@ impl Packer {
         }
     }
 
+    /// Continues a chain packed before a restart: the next block is at `next_height`, on top of
+    /// the header whose hash is `parent` (both as the write-ahead log recorded them).
+    pub fn resume(&mut self, next_height: u64, parent: B256) {
+        assert!(
+            next_height >= self.next_height,
+            "a packer never goes back below a height it packed"
+        );
+        self.next_height = next_height;
+        self.parent = parent;
+    }
+
     /// Height of the next block.
     pub fn next_height(&self) -> u64 {
         self.next_height
