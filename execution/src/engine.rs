@@ -24,6 +24,14 @@
 //! A move failing in steps 3 to 5 consumes its nonce and nothing else: its diff is the sender's
 //! nonce + 1, and it pays no fee.
 //!
+//! Session keys (see `primitives::session`): a call to the session registry (a grant or a
+//! revocation) is carried out natively after step 2, without revm: it writes the sender's own
+//! storage exactly as verification found it declared, or fails with
+//! [`FailureReason::Session`]. A move signed by a session key is held, after step 2, to the
+//! session rule against the executed values of its grant and scope slots (the move's batch
+//! number is the clock of expiry); if it passes, the charge to the grant slot joins the move's
+//! diff before step 4, so the declared delta must come true like any other.
+//!
 //! Fees: revm charges `gas_used * gas_price` to the sender, so with a non-zero gas price the
 //! sender's balance changes and must be declared (for a plain transfer, `gas_used` is 21,000).
 //! Fees are zero in the devnet. The fee revm credits to an unlisted block beneficiary is
@@ -33,8 +41,11 @@
 
 use alloy_primitives::{Address, B256, Log, U256};
 use primitives::{
-    DeclaredWrite, FailureReason, SpaceAccessList, Transaction, TxHash, VerifiedTransaction,
+    Authority, DeclaredWrite, FailureReason, SESSION_REGISTRY, SessionCall, SpaceAccessList,
+    Transaction, TxHash, VerifiedTransaction,
+    codec::Decode,
     finality::StateItem,
+    session::{self, SessionRefusal},
 };
 use revm::{
     Database, ExecuteEvm, MainBuilder,
@@ -126,6 +137,29 @@ pub fn execute(
         diff: StateDiff::nonce_only(tx.sender, nonce_after),
     };
 
+    if body.to == SESSION_REGISTRY {
+        let outcome = match session_call(tx, slice, nonce_after) {
+            Ok(diff) => MoveOutcome {
+                hash: tx.hash,
+                status: Ok(()),
+                gas_used: 0,
+                logs: Vec::new(),
+                diff,
+            },
+            Err(reason) => failed(reason, 0),
+        };
+        trace!(target: "execution::engine", hash = ?tx.hash, status = ?outcome.status, "session registry call");
+        return Ok(outcome);
+    }
+    let session_charge = match session_charge(env, tx, slice) {
+        Ok(charge) => charge,
+        Err(reason) => {
+            let outcome = failed(reason, 0);
+            trace!(target: "execution::engine", hash = ?tx.hash, status = ?outcome.status, "session key refused");
+            return Ok(outcome);
+        }
+    };
+
     let database = SliceDatabase::new(slice, BLOCK_BENEFICIARY);
     let outcome = match run_revm(env, tx.sender, body, database) {
         Err(error) => failed(failure_from_revm(error), 0),
@@ -137,7 +171,14 @@ pub fn execute(
         }
         Ok((ExecutionResult::Success { gas, logs, .. }, state)) => {
             let credit = U256::from(body.gas_price) * U256::from(gas.tx_gas_used());
-            let diff = collect_diff(state, slice, credit);
+            let mut diff = collect_diff(state, slice, credit);
+            if let Some((slot, value)) = session_charge {
+                diff.accounts
+                    .entry(tx.sender)
+                    .or_default()
+                    .storage
+                    .insert(slot, value);
+            }
             match check_against_access_list(&diff, &body.access_list, slice, tx.sender, nonce_after)
             {
                 Ok(()) => MoveOutcome {
@@ -159,6 +200,64 @@ pub fn execute(
         "move executed"
     );
     Ok(outcome)
+}
+
+/// The value of a listed storage slot in the slice (zero if the account is absent).
+fn slot_value(slice: &StateSlice, address: &Address, slot: &B256) -> U256 {
+    slice
+        .account(address)
+        .and_then(|account| account.storage.get(slot))
+        .copied()
+        .unwrap_or_default()
+}
+
+/// A grant or revocation, carried out natively: it writes only the sender's own storage, as
+/// its list declares (verification checked the declaration against the call).
+fn session_call(
+    tx: &VerifiedTransaction,
+    slice: &StateSlice,
+    nonce_after: u64,
+) -> Result<StateDiff, FailureReason> {
+    if tx.authority != Authority::Account {
+        return Err(FailureReason::Session(SessionRefusal::NotAccountKey));
+    }
+    let call = SessionCall::from_bytes(&tx.tx().data)
+        .map_err(|_| FailureReason::Session(SessionRefusal::BadGrant))?;
+    call.check().map_err(FailureReason::Session)?;
+    let current = slot_value(slice, &tx.sender, &session::grant_slot(call.key()));
+    call.check_against(current)
+        .map_err(FailureReason::Session)?;
+    let mut diff = StateDiff::nonce_only(tx.sender, nonce_after);
+    let account = diff.accounts.entry(tx.sender).or_default();
+    for (slot, value) in call.writes() {
+        if slot_value(slice, &tx.sender, &slot) != value {
+            account.storage.insert(slot, value);
+        }
+    }
+    Ok(diff)
+}
+
+/// For a session move, the session rule against the executed state, and the grant slot's
+/// value after the move's charge; `None` for a move signed by the account key.
+fn session_charge(
+    env: &ExecutionEnv,
+    tx: &VerifiedTransaction,
+    slice: &StateSlice,
+) -> Result<Option<(B256, U256)>, FailureReason> {
+    let Authority::Session(key) = tx.authority else {
+        return Ok(None);
+    };
+    let body = tx.tx();
+    let cost =
+        session::check_declaration(body, &tx.sender, &key).map_err(FailureReason::Session)?;
+    let grant_slot = session::grant_slot(&key);
+    let grant = slot_value(slice, &tx.sender, &grant_slot);
+    let scope = slot_value(slice, &tx.sender, &session::scope_slot(&key, &body.to));
+    session::check_session(grant, scope, cost, env.block_number).map_err(FailureReason::Session)?;
+    Ok(Some((
+        grant_slot,
+        DeclaredWrite::Delta(session::charge(cost)).apply(grant),
+    )))
 }
 
 pub(crate) type RevmOutput = (ExecutionResult, EvmState);

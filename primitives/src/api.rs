@@ -8,7 +8,8 @@ use alloy_primitives::{Address, B256, U256};
 
 use crate::{
     codec::{Decode, DecodeError, Decoder, Encode},
-    finality::FinalityLevel,
+    finality::{FinalityLevel, StateItem},
+    session::SessionRefusal,
     tx::{SignedTransaction, TxHash},
 };
 
@@ -45,6 +46,79 @@ pub enum Refusal {
     /// The mempool is full; retry later.
     #[error("mempool full")]
     MempoolFull,
+    /// A session key may not do this (unknown, revoked, expired, out of scope, over budget), or
+    /// a session move or grant is not declared as the rules say.
+    #[error("session: {0}")]
+    Session(SessionRefusal),
+    /// The connection or the sender sent more than its rate allows; retry later.
+    #[error("rate limited")]
+    RateLimited,
+    /// The encoded move is larger than a sequencer accepts.
+    #[error("move of {size} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// The move's encoded size.
+        size: u32,
+        /// The limit.
+        max: u32,
+    },
+    /// The move names a sponsor that will not pay for it.
+    #[error("sponsorship: {0}")]
+    Sponsorship(SponsorRefusal),
+}
+
+/// Why a sponsor will not pay for a move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SponsorRefusal {
+    /// No sponsorship policy of this sequencer names this sponsor.
+    #[error("unknown sponsor")]
+    UnknownSponsor,
+    /// The policy does not cover the move's target contract.
+    #[error("target not sponsored")]
+    TargetNotCovered,
+    /// The player has used the budget the policy gives each player.
+    #[error("player budget spent")]
+    PlayerBudgetSpent,
+    /// The player sends sponsored moves faster than the policy allows.
+    #[error("player rate exceeded")]
+    PlayerRateExceeded,
+    /// The sponsor has spent its whole budget.
+    #[error("sponsor budget spent")]
+    SponsorBudgetSpent,
+    /// A sponsored move must carry a zero gas price (the sponsor pays, the sender does not).
+    #[error("sponsored move with a gas price")]
+    NonZeroGasPrice,
+}
+
+impl Encode for SponsorRefusal {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(match self {
+            SponsorRefusal::UnknownSponsor => 0,
+            SponsorRefusal::TargetNotCovered => 1,
+            SponsorRefusal::PlayerBudgetSpent => 2,
+            SponsorRefusal::PlayerRateExceeded => 3,
+            SponsorRefusal::SponsorBudgetSpent => 4,
+            SponsorRefusal::NonZeroGasPrice => 5,
+        });
+    }
+}
+
+impl Decode for SponsorRefusal {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(match decoder.u8()? {
+            0 => SponsorRefusal::UnknownSponsor,
+            1 => SponsorRefusal::TargetNotCovered,
+            2 => SponsorRefusal::PlayerBudgetSpent,
+            3 => SponsorRefusal::PlayerRateExceeded,
+            4 => SponsorRefusal::SponsorBudgetSpent,
+            5 => SponsorRefusal::NonZeroGasPrice,
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "sponsor refusal",
+                    tag,
+                });
+            }
+        })
+    }
 }
 
 impl Encode for Refusal {
@@ -67,6 +141,20 @@ impl Encode for Refusal {
                 address.encode(out);
             }
             Refusal::MempoolFull => out.push(5),
+            Refusal::Session(refusal) => {
+                out.push(6);
+                refusal.encode(out);
+            }
+            Refusal::RateLimited => out.push(7),
+            Refusal::TooLarge { size, max } => {
+                out.push(8);
+                out.extend_from_slice(&size.to_be_bytes());
+                out.extend_from_slice(&max.to_be_bytes());
+            }
+            Refusal::Sponsorship(refusal) => {
+                out.push(9);
+                refusal.encode(out);
+            }
         }
     }
 }
@@ -86,6 +174,13 @@ impl Decode for Refusal {
             },
             4 => Refusal::MissingFromAccessList(decoder.address()?),
             5 => Refusal::MempoolFull,
+            6 => Refusal::Session(SessionRefusal::decode(decoder)?),
+            7 => Refusal::RateLimited,
+            8 => Refusal::TooLarge {
+                size: decoder.u32()?,
+                max: decoder.u32()?,
+            },
+            9 => Refusal::Sponsorship(SponsorRefusal::decode(decoder)?),
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "refusal",
@@ -111,6 +206,11 @@ pub enum ClientRequest {
     PendingStorage(Address, B256),
     /// The current finality level of a move.
     Status(TxHash),
+    /// Push every change of this item's pending value over the session, starting with its
+    /// current value, until unsubscribed or the session ends.
+    Subscribe(StateItem),
+    /// Stop pushing changes of this item.
+    Unsubscribe(StateItem),
 }
 
 impl Encode for ClientRequest {
@@ -134,6 +234,14 @@ impl Encode for ClientRequest {
                 out.push(3);
                 hash.encode(out);
             }
+            ClientRequest::Subscribe(item) => {
+                out.push(4);
+                item.encode(out);
+            }
+            ClientRequest::Unsubscribe(item) => {
+                out.push(5);
+                item.encode(out);
+            }
         }
     }
 }
@@ -146,6 +254,8 @@ impl Decode for ClientRequest {
             1 => ClientRequest::PendingNonce(decoder.address()?),
             2 => ClientRequest::PendingStorage(decoder.address()?, decoder.b256()?),
             3 => ClientRequest::Status(decoder.b256()?),
+            4 => ClientRequest::Subscribe(StateItem::decode(decoder)?),
+            5 => ClientRequest::Unsubscribe(StateItem::decode(decoder)?),
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "client request",
@@ -161,7 +271,8 @@ impl Decode for ClientRequest {
 pub enum ServerMessage {
     /// The answer to a submit: accepted as `Pending`, or refused.
     Ack {
-        /// The move's hash (of the submitted bytes, so a refused move can be matched too).
+        /// The move's hash; for a request refused before it was decoded (too large, over the
+        /// connection's rate, malformed), keccak-256 of the request's bytes.
         hash: TxHash,
         /// `Ok(tick)`: accepted, and promised to be in a block packed by that tick.
         result: Result<u64, Refusal>,
@@ -195,6 +306,20 @@ pub enum ServerMessage {
         hash: TxHash,
         /// Its level, if known.
         level: Option<FinalityLevel>,
+    },
+    /// A subscribed item's pending value: its value when subscribed, then each new value.
+    Changed {
+        /// The item.
+        item: StateItem,
+        /// Its pending value.
+        value: U256,
+    },
+    /// A subscription was refused: the session already watches the most items allowed.
+    SubscriptionRefused {
+        /// The item.
+        item: StateItem,
+        /// Items one session may watch.
+        limit: u32,
     },
 }
 
@@ -247,6 +372,16 @@ impl Encode for ServerMessage {
                     }
                 }
             }
+            ServerMessage::Changed { item, value } => {
+                out.push(5);
+                item.encode(out);
+                crate::codec::put_u256(out, value);
+            }
+            ServerMessage::SubscriptionRefused { item, limit } => {
+                out.push(6);
+                item.encode(out);
+                out.extend_from_slice(&limit.to_be_bytes());
+            }
         }
     }
 }
@@ -291,6 +426,14 @@ impl Decode for ServerMessage {
                 };
                 ServerMessage::StatusReply { hash, level }
             }
+            5 => ServerMessage::Changed {
+                item: StateItem::decode(decoder)?,
+                value: decoder.u256()?,
+            },
+            6 => ServerMessage::SubscriptionRefused {
+                item: StateItem::decode(decoder)?,
+                limit: decoder.u32()?,
+            },
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "server message",
@@ -332,11 +475,38 @@ mod tests {
                 value: U256::from(9),
             },
             ServerMessage::StatusReply { hash, level: None },
+            ServerMessage::Changed {
+                item: StateItem::Storage(Address::repeat_byte(3), hash),
+                value: U256::from(5),
+            },
+            ServerMessage::SubscriptionRefused {
+                item: StateItem::Nonce(Address::repeat_byte(3)),
+                limit: 64,
+            },
+            ServerMessage::Ack {
+                hash,
+                result: Err(Refusal::Session(SessionRefusal::Expired {
+                    expires_after_batch: 3,
+                })),
+            },
+            ServerMessage::Ack {
+                hash,
+                result: Err(Refusal::Sponsorship(SponsorRefusal::PlayerBudgetSpent)),
+            },
+            ServerMessage::Ack {
+                hash,
+                result: Err(Refusal::TooLarge { size: 9, max: 8 }),
+            },
         ] {
             assert_eq!(ServerMessage::from_bytes(&message.to_bytes()), Ok(message));
         }
-        let request = ClientRequest::PendingStorage(Address::repeat_byte(2), hash);
-        assert_eq!(ClientRequest::from_bytes(&request.to_bytes()), Ok(request));
+        for request in [
+            ClientRequest::PendingStorage(Address::repeat_byte(2), hash),
+            ClientRequest::Subscribe(StateItem::Balance(Address::repeat_byte(4))),
+            ClientRequest::Unsubscribe(StateItem::Storage(Address::repeat_byte(4), hash)),
+        ] {
+            assert_eq!(ClientRequest::from_bytes(&request.to_bytes()), Ok(request));
+        }
         assert_eq!(
             ClientRequest::from_bytes(&[2, 0]),
             Err(DecodeError::UnknownVersion {

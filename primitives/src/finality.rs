@@ -2,7 +2,10 @@
 
 use alloy_primitives::{Address, B256};
 
-use crate::codec::{Decode, DecodeError, Decoder, Encode};
+use crate::{
+    codec::{Decode, DecodeError, Decoder, Encode},
+    session::SessionRefusal,
+};
 
 /// One piece of state a move can touch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,6 +89,9 @@ pub enum FailureReason {
     /// The move in a finalized batch does not verify (bad signature, wrong chain, or a list that
     /// does not name its sender): a faulty sequencer packed it. It consumes nothing.
     InvalidMove,
+    /// A session key acted outside what its grant allows when the move ran, or a grant or
+    /// revocation was refused.
+    Session(SessionRefusal),
 }
 
 impl Encode for FailureReason {
@@ -116,6 +122,10 @@ impl Encode for FailureReason {
                 out.push(8);
                 item.encode(out);
             }
+            FailureReason::Session(refusal) => {
+                out.push(9);
+                refusal.encode(out);
+            }
         }
     }
 }
@@ -135,6 +145,7 @@ impl Decode for FailureReason {
             6 => FailureReason::InsufficientFunds,
             7 => FailureReason::InvalidMove,
             8 => FailureReason::WrongDelta(StateItem::decode(decoder)?),
+            9 => FailureReason::Session(SessionRefusal::decode(decoder)?),
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "failure reason",

@@ -19,6 +19,7 @@ pub mod keys;
 pub mod machine;
 pub mod merkle;
 pub mod pbft;
+pub mod session;
 pub mod time;
 pub mod tx;
 
@@ -29,8 +30,9 @@ pub use codec::{Decode, DecodeError, Decoder, Encode};
 pub use finality::{FailureReason, FinalityLevel};
 pub use id::{Distance, NodeId, k_nearest, xor_distance};
 pub use keys::{AccountKey, Signature, SignatureError};
+pub use session::{SESSION_REGISTRY, SessionCall, SessionKey, SessionPublicKey, SessionScope};
 pub use time::Instant;
 pub use tx::{
-    AccountAccess, DeclaredWrite, SignedTransaction, SlotAccess, SpaceAccessList, Transaction,
-    TxHash, VerifiedTransaction,
+    AccountAccess, Authority, DeclaredWrite, MoveSignature, SignedTransaction, SlotAccess,
+    SpaceAccessList, Transaction, TxHash, VerifiedTransaction,
 };

@@ -11,11 +11,16 @@
 //! `keccak256("tickrate:move" || encoding)`; the move's hash is `keccak256` of the signed encoding.
 
 use alloy_primitives::{Address, B256, Bytes, I256, U256, keccak256};
+use ed25519_dalek::Verifier;
 
 use crate::{
     codec::{Decode, DecodeError, Decoder, Encode, put_bytes, put_list, put_u256},
     constants::{SAL_ACCOUNTS_MAX, SAL_SLOTS_PER_ACCOUNT_MAX, TX_DATA_BYTES_MAX},
     keys::{AccountKey, Signature, SignatureError},
+    session::{
+        SESSION_REGISTRY, SessionCall, SessionKey, SessionKeyCache, SessionPublicKey,
+        SessionRefusal, check_declaration, session_signing_hash, verifying_key,
+    },
 };
 
 /// The hash that names a move.
@@ -312,7 +317,20 @@ impl Transaction {
         let signature = key.sign_prehash(&self.signing_hash());
         SignedTransaction {
             tx: self,
-            signature,
+            signature: MoveSignature::Account(signature),
+        }
+    }
+
+    /// Signs the move with a session key acting for `account` (see [`crate::session`]).
+    pub fn sign_with_session(self, key: &SessionKey, account: Address) -> SignedTransaction {
+        let signature = key.sign_hash(&session_signing_hash(&self, &account));
+        SignedTransaction {
+            tx: self,
+            signature: MoveSignature::Session {
+                account,
+                key: key.public_key(),
+                signature,
+            },
         }
     }
 }
@@ -366,6 +384,84 @@ pub enum TxError {
     /// The Space Access List does not name an account the move necessarily touches.
     #[error("space access list does not name {0}")]
     MissingFromAccessList(Address),
+    /// The session key's signature does not verify.
+    #[error("bad session signature")]
+    BadSessionSignature,
+    /// A session move or a call to the session registry breaks a rule that needs no state.
+    #[error("session: {0}")]
+    Session(#[from] SessionRefusal),
+}
+
+/// A move refused by [`SignedTransaction::verify_batch`], named by its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedMove {
+    /// The move's hash.
+    pub hash: TxHash,
+    /// Why it was refused.
+    pub error: TxError,
+}
+
+/// Who signed a move.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MoveSignature {
+    /// The sender's account key (secp256k1): the sender is recovered from it.
+    Account(Signature),
+    /// A session key acting for `account`, over [`session_signing_hash`].
+    Session {
+        /// The account the move acts for: its sender.
+        account: Address,
+        /// The session key.
+        key: SessionPublicKey,
+        /// Its ed25519 signature.
+        signature: [u8; 64],
+    },
+}
+
+impl Encode for MoveSignature {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            MoveSignature::Account(signature) => {
+                out.push(0);
+                signature.encode(out);
+            }
+            MoveSignature::Session {
+                account,
+                key,
+                signature,
+            } => {
+                out.push(1);
+                account.encode(out);
+                key.encode(out);
+                out.extend_from_slice(signature);
+            }
+        }
+    }
+}
+
+impl Decode for MoveSignature {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        match decoder.u8()? {
+            0 => Ok(MoveSignature::Account(Signature::decode(decoder)?)),
+            1 => Ok(MoveSignature::Session {
+                account: decoder.address()?,
+                key: SessionPublicKey::decode(decoder)?,
+                signature: decoder.array()?,
+            }),
+            tag => Err(DecodeError::UnknownTag {
+                what: "move signature",
+                tag,
+            }),
+        }
+    }
+}
+
+/// On whose authority a verified move acts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Authority {
+    /// The account key signed it.
+    Account,
+    /// This session key signed it; its scope is checked against state.
+    Session(SessionPublicKey),
 }
 
 /// A move with its sender's signature.
@@ -373,8 +469,8 @@ pub enum TxError {
 pub struct SignedTransaction {
     /// The move.
     pub tx: Transaction,
-    /// The sender's signature over [`Transaction::signing_hash`].
-    pub signature: Signature,
+    /// The account key's signature over [`Transaction::signing_hash`], or a session key's.
+    pub signature: MoveSignature,
 }
 
 impl SignedTransaction {
@@ -383,27 +479,199 @@ impl SignedTransaction {
         keccak256(self.to_bytes())
     }
 
-    /// Recovers the sender and checks what can be checked without state: chain id, and that the
-    /// access list names the sender and the called account.
+    /// Recovers or checks the sender and checks what can be checked without state: chain id,
+    /// that the access list names the sender and the called account, and the rules of session
+    /// moves and session registry calls that need no state.
     pub fn verify(self, chain_id: u64) -> Result<VerifiedTransaction, TxError> {
+        self.check_chain(chain_id)?;
+        match self.signature {
+            MoveSignature::Account(signature) => {
+                let sender = signature.recover_address(&self.tx.signing_hash())?;
+                self.into_verified(sender, Authority::Account)
+            }
+            MoveSignature::Session {
+                account,
+                key,
+                signature,
+            } => {
+                let verifying = verifying_key(&key).ok_or(TxError::BadSessionSignature)?;
+                let hash = session_signing_hash(&self.tx, &account);
+                verifying
+                    .verify(
+                        hash.as_slice(),
+                        &ed25519_dalek::Signature::from_bytes(&signature),
+                    )
+                    .map_err(|_| TxError::BadSessionSignature)?;
+                self.into_verified(account, Authority::Session(key))
+            }
+        }
+    }
+
+    /// Verifies many moves; session signatures are checked together in one ed25519 batch
+    /// (several times faster than one by one), and one by one only if the batch fails, to find
+    /// the bad ones. Session keys are taken parsed from `keys` when it holds them (parsing a
+    /// key costs a point decompression, a sizeable share of one verification). Results are in
+    /// input order; a refused move comes with its hash, for the refusal.
+    pub fn verify_batch(
+        moves: Vec<SignedTransaction>,
+        chain_id: u64,
+        keys: &SessionKeyCache,
+    ) -> Vec<Result<VerifiedTransaction, RefusedMove>> {
+        let refuse = |signed: &SignedTransaction, error: TxError| RefusedMove {
+            hash: signed.hash(),
+            error,
+        };
+        let mut results: Vec<Option<Result<VerifiedTransaction, RefusedMove>>> =
+            (0..moves.len()).map(|_| None).collect();
+        let mut batch = SessionBatch::default();
+        for (index, signed) in moves.into_iter().enumerate() {
+            if let Err(error) = signed.check_chain(chain_id) {
+                results[index] = Some(Err(refuse(&signed, error)));
+                continue;
+            }
+            match signed.signature {
+                MoveSignature::Account(signature) => {
+                    let checked = signature
+                        .recover_address(&signed.tx.signing_hash())
+                        .map_err(TxError::from)
+                        .and_then(|sender| {
+                            signed.checked(sender, Authority::Account).map(|()| sender)
+                        });
+                    results[index] = Some(match checked {
+                        Ok(sender) => Ok(signed.seal(sender, Authority::Account)),
+                        Err(error) => Err(refuse(&signed, error)),
+                    });
+                }
+                MoveSignature::Session {
+                    account,
+                    key,
+                    signature,
+                } => match keys.verifying_key(&key) {
+                    None => {
+                        results[index] = Some(Err(refuse(&signed, TxError::BadSessionSignature)));
+                    }
+                    Some(verifying) => batch.push(
+                        index,
+                        session_signing_hash(&signed.tx, &account),
+                        ed25519_dalek::Signature::from_bytes(&signature),
+                        verifying,
+                        signed,
+                    ),
+                },
+            }
+        }
+        let batch_valid = ed25519_dalek::verify_batch(
+            &batch.hashes.iter().map(B256::as_slice).collect::<Vec<_>>(),
+            &batch.signatures,
+            &batch.keys,
+        )
+        .is_ok();
+        for (position, (index, signed)) in batch.moves.into_iter().enumerate() {
+            let valid = batch_valid
+                || batch.keys[position]
+                    .verify(
+                        batch.hashes[position].as_slice(),
+                        &batch.signatures[position],
+                    )
+                    .is_ok();
+            let MoveSignature::Session { account, key, .. } = signed.signature else {
+                unreachable!("only session moves are batched")
+            };
+            let authority = Authority::Session(key);
+            let checked = if valid {
+                signed.checked(account, authority)
+            } else {
+                Err(TxError::BadSessionSignature)
+            };
+            results[index] = Some(match checked {
+                Ok(()) => Ok(signed.seal(account, authority)),
+                Err(error) => Err(refuse(&signed, error)),
+            });
+        }
+        results
+            .into_iter()
+            .map(|result| result.expect("every move has a result"))
+            .collect()
+    }
+
+    fn check_chain(&self, chain_id: u64) -> Result<(), TxError> {
         if self.tx.chain_id != chain_id {
             return Err(TxError::WrongChain {
                 expected: chain_id,
                 got: self.tx.chain_id,
             });
         }
-        let sender = self.signature.recover_address(&self.tx.signing_hash())?;
-        for required in [sender, self.tx.to] {
-            if !self.tx.access_list.contains(&required) {
-                return Err(TxError::MissingFromAccessList(required));
-            }
+        Ok(())
+    }
+
+    /// The checks after the signature: the list names the sender and the target (the session
+    /// registry has no state to name), a session move declares its charge and scope, and a
+    /// registry call is a well-formed grant or revocation declaring exactly its writes.
+    fn into_verified(
+        self,
+        sender: Address,
+        authority: Authority,
+    ) -> Result<VerifiedTransaction, TxError> {
+        self.checked(sender, authority)?;
+        Ok(self.seal(sender, authority))
+    }
+
+    fn checked(&self, sender: Address, authority: Authority) -> Result<(), TxError> {
+        let tx = &self.tx;
+        if !tx.access_list.contains(&sender) {
+            return Err(TxError::MissingFromAccessList(sender));
         }
+        if tx.to == SESSION_REGISTRY {
+            if authority != Authority::Account || !tx.value.is_zero() {
+                return Err(SessionRefusal::NotAccountKey.into());
+            }
+            let call = SessionCall::from_bytes(&tx.data).map_err(|_| SessionRefusal::BadGrant)?;
+            call.check()?;
+            if tx.gas_price != 0 || tx.access_list.accounts() != [call.access(sender)] {
+                return Err(SessionRefusal::BadDeclaration.into());
+            }
+        } else if !tx.access_list.contains(&tx.to) {
+            return Err(TxError::MissingFromAccessList(tx.to));
+        }
+        if let Authority::Session(key) = authority {
+            check_declaration(tx, &sender, &key)?;
+        }
+        Ok(())
+    }
+
+    fn seal(self, sender: Address, authority: Authority) -> VerifiedTransaction {
         let encoded = self.to_bytes();
-        Ok(VerifiedTransaction {
+        VerifiedTransaction {
             hash: keccak256(&encoded),
             sender,
+            authority,
             signed: self,
-        })
+        }
+    }
+}
+
+/// Session moves gathered for one batch verification.
+#[derive(Default)]
+struct SessionBatch {
+    moves: Vec<(usize, SignedTransaction)>,
+    hashes: Vec<B256>,
+    signatures: Vec<ed25519_dalek::Signature>,
+    keys: Vec<ed25519_dalek::VerifyingKey>,
+}
+
+impl SessionBatch {
+    fn push(
+        &mut self,
+        index: usize,
+        hash: B256,
+        signature: ed25519_dalek::Signature,
+        key: ed25519_dalek::VerifyingKey,
+        signed: SignedTransaction,
+    ) {
+        self.moves.push((index, signed));
+        self.hashes.push(hash);
+        self.signatures.push(signature);
+        self.keys.push(key);
     }
 }
 
@@ -418,7 +686,7 @@ impl Decode for SignedTransaction {
     fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
         Ok(SignedTransaction {
             tx: Transaction::decode(decoder)?,
-            signature: Signature::decode(decoder)?,
+            signature: MoveSignature::decode(decoder)?,
         })
     }
 }
@@ -428,8 +696,11 @@ impl Decode for SignedTransaction {
 pub struct VerifiedTransaction {
     /// The signed move.
     pub signed: SignedTransaction,
-    /// The recovered sender.
+    /// The sender: recovered from the account key's signature, or the account a session key
+    /// acts for.
     pub sender: Address,
+    /// Whose key signed it.
+    pub authority: Authority,
     /// The move's hash.
     pub hash: TxHash,
 }
@@ -661,7 +932,7 @@ mod tests {
         fn transaction_round_trips(tx in strategies::transaction(), signature in any::<[u8; 32]>()) {
             let mut raw = [0u8; 65];
             raw[..32].copy_from_slice(&signature);
-            let signed = SignedTransaction { tx, signature: Signature(raw) };
+            let signed = SignedTransaction { tx, signature: MoveSignature::Account(Signature(raw)) };
             let bytes = signed.to_bytes();
             prop_assert_eq!(SignedTransaction::from_bytes(&bytes), Ok(signed.clone()));
             // Every strict prefix is refused with a typed error.

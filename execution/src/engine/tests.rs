@@ -598,3 +598,166 @@ fn roots_are_deterministic_and_follow_the_values() {
         state.root_where(everything)
     );
 }
+
+mod session_keys {
+    use primitives::{
+        Authority, SESSION_REGISTRY, SessionCall, SessionKey, SessionScope,
+        codec::Encode,
+        session::{GrantWord, REVOKED_GRANT, SessionRefusal, grant_slot, session_access},
+    };
+
+    use super::*;
+
+    fn registry_call(call: &SessionCall, nonce: u64) -> VerifiedTransaction {
+        sign(Transaction {
+            chain_id: CHAIN_ID,
+            nonce,
+            to: SESSION_REGISTRY,
+            value: U256::ZERO,
+            data: Bytes::from(call.to_bytes()),
+            gas_limit: 0,
+            gas_price: 0,
+            sponsor: None,
+            access_list: SpaceAccessList::new([call.access(player().address())]),
+        })
+    }
+
+    fn grant(session: &SessionKey, expires_after_batch: u64, moves: u64) -> SessionCall {
+        SessionCall::Grant {
+            key: session.public_key(),
+            scope: SessionScope {
+                targets: vec![game()],
+                expires_after_batch,
+                moves,
+                value: 0,
+            },
+        }
+    }
+
+    /// The store move of the contract tests, signed by `session` for the player.
+    fn session_store(session: &SessionKey, position: u64, nonce: u64) -> VerifiedTransaction {
+        let account = player().address();
+        Transaction {
+            chain_id: CHAIN_ID,
+            nonce,
+            to: game(),
+            value: U256::ZERO,
+            data: word(position),
+            gas_limit: 100_000,
+            gas_price: 0,
+            sponsor: None,
+            access_list: SpaceAccessList::new([
+                session_access(account, &session.public_key(), &game(), 0),
+                AccountAccess {
+                    storage: vec![SlotAccess {
+                        slot: caller_slot(account),
+                        write: Some(DeclaredWrite::Exact(U256::from(position))),
+                    }],
+                    ..AccountAccess::read(game())
+                },
+            ]),
+        }
+        .sign_with_session(session, account)
+        .verify(CHAIN_ID)
+        .expect("a well-formed session move")
+    }
+
+    fn run_and_apply(state: &mut InMemoryState, tx: &VerifiedTransaction) -> MoveOutcome {
+        let outcome = run(state, tx);
+        state.apply(&outcome.diff);
+        outcome
+    }
+
+    #[test]
+    fn a_granted_session_key_moves_for_the_account_and_is_charged() {
+        let mut state = genesis();
+        let session = SessionKey::from_seed(1);
+        let granted = run_and_apply(&mut state, &registry_call(&grant(&session, 10, 2), 0));
+        assert_eq!(granted.status, Ok(()));
+
+        let moved = run_and_apply(&mut state, &session_store(&session, 7, 1));
+        assert_eq!(moved.status, Ok(()), "{moved:?}");
+        assert_eq!(
+            state.storage(&game(), &caller_slot(player().address())),
+            U256::from(7),
+            "the move acted as the account"
+        );
+        let left = GrantWord::from_word(
+            state.storage(&player().address(), &grant_slot(&session.public_key())),
+        );
+        assert_eq!(left.moves_left, 1);
+
+        run_and_apply(&mut state, &session_store(&session, 8, 2));
+        let spent = run_and_apply(&mut state, &session_store(&session, 9, 3));
+        assert_eq!(
+            spent.status,
+            Err(FailureReason::Session(SessionRefusal::MovesSpent))
+        );
+        assert_eq!(
+            spent.diff,
+            StateDiff::nonce_only(player().address(), 4),
+            "a refused session move consumes its nonce only"
+        );
+    }
+
+    #[test]
+    fn execution_refuses_an_ungranted_expired_or_revoked_key() {
+        let session = SessionKey::from_seed(2);
+        let mut state = genesis();
+        let outcome = run(&state, &session_store(&session, 1, 0));
+        assert_eq!(
+            outcome.status,
+            Err(FailureReason::Session(SessionRefusal::Unknown))
+        );
+
+        // The environment's batch is 10: a grant that expired after batch 9 is dead.
+        run_and_apply(&mut state, &registry_call(&grant(&session, 9, 5), 0));
+        assert_eq!(
+            run(&state, &session_store(&session, 1, 1)).status,
+            Err(FailureReason::Session(SessionRefusal::Expired {
+                expires_after_batch: 9
+            }))
+        );
+
+        let fresh = SessionKey::from_seed(3);
+        run_and_apply(&mut state, &registry_call(&grant(&fresh, 10, 5), 1));
+        let revoke = SessionCall::Revoke {
+            key: fresh.public_key(),
+        };
+        assert_eq!(
+            run_and_apply(&mut state, &registry_call(&revoke, 2)).status,
+            Ok(())
+        );
+        assert_eq!(
+            state.storage(&player().address(), &grant_slot(&fresh.public_key())),
+            REVOKED_GRANT
+        );
+        assert_eq!(
+            run(&state, &session_store(&fresh, 1, 3)).status,
+            Err(FailureReason::Session(SessionRefusal::Revoked))
+        );
+        assert_eq!(
+            run(&state, &registry_call(&grant(&fresh, 10, 5), 3)).status,
+            Err(FailureReason::Session(SessionRefusal::AlreadyGranted)),
+            "a revoked key is never granted again"
+        );
+    }
+
+    #[test]
+    fn a_session_move_cannot_claim_the_account_key_authority() {
+        let session = SessionKey::from_seed(4);
+        let mut state = genesis();
+        run_and_apply(&mut state, &registry_call(&grant(&session, 10, 5), 0));
+        let mut forged = session_store(&session, 1, 1);
+        // A registry call presented as if the session key were the account key is refused
+        // at execution too, not only at verification.
+        forged.authority = Authority::Session(session.public_key());
+        forged.signed.tx.to = SESSION_REGISTRY;
+        let slice = state.slice(&forged.tx().access_list);
+        let outcome = execute(&env(), &forged, &slice).expect("the slice matches");
+        assert_eq!(
+            outcome.status,
+            Err(FailureReason::Session(SessionRefusal::NotAccountKey))
+        );
+    }
+}
