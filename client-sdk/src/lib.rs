@@ -23,6 +23,7 @@ use primitives::{
     Address, B256, FinalityLevel, SignedTransaction, TxHash, U256,
     api::{ClientRequest, Refusal, ServerMessage},
     codec::{Decode, Encode},
+    finality::StateItem,
 };
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
@@ -55,6 +56,25 @@ pub struct ClientEvent {
     pub at: Instant,
 }
 
+/// A watched item's new pending value (see [`Client::subscribe`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateChange {
+    /// The item.
+    pub item: StateItem,
+    /// Its pending value, or why the sequencer will not watch it.
+    pub value: Result<U256, SubscriptionRefused>,
+    /// When this client learned it.
+    pub at: Instant,
+}
+
+/// The sequencer refused a subscription: the session watches as many items as it may.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the session already watches {limit} items")]
+pub struct SubscriptionRefused {
+    /// Items one session may watch.
+    pub limit: u32,
+}
+
 enum QueryReply {
     Nonce(oneshot::Sender<u64>),
     Storage(oneshot::Sender<U256>),
@@ -63,11 +83,15 @@ enum QueryReply {
 
 #[derive(Default)]
 struct Shared {
-    acks: HashMap<TxHash, oneshot::Sender<Result<u64, Refusal>>>,
+    acks: HashMap<TxHash, (B256, oneshot::Sender<Result<u64, Refusal>>)>,
+    /// keccak-256 of each awaited submit request, to the move's hash: a sequencer that refuses
+    /// a request before decoding it (too large, over the connection's rate) names it so.
+    request_hashes: HashMap<B256, TxHash>,
     levels: HashMap<TxHash, FinalityLevel>,
     waiters: HashMap<TxHash, Vec<(u8, oneshot::Sender<FinalityLevel>)>>,
     queries: VecDeque<QueryReply>,
     events: Option<mpsc::UnboundedSender<ClientEvent>>,
+    changes: Option<mpsc::UnboundedSender<StateChange>>,
     closed: bool,
 }
 
@@ -77,6 +101,16 @@ impl Shared {
             let _ = events.send(ClientEvent {
                 hash,
                 level,
+                at: Instant::now(),
+            });
+        }
+    }
+
+    fn change(&self, item: StateItem, value: Result<U256, SubscriptionRefused>) {
+        if let Some(changes) = &self.changes {
+            let _ = changes.send(StateChange {
+                item,
+                value,
                 at: Instant::now(),
             });
         }
@@ -107,7 +141,9 @@ impl Shared {
     fn handle(&mut self, message: ServerMessage) {
         match message {
             ServerMessage::Ack { hash, result } => {
-                if let Some(waiter) = self.acks.remove(&hash) {
+                let hash = self.request_hashes.remove(&hash).unwrap_or(hash);
+                if let Some((request_hash, waiter)) = self.acks.remove(&hash) {
+                    self.request_hashes.remove(&request_hash);
                     let _ = waiter.send(result.clone());
                 }
                 match result {
@@ -128,6 +164,10 @@ impl Shared {
                 Some(QueryReply::Status(reply)) => drop(reply.send(level)),
                 _ => warn!(target: "client_sdk", "unexpected status reply"),
             },
+            ServerMessage::Changed { item, value } => self.change(item, Ok(value)),
+            ServerMessage::SubscriptionRefused { item, limit } => {
+                self.change(item, Err(SubscriptionRefused { limit }));
+            }
         }
     }
 }
@@ -188,6 +228,7 @@ impl Client {
             let mut shared = reader.lock();
             shared.closed = true;
             shared.acks.clear();
+            shared.request_hashes.clear();
             shared.waiters.clear();
             shared.queries.clear();
         });
@@ -202,6 +243,26 @@ impl Client {
         receiver
     }
 
+    /// Every pushed value of a watched item from now on. Only one stream exists; a second
+    /// call replaces the first.
+    pub fn changes(&self) -> mpsc::UnboundedReceiver<StateChange> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.shared.lock().changes = Some(sender);
+        receiver
+    }
+
+    /// Watches an item of the sequencer's pending state: its current value, then each new one,
+    /// arrive on [`Client::changes`] (a move acked that writes it, an execution report that
+    /// re-bases it).
+    pub async fn subscribe(&self, item: StateItem) -> Result<(), ClientError> {
+        self.send(&ClientRequest::Subscribe(item)).await
+    }
+
+    /// Stops watching an item.
+    pub async fn unsubscribe(&self, item: StateItem) -> Result<(), ClientError> {
+        self.send(&ClientRequest::Unsubscribe(item)).await
+    }
+
     async fn send(&self, request: &ClientRequest) -> Result<(), ClientError> {
         self.sender
             .send(request.to_bytes())
@@ -212,15 +273,21 @@ impl Client {
     /// Sends a move and returns without waiting for its ack.
     pub async fn submit(&self, signed: SignedTransaction) -> Result<Submission, ClientError> {
         let hash = signed.hash();
+        let request = ClientRequest::Submit(signed).to_bytes();
+        let request_hash = primitives::keccak256(&request);
         let (reply, ack) = oneshot::channel();
         {
             let mut shared = self.shared.lock();
             if shared.closed {
                 return Err(ClientError::Closed);
             }
-            shared.acks.insert(hash, reply);
+            shared.acks.insert(hash, (request_hash, reply));
+            shared.request_hashes.insert(request_hash, hash);
         }
-        self.send(&ClientRequest::Submit(signed)).await?;
+        self.sender
+            .send(request)
+            .await
+            .map_err(|_| ClientError::Closed)?;
         Ok(Submission { hash, ack })
     }
 

@@ -23,6 +23,17 @@ pub const PEER_LINK_BACKOFF_MAX: std::time::Duration = std::time::Duration::from
 pub const UPSTREAM_QUEUE_MAX: usize = 4_096;
 /// Batches the upper-chain worker holds while it waits for the chain or for a missing batch.
 pub const UPSTREAM_PENDING_MAX: usize = 4_096;
+/// Moves verified together in one ed25519 batch (and one rayon task): large enough that batch
+/// verification pays (about 2.4× one-by-one at 64 and up), small enough to split a burst over
+/// every core.
+pub const VERIFY_CHUNK_MOVES: usize = 128;
+/// Requests a client task takes from its connection at once before verifying them together.
+pub const INGRESS_BURST_MAX: usize = 1_024;
+/// Senders (and sponsored players per policy) whose rate buckets are tracked at once; beyond
+/// it, senders whose buckets have refilled are forgotten, and if none has, moves are refused.
+pub const SENDERS_TRACKED_MAX: usize = 1_000_000;
+/// Largest encoded request a sequencer decodes (a move with its list and signature).
+pub const MOVE_BYTES_MAX: usize = 64 * 1024;
 /// Largest payload of one write-ahead log record (a move, or the hashes of a block's moves).
 pub const WAL_RECORD_BYTES_MAX: usize = 1024 * 1024;
 /// A write-ahead log segment is rotated once it holds this many bytes.
@@ -33,3 +44,7 @@ pub const WAL_QUEUE_MOVES_MAX: usize = 65_536;
 pub const WAL_GROUP_RECORDS_MAX: usize = 8_192;
 // One block's move hashes fit in one record.
 const _: () = assert!(BLOCK_MOVES_PER_TICK_MAX * 32 + 64 <= WAL_RECORD_BYTES_MAX);
+/// Parsed session keys a client connection remembers (a game client usually signs with one).
+pub const SESSION_KEYS_PER_CLIENT_MAX: usize = 1_024;
+/// Items of pending state one client session may watch at once.
+pub const SUBSCRIPTIONS_PER_CLIENT_MAX: usize = 4_096;

@@ -33,6 +33,7 @@ use primitives::{
     codec::{Decode, Encode},
     finality::StateItem,
     machine::{Machine, Origin},
+    session::SessionKeyCache,
     time::Instant,
 };
 use tokio::sync::{broadcast, mpsc};
@@ -43,11 +44,15 @@ use crate::{
     batcher::Batcher,
     constants::{
         BLOCK_MOVES_PER_TICK_MAX, CLIENT_OUTBOUND_MAX, COMMAND_QUEUE_MAX, FINISHED_STATUSES_MAX,
+        INGRESS_BURST_MAX, MOVE_BYTES_MAX, SESSION_KEYS_PER_CLIENT_MAX,
+        SUBSCRIPTIONS_PER_CLIENT_MAX,
     },
+    ingress::{Admission, Checked, RateLimit, SponsorPolicy, TokenBucket, check_requests},
     mempool::Mempool,
     mesh::{PeerDelivery, PeerLinks, PeerMessage},
     packer::{PackedBlock, Packer},
-    pending::PendingState,
+    pending::{PendingState, declared_writes},
+    subscriptions::{Subscriptions, TooManySubscriptions},
     upstream::{Upstream, UpstreamCommit},
 };
 
@@ -60,6 +65,40 @@ pub struct SequencerConfig {
     pub tick: Duration,
     /// Where clients connect (KCP over UDP).
     pub client_listen: SocketAddr,
+    /// Rate limits and sponsorship policies of ingress.
+    pub ingress: IngressConfig,
+}
+
+/// What ingress allows.
+#[derive(Clone, Debug)]
+pub struct IngressConfig {
+    /// Requests a second one client connection may send.
+    pub connection_rate: RateLimit,
+    /// Moves a second one sender may submit, over all its connections.
+    pub sender_rate: RateLimit,
+    /// Largest encoded request decoded.
+    pub move_bytes_max: usize,
+    /// Who pays for whose moves.
+    pub sponsors: Vec<SponsorPolicy>,
+}
+
+impl Default for IngressConfig {
+    /// Generous for one game client (a move a frame is 60 a second), tight enough that one
+    /// connection cannot take the whole machine.
+    fn default() -> Self {
+        IngressConfig {
+            connection_rate: RateLimit {
+                per_second: 50_000,
+                burst: 50_000,
+            },
+            sender_rate: RateLimit {
+                per_second: 10_000,
+                burst: 10_000,
+            },
+            move_bytes_max: MOVE_BYTES_MAX,
+            sponsors: Vec::new(),
+        }
+    }
 }
 
 /// Everything a sequencer is wired to.
@@ -82,6 +121,10 @@ pub struct SequencerWiring {
     pub finalized: mpsc::Sender<FinalizedBatch>,
     /// Execution results.
     pub executed: broadcast::Receiver<Arc<ExecutedBatch>>,
+    /// The write-ahead log of acked moves and what it recovered at open: a move is acked only
+    /// once it is durable, and the recovered moves are back in the mempool before the first
+    /// tick. `None`: acks are not durable (in-process tests and benches).
+    pub wal: Option<(crate::wal::Wal, crate::wal::Recovered)>,
 }
 
 /// A running sequencer.
@@ -137,7 +180,7 @@ impl Default for SequencerStats {
     }
 }
 
-type ClientId = u64;
+use crate::subscriptions::ClientId;
 
 enum Command {
     ClientOpened(ClientId, KcpSender),
@@ -155,16 +198,35 @@ enum Command {
 /// Starts a sequencer: binds its client port and spawns its tasks.
 pub async fn spawn(
     config: SequencerConfig,
-    wiring: SequencerWiring,
+    mut wiring: SequencerWiring,
 ) -> std::io::Result<SequencerHandle> {
+    let mut recovered = wiring
+        .wal
+        .as_mut()
+        .map(|(_, recovered)| std::mem::take(recovered));
+    let confirmed = match (&mut recovered, &wiring.wal) {
+        (Some(recovered), Some((wal, _))) => {
+            settle_in_doubt(
+                recovered,
+                &wiring.weak_da,
+                wal,
+                NodeId(wiring.key.address()),
+            )
+            .await
+        }
+        _ => Vec::new(),
+    };
     let (server, incoming) = KcpServer::bind(config.client_listen, KcpConfig::default()).await?;
     let client_addr = server.local_addr();
     let (commands, queue) = mpsc::channel(COMMAND_QUEUE_MAX);
     let stats = Arc::new(SequencerStats::default());
+    let epoch = std::time::Instant::now();
     tokio::spawn(accept_clients(
         incoming,
         commands.clone(),
         config.chain_id,
+        config.ingress.clone(),
+        epoch,
         stats.clone(),
     ));
     let handle = SequencerHandle {
@@ -173,7 +235,10 @@ pub async fn spawn(
         stats: stats.clone(),
     };
     let upstream = Upstream::spawn(wiring.chain.clone())?;
-    let core = Core::new(config, wiring, commands, stats, upstream);
+    let mut core = Core::new(config, wiring, commands, stats, upstream);
+    if let Some(recovered) = recovered {
+        core.replay(recovered, confirmed);
+    }
     tokio::spawn(core.run(queue, server));
     Ok(handle)
 }
@@ -182,6 +247,8 @@ async fn accept_clients(
     mut incoming: mpsc::Receiver<KcpConnection>,
     commands: mpsc::Sender<Command>,
     chain_id: u64,
+    limits: IngressConfig,
+    epoch: std::time::Instant,
     stats: Arc<SequencerStats>,
 ) {
     let mut next_id: ClientId = 0;
@@ -192,19 +259,27 @@ async fn accept_clients(
             connection,
             commands.clone(),
             chain_id,
+            limits.clone(),
+            epoch,
             stats.clone(),
         ));
     }
 }
 
 /// Decodes and verifies a client's requests; refusals that need no state are answered here.
+/// Requests that arrived together are verified together (see [`check_requests`]), on rayon's
+/// pool so that the signature work of every client spreads over every core.
 async fn serve_client(
     client: ClientId,
     mut connection: KcpConnection,
     commands: mpsc::Sender<Command>,
     chain_id: u64,
+    limits: IngressConfig,
+    epoch: std::time::Instant,
     stats: Arc<SequencerStats>,
 ) {
+    use futures::FutureExt;
+
     let sender = connection.sender();
     if commands
         .send(Command::ClientOpened(client, sender.clone()))
@@ -213,49 +288,88 @@ async fn serve_client(
     {
         return;
     }
-    while let Some(bytes) = connection.recv().await {
-        let command = match ClientRequest::from_bytes(&bytes) {
-            Ok(ClientRequest::Submit(signed)) => {
-                let hash = signed.hash();
-                match signed.verify(chain_id) {
-                    Ok(verified) => Command::Submit(client, Box::new(verified)),
-                    Err(error) => {
-                        stats.moves_refused.fetch_add(1, Ordering::Relaxed);
-                        let refusal = match error {
-                            primitives::tx::TxError::BadSignature(_) => Refusal::BadSignature,
-                            primitives::tx::TxError::WrongChain { expected, got } => {
-                                Refusal::WrongChain { expected, got }
-                            }
-                            primitives::tx::TxError::MissingFromAccessList(address) => {
-                                Refusal::MissingFromAccessList(address)
-                            }
-                        };
-                        let ack = ServerMessage::Ack {
-                            hash,
-                            result: Err(refusal),
-                        };
-                        let _ = sender.send(ack.to_bytes()).await;
-                        continue;
-                    }
-                }
+    let mut rate = TokenBucket::new(limits.connection_rate, instant_since(epoch));
+    let mut session_keys = SessionKeyCache::new(SESSION_KEYS_PER_CLIENT_MAX);
+    while let Some(first) = connection.recv().await {
+        let mut burst = vec![first];
+        while burst.len() < INGRESS_BURST_MAX {
+            match connection.recv().now_or_never() {
+                Some(Some(bytes)) => burst.push(bytes),
+                _ => break,
             }
-            Ok(request) => Command::Query(client, request),
-            Err(error) => {
-                debug!(target: "sequencer::ingress", client, %error, "malformed request");
-                stats.moves_refused.fetch_add(1, Ordering::Relaxed);
-                let ack = ServerMessage::Ack {
-                    hash: primitives::keccak256(&bytes),
-                    result: Err(Refusal::Malformed),
-                };
-                let _ = sender.send(ack.to_bytes()).await;
-                continue;
+        }
+        let now = instant_since(epoch);
+        let mut admitted = Vec::with_capacity(burst.len());
+        for bytes in burst {
+            if rate.try_take(now) {
+                admitted.push(bytes);
+            } else {
+                refuse(
+                    &sender,
+                    &stats,
+                    primitives::keccak256(&bytes),
+                    Refusal::RateLimited,
+                )
+                .await;
             }
-        };
-        if commands.send(command).await.is_err() {
+        }
+        let move_bytes_max = limits.move_bytes_max;
+        let (done, checked) = tokio::sync::oneshot::channel();
+        let mut keys = session_keys;
+        rayon::spawn(move || {
+            let checked = check_requests(admitted, chain_id, move_bytes_max, &mut keys);
+            let _ = done.send((checked, keys));
+        });
+        let Ok((checked, keys)) = checked.await else {
             return;
+        };
+        session_keys = keys;
+        for checked in checked {
+            let command = match checked {
+                Checked::Move(verified) => Command::Submit(client, verified),
+                Checked::Query(query) => Command::Query(client, query),
+                Checked::Refused { hash, refusal } => {
+                    debug!(target: "sequencer::ingress", client, %hash, %refusal, "refused before the core");
+                    refuse(&sender, &stats, hash, refusal).await;
+                    continue;
+                }
+            };
+            if commands.send(command).await.is_err() {
+                return;
+            }
         }
     }
     let _ = commands.send(Command::ClientClosed(client)).await;
+}
+
+async fn refuse(sender: &KcpSender, stats: &SequencerStats, hash: TxHash, refusal: Refusal) {
+    stats.moves_refused.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("sequencer_refusals_total", "reason" => refusal_label(&refusal)).increment(1);
+    let ack = ServerMessage::Ack {
+        hash,
+        result: Err(refusal),
+    };
+    let _ = sender.send(ack.to_bytes()).await;
+}
+
+/// The `reason` label of the refusal counter.
+fn refusal_label(refusal: &Refusal) -> &'static str {
+    match refusal {
+        Refusal::Malformed => "malformed",
+        Refusal::BadSignature => "bad_signature",
+        Refusal::WrongChain { .. } => "wrong_chain",
+        Refusal::BadNonce { .. } => "bad_nonce",
+        Refusal::MissingFromAccessList(_) => "missing_from_access_list",
+        Refusal::MempoolFull => "mempool_full",
+        Refusal::Session(_) => "session",
+        Refusal::RateLimited => "rate_limited",
+        Refusal::TooLarge { .. } => "too_large",
+        Refusal::Sponsorship(_) => "sponsorship",
+    }
+}
+
+fn instant_since(epoch: std::time::Instant) -> Instant {
+    Instant::from_micros(epoch.elapsed().as_micros() as u64)
 }
 
 /// What the core remembers of a move acked here.
@@ -270,6 +384,8 @@ struct Core {
     packer: Packer,
     mempool: Mempool,
     pending: PendingState,
+    admission: Admission,
+    subscriptions: Subscriptions,
     batcher: Batcher,
     replica: Replica<Batch>,
     mesh: Arc<dyn PeerLinks>,
@@ -278,6 +394,8 @@ struct Core {
     chain: Arc<dyn UpperChain>,
     /// Records committed batches on the upper chain, off this task.
     upstream: Upstream,
+    /// The write-ahead log: acks wait for it.
+    wal: Option<crate::wal::Wal>,
     finalized: mpsc::Sender<FinalizedBatch>,
     executed: broadcast::Receiver<Arc<ExecutedBatch>>,
     commands: mpsc::Sender<Command>,
@@ -356,15 +474,17 @@ impl Core {
             packer: Packer::new(wiring.key),
             batcher: Batcher::new(wiring.sequencers.iter().map(|(id, _)| *id)),
             sequencers: wiring.sequencers.iter().map(|(id, _)| *id).collect(),
-            config,
             mempool: Mempool::default(),
             pending: PendingState::new(),
+            subscriptions: Subscriptions::new(SUBSCRIPTIONS_PER_CLIENT_MAX),
+            admission: Admission::new(config.ingress.sender_rate, config.ingress.sponsors.clone()),
             replica,
             mesh: wiring.mesh,
             inbound: wiring.inbound,
             weak_da: wiring.weak_da,
             chain: wiring.chain,
             upstream,
+            wal: wiring.wal.map(|(wal, _)| wal),
             finalized: wiring.finalized,
             executed: wiring.executed,
             commands,
@@ -378,6 +498,7 @@ impl Core {
             tick_number: 0,
             epoch: std::time::Instant::now(),
             proposed: None,
+            config,
         }
     }
 
@@ -427,6 +548,10 @@ impl Core {
                 _ = ticker.tick() => self.handle_tick(),
             }
             self.drain_replica();
+            if self.wal.as_ref().is_some_and(crate::wal::Wal::failed) {
+                tracing::error!(target: "sequencer", "the write-ahead log failed: the sequencer stops rather than ack what it could lose");
+                return;
+            }
         }
     }
 
@@ -459,6 +584,7 @@ impl Core {
             }
             Command::ClientClosed(client) => {
                 self.clients.remove(&client);
+                self.subscriptions.client_closed(client);
             }
             Command::Submit(client, verified) => self.admit(client, *verified),
             Command::Query(client, request) => self.answer(client, request),
@@ -484,21 +610,32 @@ impl Core {
 
     fn admit(&mut self, client: ClientId, verified: VerifiedTransaction) {
         let hash = verified.hash;
-        let expected = self.pending.next_nonce(&verified.sender);
-        let result = if verified.tx().nonce != expected {
+        let mut logged = None;
+        let now = self.now();
+        let result = if self.tracked.contains_key(&hash) {
+            // Already acked (a replay of the same signed move): its nonce is spent.
             Err(Refusal::BadNonce {
-                expected,
+                expected: self.pending.next_nonce(&verified.sender),
                 got: verified.tx().nonce,
             })
-        } else if !self.mempool.has_room() {
+        } else if self.wal.as_ref().is_some_and(|wal| !wal.has_room()) {
+            // The disk is behind: refused before anything changes.
             Err(Refusal::MempoolFull)
-        } else if self.tracked.contains_key(&hash) {
-            Err(Refusal::BadNonce {
-                expected,
-                got: verified.tx().nonce,
-            })
+        } else if let Err(refusal) = self.admission.admit(
+            &verified,
+            &self.pending,
+            self.batcher.last_number() + 1,
+            self.mempool.has_room(),
+            now,
+        ) {
+            Err(refusal)
         } else {
+            logged = self.wal.as_ref().map(|_| verified.signed.to_bytes());
             self.pending.admit(&verified);
+            if !self.subscriptions.is_empty() {
+                let written = declared_writes(&verified).into_iter().map(|(item, _)| item);
+                self.notify_changes(written);
+            }
             self.mempool.push(verified);
             self.tracked.insert(
                 hash,
@@ -509,13 +646,15 @@ impl Core {
             );
             Ok(self.tick_number + 1)
         };
-        let counter = if result.is_ok() {
-            &self.stats.moves_acked
-        } else {
-            &self.stats.moves_refused
+        match &result {
+            Ok(_) => self.stats.moves_acked.fetch_add(1, Ordering::Relaxed),
+            Err(refusal) => {
+                metrics::counter!("sequencer_refusals_total", "reason" => refusal_label(refusal))
+                    .increment(1);
+                self.stats.moves_refused.fetch_add(1, Ordering::Relaxed)
+            }
         };
-        counter.fetch_add(1, Ordering::Relaxed);
-        self.push(client, &ServerMessage::Ack { hash, result });
+        self.ack(client, hash, result, logged);
     }
 
     fn answer(&mut self, client: ClientId, request: ClientRequest) {
@@ -533,11 +672,39 @@ impl Core {
                 hash,
                 level: self.tracked.get(&hash).map(|tracked| tracked.level.clone()),
             },
+            ClientRequest::Subscribe(item) => {
+                let value = self.pending.get(&item);
+                match self.subscriptions.subscribe(client, item, value) {
+                    Ok(()) => ServerMessage::Changed { item, value },
+                    Err(TooManySubscriptions { limit }) => ServerMessage::SubscriptionRefused {
+                        item,
+                        limit: u32::try_from(limit).unwrap_or(u32::MAX),
+                    },
+                }
+            }
+            ClientRequest::Unsubscribe(item) => {
+                self.subscriptions.unsubscribe(client, &item);
+                return;
+            }
             ClientRequest::Submit(_) => {
                 unreachable!("submissions are verified before they reach the core")
             }
         };
         self.push(client, &reply);
+    }
+
+    /// Pushes the new pending values of `touched` items to the sessions that watch them.
+    fn notify_changes(&mut self, touched: impl IntoIterator<Item = StateItem>) {
+        if self.subscriptions.is_empty() {
+            return;
+        }
+        let pending = &self.pending;
+        let changes = self
+            .subscriptions
+            .changes(touched, |item| pending.get(item));
+        for (client, item, value) in changes {
+            self.push(client, &ServerMessage::Changed { item, value });
+        }
     }
 
     fn set_level(&mut self, hash: &TxHash, level: FinalityLevel) {
@@ -562,10 +729,13 @@ impl Core {
 
     fn handle_tick(&mut self) {
         self.tick_number += 1;
+        crate::metrics::mempool(self.mempool.len());
         if !self.mempool.is_empty() {
             let moves = self.mempool.take(BLOCK_MOVES_PER_TICK_MAX);
             let block = self.packer.pack(self.now(), moves);
             self.stats.blocks_packed.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::block_packed();
+            self.wal_packing(&block);
             let weak_da = self.weak_da.clone();
             let commands = self.commands.clone();
             tokio::spawn(async move {
@@ -608,6 +778,7 @@ impl Core {
         for hash in &hashes {
             self.set_level(hash, FinalityLevel::Sequenced);
         }
+        self.wal_packed(&block.header, &hashes);
         self.own_blocks.insert(id, hashes);
         self.own_bodies.insert(id, block.body);
         self.mesh
@@ -862,8 +1033,10 @@ impl Core {
                             }),
                         )
                 });
-            self.pending
-                .apply_executed(&outcome.hash, outcome.status.is_ok(), writes);
+            let touched =
+                self.pending
+                    .apply_executed(&outcome.hash, outcome.status.is_ok(), writes);
+            self.notify_changes(touched);
             let level = match &outcome.status {
                 Ok(()) => FinalityLevel::Executed,
                 Err(reason) => FinalityLevel::Failed(reason.clone()),
@@ -873,6 +1046,192 @@ impl Core {
             }
             self.set_level(&outcome.hash, level);
         }
+    }
+}
+
+/// Settles the blocks the write-ahead log left in doubt: the ones whose body is in weak DA are
+/// confirmed in the log and returned (to be announced); from the first one missing on, their
+/// moves are packed again. A weak DA that cannot be read counts as missing: a move may then be
+/// in two bodies, but none is lost.
+async fn settle_in_doubt(
+    recovered: &mut crate::wal::Recovered,
+    weak_da: &WeakDa,
+    wal: &crate::wal::Wal,
+    id: NodeId,
+) -> Vec<crate::wal::InDoubtBlock> {
+    let mut stored = std::collections::HashSet::new();
+    for block in &recovered.in_doubt {
+        let height = block.header.height;
+        // Every body stored at that height (an earlier restart may have left another).
+        match weak_da.list_blocks(&id, height, 16).await {
+            Ok(found) => {
+                if found
+                    .iter()
+                    .any(|found| found.height == height && found.root == block.header.root)
+                {
+                    stored.insert(height);
+                }
+            }
+            Err(error) => {
+                warn!(target: "sequencer::wal", height, %error, "weak DA unreadable; the in-doubt block's moves are packed again");
+            }
+        }
+    }
+    let confirmed = recovered.settle(|header| stored.contains(&header.height));
+    for block in &confirmed {
+        if let Err(error) = wal.packed(
+            block.header.height,
+            block.header.hash(),
+            block.moves.clone(),
+        ) {
+            tracing::error!(target: "sequencer::wal", %error, "confirmed block not logged");
+        }
+    }
+    info!(target: "sequencer::wal", confirmed = confirmed.len(), "in-doubt blocks settled against weak DA");
+    confirmed
+}
+
+/// The write-ahead log's points in the core: the ack of an admitted move, the moves leaving the
+/// live set, and the replay at start.
+impl Core {
+    /// Sends the ack of `hash`. An admitted move (`logged` holds its bytes) is acked only once
+    /// the write-ahead log has it on disk; without a log, or for a refusal, at once.
+    fn ack(
+        &mut self,
+        client: ClientId,
+        hash: TxHash,
+        result: Result<u64, Refusal>,
+        logged: Option<Vec<u8>>,
+    ) {
+        let accepted = result.is_ok();
+        let message = ServerMessage::Ack { hash, result };
+        let (Some(bytes), Some(wal)) = (logged, &self.wal) else {
+            if accepted {
+                crate::metrics::acked(Duration::ZERO);
+            }
+            self.push(client, &message);
+            return;
+        };
+        let outbound = self.clients.get(&client).cloned();
+        let stats = self.stats.clone();
+        let encoded = message.to_bytes();
+        let admitted = std::time::Instant::now();
+        let on_durable = Box::new(move || {
+            crate::metrics::acked(admitted.elapsed());
+            if let Some(outbound) = outbound
+                && outbound.try_send(encoded).is_err()
+            {
+                stats
+                    .client_messages_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        if let Err(error) = wal.append(hash, bytes, on_durable) {
+            // Only a stopped writer gets here (room was checked): the run loop stops next.
+            tracing::error!(target: "sequencer::wal", %hash, %error, "move admitted but not logged; never acked");
+        }
+    }
+
+    /// Before its body goes to weak DA, a block's intent goes to the write-ahead log, so that a
+    /// restart neither skips its height nor packs its moves twice.
+    fn wal_packing(&self, block: &PackedBlock) {
+        if let Some(wal) = &self.wal {
+            let hashes = block
+                .body
+                .moves
+                .iter()
+                .map(|signed| signed.hash())
+                .collect();
+            if let Err(error) = wal.packing(block.header.clone(), hashes) {
+                tracing::error!(target: "sequencer::wal", height = block.header.height, %error, "block intent not logged");
+            }
+        }
+    }
+
+    /// The moves of a block whose body is in weak DA leave the write-ahead log's live set.
+    fn wal_packed(&self, header: &BlockHeader, hashes: &[TxHash]) {
+        if let Some(wal) = &self.wal
+            && let Err(error) = wal.packed(header.height, header.hash(), hashes.to_vec())
+        {
+            tracing::error!(target: "sequencer::wal", height = header.height, %error, "packed moves not logged");
+        }
+    }
+
+    /// Puts the moves the write-ahead log kept back into pending state and the mempool, in ack
+    /// order and without the admission checks (they were acked already), and the packer where
+    /// it stood. They are verified again, as at ingress; one that no longer verifies (another
+    /// chain id, another build) is dropped from the log with a warning.
+    fn replay(
+        &mut self,
+        recovered: crate::wal::Recovered,
+        confirmed: Vec<crate::wal::InDoubtBlock>,
+    ) {
+        if let Some(position) = recovered.position {
+            self.packer.resume(position.next_height, position.parent);
+        }
+        // Blocks stored before the crash but never announced: announced now, as once stored.
+        for block in confirmed {
+            self.own_blocks.insert(block.header.id(), block.moves);
+            self.mesh
+                .broadcast(&PeerMessage::Header(block.header.clone()).to_bytes());
+            if let Err(error) = self.batcher.hear(block.header) {
+                warn!(target: "sequencer::wal", %error, "own recovered header refused by the batcher");
+            }
+        }
+        if recovered.moves.len() > crate::constants::MEMPOOL_MOVES_MAX {
+            self.mempool = Mempool::with_capacity(recovered.moves.len());
+        }
+        let mut replayed = 0usize;
+        let mut unusable = Vec::new();
+        let mut session_keys = SessionKeyCache::new(SESSION_KEYS_PER_CLIENT_MAX);
+        for chunk in recovered.moves.chunks(INGRESS_BURST_MAX) {
+            let requests: Vec<Vec<u8>> = chunk
+                .iter()
+                .map(
+                    |(_, bytes)| match primitives::SignedTransaction::from_bytes(bytes) {
+                        Ok(signed) => ClientRequest::Submit(signed).to_bytes(),
+                        Err(_) => Vec::new(),
+                    },
+                )
+                .collect();
+            let checked = crate::ingress::check_requests(
+                requests,
+                self.config.chain_id,
+                usize::MAX,
+                &mut session_keys,
+            );
+            for ((logged_hash, _), checked) in chunk.iter().zip(checked) {
+                match checked {
+                    crate::ingress::Checked::Move(verified)
+                        if verified.hash == *logged_hash
+                            && !self.tracked.contains_key(logged_hash) =>
+                    {
+                        self.pending.admit(&verified);
+                        self.mempool.push(*verified);
+                        self.tracked.insert(
+                            *logged_hash,
+                            Tracked {
+                                // No client: the session that sent it ended with the process.
+                                client: 0,
+                                level: FinalityLevel::Pending,
+                            },
+                        );
+                        replayed += 1;
+                    }
+                    _ => unusable.push(*logged_hash),
+                }
+            }
+        }
+        if !unusable.is_empty() {
+            warn!(target: "sequencer::wal", count = unusable.len(), "logged moves that no longer verify were dropped");
+            if let Some(wal) = &self.wal
+                && let Err(error) = wal.dropped(unusable)
+            {
+                tracing::error!(target: "sequencer::wal", %error, "dropped moves not logged");
+            }
+        }
+        info!(target: "sequencer::wal", replayed, next_height = self.packer.next_height(),
+            "acked moves from the write-ahead log are back in the mempool");
     }
 }
 

@@ -141,13 +141,13 @@ impl PendingState {
     /// leaves the overlay. Whether it succeeded needs no separate treatment: a failed move's
     /// actual writes are its nonce alone, so its declared writes are retracted just by leaving.
     /// Every item touched is re-folded over the remaining moves, so deltas land on the
-    /// corrected base.
+    /// corrected base. Returns the items touched (whose pending value may have changed).
     pub fn apply_executed(
         &mut self,
         hash: &TxHash,
         _succeeded: bool,
         actual_writes: impl IntoIterator<Item = (StateItem, U256)>,
-    ) {
+    ) -> Vec<StateItem> {
         let mut touched = Vec::new();
         for (item, value) in actual_writes {
             self.base.insert(item, value);
@@ -165,9 +165,10 @@ impl PendingState {
                 touched.push(*item);
             }
         }
-        for item in touched {
-            self.refold(item);
+        for item in &touched {
+            self.refold(*item);
         }
+        touched
     }
 
     /// Recomputes one item's pending value from the base and the remaining writes.

@@ -32,6 +32,8 @@ pub struct DevnetConfig {
     pub root_commit_interval_batches: u64,
     /// How the sequencers reach each other.
     pub mesh: MeshKind,
+    /// What the sequencers' ingress allows (rates, move size, sponsorship policies).
+    pub ingress: sequencer::node::IngressConfig,
 }
 
 /// How the devnet's sequencers reach each other.
@@ -53,6 +55,7 @@ impl Default for DevnetConfig {
             data_dir: None,
             root_commit_interval_batches: shard_node::network::ROOT_COMMIT_INTERVAL_BATCHES,
             mesh: MeshKind::Kcp,
+            ingress: sequencer::node::IngressConfig::default(),
         }
     }
 }
@@ -209,6 +212,7 @@ impl Devnet {
                 chain_id: config.chain_id,
                 tick: config.tick,
                 client_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                ingress: config.ingress.clone(),
             };
             let wiring = SequencerWiring {
                 key,
@@ -220,6 +224,7 @@ impl Devnet {
                 chain: chain.clone(),
                 finalized: shards.finalized.clone(),
                 executed: shards.executed.subscribe(),
+                wal: None,
             };
             sequencers.push(sequencer::node::spawn(sequencer_config, wiring).await?);
         }

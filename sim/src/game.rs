@@ -14,8 +14,8 @@
 //! declaring the cell as the slot's value afterwards.
 
 use primitives::{
-    AccountAccess, AccountKey, Address, B256, Bytes, DeclaredWrite, SignedTransaction, SlotAccess,
-    SpaceAccessList, Transaction, U256,
+    AccountAccess, AccountKey, Address, B256, Bytes, DeclaredWrite, SessionKey, SessionScope,
+    SignedTransaction, SlotAccess, SpaceAccessList, Transaction, U256, session,
 };
 
 /// Where the game contract lives.
@@ -79,4 +79,44 @@ pub fn move_with_declaration(
 /// An honest move of `key`'s piece to `cell`.
 pub fn move_piece(key: &AccountKey, chain_id: u64, nonce: u64, cell: u64) -> SignedTransaction {
     move_with_declaration(key, chain_id, nonce, cell, cell)
+}
+
+/// A move of the player's piece to `cell`, signed by a session key acting for `player`; the
+/// list declares the session's charge and scope besides the move's own items.
+pub fn move_piece_with_session(
+    player: &AccountKey,
+    session: &SessionKey,
+    chain_id: u64,
+    nonce: u64,
+    cell: u64,
+) -> SignedTransaction {
+    let unsigned = move_piece(player, chain_id, nonce, cell).tx;
+    session::with_session_access(unsigned, player.address(), &session.public_key())
+        .expect("a game move costs nothing")
+        .sign_with_session(session, player.address())
+}
+
+/// The move that lets `session` play `moves` moves of this game for `player` until
+/// `expires_after_batch` (signed by the player's account key).
+pub fn grant_game_session(
+    player: &AccountKey,
+    session: &SessionKey,
+    chain_id: u64,
+    nonce: u64,
+    moves: u64,
+    expires_after_batch: u64,
+) -> SignedTransaction {
+    session::grant_transaction(
+        chain_id,
+        nonce,
+        player.address(),
+        session.public_key(),
+        SessionScope {
+            targets: vec![GAME_ADDRESS],
+            expires_after_batch,
+            moves,
+            value: 0,
+        },
+    )
+    .sign(player)
 }

@@ -1,4 +1,5 @@
 //! End-to-end tests of Tickrate, one binary.
 
+mod ingress;
 mod tidy;
 mod walking_skeleton;

@@ -167,7 +167,9 @@ async fn bad_signatures_and_bad_nonces_are_refused_at_ingress_with_typed_errors(
         .expect("connects");
 
     let mut forged = move_piece(&key, devnet.chain_id, 0, 3);
-    forged.signature.0[64] = 9;
+    if let primitives::MoveSignature::Account(signature) = &mut forged.signature {
+        signature.0[64] = 9;
+    }
     let refused = client.submit_and_ack(forged).await;
     assert!(
         matches!(refused, Err(ClientError::Refused(Refusal::BadSignature))),

@@ -1,0 +1,368 @@
+//! Ingress: everything a sequencer checks before it acks a move.
+//!
+//! Two halves. The stateless half ([`check_requests`]) runs in each client's task, off the core:
+//! a size bound before decoding, bounded decoding, chain id, and the signatures of a whole
+//! burst of requests verified together (session keys in one ed25519 batch), spread over every
+//! core by rayon. The stateful half ([`Admission`]) runs in the core against pending state, in
+//! the order the checks are listed on [`Admission::admit`]; a refusal at any step changes
+//! nothing, and the sponsor is charged only once every other check has passed.
+//!
+//! Rate limits are token buckets ([`TokenBucket`]): one per client connection (checked in the
+//! client's task, before signature checks spend CPU on a flood) and one per sender (checked in
+//! the core, since a sender may spread its moves over many connections). Both are sans-IO:
+//! time comes in as an argument.
+
+use std::collections::HashMap;
+
+use primitives::{
+    Address, Authority, SESSION_REGISTRY, SessionCall, SignedTransaction, TxHash,
+    VerifiedTransaction,
+    api::{ClientRequest, Refusal, SponsorRefusal},
+    codec::Decode,
+    keccak256,
+    session::{self, SessionKeyCache, SessionRefusal},
+    time::Instant,
+    tx::{RefusedMove, TxError},
+};
+use rayon::prelude::*;
+
+use crate::{
+    constants::{SENDERS_TRACKED_MAX, VERIFY_CHUNK_MOVES},
+    pending::PendingState,
+};
+
+/// A rate: `per_second` on average, up to `burst` at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained requests a second.
+    pub per_second: u64,
+    /// Requests allowed back to back after a quiet spell.
+    pub burst: u64,
+}
+
+/// A token bucket: `try_take` succeeds while tokens remain; tokens refill at the limit's rate
+/// up to its burst. Counts in millionths of a token, so that refills are exact at any rate.
+#[derive(Clone, Debug)]
+pub struct TokenBucket {
+    limit: RateLimit,
+    micro_tokens: u64,
+    last: Instant,
+}
+
+const MICRO: u64 = 1_000_000;
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(limit: RateLimit, now: Instant) -> Self {
+        TokenBucket {
+            limit,
+            micro_tokens: limit.burst.saturating_mul(MICRO),
+            last: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_micros() as u64;
+        // per_second tokens a second is per_second micro-tokens a microsecond.
+        let added = elapsed.saturating_mul(self.limit.per_second);
+        self.micro_tokens = self
+            .micro_tokens
+            .saturating_add(added)
+            .min(self.limit.burst.saturating_mul(MICRO));
+        self.last = self.last.max(now);
+    }
+
+    /// Takes one token if there is one.
+    pub fn try_take(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        if self.micro_tokens >= MICRO {
+            self.micro_tokens -= MICRO;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether the bucket is full at `now` (its owner has been quiet long enough to forget).
+    pub fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.micro_tokens >= self.limit.burst.saturating_mul(MICRO)
+    }
+}
+
+/// A sponsorship policy: `sponsor` pays for moves to `targets`, up to a budget per player and
+/// in total, at a bounded rate per player. A move opts in by naming the sponsor in its signed
+/// `sponsor` field, as an ERC-4337 user operation names its paymaster; the gas price must be
+/// zero. Budgets count gas limits, the most each move may cost the sponsor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SponsorPolicy {
+    /// The paying account.
+    pub sponsor: Address,
+    /// The contracts whose moves it pays for.
+    pub targets: Vec<Address>,
+    /// Gas each player may spend on the sponsor's account.
+    pub player_gas_budget: u64,
+    /// Gas the sponsor pays in total.
+    pub total_gas_budget: u64,
+    /// Sponsored moves per player.
+    pub player_rate: RateLimit,
+}
+
+/// Spending under one policy.
+#[derive(Debug)]
+struct SponsorAccount {
+    policy: SponsorPolicy,
+    spent: u64,
+    per_player: HashMap<Address, (u64, TokenBucket)>,
+}
+
+/// What the core checks with state, in order: the per-sender rate, the nonce against pending
+/// state, the session key's grant and scope (or a grant/revocation against the slot it
+/// writes), mempool room (by the caller), and last the sponsorship, which charges the sponsor.
+#[derive(Debug)]
+pub struct Admission {
+    sender_rate: RateLimit,
+    senders: HashMap<Address, TokenBucket>,
+    sponsors: HashMap<Address, SponsorAccount>,
+}
+
+impl Admission {
+    /// Admission with a per-sender rate and sponsorship policies.
+    pub fn new(sender_rate: RateLimit, policies: Vec<SponsorPolicy>) -> Self {
+        Admission {
+            sender_rate,
+            senders: HashMap::new(),
+            sponsors: policies
+                .into_iter()
+                .map(|policy| {
+                    (
+                        policy.sponsor,
+                        SponsorAccount {
+                            policy,
+                            spent: 0,
+                            per_player: HashMap::new(),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Checks a verified move against pending state; `next_batch` is the first batch it could
+    /// run in. `has_room` says whether the mempool takes another move. On `Ok` the caller must
+    /// admit the move: the sponsor (if any) has been charged.
+    pub fn admit(
+        &mut self,
+        verified: &VerifiedTransaction,
+        pending: &PendingState,
+        next_batch: u64,
+        has_room: bool,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        let tx = verified.tx();
+        self.take_sender_token(verified.sender, now)?;
+        let expected = pending.next_nonce(&verified.sender);
+        if tx.nonce != expected {
+            return Err(Refusal::BadNonce {
+                expected,
+                got: tx.nonce,
+            });
+        }
+        session_check(verified, pending, next_batch).map_err(Refusal::Session)?;
+        if !has_room {
+            return Err(Refusal::MempoolFull);
+        }
+        if let Some(sponsor) = tx.sponsor {
+            self.charge_sponsor(sponsor, verified, now)
+                .map_err(Refusal::Sponsorship)?;
+        }
+        Ok(())
+    }
+
+    fn take_sender_token(&mut self, sender: Address, now: Instant) -> Result<(), Refusal> {
+        if self.senders.len() >= SENDERS_TRACKED_MAX && !self.senders.contains_key(&sender) {
+            // Forget senders quiet long enough for their bucket to refill: they lose nothing.
+            self.senders.retain(|_, bucket| !bucket.is_full(now));
+            if self.senders.len() >= SENDERS_TRACKED_MAX {
+                return Err(Refusal::RateLimited);
+            }
+        }
+        let limit = self.sender_rate;
+        let bucket = self
+            .senders
+            .entry(sender)
+            .or_insert_with(|| TokenBucket::new(limit, now));
+        if bucket.try_take(now) {
+            Ok(())
+        } else {
+            Err(Refusal::RateLimited)
+        }
+    }
+
+    fn charge_sponsor(
+        &mut self,
+        sponsor: Address,
+        verified: &VerifiedTransaction,
+        now: Instant,
+    ) -> Result<(), SponsorRefusal> {
+        let tx = verified.tx();
+        let account = self
+            .sponsors
+            .get_mut(&sponsor)
+            .ok_or(SponsorRefusal::UnknownSponsor)?;
+        if tx.gas_price != 0 {
+            return Err(SponsorRefusal::NonZeroGasPrice);
+        }
+        if !account.policy.targets.contains(&tx.to) {
+            return Err(SponsorRefusal::TargetNotCovered);
+        }
+        let gas = tx.gas_limit;
+        if account.spent.saturating_add(gas) > account.policy.total_gas_budget {
+            return Err(SponsorRefusal::SponsorBudgetSpent);
+        }
+        if account.per_player.len() >= SENDERS_TRACKED_MAX
+            && !account.per_player.contains_key(&verified.sender)
+        {
+            return Err(SponsorRefusal::PlayerRateExceeded);
+        }
+        let rate = account.policy.player_rate;
+        let (player_spent, bucket) = account
+            .per_player
+            .entry(verified.sender)
+            .or_insert_with(|| (0, TokenBucket::new(rate, now)));
+        if player_spent.saturating_add(gas) > account.policy.player_gas_budget {
+            return Err(SponsorRefusal::PlayerBudgetSpent);
+        }
+        if !bucket.try_take(now) {
+            return Err(SponsorRefusal::PlayerRateExceeded);
+        }
+        *player_spent += gas;
+        account.spent += gas;
+        Ok(())
+    }
+
+    /// Gas the sponsor has been charged at this sequencer.
+    pub fn sponsor_spent(&self, sponsor: &Address) -> Option<u64> {
+        self.sponsors.get(sponsor).map(|account| account.spent)
+    }
+}
+
+/// The session rule against pending state: a session move needs a live grant whose scope
+/// covers its target and whose budget covers it; a grant or revocation must find its slot as
+/// the rule needs it (never granted, or live).
+pub fn session_check(
+    verified: &VerifiedTransaction,
+    pending: &PendingState,
+    next_batch: u64,
+) -> Result<(), SessionRefusal> {
+    let tx = verified.tx();
+    let sender = verified.sender;
+    if let Authority::Session(key) = verified.authority {
+        let cost = session::move_cost(tx).ok_or(SessionRefusal::ValueSpent)?;
+        let grant = pending.storage(&sender, &session::grant_slot(&key));
+        let scope = pending.storage(&sender, &session::scope_slot(&key, &tx.to));
+        session::check_session(grant, scope, cost, next_batch)?;
+    } else if tx.to == SESSION_REGISTRY {
+        // Verification decoded the call already; decoding again is cheap and keeps the
+        // verified move the one source of truth.
+        let call = SessionCall::from_bytes(&tx.data).map_err(|_| SessionRefusal::BadGrant)?;
+        let current = pending.storage(&sender, &session::grant_slot(call.key()));
+        call.check_against(current)?;
+    }
+    Ok(())
+}
+
+/// What the stateless half made of one request.
+#[derive(Debug)]
+pub enum Checked {
+    /// A move whose signature verified and whose shape is sound: the core decides the rest.
+    Move(Box<VerifiedTransaction>),
+    /// A query, answered by the core.
+    Query(ClientRequest),
+    /// Refused before the core: the client is told, nothing changed.
+    Refused {
+        /// The move's hash, or the hash of the undecodable bytes.
+        hash: TxHash,
+        /// Why.
+        refusal: Refusal,
+    },
+}
+
+/// The refusal a client sees for a move that did not verify.
+pub fn refusal_of(error: TxError) -> Refusal {
+    match error {
+        TxError::BadSignature(_) | TxError::BadSessionSignature => Refusal::BadSignature,
+        TxError::WrongChain { expected, got } => Refusal::WrongChain { expected, got },
+        TxError::MissingFromAccessList(address) => Refusal::MissingFromAccessList(address),
+        TxError::Session(refusal) => Refusal::Session(refusal),
+    }
+}
+
+/// Decodes a burst of requests (each at most `move_bytes_max` bytes) and verifies the moves'
+/// signatures together, in parallel chunks; results keep the requests' order.
+pub fn check_requests(
+    requests: Vec<Vec<u8>>,
+    chain_id: u64,
+    move_bytes_max: usize,
+    keys: &mut SessionKeyCache,
+) -> Vec<Checked> {
+    let mut checked: Vec<Option<Checked>> = Vec::with_capacity(requests.len());
+    let mut moves: Vec<(usize, SignedTransaction)> = Vec::new();
+    for bytes in requests {
+        let index = checked.len();
+        if bytes.len() > move_bytes_max {
+            checked.push(Some(Checked::Refused {
+                hash: keccak256(&bytes),
+                refusal: Refusal::TooLarge {
+                    size: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+                    max: u32::try_from(move_bytes_max).unwrap_or(u32::MAX),
+                },
+            }));
+            continue;
+        }
+        match ClientRequest::from_bytes(&bytes) {
+            Ok(ClientRequest::Submit(signed)) => {
+                checked.push(None);
+                moves.push((index, signed));
+            }
+            Ok(query) => checked.push(Some(Checked::Query(query))),
+            Err(_) => checked.push(Some(Checked::Refused {
+                hash: keccak256(&bytes),
+                refusal: Refusal::Malformed,
+            })),
+        }
+    }
+    let (indices, signed): (Vec<usize>, Vec<SignedTransaction>) = moves.into_iter().unzip();
+    keys.learn(&signed);
+    let keys = &*keys;
+    let results: Vec<Result<VerifiedTransaction, RefusedMove>> =
+        if signed.len() <= VERIFY_CHUNK_MOVES {
+            SignedTransaction::verify_batch(signed, chain_id, keys)
+        } else {
+            let mut chunks: Vec<Vec<SignedTransaction>> = Vec::new();
+            let mut rest = signed.into_iter().peekable();
+            while rest.peek().is_some() {
+                chunks.push(rest.by_ref().take(VERIFY_CHUNK_MOVES).collect());
+            }
+            chunks
+                .into_par_iter()
+                .flat_map_iter(|chunk| SignedTransaction::verify_batch(chunk, chain_id, keys))
+                .collect()
+        };
+    for (index, result) in indices.into_iter().zip(results) {
+        checked[index] = Some(match result {
+            Ok(verified) => Checked::Move(Box::new(verified)),
+            Err(RefusedMove { hash, error }) => Checked::Refused {
+                hash,
+                refusal: refusal_of(error),
+            },
+        });
+    }
+    checked
+        .into_iter()
+        .map(|checked| checked.expect("every request has a result"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
