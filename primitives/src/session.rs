@@ -114,11 +114,12 @@ pub(crate) fn verifying_key(key: &SessionPublicKey) -> Option<VerifyingKey> {
 }
 
 /// Session keys parsed once and reused: a key signs many moves, and parsing one costs a point
-/// decompression. Bounded: when full it starts over (a sequencer's clients re-teach it their
-/// keys with their next burst).
+/// decompression, a sizeable share of one verification. Shared by every verifying thread (a
+/// read lock per lookup); bounded: when full it starts over, and the keys in use come back with
+/// their next moves.
 #[derive(Debug, Default)]
 pub struct SessionKeyCache {
-    keys: std::collections::HashMap<SessionPublicKey, Option<VerifyingKey>>,
+    keys: std::sync::RwLock<std::collections::HashMap<SessionPublicKey, Option<VerifyingKey>>>,
     capacity: usize,
 }
 
@@ -126,41 +127,47 @@ impl SessionKeyCache {
     /// A cache of at most `capacity` keys.
     pub fn new(capacity: usize) -> Self {
         SessionKeyCache {
-            keys: std::collections::HashMap::new(),
+            keys: std::sync::RwLock::new(std::collections::HashMap::new()),
             capacity,
         }
     }
 
-    /// Parses the session keys of `moves` not yet known.
-    pub fn learn<'a>(&mut self, moves: impl IntoIterator<Item = &'a crate::tx::SignedTransaction>) {
-        for signed in moves {
-            if let crate::tx::MoveSignature::Session { key, .. } = &signed.signature
-                && !self.keys.contains_key(key)
-            {
-                if self.keys.len() >= self.capacity {
-                    self.keys.clear();
-                }
-                self.keys.insert(*key, verifying_key(key));
-            }
-        }
-    }
-
-    /// The parsed key: from the cache, or parsed now; `None` if it is not a valid key.
+    /// The parsed key, from the cache or parsed now and remembered; `None` if it is not a
+    /// valid session key.
     pub(crate) fn verifying_key(&self, key: &SessionPublicKey) -> Option<VerifyingKey> {
-        match self.keys.get(key) {
-            Some(parsed) => *parsed,
-            None => verifying_key(key),
+        // A poisoned lock only means another thread panicked mid-insert: the map is still a
+        // map of parsed keys, so go on with it.
+        if let Some(parsed) = self
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+        {
+            return *parsed;
         }
+        let parsed = verifying_key(key);
+        let mut keys = self
+            .keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if keys.len() >= self.capacity {
+            keys.clear();
+        }
+        keys.insert(*key, parsed);
+        parsed
     }
 
     /// Keys held.
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
     }
 
     /// Whether no key is held.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.len() == 0
     }
 }
 

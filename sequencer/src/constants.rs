@@ -44,7 +44,8 @@ pub const WAL_QUEUE_MOVES_MAX: usize = 65_536;
 pub const WAL_GROUP_RECORDS_MAX: usize = 8_192;
 // One block's move hashes fit in one record.
 const _: () = assert!(BLOCK_MOVES_PER_TICK_MAX * 32 + 64 <= WAL_RECORD_BYTES_MAX);
-/// Parsed session keys a client connection remembers (a game client usually signs with one).
-pub const SESSION_KEYS_PER_CLIENT_MAX: usize = 1_024;
+/// Parsed session keys a sequencer remembers (one per playing session; 32 bytes of key and
+/// about 200 of parsed point each).
+pub const SESSION_KEYS_CACHED_MAX: usize = 100_000;
 /// Items of pending state one client session may watch at once.
 pub const SUBSCRIPTIONS_PER_CLIENT_MAX: usize = 4_096;

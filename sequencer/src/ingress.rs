@@ -299,15 +299,38 @@ pub fn refusal_of(error: TxError) -> Refusal {
 }
 
 /// Decodes a burst of requests (each at most `move_bytes_max` bytes) and verifies the moves'
-/// signatures together, in parallel chunks; results keep the requests' order.
+/// signatures together; chunks of the burst are decoded and verified in parallel on rayon's
+/// pool. Results keep the requests' order.
 pub fn check_requests(
     requests: Vec<Vec<u8>>,
     chain_id: u64,
     move_bytes_max: usize,
-    keys: &mut SessionKeyCache,
+    keys: &SessionKeyCache,
+) -> Vec<Checked> {
+    if requests.len() <= VERIFY_CHUNK_MOVES {
+        return check_chunk(requests, chain_id, move_bytes_max, keys);
+    }
+    let mut chunks: Vec<Vec<Vec<u8>>> = Vec::new();
+    let mut rest = requests.into_iter().peekable();
+    while rest.peek().is_some() {
+        chunks.push(rest.by_ref().take(VERIFY_CHUNK_MOVES).collect());
+    }
+    chunks
+        .into_par_iter()
+        .flat_map_iter(|chunk| check_chunk(chunk, chain_id, move_bytes_max, keys))
+        .collect()
+}
+
+/// One chunk of [`check_requests`]: decoded, then its moves verified in one batch.
+fn check_chunk(
+    requests: Vec<Vec<u8>>,
+    chain_id: u64,
+    move_bytes_max: usize,
+    keys: &SessionKeyCache,
 ) -> Vec<Checked> {
     let mut checked: Vec<Option<Checked>> = Vec::with_capacity(requests.len());
-    let mut moves: Vec<(usize, SignedTransaction)> = Vec::new();
+    let mut indices = Vec::new();
+    let mut moves = Vec::new();
     for bytes in requests {
         let index = checked.len();
         if bytes.len() > move_bytes_max {
@@ -323,7 +346,8 @@ pub fn check_requests(
         match ClientRequest::from_bytes(&bytes) {
             Ok(ClientRequest::Submit(signed)) => {
                 checked.push(None);
-                moves.push((index, signed));
+                indices.push(index);
+                moves.push(signed);
             }
             Ok(query) => checked.push(Some(Checked::Query(query))),
             Err(_) => checked.push(Some(Checked::Refused {
@@ -332,23 +356,7 @@ pub fn check_requests(
             })),
         }
     }
-    let (indices, signed): (Vec<usize>, Vec<SignedTransaction>) = moves.into_iter().unzip();
-    keys.learn(&signed);
-    let keys = &*keys;
-    let results: Vec<Result<VerifiedTransaction, RefusedMove>> =
-        if signed.len() <= VERIFY_CHUNK_MOVES {
-            SignedTransaction::verify_batch(signed, chain_id, keys)
-        } else {
-            let mut chunks: Vec<Vec<SignedTransaction>> = Vec::new();
-            let mut rest = signed.into_iter().peekable();
-            while rest.peek().is_some() {
-                chunks.push(rest.by_ref().take(VERIFY_CHUNK_MOVES).collect());
-            }
-            chunks
-                .into_par_iter()
-                .flat_map_iter(|chunk| SignedTransaction::verify_batch(chunk, chain_id, keys))
-                .collect()
-        };
+    let results = SignedTransaction::verify_batch(moves, chain_id, keys);
     for (index, result) in indices.into_iter().zip(results) {
         checked[index] = Some(match result {
             Ok(verified) => Checked::Move(Box::new(verified)),

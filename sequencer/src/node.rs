@@ -44,8 +44,7 @@ use crate::{
     batcher::Batcher,
     constants::{
         BLOCK_MOVES_PER_TICK_MAX, CLIENT_OUTBOUND_MAX, COMMAND_QUEUE_MAX, FINISHED_STATUSES_MAX,
-        INGRESS_BURST_MAX, MOVE_BYTES_MAX, SESSION_KEYS_PER_CLIENT_MAX,
-        SUBSCRIPTIONS_PER_CLIENT_MAX,
+        INGRESS_BURST_MAX, MOVE_BYTES_MAX, SESSION_KEYS_CACHED_MAX, SUBSCRIPTIONS_PER_CLIENT_MAX,
     },
     ingress::{Admission, Checked, RateLimit, SponsorPolicy, TokenBucket, check_requests},
     mempool::Mempool,
@@ -251,6 +250,7 @@ async fn accept_clients(
     epoch: std::time::Instant,
     stats: Arc<SequencerStats>,
 ) {
+    let session_keys = Arc::new(SessionKeyCache::new(SESSION_KEYS_CACHED_MAX));
     let mut next_id: ClientId = 0;
     while let Some(connection) = incoming.recv().await {
         next_id += 1;
@@ -261,6 +261,7 @@ async fn accept_clients(
             chain_id,
             limits.clone(),
             epoch,
+            session_keys.clone(),
             stats.clone(),
         ));
     }
@@ -276,6 +277,7 @@ async fn serve_client(
     chain_id: u64,
     limits: IngressConfig,
     epoch: std::time::Instant,
+    session_keys: Arc<SessionKeyCache>,
     stats: Arc<SequencerStats>,
 ) {
     use futures::FutureExt;
@@ -289,7 +291,6 @@ async fn serve_client(
         return;
     }
     let mut rate = TokenBucket::new(limits.connection_rate, instant_since(epoch));
-    let mut session_keys = SessionKeyCache::new(SESSION_KEYS_PER_CLIENT_MAX);
     while let Some(first) = connection.recv().await {
         let mut burst = vec![first];
         while burst.len() < INGRESS_BURST_MAX {
@@ -315,15 +316,13 @@ async fn serve_client(
         }
         let move_bytes_max = limits.move_bytes_max;
         let (done, checked) = tokio::sync::oneshot::channel();
-        let mut keys = session_keys;
+        let keys = session_keys.clone();
         rayon::spawn(move || {
-            let checked = check_requests(admitted, chain_id, move_bytes_max, &mut keys);
-            let _ = done.send((checked, keys));
+            let _ = done.send(check_requests(admitted, chain_id, move_bytes_max, &keys));
         });
-        let Ok((checked, keys)) = checked.await else {
+        let Ok(checked) = checked.await else {
             return;
         };
-        session_keys = keys;
         for checked in checked {
             let command = match checked {
                 Checked::Move(verified) => Command::Submit(client, verified),
@@ -1183,7 +1182,7 @@ impl Core {
         }
         let mut replayed = 0usize;
         let mut unusable = Vec::new();
-        let mut session_keys = SessionKeyCache::new(SESSION_KEYS_PER_CLIENT_MAX);
+        let session_keys = SessionKeyCache::new(SESSION_KEYS_CACHED_MAX);
         for chunk in recovered.moves.chunks(INGRESS_BURST_MAX) {
             let requests: Vec<Vec<u8>> = chunk
                 .iter()
@@ -1198,7 +1197,7 @@ impl Core {
                 requests,
                 self.config.chain_id,
                 usize::MAX,
-                &mut session_keys,
+                &session_keys,
             );
             for ((logged_hash, _), checked) in chunk.iter().zip(checked) {
                 match checked {

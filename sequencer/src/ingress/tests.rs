@@ -435,7 +435,7 @@ fn stateless_checks_refuse_with_a_type_and_keep_the_order() {
     requests.extend((0..300).map(|nonce| {
         ClientRequest::Submit(session_move(&key, &session, nonce, GAME).signed).to_bytes()
     }));
-    let checked = check_requests(requests, CHAIN_ID, 500, &mut SessionKeyCache::new(8));
+    let checked = check_requests(requests, CHAIN_ID, 500, &SessionKeyCache::new(8));
     assert!(matches!(&checked[0], Checked::Move(verified) if verified.tx().nonce == 0));
     assert!(matches!(
         checked[1],

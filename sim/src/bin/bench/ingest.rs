@@ -261,8 +261,8 @@ fn accepted_rate(
         mempool: Mempool::with_capacity(moves.len() + setup.len()),
         clock: Instant::now(),
     };
-    let mut keys = SessionKeyCache::new(PLAYERS as usize);
-    for checked in check_requests(setup_requests, CHAIN_ID, MOVE_BYTES_MAX, &mut keys) {
+    let keys = SessionKeyCache::new(PLAYERS as usize);
+    for checked in check_requests(setup_requests, CHAIN_ID, MOVE_BYTES_MAX, &keys) {
         let Checked::Move(verified) = checked else {
             anyhow::bail!("{what}: setup move refused: {checked:?}");
         };
@@ -292,7 +292,7 @@ fn accepted_rate(
         while requests.peek().is_some() {
             let burst: Vec<Vec<u8>> = requests.by_ref().take(INGRESS_BURST_MAX).collect();
             if checked_bursts
-                .send(check_requests(burst, CHAIN_ID, MOVE_BYTES_MAX, &mut keys))
+                .send(check_requests(burst, CHAIN_ID, MOVE_BYTES_MAX, &keys))
                 .is_err()
             {
                 break;
