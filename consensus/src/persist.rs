@@ -12,10 +12,11 @@
 //! [`crate::store`] keeps them in an append-only file.
 //!
 //! # What is recorded, and why that is enough
-//! - [`Record::View`]: the view the replica moved to, and whether it is in it (`active`) or
-//!   changing to it. Written before the view change that leaves the old view is sent, so a
-//!   restarted replica never votes again in a view it asked to leave (its view change claimed it
-//!   prepared nothing more there).
+//! - [`Record::ViewChange`]: the view change this replica sends to leave its view, written
+//!   before it goes out, so a restarted replica never votes again in a view it asked to leave
+//!   (its view change claimed it prepared nothing more there), and can still hand its view
+//!   change for an earlier view to a replica stuck in that view. [`Record::View`]: the view it
+//!   entered.
 //! - [`Record::Proposal`]: the pre-prepare this replica stands behind at a sequence of its
 //!   current view: its own proposal as primary (before the pre-prepare goes out), or the one it
 //!   prepares as a backup (before its prepare goes out). A restarted replica refuses any other
@@ -37,7 +38,7 @@ use primitives::{B256, Decode, DecodeError, Decoder, Encode, codec::put_list};
 use crate::{
     constants::{CHECKPOINT_INTERVAL, DECIDED_RETAINED, SEQUENCE_WINDOW},
     log::chain_history,
-    message::{Checkpoint, DecidedEntry, PrePrepare, PreparedProof},
+    message::{Checkpoint, DecidedEntry, PrePrepare, PreparedProof, ViewChange},
     validator::{ValidatorSet, epoch_first_view},
     value::Value,
 };
@@ -49,6 +50,10 @@ const TAG_PREPARED: u8 = 2;
 const TAG_DECIDED: u8 = 3;
 const TAG_STABLE: u8 = 4;
 const TAG_EPOCH: u8 = 5;
+const TAG_VIEW_CHANGE: u8 = 6;
+
+/// Own view changes a state keeps: as many as the replica keeps per sender.
+pub(crate) const OWN_VIEW_CHANGES: usize = 4;
 const STATE_VERSION: u8 = 1;
 
 /// Most entries of each kind a [`ReplicaState`] holds: the window's slots, or the decided
@@ -70,6 +75,8 @@ pub enum Record<V> {
         /// view).
         active: bool,
     },
+    /// This replica's view change: it left its view and asks for the view change's view.
+    ViewChange(ViewChange<V>),
     /// The pre-prepare this replica stands behind at its sequence, in its current view.
     Proposal(PrePrepare<V>),
     /// This replica prepared the proof's value, and commits it in the proof's view.
@@ -98,6 +105,10 @@ impl<V: Value> Encode for Record<V> {
                 out.push(TAG_VIEW);
                 out.extend_from_slice(&view.to_be_bytes());
                 out.push(u8::from(*active));
+            }
+            Record::ViewChange(view_change) => {
+                out.push(TAG_VIEW_CHANGE);
+                view_change.encode(out);
             }
             Record::Proposal(pre_prepare) => {
                 out.push(TAG_PROPOSAL);
@@ -137,6 +148,7 @@ impl<V: Value> Decode for Record<V> {
                 view: decoder.u64()?,
                 active: decoder.bool()?,
             }),
+            TAG_VIEW_CHANGE => Ok(Record::ViewChange(ViewChange::decode(decoder)?)),
             TAG_PROPOSAL => Ok(Record::Proposal(PrePrepare::decode(decoder)?)),
             TAG_PREPARED => Ok(Record::Prepared(PreparedProof::decode(decoder)?)),
             TAG_DECIDED => Ok(Record::Decided(DecidedEntry::decode(decoder)?)),
@@ -216,6 +228,8 @@ pub struct ReplicaState<V> {
     /// The set of the epoch the replica switched to or joined, if any (else the one it was
     /// built with).
     pub(crate) epoch: Option<ValidatorSet>,
+    /// Its own latest view changes, by view.
+    pub(crate) view_changes: BTreeMap<u64, ViewChange<V>>,
 }
 
 impl<V> Default for ReplicaState<V> {
@@ -233,6 +247,7 @@ impl<V> Default for ReplicaState<V> {
             prepared: BTreeMap::new(),
             decided: BTreeMap::new(),
             epoch: None,
+            view_changes: BTreeMap::new(),
         }
     }
 }
@@ -316,6 +331,24 @@ impl<V: Value> ReplicaState<V> {
                 self.view = *view;
                 self.active = *active;
             }
+            Record::ViewChange(view_change) => {
+                let view = view_change.view;
+                if view < self.view {
+                    return Err(StateError::ViewBackwards {
+                        view,
+                        current: self.view,
+                    });
+                }
+                if view > self.view {
+                    self.proposals.clear();
+                }
+                self.view = view;
+                self.active = false;
+                self.view_changes.insert(view, view_change.clone());
+                while self.view_changes.len() > OWN_VIEW_CHANGES {
+                    self.view_changes.pop_first();
+                }
+            }
             Record::Proposal(pre_prepare) => {
                 if pre_prepare.view == self.view && pre_prepare.sequence > self.low_watermark {
                     self.proposals
@@ -369,6 +402,7 @@ impl<V: Value> ReplicaState<V> {
                 self.checkpoints.clear();
                 self.proposals.clear();
                 self.prepared.clear();
+                self.view_changes.clear();
                 self.epoch = Some(validators.clone());
             }
             Record::Stable {
@@ -444,6 +478,8 @@ impl<V: Value> Encode for ReplicaState<V> {
             }
             None => out.push(0),
         }
+        let view_changes: Vec<ViewChange<V>> = self.view_changes.values().cloned().collect();
+        put_list(out, &view_changes);
     }
 }
 
@@ -471,8 +507,13 @@ impl<V: Value> Decode for ReplicaState<V> {
         } else {
             None
         };
+        let view_changes: Vec<ViewChange<V>> = decoder.list("view changes", OWN_VIEW_CHANGES)?;
         Ok(ReplicaState {
             epoch,
+            view_changes: view_changes
+                .into_iter()
+                .map(|view_change| (view_change.view, view_change))
+                .collect(),
             view,
             active,
             last_committed,

@@ -433,6 +433,7 @@ impl<V: Value> Replica<V> {
             prepared,
             decided,
             epoch: _,
+            view_changes,
         } = state;
         replica.view = view;
         replica.last_committed = last_committed;
@@ -492,18 +493,26 @@ impl<V: Value> Replica<V> {
                     );
                 }
             }
-        } else {
-            // Changing views: ask for the view again (the same view change, or one that says the
-            // same with a later stable checkpoint).
+        }
+        // Its own view changes, to hand to replicas stuck in their views.
+        let own_view = view_changes.get(&view).cloned();
+        for view_change in view_changes.into_values() {
+            replica.keep_view_change(view_change);
+        }
+        if !active {
+            // Changing views: ask for the view again, with the view change it sent (recorded
+            // before it went out; rebuilt from the recovered state if absent).
             replica.active = false;
-            let own = ViewChange::in_epoch(
-                &replica.secret,
-                view,
-                replica.index,
-                replica.validators.start(),
-                replica.stable_proof.clone(),
-                prepared.into_values().collect(),
-            );
+            let own = own_view.unwrap_or_else(|| {
+                ViewChange::in_epoch(
+                    &replica.secret,
+                    view,
+                    replica.index,
+                    replica.validators.start(),
+                    replica.stable_proof.clone(),
+                    prepared.into_values().collect(),
+                )
+            });
             replica.keep_view_change(own.clone());
             replica.broadcast(&Message::ViewChange(own));
             replica.timer = Some((now + replica.view_timeout(), replica.last_committed));

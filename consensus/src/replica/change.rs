@@ -179,10 +179,7 @@ impl<V: Value> Replica<V> {
             prepared,
         );
         // Before the view change goes out: a restarted replica never votes in a view it left.
-        self.record(|| Record::View {
-            view,
-            active: false,
-        });
+        self.record(|| Record::ViewChange(own.clone()));
         self.keep_view_change(own.clone());
         self.broadcast(&Message::ViewChange(own));
         self.timer = Some((now + self.view_timeout(), self.last_committed));

@@ -387,17 +387,21 @@ fn a_replica_restarted_after_asking_for_a_view_change_never_votes_in_the_old_vie
     backup.replica.handle_timeout(deadline);
     backup.drain();
     assert_eq!(backup.replica.view(), 1);
+    let sent = backup
+        .sent
+        .iter()
+        .find(|message| matches!(message, Message::ViewChange(_)))
+        .cloned()
+        .expect("a view change went out");
     let disk = backup.crash();
 
     let mut restarted = Driven::start(1, disk, deadline);
     assert_eq!(restarted.replica.view(), 1);
     assert!(!restarted.replica.is_active(), "still changing views");
-    assert!(
-        restarted
-            .sent
-            .iter()
-            .any(|message| matches!(message, Message::ViewChange(change) if change.view == 1)),
-        "it asks for view 1 again"
+    assert_eq!(
+        restarted.sent.first(),
+        Some(&sent),
+        "it asks for view 1 again, with the view change it sent"
     );
     let old = Message::PrePrepare(PrePrepare::new(&secret_key(0), 0, 1, value(1)));
     assert_eq!(
