@@ -22,11 +22,14 @@ use std::{
 use execution::{
     AccountDiff, AccountState, ExecutedBatch, ExecutionEnv, ExecutionError, MoveOutcome, StateDiff,
     StateSlice, execute,
+    schedule::{Access, accesses},
 };
 use primitives::{
-    AccountAccess, Address, B256, BlockBody, FailureReason, FinalizedBatch, NodeId, U256,
+    AccountAccess, Address, B256, BlockBody, FailureReason, FinalizedBatch, NodeId,
+    SignedTransaction, U256, VerifiedTransaction,
     bls::{BlsError, BlsSignature, Certificate},
     constants::GROUP_SIZE,
+    finality::StateItem,
 };
 use tracing::{debug, warn};
 use upper_chain::{ChainError, GroupRootCommitment, RegistrySnapshot, UpperChain, quorum};
@@ -149,6 +152,8 @@ pub struct ShardNetwork {
     batch_writes: BTreeMap<Address, AccountDiff>,
     /// Shipped slices refused because their proof failed.
     refused_slices: u64,
+    /// Threads a wave of moves runs on.
+    execution_threads: usize,
 }
 
 /// Batches between two commitments of group roots to the upper chain by default. Signing and
@@ -244,6 +249,7 @@ impl ShardNetwork {
             agreed_roots: HashMap::new(),
             batch_writes: BTreeMap::new(),
             refused_slices: 0,
+            execution_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
         })
     }
 
@@ -255,6 +261,11 @@ impl ShardNetwork {
     /// Commits group roots every `batches` batches (at least 1).
     pub fn set_root_commit_interval(&mut self, batches: u64) {
         self.root_commit_interval = batches.max(1);
+    }
+
+    /// Runs the moves of a wave on up to `threads` threads (1: one by one on the caller's).
+    pub fn set_execution_threads(&mut self, threads: usize) {
+        self.execution_threads = threads.max(1);
     }
 
     /// The group roots committed by the last commitment (after the batch that made it).
@@ -479,24 +490,22 @@ impl ShardNetwork {
             block_number: batch.number,
             timestamp: batch.number,
         };
-        let mut outcomes = Vec::with_capacity(batch.move_count() as usize);
         let mut touched = std::mem::take(&mut self.uncommitted);
         let mut written = BTreeSet::new();
         self.batch_writes.clear();
-        for signed in bodies.iter().flat_map(|body| &body.moves) {
-            match self.execute_move(&env, signed.clone(), &mut touched, &mut written) {
-                Ok(outcome) => outcomes.push(outcome),
-                Err(error) => {
-                    // Nothing of a batch that did not finish is kept.
-                    for member in self.members.values_mut() {
-                        member.state.discard_pending();
-                    }
-                    self.batch_writes.clear();
-                    self.uncommitted = touched;
-                    return Err(error);
+        let moves: Vec<&SignedTransaction> = bodies.iter().flat_map(|body| &body.moves).collect();
+        let outcomes = match self.execute_moves(&env, &moves, &mut touched, &mut written) {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                // Nothing of a batch that did not finish is kept.
+                for member in self.members.values_mut() {
+                    member.state.discard_pending();
                 }
+                self.batch_writes.clear();
+                self.uncommitted = touched;
+                return Err(error);
             }
-        }
+        };
         self.store_batch(batch.number, &written)?;
         self.last_batch = batch.number;
         if batch.number.is_multiple_of(self.root_commit_interval) {
@@ -530,37 +539,79 @@ impl ShardNetwork {
         Ok(())
     }
 
-    fn execute_move(
+    /// Runs the moves of a batch in conflict-free waves ([`waves`]): the slices of a wave's
+    /// moves are read first (no move of the wave changes what another reads), every member's
+    /// execution of every move of the wave runs on the execution threads, and the outcomes are
+    /// applied in batch order, so the result is that of running the moves one by one.
+    fn execute_moves(
         &mut self,
         env: &ExecutionEnv,
-        signed: primitives::SignedTransaction,
+        moves: &[&SignedTransaction],
         touched: &mut BTreeMap<B256, Group>,
         written: &mut BTreeSet<B256>,
-    ) -> Result<MoveOutcome, ShardError> {
-        let hash = signed.hash();
-        let verified = match signed.verify(self.chain_id) {
-            Ok(verified) => verified,
-            Err(error) => {
-                warn!(target: "shard_node", %hash, %error, "invalid move in a finalized batch");
-                return Ok(MoveOutcome {
-                    hash,
-                    status: Err(FailureReason::InvalidMove),
-                    gas_used: 0,
-                    logs: Vec::new(),
-                    diff: StateDiff::default(),
-                });
+    ) -> Result<Vec<MoveOutcome>, ShardError> {
+        let verified: Vec<Result<VerifiedTransaction, B256>> = moves
+            .iter()
+            .map(|signed| {
+                let hash = signed.hash();
+                (*signed).clone().verify(self.chain_id).map_err(|error| {
+                    warn!(target: "shard_node", %hash, %error, "invalid move in a finalized batch");
+                    hash
+                })
+            })
+            .collect();
+        let mut outcomes: Vec<Option<MoveOutcome>> = vec![None; moves.len()];
+        for wave in waves(&verified) {
+            let mut prepared = Vec::with_capacity(wave.len());
+            for index in &wave {
+                match &verified[*index] {
+                    Ok(tx) => prepared.push((*index, self.prepare_move(tx)?)),
+                    Err(hash) => {
+                        outcomes[*index] = Some(MoveOutcome {
+                            hash: *hash,
+                            status: Err(FailureReason::InvalidMove),
+                            gas_used: 0,
+                            logs: Vec::new(),
+                            diff: StateDiff::default(),
+                        });
+                    }
+                }
             }
-        };
-        let access_list = &verified.tx().access_list;
+            let runs: Vec<(&VerifiedTransaction, &StateSlice)> = prepared
+                .iter()
+                .flat_map(|(index, prepared)| {
+                    let tx = verified[*index].as_ref().ok();
+                    prepared
+                        .slices
+                        .iter()
+                        .filter_map(move |slice| tx.map(|tx| (tx, slice)))
+                })
+                .collect();
+            let mut results = run_all(env, &runs, self.execution_threads).into_iter();
+            for (index, prepared) in prepared {
+                let mine: Vec<MoveOutcome> = results
+                    .by_ref()
+                    .take(prepared.slices.len())
+                    .collect::<Result<_, _>>()?;
+                outcomes[index] = Some(self.finish_move(prepared, &mine, touched, written)?);
+            }
+        }
+        Ok(outcomes.into_iter().flatten().collect())
+    }
+
+    /// The slice each member of the executing group runs `tx` on: its own items, and the
+    /// proven slices other groups ship.
+    fn prepare_move(&mut self, tx: &VerifiedTransaction) -> Result<Prepared, ShardError> {
+        let access_list = &tx.tx().access_list;
         let holders: Vec<Group> = access_list
             .accounts()
             .iter()
             .map(|access| self.groups.group_of(&access.address))
             .collect();
-        let executing = self.groups.group_of(&verified.tx().to);
+        let executing = self.groups.group_of(&tx.tx().to);
         // What other groups ship is the same for every member that does not hold the items.
         let mut shipped: BTreeMap<Address, StateSlice> = BTreeMap::new();
-        let mut results = Vec::with_capacity(executing.members.len());
+        let mut slices = Vec::with_capacity(executing.members.len());
         for id in executing.members.iter() {
             let mut slice = StateSlice::default();
             for (access, holder) in access_list.accounts().iter().zip(&holders) {
@@ -582,10 +633,28 @@ impl ShardNetwork {
                 };
                 slice.accounts.insert(access.address, account);
             }
-            results.push(execute(env, &verified, &slice)?);
+            slices.push(slice);
         }
+        Ok(Prepared {
+            hash: tx.hash,
+            executing,
+            slices,
+        })
+    }
+
+    /// Takes the quorum's outcome of a move and applies its writes to every holder.
+    fn finish_move(
+        &mut self,
+        prepared: Prepared,
+        results: &[MoveOutcome],
+        touched: &mut BTreeMap<B256, Group>,
+        written: &mut BTreeSet<B256>,
+    ) -> Result<MoveOutcome, ShardError> {
+        let Prepared {
+            hash, executing, ..
+        } = prepared;
         let outcome =
-            agreed(&results, executing.members.len()).ok_or_else(|| ShardError::Diverged {
+            agreed(results, executing.members.len()).ok_or_else(|| ShardError::Diverged {
                 what: format!("outcome of {hash}"),
             })?;
         touched.insert(executing.id, executing);
@@ -636,6 +705,79 @@ impl ShardNetwork {
         }
         Ok(commitments)
     }
+}
+
+/// A move ready to run: its executing group and each member's slice, in member order.
+struct Prepared {
+    hash: B256,
+    executing: Group,
+    slices: Vec<StateSlice>,
+}
+
+/// The waves of a batch: indices of its moves, each wave in batch order, such that no move of a
+/// wave reads or writes an item another move of the wave writes. Deltas count as writes here (a
+/// wave's slices are all read before any of its moves runs), and a move that did not verify
+/// touches nothing.
+pub fn waves<E>(moves: &[Result<VerifiedTransaction, E>]) -> Vec<Vec<usize>> {
+    // The last wave (from 1) that read and that wrote each item.
+    let mut levels: HashMap<StateItem, (usize, usize)> = HashMap::new();
+    let mut waves: Vec<Vec<usize>> = Vec::new();
+    for (index, tx) in moves.iter().enumerate() {
+        let items = tx.as_ref().map(accesses).unwrap_or_default();
+        let mut wave = 1;
+        for (item, access) in &items {
+            if let Some((read, write)) = levels.get(item) {
+                wave = wave.max(match access {
+                    Access::Read => write + 1,
+                    Access::Write | Access::Delta => read.max(write) + 1,
+                });
+            }
+        }
+        for (item, access) in &items {
+            let (read, write) = levels.entry(*item).or_default();
+            let level = match access {
+                Access::Read => read,
+                Access::Write | Access::Delta => write,
+            };
+            *level = (*level).max(wave);
+        }
+        if waves.len() < wave {
+            waves.resize_with(wave, Vec::new);
+        }
+        waves[wave - 1].push(index);
+    }
+    waves
+}
+
+/// Executions below which a wave runs on the calling thread: starting threads costs more than a
+/// few moves do.
+pub const PARALLEL_MIN_RUNS: usize = 16;
+
+/// Runs every `(move, slice)` pair, on up to `threads` threads, results in input order.
+fn run_all(
+    env: &ExecutionEnv,
+    runs: &[(&VerifiedTransaction, &StateSlice)],
+    threads: usize,
+) -> Vec<Result<MoveOutcome, ExecutionError>> {
+    let one = |(tx, slice): &(&VerifiedTransaction, &StateSlice)| execute(env, tx, slice);
+    if threads <= 1 || runs.len() < PARALLEL_MIN_RUNS {
+        return runs.iter().map(one).collect();
+    }
+    let chunk = runs.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = runs
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| match handle.join() {
+                Ok(results) => results,
+                // A panic in the engine is a bug; carry it to the caller as one.
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
 }
 
 /// The value that at least a quorum of `members` reported, if any.
