@@ -29,6 +29,12 @@
 //! the disk: the writer is its own thread behind a bounded queue, and a full queue refuses the
 //! move before it changes anything.
 //!
+//! `sequencer wal-bench --dir DIR --fsync POLICY [--rate MOVES_PER_SECOND]` measures a disk:
+//! acked moves and fsyncs a second and ack latency. On the 2-core development VM (shared disk,
+//! builds running) one stream of fsyncs managed 600–800 a second, so per move caps ingest there;
+//! group commit took 58,000–93,000 moves a second at about 10 fsyncs a second, and at 20,000
+//! moves a second acked with a median of 0.7–6 ms (tails of 50–140 ms from slow fsyncs).
+//!
 //! # Format
 //! A directory of segments `{number:020}.wal`, each starting with [`WAL_MAGIC`] and, at the start
 //! of every segment, a position record (where the packer stood), then records

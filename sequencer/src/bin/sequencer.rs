@@ -1,0 +1,455 @@
+//! `sequencer`: a sequencer operator's command.
+//!
+//! - `sequencer keygen --out sequencer.key` writes a new key file (owner-only) and prints the
+//!   sequencer's ID and BLS public key (what the upper chain's admin whitelists).
+//! - `sequencer run --config sequencer.toml [flags]` runs the sequencer: client API over KCP,
+//!   blocks to weak DA, PBFT with the other members over the KCP mesh, batch commitments on the
+//!   upper chain, every acked move in the write-ahead log first. Flags override the file (see
+//!   `sequencer::config`). Prints `id`, `client_addr` and `mesh_addr` lines on stdout once
+//!   listening; logs go to stderr (`RUST_LOG` filters them).
+//! - `sequencer wal-bench --dir DIR` measures the write-ahead log's policies on a disk.
+
+use std::{
+    io::Write,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use da_weak::WeakDa;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use netstack::{kcp::KcpConfig, secure::NodeIdentity};
+use primitives::{Address, NodeId};
+use rand::RngCore;
+use sequencer::{
+    config::{FsyncSetting, Overrides, SequencerFileConfig},
+    identity::SequencerKeys,
+    mesh::{PeerLinks, kcp::KcpMeshListener},
+    node::{IngressConfig, SequencerConfig, SequencerWiring},
+    wal::{Wal, WalConfig},
+};
+use tokio::sync::{broadcast, mpsc};
+use tracing::{error, info, warn};
+use upper_chain::{ChainConfig, UpperChain, connect};
+
+#[derive(Parser, Debug)]
+#[command(version, about = "A Tickrate sequencer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Writes a new key file; its operator key's address is the sequencer's ID.
+    Keygen {
+        /// Where to write it (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Runs the sequencer.
+    Run(RunArgs),
+    /// Measures the write-ahead log on a disk: acked moves a second, fsyncs a second and ack
+    /// latency, for one fsync policy.
+    WalBench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The configuration file.
+    #[arg(long)]
+    config: PathBuf,
+    /// The network's chain id.
+    #[arg(long)]
+    chain_id: Option<u64>,
+    /// Time between blocks, in milliseconds.
+    #[arg(long)]
+    tick_ms: Option<u64>,
+    /// Where clients connect (UDP).
+    #[arg(long)]
+    client_listen: Option<SocketAddr>,
+    /// Where the other sequencers connect (UDP).
+    #[arg(long)]
+    mesh_listen: Option<SocketAddr>,
+    /// Weak DA: a directory, file:///dir or s3://bucket?...
+    #[arg(long)]
+    weak_da: Option<String>,
+    /// Where Prometheus scrapes `/metrics` (TCP).
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+    /// The write-ahead log's directory.
+    #[arg(long)]
+    wal_dir: Option<PathBuf>,
+    /// The write-ahead log's fsync policy: per-move, per-tick or group.
+    #[arg(long)]
+    wal_fsync: Option<FsyncSetting>,
+    /// The upper chain's URL (tickrate://host:port or http(s)://…).
+    #[arg(long)]
+    chain_url: Option<String>,
+    /// The upper chain's chain id.
+    #[arg(long)]
+    upper_chain_id: Option<u64>,
+    /// The upper chain's `Registry` contract (EVM chains).
+    #[arg(long)]
+    registry: Option<Address>,
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// A directory on the disk to measure (a fresh `wal-bench-*` folder is made in it).
+    #[arg(long)]
+    dir: PathBuf,
+    /// The policy: per-move, per-tick or group.
+    #[arg(long, default_value = "group")]
+    fsync: FsyncSetting,
+    /// The tick, for per-tick.
+    #[arg(long, default_value_t = 10)]
+    tick_ms: u64,
+    /// Bytes of each logged move (a transfer is about 200).
+    #[arg(long, default_value_t = 200)]
+    move_bytes: usize,
+    /// Moves offered a second (0: as fast as the log takes them).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// How long to measure.
+    #[arg(long, default_value_t = 3)]
+    seconds: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Keygen { out } => keygen(&out),
+        Command::Run(args) => run(args),
+        Command::WalBench(args) => wal_bench(&args),
+    }
+}
+
+fn keygen(out: &Path) -> anyhow::Result<()> {
+    let mut operator = [0u8; 32];
+    let mut bls_seed = [0u8; 32];
+    let mut rng = rand::rng();
+    // A draw that is not a valid secp256k1 secret (probability ~2^-128) is drawn again.
+    let keys = loop {
+        rng.fill_bytes(&mut operator);
+        rng.fill_bytes(&mut bls_seed);
+        if let Ok(keys) = SequencerKeys::from_entropy(operator, bls_seed) {
+            break keys;
+        }
+    };
+    keys.save(out)?;
+    println!("id {}", keys.id().0);
+    println!(
+        "bls_key {}",
+        alloy_primitives::hex::encode_prefixed(keys.bls_public().to_bytes())
+    );
+    println!("key_file {}", out.display());
+    Ok(())
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let overrides = Overrides {
+        chain_id: args.chain_id,
+        tick_ms: args.tick_ms,
+        client_listen: args.client_listen,
+        mesh_listen: args.mesh_listen,
+        weak_da: args.weak_da,
+        metrics_listen: args.metrics_listen,
+        wal_dir: args.wal_dir,
+        wal_fsync: args.wal_fsync,
+        chain_url: args.chain_url,
+        upper_chain_id: args.upper_chain_id,
+        registry: args.registry,
+    };
+    let config = SequencerFileConfig::load(&args.config)?.with(overrides)?;
+    let keys = SequencerKeys::load(&config.key_file)?;
+    let id = keys.id();
+
+    // The upper chain, before any runtime: its clients are blocking.
+    let chain_config = ChainConfig {
+        url: config.chain.url.clone(),
+        chain_id: config.chain.chain_id,
+        registry: config.chain.registry,
+        // On an EVM chain batch commitments are sent by the operator key.
+        sender: Some(keys.operator().clone()),
+    };
+    let chain = connect(&chain_config).with_context(|| {
+        format!(
+            "upper chain {} (chain id {})",
+            config.chain.url, config.chain.chain_id
+        )
+    })?;
+    let sequencers = sequencer_set(chain.as_ref(), &keys)?;
+    let peers = peer_addresses(&config, &sequencers, id)?;
+    info!(target: "sequencer", %id, members = sequencers.len(), chain = %config.chain.url,
+        "sequencer set (IDs and BLS keys) read from the upper chain; mesh endpoints from the configuration file");
+
+    let weak_da =
+        WeakDa::from_url(&config.weak_da).with_context(|| format!("weak DA {}", config.weak_da))?;
+    let (wal, recovered) = Wal::open(&WalConfig::new(&config.wal_dir, config.fsync_policy()))
+        .with_context(|| format!("write-ahead log {}", config.wal_dir.display()))?;
+    let health = wal.health();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async move {
+        if let Some(address) = config.metrics_listen {
+            PrometheusBuilder::new()
+                .with_http_listener(address)
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".into()),
+                    &[
+                        0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1,
+                        0.25, 0.5, 1.0,
+                    ],
+                )?
+                .install()
+                .with_context(|| format!("serving metrics on {address}"))?;
+            sequencer::metrics::describe();
+            info!(target: "sequencer", %address, "Prometheus metrics at /metrics");
+        }
+        let ids: Vec<NodeId> = sequencers.iter().map(|(id, _)| *id).collect();
+        let listener = KcpMeshListener::bind(
+            NodeIdentity::new(keys.operator().clone()),
+            config.mesh_listen,
+            KcpConfig::default(),
+            &ids,
+        )
+        .await
+        .with_context(|| format!("mesh listen {}", config.mesh_listen))?;
+        let mesh_addr = listener.local_addr();
+        let (mesh, inbound) = listener.connect(&peers);
+
+        // Finalized batches go to execution in-process only (the devnet); here they are logged.
+        let (finalized, mut finalized_queue) = mpsc::channel(1_024);
+        tokio::spawn(async move {
+            while let Some(batch) = finalized_queue.recv().await {
+                let batch: primitives::FinalizedBatch = batch;
+                info!(target: "sequencer", number = batch.batch.number, sequence = batch.sequence,
+                    blocks = batch.batch.headers.len(), "batch finalized");
+            }
+        });
+        let (executed_sender, executed) = broadcast::channel(16);
+        warn!(target: "sequencer",
+            "no shard nodes in this process: execution results reach sequencers only in-process \
+             today, so this sequencer's moves stop at Finalized and pending state has no executed base");
+
+        let handle = sequencer::node::spawn(
+            SequencerConfig {
+                chain_id: config.chain_id,
+                tick: config.tick,
+                client_listen: config.client_listen,
+                ingress: IngressConfig::default(),
+            },
+            SequencerWiring {
+                key: keys.operator().clone(),
+                bls: keys.bls(),
+                sequencers,
+                mesh: Arc::new(mesh) as Arc<dyn PeerLinks>,
+                inbound,
+                weak_da,
+                chain,
+                finalized,
+                executed,
+                wal: Some((wal, recovered)),
+            },
+        )
+        .await
+        .with_context(|| format!("client listen {}", config.client_listen))?;
+        info!(target: "sequencer", %id, client = %handle.client_addr, mesh = %mesh_addr,
+            chain_id = config.chain_id, tick_ms = config.tick.as_millis() as u64,
+            wal = %config.wal_dir.display(), fsync = ?config.wal_fsync, "sequencer listening");
+        // What scripts read, in one write; a closed stdout does not stop the sequencer.
+        let lines = format!(
+            "id {}\nclient_addr {}\nmesh_addr {mesh_addr}\n",
+            id.0, handle.client_addr
+        );
+        let mut stdout = std::io::stdout();
+        if let Err(error) = stdout
+            .write_all(lines.as_bytes())
+            .and_then(|()| stdout.flush())
+        {
+            warn!(target: "sequencer", %error, "could not print the addresses to stdout");
+        }
+
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut watch = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = terminate.recv() => break,
+                _ = watch.tick() => {
+                    if let Some(failure) = health.failure() {
+                        error!(target: "sequencer", %failure, "write-ahead log failed; exiting");
+                        bail!("write-ahead log failed: {failure}");
+                    }
+                }
+            }
+        }
+        info!(target: "sequencer", "stopping");
+        drop(executed_sender);
+        Ok(())
+    })
+}
+
+/// The sequencer set from the upper chain, in validator order; this key must be a member with
+/// its own BLS key.
+fn sequencer_set(
+    chain: &dyn UpperChain,
+    keys: &SequencerKeys,
+) -> anyhow::Result<Vec<(NodeId, primitives::bls::BlsPublicKey)>> {
+    let set = chain
+        .sequencer_set()
+        .context("reading the sequencer set from the upper chain")?;
+    let id = keys.id();
+    match set.iter().find(|record| record.id == id) {
+        None => bail!(
+            "sequencer {} is not in the upper chain's sequencer set ({} members); the admin whitelists it with its BLS key {}",
+            id.0,
+            set.len(),
+            alloy_primitives::hex::encode_prefixed(keys.bls_public().to_bytes())
+        ),
+        Some(record) if record.bls_key != keys.bls_public() => bail!(
+            "the upper chain records another BLS key for sequencer {} than this key file holds",
+            id.0
+        ),
+        Some(_) => {}
+    }
+    Ok(set
+        .into_iter()
+        .map(|record| (record.id, record.bls_key))
+        .collect())
+}
+
+/// Every other member's mesh address, from the configuration's `[[peers]]`.
+fn peer_addresses(
+    config: &SequencerFileConfig,
+    sequencers: &[(NodeId, primitives::bls::BlsPublicKey)],
+    me: NodeId,
+) -> anyhow::Result<Vec<(NodeId, SocketAddr)>> {
+    let mut peers = Vec::with_capacity(sequencers.len());
+    let mut missing = Vec::new();
+    for (id, _) in sequencers {
+        if *id == me {
+            continue;
+        }
+        match config.peers.iter().find(|(peer, _)| peer == id) {
+            Some(peer) => peers.push(*peer),
+            None => missing.push(id.0.to_string()),
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "no mesh address in [[peers]] for sequencer set members {}",
+            missing.join(", ")
+        );
+    }
+    for (peer, _) in &config.peers {
+        if !sequencers.iter().any(|(id, _)| id == peer) {
+            warn!(target: "sequencer", peer = %peer.0, "[[peers]] entry is not in the sequencer set; ignored");
+        }
+    }
+    Ok(peers)
+}
+
+fn wal_bench(args: &BenchArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.dir)?;
+    let dir = tempfile_dir(&args.dir)?;
+    let policy = args.fsync.policy(Duration::from_millis(args.tick_ms));
+    let (wal, _) = Wal::open(&WalConfig::new(&dir, policy))?;
+    let acked = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(parking_lot::Mutex::new(
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?,
+    ));
+    let started = std::time::Instant::now();
+    let until = started + Duration::from_secs(args.seconds);
+    let mut offered = 0u64;
+    while std::time::Instant::now() < until {
+        if args.rate > 0 {
+            let due = (started.elapsed().as_secs_f64() * args.rate as f64) as u64;
+            if offered >= due {
+                std::thread::sleep(Duration::from_micros(100));
+                continue;
+            }
+        }
+        if !wal.has_room() {
+            std::thread::sleep(Duration::from_micros(50));
+            continue;
+        }
+        offered += 1;
+        let mut bytes = vec![0u8; args.move_bytes];
+        bytes[..8.min(args.move_bytes)]
+            .copy_from_slice(&offered.to_be_bytes()[..8.min(args.move_bytes)]);
+        let hash = primitives::keccak256(&bytes);
+        let (acked, latencies) = (acked.clone(), latencies.clone());
+        let submitted = std::time::Instant::now();
+        wal.append(
+            hash,
+            bytes,
+            Box::new(move || {
+                let micros = u64::try_from(submitted.elapsed().as_micros()).unwrap_or(u64::MAX);
+                latencies.lock().saturating_record(micros);
+                acked.fetch_add(1, Ordering::Relaxed);
+            }),
+        )?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let acked_in_time = acked.load(Ordering::Relaxed);
+    let fsyncs = wal.stats().fsyncs.load(Ordering::Relaxed);
+    wal.sync()?;
+    drop(wal);
+    let _ = std::fs::remove_dir_all(&dir);
+    let latencies = latencies.lock();
+    println!(
+        "wal-bench policy {:?} move_bytes {} offered_rate {} seconds {:.1}",
+        policy,
+        args.move_bytes,
+        if args.rate == 0 {
+            "max".to_string()
+        } else {
+            args.rate.to_string()
+        },
+        elapsed
+    );
+    println!(
+        "acked_per_second {:.0} fsyncs_per_second {:.0} moves_per_fsync {:.1}",
+        acked_in_time as f64 / elapsed,
+        fsyncs as f64 / elapsed,
+        acked_in_time as f64 / (fsyncs.max(1)) as f64
+    );
+    println!(
+        "ack_latency_us p50 {} p99 {} p999 {} max {}",
+        latencies.value_at_quantile(0.5),
+        latencies.value_at_quantile(0.99),
+        latencies.value_at_quantile(0.999),
+        latencies.max()
+    );
+    Ok(())
+}
+
+/// A fresh folder under `parent` for one bench run.
+fn tempfile_dir(parent: &Path) -> anyhow::Result<PathBuf> {
+    let mut suffix = [0u8; 6];
+    rand::rng().fill_bytes(&mut suffix);
+    let dir = parent.join(format!(
+        "wal-bench-{}",
+        alloy_primitives::hex::encode(suffix)
+    ));
+    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
