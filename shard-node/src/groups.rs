@@ -135,7 +135,7 @@ pub struct GroupMap {
 }
 
 /// Addresses whose group is remembered at most; past it the cache starts over.
-const ADDRESS_CACHE_MAX: usize = 1 << 20;
+const ADDRESS_CACHE_MAX: usize = 1 << 18;
 /// Prefixes whose answer is remembered at most; past it the cache starts over.
 const PREFIX_CACHE_MAX: usize = 1 << 16;
 

@@ -263,7 +263,8 @@ impl ShardNetwork {
         self.root_commit_interval = batches.max(1);
     }
 
-    /// Runs the moves of a wave on up to `threads` threads (1: one by one on the caller's).
+    /// Checks signatures and runs the moves of a wave on up to `threads` threads (1: one by one
+    /// on the caller's).
     pub fn set_execution_threads(&mut self, threads: usize) {
         self.execution_threads = threads.max(1);
     }
@@ -539,10 +540,11 @@ impl ShardNetwork {
         Ok(())
     }
 
-    /// Runs the moves of a batch in conflict-free waves ([`waves`]): the slices of a wave's
-    /// moves are read first (no move of the wave changes what another reads), every member's
-    /// execution of every move of the wave runs on the execution threads, and the outcomes are
-    /// applied in batch order, so the result is that of running the moves one by one.
+    /// Runs the moves of a batch in conflict-free waves ([`waves`]): signatures are checked on
+    /// the execution threads, the slices of a wave's moves are read first (no move of the wave
+    /// changes what another reads), every member's execution of every move of the wave runs on
+    /// the execution threads, and the outcomes are applied in batch order, so the result is
+    /// that of running the moves one by one.
     fn execute_moves(
         &mut self,
         env: &ExecutionEnv,
@@ -550,16 +552,15 @@ impl ShardNetwork {
         touched: &mut BTreeMap<B256, Group>,
         written: &mut BTreeSet<B256>,
     ) -> Result<Vec<MoveOutcome>, ShardError> {
-        let verified: Vec<Result<VerifiedTransaction, B256>> = moves
-            .iter()
-            .map(|signed| {
+        let chain_id = self.chain_id;
+        let verified: Vec<Result<VerifiedTransaction, B256>> =
+            map_on_threads(moves, self.execution_threads, |signed| {
                 let hash = signed.hash();
-                (*signed).clone().verify(self.chain_id).map_err(|error| {
+                (*signed).clone().verify(chain_id).map_err(|error| {
                     warn!(target: "shard_node", %hash, %error, "invalid move in a finalized batch");
                     hash
                 })
-            })
-            .collect();
+            });
         let mut outcomes: Vec<Option<MoveOutcome>> = vec![None; moves.len()];
         for wave in waves(&verified) {
             let mut prepared = Vec::with_capacity(wave.len());
@@ -587,7 +588,10 @@ impl ShardNetwork {
                         .filter_map(move |slice| tx.map(|tx| (tx, slice)))
                 })
                 .collect();
-            let mut results = run_all(env, &runs, self.execution_threads).into_iter();
+            let mut results = map_on_threads(&runs, self.execution_threads, |(tx, slice)| {
+                execute(env, tx, slice)
+            })
+            .into_iter();
             for (index, prepared) in prepared {
                 let mine: Vec<MoveOutcome> = results
                     .by_ref()
@@ -749,25 +753,25 @@ pub fn waves<E>(moves: &[Result<VerifiedTransaction, E>]) -> Vec<Vec<usize>> {
     waves
 }
 
-/// Executions below which a wave runs on the calling thread: starting threads costs more than a
-/// few moves do.
-pub const PARALLEL_MIN_RUNS: usize = 16;
+/// Items below which work runs on the calling thread: starting threads costs more than a few
+/// signature checks or executions do.
+pub const PARALLEL_MIN_ITEMS: usize = 16;
 
-/// Runs every `(move, slice)` pair, on up to `threads` threads, results in input order.
-fn run_all(
-    env: &ExecutionEnv,
-    runs: &[(&VerifiedTransaction, &StateSlice)],
+/// `f` of every item, on up to `threads` threads, results in input order.
+fn map_on_threads<T: Sync, R: Send>(
+    items: &[T],
     threads: usize,
-) -> Vec<Result<MoveOutcome, ExecutionError>> {
-    let one = |(tx, slice): &(&VerifiedTransaction, &StateSlice)| execute(env, tx, slice);
-    if threads <= 1 || runs.len() < PARALLEL_MIN_RUNS {
-        return runs.iter().map(one).collect();
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    if threads <= 1 || items.len() < PARALLEL_MIN_ITEMS {
+        return items.iter().map(f).collect();
     }
-    let chunk = runs.len().div_ceil(threads);
+    let chunk = items.len().div_ceil(threads);
+    let f = &f;
     std::thread::scope(|scope| {
-        let handles: Vec<_> = runs
+        let handles: Vec<_> = items
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
+            .map(|part| scope.spawn(move || part.iter().map(f).collect::<Vec<R>>()))
             .collect();
         handles
             .into_iter()

@@ -441,7 +441,8 @@ fn waves_keep_conflicting_moves_apart_and_leave_the_rest_together() {
 
 #[test]
 fn batches_run_on_several_threads_give_exactly_the_results_of_one_by_one() {
-    let players = players(12);
+    // Enough moves that signatures are checked on several threads too.
+    let players = players(16);
     // Every player stores a value; players 2 and 3 move a second time in the same batch (a
     // later wave), the second move of player 3 with a wrong declaration; a move signed for
     // another chain does not verify.
