@@ -49,7 +49,7 @@ pub struct LookupOutcome {
 /// The shortlist is kept sorted by distance. [`Lookup::poll_query`] walks it from the nearest:
 /// it hands out the first node not yet asked while fewer than alpha = [`DHT_ALPHA`] queries are
 /// in flight, and the lookup is finished once the k = [`DHT_BUCKET_SIZE`] nearest live
-/// candidates have all answered, or nothing is left to ask.
+/// candidates have all answered (none nearer is still in flight), or nothing is left to ask.
 ///
 /// Inputs: [`Lookup::handle_response`], [`Lookup::handle_failure`],
 /// [`Lookup::handle_timeout`]. Drains, after every input: [`Lookup::poll_query`] until `None`,
@@ -105,14 +105,17 @@ impl Lookup {
             return None;
         }
         let mut responded = 0;
+        // A nearer query still in flight may answer: the k nearest are known only once every
+        // live candidate nearer than the k-th answer has answered or failed.
+        let mut nearer_in_flight = false;
         for candidate in self.candidates.iter_mut() {
             match candidate.state {
                 State::Failed => {}
-                State::InFlight { .. } => {}
+                State::InFlight { .. } => nearer_in_flight = true,
                 State::Responded => {
                     responded += 1;
                     if responded == DHT_BUCKET_SIZE {
-                        self.finished = true;
+                        self.finished = !nearer_in_flight;
                         return None;
                     }
                 }
