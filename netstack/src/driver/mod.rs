@@ -17,13 +17,17 @@
 //! established sessions are keyed by peer address, because the conversation ID is inside the
 //! sealed datagram, and only what opens reaches KCP. KCP runs with the MTU less
 //! [`crate::secure::SECURE_OVERHEAD_BYTES`], so sealed datagrams keep to the configured MTU.
+//!
+//! [`Dht`] runs one [`crate::dht::DhtNode`] on its own UDP socket, the same way.
 
 mod connection;
+mod dht;
 mod endpoint;
 mod resumable;
 mod secure;
 
 pub use connection::{KcpConnection, KcpSender};
+pub use dht::{Dht, DhtError, DhtSnapshot, JoinReport};
 pub(crate) use endpoint::is_transient;
 pub use endpoint::{KcpClient, KcpServer};
 pub use resumable::{ResumableConnection, ResumeAcceptor};

@@ -1,5 +1,6 @@
 //! netstack's integration tests, built as one binary.
 
+mod dht;
 mod driver;
 #[cfg(feature = "emulated-link")]
 mod emulated;
