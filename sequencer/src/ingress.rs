@@ -278,7 +278,7 @@ pub enum Checked {
     /// A move whose signature verified and whose shape is sound: the core decides the rest.
     Move(Box<VerifiedTransaction>),
     /// A query, answered by the core.
-    Query(ClientRequest),
+    Query(Box<ClientRequest>),
     /// Refused before the core: the client is told, nothing changed.
     Refused {
         /// The move's hash, or the hash of the undecodable bytes.
@@ -349,7 +349,7 @@ fn check_chunk(
                 indices.push(index);
                 moves.push(signed);
             }
-            Ok(query) => checked.push(Some(Checked::Query(query))),
+            Ok(query) => checked.push(Some(Checked::Query(Box::new(query)))),
             Err(_) => checked.push(Some(Checked::Refused {
                 hash: keccak256(&bytes),
                 refusal: Refusal::Malformed,

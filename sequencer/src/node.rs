@@ -185,7 +185,7 @@ enum Command {
     ClientOpened(ClientId, KcpSender),
     ClientClosed(ClientId),
     Submit(ClientId, Box<VerifiedTransaction>),
-    Query(ClientId, ClientRequest),
+    Query(ClientId, Box<ClientRequest>),
     BodyStored(Box<PackedBlock>),
     BatchChecked {
         sequence: u64,
@@ -222,11 +222,14 @@ pub async fn spawn(
     let epoch = std::time::Instant::now();
     tokio::spawn(accept_clients(
         incoming,
-        commands.clone(),
-        config.chain_id,
-        config.ingress.clone(),
-        epoch,
-        stats.clone(),
+        Ingress {
+            commands: commands.clone(),
+            chain_id: config.chain_id,
+            limits: config.ingress.clone(),
+            epoch,
+            session_keys: Arc::new(SessionKeyCache::new(SESSION_KEYS_CACHED_MAX)),
+            stats: stats.clone(),
+        },
     ));
     let handle = SequencerHandle {
         id: NodeId(wiring.key.address()),
@@ -242,45 +245,39 @@ pub async fn spawn(
     Ok(handle)
 }
 
-async fn accept_clients(
-    mut incoming: mpsc::Receiver<KcpConnection>,
-    commands: mpsc::Sender<Command>,
-    chain_id: u64,
-    limits: IngressConfig,
-    epoch: std::time::Instant,
-    stats: Arc<SequencerStats>,
-) {
-    let session_keys = Arc::new(SessionKeyCache::new(SESSION_KEYS_CACHED_MAX));
-    let mut next_id: ClientId = 0;
-    while let Some(connection) = incoming.recv().await {
-        next_id += 1;
-        tokio::spawn(serve_client(
-            next_id,
-            connection,
-            commands.clone(),
-            chain_id,
-            limits.clone(),
-            epoch,
-            session_keys.clone(),
-            stats.clone(),
-        ));
-    }
-}
-
-/// Decodes and verifies a client's requests; refusals that need no state are answered here.
-/// Requests that arrived together are verified together (see [`check_requests`]), on rayon's
-/// pool so that the signature work of every client spreads over every core.
-async fn serve_client(
-    client: ClientId,
-    mut connection: KcpConnection,
+/// What every client task shares.
+#[derive(Clone)]
+struct Ingress {
     commands: mpsc::Sender<Command>,
     chain_id: u64,
     limits: IngressConfig,
     epoch: std::time::Instant,
     session_keys: Arc<SessionKeyCache>,
     stats: Arc<SequencerStats>,
-) {
+}
+
+async fn accept_clients(mut incoming: mpsc::Receiver<KcpConnection>, ingress: Ingress) {
+    let mut next_id: ClientId = 0;
+    while let Some(connection) = incoming.recv().await {
+        next_id += 1;
+        tokio::spawn(serve_client(next_id, connection, ingress.clone()));
+    }
+}
+
+/// Decodes and verifies a client's requests; refusals that need no state are answered here.
+/// Requests that arrived together are verified together (see [`check_requests`]), on rayon's
+/// pool so that the signature work of every client spreads over every core.
+async fn serve_client(client: ClientId, mut connection: KcpConnection, ingress: Ingress) {
     use futures::FutureExt;
+
+    let Ingress {
+        commands,
+        chain_id,
+        limits,
+        epoch,
+        session_keys,
+        stats,
+    } = ingress;
 
     let sender = connection.sender();
     if commands
@@ -586,7 +583,7 @@ impl Core {
                 self.subscriptions.client_closed(client);
             }
             Command::Submit(client, verified) => self.admit(client, *verified),
-            Command::Query(client, request) => self.answer(client, request),
+            Command::Query(client, request) => self.answer(client, *request),
             Command::BodyStored(block) => self.handle_body_stored(*block),
             Command::BatchChecked {
                 sequence,

@@ -469,8 +469,8 @@ fn stateless_checks_refuse_with_a_type_and_keep_the_order() {
         }
     ));
     assert!(matches!(
-        checked[5],
-        Checked::Query(ClientRequest::PendingNonce(_))
+        &checked[5],
+        Checked::Query(query) if matches!(**query, ClientRequest::PendingNonce(_))
     ));
     for (nonce, checked) in checked[6..].iter().enumerate() {
         assert!(

@@ -1,0 +1,239 @@
+//! `ack-latency`: submit → pending ack over real KCP sessions on loopback, with the
+//! write-ahead log on (group commit), at 5,000, 20,000 and 50,000 moves/s.
+//!
+//! One sequencer alone (a set of one, so its PBFT commits by itself; no shard nodes, whose
+//! execution would only compete for the same two cores), a fresh one per rate. Players hold
+//! session keys granted beforehand (the grants are acked and on disk before the clock starts),
+//! so signature checks cost what a busy game costs. `CLIENTS` client sessions share the offered
+//! rate; each sends its due moves every millisecond and times each from just before it is sent
+//! to its ack's arrival. Target (DESIGN.md): p99 ≤ 2 ms at 20,000 moves/s. `--rate N` measures
+//! rate N alone; `--seconds` sets the load's length per rate.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context;
+use client_sdk::Client;
+use da_weak::WeakDa;
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use primitives::{AccountKey, NodeId, SessionKey, SignedTransaction, bls::BlsSecretKey};
+use rayon::prelude::*;
+use sequencer::{
+    mesh::{InProcessMesh, PeerLinks},
+    node::{IngressConfig, SequencerConfig, SequencerWiring},
+    wal::{FsyncPolicy, Wal, WalConfig},
+};
+use sim::{
+    game::{grant_game_session, move_piece_with_session},
+    report::{BenchReport, Op},
+};
+use tokio::sync::{broadcast, mpsc};
+use upper_chain::{EmbeddedChain, SequencerRecord};
+
+use crate::Args;
+
+const CHAIN_ID: u64 = 4242;
+/// Client sessions sharing the offered rate.
+const CLIENTS: usize = 40;
+/// Players per client session (each with its own account and session key).
+const PLAYERS_PER_CLIENT: usize = 25;
+/// The offered rates.
+const RATES: [u64; 3] = [5_000, 20_000, 50_000];
+/// Between two sends of a client.
+const SEND_INTERVAL: Duration = Duration::from_millis(1);
+
+pub async fn run(args: &Args) -> anyhow::Result<BenchReport> {
+    let mut report = BenchReport::new("ack-latency");
+    let seconds = args.seconds.clamp(1, 30);
+    report.figure("seconds_per_rate", seconds as f64);
+    // `--rate N` measures that one rate instead (the default rate of the binary means "all").
+    let rates: Vec<u64> = if (args.rate - 2_000.0).abs() < f64::EPSILON {
+        RATES.to_vec()
+    } else {
+        vec![args.rate as u64]
+    };
+    for rate in rates {
+        let latencies = measure(rate, seconds).await?;
+        let name = if rate >= 1_000 {
+            format!("r{}k", rate / 1_000)
+        } else {
+            format!("r{rate}")
+        };
+        report.figure(&format!("{name}_acked"), latencies.len() as f64);
+        report.figure(
+            &format!("{name}_p50_ms"),
+            latencies.value_at_quantile(0.50) as f64 / 1_000.0,
+        );
+        report.figure(
+            &format!("{name}_p99_ms"),
+            latencies.value_at_quantile(0.99) as f64 / 1_000.0,
+        );
+        report.figure(
+            &format!("{name}_p999_ms"),
+            latencies.value_at_quantile(0.999) as f64 / 1_000.0,
+        );
+        report.figure(&format!("{name}_max_ms"), latencies.max() as f64 / 1_000.0);
+    }
+    report.target("r20k_p99_ms", Op::AtMost, 2.0);
+    Ok(report)
+}
+
+/// A sequencer alone, its WAL in `dir`; returns where clients connect and what keeps it alive.
+async fn start_sequencer(
+    dir: &std::path::Path,
+) -> anyhow::Result<(std::net::SocketAddr, impl Sized)> {
+    let key = AccountKey::from_seed(9_000);
+    let bls = BlsSecretKey::from_seed(&[7u8; 32]);
+    let id = NodeId(key.address());
+    let set = vec![(id, bls.public_key())];
+    let chain = Arc::new(EmbeddedChain::new(vec![SequencerRecord {
+        id,
+        bls_key: bls.public_key(),
+    }]));
+    let (mesh, _) = InProcessMesh::connect(&[id])
+        .pop()
+        .context("a mesh of one")?;
+    // No peer ever sends; the sender is kept so the sequencer does not see its peers gone.
+    let (peer_sender, inbound) = mpsc::channel(1);
+    let (finalized, mut batches) = mpsc::channel(1_024);
+    let (executed_sender, executed) = broadcast::channel(16);
+    // Finalized batches have nowhere to go here: take them so the sequencer never waits.
+    tokio::spawn(async move { while batches.recv().await.is_some() {} });
+    let wal = Wal::open(&WalConfig::new(
+        dir.join("wal"),
+        FsyncPolicy::Group {
+            window: Duration::ZERO,
+        },
+    ))
+    .context("opening the write-ahead log")?;
+    let handle = sequencer::node::spawn(
+        SequencerConfig {
+            chain_id: CHAIN_ID,
+            tick: Duration::from_millis(10),
+            client_listen: "127.0.0.1:0".parse()?,
+            ingress: IngressConfig::default(),
+        },
+        SequencerWiring {
+            key,
+            bls,
+            sequencers: set,
+            mesh: Arc::new(mesh) as Arc<dyn PeerLinks>,
+            inbound,
+            weak_da: WeakDa::local(&dir.join("weak-da"))?,
+            chain,
+            finalized,
+            executed,
+            wal: Some(wal),
+        },
+    )
+    .await?;
+    Ok((handle.client_addr, (executed_sender, peer_sender)))
+}
+
+/// One client session's players and the moves they will send, in order.
+struct ClientLoad {
+    grants: Vec<SignedTransaction>,
+    moves: Vec<SignedTransaction>,
+}
+
+fn client_load(client: usize, moves_per_client: usize) -> ClientLoad {
+    let players: Vec<(AccountKey, SessionKey)> = (0..PLAYERS_PER_CLIENT)
+        .map(|index| {
+            let seed = (client * PLAYERS_PER_CLIENT + index) as u64 + 1;
+            (AccountKey::from_seed(seed), SessionKey::from_seed(seed))
+        })
+        .collect();
+    let grants = players
+        .iter()
+        .map(|(account, session)| {
+            grant_game_session(account, session, CHAIN_ID, 0, u64::MAX, u64::MAX)
+        })
+        .collect();
+    let moves = (0..moves_per_client)
+        .map(|index| {
+            let (account, session) = &players[index % PLAYERS_PER_CLIENT];
+            let nonce = 1 + (index / PLAYERS_PER_CLIENT) as u64;
+            move_piece_with_session(account, session, CHAIN_ID, nonce, nonce % 64)
+        })
+        .collect();
+    ClientLoad { grants, moves }
+}
+
+async fn measure(rate: u64, seconds: u64) -> anyhow::Result<Histogram<u64>> {
+    let dir = tempfile::tempdir()?;
+    let (address, _alive) = start_sequencer(dir.path()).await?;
+    let moves_per_client = (rate * seconds) as usize / CLIENTS;
+    let loads: Vec<ClientLoad> = tokio::task::spawn_blocking(move || {
+        (0..CLIENTS)
+            .into_par_iter()
+            .map(|client| client_load(client, moves_per_client))
+            .collect()
+    })
+    .await?;
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for load in &loads {
+        let client = Client::connect(address).await?;
+        for grant in &load.grants {
+            client
+                .submit_and_ack(grant.clone())
+                .await
+                .context("a session grant")?;
+        }
+        clients.push(client);
+    }
+
+    // Microseconds; three significant figures up to ten seconds.
+    let latencies = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 10_000_000, 3,
+    )?));
+    let per_client_rate = rate as f64 / CLIENTS as f64;
+    let mut senders = Vec::with_capacity(CLIENTS);
+    for (client, load) in clients.into_iter().zip(loads) {
+        let latencies = latencies.clone();
+        senders.push(tokio::spawn(async move {
+            send_at_rate(client, load.moves, per_client_rate, latencies).await
+        }));
+    }
+    for sender in senders {
+        sender.await??;
+    }
+    let latencies = latencies.lock().clone();
+    Ok(latencies)
+}
+
+/// Sends `moves` at `rate` a second, in bursts every [`SEND_INTERVAL`], and records each ack's
+/// latency; waits for every ack.
+async fn send_at_rate(
+    client: Client,
+    moves: Vec<SignedTransaction>,
+    rate: f64,
+    latencies: Arc<Mutex<Histogram<u64>>>,
+) -> anyhow::Result<()> {
+    let started = tokio::time::Instant::now();
+    let mut ticker = tokio::time::interval(SEND_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut acks = Vec::with_capacity(moves.len());
+    let mut moves = moves.into_iter().peekable();
+    let mut sent = 0usize;
+    while moves.peek().is_some() {
+        ticker.tick().await;
+        let due = (started.elapsed().as_secs_f64() * rate) as usize;
+        while sent < due {
+            let Some(signed) = moves.next() else { break };
+            let at = std::time::Instant::now();
+            let submission = client.submit(signed).await?;
+            let latencies = latencies.clone();
+            acks.push(tokio::spawn(async move {
+                let acked = submission.ack().await;
+                let micros = at.elapsed().as_micros() as u64;
+                latencies.lock().saturating_record(micros.max(1));
+                acked
+            }));
+            sent += 1;
+        }
+    }
+    for ack in acks {
+        ack.await?.context("a move refused")?;
+    }
+    Ok(())
+}
