@@ -798,3 +798,157 @@ impl DhtNode {
         self.next_id
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    use primitives::keys::AccountKey;
+
+    use super::*;
+    use crate::dht::wire::DHT_DATAGRAM_BYTES_MAX;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+    }
+
+    fn node(seed: u64) -> DhtNode {
+        let identity = NodeIdentity::new(AccountKey::from_seed(seed));
+        DhtNode::new(
+            identity,
+            DhtConfig {
+                seed,
+                ..DhtConfig::default()
+            },
+        )
+    }
+
+    /// Nodes at ports 1.., every datagram delivered at once at `now` until none is left.
+    struct Wires {
+        nodes: Vec<DhtNode>,
+        delivered: usize,
+    }
+
+    impl Wires {
+        fn deliver_all(&mut self, now: Instant) {
+            loop {
+                let mut moved = false;
+                for index in 0..self.nodes.len() {
+                    while let Some(transmit) = self.nodes[index].poll_transmit() {
+                        moved = true;
+                        self.delivered += 1;
+                        let from = addr(index as u16 + 1);
+                        let to = usize::from(transmit.to.port()) - 1;
+                        if let Some(target) = self.nodes.get_mut(to) {
+                            target.handle_datagram(now, from, &transmit.bytes);
+                        }
+                    }
+                }
+                if !moved {
+                    return;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_request_is_sent_again_on_the_clock_passed_in_then_fails() {
+        let mut alone = node(1);
+        let start = Instant::from_micros(5);
+        let join = alone.start_join(start, addr(9)).expect("a join slot");
+        let first = alone.poll_transmit().expect("the bootstrap ping");
+        assert!(first.bytes.len() <= DHT_DATAGRAM_BYTES_MAX);
+        assert_eq!(alone.poll_timeout(), Some(start + DHT_RPC_TIMEOUT_DEFAULT));
+        // Not before its deadline.
+        alone.handle_timeout(start + (DHT_RPC_TIMEOUT_DEFAULT - Duration::from_micros(1)));
+        assert_eq!(alone.poll_transmit(), None);
+        for _ in 1..DHT_RPC_ATTEMPTS_DEFAULT {
+            let now = alone.poll_timeout().expect("in flight");
+            alone.handle_timeout(now);
+            assert_eq!(
+                alone.poll_transmit(),
+                Some(first.clone()),
+                "the same datagram again"
+            );
+            assert_eq!(alone.poll_event(), None);
+        }
+        let now = alone.poll_timeout().expect("the last attempt");
+        alone.handle_timeout(now);
+        assert_eq!(alone.poll_transmit(), None);
+        assert_eq!(
+            alone.poll_event(),
+            Some(DhtEvent::JoinFailed {
+                id: join,
+                bootstrap: addr(9)
+            })
+        );
+        assert_eq!(alone.poll_timeout(), None);
+        let stats = alone.stats();
+        assert_eq!(stats.retries, u64::from(DHT_RPC_ATTEMPTS_DEFAULT) - 1);
+        assert_eq!(stats.rpc_failures, 1);
+        assert!(alone.table().is_empty());
+    }
+
+    #[test]
+    fn nodes_join_learn_each_other_and_a_late_answer_is_unsolicited() {
+        let mut wires = Wires {
+            nodes: (1..=6).map(node).collect(),
+            delivered: 0,
+        };
+        let now = Instant::from_micros(1_000);
+        for index in 1..wires.nodes.len() {
+            let join = wires.nodes[index].start_join(now, addr(1)).expect("slot");
+            wires.deliver_all(now);
+            let bootstrap = wires.nodes[0].local();
+            assert!(matches!(
+                wires.nodes[index].poll_event(),
+                Some(DhtEvent::Joined { id, bootstrap: contact, .. })
+                    if id == join && contact == Contact { id: bootstrap, addr: addr(1) }
+            ));
+        }
+        // Six nodes, all in each other's tables at their addresses, nothing in flight.
+        for (index, node) in wires.nodes.iter().enumerate() {
+            assert_eq!(node.requests_in_flight(), 0);
+            assert_eq!(node.table().len(), 5, "node {index}");
+            for contact in node.contacts() {
+                let other = wires.nodes.iter().position(|n| n.local() == contact.id);
+                assert_eq!(Some(usize::from(contact.addr.port()) - 1), other);
+            }
+        }
+        // An answer that arrives after its request ended is counted and changes nothing.
+        let target = wires.nodes[3].local().0;
+        let lookup = wires.nodes[0].start_lookup(now, target).expect("slot");
+        let query = wires.nodes[0].poll_transmit().expect("a query");
+        let to = usize::from(query.to.port()) - 1;
+        wires.nodes[to].handle_datagram(now, addr(1), &query.bytes);
+        let answer = wires.nodes[to].poll_transmit().expect("an answer");
+        wires.nodes[0].handle_datagram(now, query.to, &answer.bytes);
+        wires.deliver_all(now);
+        let Some(DhtEvent::LookupFinished { id, result }) = wires.nodes[0].poll_event() else {
+            panic!("the lookup finished");
+        };
+        assert_eq!(id, lookup);
+        assert_eq!(
+            result.closest.first().map(|c| c.id),
+            Some(wires.nodes[3].local())
+        );
+        assert_eq!(result.closest.len(), 5);
+        let before = wires.nodes[0].stats();
+        wires.nodes[0].handle_datagram(now, query.to, &answer.bytes);
+        assert_eq!(wires.nodes[0].stats().unsolicited, before.unsolicited + 1);
+        // The same answer from another address is the wrong node's while its request waits.
+        let again = wires.nodes[0].start_lookup(now, target).expect("slot");
+        let query = wires.nodes[0].poll_transmit().expect("a query");
+        let to = usize::from(query.to.port()) - 1;
+        wires.nodes[to].handle_datagram(now, addr(1), &query.bytes);
+        let answer = wires.nodes[to].poll_transmit().expect("an answer");
+        wires.nodes[0].handle_datagram(now, addr(77), &answer.bytes);
+        assert_eq!(wires.nodes[0].stats().wrong_node, before.wrong_node + 1);
+        wires.nodes[0].handle_datagram(now, query.to, &answer.bytes);
+        wires.deliver_all(now);
+        assert!(matches!(
+            wires.nodes[0].poll_event(),
+            Some(DhtEvent::LookupFinished { id, .. }) if id == again
+        ));
+    }
+}
