@@ -15,6 +15,7 @@ pub mod codec;
 pub mod constants;
 pub mod finality;
 pub mod id;
+pub mod keyfile;
 pub mod keys;
 pub mod machine;
 pub mod merkle;

@@ -15,6 +15,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use rand::RngCore;
 use shard_node::{
+    ShardNode,
     config::{KNOWN_WALLET_FEATURES, NodeConfig, parse_wallet_features},
     identity::NodeKeys,
 };
@@ -87,7 +88,7 @@ fn keygen(out: &Path) -> anyhow::Result<()> {
         }
     };
     keys.save(out)?;
-    let node = keys.node();
+    let node = ShardNode::from_keys(&keys);
     println!("node_id {}", node.id().0);
     println!(
         "bls_key {}",
@@ -131,7 +132,7 @@ fn register(config_path: &Path, features_override: Option<String>) -> anyhow::Re
             );
         }
     }
-    let node = keys.node();
+    let node = ShardNode::from_keys(&keys);
     let (registration, signature) =
         node.registration(config.endpoint.clone(), config.reward_wallet, features);
     match chain.register_node(registration, &signature) {
@@ -160,7 +161,7 @@ fn register(config_path: &Path, features_override: Option<String>) -> anyhow::Re
 
 fn status(config_path: &Path, json: bool) -> anyhow::Result<()> {
     let (_config, keys, chain) = open(config_path)?;
-    let id = keys.node().id();
+    let id = keys.id();
     let epoch = chain.epoch().context("reading the chain's epoch")?;
     let record = match chain
         .registry_snapshot(epoch)
