@@ -192,6 +192,13 @@ enum Command {
         digest: primitives::B256,
         valid: bool,
     },
+    /// The write-ahead log has the move on disk: its ack may go.
+    Durable {
+        client: ClientId,
+        hash: TxHash,
+        ack: Vec<u8>,
+        admitted: std::time::Instant,
+    },
 }
 
 /// Starts a sequencer: binds its client port and spawns its tasks.
@@ -372,6 +379,10 @@ fn instant_since(epoch: std::time::Instant) -> Instant {
 struct Tracked {
     client: ClientId,
     level: FinalityLevel,
+    /// Whether the client has its ack: statuses wait for it, so that a client never hears of
+    /// `Proposed` or `Finalized` before `Pending` (a block can be packed and finalized within
+    /// the time one fsync of the write-ahead log takes).
+    acked: bool,
 }
 
 struct Core {
@@ -585,6 +596,12 @@ impl Core {
             Command::Submit(client, verified) => self.admit(client, *verified),
             Command::Query(client, request) => self.answer(client, *request),
             Command::BodyStored(block) => self.handle_body_stored(*block),
+            Command::Durable {
+                client,
+                hash,
+                ack,
+                admitted,
+            } => self.handle_durable(client, hash, ack, admitted),
             Command::BatchChecked {
                 sequence,
                 digest,
@@ -638,6 +655,7 @@ impl Core {
                 Tracked {
                     client,
                     level: FinalityLevel::Pending,
+                    acked: self.wal.is_none(),
                 },
             );
             Ok(self.tick_number + 1)
@@ -712,6 +730,7 @@ impl Core {
         }
         tracked.level = level.clone();
         let client = tracked.client;
+        let acked = tracked.acked;
         if matches!(level, FinalityLevel::Executed | FinalityLevel::Failed(_)) {
             self.finished.push_back(*hash);
             if self.finished.len() > FINISHED_STATUSES_MAX
@@ -720,7 +739,36 @@ impl Core {
                 self.tracked.remove(&oldest);
             }
         }
-        self.push(client, &ServerMessage::Status { hash: *hash, level });
+        if acked {
+            self.push(client, &ServerMessage::Status { hash: *hash, level });
+        }
+    }
+
+    /// Sends an ack the write-ahead log made durable, then the move's level if it moved on
+    /// meanwhile.
+    fn handle_durable(
+        &mut self,
+        client: ClientId,
+        hash: TxHash,
+        ack: Vec<u8>,
+        admitted: std::time::Instant,
+    ) {
+        crate::metrics::acked(admitted.elapsed());
+        if let Some(outbound) = self.clients.get(&client)
+            && outbound.try_send(ack).is_err()
+        {
+            self.stats
+                .client_messages_dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let Some(tracked) = self.tracked.get_mut(&hash) else {
+            return;
+        };
+        tracked.acked = true;
+        if tracked.level.rank() > FinalityLevel::Pending.rank() {
+            let level = tracked.level.clone();
+            self.push(client, &ServerMessage::Status { hash, level });
+        }
     }
 
     fn handle_tick(&mut self) {
@@ -1108,19 +1156,18 @@ impl Core {
             self.push(client, &message);
             return;
         };
-        let outbound = self.clients.get(&client).cloned();
-        let stats = self.stats.clone();
-        let encoded = message.to_bytes();
+        let commands = self.commands.clone();
+        let ack = message.to_bytes();
         let admitted = std::time::Instant::now();
+        // Runs on the log's writer thread, after the fsync: the core sends the ack, in order
+        // with the move's later statuses.
         let on_durable = Box::new(move || {
-            crate::metrics::acked(admitted.elapsed());
-            if let Some(outbound) = outbound
-                && outbound.try_send(encoded).is_err()
-            {
-                stats
-                    .client_messages_dropped
-                    .fetch_add(1, Ordering::Relaxed);
-            }
+            let _ = commands.blocking_send(Command::Durable {
+                client,
+                hash,
+                ack,
+                admitted,
+            });
         });
         if let Err(error) = wal.append(hash, bytes, on_durable) {
             // Only a stopped writer gets here (room was checked): the run loop stops next.
@@ -1210,6 +1257,7 @@ impl Core {
                                 // No client: the session that sent it ended with the process.
                                 client: 0,
                                 level: FinalityLevel::Pending,
+                                acked: true,
                             },
                         );
                         replayed += 1;

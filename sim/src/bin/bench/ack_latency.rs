@@ -258,9 +258,8 @@ async fn send_at_rate(
                 if let Err(refusal) = event.level {
                     anyhow::bail!("a move refused: {refusal}");
                 }
-                // The first level heard is the ack: a status past `Pending` can overtake the ack
-                // when the log's fsync takes longer than a tick, and the client then reports
-                // only the higher level.
+                // The first level heard for a move is its ack (the sequencer sends no status
+                // before the ack).
                 let Some(at) = sent_at.lock().remove(&event.hash) else {
                     continue;
                 };
