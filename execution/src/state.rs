@@ -120,7 +120,13 @@ impl InMemoryState {
                     storage: access
                         .storage
                         .iter()
-                        .map(|slot| (slot.slot, self.storage(&access.address, &slot.slot)))
+                        .map(|slot| {
+                            let value = account
+                                .and_then(|account| account.storage.get(&slot.slot))
+                                .copied()
+                                .unwrap_or_default();
+                            (slot.slot, value)
+                        })
                         .collect(),
                 };
                 (access.address, slice)
