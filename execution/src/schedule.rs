@@ -21,10 +21,14 @@
 //! Each round settles at least the first unsettled move, so the wave ends; with no failures it
 //! takes one round. Results are then applied in batch order, which makes the final state and
 //! every per-move outcome equal to sequential execution.
+//!
+//! **Steps.** A wave runs in steps of a fixed number of members, settled one after the other as
+//! above, each step's predictions starting from the exact deltas of the steps before it. While
+//! a step runs, the settled results of the step before are applied to the state (every slice
+//! of the wave was read before the first step ran), so applying results in batch order, the
+//! serial part of the work, overlaps the parallel part.
 
-use std::collections::HashMap;
-
-use alloy_primitives::U256;
+use alloy_primitives::{Address, B256, U256, map::HashMap};
 use primitives::{DeclaredWrite, VerifiedTransaction, finality::StateItem};
 use rayon::prelude::*;
 
@@ -87,36 +91,100 @@ struct ItemLevels {
     delta: usize,
 }
 
+impl ItemLevels {
+    /// The earliest wave (from 1) a move touching the item with `access` may take.
+    fn earliest(&self, access: Access) -> usize {
+        match access {
+            Access::Read => self.write.max(self.delta) + 1,
+            Access::Write => self.write.max(self.delta).max(self.read) + 1,
+            Access::Delta => (self.write.max(self.read) + 1).max(self.delta),
+        }
+    }
+
+    /// Records that a move in `wave` touches the item with `access`.
+    fn record(&mut self, access: Access, wave: usize) {
+        let level = match access {
+            Access::Read => &mut self.read,
+            Access::Write => &mut self.write,
+            Access::Delta => &mut self.delta,
+        };
+        *level = (*level).max(wave);
+    }
+}
+
+/// The levels of one account's balance and nonce; its slots are kept apart.
+#[derive(Clone, Copy, Default)]
+struct AccountLevels {
+    balance: ItemLevels,
+    nonce: ItemLevels,
+}
+
+fn access_of(write: Option<DeclaredWrite>) -> Access {
+    match write {
+        None => Access::Read,
+        Some(DeclaredWrite::Exact(_)) => Access::Write,
+        Some(DeclaredWrite::Delta(_)) => Access::Delta,
+    }
+}
+
 impl Schedule {
     /// Places every move of `batch` in the earliest wave its conflicts allow.
+    ///
+    /// The items are those of [`accesses`], looked up once per account and once per slot: the
+    /// schedule is the serial part of [`execute_parallel`], so it is kept to a few hash lookups
+    /// per move.
     pub fn new(batch: &[VerifiedTransaction]) -> Self {
-        let mut levels: HashMap<StateItem, ItemLevels> = HashMap::new();
+        // Accounts and slots are numbered on first sight; levels live in flat vectors.
+        let mut account_index: HashMap<Address, usize> = HashMap::default();
+        let mut slot_index: HashMap<(usize, B256), usize> = HashMap::default();
+        let mut account_levels: Vec<AccountLevels> = Vec::new();
+        let mut slot_levels: Vec<ItemLevels> = Vec::new();
         let mut waves: Vec<Vec<usize>> = Vec::new();
-        let mut move_accesses = Vec::new();
+        // This move's accounts (index, balance access, nonce access) and slots (index, access).
+        let mut touched_accounts: Vec<(usize, Access, Access)> = Vec::new();
+        let mut touched_slots: Vec<(usize, Access)> = Vec::new();
         for (index, tx) in batch.iter().enumerate() {
-            move_accesses.clear();
-            move_accesses.extend(accesses(tx));
+            touched_accounts.clear();
+            touched_slots.clear();
             // Waves are numbered from 1 here, so that 0 in `ItemLevels` means "nobody".
             let mut wave = 1;
-            for (item, access) in &move_accesses {
-                let Some(seen) = levels.get(item) else {
-                    continue;
+            for account in tx.tx().access_list.accounts() {
+                let next = account_levels.len();
+                let number = *account_index.entry(account.address).or_insert(next);
+                if number == next {
+                    account_levels.push(AccountLevels::default());
+                }
+                let balance = access_of(account.balance);
+                let nonce = if account.nonce.is_some() || account.address == tx.sender {
+                    Access::Write
+                } else {
+                    Access::Read
                 };
-                let after = match access {
-                    Access::Read => seen.write.max(seen.delta) + 1,
-                    Access::Write => seen.write.max(seen.delta).max(seen.read) + 1,
-                    Access::Delta => (seen.write.max(seen.read) + 1).max(seen.delta),
-                };
-                wave = wave.max(after);
+                let levels = &account_levels[number];
+                wave = wave
+                    .max(levels.balance.earliest(balance))
+                    .max(levels.nonce.earliest(nonce));
+                touched_accounts.push((number, balance, nonce));
+                // Code never changes (the engine fails a move that would change it), so
+                // reading it conflicts with nothing and it is left out.
+                for slot in &account.storage {
+                    let next = slot_levels.len();
+                    let slot_number = *slot_index.entry((number, slot.slot)).or_insert(next);
+                    if slot_number == next {
+                        slot_levels.push(ItemLevels::default());
+                    }
+                    let access = access_of(slot.write);
+                    wave = wave.max(slot_levels[slot_number].earliest(access));
+                    touched_slots.push((slot_number, access));
+                }
             }
-            for (item, access) in &move_accesses {
-                let seen = levels.entry(*item).or_default();
-                let level = match access {
-                    Access::Read => &mut seen.read,
-                    Access::Write => &mut seen.write,
-                    Access::Delta => &mut seen.delta,
-                };
-                *level = (*level).max(wave);
+            for (number, balance, nonce) in &touched_accounts {
+                let levels = &mut account_levels[*number];
+                levels.balance.record(*balance, wave);
+                levels.nonce.record(*nonce, wave);
+            }
+            for (number, access) in &touched_slots {
+                slot_levels[*number].record(*access, wave);
             }
             if waves.len() < wave {
                 waves.resize_with(wave, Vec::new);
@@ -144,28 +212,47 @@ pub fn execute_sequential(
         .collect()
 }
 
-/// Runs `batch` wave by wave, each wave's moves in parallel on rayon's pool, and applies the
-/// results in batch order. Final state and outcomes equal [`execute_sequential`]'s.
+/// Moves of a wave run per step (see [`execute_parallel`]): enough that the pool's join at the
+/// end of a step costs little, few enough that applying a step's results overlaps most of
+/// the wave.
+const STEP: usize = 128;
+
+/// Runs `batch` wave by wave on rayon's pool and applies the results in batch order. Final state
+/// and outcomes equal [`execute_sequential`]'s.
+///
+/// Within a wave, every member's slice is read from the state at the wave's start, all at once
+/// and in parallel (no member reads what another writes, except through deltas, which are
+/// offset as the module doc says). The wave then runs in steps of [`STEP`] members: while a step
+/// runs, the results of the step before it are applied to the state, so that the serial part
+/// of the work (applying diffs in batch order) overlaps the parallel part.
 pub fn execute_parallel(
     env: &ExecutionEnv,
     batch: &[VerifiedTransaction],
     state: &mut InMemoryState,
 ) -> Vec<MoveOutcome> {
-    let schedule = Schedule::new(batch);
-    let mut outcomes: Vec<Option<MoveOutcome>> = vec![None; batch.len()];
-    for wave in &schedule.waves {
-        let members: Vec<&VerifiedTransaction> = wave.iter().map(|index| &batch[*index]).collect();
-        let wave_outcomes = execute_wave(env, &members, state);
-        // Members are in batch order, so applying in this order is applying in batch order.
-        for (index, outcome) in wave.iter().zip(wave_outcomes) {
-            state.apply(&outcome.diff);
-            outcomes[*index] = Some(outcome);
+    execute_parallel_in_steps(env, batch, state, STEP)
+}
+
+/// [`execute_parallel`] with `step` members per step.
+fn execute_parallel_in_steps(
+    env: &ExecutionEnv,
+    batch: &[VerifiedTransaction],
+    state: &mut InMemoryState,
+    step: usize,
+) -> Vec<MoveOutcome> {
+    // On a worker of the pool, so that the many small joins below are not each sent to the pool
+    // from outside and waited for.
+    rayon::scope(|_| {
+        let schedule = Schedule::new(batch);
+        let mut outcomes: Vec<Option<MoveOutcome>> = (0..batch.len()).map(|_| None).collect();
+        for wave in &schedule.waves {
+            execute_wave(env, batch, wave, state, &mut outcomes, step);
         }
-    }
-    outcomes
-        .into_iter()
-        .map(|outcome| outcome.expect("every move is in one wave"))
-        .collect()
+        outcomes
+            .into_iter()
+            .map(|outcome| outcome.expect("every move is in one wave"))
+            .collect()
+    })
 }
 
 /// One move's delta items and declared amounts (as raw wrapping words).
@@ -187,29 +274,47 @@ fn delta_items(tx: &VerifiedTransaction) -> Vec<(StateItem, U256)> {
     items
 }
 
-/// Adds `offsets` (one per delta item, same order) to the slice's values of those items.
+/// Adds (`negate` false) or takes back (`negate` true) `offsets` (one per delta item, same
+/// order) to the slice's values of those items. Wrapping, so taking back restores the slice
+/// exactly.
 fn offset_slice(
-    mut slice: StateSlice,
+    slice: &mut StateSlice,
     items: &[(StateItem, U256)],
     offsets: &[U256],
-) -> StateSlice {
+    negate: bool,
+) {
     for ((item, _), offset) in items.iter().zip(offsets) {
-        match item {
+        let value = match item {
             StateItem::Balance(address) => {
-                let account = slice.accounts.get_mut(address).expect("listed account");
-                account.balance = account.balance.wrapping_add(*offset);
+                &mut slice
+                    .accounts
+                    .get_mut(address)
+                    .expect("listed account")
+                    .balance
             }
-            StateItem::Storage(address, slot) => {
-                let account = slice.accounts.get_mut(address).expect("listed account");
-                let value = account.storage.get_mut(slot).expect("listed slot");
-                *value = value.wrapping_add(*offset);
-            }
+            StateItem::Storage(address, slot) => slice
+                .accounts
+                .get_mut(address)
+                .expect("listed account")
+                .storage
+                .get_mut(slot)
+                .expect("listed slot"),
             StateItem::Nonce(_) | StateItem::Code(_) => {
                 unreachable!("only balances and slots take deltas")
             }
-        }
+        };
+        *value = if negate {
+            value.wrapping_sub(*offset)
+        } else {
+            value.wrapping_add(*offset)
+        };
     }
-    slice
+}
+
+/// A member's input: its slice at the wave's start and its delta items.
+struct Input {
+    slice: StateSlice,
+    deltas: Vec<(StateItem, U256)>,
 }
 
 /// A member's latest run: the offsets its slice had, and what came of it.
@@ -219,64 +324,135 @@ struct Run {
 }
 
 /// Runs one wave (members in batch order, pairwise conflict-free) against the state at its
-/// start, settling delta predictions as the module doc says.
+/// start, settling delta predictions as the module doc says, and applies the results to `state`
+/// in batch order, storing each outcome at its move's index.
 fn execute_wave(
     env: &ExecutionEnv,
-    members: &[&VerifiedTransaction],
-    state: &InMemoryState,
+    batch: &[VerifiedTransaction],
+    wave: &[usize],
+    state: &mut InMemoryState,
+    outcomes: &mut [Option<MoveOutcome>],
+    step: usize,
+) {
+    let reader: &InMemoryState = state;
+    let mut inputs: Vec<Input> = wave
+        .par_iter()
+        .map(|index| {
+            let tx = &batch[*index];
+            Input {
+                slice: reader.slice(&tx.tx().access_list),
+                deltas: delta_items(tx),
+            }
+        })
+        .collect();
+    // The deltas of the successful members of the settled steps, by item.
+    let mut sums: HashMap<StateItem, U256> = HashMap::default();
+    // The settled results of the step before, not yet applied, and where that step starts.
+    let mut pending: Vec<MoveOutcome> = Vec::new();
+    let mut pending_start = 0;
+    let mut start = 0;
+    for step_inputs in inputs.chunks_mut(step.max(1)) {
+        let members = &wave[start..start + step_inputs.len()];
+        let ((), settled) = rayon::join(
+            || {
+                for outcome in &pending {
+                    state.apply(&outcome.diff);
+                }
+            },
+            || settle_step(env, batch, members, step_inputs, &mut sums),
+        );
+        for (index, outcome) in wave[pending_start..].iter().zip(pending.drain(..)) {
+            outcomes[*index] = Some(outcome);
+        }
+        pending = settled;
+        pending_start = start;
+        start += members.len();
+    }
+    for (index, outcome) in wave[pending_start..].iter().zip(pending) {
+        state.apply(&outcome.diff);
+        outcomes[*index] = Some(outcome);
+    }
+}
+
+/// Runs one step of a wave until every member's prediction holds, given `sums`, the deltas of
+/// the successful members of the steps before; then adds this step's successful deltas to
+/// `sums`. Returns the members' outcomes, in order.
+fn settle_step(
+    env: &ExecutionEnv,
+    batch: &[VerifiedTransaction],
+    members: &[usize],
+    inputs: &mut [Input],
+    sums: &mut HashMap<StateItem, U256>,
 ) -> Vec<MoveOutcome> {
-    let deltas: Vec<Vec<(StateItem, U256)>> = members.iter().map(|tx| delta_items(tx)).collect();
     let mut runs: Vec<Option<Run>> = (0..members.len()).map(|_| None).collect();
     // A bound, not a guess: each round settles at least one more member.
     for _round in 0..=members.len() {
-        let stale = predictions(&deltas, &runs);
-        if stale.is_empty() {
+        let stale = predictions(inputs, &runs, sums);
+        if stale.iter().all(Option::is_none) {
             break;
         }
-        let fresh: Vec<(usize, Run)> = stale
-            .into_par_iter()
-            .map(|(position, offsets)| {
-                let tx = members[position];
-                let slice = offset_slice(
-                    state.slice(&tx.tx().access_list),
-                    &deltas[position],
-                    &offsets,
-                );
+        inputs
+            .par_iter_mut()
+            .zip(runs.par_iter_mut())
+            .zip(stale)
+            .zip(members.par_iter())
+            .for_each(|(((input, run), stale), index)| {
+                let Some(offsets) = stale else { return };
+                let tx = &batch[*index];
+                offset_slice(&mut input.slice, &input.deltas, &offsets, false);
                 let outcome =
-                    execute(env, tx, &slice).expect("a slice of the state matches its list");
-                (position, Run { offsets, outcome })
-            })
-            .collect();
-        for (position, run) in fresh {
-            runs[position] = Some(run);
-        }
+                    execute(env, tx, &input.slice).expect("a slice of the state matches its list");
+                offset_slice(&mut input.slice, &input.deltas, &offsets, true);
+                *run = Some(Run { offsets, outcome });
+            });
     }
-    runs.into_iter()
+    let outcomes: Vec<MoveOutcome> = runs
+        .into_iter()
         .map(|run| {
             run.expect("every member settles within members + 1 rounds")
                 .outcome
         })
-        .collect()
+        .collect();
+    for (input, outcome) in inputs.iter().zip(&outcomes) {
+        if outcome.is_success() {
+            for (item, amount) in &input.deltas {
+                let sum = sums.entry(*item).or_default();
+                *sum = sum.wrapping_add(*amount);
+            }
+        }
+    }
+    outcomes
 }
 
-/// Walks the members in batch order and returns those whose latest run (if any) used other
-/// offsets than the ones earlier members' results now give, with the offsets to use. A member
-/// not yet run, or whose run is stale, is assumed to succeed for the members after it.
-fn predictions(deltas: &[Vec<(StateItem, U256)>], runs: &[Option<Run>]) -> Vec<(usize, Vec<U256>)> {
-    let mut sums: HashMap<StateItem, U256> = HashMap::new();
-    let mut stale = Vec::new();
-    for (position, items) in deltas.iter().enumerate() {
-        if items.is_empty() && runs[position].is_some() {
+/// Walks the members in batch order and returns, for each, `Some(offsets)` if its latest run
+/// (if any) used other offsets than the ones `settled` (the deltas of earlier steps) and
+/// earlier members' results now give. A member not yet run, or whose run is stale, is assumed
+/// to succeed for the members after it.
+fn predictions(
+    inputs: &[Input],
+    runs: &[Option<Run>],
+    settled: &HashMap<StateItem, U256>,
+) -> Vec<Option<Vec<U256>>> {
+    let mut sums: Option<HashMap<StateItem, U256>> = None;
+    let mut stale = Vec::with_capacity(inputs.len());
+    for (input, run) in inputs.iter().zip(runs) {
+        let items = &input.deltas;
+        if items.is_empty() {
+            stale.push(run.is_none().then(Vec::new));
             continue;
         }
+        let sums = sums.get_or_insert_with(|| settled.clone());
         let offsets: Vec<U256> = items
             .iter()
             .map(|(item, _)| sums.get(item).copied().unwrap_or_default())
             .collect();
-        let succeeds = match &runs[position] {
-            Some(run) if run.offsets == offsets => run.outcome.is_success(),
+        let succeeds = match run {
+            Some(run) if run.offsets == offsets => {
+                stale.push(None);
+                run.outcome.is_success()
+            }
             _ => {
-                stale.push((position, offsets));
+                stale.push(Some(offsets));
                 true
             }
         };

@@ -313,4 +313,20 @@ proptest! {
         let batch = build(&specs);
         both_ways(&batch);
     }
+
+    /// Steps much smaller than a wave, so that deltas settled in earlier steps, failures at
+    /// step boundaries and results applied while the next step runs are all exercised.
+    #[test]
+    fn parallel_in_small_steps_equals_sequential(
+        specs in prop::collection::vec(spec(), 1..24),
+        step in 1..5usize,
+    ) {
+        let batch = build(&specs);
+        let mut sequential_state = genesis();
+        let sequential = execute_sequential(&env(), &batch, &mut sequential_state);
+        let mut parallel_state = genesis();
+        let parallel = execute_parallel_in_steps(&env(), &batch, &mut parallel_state, step);
+        prop_assert_eq!(parallel, sequential);
+        prop_assert_eq!(parallel_state, sequential_state);
+    }
 }
