@@ -11,9 +11,9 @@ use primitives::{
 use rocksdb::{DB, IteratorMode, Options, WriteBatch, WriteOptions};
 
 use crate::{
-    AdminOp, ChainError, Departure, DepartureKind, DepartureProof, Deposit, GroupRootCommitment,
-    NodeRecord, Registration, RegistrySnapshot, SequencerCandidate, SequencerRecord, SyncedRoot,
-    UpperChain, group_id, quorum,
+    AdminOp, ChainError, Departure, DepartureKind, DepartureProof, Deposit, GroupDecision,
+    GroupRootCommitment, NodeRecord, Registration, RegistrySnapshot, SequencerCandidate,
+    SequencerRecord, SyncedRoot, UpperChain, group_id, quorum,
     store::{SequencerSet, decode_all, key},
 };
 
@@ -394,6 +394,43 @@ fn rotate(
     chosen
 }
 
+impl EmbeddedChain {
+    /// Records `commitment` if `certificate` is a quorum of `members` over `message`.
+    fn commit_group_root_over(
+        &self,
+        commitment: GroupRootCommitment,
+        message: &[u8],
+        members: &[NodeId],
+        certificate: &Certificate,
+    ) -> Result<(), ChainError> {
+        let mut state = self.state.lock();
+        if commitment.epoch > state.epoch {
+            return Err(ChainError::BadEpoch {
+                got: commitment.epoch,
+                current: state.epoch,
+            });
+        }
+        let keys = state.active_keys(members, commitment.epoch)?;
+        if group_id(members) != commitment.group {
+            return Err(ChainError::UnknownMember(
+                members.first().copied().unwrap_or_default(),
+            ));
+        }
+        certificate.verify(message, &keys, quorum(keys.len()))?;
+        let newer = state
+            .group_roots
+            .get(&commitment.group)
+            .is_none_or(|existing| existing.batch < commitment.batch);
+        if newer {
+            let mut change = Change::new();
+            change.put(key::group(&commitment.group), commitment.to_bytes());
+            self.commit(change)?;
+            state.group_roots.insert(commitment.group, commitment);
+        }
+        Ok(())
+    }
+}
+
 impl UpperChain for EmbeddedChain {
     fn register_node(
         &self,
@@ -480,31 +517,19 @@ impl UpperChain for EmbeddedChain {
         members: &[NodeId],
         certificate: &Certificate,
     ) -> Result<(), ChainError> {
-        let mut state = self.state.lock();
-        if commitment.epoch > state.epoch {
-            return Err(ChainError::BadEpoch {
-                got: commitment.epoch,
-                current: state.epoch,
-            });
-        }
-        let keys = state.active_keys(members, commitment.epoch)?;
-        if group_id(members) != commitment.group {
-            return Err(ChainError::UnknownMember(
-                members.first().copied().unwrap_or_default(),
-            ));
-        }
-        certificate.verify(&commitment.signing_bytes(), &keys, quorum(keys.len()))?;
-        let newer = state
-            .group_roots
-            .get(&commitment.group)
-            .is_none_or(|existing| existing.batch < commitment.batch);
-        if newer {
-            let mut change = Change::new();
-            change.put(key::group(&commitment.group), commitment.to_bytes());
-            self.commit(change)?;
-            state.group_roots.insert(commitment.group, commitment);
-        }
-        Ok(())
+        let message = commitment.signing_bytes();
+        self.commit_group_root_over(commitment, &message, members, certificate)
+    }
+
+    fn commit_group_root_decided(
+        &self,
+        commitment: GroupRootCommitment,
+        decision: GroupDecision,
+        members: &[NodeId],
+        certificate: &Certificate,
+    ) -> Result<(), ChainError> {
+        let message = commitment.commit_message(decision.view, decision.sequence);
+        self.commit_group_root_over(commitment, &message, members, certificate)
     }
 
     fn last_batch(&self) -> Result<u64, ChainError> {

@@ -38,9 +38,9 @@ use primitives::{
 use tracing::{debug, info};
 
 use crate::{
-    AdminOp, ChainError, Departure, DepartureKind, DepartureProof, Deposit, GroupRootCommitment,
-    NodeRecord, Registration, RegistrySnapshot, SequencerCandidate, SequencerRecord, SyncedRoot,
-    UpperChain,
+    AdminOp, ChainError, Departure, DepartureKind, DepartureProof, Deposit, GroupDecision,
+    GroupRootCommitment, NodeRecord, Registration, RegistrySnapshot, SequencerCandidate,
+    SequencerRecord, SyncedRoot, UpperChain,
 };
 
 mod bindings {
@@ -815,6 +815,23 @@ impl UpperChain for EvmChain {
         self.transact(call, U256::ZERO, None)
             .map(drop)
             .map_err(|e| malformed_certificate(e, certificate))
+    }
+
+    /// The deployed `Registry` checks group roots against the members' signatures over
+    /// [`GroupRootCommitment::signing_bytes`] only; it has no entry point for a PBFT commit
+    /// certificate yet, so a decided root is refused here rather than sent to revert.
+    fn commit_group_root_decided(
+        &self,
+        commitment: GroupRootCommitment,
+        decision: GroupDecision,
+        _members: &[NodeId],
+        _certificate: &Certificate,
+    ) -> Result<(), ChainError> {
+        Err(ChainError::Reverted(format!(
+            "the Registry contract has no commitGroupRootDecided: root of group {} at batch {} \
+             (view {}, sequence {}) not committed",
+            commitment.group, commitment.batch, decision.view, decision.sequence
+        )))
     }
 
     fn last_batch(&self) -> Result<u64, ChainError> {

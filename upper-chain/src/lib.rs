@@ -328,6 +328,27 @@ impl GroupRootCommitment {
         self.root.encode(&mut out);
         out
     }
+
+    /// The digest a group's BFT round agrees on: keccak256 of [`Self::signing_bytes`].
+    pub fn digest(&self) -> B256 {
+        keccak256(self.signing_bytes())
+    }
+
+    /// The bytes a group's PBFT commit certificate signs for this commitment, decided in `view`
+    /// at `sequence`: [`primitives::pbft::commit_message`] over [`Self::digest`].
+    pub fn commit_message(&self, view: u64, sequence: u64) -> Vec<u8> {
+        primitives::pbft::commit_message(view, sequence, &self.digest())
+    }
+}
+
+/// Where a group's BFT round decided a [`GroupRootCommitment`]: the PBFT view and sequence whose
+/// commit certificate certifies it ([`GroupRootCommitment::commit_message`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupDecision {
+    /// The view whose commits make up the certificate.
+    pub view: u64,
+    /// The group's PBFT sequence the commitment was decided at.
+    pub sequence: u64,
 }
 
 /// A node's report that it holds the state of a group as of a batch.
@@ -506,6 +527,17 @@ pub trait UpperChain: Send + Sync {
     fn commit_group_root(
         &self,
         commitment: GroupRootCommitment,
+        members: &[NodeId],
+        certificate: &Certificate,
+    ) -> Result<(), ChainError>;
+    /// Commits a group's state root decided by the group's BFT round: as
+    /// [`UpperChain::commit_group_root`], but the certificate is the round's PBFT commit
+    /// certificate, a quorum of the group over [`GroupRootCommitment::commit_message`] in the
+    /// decision's view and sequence.
+    fn commit_group_root_decided(
+        &self,
+        commitment: GroupRootCommitment,
+        decision: GroupDecision,
         members: &[NodeId],
         certificate: &Certificate,
     ) -> Result<(), ChainError>;

@@ -22,8 +22,8 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use crate::{
-    AdminOp, ChainError, Departure, DepartureProof, Deposit, GroupRootCommitment, Registration,
-    RegistrySnapshot, SequencerCandidate, SequencerRecord, SyncedRoot, UpperChain,
+    AdminOp, ChainError, Departure, DepartureProof, Deposit, GroupDecision, GroupRootCommitment,
+    Registration, RegistrySnapshot, SequencerCandidate, SequencerRecord, SyncedRoot, UpperChain,
     wire::{
         ANSWER_BYTES_MAX, Answer, DEPOSITS_PER_REQUEST_MAX, REQUEST_BYTES_MAX, Request,
         frame_length, handle, put_frame,
@@ -351,6 +351,21 @@ impl UpperChain for RemoteChain {
     ) -> Result<(), ChainError> {
         self.write(&Request::CommitGroupRoot(
             commitment,
+            members.to_vec(),
+            certificate.clone(),
+        ))
+    }
+
+    fn commit_group_root_decided(
+        &self,
+        commitment: GroupRootCommitment,
+        decision: GroupDecision,
+        members: &[NodeId],
+        certificate: &Certificate,
+    ) -> Result<(), ChainError> {
+        self.write(&Request::CommitGroupRootDecided(
+            commitment,
+            decision,
             members.to_vec(),
             certificate.clone(),
         ))

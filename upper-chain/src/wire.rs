@@ -17,8 +17,9 @@ use primitives::{
 };
 
 use crate::{
-    AdminOp, ChainError, Departure, DepartureProof, Deposit, GroupRootCommitment, NodeRecord,
-    Registration, RegistrySnapshot, SequencerCandidate, SequencerRecord, SyncedRoot, UpperChain,
+    AdminOp, ChainError, Departure, DepartureProof, Deposit, GroupDecision, GroupRootCommitment,
+    NodeRecord, Registration, RegistrySnapshot, SequencerCandidate, SequencerRecord, SyncedRoot,
+    UpperChain,
 };
 
 /// The protocol version, the first byte of every request and answer.
@@ -61,6 +62,8 @@ pub enum Request {
     },
     /// [`UpperChain::commit_group_root`].
     CommitGroupRoot(GroupRootCommitment, Vec<NodeId>, Certificate),
+    /// [`UpperChain::commit_group_root_decided`].
+    CommitGroupRootDecided(GroupRootCommitment, GroupDecision, Vec<NodeId>, Certificate),
     /// [`UpperChain::last_batch`].
     LastBatch,
     /// [`UpperChain::group_root`].
@@ -160,6 +163,9 @@ pub fn handle(chain: &dyn UpperChain, chain_id: u64, request: Request) -> Answer
         } => done(chain.commit_batch(number, batch_hash, &commit_message, &certificate)),
         Request::CommitGroupRoot(commitment, members, certificate) => {
             done(chain.commit_group_root(commitment, &members, &certificate))
+        }
+        Request::CommitGroupRootDecided(commitment, decision, members, certificate) => {
+            done(chain.commit_group_root_decided(commitment, decision, &members, &certificate))
         }
         Request::LastBatch => answer(chain.last_batch(), Answer::Number),
         Request::GroupRoot(group) => answer(chain.group_root(&group), Answer::GroupRoot),
@@ -685,6 +691,14 @@ impl Encode for Request {
                 put_list(out, members);
                 certificate.encode(out);
             }
+            Request::CommitGroupRootDecided(commitment, decision, members, certificate) => {
+                out.push(21);
+                commitment.encode(out);
+                decision.view.encode(out);
+                decision.sequence.encode(out);
+                put_list(out, members);
+                certificate.encode(out);
+            }
             Request::LastBatch => out.push(7),
             Request::GroupRoot(group) => {
                 out.push(8);
@@ -780,6 +794,15 @@ impl Decode for Request {
                 NodeId::decode(decoder)?,
             ),
             20 => Request::Equivocations,
+            21 => Request::CommitGroupRootDecided(
+                GroupRootCommitment::decode(decoder)?,
+                GroupDecision {
+                    view: decoder.u64()?,
+                    sequence: decoder.u64()?,
+                },
+                decoder.list("members", MEMBERS_MAX)?,
+                Certificate::decode(decoder)?,
+            ),
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "upper-chain request",
