@@ -39,7 +39,7 @@
 //! other change to it still fails the move). The
 //! move's `sponsor` is not charged here; a sponsored move is expected to carry a zero gas price.
 
-use alloy_primitives::{Address, B256, Log, U256};
+use alloy_primitives::{Address, B256, Bytes, Log, U256};
 use primitives::{
     Authority, DeclaredWrite, FailureReason, SESSION_REGISTRY, SessionCall, SpaceAccessList,
     Transaction, TxHash, VerifiedTransaction,
@@ -364,14 +364,20 @@ fn account_diff(account: &Account, before: &AccountSlice) -> AccountDiff {
     if nonce != before.nonce {
         change.nonce = Some(nonce);
     }
-    // Code revm never loaded is code it cannot have changed.
-    let code = match (&account.info.code, destroyed) {
-        (_, true) => Default::default(),
-        (Some(code), false) => code.original_bytes(),
-        (None, false) => before.code.clone(),
-    };
-    if code != before.code {
-        change.code = Some(code);
+    // Code revm never loaded is code it cannot have changed. Compared as slices, so that the
+    // unchanged code of every loaded account (the common case) is not cloned.
+    match (&account.info.code, destroyed) {
+        (_, true) => {
+            if !before.code.is_empty() {
+                change.code = Some(Bytes::new());
+            }
+        }
+        (Some(code), false) => {
+            if code.original_byte_slice() != before.code.as_ref() {
+                change.code = Some(code.original_bytes());
+            }
+        }
+        (None, false) => {}
     }
 
     for (key, slot) in &account.storage {
