@@ -53,6 +53,9 @@ pub const SERVER_SESSIONS_MAX: usize = 4_096;
 pub const SERVER_INCOMING_QUEUE_MAX: usize = 256;
 /// Commands (sends, closes) queued from the application to one socket task.
 pub const ENDPOINT_COMMAND_QUEUE_MAX: usize = 1_024;
+/// Commands a socket task takes in one go before driving the sessions they touched: enough for
+/// back-to-back sends to share datagrams, few enough that received datagrams wait little.
+pub const ENDPOINT_COMMANDS_PER_WAKE: usize = 256;
 /// Messages one connection may hold in the driver before they enter KCP's send queue; a send
 /// beyond it waits (or `try_send` fails).
 pub const CONNECTION_SEND_QUEUE_MAX: usize = 128;

@@ -28,7 +28,8 @@ use super::{
 use crate::{
     constants::{
         CONNECTION_RECEIVE_QUEUE_MAX, CONNECTION_SEND_QUEUE_MAX, DATAGRAM_BUFFER_BYTES,
-        ENDPOINT_COMMAND_QUEUE_MAX, SERVER_INCOMING_QUEUE_MAX, SERVER_SESSIONS_MAX,
+        ENDPOINT_COMMAND_QUEUE_MAX, ENDPOINT_COMMANDS_PER_WAKE, SERVER_INCOMING_QUEUE_MAX,
+        SERVER_SESSIONS_MAX,
     },
     error::{ConnectError, SendError},
     kcp::{KcpConfig, KcpSession, conv_of},
@@ -394,7 +395,7 @@ impl Endpoint {
                         break;
                     }
                 }
-                Wake::Command(command) => self.handle_command(command).await,
+                Wake::Command(command) => self.handle_commands(command, &mut commands).await,
                 Wake::ReaderProgress => {
                     for key in std::mem::take(&mut self.blocked_readers) {
                         if let Some(slot) = self.sessions.get_mut(&key) {
@@ -570,24 +571,45 @@ impl Endpoint {
         KcpConnection::new(sender, received, self.reader_progress.clone())
     }
 
-    async fn handle_command(&mut self, command: Command) {
+    /// Takes `first` and every command already queued behind it (up to the queue's bound),
+    /// then drives each session they touched once: messages sent back to back leave in as few
+    /// datagrams as KCP can pack them into, not one datagram and one syscall each.
+    async fn handle_commands(&mut self, first: Command, commands: &mut mpsc::Receiver<Command>) {
+        let mut touched: Vec<SessionKey> = Vec::new();
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(command) = next.take() {
+            taken += 1;
+            if let Some(key) = self.apply_command(command)
+                && !touched.contains(&key)
+            {
+                touched.push(key);
+            }
+            if taken < ENDPOINT_COMMANDS_PER_WAKE {
+                next = commands.try_recv().ok();
+            }
+        }
+        for key in touched {
+            self.service(key).await;
+        }
+    }
+
+    /// Applies one command to its session; returns the session to drive, if it exists.
+    fn apply_command(&mut self, command: Command) -> Option<SessionKey> {
         match command {
             Command::Send { key, message } => {
-                let Some(slot) = self.sessions.get_mut(&key) else {
-                    return;
-                };
+                let slot = self.sessions.get_mut(&key)?;
                 slot.outgoing.push_back(message);
                 assert!(
                     slot.outgoing.len() <= CONNECTION_SEND_QUEUE_MAX,
                     "credits bound the messages a connection holds in the driver"
                 );
-                self.service(key).await;
+                Some(key)
             }
             Command::Close { key } => {
-                if let Some(slot) = self.sessions.get_mut(&key) {
-                    slot.session.close();
-                    self.service(key).await;
-                }
+                let slot = self.sessions.get_mut(&key)?;
+                slot.session.close();
+                Some(key)
             }
         }
     }
