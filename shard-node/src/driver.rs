@@ -1,12 +1,11 @@
 //! The tokio driver of the shard network: takes finalized batches, pulls their bodies from weak
-//! DA, executes them off the async threads at the driver's clock (which also times the group
-//! BFT rounds' view changes), and publishes the results.
+//! DA, executes them off the async threads, and publishes the results.
 
 use std::{collections::BTreeMap, sync::Arc};
 
 use da_weak::WeakDa;
 use parking_lot::Mutex;
-use primitives::{FinalizedBatch, bls::BlsPublicKey, time::Instant};
+use primitives::{FinalizedBatch, bls::BlsPublicKey};
 use tokio::sync::{broadcast, mpsc};
 use tracing::{error, warn};
 
@@ -47,8 +46,6 @@ pub fn spawn(
         executed: executed.clone(),
         network: network.clone(),
     };
-    // The group rounds' clock: microseconds since the driver started.
-    let epoch = std::time::Instant::now();
     tokio::spawn(async move {
         let mut ahead: BTreeMap<u64, FinalizedBatch> = BTreeMap::new();
         while let Some(batch) = inbound.recv().await {
@@ -71,7 +68,7 @@ pub fn spawn(
                     break;
                 }
                 let batch = entry.remove();
-                match execute(&network, &weak_da, batch, epoch).await {
+                match execute(&network, &weak_da, batch).await {
                     Ok(result) => {
                         let _ = executed.send(Arc::new(result));
                     }
@@ -90,7 +87,6 @@ async fn execute(
     network: &Arc<Mutex<ShardNetwork>>,
     weak_da: &WeakDa,
     batch: FinalizedBatch,
-    epoch: std::time::Instant,
 ) -> Result<ExecutedBatch, String> {
     let mut bodies = Vec::with_capacity(batch.batch.headers.len());
     for header in &batch.batch.headers {
@@ -113,12 +109,8 @@ async fn execute(
         bodies.push(body);
     }
     let network = network.clone();
-    tokio::task::spawn_blocking(move || {
-        let now =
-            Instant::from_micros(u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX));
-        network.lock().execute_batch_at(now, &batch, &bodies)
-    })
-    .await
-    .map_err(|join| format!("execution task failed: {join}"))?
-    .map_err(|error| error.to_string())
+    tokio::task::spawn_blocking(move || network.lock().execute_batch(&batch, &bodies))
+        .await
+        .map_err(|join| format!("execution task failed: {join}"))?
+        .map_err(|error| error.to_string())
 }

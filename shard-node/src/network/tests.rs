@@ -7,8 +7,8 @@ use upper_chain::EmbeddedChain;
 
 use super::*;
 
-pub(super) const CHAIN_ID: u64 = 9;
-pub(super) const COUNTER: Address = Address::repeat_byte(0xc0);
+const CHAIN_ID: u64 = 9;
+const COUNTER: Address = Address::repeat_byte(0xc0);
 
 /// `SSTORE(CALLER, CALLDATALOAD(0))`.
 fn store_code() -> Bytes {
@@ -41,7 +41,7 @@ fn chain(count: usize) -> Arc<EmbeddedChain> {
 
 /// A fresh network of `count` nodes storing under `dir`, with the counter contract at genesis
 /// and group roots committed after every batch.
-pub(super) fn network(count: usize, dir: &Path) -> (ShardNetwork, Arc<EmbeddedChain>) {
+fn network(count: usize, dir: &Path) -> (ShardNetwork, Arc<EmbeddedChain>) {
     let chain = chain(count);
     let mut network = ShardNetwork::new(chain.clone(), CHAIN_ID, nodes(count), dir).expect("forms");
     network.set_root_commit_interval(1);
@@ -89,7 +89,7 @@ fn store_on(
     .sign(key)
 }
 
-pub(super) fn finalized(number: u64, bodies: &[BlockBody]) -> FinalizedBatch {
+fn finalized(number: u64, bodies: &[BlockBody]) -> FinalizedBatch {
     let sequencer = BlsSecretKey::from_seed(&[1; 32]);
     let headers: Vec<BlockHeader> = bodies
         .iter()
@@ -119,14 +119,14 @@ pub(super) fn finalized(number: u64, bodies: &[BlockBody]) -> FinalizedBatch {
     }
 }
 
-pub(super) fn players(count: u64) -> Vec<AccountKey> {
+fn players(count: u64) -> Vec<AccountKey> {
     (0..count)
         .map(|seed| AccountKey::from_seed(500 + seed))
         .collect()
 }
 
 /// Batch `number` (from 1): every player stores a value of its own, with its next nonce.
-pub(super) fn batch_moves(players: &[AccountKey], number: u64) -> BlockBody {
+fn batch_moves(players: &[AccountKey], number: u64) -> BlockBody {
     BlockBody {
         moves: players
             .iter()
@@ -139,14 +139,14 @@ pub(super) fn batch_moves(players: &[AccountKey], number: u64) -> BlockBody {
     }
 }
 
-pub(super) fn run(network: &mut ShardNetwork, number: u64, body: BlockBody) -> ExecutedBatch {
+fn run(network: &mut ShardNetwork, number: u64, body: BlockBody) -> ExecutedBatch {
     network
         .execute_batch(&finalized(number, std::slice::from_ref(&body)), &[body])
         .expect("executes")
 }
 
 /// The whole state after `bodies`, executed by one node that holds everything.
-pub(super) fn reference(bodies: &[BlockBody]) -> InMemoryState {
+fn reference(bodies: &[BlockBody]) -> InMemoryState {
     let mut state = InMemoryState::new();
     state.insert_account(COUNTER, counter_account());
     for (index, body) in bodies.iter().enumerate() {
@@ -168,11 +168,7 @@ pub(super) fn reference(bodies: &[BlockBody]) -> InMemoryState {
 }
 
 /// The root of exactly `group`'s accounts in `state`.
-pub(super) fn reference_root(
-    state: &InMemoryState,
-    network: &mut ShardNetwork,
-    group: &B256,
-) -> B256 {
+fn reference_root(state: &InMemoryState, network: &mut ShardNetwork, group: &B256) -> B256 {
     let mut own = InMemoryState::new();
     for (address, account) in state.accounts() {
         if upper_chain::group_id(&network.group_of(address)) == *group {
