@@ -248,15 +248,15 @@ fn session_charge(
         return Ok(None);
     };
     let body = tx.tx();
-    let cost =
+    let declaration =
         session::check_declaration(body, &tx.sender, &key).map_err(FailureReason::Session)?;
-    let grant_slot = session::grant_slot(&key);
-    let grant = slot_value(slice, &tx.sender, &grant_slot);
-    let scope = slot_value(slice, &tx.sender, &session::scope_slot(&key, &body.to));
-    session::check_session(grant, scope, cost, env.block_number).map_err(FailureReason::Session)?;
+    let grant = slot_value(slice, &tx.sender, &declaration.grant_slot);
+    let scope = slot_value(slice, &tx.sender, &declaration.scope_slot);
+    session::check_session(grant, scope, declaration.cost, env.block_number)
+        .map_err(FailureReason::Session)?;
     Ok(Some((
-        grant_slot,
-        DeclaredWrite::Delta(session::charge(cost)).apply(grant),
+        declaration.grant_slot,
+        DeclaredWrite::Delta(session::charge(declaration.cost)).apply(grant),
     )))
 }
 

@@ -554,13 +554,25 @@ pub fn with_session_access(
     Some(tx)
 }
 
+/// What a session move declares, once checked: its charge and the two slots the session rule
+/// reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionDeclaration {
+    /// What the move costs its grant ([`move_cost`]).
+    pub cost: u128,
+    /// The account's grant slot of the key ([`grant_slot`]).
+    pub grant_slot: B256,
+    /// The account's scope slot of the key and the move's target ([`scope_slot`]).
+    pub scope_slot: B256,
+}
+
 /// Checks a session move's declaration: its list names the account's grant slot with exactly
 /// the charge of the move, and the scope slot of its target, read only.
 pub fn check_declaration(
     tx: &Transaction,
     account: &Address,
     key: &SessionPublicKey,
-) -> Result<u128, SessionRefusal> {
+) -> Result<SessionDeclaration, SessionRefusal> {
     if tx.to == SESSION_REGISTRY {
         return Err(SessionRefusal::NotAccountKey);
     }
@@ -569,16 +581,22 @@ pub fn check_declaration(
         .access_list
         .account(account)
         .ok_or(SessionRefusal::BadDeclaration)?;
+    let grant_slot = grant_slot(key);
+    let scope_slot = scope_slot(key, &tx.to);
     let grant = entry
-        .slot(&grant_slot(key))
+        .slot(&grant_slot)
         .ok_or(SessionRefusal::BadDeclaration)?;
     let scope = entry
-        .slot(&scope_slot(key, &tx.to))
+        .slot(&scope_slot)
         .ok_or(SessionRefusal::BadDeclaration)?;
     if grant.write != Some(DeclaredWrite::Delta(charge(cost))) || scope.write.is_some() {
         return Err(SessionRefusal::BadDeclaration);
     }
-    Ok(cost)
+    Ok(SessionDeclaration {
+        cost,
+        grant_slot,
+        scope_slot,
+    })
 }
 
 /// The one rule sequencers (against pending state) and execution (against executed state)

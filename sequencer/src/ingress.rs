@@ -258,10 +258,14 @@ pub fn session_check(
     let tx = verified.tx();
     let sender = verified.sender;
     if let Authority::Session(key) = verified.authority {
-        let cost = session::move_cost(tx).ok_or(SessionRefusal::ValueSpent)?;
-        let grant = pending.storage(&sender, &session::grant_slot(&key));
-        let scope = pending.storage(&sender, &session::scope_slot(&key, &tx.to));
-        session::check_session(grant, scope, cost, next_batch)?;
+        // Verification checked the declaration; its slots are reused, not hashed again.
+        let declaration = match verified.session {
+            Some(declaration) => declaration,
+            None => session::check_declaration(tx, &sender, &key)?,
+        };
+        let grant = pending.storage(&sender, &declaration.grant_slot);
+        let scope = pending.storage(&sender, &declaration.scope_slot);
+        session::check_session(grant, scope, declaration.cost, next_batch)?;
     } else if tx.to == SESSION_REGISTRY {
         // Verification decoded the call already; decoding again is cheap and keeps the
         // verified move the one source of truth.
