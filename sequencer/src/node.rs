@@ -184,7 +184,8 @@ use crate::subscriptions::ClientId;
 enum Command {
     ClientOpened(ClientId, KcpSender),
     ClientClosed(ClientId),
-    Submit(ClientId, Box<VerifiedTransaction>),
+    /// A client's verified moves, in the order it sent them.
+    Submit(ClientId, Vec<VerifiedTransaction>),
     Query(ClientId, Box<ClientRequest>),
     BodyStored(Box<PackedBlock>),
     BatchChecked {
@@ -192,11 +193,10 @@ enum Command {
         digest: primitives::B256,
         valid: bool,
     },
-    /// The write-ahead log has the move on disk: its ack may go.
+    /// The write-ahead log has these moves on disk: their acks (hash, encoded ack) may go.
     Durable {
         client: ClientId,
-        hash: TxHash,
-        ack: Vec<u8>,
+        acks: Vec<(TxHash, Vec<u8>)>,
         admitted: std::time::Instant,
     },
 }
@@ -327,19 +327,33 @@ async fn serve_client(client: ClientId, mut connection: KcpConnection, ingress: 
         let Ok(checked) = checked.await else {
             return;
         };
+        // The burst's moves go to the core together; a query goes after the moves sent before
+        // it, so that it sees them.
+        let mut moves = Vec::new();
         for checked in checked {
-            let command = match checked {
-                Checked::Move(verified) => Command::Submit(client, verified),
-                Checked::Query(query) => Command::Query(client, query),
+            match checked {
+                Checked::Move(verified) => moves.push(*verified),
+                Checked::Query(query) => {
+                    if !moves.is_empty()
+                        && commands
+                            .send(Command::Submit(client, std::mem::take(&mut moves)))
+                            .await
+                            .is_err()
+                    {
+                        return;
+                    }
+                    if commands.send(Command::Query(client, query)).await.is_err() {
+                        return;
+                    }
+                }
                 Checked::Refused { hash, refusal } => {
                     debug!(target: "sequencer::ingress", client, %hash, %refusal, "refused before the core");
                     refuse(&sender, &stats, hash, refusal).await;
-                    continue;
                 }
-            };
-            if commands.send(command).await.is_err() {
-                return;
             }
+        }
+        if !moves.is_empty() && commands.send(Command::Submit(client, moves)).await.is_err() {
+            return;
         }
     }
     let _ = commands.send(Command::ClientClosed(client)).await;
@@ -593,15 +607,14 @@ impl Core {
                 self.clients.remove(&client);
                 self.subscriptions.client_closed(client);
             }
-            Command::Submit(client, verified) => self.admit(client, *verified),
+            Command::Submit(client, moves) => self.admit_all(client, moves),
             Command::Query(client, request) => self.answer(client, *request),
             Command::BodyStored(block) => self.handle_body_stored(*block),
             Command::Durable {
                 client,
-                hash,
-                ack,
+                acks,
                 admitted,
-            } => self.handle_durable(client, hash, ack, admitted),
+            } => self.handle_durable(client, acks, admitted),
             Command::BatchChecked {
                 sequence,
                 digest,
@@ -621,9 +634,60 @@ impl Core {
         }
     }
 
-    fn admit(&mut self, client: ClientId, verified: VerifiedTransaction) {
+    /// Admits a client's moves in order; those with a log go to it together and are acked
+    /// when it has them on disk, the rest (and every refusal) are answered at once.
+    fn admit_all(&mut self, client: ClientId, moves: Vec<VerifiedTransaction>) {
+        let mut logged = Vec::new();
+        let mut acks = Vec::new();
+        for verified in moves {
+            let hash = verified.hash;
+            let bytes = self.wal.as_ref().map(|_| verified.signed.to_bytes());
+            let result = self.admit(client, verified, logged.len());
+            let accepted = result.is_ok();
+            let message = ServerMessage::Ack { hash, result };
+            match bytes {
+                Some(bytes) if accepted => {
+                    logged.push((hash, bytes));
+                    acks.push((hash, message.to_bytes()));
+                }
+                _ => {
+                    if accepted {
+                        crate::metrics::acked(Duration::ZERO);
+                    }
+                    self.push(client, &message);
+                }
+            }
+        }
+        if logged.is_empty() {
+            return;
+        }
+        let Some(wal) = &self.wal else { return };
+        let commands = self.commands.clone();
+        let admitted = std::time::Instant::now();
+        // Runs on the log's writer thread, after the fsync: the core sends the acks, in order
+        // with the moves' later statuses.
+        let on_durable = Box::new(move || {
+            let _ = commands.blocking_send(Command::Durable {
+                client,
+                acks,
+                admitted,
+            });
+        });
+        if let Err(error) = wal.append_all(logged, on_durable) {
+            // Only a stopped writer gets here (room was checked): the run loop stops next.
+            tracing::error!(target: "sequencer::wal", %error, "moves admitted but not logged; never acked");
+        }
+    }
+
+    /// One move of [`Core::admit_all`]; `unlogged` moves admitted before it wait to be handed
+    /// to the log. On success the move is in pending state and the mempool.
+    fn admit(
+        &mut self,
+        client: ClientId,
+        verified: VerifiedTransaction,
+        unlogged: usize,
+    ) -> Result<u64, Refusal> {
         let hash = verified.hash;
-        let mut logged = None;
         let now = self.now();
         let result = if self.tracked.contains_key(&hash) {
             // Already acked (a replay of the same signed move): its nonce is spent.
@@ -631,7 +695,7 @@ impl Core {
                 expected: self.pending.next_nonce(&verified.sender),
                 got: verified.tx().nonce,
             })
-        } else if self.wal.as_ref().is_some_and(|wal| !wal.has_room()) {
+        } else if self.wal.as_ref().is_some_and(|wal| wal.room() <= unlogged) {
             // The disk is behind: refused before anything changes.
             Err(Refusal::MempoolFull)
         } else if let Err(refusal) = self.admission.admit(
@@ -643,7 +707,6 @@ impl Core {
         ) {
             Err(refusal)
         } else {
-            logged = self.wal.as_ref().map(|_| verified.signed.to_bytes());
             self.pending.admit(&verified);
             if !self.subscriptions.is_empty() {
                 let written = declared_writes(&verified).into_iter().map(|(item, _)| item);
@@ -668,7 +731,7 @@ impl Core {
                 self.stats.moves_refused.fetch_add(1, Ordering::Relaxed)
             }
         };
-        self.ack(client, hash, result, logged);
+        result
     }
 
     fn answer(&mut self, client: ClientId, request: ClientRequest) {
@@ -749,25 +812,27 @@ impl Core {
     fn handle_durable(
         &mut self,
         client: ClientId,
-        hash: TxHash,
-        ack: Vec<u8>,
+        acks: Vec<(TxHash, Vec<u8>)>,
         admitted: std::time::Instant,
     ) {
-        crate::metrics::acked(admitted.elapsed());
-        if let Some(outbound) = self.clients.get(&client)
-            && outbound.try_send(ack).is_err()
-        {
-            self.stats
-                .client_messages_dropped
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        let Some(tracked) = self.tracked.get_mut(&hash) else {
-            return;
-        };
-        tracked.acked = true;
-        if tracked.level.rank() > FinalityLevel::Pending.rank() {
-            let level = tracked.level.clone();
-            self.push(client, &ServerMessage::Status { hash, level });
+        let waited = admitted.elapsed();
+        for (hash, ack) in acks {
+            crate::metrics::acked(waited);
+            if let Some(outbound) = self.clients.get(&client)
+                && outbound.try_send(ack).is_err()
+            {
+                self.stats
+                    .client_messages_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            let Some(tracked) = self.tracked.get_mut(&hash) else {
+                continue;
+            };
+            tracked.acked = true;
+            if tracked.level.rank() > FinalityLevel::Pending.rank() {
+                let level = tracked.level.clone();
+                self.push(client, &ServerMessage::Status { hash, level });
+            }
         }
     }
 
@@ -1140,41 +1205,6 @@ async fn settle_in_doubt(
 impl Core {
     /// Sends the ack of `hash`. An admitted move (`logged` holds its bytes) is acked only once
     /// the write-ahead log has it on disk; without a log, or for a refusal, at once.
-    fn ack(
-        &mut self,
-        client: ClientId,
-        hash: TxHash,
-        result: Result<u64, Refusal>,
-        logged: Option<Vec<u8>>,
-    ) {
-        let accepted = result.is_ok();
-        let message = ServerMessage::Ack { hash, result };
-        let (Some(bytes), Some(wal)) = (logged, &self.wal) else {
-            if accepted {
-                crate::metrics::acked(Duration::ZERO);
-            }
-            self.push(client, &message);
-            return;
-        };
-        let commands = self.commands.clone();
-        let ack = message.to_bytes();
-        let admitted = std::time::Instant::now();
-        // Runs on the log's writer thread, after the fsync: the core sends the ack, in order
-        // with the move's later statuses.
-        let on_durable = Box::new(move || {
-            let _ = commands.blocking_send(Command::Durable {
-                client,
-                hash,
-                ack,
-                admitted,
-            });
-        });
-        if let Err(error) = wal.append(hash, bytes, on_durable) {
-            // Only a stopped writer gets here (room was checked): the run loop stops next.
-            tracing::error!(target: "sequencer::wal", %hash, %error, "move admitted but not logged; never acked");
-        }
-    }
-
     /// Before its body goes to weak DA, a block's intent goes to the write-ahead log, so that a
     /// restart neither skips its height nor packs its moves twice.
     fn wal_packing(&self, block: &PackedBlock) {

@@ -25,6 +25,10 @@
 //!   one tick ("per tick") the writer syncs at most once a tick, so acks wait up to a tick more
 //!   and the disk sees one fsync a tick whatever the load.
 //!
+//! The core hands the log each client's burst of admitted moves at once ([`Wal::append_all`]):
+//! one request and one callback for the burst. Under per move each of them still gets its own
+//! fsync; under group commit they share one.
+//!
 //! Either way no ack leaves before the fsync that covers its move, and the core never waits on
 //! the disk: the writer is its own thread behind a bounded queue, and a full queue refuses the
 //! move before it changes anything.
@@ -287,9 +291,9 @@ pub struct WalStats {
 }
 
 enum Request {
-    Move {
-        hash: TxHash,
-        bytes: Vec<u8>,
+    /// Moves acked together: `on_durable` runs once all of them are on disk.
+    Moves {
+        records: Vec<(TxHash, Vec<u8>)>,
         on_durable: OnDurable,
     },
     Packing(InDoubtBlock),
@@ -412,7 +416,13 @@ impl Wal {
     /// Whether another move fits in the writer's queue (only the core appends, so a `true`
     /// holds until its next append).
     pub fn has_room(&self) -> bool {
-        self.queued_moves.load(Ordering::Acquire) < WAL_QUEUE_MOVES_MAX
+        self.room() > 0
+    }
+
+    /// How many more moves fit in the writer's queue (only the core appends, so the room
+    /// only grows until its next append).
+    pub fn room(&self) -> usize {
+        WAL_QUEUE_MOVES_MAX.saturating_sub(self.queued_moves.load(Ordering::Acquire))
     }
 
     /// Logs an acked move; `on_durable` runs on the writer thread once it is on disk.
@@ -422,26 +432,40 @@ impl Wal {
         bytes: Vec<u8>,
         on_durable: OnDurable,
     ) -> Result<(), WalError> {
-        let len = bytes.len() + 64;
-        if len > WAL_RECORD_BYTES_MAX {
+        self.append_all(vec![(hash, bytes)], on_durable)
+    }
+
+    /// Logs moves acked together (one client's burst); `on_durable` runs on the writer thread
+    /// once every one of them is on disk. One request and one callback for the lot, not one
+    /// per move. All or none are queued.
+    pub fn append_all(
+        &self,
+        records: Vec<(TxHash, Vec<u8>)>,
+        on_durable: OnDurable,
+    ) -> Result<(), WalError> {
+        if let Some(len) = records
+            .iter()
+            .map(|(_, bytes)| bytes.len() + 64)
+            .find(|len| *len > WAL_RECORD_BYTES_MAX)
+        {
             return Err(WalError::RecordTooLarge {
                 len,
                 max: WAL_RECORD_BYTES_MAX,
             });
         }
-        if !self.has_room() {
+        if self.room() < records.len() {
             return Err(WalError::Full {
                 max: WAL_QUEUE_MOVES_MAX,
             });
         }
-        self.queued_moves.fetch_add(1, Ordering::AcqRel);
-        self.send(Request::Move {
-            hash,
-            bytes,
+        let count = records.len();
+        self.queued_moves.fetch_add(count, Ordering::AcqRel);
+        self.send(Request::Moves {
+            records,
             on_durable,
         })
         .inspect_err(|_| {
-            self.queued_moves.fetch_sub(1, Ordering::AcqRel);
+            self.queued_moves.fetch_sub(count, Ordering::AcqRel);
         })
     }
 
@@ -850,20 +874,29 @@ impl Writer {
         Ok(())
     }
 
-    /// Writes a group's records with one write and one fsync; whether it synced.
+    /// Writes a group's records with one write and one fsync (per move under
+    /// [`FsyncPolicy::PerMove`], even for moves appended together); whether it synced.
     fn write_group(&mut self, group: &[Request]) -> Result<bool, WalError> {
+        let sync_each_move = self.policy == FsyncPolicy::PerMove;
+        let mut synced = false;
         self.buffer.clear();
         let mut moves = 0u64;
         for request in group {
             match request {
-                Request::Move { hash, bytes, .. } => {
-                    moves += 1;
-                    put_record(&mut self.buffer, |out| {
-                        out.push(TAG_MOVE);
-                        hash.encode(out);
-                        put_length(out, bytes.len());
-                        out.extend_from_slice(bytes);
-                    });
+                Request::Moves { records, .. } => {
+                    for (hash, bytes) in records {
+                        moves += 1;
+                        put_record(&mut self.buffer, |out| {
+                            out.push(TAG_MOVE);
+                            hash.encode(out);
+                            put_length(out, bytes.len());
+                            out.extend_from_slice(bytes);
+                        });
+                        if sync_each_move {
+                            synced |= self.write_and_sync(moves)?;
+                            moves = 0;
+                        }
+                    }
                 }
                 Request::Packing(block) => put_record(&mut self.buffer, |out| {
                     out.push(TAG_PACKING);
@@ -887,6 +920,12 @@ impl Writer {
                 Request::Barrier(_) => {}
             }
         }
+        Ok(self.write_and_sync(moves)? || synced)
+    }
+
+    /// Writes the buffer (holding `moves` move records) and syncs it; whether there was
+    /// anything to write.
+    fn write_and_sync(&mut self, moves: u64) -> Result<bool, WalError> {
         if self.buffer.is_empty() {
             return Ok(false);
         }
@@ -902,6 +941,7 @@ impl Writer {
             .bytes
             .fetch_add(self.buffer.len() as u64, Ordering::Relaxed);
         self.segment_bytes += self.buffer.len();
+        self.buffer.clear();
         Ok(true)
     }
 
@@ -910,14 +950,17 @@ impl Writer {
         let mut barriers = Vec::new();
         for request in group.drain(..) {
             match request {
-                Request::Move {
-                    hash, on_durable, ..
+                Request::Moves {
+                    records,
+                    on_durable,
                 } => {
-                    if !self.segment_of.contains_key(&hash) {
-                        self.segment_of.insert(hash, self.segment);
-                        *self.segment_live.entry(self.segment).or_default() += 1;
+                    for (hash, _) in &records {
+                        if !self.segment_of.contains_key(hash) {
+                            self.segment_of.insert(*hash, self.segment);
+                            *self.segment_live.entry(self.segment).or_default() += 1;
+                        }
                     }
-                    self.queued_moves.fetch_sub(1, Ordering::AcqRel);
+                    self.queued_moves.fetch_sub(records.len(), Ordering::AcqRel);
                     on_durable();
                 }
                 Request::Packed { moves, .. } => self.leave(&moves),
@@ -1058,6 +1101,47 @@ mod tests {
         let segments = list_segments(dir).unwrap();
         assert_eq!(segments.len(), 1, "{segments:?}");
         segments[0].1.clone()
+    }
+
+    #[test]
+    fn moves_appended_together_are_acked_once_and_each_is_recovered() {
+        for policy in [
+            FsyncPolicy::PerMove,
+            FsyncPolicy::Group {
+                window: Duration::ZERO,
+            },
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let (wal, _) = Wal::open(&config(dir.path(), policy)).unwrap();
+            let (acks, acked) = mpsc::channel();
+            for burst in [0..10u64, 10..11, 11..40] {
+                let first = burst.start;
+                let records = burst.map(|n| (hash(n), n.to_be_bytes().to_vec())).collect();
+                let acks = acks.clone();
+                wal.append_all(records, Box::new(move || acks.send(first).unwrap()))
+                    .unwrap();
+            }
+            drop(acks);
+            assert_eq!(acked.iter().collect::<Vec<_>>(), [0, 10, 11], "{policy:?}");
+            let fsyncs = wal.stats().fsyncs.load(Ordering::Relaxed);
+            match policy {
+                // Appended together or not, every move has its own fsync.
+                FsyncPolicy::PerMove => assert_eq!(fsyncs, 40),
+                FsyncPolicy::Group { .. } => assert!((1..=3).contains(&fsyncs), "{fsyncs}"),
+            }
+            // Too many at once for the writer's queue: refused whole, nothing queued.
+            let flood = (0..=WAL_QUEUE_MOVES_MAX as u64)
+                .map(|n| (hash(1_000 + n), vec![0]))
+                .collect();
+            assert!(matches!(
+                wal.append_all(flood, Box::new(|| panic!("never acked"))),
+                Err(WalError::Full { .. })
+            ));
+            assert_eq!(wal.room(), WAL_QUEUE_MOVES_MAX);
+            std::mem::forget(wal);
+            let (_wal, recovered) = Wal::open(&config(dir.path(), policy)).unwrap();
+            assert_eq!(moves(&recovered), (0..40).collect::<Vec<_>>(), "{policy:?}");
+        }
     }
 
     #[test]
