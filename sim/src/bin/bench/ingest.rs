@@ -4,7 +4,8 @@
 //! 1. Raw rates: secp256k1 recovery of prehashed signatures (libsecp256k1), and ed25519 batch
 //!    verification in batches of `VERIFY_CHUNK_MOVES`, both spread over every core by rayon.
 //! 2. Accepted rates: the sequencer's own ingress code on encoded client requests, as its client
-//!    tasks and core run it — bursts of `INGRESS_BURST_MAX` requests through `check_requests`
+//!    tasks and core run it — `CLIENT_TASKS` tasks each passing bursts of `INGRESS_BURST_MAX`
+//!    requests through `check_requests`
 //!    (bounded decoding, chain id, signatures verified together, rayon), then, on one core
 //!    thread, `Admission::admit` (sender rate, nonce, session grant and scope against pending
 //!    state), the move's writes into pending state and the mempool. Account-key moves, then
@@ -44,6 +45,8 @@ const PLAYERS: u64 = 1_000;
 const ACCOUNT_MOVES: u64 = 60_000;
 /// Session-key moves measured.
 const SESSION_MOVES: u64 = 200_000;
+/// Client tasks verifying bursts at once, as the sequencer's client sessions do.
+const CLIENT_TASKS: usize = 8;
 
 pub async fn run(_args: &Args) -> anyhow::Result<BenchReport> {
     tokio::task::spawn_blocking(measure).await?
@@ -270,8 +273,14 @@ fn accepted_rate(
             .map_err(|refusal| anyhow::anyhow!("{what}: setup move refused: {refusal}"))?;
     }
 
-    // Client tasks: bursts verified in parallel; the core: one thread admitting in order.
-    let (checked_bursts, core_queue) = mpsc::sync_channel::<Vec<Checked>>(4);
+    // Client tasks: each verifies its own bursts, as each client session's task does, so
+    // several bursts are in rayon's pool at once; the core: one thread admitting in order. A
+    // player's moves all come through one client task, in nonce order, as over one session.
+    let mut per_client: Vec<Vec<Vec<u8>>> = vec![Vec::new(); CLIENT_TASKS];
+    for (index, request) in requests.into_iter().enumerate() {
+        per_client[(index % PLAYERS as usize) % CLIENT_TASKS].push(request);
+    }
+    let (checked_bursts, core_queue) = mpsc::sync_channel::<Vec<Checked>>(2 * CLIENT_TASKS);
     let started = Instant::now();
     let accepted = std::thread::scope(|scope| -> anyhow::Result<usize> {
         let core_thread = scope.spawn(move || -> anyhow::Result<usize> {
@@ -288,15 +297,21 @@ fn accepted_rate(
             }
             Ok(accepted)
         });
-        let mut requests = requests.into_iter().peekable();
-        while requests.peek().is_some() {
-            let burst: Vec<Vec<u8>> = requests.by_ref().take(INGRESS_BURST_MAX).collect();
-            if checked_bursts
-                .send(check_requests(burst, CHAIN_ID, MOVE_BYTES_MAX, &keys))
-                .is_err()
-            {
-                break;
-            }
+        for requests in per_client {
+            let checked_bursts = checked_bursts.clone();
+            let keys = &keys;
+            scope.spawn(move || {
+                let mut requests = requests.into_iter().peekable();
+                while requests.peek().is_some() {
+                    let burst: Vec<Vec<u8>> = requests.by_ref().take(INGRESS_BURST_MAX).collect();
+                    if checked_bursts
+                        .send(check_requests(burst, CHAIN_ID, MOVE_BYTES_MAX, keys))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
         }
         drop(checked_bursts);
         core_thread
