@@ -11,6 +11,7 @@ use crate::{guarded, loopback};
 #[tokio::test]
 async fn five_hundred_messages_cross_a_lossy_link_in_order_exactly_once() {
     const MESSAGES: u32 = 500;
+    const ROUND_TRIPS: u32 = 300;
     let (server, mut incoming) = KcpServer::bind(loopback(), KcpConfig::default())
         .await
         .expect("bind");
@@ -52,6 +53,17 @@ async fn five_hundred_messages_cross_a_lossy_link_in_order_exactly_once() {
         assert_eq!(echo, format!("move {index}").into_bytes());
     }
     guarded("writer", writer).await.expect("writer");
+    // Back-to-back sends share datagrams, so the burst above is few packets; one message per
+    // round trip puts hundreds more through the link's faults.
+    for index in 0..ROUND_TRIPS {
+        let message = format!("turn {index}").into_bytes();
+        client.send(message.clone()).await.expect("send");
+        let received = guarded("recv", accepted.recv()).await.expect("a message");
+        assert_eq!(received, message);
+        accepted.send(received).await.expect("echo");
+        let echo = guarded("echo", client.recv()).await.expect("an echo");
+        assert_eq!(echo, message);
+    }
     assert_eq!(
         server.session_count(),
         1,
