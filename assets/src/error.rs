@@ -1,0 +1,89 @@
+//! Errors of the assets engine. Every rejected deposit, transfer or proof is one of these, and a
+//! rejected operation changes nothing.
+
+use alloy_primitives::U256;
+
+/// Why the assets engine refused an operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssetsError {
+    /// The transfer was proven against a root the state never had (or no longer keeps).
+    #[error("unknown root: the transfer is proven against a root this state does not keep")]
+    UnknownRoot,
+    /// An input's nullifier is already in the nullifier set: a double spend.
+    #[error("nullifier of input {input} already spent")]
+    NullifierSpent {
+        /// Which input of the transfer.
+        input: usize,
+    },
+    /// Both inputs of one transfer publish the same nullifier.
+    #[error("both inputs publish the same nullifier")]
+    DuplicateNullifier,
+    /// The Groth16 proof does not verify against the public inputs.
+    #[error("the proof does not verify against the transfer's public inputs")]
+    ProofInvalid,
+    /// The proof bytes do not decode to a proof.
+    #[error("malformed proof: {0}")]
+    ProofMalformed(String),
+    /// An input's Merkle path does not lead from its commitment to the root.
+    #[error("merkle path of input {input} does not lead to the root")]
+    MerklePathInvalid {
+        /// Which input of the transfer.
+        input: usize,
+    },
+    /// An input's owner signature does not verify.
+    #[error("signature of input {input} does not verify")]
+    SignatureInvalid {
+        /// Which input of the transfer.
+        input: usize,
+    },
+    /// An input's spending key is not the key of the output it spends.
+    #[error("input {input} is not owned by the key that spends it")]
+    NotOwner {
+        /// Which input of the transfer.
+        input: usize,
+    },
+    /// Inputs and outputs of one asset type do not add up to the same amount.
+    #[error("amounts of asset {asset} do not balance")]
+    Unbalanced {
+        /// The asset type whose amounts differ.
+        asset: U256,
+    },
+    /// A sum of amounts does not fit in u256.
+    #[error("amounts of asset {asset} overflow u256")]
+    AmountOverflow {
+        /// The asset type whose sum overflowed.
+        asset: U256,
+    },
+    /// A withdrawal to the zero address could never be claimed.
+    #[error("withdrawal recipient is the zero address")]
+    WithdrawalToZero,
+    /// The deposit with this id was already minted.
+    #[error("deposit {deposit_id} was already minted")]
+    DepositReplayed {
+        /// The deposit's id on the upper chain.
+        deposit_id: u64,
+    },
+    /// The output tree is full.
+    #[error("output tree is full ({max} leaves)")]
+    TreeFull {
+        /// Leaves the tree can hold.
+        max: u64,
+    },
+    /// No output at this index.
+    #[error("no output at leaf {index}")]
+    NoSuchLeaf {
+        /// The leaf index asked for.
+        index: u64,
+    },
+    /// A key file could not be read or written.
+    #[error("key file {path}: {reason}")]
+    KeyFile {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Constraint synthesis or proving failed.
+    #[error("proving failed: {0}")]
+    Proving(String),
+}

@@ -1,0 +1,183 @@
+//! Groth16 over BN254: key setup, key files, proving and verifying transfers.
+//!
+//! **Dev setup.** [`dev_setup`] runs Groth16's circuit-specific setup with its randomness (the
+//! toxic waste τ, α, β, γ, δ) drawn from ChaCha20 seeded with a public `u64`. Anyone who knows
+//! the seed can forge proofs, so these keys are for development and tests only; a deployment
+//! needs a multi-party ceremony whose output is written to the same two files. The keys are
+//! files, never code constants: [`write_keys`] writes `transfer.pk` (proving key) and
+//! `transfer.vk` (verifying key) in arkworks' compressed canonical encoding, and
+//! [`Prover::from_file`] / [`Verifier::from_file`] read them back.
+
+use std::path::Path;
+
+use ark_bn254::{Bn254, Fr};
+use ark_groth16::{
+    Groth16, PreparedVerifyingKey, Proof, ProvingKey, VerifyingKey, prepare_verifying_key,
+};
+use ark_rand_chacha::ChaCha20Rng;
+use ark_serialize::{CanonicalDeserialize, CanonicalSerialize, Compress, Validate};
+use ark_snark::SNARK;
+use ark_std::rand::{CryptoRng, RngCore, SeedableRng};
+
+use crate::{
+    circuit::TransferCircuit,
+    error::AssetsError,
+    transfer::{SignedTransfer, TransferPublic},
+};
+
+/// File name of the proving key inside a key directory.
+pub const PROVING_KEY_FILE: &str = "transfer.pk";
+/// File name of the verifying key inside a key directory.
+pub const VERIFYING_KEY_FILE: &str = "transfer.vk";
+/// Bytes of a compressed Groth16 proof over BN254 (two G1 points and one G2 point).
+pub const PROOF_BYTES: usize = 128;
+
+/// A transfer as submitted to the engine: its public inputs and its proof.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransferTx {
+    /// What the proof is verified against.
+    pub public: TransferPublic,
+    /// The Groth16 proof.
+    pub proof: Proof<Bn254>,
+}
+
+/// Encodes a proof (compressed, [`PROOF_BYTES`] bytes).
+pub fn proof_to_bytes(proof: &Proof<Bn254>) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(PROOF_BYTES);
+    proof
+        .serialize_compressed(&mut bytes)
+        .expect("writing to a Vec cannot fail");
+    assert_eq!(bytes.len(), PROOF_BYTES);
+    bytes
+}
+
+/// Decodes a proof from untrusted bytes: the length is checked first and every point is checked
+/// to be on its curve and in its subgroup.
+pub fn proof_from_bytes(bytes: &[u8]) -> Result<Proof<Bn254>, AssetsError> {
+    if bytes.len() != PROOF_BYTES {
+        return Err(AssetsError::ProofMalformed(format!(
+            "{} bytes, expected {PROOF_BYTES}",
+            bytes.len()
+        )));
+    }
+    Proof::deserialize_with_mode(bytes, Compress::Yes, Validate::Yes)
+        .map_err(|error| AssetsError::ProofMalformed(error.to_string()))
+}
+
+/// The dev setup: Groth16 keys for the transfer circuit from a public seed (see the module doc).
+pub fn dev_setup(seed: u64) -> Result<(ProvingKey<Bn254>, VerifyingKey<Bn254>), AssetsError> {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    Groth16::<Bn254>::circuit_specific_setup(TransferCircuit::blank(), &mut rng)
+        .map_err(|error| AssetsError::Proving(error.to_string()))
+}
+
+/// Writes `transfer.pk` and `transfer.vk` into `directory` (created if missing).
+pub fn write_keys(
+    directory: &Path,
+    proving_key: &ProvingKey<Bn254>,
+    verifying_key: &VerifyingKey<Bn254>,
+) -> Result<(), AssetsError> {
+    std::fs::create_dir_all(directory).map_err(|error| key_file_error(directory, error))?;
+    write_canonical(&directory.join(PROVING_KEY_FILE), proving_key)?;
+    write_canonical(&directory.join(VERIFYING_KEY_FILE), verifying_key)
+}
+
+fn write_canonical(path: &Path, value: &impl CanonicalSerialize) -> Result<(), AssetsError> {
+    let mut bytes = Vec::with_capacity(value.compressed_size());
+    value
+        .serialize_compressed(&mut bytes)
+        .map_err(|error| key_file_error(path, error))?;
+    std::fs::write(path, bytes).map_err(|error| key_file_error(path, error))
+}
+
+fn read_canonical<T: CanonicalDeserialize>(
+    path: &Path,
+    validate: Validate,
+) -> Result<T, AssetsError> {
+    let bytes = std::fs::read(path).map_err(|error| key_file_error(path, error))?;
+    T::deserialize_with_mode(bytes.as_slice(), Compress::Yes, validate)
+        .map_err(|error| key_file_error(path, error))
+}
+
+fn key_file_error(path: &Path, error: impl std::fmt::Display) -> AssetsError {
+    AssetsError::KeyFile {
+        path: path.display().to_string(),
+        reason: error.to_string(),
+    }
+}
+
+/// Proves transfers with the proving key.
+pub struct Prover {
+    proving_key: ProvingKey<Bn254>,
+}
+
+impl Prover {
+    /// A prover with this key.
+    pub fn new(proving_key: ProvingKey<Bn254>) -> Self {
+        Self { proving_key }
+    }
+
+    /// Reads `transfer.pk` from a key directory. The proving key is the prover's own file, not
+    /// peer input, and checking its hundreds of thousands of points would take longer than a
+    /// proof, so its points are checked only for being well-formed encodings.
+    pub fn from_file(directory: &Path) -> Result<Self, AssetsError> {
+        read_canonical(&directory.join(PROVING_KEY_FILE), Validate::No).map(Self::new)
+    }
+
+    /// Checks `transfer` (typed errors for every rule the circuit enforces) and proves it.
+    pub fn prove<R: RngCore + CryptoRng>(
+        &self,
+        transfer: &SignedTransfer,
+        rng: &mut R,
+    ) -> Result<TransferTx, AssetsError> {
+        transfer.check()?;
+        self.prove_unchecked(transfer, rng)
+    }
+
+    /// Proves without the native checks, as a dishonest prover would: for an invalid transfer
+    /// the result is a proof that does not verify. Tests use it to show that the verifier, not
+    /// the honest prover's checks, stops a bad transfer.
+    pub fn prove_unchecked<R: RngCore + CryptoRng>(
+        &self,
+        transfer: &SignedTransfer,
+        rng: &mut R,
+    ) -> Result<TransferTx, AssetsError> {
+        let proof = Groth16::<Bn254>::prove(
+            &self.proving_key,
+            TransferCircuit::new(transfer.clone()),
+            rng,
+        )
+        .map_err(|error| AssetsError::Proving(error.to_string()))?;
+        Ok(TransferTx {
+            public: transfer.public,
+            proof,
+        })
+    }
+}
+
+/// Verifies transfer proofs with the prepared verifying key.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    prepared: PreparedVerifyingKey<Bn254>,
+}
+
+impl Verifier {
+    /// A verifier with this key.
+    pub fn new(verifying_key: &VerifyingKey<Bn254>) -> Self {
+        Self {
+            prepared: prepare_verifying_key(verifying_key),
+        }
+    }
+
+    /// Reads `transfer.vk` from a key directory, checking every point.
+    pub fn from_file(directory: &Path) -> Result<Self, AssetsError> {
+        read_canonical::<VerifyingKey<Bn254>>(&directory.join(VERIFYING_KEY_FILE), Validate::Yes)
+            .map(|key| Self::new(&key))
+    }
+
+    /// Whether `proof` proves a valid transfer with these public inputs.
+    pub fn verify(&self, public: &TransferPublic, proof: &Proof<Bn254>) -> bool {
+        let inputs: [Fr; crate::constants::TRANSFER_PUBLIC_INPUTS] = public.to_field_elements();
+        Groth16::<Bn254>::verify_with_processed_vk(&self.prepared, &inputs, proof).unwrap_or(false)
+    }
+}
