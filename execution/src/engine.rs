@@ -13,8 +13,10 @@
 //!    [`FailureReason::Halted`];
 //! 4. every changed item, in address then balance / nonce / code / slot order, must be listed
 //!    ([`FailureReason::OutOfAccessList`]) and declared ([`FailureReason::UndeclaredWrite`]);
-//!    the sender's nonce increment is implied. Code can never be declared, so a move that
-//!    deploys or destroys code fails;
+//!    the sender's nonce increment is implied. Code can never be declared: only a creation (a
+//!    move signed as an Ethereum transaction with no `to`, whose `to` is then the created
+//!    address) may write code, at its `to`, implied like the sender's nonce; any other move
+//!    that deploys or destroys code fails;
 //! 5. every declared write, in list order, must have come true, whether or not execution
 //!    touched the item: an exact write must equal the value after execution
 //!    ([`FailureReason::WrongPostValue`]); a delta must equal the value after minus the value
@@ -161,7 +163,8 @@ pub fn execute(
     };
 
     let database = SliceDatabase::new(slice, BLOCK_BENEFICIARY);
-    let outcome = match run_revm(env, tx.sender, body, database) {
+    let created = tx.signed.is_create().then_some(body.to);
+    let outcome = match run_revm(env, tx.sender, body, kind_of(&tx.signed), database) {
         Err(error) => failed(failure_from_revm(error), 0),
         Ok((ExecutionResult::Revert { gas, .. }, _)) => {
             failed(FailureReason::Reverted, gas.tx_gas_used())
@@ -179,8 +182,14 @@ pub fn execute(
                     .storage
                     .insert(slot, value);
             }
-            match check_against_access_list(&diff, &body.access_list, slice, tx.sender, nonce_after)
-            {
+            let checked = check_against_access_list(
+                &diff,
+                &body.access_list,
+                slice,
+                (tx.sender, nonce_after),
+                created,
+            );
+            match checked {
                 Ok(()) => MoveOutcome {
                     hash: tx.hash,
                     status: Ok(()),
@@ -262,12 +271,23 @@ fn session_charge(
 
 pub(crate) type RevmOutput = (ExecutionResult, EvmState);
 
+/// Whether revm calls the move's `to` or creates a contract there (the address revm derives
+/// from sender and nonce, which verification checked is the move's `to`).
+pub(crate) fn kind_of(signed: &primitives::SignedTransaction) -> TxKind {
+    if signed.is_create() {
+        TxKind::Create
+    } else {
+        TxKind::Call(signed.tx.to)
+    }
+}
+
 /// One `transact` (no commit: the database is read-only and the diff is ours to build) of the
 /// move `body` sent by `sender`, over any database that fails with [`AccessError`].
 pub(crate) fn run_revm<DB: Database<Error = AccessError>>(
     env: &ExecutionEnv,
     sender: Address,
     body: &Transaction,
+    kind: TxKind,
     database: DB,
 ) -> Result<RevmOutput, EVMError<AccessError>> {
     let block = BlockEnv {
@@ -284,7 +304,7 @@ pub(crate) fn run_revm<DB: Database<Error = AccessError>>(
         caller: sender,
         gas_limit: body.gas_limit,
         gas_price: body.gas_price,
-        kind: TxKind::Call(body.to),
+        kind,
         value: body.value,
         data: body.data.clone(),
         nonce: body.nonce,
@@ -431,11 +451,29 @@ fn check_against_access_list(
     diff: &StateDiff,
     access_list: &SpaceAccessList,
     slice: &StateSlice,
-    sender: Address,
-    sender_nonce_after: u64,
+    (sender, sender_nonce_after): (Address, u64),
+    created: Option<Address>,
 ) -> Result<(), FailureReason> {
     for (address, change) in &diff.accounts {
-        check_changed_account(*address, change, access_list, sender, sender_nonce_after)?;
+        check_changed_account(*address, change, access_list, sender, sender_nonce_after).or_else(
+            |reason| match reason {
+                // A creation's code at its target is implied, as the sender's nonce is.
+                FailureReason::UndeclaredWrite(StateItem::Code(at)) if Some(at) == created => {
+                    let without_code = AccountDiff {
+                        code: None,
+                        ..change.clone()
+                    };
+                    check_changed_account(
+                        at,
+                        &without_code,
+                        access_list,
+                        sender,
+                        sender_nonce_after,
+                    )
+                }
+                other => Err(other),
+            },
+        )?;
     }
     let empty = AccountSlice::default();
     for access in access_list.accounts() {

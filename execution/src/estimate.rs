@@ -13,12 +13,12 @@
 
 use std::collections::BTreeMap;
 
-use alloy_primitives::{Address, B256, U256};
+use alloy_primitives::{Address, B256, Bytes, U256};
 use primitives::{
     AccountAccess, DeclaredWrite, FailureReason, SlotAccess, SpaceAccessList, Transaction,
     finality::StateItem,
 };
-use revm::context_interface::result::ExecutionResult;
+use revm::{context_interface::result::ExecutionResult, primitives::TxKind};
 
 use crate::{
     constants::BLOCK_BENEFICIARY,
@@ -39,6 +39,8 @@ pub struct Estimate {
     pub status: Result<(), FailureReason>,
     /// Gas the move used.
     pub gas_used: u64,
+    /// What the call returned (or the revert data); for a creation, the code deployed.
+    pub output: Bytes,
 }
 
 /// Runs `body` (its own access list is ignored) from `sender` against `state`, and returns the
@@ -50,7 +52,26 @@ pub fn estimate(
     state: &InMemoryState,
     deltas: &[StateItem],
 ) -> Estimate {
-    let (result, evm_state) = match run_revm(env, sender, body, StateDatabase::new(state)) {
+    estimate_move(env, sender, body, false, state, deltas)
+}
+
+/// [`estimate()`] for a move that calls its `to` or, if `create`, creates a contract there (a
+/// move signed as an Ethereum transaction with no `to`; `body.to` must be the address the
+/// sender's nonce creates).
+pub fn estimate_move(
+    env: &ExecutionEnv,
+    sender: Address,
+    body: &Transaction,
+    create: bool,
+    state: &InMemoryState,
+    deltas: &[StateItem],
+) -> Estimate {
+    let kind = if create {
+        TxKind::Create
+    } else {
+        TxKind::Call(body.to)
+    };
+    let (result, evm_state) = match run_revm(env, sender, body, kind, StateDatabase::new(state)) {
         Ok(output) => output,
         Err(error) => {
             return Estimate {
@@ -60,6 +81,7 @@ pub fn estimate(
                 ]),
                 status: Err(failure_from_revm(error)),
                 gas_used: 0,
+                output: Bytes::new(),
             };
         }
     };
@@ -85,6 +107,7 @@ pub fn estimate(
     }
 
     let gas_used = result.tx_gas_used();
+    let output = result.output().cloned().unwrap_or_default();
     let credit = U256::from(body.gas_price) * U256::from(gas_used);
     let status = match result {
         ExecutionResult::Success { .. } => Ok(()),
@@ -136,6 +159,7 @@ pub fn estimate(
         access_list: SpaceAccessList::new(accounts),
         status,
         gas_used,
+        output,
     }
 }
 

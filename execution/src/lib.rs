@@ -56,7 +56,7 @@ pub use diff::{AccountDiff, StateDiff};
 pub use durable::{DurableState, StagedBatch, StateError};
 pub use engine::{ExecutionEnv, MoveOutcome, execute};
 pub use error::{AccessError, ExecutionError};
-pub use estimate::{Estimate, estimate};
+pub use estimate::{Estimate, estimate, estimate_move};
 pub use plain::{PlainOutcome, StateDatabase, execute_plain};
 pub use proof::{AccountProof, AccountRecord, SliceProof, SliceProofError};
 pub use schedule::{Schedule, execute_parallel, execute_sequential};

@@ -86,7 +86,8 @@ pub fn execute_plain(
     state: &mut InMemoryState,
 ) -> PlainOutcome {
     let body = tx.tx();
-    let outcome = match run_revm(env, tx.sender, body, StateDatabase::new(state)) {
+    let kind = crate::engine::kind_of(&tx.signed);
+    let outcome = match run_revm(env, tx.sender, body, kind, StateDatabase::new(state)) {
         Err(error) => PlainOutcome {
             status: Err(failure_from_revm(error)),
             gas_used: 0,

@@ -19,6 +19,7 @@ use ed25519_dalek::Verifier;
 use crate::{
     codec::{Decode, DecodeError, Decoder, Encode, put_bytes, put_list, put_u256},
     constants::{SAL_ACCOUNTS_MAX, SAL_SLOTS_PER_ACCOUNT_MAX, TX_DATA_BYTES_MAX},
+    ethereum::{EthereumError, EthereumSignature},
     keys::{AccountKey, Signature, SignatureError},
     session::{
         SESSION_REGISTRY, SessionCall, SessionDeclaration, SessionKey, SessionKeyCache,
@@ -393,6 +394,9 @@ pub enum TxError {
     /// A session move or a call to the session registry breaks a rule that needs no state.
     #[error("session: {0}")]
     Session(#[from] SessionRefusal),
+    /// A move signed as an Ethereum transaction does not match what its signature covers.
+    #[error("ethereum: {0}")]
+    Ethereum(#[from] EthereumError),
 }
 
 /// A move refused by [`SignedTransaction::verify_batch`], named by its hash.
@@ -418,6 +422,9 @@ pub enum MoveSignature {
         /// Its ed25519 signature.
         signature: [u8; 64],
     },
+    /// The sender's account key signed the move as an Ethereum transaction (see
+    /// [`crate::ethereum`]): the sender is recovered from the Ethereum signing hash.
+    Ethereum(EthereumSignature),
 }
 
 impl Encode for MoveSignature {
@@ -437,6 +444,10 @@ impl Encode for MoveSignature {
                 key.encode(out);
                 out.extend_from_slice(signature);
             }
+            MoveSignature::Ethereum(signature) => {
+                out.push(2);
+                signature.encode(out);
+            }
         }
     }
 }
@@ -450,6 +461,7 @@ impl Decode for MoveSignature {
                 key: SessionPublicKey::decode(decoder)?,
                 signature: decoder.array()?,
             }),
+            2 => Ok(MoveSignature::Ethereum(EthereumSignature::decode(decoder)?)),
             tag => Err(DecodeError::UnknownTag {
                 what: "move signature",
                 tag,
@@ -488,7 +500,14 @@ impl SignedTransaction {
         match &self.signature {
             MoveSignature::Account(_) => self.tx.signing_hash(),
             MoveSignature::Session { account, .. } => session_signing_hash(&self.tx, account),
+            MoveSignature::Ethereum(signature) => signature.signing_hash(&self.tx),
         }
+    }
+
+    /// Whether the move creates a contract at its `to` (only a move signed as an Ethereum
+    /// transaction can).
+    pub fn is_create(&self) -> bool {
+        matches!(self.signature, MoveSignature::Ethereum(signature) if signature.create)
     }
 
     /// Recovers or checks the sender and checks what can be checked without state: chain id,
@@ -517,6 +536,15 @@ impl SignedTransaction {
                     .map_err(|_| TxError::BadSessionSignature)?;
                 self.into_verified(account, Authority::Session(key), &hash)
             }
+            MoveSignature::Ethereum(signature) => {
+                let digest = signature.signing_hash(&self.tx);
+                let sender = signature
+                    .signature
+                    .recover_address(&digest)
+                    .map_err(EthereumError::from)?;
+                signature.check(&self.tx, &sender)?;
+                self.into_verified(sender, Authority::Account, &digest)
+            }
         }
     }
 
@@ -543,6 +571,15 @@ impl SignedTransaction {
                 continue;
             }
             match signed.signature {
+                MoveSignature::Ethereum(_) => {
+                    // Rare (moves from Ethereum clients through a gateway): checked one by one.
+                    let hash = signed.hash();
+                    results[index] = Some(
+                        signed
+                            .verify(chain_id)
+                            .map_err(|error| RefusedMove { hash, error }),
+                    );
+                }
                 MoveSignature::Account(signature) => {
                     let digest = signed.tx.signing_hash();
                     let checked = signature

@@ -295,7 +295,13 @@ pub enum Checked {
 /// The refusal a client sees for a move that did not verify.
 pub fn refusal_of(error: TxError) -> Refusal {
     match error {
-        TxError::BadSignature(_) | TxError::BadSessionSignature => Refusal::BadSignature,
+        TxError::BadSignature(_)
+        | TxError::BadSessionSignature
+        | TxError::Ethereum(primitives::ethereum::EthereumError::BadSignature(_)) => {
+            Refusal::BadSignature
+        }
+        // The other Ethereum refusals are a move whose fields do not match its signature.
+        TxError::Ethereum(_) => Refusal::Malformed,
         TxError::WrongChain { expected, got } => Refusal::WrongChain { expected, got },
         TxError::MissingFromAccessList(address) => Refusal::MissingFromAccessList(address),
         TxError::Session(refusal) => Refusal::Session(refusal),

@@ -180,7 +180,7 @@ fn raw_secp256k1(moves: &[SignedTransaction]) -> f64 {
         .iter()
         .map(|signed| match signed.signature {
             primitives::MoveSignature::Account(signature) => (signature, signed.tx.signing_hash()),
-            primitives::MoveSignature::Session { .. } => unreachable!("account-key moves only"),
+            _ => unreachable!("account-key moves only"),
         })
         .collect();
     let started = Instant::now();
@@ -208,7 +208,7 @@ fn raw_ed25519(moves: &[SignedTransaction]) -> f64 {
                 ed25519_dalek::Signature::from_bytes(&signature),
                 ed25519_dalek::VerifyingKey::from_bytes(&key.0).expect("a valid key"),
             ),
-            primitives::MoveSignature::Account(_) => unreachable!("session-key moves only"),
+            _ => unreachable!("session-key moves only"),
         })
         .collect();
     let started = Instant::now();
