@@ -7,8 +7,21 @@
 //! change of the move's level; [`Client::wait_for`] waits for one, and [`Client::events`] streams
 //! them all with the local time each was learned (what the devnet measures latency with).
 //!
-//! Reconnect and failover, SAL estimation through a shard node, and subscriptions to state
-//! come with the [client-sdk] work.
+//! [`FailoverClient`] is what a game holds: it connects to a list of sequencers, fails over to
+//! the next when its sequencer dies, re-sends the moves that were sent and not acked (by the
+//! same signed bytes, so by the same hash), assigns each account's nonces locally so moves are
+//! pipelined, and keeps subscriptions across sessions. [`keys`] signs with an account key or a
+//! session key; [`nonce`] is the sans-IO nonce bookkeeping it uses.
+//!
+//! SAL estimation through a shard node is not here yet: a move's Space Access List is built by
+//! the caller (see `examples/`).
+
+pub mod failover;
+pub mod keys;
+pub mod nonce;
+
+pub use failover::{FailoverClient, FailoverConfig, MoveHandle};
+pub use keys::Signer;
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -17,7 +30,10 @@ use std::{
     time::Instant,
 };
 
-use netstack::driver::{KcpClient, KcpConnection, KcpSender};
+use netstack::{
+    driver::{KcpClient, KcpConnection, KcpSender},
+    kcp::KcpConfig,
+};
 use parking_lot::Mutex;
 use primitives::{
     Address, B256, FinalityLevel, SignedTransaction, TxHash, U256,
@@ -25,7 +41,7 @@ use primitives::{
     codec::{Decode, Encode},
     finality::StateItem,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::warn;
 
 /// Why a client call failed.
@@ -43,6 +59,18 @@ pub enum ClientError {
     /// The move failed at a level past `Pending`.
     #[error("move failed: {0:?}")]
     Failed(primitives::FailureReason),
+    /// No sequencer of the list answered.
+    #[error("no sequencer reachable ({tried} tried)")]
+    NoSequencer {
+        /// Addresses tried.
+        tried: usize,
+    },
+    /// The move could not be signed.
+    #[error("sign: {0}")]
+    Sign(#[from] keys::SignError),
+    /// The list of sequencers is empty.
+    #[error("no sequencer configured")]
+    NoSequencerConfigured,
 }
 
 /// A change of a move's level, as the client learned it.
@@ -52,6 +80,8 @@ pub struct ClientEvent {
     pub hash: TxHash,
     /// Its new level, or the refusal.
     pub level: Result<FinalityLevel, Refusal>,
+    /// For an ack: the tick by which the sequencer promised the move in a block.
+    pub tick: Option<u64>,
     /// When this client learned it.
     pub at: Instant,
 }
@@ -96,11 +126,12 @@ struct Shared {
 }
 
 impl Shared {
-    fn emit(&self, hash: TxHash, level: Result<FinalityLevel, Refusal>) {
+    fn emit(&self, hash: TxHash, level: Result<FinalityLevel, Refusal>, tick: Option<u64>) {
         if let Some(events) = &self.events {
             let _ = events.send(ClientEvent {
                 hash,
                 level,
+                tick,
                 at: Instant::now(),
             });
         }
@@ -116,12 +147,12 @@ impl Shared {
         }
     }
 
-    fn record_level(&mut self, hash: TxHash, level: FinalityLevel) {
+    fn record_level(&mut self, hash: TxHash, level: FinalityLevel, tick: Option<u64>) {
         let known = self.levels.get(&hash).map(FinalityLevel::rank);
         if known.is_some_and(|rank| rank >= level.rank()) {
             return;
         }
-        self.emit(hash, Ok(level.clone()));
+        self.emit(hash, Ok(level.clone()), tick);
         if let Some(waiters) = self.waiters.remove(&hash) {
             let mut still_waiting = Vec::new();
             for (rank, waiter) in waiters {
@@ -147,11 +178,11 @@ impl Shared {
                     let _ = waiter.send(result.clone());
                 }
                 match result {
-                    Ok(_) => self.record_level(hash, FinalityLevel::Pending),
-                    Err(refusal) => self.emit(hash, Err(refusal)),
+                    Ok(tick) => self.record_level(hash, FinalityLevel::Pending, Some(tick)),
+                    Err(refusal) => self.emit(hash, Err(refusal), None),
                 }
             }
-            ServerMessage::Status { hash, level } => self.record_level(hash, level),
+            ServerMessage::Status { hash, level } => self.record_level(hash, level, None),
             ServerMessage::PendingNonce { nonce, .. } => match self.queries.pop_front() {
                 Some(QueryReply::Nonce(reply)) => drop(reply.send(nonce)),
                 _ => warn!(target: "client_sdk", "unexpected nonce reply"),
@@ -196,6 +227,8 @@ impl Submission {
 pub struct Client {
     sender: KcpSender,
     shared: Arc<Mutex<Shared>>,
+    /// Becomes `true` when the session ends.
+    closed: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for Client {
@@ -207,7 +240,16 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Opens a session with the sequencer at `sequencer`.
     pub async fn connect(sequencer: SocketAddr) -> Result<Client, ClientError> {
-        let connection = KcpClient::connect(sequencer, netstack::kcp::KcpConfig::default()).await?;
+        Self::connect_with(sequencer, KcpConfig::default()).await
+    }
+
+    /// Opens a session with the sequencer at `sequencer` with a KCP configuration of the
+    /// caller's (a shorter idle timeout finds a dead sequencer sooner).
+    pub async fn connect_with(
+        sequencer: SocketAddr,
+        config: KcpConfig,
+    ) -> Result<Client, ClientError> {
+        let connection = KcpClient::connect(sequencer, config).await?;
         Ok(Self::over(connection))
     }
 
@@ -216,6 +258,7 @@ impl Client {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let sender = connection.sender();
         let reader = shared.clone();
+        let (closed_sender, closed) = watch::channel(false);
         tokio::spawn(async move {
             while let Some(bytes) = connection.recv().await {
                 match ServerMessage::from_bytes(&bytes) {
@@ -231,8 +274,25 @@ impl Client {
             shared.request_hashes.clear();
             shared.waiters.clear();
             shared.queries.clear();
+            drop(shared);
+            let _ = closed_sender.send(true);
         });
-        Client { sender, shared }
+        Client {
+            sender,
+            shared,
+            closed,
+        }
+    }
+
+    /// Resolves once the session has ended (dead link, idle timeout, closed by the sequencer).
+    pub async fn closed(&self) {
+        let mut closed = self.closed.clone();
+        let _ = closed.wait_for(|closed| *closed).await;
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow()
     }
 
     /// Every level change from now on, with the time it was learned. Only one stream exists;

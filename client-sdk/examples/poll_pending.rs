@@ -1,0 +1,103 @@
+//! A player that polls pending state: it moves its piece twice a second and reads its cell and
+//! its nonce from the sequencer's pending state ten times a second, printing each change and how
+//! far its last move has gone. No subscription: what a web client behind a plain request loop
+//! would do.
+//!
+//! ```text
+//! cargo run --release -p sim --bin devnet
+//! cargo run -p client-sdk --example poll_pending -- 127.0.0.1:PORT[,127.0.0.1:PORT...] [SECONDS] [CHAIN_ID]
+//! ```
+
+use std::{net::SocketAddr, time::Duration};
+
+use client_sdk::{FailoverClient, FailoverConfig, Signer, keys::AccountKey};
+use primitives::{
+    AccountAccess, Address, B256, Bytes, DeclaredWrite, SlotAccess, SpaceAccessList, Transaction,
+    U256,
+};
+
+/// Where the devnet's game contract lives.
+const GAME_ADDRESS: Address = Address::new([
+    0x7e, 0xc0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x01,
+]);
+
+fn slot_of(player: &Address) -> B256 {
+    B256::left_padding_from(player.as_slice())
+}
+
+/// A move of `player`'s piece to `cell` (see `game_loop.rs`).
+fn game_move(player: Address, chain_id: u64, cell: u64) -> Transaction {
+    Transaction {
+        chain_id,
+        nonce: 0,
+        to: GAME_ADDRESS,
+        value: U256::ZERO,
+        data: Bytes::from(U256::from(cell).to_be_bytes::<32>().to_vec()),
+        gas_limit: 100_000,
+        gas_price: 0,
+        sponsor: None,
+        access_list: SpaceAccessList::new([
+            AccountAccess::read(player),
+            AccountAccess {
+                storage: vec![SlotAccess {
+                    slot: slot_of(&player),
+                    write: Some(DeclaredWrite::Exact(U256::from(cell))),
+                }],
+                ..AccountAccess::read(GAME_ADDRESS)
+            },
+        ]),
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let sequencers = args
+        .next()
+        .ok_or("usage: poll_pending SEQUENCER[,SEQUENCER...] [SECONDS] [CHAIN_ID]")?
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<Vec<SocketAddr>, _>>()?;
+    let seconds: u64 = args
+        .next()
+        .map(|text| text.parse())
+        .transpose()?
+        .unwrap_or(10);
+    let chain_id: u64 = args
+        .next()
+        .map(|text| text.parse())
+        .transpose()?
+        .unwrap_or(4242);
+
+    let client = FailoverClient::connect(FailoverConfig::new(sequencers)).await?;
+    let player = Signer::Account(AccountKey::from_seed(91_000));
+    let account = player.account();
+    let mut last_move = None;
+    let mut seen = (U256::MAX, u64::MAX);
+    let mut poll = tokio::time::interval(Duration::from_millis(100));
+    let mut step = 0u64;
+    let end = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    while tokio::time::Instant::now() < end {
+        poll.tick().await;
+        if step % 5 == 0 {
+            let cell = (step / 5 * 11 + 1) % 64;
+            let handle = client
+                .send(&player, game_move(account, chain_id, cell))
+                .await?;
+            println!("sent move to cell {cell} with nonce {}", handle.nonce);
+            last_move = Some(handle.hash);
+        }
+        step += 1;
+        let cell = client
+            .pending_storage(GAME_ADDRESS, slot_of(&account))
+            .await?;
+        let nonce = client.pending_nonce(account).await?;
+        if (cell, nonce) != seen {
+            seen = (cell, nonce);
+            let level = last_move.and_then(|hash| client.level(&hash));
+            println!("pending: cell {cell}, next nonce {nonce}; last move {level:?}");
+        }
+    }
+    Ok(())
+}
