@@ -1,11 +1,12 @@
 //! The tokio driver of the shard network: takes finalized batches, pulls their bodies from weak
-//! DA, executes them off the async threads, and publishes the results.
+//! DA, executes them off the async threads at the driver's clock (which also times the group
+//! BFT rounds' view changes), and publishes the results.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use da_weak::WeakDa;
 use parking_lot::Mutex;
-use primitives::{FinalizedBatch, bls::BlsPublicKey};
+use primitives::{FinalizedBatch, bls::BlsPublicKey, time::Instant};
 use tokio::sync::{broadcast, mpsc};
 use tracing::{error, warn};
 
@@ -46,9 +47,27 @@ pub fn spawn(
         executed: executed.clone(),
         network: network.clone(),
     };
+    // The group rounds' clock: microseconds since the driver started.
+    let epoch = std::time::Instant::now();
     tokio::spawn(async move {
         let mut ahead: BTreeMap<u64, FinalizedBatch> = BTreeMap::new();
-        while let Some(batch) = inbound.recv().await {
+        loop {
+            // Group rounds move on their own timers too (a view change when a primary is down
+            // or lying), not only when a batch arrives.
+            let deadline = network.lock().poll_timeout();
+            let batch = tokio::select! {
+                batch = inbound.recv() => match batch {
+                    Some(batch) => batch,
+                    None => return,
+                },
+                () = sleep_until(epoch, deadline) => {
+                    if let Err(message) = advance(&network, epoch).await {
+                        error!(target: "shard_node", %message, "group rounds stopped");
+                        return;
+                    }
+                    continue;
+                }
+            };
             let next = network.lock().last_batch() + 1;
             let number = batch.batch.number;
             if number < next || ahead.contains_key(&number) {
@@ -68,7 +87,7 @@ pub fn spawn(
                     break;
                 }
                 let batch = entry.remove();
-                match execute(&network, &weak_da, batch).await {
+                match execute(&network, &weak_da, batch, epoch).await {
                     Ok(result) => {
                         let _ = executed.send(Arc::new(result));
                     }
@@ -83,10 +102,40 @@ pub fn spawn(
     handle
 }
 
+/// The group rounds' clock: microseconds since `epoch`, the driver's start.
+fn clock(epoch: std::time::Instant) -> Instant {
+    Instant::from_micros(u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Sleeps until the group rounds' `deadline` on the clock started at `epoch`; forever if none.
+async fn sleep_until(epoch: std::time::Instant, deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => {
+            let at = epoch + Duration::from_micros(deadline.as_micros());
+            tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Fires the group rounds' timers that are due, off the async threads (a certified root is
+/// committed upstream, which may wait on a remote chain).
+async fn advance(
+    network: &Arc<Mutex<ShardNetwork>>,
+    epoch: std::time::Instant,
+) -> Result<(), String> {
+    let network = network.clone();
+    tokio::task::spawn_blocking(move || network.lock().advance(clock(epoch)))
+        .await
+        .map_err(|join| format!("group round task failed: {join}"))?
+        .map_err(|error| error.to_string())
+}
+
 async fn execute(
     network: &Arc<Mutex<ShardNetwork>>,
     weak_da: &WeakDa,
     batch: FinalizedBatch,
+    epoch: std::time::Instant,
 ) -> Result<ExecutedBatch, String> {
     let mut bodies = Vec::with_capacity(batch.batch.headers.len());
     for header in &batch.batch.headers {
@@ -109,8 +158,12 @@ async fn execute(
         bodies.push(body);
     }
     let network = network.clone();
-    tokio::task::spawn_blocking(move || network.lock().execute_batch(&batch, &bodies))
-        .await
-        .map_err(|join| format!("execution task failed: {join}"))?
-        .map_err(|error| error.to_string())
+    tokio::task::spawn_blocking(move || {
+        network
+            .lock()
+            .execute_batch_at(clock(epoch), &batch, &bodies)
+    })
+    .await
+    .map_err(|join| format!("execution task failed: {join}"))?
+    .map_err(|error| error.to_string())
 }

@@ -13,14 +13,17 @@
 //! address. After the batch every node stores it on RocksDB ([`state`]); at the commit interval
 //! each touched group's members compute the root over exactly the group's own addresses (the
 //! account trie of those addresses alone, derived from the prefix subtrees of the node's trie:
-//! [`groups`], [`state`]), sign it, and the quorum certificate goes to the upper chain.
+//! [`groups`], [`state`]) and agree on it by a BFT round ([`bft`]: `consensus` PBFT among the 8,
+//! each vouching only for the root it computed itself); the round's commit certificate goes to
+//! the upper chain.
 //!
 //! [`network::ShardNetwork`] runs the nodes of one devnet in one process, each with its own
 //! store; [`driver`] feeds it finalized batches. An operator's node starts from a key file
 //! ([`identity`]) and a configuration file ([`config`]); the `shard-node` binary generates the
 //! keys, registers the node on the upper chain and reports its status there. Running a node
-//! over the network (join and sync, group BFT, eviction) is the rest of the [shard-node] work.
+//! over the network (join and sync, eviction) is the rest of the [shard-node] work.
 
+pub mod bft;
 pub mod config;
 pub mod driver;
 pub mod groups;

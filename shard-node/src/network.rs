@@ -19,6 +19,7 @@ use std::{
     sync::Arc,
 };
 
+use consensus::ReplicaConfig;
 use execution::{
     AccountDiff, AccountState, ExecutedBatch, ExecutionEnv, ExecutionError, MoveOutcome, StateDiff,
     StateSlice, execute,
@@ -26,10 +27,8 @@ use execution::{
 };
 use primitives::{
     AccountAccess, Address, B256, BlockBody, FailureReason, FinalizedBatch, NodeId,
-    SignedTransaction, U256, VerifiedTransaction,
-    bls::{BlsError, BlsSignature, Certificate},
-    constants::GROUP_SIZE,
-    finality::StateItem,
+    SignedTransaction, U256, VerifiedTransaction, bls::BlsError, constants::GROUP_SIZE,
+    finality::StateItem, time::Instant,
 };
 use tracing::{debug, warn};
 use upper_chain::{ChainError, GroupRootCommitment, RegistrySnapshot, UpperChain, quorum};
@@ -154,6 +153,22 @@ pub struct ShardNetwork {
     refused_slices: u64,
     /// Threads a wave of moves runs on.
     execution_threads: usize,
+    /// Each touched group's members' BFT cores, by group ID.
+    rounds: BTreeMap<B256, rounds::GroupCores>,
+    /// Members stopped in group rounds ([`ShardNetwork::stop_member`]).
+    stopped: BTreeSet<NodeId>,
+    /// The clock of the group rounds, as the caller last set it.
+    now: Instant,
+    /// The timeouts of the group rounds' replicas.
+    replica_config: ReplicaConfig,
+    /// The last root each group certified.
+    certified: HashMap<B256, GroupRootCommitment>,
+    /// Roots certified since the last batch or [`ShardNetwork::advance`] began.
+    certified_now: Vec<GroupRootCommitment>,
+    /// Members whose cores are given a root other than the one their store computes (tests of a
+    /// byzantine member).
+    #[cfg(test)]
+    lying: BTreeSet<NodeId>,
 }
 
 /// Batches between two commitments of group roots to the upper chain by default. Signing and
@@ -250,6 +265,14 @@ impl ShardNetwork {
             batch_writes: BTreeMap::new(),
             refused_slices: 0,
             execution_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            rounds: BTreeMap::new(),
+            stopped: BTreeSet::new(),
+            now: Instant::ZERO,
+            replica_config: ReplicaConfig::default(),
+            certified: HashMap::new(),
+            certified_now: Vec::new(),
+            #[cfg(test)]
+            lying: BTreeSet::new(),
         })
     }
 
@@ -269,7 +292,9 @@ impl ShardNetwork {
         self.execution_threads = threads.max(1);
     }
 
-    /// The group roots committed by the last commitment (after the batch that made it).
+    /// The group roots certified and committed by the last commit-interval batch's rounds (a
+    /// group whose round could not finish then is missing; it commits on a later
+    /// [`ShardNetwork::advance`]).
     pub fn last_group_roots(&self) -> &[GroupRootCommitment] {
         &self.last_group_roots
     }
@@ -457,9 +482,21 @@ impl ShardNetwork {
         })
     }
 
+    /// [`ShardNetwork::advance`] to `now`, then [`ShardNetwork::execute_batch`].
+    pub fn execute_batch_at(
+        &mut self,
+        now: Instant,
+        finalized: &FinalizedBatch,
+        bodies: &[BlockBody],
+    ) -> Result<ExecutedBatch, ShardError> {
+        self.advance(now)?;
+        self.execute_batch(finalized, bodies)
+    }
+
     /// Executes a finalized batch whose bodies (in header order) were pulled and checked by the
-    /// caller, stores it on every node, and commits the roots of the touched groups on the
-    /// upper chain at the commit interval.
+    /// caller, stores it on every node, and at the commit interval runs the BFT round of each
+    /// touched group on its root, at the network's current `now` ([`ShardNetwork::advance`]);
+    /// each root the round certifies is committed upstream with its commit certificate.
     pub fn execute_batch(
         &mut self,
         finalized: &FinalizedBatch,
@@ -677,37 +714,21 @@ impl ShardNetwork {
         Ok(outcome)
     }
 
+    /// Runs the BFT round of every touched group for `batch` and delivers until no member has
+    /// anything left to send at the current `now`; returns the roots certified (and committed
+    /// upstream) meanwhile. A group that cannot finish now (a stopped primary, a refused root)
+    /// finishes on a later [`ShardNetwork::advance`].
     fn commit_roots(
         &mut self,
         batch: u64,
         touched: &BTreeMap<B256, Group>,
     ) -> Result<Vec<GroupRootCommitment>, ShardError> {
-        let mut commitments = Vec::with_capacity(touched.len());
-        for (group_id, group) in touched {
-            let roots = self.member_roots(group)?;
-            let root = agreed(&roots, group.members.len()).ok_or_else(|| ShardError::Diverged {
-                what: format!("root of group {group_id}"),
-            })?;
-            self.agreed_roots.insert(*group_id, root);
-            let commitment = GroupRootCommitment {
-                epoch: self.snapshot.epoch,
-                group: *group_id,
-                batch,
-                root,
-            };
-            let message = commitment.signing_bytes();
-            let mut votes: Vec<(usize, BlsSignature)> = Vec::new();
-            for (index, id) in group.members.iter().enumerate() {
-                if roots[index] == root {
-                    votes.push((index, self.member_mut(id)?.node.bls().sign(&message)));
-                }
-            }
-            let certificate = Certificate::aggregate(&votes)?;
-            self.chain
-                .commit_group_root(commitment.clone(), &group.members, &certificate)?;
-            commitments.push(commitment);
+        self.certified_now.clear();
+        for group in touched.values() {
+            self.start_round(batch, group)?;
         }
-        Ok(commitments)
+        self.deliver()?;
+        Ok(std::mem::take(&mut self.certified_now))
     }
 }
 
@@ -793,5 +814,10 @@ fn agreed<T: PartialEq + Clone>(values: &[T], members: usize) -> Option<T> {
         .cloned()
 }
 
+mod rounds;
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod bft_tests;

@@ -1,14 +1,18 @@
+use std::time::Duration;
+
 use execution::{AccountState, InMemoryState};
 use primitives::{
     AccountAccess, AccountKey, Batch, BlockHeader, Bytes, DeclaredWrite, SignedTransaction,
-    SlotAccess, SpaceAccessList, Transaction, bls::BlsSecretKey, codec::Encode,
+    SlotAccess, SpaceAccessList, Transaction,
+    bls::{BlsSecretKey, Certificate},
+    codec::Encode,
 };
 use upper_chain::EmbeddedChain;
 
 use super::*;
 
-const CHAIN_ID: u64 = 9;
-const COUNTER: Address = Address::repeat_byte(0xc0);
+pub(super) const CHAIN_ID: u64 = 9;
+pub(super) const COUNTER: Address = Address::repeat_byte(0xc0);
 
 /// `SSTORE(CALLER, CALLDATALOAD(0))`.
 fn store_code() -> Bytes {
@@ -41,7 +45,7 @@ fn chain(count: usize) -> Arc<EmbeddedChain> {
 
 /// A fresh network of `count` nodes storing under `dir`, with the counter contract at genesis
 /// and group roots committed after every batch.
-fn network(count: usize, dir: &Path) -> (ShardNetwork, Arc<EmbeddedChain>) {
+pub(super) fn network(count: usize, dir: &Path) -> (ShardNetwork, Arc<EmbeddedChain>) {
     let chain = chain(count);
     let mut network = ShardNetwork::new(chain.clone(), CHAIN_ID, nodes(count), dir).expect("forms");
     network.set_root_commit_interval(1);
@@ -89,7 +93,7 @@ fn store_on(
     .sign(key)
 }
 
-fn finalized(number: u64, bodies: &[BlockBody]) -> FinalizedBatch {
+pub(super) fn finalized(number: u64, bodies: &[BlockBody]) -> FinalizedBatch {
     let sequencer = BlsSecretKey::from_seed(&[1; 32]);
     let headers: Vec<BlockHeader> = bodies
         .iter()
@@ -119,14 +123,14 @@ fn finalized(number: u64, bodies: &[BlockBody]) -> FinalizedBatch {
     }
 }
 
-fn players(count: u64) -> Vec<AccountKey> {
+pub(super) fn players(count: u64) -> Vec<AccountKey> {
     (0..count)
         .map(|seed| AccountKey::from_seed(500 + seed))
         .collect()
 }
 
 /// Batch `number` (from 1): every player stores a value of its own, with its next nonce.
-fn batch_moves(players: &[AccountKey], number: u64) -> BlockBody {
+pub(super) fn batch_moves(players: &[AccountKey], number: u64) -> BlockBody {
     BlockBody {
         moves: players
             .iter()
@@ -139,14 +143,14 @@ fn batch_moves(players: &[AccountKey], number: u64) -> BlockBody {
     }
 }
 
-fn run(network: &mut ShardNetwork, number: u64, body: BlockBody) -> ExecutedBatch {
+pub(super) fn run(network: &mut ShardNetwork, number: u64, body: BlockBody) -> ExecutedBatch {
     network
         .execute_batch(&finalized(number, std::slice::from_ref(&body)), &[body])
         .expect("executes")
 }
 
 /// The whole state after `bodies`, executed by one node that holds everything.
-fn reference(bodies: &[BlockBody]) -> InMemoryState {
+pub(super) fn reference(bodies: &[BlockBody]) -> InMemoryState {
     let mut state = InMemoryState::new();
     state.insert_account(COUNTER, counter_account());
     for (index, body) in bodies.iter().enumerate() {
@@ -168,7 +172,11 @@ fn reference(bodies: &[BlockBody]) -> InMemoryState {
 }
 
 /// The root of exactly `group`'s accounts in `state`.
-fn reference_root(state: &InMemoryState, network: &mut ShardNetwork, group: &B256) -> B256 {
+pub(super) fn reference_root(
+    state: &InMemoryState,
+    network: &mut ShardNetwork,
+    group: &B256,
+) -> B256 {
     let mut own = InMemoryState::new();
     for (address, account) in state.accounts() {
         if upper_chain::group_id(&network.group_of(address)) == *group {
@@ -271,7 +279,7 @@ fn cross_group_moves_execute_once_agreed_and_groups_commit_the_roots_of_their_ow
 #[test]
 fn a_member_shipping_a_slice_its_group_did_not_agree_on_is_refused_and_the_next_is_asked() {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let (mut network, _chain) = network(16, dir.path());
+    let (mut network, chain) = network(16, dir.path());
     let counter_group = network.group_of(&COUNTER);
     // A player none of whose holders execute the counter's moves, so its slice is shipped.
     let players = players(40);
@@ -326,13 +334,27 @@ fn a_member_shipping_a_slice_its_group_did_not_agree_on_is_refused_and_the_next_
     let reference = reference(&[body]);
     let (group, root) = network.group_root_of(&player.address()).expect("agreed");
     assert_eq!(root, reference_root(&reference, &mut network, &group));
+    // The liar, first in ID order, is the primary of the group's first view and proposed its
+    // own root: each of the 7 others refused it, so nothing was certified in that view. Their
+    // view timers fire; the next primary proposes the honest root, which is certified.
+    let stats = network.group_stats(&group);
+    for (id, stats) in &stats {
+        let refused = u64::from(*id != liar);
+        assert_eq!(stats.roots_refused, refused, "{id} refused the liar's root");
+    }
+    for _ in 0..60 {
+        if network.certified_root(&group).is_some() {
+            break;
+        }
+        let now = network.now() + Duration::from_micros(consensus::constants::VIEW_TIMEOUT_US);
+        network.advance(now).expect("advances");
+    }
     let commitment = network
-        .last_group_roots()
-        .iter()
-        .find(|commitment| commitment.group == group)
-        .expect("the player's group committed")
+        .certified_root(&group)
+        .expect("the player's group certified its root")
         .clone();
-    assert_eq!(commitment.root, root);
+    assert_eq!((commitment.batch, commitment.root), (1, root));
+    assert_eq!(chain.group_root(&group).expect("reads"), Some(commitment));
 }
 
 #[test]

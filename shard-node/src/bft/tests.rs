@@ -1,0 +1,523 @@
+//! One group's 8 cores in memory: the normal case, refusals that change nothing, and a primary
+//! proposing a root the others did not compute.
+
+use std::collections::BTreeSet;
+
+use consensus::{PrePrepare, Validator, Vote, constants::VIEW_TIMEOUT_US};
+use std::time::Duration;
+
+use primitives::Address;
+
+use super::*;
+
+const EPOCH: u64 = 3;
+const GROUP: B256 = B256::repeat_byte(0x47);
+const INTERVAL: u64 = 10;
+
+/// A group of 8 in ID order, with their BLS keys.
+fn members() -> Vec<(NodeId, BlsSecretKey)> {
+    (0..8u8)
+        .map(|index| {
+            let mut raw = [0u8; 20];
+            raw[0] = index + 1;
+            (
+                NodeId(Address::from(raw)),
+                BlsSecretKey::from_seed(&[index + 1; 32]),
+            )
+        })
+        .collect()
+}
+
+struct Group {
+    ids: Vec<NodeId>,
+    secrets: Vec<BlsSecretKey>,
+    cores: Vec<GroupBft>,
+    now: Instant,
+    down: BTreeSet<usize>,
+    certified: Vec<(usize, GroupRootCommitment, GroupDecision, Certificate)>,
+    keys: Vec<primitives::bls::BlsPublicKey>,
+}
+
+impl Group {
+    fn new() -> Group {
+        let members = members();
+        let set = ValidatorSet::for_epoch(
+            members
+                .iter()
+                .map(|(id, secret)| Validator {
+                    id: *id,
+                    key: secret.public_key(),
+                })
+                .collect(),
+            EPOCH,
+            0,
+            None,
+        );
+        let config = GroupConfig {
+            epoch: EPOCH,
+            group: GROUP,
+            commit_interval: INTERVAL,
+            replica: ReplicaConfig::default(),
+        };
+        let cores = members
+            .iter()
+            .enumerate()
+            .map(|(index, (_, secret))| GroupBft::new(config, set.clone(), index, secret.clone()))
+            .collect();
+        Group {
+            ids: members.iter().map(|(id, _)| *id).collect(),
+            secrets: members.iter().map(|(_, secret)| secret.clone()).collect(),
+            keys: set.keys().to_vec(),
+            cores,
+            now: Instant::ZERO,
+            down: BTreeSet::new(),
+            certified: Vec::new(),
+        }
+    }
+
+    fn index(&self, id: &NodeId) -> usize {
+        self.ids
+            .iter()
+            .position(|other| other == id)
+            .expect("a member")
+    }
+
+    /// Gives every member its root, `roots[i]` to member `i`.
+    fn roots(&mut self, batch: u64, roots: &[B256]) {
+        for (core, root) in self.cores.iter_mut().zip(roots) {
+            core.step(
+                self.now,
+                Origin::Local,
+                GroupInput::Root { batch, root: *root },
+            )
+            .expect("own root taken");
+        }
+        self.deliver();
+    }
+
+    fn deliver(&mut self) {
+        let mut queue: VecDeque<(usize, Transmit)> = VecDeque::new();
+        loop {
+            for (index, core) in self.cores.iter_mut().enumerate() {
+                while let Some(transmit) = core.poll_transmit(self.now) {
+                    if !self.down.contains(&index) {
+                        queue.push_back((index, transmit));
+                    }
+                }
+                while let Some(event) = core.poll_event() {
+                    if let GroupEvent::Certified {
+                        commitment,
+                        decision,
+                        certificate,
+                    } = event
+                    {
+                        self.certified
+                            .push((index, commitment, decision, certificate));
+                    }
+                }
+            }
+            let Some((from, transmit)) = queue.pop_front() else {
+                return;
+            };
+            let to = self.index(&transmit.to);
+            if self.down.contains(&to) {
+                continue;
+            }
+            let _ = self.cores[to].step(
+                self.now,
+                Origin::Peer(self.ids[from]),
+                GroupInput::Message(transmit.bytes),
+            );
+        }
+    }
+
+    /// Lets `duration` pass and fires every timer due.
+    fn pass(&mut self, duration: Duration) {
+        self.now = self.now + duration;
+        for (index, core) in self.cores.iter_mut().enumerate() {
+            if !self.down.contains(&index)
+                && core
+                    .poll_timeout()
+                    .is_some_and(|deadline| deadline <= self.now)
+            {
+                core.handle_timeout(self.now);
+            }
+        }
+        self.deliver();
+    }
+
+    fn envelope(&self, message: &Message<GroupRoot>) -> Vec<u8> {
+        GroupMessage {
+            epoch: EPOCH,
+            group: GROUP,
+            payload: message.to_bytes(),
+        }
+        .to_bytes()
+    }
+
+    fn value(batch: u64, root: B256) -> GroupRoot {
+        GroupRoot(GroupRootCommitment {
+            epoch: EPOCH,
+            group: GROUP,
+            batch,
+            root,
+        })
+    }
+}
+
+fn root(byte: u8) -> B256 {
+    B256::repeat_byte(byte)
+}
+
+#[test]
+fn a_group_certifies_the_root_all_members_computed_with_a_certificate_the_chain_checks() {
+    let mut group = Group::new();
+    group.roots(10, &[root(1); 8]);
+    assert_eq!(
+        group.certified.len(),
+        8,
+        "every member sees the certificate"
+    );
+    for (_, commitment, decision, certificate) in &group.certified {
+        assert_eq!(commitment.root, root(1));
+        assert_eq!(commitment.batch, 10);
+        certificate
+            .verify(
+                &commitment.commit_message(decision.view, decision.sequence),
+                &group.keys,
+                consensus::quorum(8),
+            )
+            .expect("a quorum of the group signed the commit");
+        assert!(certificate.signers.count() >= 6);
+    }
+    group.roots(20, &[root(2); 8]);
+    assert!(group.cores.iter().all(|core| core.last_certified() == 20));
+    assert!(group.cores.iter().all(|core| core.stats().certified == 2));
+}
+
+#[test]
+fn a_primary_proposing_a_root_others_did_not_compute_is_refused_and_replaced_by_a_view_change() {
+    let mut group = Group::new();
+    // Member 0, the primary of view 0, computed a wrong root.
+    let mut roots = [root(1); 8];
+    roots[0] = root(0xee);
+    group.roots(10, &roots);
+    assert!(group.certified.is_empty(), "nothing certified in view 0");
+    for core in &group.cores[1..] {
+        assert_eq!(
+            core.stats().roots_refused,
+            1,
+            "each honest member refused it"
+        );
+    }
+    // The honest members' view timers fire; the next primary proposes its own root.
+    for _ in 0..10 {
+        group.pass(Duration::from_micros(VIEW_TIMEOUT_US));
+    }
+    assert!(
+        !group.certified.is_empty(),
+        "the group certified after a view change"
+    );
+    for (_, commitment, decision, _) in &group.certified {
+        assert_eq!(commitment.root, root(1), "never the wrong root");
+        assert!(decision.view >= 1);
+    }
+    // The liar itself sees the honest root certified, which is not its own.
+    assert_eq!(group.cores[0].stats().certified_not_own, 1);
+}
+
+#[test]
+fn bad_or_stale_group_messages_are_refused_with_typed_errors_and_change_nothing() {
+    let mut group = Group::new();
+    group.roots(10, &[root(1); 8]);
+    group.roots(20, &[root(2); 8]);
+    let target = 3;
+    let before = group.cores[target].fingerprint();
+    let refused_before = group.cores[target].stats().messages_refused;
+    let primary = group.secrets[0].clone();
+    let view = group.cores[target].view();
+    let sequence = group.cores[target].replica().last_committed() + 1;
+    let from = group.ids[0];
+
+    let cases: Vec<(&str, NodeId, Vec<u8>, GroupError)> = vec![
+        (
+            "malformed bytes",
+            from,
+            vec![1, 2, 3],
+            GroupError::Decode(DecodeError::UnexpectedEnd {
+                needed: 8,
+                remaining: 2,
+            }),
+        ),
+        (
+            "wrong epoch",
+            from,
+            GroupMessage {
+                epoch: EPOCH - 1,
+                group: GROUP,
+                payload: Vec::new(),
+            }
+            .to_bytes(),
+            GroupError::WrongEpoch {
+                got: EPOCH - 1,
+                expected: EPOCH,
+            },
+        ),
+        (
+            "wrong group",
+            from,
+            GroupMessage {
+                epoch: EPOCH,
+                group: root(9),
+                payload: Vec::new(),
+            }
+            .to_bytes(),
+            GroupError::WrongGroup {
+                got: root(9),
+                expected: GROUP,
+            },
+        ),
+        (
+            "unknown sender",
+            NodeId(Address::repeat_byte(0x99)),
+            group.envelope(&Message::Fetch { from: 1 }),
+            GroupError::NotMember(NodeId(Address::repeat_byte(0x99))),
+        ),
+        (
+            "stale batch",
+            from,
+            group.envelope(&Message::PrePrepare(PrePrepare::new(
+                &primary,
+                view,
+                sequence,
+                Group::value(20, root(2)),
+            ))),
+            GroupError::StaleBatch {
+                batch: 20,
+                certified: 20,
+            },
+        ),
+        (
+            "not a commit batch",
+            from,
+            group.envelope(&Message::PrePrepare(PrePrepare::new(
+                &primary,
+                view,
+                sequence,
+                Group::value(25, root(3)),
+            ))),
+            GroupError::WrongBatch {
+                batch: 25,
+                why: "not a batch at which roots are certified",
+            },
+        ),
+        (
+            "too far ahead",
+            from,
+            group.envelope(&Message::PrePrepare(PrePrepare::new(
+                &primary,
+                view,
+                sequence,
+                Group::value(10 * INTERVAL * BATCHES_AHEAD_INTERVALS_MAX, root(3)),
+            ))),
+            GroupError::WrongBatch {
+                batch: 10 * INTERVAL * BATCHES_AHEAD_INTERVALS_MAX,
+                why: "too far ahead of this member",
+            },
+        ),
+        (
+            "a value of another epoch",
+            from,
+            group.envelope(&Message::PrePrepare(PrePrepare::new(
+                &primary,
+                view,
+                sequence,
+                GroupRoot(GroupRootCommitment {
+                    epoch: EPOCH + 1,
+                    group: GROUP,
+                    batch: 30,
+                    root: root(3),
+                }),
+            ))),
+            GroupError::WrongEpoch {
+                got: EPOCH + 1,
+                expected: EPOCH,
+            },
+        ),
+        (
+            "badly signed pre-prepare",
+            from,
+            group.envelope(&Message::PrePrepare(PrePrepare::new(
+                &group.secrets[5],
+                view,
+                sequence,
+                Group::value(30, root(3)),
+            ))),
+            GroupError::BadSignature,
+        ),
+        (
+            "badly signed prepare",
+            group.ids[1],
+            group.envelope(&Message::Prepare(Vote::prepare(
+                &group.secrets[5],
+                view,
+                sequence,
+                Group::value(30, root(3)).digest(),
+                1,
+            ))),
+            GroupError::BadSignature,
+        ),
+        (
+            "badly signed commit",
+            group.ids[1],
+            group.envelope(&Message::Commit(Vote::commit(
+                &group.secrets[5],
+                view,
+                sequence,
+                Group::value(30, root(3)).digest(),
+                1,
+            ))),
+            GroupError::BadSignature,
+        ),
+        (
+            "a vote in another member's name",
+            group.ids[1],
+            group.envelope(&Message::Prepare(Vote::prepare(
+                &group.secrets[2],
+                view,
+                sequence,
+                Group::value(30, root(3)).digest(),
+                2,
+            ))),
+            GroupError::Replica(RejectReason::WrongSender {
+                from: group.ids[1],
+                claimed: 2,
+            }),
+        ),
+        (
+            "a duplicate vote",
+            group.ids[1],
+            group.envelope(&Message::Commit(Vote::commit(
+                &group.secrets[1],
+                view,
+                sequence - 1,
+                Group::value(20, root(2)).digest(),
+                1,
+            ))),
+            GroupError::Replica(RejectReason::Duplicate {
+                what: "commit",
+                sequence: sequence - 1,
+            }),
+        ),
+    ];
+    let count = cases.len() as u64;
+    for (what, sender, bytes, expected) in cases {
+        let result =
+            group.cores[target].step(group.now, Origin::Peer(sender), GroupInput::Message(bytes));
+        assert_eq!(result, Err(expected), "{what}");
+        assert_eq!(
+            group.cores[target].fingerprint(),
+            before,
+            "{what} changed nothing"
+        );
+        assert!(
+            group.cores[target].poll_transmit(group.now).is_none(),
+            "{what}"
+        );
+        assert!(group.cores[target].poll_event().is_none(), "{what}");
+    }
+    assert_eq!(
+        group.cores[target].stats().messages_refused,
+        refused_before + count
+    );
+    // A peer cannot give a member its own root; the owner cannot send as a peer.
+    assert_eq!(
+        group.cores[target].step(
+            group.now,
+            Origin::Peer(from),
+            GroupInput::Root {
+                batch: 30,
+                root: root(3)
+            }
+        ),
+        Err(GroupError::WrongOrigin { what: "own root" })
+    );
+    // And the group goes on as before.
+    group.roots(30, &[root(3); 8]);
+    assert!(group.cores.iter().all(|core| core.last_certified() == 30));
+}
+
+#[test]
+fn with_two_members_down_the_group_certifies_and_with_three_it_waits_for_them() {
+    let mut group = Group::new();
+    // The primary of view 0 and one more are down: a view change, then a certificate.
+    group.down = BTreeSet::from([0, 5]);
+    group.roots(10, &[root(1); 8]);
+    for _ in 0..10 {
+        group.pass(Duration::from_micros(VIEW_TIMEOUT_US));
+    }
+    assert!(
+        group
+            .certified
+            .iter()
+            .any(|(_, commitment, ..)| commitment.batch == 10 && commitment.root == root(1))
+    );
+    // Three down: nothing is certified however long the others wait. Members 0 and 5, down
+    // while batch 10 was decided, come back and may learn that decision now by state transfer:
+    // that is the certificate the six made, not a new one.
+    group.down = BTreeSet::from([1, 2, 3]);
+    let certified = group.certified.len();
+    group.roots(20, &[root(2); 8]);
+    for _ in 0..40 {
+        group.pass(Duration::from_micros(4 * VIEW_TIMEOUT_US));
+    }
+    for (index, commitment, decision, certificate) in &group.certified[certified..] {
+        assert_eq!(
+            (commitment.batch, commitment.root),
+            (10, root(1)),
+            "no quorum, no certificate: member {index} saw one in view {}",
+            decision.view
+        );
+        assert!(
+            [0, 5].contains(index),
+            "only a member that missed it learns it late"
+        );
+        certificate
+            .verify(
+                &commitment.commit_message(decision.view, decision.sequence),
+                &group.keys,
+                consensus::quorum(8),
+            )
+            .expect("the six's certificate");
+    }
+    assert!(
+        group
+            .cores
+            .iter()
+            .all(|core| core.last_certified() <= 10 && core.stats().certified <= 1),
+        "no member saw batch 20 certified"
+    );
+    // They come back: the group certifies the root everyone computed.
+    group.down.clear();
+    for _ in 0..200 {
+        group.pass(Duration::from_micros(4 * VIEW_TIMEOUT_US));
+        if group
+            .certified
+            .iter()
+            .any(|(_, commitment, ..)| commitment.batch == 20)
+        {
+            break;
+        }
+    }
+    let batch_20: Vec<_> = group
+        .certified
+        .iter()
+        .filter(|(_, commitment, ..)| commitment.batch == 20)
+        .collect();
+    assert!(!batch_20.is_empty(), "the group resumed");
+    assert!(
+        batch_20
+            .iter()
+            .all(|(_, commitment, ..)| commitment.root == root(2))
+    );
+}
