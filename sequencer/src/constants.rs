@@ -12,6 +12,9 @@ pub const COMMAND_QUEUE_MAX: usize = 65_536;
 pub const PEER_QUEUE_MAX: usize = 16_384;
 /// Statuses remembered for moves that reached a final level, so late status queries still work.
 pub const FINISHED_STATUSES_MAX: usize = 1_000_000;
+/// Final levels remembered of moves other sequencers acked (see `node::Core::foreign`): enough
+/// for the moves a dead sequencer's clients ask about after failing over.
+pub const FOREIGN_STATUSES_MAX: usize = 100_000;
 /// Messages queued for one client (acks and status pushes) before the slowest reader loses some.
 pub const CLIENT_OUTBOUND_MAX: usize = 65_536;
 /// Largest message between sequencers (a consensus message and its framing).

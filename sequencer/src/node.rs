@@ -44,7 +44,8 @@ use crate::{
     batcher::Batcher,
     constants::{
         BLOCK_MOVES_PER_TICK_MAX, CLIENT_OUTBOUND_MAX, COMMAND_QUEUE_MAX, FINISHED_STATUSES_MAX,
-        INGRESS_BURST_MAX, MOVE_BYTES_MAX, SESSION_KEYS_CACHED_MAX, SUBSCRIPTIONS_PER_CLIENT_MAX,
+        FOREIGN_STATUSES_MAX, INGRESS_BURST_MAX, MOVE_BYTES_MAX, SESSION_KEYS_CACHED_MAX,
+        SUBSCRIPTIONS_PER_CLIENT_MAX,
     },
     ingress::{Admission, Checked, RateLimit, SponsorPolicy, TokenBucket, check_requests},
     mempool::Mempool,
@@ -424,6 +425,10 @@ struct Core {
     clients: HashMap<ClientId, mpsc::Sender<Vec<u8>>>,
     tracked: HashMap<TxHash, Tracked>,
     finished: VecDeque<TxHash>,
+    /// Final levels of moves acked by other sequencers, for status queries: a client whose
+    /// sequencer died asks the next one what became of the moves the dead one acked.
+    foreign: HashMap<TxHash, FinalityLevel>,
+    foreign_finished: VecDeque<TxHash>,
     own_blocks: HashMap<BlockId, Vec<TxHash>>,
     own_bodies: HashMap<BlockId, primitives::BlockBody>,
     /// Proposals that name a batch beyond the next one, by sequence: a backup can receive the
@@ -513,6 +518,8 @@ impl Core {
             clients: HashMap::new(),
             tracked: HashMap::new(),
             finished: VecDeque::new(),
+            foreign: HashMap::new(),
+            foreign_finished: VecDeque::new(),
             own_blocks: HashMap::new(),
             own_bodies: HashMap::new(),
             deferred: BTreeMap::new(),
@@ -747,7 +754,11 @@ impl Core {
             },
             ClientRequest::Status(hash) => ServerMessage::StatusReply {
                 hash,
-                level: self.tracked.get(&hash).map(|tracked| tracked.level.clone()),
+                level: self
+                    .tracked
+                    .get(&hash)
+                    .map(|tracked| tracked.level.clone())
+                    .or_else(|| self.foreign.get(&hash).cloned()),
             },
             ClientRequest::Subscribe(item) => {
                 let value = self.pending.get(&item);
@@ -1152,8 +1163,15 @@ impl Core {
             };
             if self.tracked.contains_key(&outcome.hash) {
                 self.stats.moves_executed.fetch_add(1, Ordering::Relaxed);
+                self.set_level(&outcome.hash, level);
+            } else if self.foreign.insert(outcome.hash, level).is_none() {
+                self.foreign_finished.push_back(outcome.hash);
+                if self.foreign_finished.len() > FOREIGN_STATUSES_MAX
+                    && let Some(oldest) = self.foreign_finished.pop_front()
+                {
+                    self.foreign.remove(&oldest);
+                }
             }
-            self.set_level(&outcome.hash, level);
         }
     }
 }

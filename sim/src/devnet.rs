@@ -5,12 +5,18 @@ use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use da_weak::{WeakDa, WeakDaError};
 use execution::AccountState;
 use netstack::{kcp::KcpConfig, secure::NodeIdentity};
-use primitives::{AccountKey, NodeId, bls::BlsSecretKey};
+use primitives::{
+    AccountKey, NodeId,
+    bls::{BlsPublicKey, BlsSecretKey},
+};
 use sequencer::{
-    mesh::{InProcessMesh, PeerLinks, kcp::KcpMeshListener},
+    constants::PEER_QUEUE_MAX,
+    mesh::{InProcessMesh, PeerDelivery, PeerLinks, kcp::KcpMeshListener},
     node::{SequencerConfig, SequencerHandle, SequencerWiring},
+    wal::{FsyncPolicy, Recovered, Wal, WalConfig, WalError},
 };
 use shard_node::{ShardError, ShardNetwork, ShardNode, driver::ShardHandle};
+use tokio::sync::mpsc;
 use upper_chain::{ChainError, EmbeddedChain, SequencerRecord, UpperChain};
 
 use crate::game::{GAME_ADDRESS, game_code};
@@ -34,6 +40,10 @@ pub struct DevnetConfig {
     pub mesh: MeshKind,
     /// What the sequencers' ingress allows (rates, move size, sponsorship policies).
     pub ingress: sequencer::node::IngressConfig,
+    /// Gives each sequencer a write-ahead log in the data directory (acks then wait for its
+    /// fsync), so that [`Devnet::crash_sequencer`] loses no acked move and
+    /// [`Devnet::restart_sequencer`] brings them back.
+    pub wal: bool,
 }
 
 /// How the devnet's sequencers reach each other.
@@ -56,6 +66,7 @@ impl Default for DevnetConfig {
             root_commit_interval_batches: shard_node::network::ROOT_COMMIT_INTERVAL_BATCHES,
             mesh: MeshKind::Kcp,
             ingress: sequencer::node::IngressConfig::default(),
+            wal: false,
         }
     }
 }
@@ -75,6 +86,12 @@ pub enum DevnetError {
     /// The shard network could not form.
     #[error("shard network: {0}")]
     Shard(#[from] ShardError),
+    /// A sequencer's write-ahead log could not be opened.
+    #[error("write-ahead log: {0}")]
+    Wal(#[from] WalError),
+    /// Only a devnet started with a write-ahead log crashes and restarts sequencers.
+    #[error("sequencer {0} cannot crash or restart: the devnet runs without write-ahead logs")]
+    NotRestartable(usize),
 }
 
 type MeshEnd = (
@@ -125,7 +142,62 @@ pub struct Devnet {
     pub sequencers: Vec<SequencerHandle>,
     /// The shard network.
     pub shards: ShardHandle,
+    /// What restarting each sequencer takes (with write-ahead logs only).
+    restartable: Vec<Restartable>,
+    sequencer_set: Vec<(NodeId, BlsPublicKey)>,
+    weak_da: WeakDa,
+    config: DevnetConfig,
     _data_dir: Option<tempfile::TempDir>,
+}
+
+/// A sequencer that can be crashed and restarted: its identity, its end of the mesh, its log,
+/// and the relay its inbound peer messages pass through. The core stops when its inbound queue
+/// closes, so cutting the relay is a crash; a restart opens a new queue behind the same relay.
+struct Restartable {
+    key: AccountKey,
+    bls: BlsSecretKey,
+    mesh: Arc<dyn PeerLinks>,
+    relay: Arc<parking_lot::Mutex<Option<mpsc::Sender<PeerDelivery>>>>,
+    wal_dir: PathBuf,
+}
+
+fn open_wal(dir: &std::path::Path) -> Result<(Wal, Recovered), WalError> {
+    Wal::open(&WalConfig::new(
+        dir,
+        FsyncPolicy::Group {
+            window: Duration::ZERO,
+        },
+    ))
+}
+
+/// Puts a relay between a sequencer's inbound peer messages and its core.
+fn relay(
+    mut inbound: mpsc::Receiver<PeerDelivery>,
+) -> (
+    Arc<parking_lot::Mutex<Option<mpsc::Sender<PeerDelivery>>>>,
+    mpsc::Receiver<PeerDelivery>,
+) {
+    let (sender, receiver) = mpsc::channel(PEER_QUEUE_MAX);
+    let slot = Arc::new(parking_lot::Mutex::new(Some(sender)));
+    let target = slot.clone();
+    tokio::spawn(async move {
+        while let Some(delivery) = inbound.recv().await {
+            let current = target.lock().clone();
+            // A crashed sequencer hears nothing, as a dead process would not.
+            if let Some(current) = current {
+                let _ = current.send(delivery).await;
+            }
+        }
+    });
+    (slot, receiver)
+}
+
+impl std::fmt::Debug for Devnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Devnet")
+            .field("sequencers", &self.sequencers)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Devnet {
@@ -207,7 +279,24 @@ impl Devnet {
         let keys: Vec<AccountKey> = identities.iter().map(|(key, _)| key.clone()).collect();
         let meshes = connect_mesh(config.mesh, &keys).await?;
         let mut sequencers = Vec::with_capacity(config.sequencers);
-        for ((key, bls), (mesh, inbound)) in identities.into_iter().zip(meshes) {
+        let mut restartable = Vec::new();
+        for (index, ((key, bls), (mesh, inbound))) in identities.into_iter().zip(meshes).enumerate()
+        {
+            let (inbound, wal) = if config.wal {
+                let wal_dir = data_dir.join(format!("sequencer-{index}")).join("wal");
+                let wal = open_wal(&wal_dir)?;
+                let (slot, inbound) = relay(inbound);
+                restartable.push(Restartable {
+                    key: key.clone(),
+                    bls: bls.clone(),
+                    mesh: mesh.clone(),
+                    relay: slot,
+                    wal_dir,
+                });
+                (inbound, Some(wal))
+            } else {
+                (inbound, None)
+            };
             let sequencer_config = SequencerConfig {
                 chain_id: config.chain_id,
                 tick: config.tick,
@@ -224,7 +313,7 @@ impl Devnet {
                 chain: chain.clone(),
                 finalized: shards.finalized.clone(),
                 executed: shards.executed.subscribe(),
-                wal: None,
+                wal,
             };
             sequencers.push(sequencer::node::spawn(sequencer_config, wiring).await?);
         }
@@ -233,8 +322,62 @@ impl Devnet {
             chain,
             sequencers,
             shards,
+            restartable,
+            sequencer_set,
+            weak_da,
+            config,
             _data_dir: temporary,
         })
+    }
+
+    /// Crashes sequencer `index`: it stops at once, hears nothing more, and its client sessions
+    /// die (their clients find out by their idle timeout). What it acked is in its write-ahead
+    /// log. Returns once its core is gone and the log closed.
+    pub async fn crash_sequencer(&mut self, index: usize) -> Result<(), DevnetError> {
+        let restartable = self
+            .restartable
+            .get(index)
+            .ok_or(DevnetError::NotRestartable(index))?;
+        let listening = self.shards.executed.receiver_count();
+        restartable.relay.lock().take();
+        // The core drops its log (joining the log's writer) before its receiver of execution
+        // results: once that receiver is gone, a restart may open the log again.
+        while self.shards.executed.receiver_count() >= listening {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    /// Restarts sequencer `index` after a crash, on the same client address, from its
+    /// write-ahead log: the moves it acked go back into its mempool and are packed.
+    pub async fn restart_sequencer(&mut self, index: usize) -> Result<(), DevnetError> {
+        let restartable = self
+            .restartable
+            .get(index)
+            .ok_or(DevnetError::NotRestartable(index))?;
+        let client_listen = self.sequencers[index].client_addr;
+        let (sender, inbound) = mpsc::channel(PEER_QUEUE_MAX);
+        *restartable.relay.lock() = Some(sender);
+        let wiring = SequencerWiring {
+            key: restartable.key.clone(),
+            bls: restartable.bls.clone(),
+            sequencers: self.sequencer_set.clone(),
+            mesh: restartable.mesh.clone(),
+            inbound,
+            weak_da: self.weak_da.clone(),
+            chain: self.chain.clone(),
+            finalized: self.shards.finalized.clone(),
+            executed: self.shards.executed.subscribe(),
+            wal: Some(open_wal(&restartable.wal_dir)?),
+        };
+        let sequencer_config = SequencerConfig {
+            chain_id: self.config.chain_id,
+            tick: self.config.tick,
+            client_listen,
+            ingress: self.config.ingress.clone(),
+        };
+        self.sequencers[index] = sequencer::node::spawn(sequencer_config, wiring).await?;
+        Ok(())
     }
 
     /// Where clients of sequencer `index` connect.

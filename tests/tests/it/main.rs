@@ -1,5 +1,6 @@
 //! End-to-end tests of Tickrate, one binary.
 
 mod ingress;
+mod sdk;
 mod tidy;
 mod walking_skeleton;
