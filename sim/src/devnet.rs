@@ -200,14 +200,6 @@ impl std::fmt::Debug for Devnet {
     }
 }
 
-impl std::fmt::Debug for Devnet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Devnet")
-            .field("sequencers", &self.sequencers)
-            .finish_non_exhaustive()
-    }
-}
-
 fn sequencer_identity(index: usize) -> (AccountKey, BlsSecretKey) {
     let key = AccountKey::from_seed(1_000 + index as u64);
     let mut seed = [0u8; 32];
