@@ -398,6 +398,53 @@ impl EvmChain {
             .ok_or_else(|| rpc("deposit", "no Deposited event in the receipt"))
     }
 
+    /// Sends `amount` wei from the sender to `recipient`, with `memo` as the transaction's input
+    /// (a payout names itself there, so the transfer can be found by it later); returns the
+    /// transaction hash once it is mined.
+    pub fn transfer(
+        &self,
+        recipient: Address,
+        amount: U256,
+        memo: Vec<u8>,
+    ) -> Result<B256, ChainError> {
+        let provider = self.provider.clone();
+        let tx = TransactionRequest::default()
+            .with_from(self.config.sender.address())
+            .with_to(recipient)
+            .with_input(Bytes::from(memo))
+            .with_value(amount);
+        let timeout = self.config.receipt_timeout;
+        let _serialized = self.writes.lock();
+        self.run(async move {
+            let pending = provider
+                .send_transaction(tx)
+                .await
+                .map_err(|e| rpc("value transfer", e))?;
+            let hash = *pending.tx_hash();
+            let receipt = pending
+                .with_timeout(Some(timeout))
+                .get_receipt()
+                .await
+                .map_err(|e| rpc(&format!("receipt of transfer {hash}"), e))?;
+            if !receipt.status() {
+                return Err(ChainError::Reverted(format!("value transfer {hash}")));
+            }
+            debug!(target: "upper_chain::evm", %hash, %recipient, %amount, "transfer mined");
+            Ok(hash)
+        })
+    }
+
+    /// The balance of `account` in wei, at the latest block.
+    pub fn balance(&self, account: Address) -> Result<U256, ChainError> {
+        let provider = self.provider.clone();
+        self.run(async move {
+            provider
+                .get_balance(account)
+                .await
+                .map_err(|e| rpc("eth_getBalance", e))
+        })
+    }
+
     /// Reads the `Deposited` logs up to the safe head, checking the count against the
     /// contract's `depositCount` there (a provider that drops a log is caught, not trusted).
     fn scan_deposits(&self, log: &mut DepositLog) -> Result<(), ChainError> {

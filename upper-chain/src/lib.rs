@@ -30,6 +30,8 @@ use primitives::{
 };
 
 mod connect;
+#[cfg(feature = "evm")]
+pub mod devnode;
 mod embedded;
 #[cfg(feature = "evm")]
 mod evm;

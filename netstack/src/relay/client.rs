@@ -55,6 +55,12 @@ pub struct RelayClientStats {
     pub malformed: u64,
     /// Registrations renewed after the first.
     pub renewals: u64,
+    /// Payload bytes sent to the relay for forwarding (what the relay counts as the node's
+    /// `bytes_from`, less what is lost on the way).
+    pub forwarded_bytes: u64,
+    /// Payload bytes the relay delivered, routed or not (its `bytes_to` for this node, less
+    /// what is lost on the way).
+    pub received_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -65,10 +71,16 @@ struct Counters {
     no_route: AtomicU64,
     malformed: AtomicU64,
     renewals: AtomicU64,
+    forwarded_bytes: AtomicU64,
+    received_bytes: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+fn add(counter: &AtomicU64, amount: usize) {
+    counter.fetch_add(amount as u64, Ordering::Relaxed);
 }
 
 enum Command {
@@ -181,6 +193,8 @@ impl RelayClient {
             no_route: read(&counters.no_route),
             malformed: read(&counters.malformed),
             renewals: read(&counters.renewals),
+            forwarded_bytes: read(&counters.forwarded_bytes),
+            received_bytes: read(&counters.received_bytes),
         }
     }
 
@@ -468,6 +482,7 @@ impl Tunnels {
     }
 
     async fn deliver(&mut self, from: (NodeId, u8), payload: &[u8]) {
+        add(&self.counters.received_bytes, payload.len());
         if !self.tunnels.contains_key(&from) {
             let Some(server) = self.exposed.get(&from.1).copied() else {
                 trace!(target: "netstack::relay", peer = %from.0, channel = from.1, "datagram for no tunnel");
@@ -602,7 +617,10 @@ async fn forward_from_local(
         }
         .encode_into(&mut frame);
         match relay_socket.send_to(&frame, relay).await {
-            Ok(_) => bump(&counters.forwarded),
+            Ok(_) => {
+                bump(&counters.forwarded);
+                add(&counters.forwarded_bytes, payload.len());
+            }
             Err(error) => debug!(target: "netstack::relay", %error, "forward failed"),
         }
     }

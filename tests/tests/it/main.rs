@@ -1,5 +1,6 @@
 //! End-to-end tests of Tickrate, one binary.
 
+mod accounting;
 mod ingress;
 mod sdk;
 mod tidy;

@@ -1,0 +1,244 @@
+//! Operator accounting from a terminal.
+//!
+//! - `tickrate-accounting report --chain URL --chain-id N --from E --to E --rates rates.toml
+//!   --usage usage.jsonl [--observations seen.jsonl] [--receipts receipts.jsonl] --out report.csv`
+//!   writes the compensation report of an epoch range: one row per node registered in it.
+//! - `tickrate-accounting plan --report report.csv` prints the payouts the report calls for,
+//!   per wallet and method, without paying anything.
+//! - `tickrate-accounting pay --report report.csv --receipts receipts.jsonl --chain URL
+//!   --registry 0x… --treasury-key treasury.key` makes the report's upper-chain payouts as value
+//!   transfers from the treasury key and appends their receipts; payouts already in the
+//!   receipts are skipped, so running it again pays nothing twice.
+//!
+//! Usage files hold one signed usage report (JSON) per line, as nodes write them; observation
+//! files one observation per line, as group members and relayed peers write them.
+
+use std::{fs::File, path::PathBuf, sync::Arc};
+
+use accounting::{
+    Payout, PayoutMethod, Rates, ReceiptBook, SignedUsage,
+    meter::read_jsonl,
+    payout::{self, plan},
+    rails::UpperChainRail,
+    report::{self, Period},
+    usage::{Observation, summarise},
+};
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use primitives::keyfile::OperatorKeys;
+use upper_chain::{ChainConfig, EvmChain, EvmConfig, connect};
+
+#[derive(Parser)]
+#[command(
+    name = "tickrate-accounting",
+    about = "Operator compensation reports and payouts"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Writes the compensation report of an epoch range as CSV.
+    Report {
+        /// The upper chain's URL (`tickrate://host:port`, `http(s)://...`, or a RocksDB path).
+        #[arg(long)]
+        chain: String,
+        /// The upper chain's chain id.
+        #[arg(long, default_value_t = 31337)]
+        chain_id: u64,
+        /// The registry contract, for an EVM chain.
+        #[arg(long)]
+        registry: Option<primitives::Address>,
+        /// First epoch of the period.
+        #[arg(long)]
+        from: u64,
+        /// Last epoch of the period.
+        #[arg(long)]
+        to: u64,
+        /// Seconds in an epoch (bounds a claimed uptime).
+        #[arg(long, default_value_t = 3_600)]
+        epoch_seconds: u64,
+        /// The rate file (TOML).
+        #[arg(long)]
+        rates: PathBuf,
+        /// Signed usage reports, one JSON object per line (repeatable).
+        #[arg(long, required = true)]
+        usage: Vec<PathBuf>,
+        /// Observations of other nodes' work, one JSON object per line (repeatable).
+        #[arg(long)]
+        observations: Vec<PathBuf>,
+        /// Receipts of earlier payouts (their amounts fill the `paid` column).
+        #[arg(long, default_value = "receipts.jsonl")]
+        receipts: PathBuf,
+        /// Where to write the CSV.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Prints the payouts a report calls for, per wallet and method.
+    Plan {
+        /// The report CSV.
+        #[arg(long)]
+        report: PathBuf,
+    },
+    /// Makes a report's upper-chain payouts and records their receipts.
+    Pay {
+        /// The report CSV.
+        #[arg(long)]
+        report: PathBuf,
+        /// The receipt file (appended; read to skip what was paid).
+        #[arg(long, default_value = "receipts.jsonl")]
+        receipts: PathBuf,
+        /// The EVM upper chain's JSON-RPC URL.
+        #[arg(long)]
+        chain: String,
+        /// Its chain id.
+        #[arg(long, default_value_t = 31337)]
+        chain_id: u64,
+        /// The registry contract.
+        #[arg(long)]
+        registry: primitives::Address,
+        /// The key file whose operator key pays (`shard-node keygen` writes one).
+        #[arg(long)]
+        treasury_key: PathBuf,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Report {
+            chain,
+            chain_id,
+            registry,
+            from,
+            to,
+            epoch_seconds,
+            rates,
+            usage,
+            observations,
+            receipts,
+            out,
+        } => {
+            let Some(period) = Period::new(from, to) else {
+                bail!("--from {from} is after --to {to}");
+            };
+            let rates = Rates::load(&rates)?;
+            let book = ReceiptBook::open(&receipts)?;
+            book.check_period(period)?;
+            let reports: Vec<SignedUsage> = read_lines(&usage)?;
+            let observations: Vec<Observation> = read_lines(&observations)?;
+            let summary = summarise(period.epochs(), epoch_seconds, &reports, &observations);
+            for refused in &summary.refused {
+                tracing::warn!(%refused, "usage refused");
+            }
+            for cut in &summary.discrepancies {
+                tracing::warn!(
+                    node = %cut.node,
+                    epoch = cut.epoch,
+                    figure = cut.figure.name(),
+                    claimed = cut.claimed,
+                    accepted = cut.accepted,
+                    "claim cut to what witnesses saw"
+                );
+            }
+            let mut config = ChainConfig::new(chain.clone(), chain_id);
+            config.registry = registry;
+            let chain = connect(&config).with_context(|| format!("upper chain {chain}"))?;
+            let nodes = report::registry_over(chain.as_ref(), period)?;
+            let rows = report::build(period, &nodes, &summary.per_node, &rates, |id| {
+                book.paid(period, id)
+            });
+            let file = File::create(&out).with_context(|| format!("creating {}", out.display()))?;
+            report::write_csv(&rows, file)?;
+            let owed: u128 = rows.iter().map(|row| row.owed).sum();
+            let outstanding: u128 = rows.iter().map(|row| row.outstanding()).sum();
+            println!(
+                "{} nodes, period {period}: owed {owed}, outstanding {outstanding} -> {}",
+                rows.len(),
+                out.display()
+            );
+        }
+        Command::Plan { report } => {
+            let file =
+                File::open(&report).with_context(|| format!("opening {}", report.display()))?;
+            let rows = report::read_csv(file)?;
+            println!(
+                "{:<14} {:<44} {:<12} {:>24}  nodes",
+                "id", "wallet", "method", "amount"
+            );
+            for payout in plan(&rows) {
+                println!(
+                    "{:<14} {:<44} {:<12} {:>24}  {}",
+                    format!("{:.12}", payout.id().to_string()),
+                    payout.wallet.to_string(),
+                    payout.method.to_string(),
+                    payout.amount,
+                    payout.nodes.len()
+                );
+            }
+        }
+        Command::Pay {
+            report,
+            receipts,
+            chain,
+            chain_id,
+            registry,
+            treasury_key,
+        } => {
+            let file =
+                File::open(&report).with_context(|| format!("opening {}", report.display()))?;
+            let rows = report::read_csv(file)?;
+            let (on_chain, waiting): (Vec<Payout>, Vec<Payout>) = plan(&rows)
+                .into_iter()
+                .partition(|payout| payout.method == PayoutMethod::UpperChain);
+            for payout in &waiting {
+                println!(
+                    "not paid: {} to {} by {} needs the asset rollup's rail",
+                    payout.amount, payout.wallet, payout.method
+                );
+            }
+            let treasury = OperatorKeys::load(&treasury_key)
+                .with_context(|| format!("treasury key {}", treasury_key.display()))?;
+            let config = EvmConfig::new(
+                chain.clone(),
+                chain_id,
+                registry,
+                treasury.operator().clone(),
+            );
+            let evm = EvmChain::connect(config).with_context(|| format!("upper chain {chain}"))?;
+            let mut rail = UpperChainRail::new(Arc::new(evm));
+            let mut book = ReceiptBook::open(&receipts)?;
+            let made = payout::execute(&on_chain, &mut [&mut rail], &mut book)?;
+            for receipt in &made {
+                println!(
+                    "paid {} to {} by {}: {}",
+                    receipt.amount, receipt.wallet, receipt.method, receipt.reference
+                );
+            }
+            println!(
+                "{} payouts made, {} already paid, {} waiting for the rollup; receipts in {}",
+                made.len(),
+                on_chain.len() - made.len(),
+                waiting.len(),
+                receipts.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Every JSON line of every file, parsed; an unparsable line is an error naming it.
+fn read_lines<T: serde::de::DeserializeOwned>(paths: &[PathBuf]) -> Result<Vec<T>> {
+    let mut items = Vec::new();
+    for path in paths {
+        items.extend(read_jsonl(path)?);
+    }
+    Ok(items)
+}

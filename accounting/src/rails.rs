@@ -1,0 +1,40 @@
+//! The payout rails that exist today.
+//!
+//! [`UpperChainRail`] pays in the upper chain's native asset: a value transfer from a treasury
+//! key through [`upper_chain::EvmChain`], with the payout's id as the transaction's input so the
+//! transfer names the payout on chain. The rollup rail, for wallets with the `assets` feature,
+//! comes with the asset rollup ([assets]): until then a plan with rollup payouts stops with
+//! [`crate::payout::PayoutError::NoRail`] before paying anything.
+
+use std::sync::Arc;
+
+use primitives::U256;
+use upper_chain::EvmChain;
+
+use crate::payout::{Payout, PayoutMethod, PayoutRail};
+
+/// Pays by value transfers on an EVM upper chain, from the chain adapter's sender key.
+pub struct UpperChainRail {
+    chain: Arc<EvmChain>,
+}
+
+impl UpperChainRail {
+    /// A rail paying from `chain`'s sender (the treasury key).
+    pub fn new(chain: Arc<EvmChain>) -> Self {
+        UpperChainRail { chain }
+    }
+}
+
+impl PayoutRail for UpperChainRail {
+    fn method(&self) -> PayoutMethod {
+        PayoutMethod::UpperChain
+    }
+
+    fn pay(&mut self, payout: &Payout) -> Result<String, String> {
+        let memo = payout.id().to_vec();
+        self.chain
+            .transfer(payout.wallet, U256::from(payout.amount), memo)
+            .map(|hash| hash.to_string())
+            .map_err(|error| error.to_string())
+    }
+}
