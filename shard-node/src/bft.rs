@@ -613,21 +613,18 @@ impl GroupBft {
     fn handle_replica_event(&mut self, now: Instant, event: ReplicaEvent<GroupRoot>) {
         match event {
             ReplicaEvent::Verify { sequence, value } => self.answer_verify(now, sequence, value),
+            // A null (a view change filled the sequence) certifies nothing and is skipped.
             ReplicaEvent::Committed {
                 sequence,
                 view,
-                value,
+                value: Some(GroupRoot(commitment)),
                 certificate,
-            } => {
-                if let Some(GroupRoot(commitment)) = value {
-                    self.certified(
-                        now,
-                        commitment,
-                        GroupDecision { view, sequence },
-                        certificate,
-                    );
-                }
-            }
+            } => self.certified(
+                now,
+                commitment,
+                GroupDecision { view, sequence },
+                certificate,
+            ),
             ReplicaEvent::ViewEntered { view, primary } => {
                 self.stats.views_entered += 1;
                 self.events

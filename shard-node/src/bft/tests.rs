@@ -133,7 +133,7 @@ impl Group {
 
     /// Lets `duration` pass and fires every timer due.
     fn pass(&mut self, duration: Duration) {
-        self.now = self.now + duration;
+        self.now += duration;
         for (index, core) in self.cores.iter_mut().enumerate() {
             if !self.down.contains(&index)
                 && core
