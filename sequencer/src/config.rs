@@ -8,6 +8,7 @@
 //! mesh_listen = "0.0.0.0:7601"          # KCP over UDP, for the other sequencers
 //! weak_da = "data/weak-da"              # a directory, file:///dir or s3://bucket?...
 //! metrics_listen = "127.0.0.1:9600"     # optional: Prometheus scrapes /metrics here
+//! rpc_listen = "127.0.0.1:8545"         # optional: the Web3-compatible JSON-RPC (HTTP + WS)
 //!
 //! [wal]
 //! dir = "data/wal"
@@ -139,6 +140,8 @@ struct RawConfig {
     weak_da: String,
     #[serde(default)]
     metrics_listen: Option<String>,
+    #[serde(default)]
+    rpc_listen: Option<String>,
     wal: RawWal,
     chain: RawChain,
     #[serde(default)]
@@ -177,6 +180,8 @@ pub struct SequencerFileConfig {
     pub weak_da: String,
     /// Where `/metrics` is served, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the Web3-compatible JSON-RPC is served, if anywhere.
+    pub rpc_listen: Option<SocketAddr>,
     /// The write-ahead log's directory.
     pub wal_dir: PathBuf,
     /// Its fsync setting.
@@ -203,6 +208,8 @@ pub struct Overrides {
     pub weak_da: Option<String>,
     /// Where `/metrics` is served.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the JSON-RPC is served.
+    pub rpc_listen: Option<SocketAddr>,
     /// The write-ahead log's directory.
     pub wal_dir: Option<PathBuf>,
     /// Its fsync setting.
@@ -270,6 +277,10 @@ impl SequencerFileConfig {
                 .metrics_listen
                 .map(|text| socket("metrics_listen", &text))
                 .transpose()?,
+            rpc_listen: raw
+                .rpc_listen
+                .map(|text| socket("rpc_listen", &text))
+                .transpose()?,
             wal_dir: relative(raw.wal.dir),
             wal_fsync: raw.wal.fsync,
             chain: ChainSection {
@@ -296,6 +307,7 @@ impl SequencerFileConfig {
             mesh_listen,
             weak_da,
             metrics_listen,
+            rpc_listen,
             wal_dir,
             wal_fsync,
             chain_url,
@@ -308,6 +320,7 @@ impl SequencerFileConfig {
         self.mesh_listen = mesh_listen.unwrap_or(self.mesh_listen);
         self.weak_da = weak_da.unwrap_or(self.weak_da);
         self.metrics_listen = metrics_listen.or(self.metrics_listen);
+        self.rpc_listen = rpc_listen.or(self.rpc_listen);
         self.wal_dir = wal_dir.unwrap_or(self.wal_dir);
         self.wal_fsync = wal_fsync.unwrap_or(self.wal_fsync);
         self.chain.url = chain_url.unwrap_or(self.chain.url);

@@ -52,3 +52,19 @@ const _: () = assert!(BLOCK_MOVES_PER_TICK_MAX * 32 + 64 <= WAL_RECORD_BYTES_MAX
 pub const SESSION_KEYS_CACHED_MAX: usize = 100_000;
 /// Items of pending state one client session may watch at once.
 pub const SUBSCRIPTIONS_PER_CLIENT_MAX: usize = 4_096;
+/// Blocks (executed batches) the JSON-RPC gateway keeps for `eth_getBlockBy*`.
+pub const RPC_BLOCKS_KEPT_MAX: usize = 4_096;
+/// Ethereum transactions the JSON-RPC gateway remembers, with their receipts; the oldest are
+/// forgotten first.
+pub const RPC_TRANSACTIONS_KEPT_MAX: usize = 65_536;
+/// Messages from the core (acks) queued for the gateway.
+pub const RPC_OUTBOUND_MAX: usize = 4_096;
+/// New blocks queued for each `eth_subscribe` subscriber.
+pub const RPC_NEW_BLOCKS_QUEUE_MAX: usize = 256;
+/// Blocks one `eth_feeHistory` covers at most (as geth).
+pub const RPC_FEE_HISTORY_BLOCKS_MAX: u64 = 1_024;
+/// Gas one `eth_call` or estimation may use: revm's per-transaction cap (EIP-7825).
+pub const RPC_CALL_GAS_MAX: u64 = 1 << 24;
+/// How long `eth_sendRawTransaction` waits for the sequencer's ack (it comes after the
+/// write-ahead log's fsync; never a performance bound).
+pub const RPC_ACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

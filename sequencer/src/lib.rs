@@ -10,7 +10,8 @@
 //! results flow back to correct pending state and to tell players `Executed` or `Failed`.
 //!
 //! The cores (mempool, pending state, packer, batcher) are sans-IO; [`node`] is the tokio
-//! driver that runs them with the client API, weak DA, PBFT and the peer links.
+//! driver that runs them with the client API, weak DA, PBFT and the peer links. [`rpc`] is the
+//! Web3-compatible JSON-RPC gateway, which reaches the core the way a client session does.
 
 pub mod batcher;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod node;
 pub mod packer;
 pub mod pending;
+pub mod rpc;
 pub mod subscriptions;
 pub mod upstream;
 pub mod wal;

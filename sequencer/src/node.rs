@@ -136,7 +136,72 @@ pub struct SequencerHandle {
     pub client_addr: SocketAddr,
     /// Counters, readable while it runs.
     pub stats: Arc<SequencerStats>,
+    /// The way in for a gateway in this process (the JSON-RPC of [`crate::rpc`]).
+    pub gateway: GatewayLink,
 }
+
+/// How a gateway in the sequencer's process speaks to its core: the same commands a client
+/// session sends after decoding, so that a move from a gateway is admitted, logged, acked and
+/// tracked exactly as a native client's.
+#[derive(Clone, Debug)]
+pub struct GatewayLink {
+    commands: mpsc::Sender<Command>,
+}
+
+#[cfg(test)]
+impl GatewayLink {
+    /// A link to a queue the test holds.
+    pub(crate) fn for_tests(commands: mpsc::Sender<Command>) -> Self {
+        GatewayLink { commands }
+    }
+}
+
+/// Client IDs of gateways count down from here; sessions count up from 1.
+const GATEWAY_CLIENT_FIRST: ClientId = ClientId::MAX;
+
+impl GatewayLink {
+    /// Opens a gateway session with the core: acks and statuses of the moves it submits, as
+    /// encoded [`ServerMessage`]s, go to `outbound`. Returns the session's client ID.
+    pub async fn open(
+        &self,
+        id_offset: u64,
+        outbound: mpsc::Sender<Vec<u8>>,
+    ) -> Result<ClientId, GatewayClosed> {
+        let client = GATEWAY_CLIENT_FIRST - id_offset;
+        self.commands
+            .send(Command::GatewayOpened(client, outbound))
+            .await
+            .map_err(|_| GatewayClosed)?;
+        Ok(client)
+    }
+
+    /// Submits verified moves in order, as the session `client`.
+    pub async fn submit(
+        &self,
+        client: ClientId,
+        moves: Vec<VerifiedTransaction>,
+    ) -> Result<(), GatewayClosed> {
+        self.commands
+            .send(Command::Submit(client, moves))
+            .await
+            .map_err(|_| GatewayClosed)
+    }
+
+    /// An item's value in pending state.
+    pub async fn pending_value(&self, item: StateItem) -> Result<primitives::U256, GatewayClosed> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.commands
+            .send(Command::PendingValue(item, reply))
+            .await
+            .map_err(|_| GatewayClosed)?;
+        answer.await.map_err(|_| GatewayClosed)
+    }
+}
+
+/// The sequencer's core has stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the sequencer has stopped")]
+pub struct GatewayClosed;
 
 /// Counters of one sequencer.
 #[derive(Debug)]
@@ -182,8 +247,12 @@ impl Default for SequencerStats {
 
 use crate::subscriptions::ClientId;
 
-enum Command {
+pub(crate) enum Command {
     ClientOpened(ClientId, KcpSender),
+    /// A gateway in this process: its messages go straight to this queue.
+    GatewayOpened(ClientId, mpsc::Sender<Vec<u8>>),
+    /// A gateway reads one item of pending state.
+    PendingValue(StateItem, tokio::sync::oneshot::Sender<primitives::U256>),
     ClientClosed(ClientId),
     /// A client's verified moves, in the order it sent them.
     Submit(ClientId, Vec<VerifiedTransaction>),
@@ -243,6 +312,9 @@ pub async fn spawn(
         id: NodeId(wiring.key.address()),
         client_addr,
         stats: stats.clone(),
+        gateway: GatewayLink {
+            commands: commands.clone(),
+        },
     };
     let upstream = Upstream::spawn(wiring.chain.clone())?;
     let mut core = Core::new(config, wiring, commands, stats, upstream);
@@ -609,6 +681,12 @@ impl Core {
                     }
                 });
                 self.clients.insert(client, outbound);
+            }
+            Command::GatewayOpened(client, outbound) => {
+                self.clients.insert(client, outbound);
+            }
+            Command::PendingValue(item, reply) => {
+                let _ = reply.send(self.pending.get(&item));
             }
             Command::ClientClosed(client) => {
                 self.clients.remove(&client);

@@ -6,13 +6,14 @@ use da_weak::{WeakDa, WeakDaError};
 use execution::AccountState;
 use netstack::{kcp::KcpConfig, secure::NodeIdentity};
 use primitives::{
-    AccountKey, NodeId,
+    AccountKey, Address, NodeId, U256,
     bls::{BlsPublicKey, BlsSecretKey},
 };
 use sequencer::{
     constants::PEER_QUEUE_MAX,
     mesh::{InProcessMesh, PeerDelivery, PeerLinks, kcp::KcpMeshListener},
     node::{SequencerConfig, SequencerHandle, SequencerWiring},
+    rpc::{RpcConfig, RpcHandle},
     wal::{FsyncPolicy, Recovered, Wal, WalConfig, WalError},
 };
 use shard_node::{ShardError, ShardNetwork, ShardNode, driver::ShardHandle};
@@ -44,6 +45,10 @@ pub struct DevnetConfig {
     /// fsync), so that [`Devnet::crash_sequencer`] loses no acked move and
     /// [`Devnet::restart_sequencer`] brings them back.
     pub wal: bool,
+    /// Where the Web3-compatible JSON-RPC of the first sequencer listens, if anywhere.
+    pub rpc_listen: Option<SocketAddr>,
+    /// Accounts given a balance at genesis (for Ethereum clients, which pay their own way).
+    pub funded: Vec<(Address, U256)>,
 }
 
 /// How the devnet's sequencers reach each other.
@@ -67,6 +72,8 @@ impl Default for DevnetConfig {
             mesh: MeshKind::Kcp,
             ingress: sequencer::node::IngressConfig::default(),
             wal: false,
+            rpc_listen: None,
+            funded: Vec::new(),
         }
     }
 }
@@ -92,6 +99,9 @@ pub enum DevnetError {
     /// Only a devnet started with a write-ahead log crashes and restarts sequencers.
     #[error("sequencer {0} cannot crash or restart: the devnet runs without write-ahead logs")]
     NotRestartable(usize),
+    /// The JSON-RPC gateway could not start.
+    #[error("JSON-RPC: {0}")]
+    Rpc(#[from] sequencer::rpc::RpcError),
 }
 
 type MeshEnd = (
@@ -142,6 +152,8 @@ pub struct Devnet {
     pub sequencers: Vec<SequencerHandle>,
     /// The shard network.
     pub shards: ShardHandle,
+    /// The first sequencer's JSON-RPC gateway, if `rpc_listen` was given.
+    pub rpc: Option<RpcHandle>,
     /// What restarting each sequencer takes (with write-ahead logs only).
     restartable: Vec<Restartable>,
     sequencer_set: Vec<(NodeId, BlsPublicKey)>,
@@ -253,13 +265,25 @@ impl Devnet {
             &data_dir.join("shards"),
         )?;
         network.set_root_commit_interval(config.root_commit_interval_batches);
-        network.insert_genesis(
+        let mut genesis = vec![(
             GAME_ADDRESS,
             AccountState {
                 code: game_code(),
                 ..AccountState::default()
             },
-        )?;
+        )];
+        genesis.extend(config.funded.iter().map(|(address, balance)| {
+            (
+                *address,
+                AccountState {
+                    balance: *balance,
+                    ..AccountState::default()
+                },
+            )
+        }));
+        for (address, account) in &genesis {
+            network.insert_genesis(*address, account.clone())?;
+        }
 
         let weak_da = WeakDa::local(&data_dir.join("weak-da"))?;
         let shards = shard_node::driver::spawn(
@@ -268,6 +292,8 @@ impl Devnet {
             sequencer_set.iter().map(|(_, key)| *key).collect(),
         );
 
+        // Subscribed before any sequencer runs, so that the gateway sees every batch.
+        let rpc_executed = config.rpc_listen.map(|_| shards.executed.subscribe());
         let keys: Vec<AccountKey> = identities.iter().map(|(key, _)| key.clone()).collect();
         let meshes = connect_mesh(config.mesh, &keys).await?;
         let mut sequencers = Vec::with_capacity(config.sequencers);
@@ -309,11 +335,27 @@ impl Devnet {
             };
             sequencers.push(sequencer::node::spawn(sequencer_config, wiring).await?);
         }
+        let rpc = match (config.rpc_listen, rpc_executed) {
+            (Some(listen), Some(executed)) => Some(
+                sequencer::rpc::serve(
+                    RpcConfig {
+                        listen,
+                        chain_id: config.chain_id,
+                        genesis,
+                    },
+                    sequencers[0].gateway.clone(),
+                    executed,
+                )
+                .await?,
+            ),
+            _ => None,
+        };
         Ok(Devnet {
             chain_id: config.chain_id,
             chain,
             sequencers,
             shards,
+            rpc,
             restartable,
             sequencer_set,
             weak_da,

@@ -83,6 +83,9 @@ struct RunArgs {
     /// Where Prometheus scrapes `/metrics` (TCP).
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
+    /// Where the Web3-compatible JSON-RPC is served (HTTP and WebSocket, TCP).
+    #[arg(long)]
+    rpc_listen: Option<SocketAddr>,
     /// The write-ahead log's directory.
     #[arg(long)]
     wal_dir: Option<PathBuf>,
@@ -167,6 +170,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         mesh_listen: args.mesh_listen,
         weak_da: args.weak_da,
         metrics_listen: args.metrics_listen,
+        rpc_listen: args.rpc_listen,
         wal_dir: args.wal_dir,
         wal_fsync: args.wal_fsync,
         chain_url: args.chain_url,
@@ -270,6 +274,24 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         )
         .await
         .with_context(|| format!("client listen {}", config.client_listen))?;
+        // The gateway follows the same execution results as the core (none in this process
+        // today, so its executed state stays at an empty genesis; pending state is live).
+        let _rpc = match config.rpc_listen {
+            Some(listen) => Some(
+                sequencer::rpc::serve(
+                    sequencer::rpc::RpcConfig {
+                        listen,
+                        chain_id: config.chain_id,
+                        genesis: Vec::new(),
+                    },
+                    handle.gateway.clone(),
+                    executed_sender.subscribe(),
+                )
+                .await
+                .with_context(|| format!("rpc listen {listen}"))?,
+            ),
+            None => None,
+        };
         info!(target: "sequencer", %id, client = %handle.client_addr, mesh = %mesh_addr,
             chain_id = config.chain_id, tick_ms = config.tick.as_millis() as u64,
             wal = %config.wal_dir.display(), fsync = ?config.wal_fsync, "sequencer listening");

@@ -45,6 +45,9 @@ struct Args {
     /// `status` reach it as `tickrate://ADDR`).
     #[arg(long)]
     chain_listen: Option<std::net::SocketAddr>,
+    /// Serve the first sequencer's Web3-compatible JSON-RPC (HTTP and WebSocket) here.
+    #[arg(long)]
+    rpc_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(serde::Serialize)]
@@ -86,6 +89,7 @@ async fn main() -> anyhow::Result<()> {
         sequencers: args.sequencers,
         shard_nodes: args.shard_nodes,
         tick: Duration::from_millis(args.tick_ms),
+        rpc_listen: args.rpc_listen,
         ..DevnetConfig::default()
     })
     .await
@@ -104,6 +108,9 @@ async fn main() -> anyhow::Result<()> {
             "upper chain served at tickrate://{served} (chain id {})",
             devnet.chain_id
         );
+    }
+    if let Some(rpc) = &devnet.rpc {
+        println!("JSON-RPC at {} and {}", rpc.http_url(), rpc.ws_url());
     }
     println!(
         "devnet up: {} sequencers ({}), {} shard nodes, tick {} ms; {} players at {} moves/s",

@@ -3,5 +3,6 @@
 mod accounting;
 mod ingress;
 mod sdk;
+mod json_rpc;
 mod tidy;
 mod walking_skeleton;

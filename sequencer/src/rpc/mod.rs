@@ -1,0 +1,736 @@
+//! The Web3-compatible JSON-RPC gateway: Ethereum wallets, explorers and scripts talk to a
+//! sequencer unchanged, over HTTP or WebSocket on one port (`jsonrpsee`).
+//!
+//! The gateway speaks to its sequencer's core through a [`GatewayLink`], the same commands a
+//! native client session sends after decoding: a transaction is admitted, logged, acked and
+//! tracked like any move. It follows execution results ([`ExecutedBatch`]es) to keep the
+//! executed state, one block per batch and the receipts of its transactions ([`chain`]).
+//!
+//! - **Transactions.** `eth_sendRawTransaction` takes legacy (EIP-155), EIP-2930 and EIP-1559
+//!   envelopes ([`primitives::ethereum`]); the gateway estimates the Space Access List on the
+//!   executed state, with the sender's pending nonce, since Ethereum transactions
+//!   carry none. The Ethereum hash (keccak-256 of the envelope) names the transaction to the
+//!   client; the gateway maps it to the move's hash. A creation's address is Ethereum's,
+//!   from sender and nonce.
+//! - **Block tags.** `pending` reads the sequencer's pending state (the `Pending` level: acked
+//!   moves' declared writes over executed state). `latest`, `safe` and `finalized` read the
+//!   executed state (the `Executed` level: groups agreed on the post-state root, which no later
+//!   step revises); a numbered block is accepted only if it is the head. Code and eth_call read
+//!   executed state whatever the tag, since pending state holds no code.
+//! - **Fees.** Tickrate has no base fee and devnet moves are sponsored: `eth_gasPrice`,
+//!   `eth_maxPriorityFeePerGas` and the history of `eth_feeHistory` are zero. A transaction pays
+//!   its own effective price ([`primitives::ethereum`]).
+//! - **Errors** use EIP-1474's codes: -32602 invalid params, -32000 invalid input (nonce, chain,
+//!   signature), -32003 transaction rejected, -32005 limit exceeded, -32603 internal error, and 3
+//!   with the revert data for a reverted call, as geth does.
+
+pub mod chain;
+mod convert;
+mod error;
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc};
+
+use alloy_rpc_types_eth::{BlockId, BlockNumberOrTag, TransactionRequest};
+use execution::{AccountState, Estimate, ExecutedBatch, ExecutionEnv};
+use jsonrpsee::{
+    PendingSubscriptionSink, RpcModule,
+    server::{Server, ServerHandle},
+    types::{ErrorObjectOwned, Params},
+};
+use parking_lot::{Mutex, RwLock};
+use primitives::{
+    Address, B256, Bytes, MoveSignature, SignedTransaction, TxHash, U256,
+    api::{Refusal, ServerMessage},
+    codec::Decode,
+    ethereum::decode_envelope,
+    finality::StateItem,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+pub use self::error::RpcError;
+use self::{
+    chain::{ChainView, NewBlock, TransactionRecord},
+    error::{internal, invalid_params, refusal_error, reverted},
+};
+use crate::{
+    constants::{
+        MOVE_BYTES_MAX, RPC_ACK_TIMEOUT, RPC_CALL_GAS_MAX, RPC_FEE_HISTORY_BLOCKS_MAX,
+        RPC_NEW_BLOCKS_QUEUE_MAX, RPC_OUTBOUND_MAX,
+    },
+    node::GatewayLink,
+    subscriptions::ClientId,
+};
+
+/// The `web3_clientVersion` answer.
+pub const CLIENT_VERSION: &str = concat!("tickrate/", env!("CARGO_PKG_VERSION"));
+
+/// How a gateway runs.
+#[derive(Clone, Debug)]
+pub struct RpcConfig {
+    /// Where it listens (HTTP and WebSocket).
+    pub listen: SocketAddr,
+    /// The network's chain id.
+    pub chain_id: u64,
+    /// The state before the first batch, as the shard groups hold it.
+    pub genesis: Vec<(Address, AccountState)>,
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct RpcHandle {
+    /// Where it listens.
+    pub local_addr: SocketAddr,
+    server: ServerHandle,
+}
+
+impl RpcHandle {
+    /// The `http://` URL of the gateway.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    /// The `ws://` URL of the gateway.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.local_addr)
+    }
+
+    /// Stops the server.
+    pub fn stop(&self) {
+        let _ = self.server.stop();
+    }
+}
+
+/// What every method shares.
+struct Gateway {
+    chain_id: u64,
+    link: GatewayLink,
+    client: ClientId,
+    chain: RwLock<ChainView>,
+    /// Submitted moves waiting for their ack, by move hash.
+    waiting: Mutex<HashMap<TxHash, oneshot::Sender<Result<u64, Refusal>>>>,
+    /// New blocks, for subscribers.
+    blocks: broadcast::Sender<Arc<NewBlock>>,
+    /// Set if execution results were missed: the executed state is wrong from then on.
+    stale: std::sync::atomic::AtomicBool,
+}
+
+/// Starts a gateway for the sequencer behind `link`, following `executed`.
+pub async fn serve(
+    config: RpcConfig,
+    link: GatewayLink,
+    executed: broadcast::Receiver<Arc<ExecutedBatch>>,
+) -> Result<RpcHandle, RpcError> {
+    let (outbound, inbound) = mpsc::channel(RPC_OUTBOUND_MAX);
+    let client = link
+        .open(0, outbound)
+        .await
+        .map_err(|_| RpcError::SequencerStopped)?;
+    let (blocks, _) = broadcast::channel(RPC_NEW_BLOCKS_QUEUE_MAX);
+    let gateway = Arc::new(Gateway {
+        chain_id: config.chain_id,
+        link,
+        client,
+        chain: RwLock::new(ChainView::new(config.genesis)),
+        waiting: Mutex::new(HashMap::new()),
+        blocks,
+        stale: std::sync::atomic::AtomicBool::new(false),
+    });
+    tokio::spawn(read_acks(gateway.clone(), inbound));
+    tokio::spawn(follow_execution(gateway.clone(), executed));
+
+    let server = Server::builder()
+        .build(config.listen)
+        .await
+        .map_err(RpcError::Io)?;
+    let local_addr = server.local_addr().map_err(RpcError::Io)?;
+    let module = methods(gateway)?;
+    let server = server.start(module);
+    info!(target: "sequencer::rpc", %local_addr, "JSON-RPC listening (HTTP and WebSocket)");
+    Ok(RpcHandle { local_addr, server })
+}
+
+/// Hands each ack the core sends to the submission waiting for it. Statuses are not needed:
+/// receipts come from the executed batches themselves.
+async fn read_acks(gateway: Arc<Gateway>, mut inbound: mpsc::Receiver<Vec<u8>>) {
+    while let Some(bytes) = inbound.recv().await {
+        match ServerMessage::from_bytes(&bytes) {
+            Ok(ServerMessage::Ack { hash, result }) => {
+                if let Some(waiting) = gateway.waiting.lock().remove(&hash) {
+                    let _ = waiting.send(result);
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                warn!(target: "sequencer::rpc", %error, "undecodable message from the core")
+            }
+        }
+    }
+}
+
+async fn follow_execution(
+    gateway: Arc<Gateway>,
+    mut executed: broadcast::Receiver<Arc<ExecutedBatch>>,
+) {
+    loop {
+        match executed.recv().await {
+            Ok(batch) => {
+                let new_block = gateway.chain.write().handle_executed(&batch);
+                if let Some(new_block) = new_block {
+                    // No subscriber is no error.
+                    let _ = gateway.blocks.send(Arc::new(new_block));
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                // The state is wrong from here on; a gateway that could not keep up says so
+                // rather than serve it.
+                gateway
+                    .stale
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                warn!(target: "sequencer::rpc", missed, "execution results lagged: executed state is stale from here on");
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+type MethodResult<T> = Result<T, ErrorObjectOwned>;
+
+/// Which state a block tag reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StateLevel {
+    Pending,
+    Executed,
+}
+
+impl Gateway {
+    fn level_of(&self, block: Option<BlockId>) -> MethodResult<StateLevel> {
+        let level = self.tag_level(block)?;
+        if level == StateLevel::Executed && self.stale.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(internal(
+                &"execution results were missed: the executed state is stale",
+            ));
+        }
+        Ok(level)
+    }
+
+    fn tag_level(&self, block: Option<BlockId>) -> MethodResult<StateLevel> {
+        match block {
+            None => Ok(StateLevel::Executed),
+            Some(BlockId::Number(tag)) => match tag {
+                BlockNumberOrTag::Pending => Ok(StateLevel::Pending),
+                BlockNumberOrTag::Latest | BlockNumberOrTag::Safe | BlockNumberOrTag::Finalized => {
+                    Ok(StateLevel::Executed)
+                }
+                BlockNumberOrTag::Number(number) if number == self.chain.read().head() => {
+                    Ok(StateLevel::Executed)
+                }
+                BlockNumberOrTag::Earliest | BlockNumberOrTag::Number(_) => Err(invalid_params(
+                    "only the head's state is kept: use latest, safe, finalized or pending",
+                )),
+            },
+            Some(BlockId::Hash(hash)) => {
+                let chain = self.chain.read();
+                if chain.block(chain.head()).map(|block| block.hash) == Some(hash.block_hash) {
+                    Ok(StateLevel::Executed)
+                } else {
+                    Err(invalid_params("only the head's state is kept"))
+                }
+            }
+        }
+    }
+
+    async fn read(&self, item: StateItem, level: StateLevel) -> MethodResult<U256> {
+        match level {
+            StateLevel::Pending => self
+                .link
+                .pending_value(item)
+                .await
+                .map_err(|error| internal(&error)),
+            StateLevel::Executed => {
+                let chain = self.chain.read();
+                let state = chain.state();
+                Ok(match item {
+                    StateItem::Balance(address) => state
+                        .account(&address)
+                        .map(|a| a.balance)
+                        .unwrap_or_default(),
+                    StateItem::Nonce(address) => {
+                        U256::from(state.account(&address).map(|a| a.nonce).unwrap_or_default())
+                    }
+                    StateItem::Storage(address, slot) => state.storage(&address, &slot),
+                    StateItem::Code(_) => U256::ZERO,
+                })
+            }
+        }
+    }
+
+    fn env(&self, head: u64) -> ExecutionEnv {
+        // The next batch is the one a move sent now runs in.
+        ExecutionEnv {
+            chain_id: self.chain_id,
+            block_number: head + 1,
+            timestamp: head + 1,
+        }
+    }
+
+    /// Runs a call request over the executed state (nothing is kept).
+    fn call(&self, request: &TransactionRequest, gas_limit: u64) -> Estimate {
+        let chain = self.chain.read();
+        let state = chain.state();
+        let (sender, body, create) = convert::call_body(request, self.chain_id, gas_limit, state);
+        execution::estimate_move(&self.env(chain.head()), sender, &body, create, state, &[])
+    }
+
+    /// The least gas limit under which `request` succeeds, found as geth does: a bisection
+    /// between what one run used and the cap.
+    fn estimate_gas(&self, request: &TransactionRequest) -> MethodResult<u64> {
+        let cap = request
+            .gas
+            .unwrap_or(RPC_CALL_GAS_MAX)
+            .min(RPC_CALL_GAS_MAX);
+        let first = self.call(request, cap);
+        if let Err(reason) = &first.status {
+            return Err(match reason {
+                primitives::FailureReason::Reverted => reverted(&first.output),
+                other => error::invalid_input(&format!("execution failed: {other:?}")),
+            });
+        }
+        let (mut low, mut high) = (first.gas_used.saturating_sub(1), cap);
+        while low + 1 < high {
+            let middle = low + (high - low) / 2;
+            if self.call(request, middle).status.is_ok() {
+                high = middle;
+            } else {
+                low = middle;
+            }
+        }
+        Ok(high)
+    }
+
+    /// Decodes, estimates, verifies and submits a raw transaction; returns its Ethereum hash
+    /// once the sequencer has acked it.
+    async fn send_raw(&self, raw: Bytes) -> MethodResult<B256> {
+        if raw.len() > MOVE_BYTES_MAX {
+            return Err(error::limit_exceeded("transaction too large"));
+        }
+        let ethereum = decode_envelope(&raw).map_err(|error| error::rejected(&error))?;
+        if ethereum.tx.chain_id != self.chain_id {
+            return Err(refusal_error(&Refusal::WrongChain {
+                expected: self.chain_id,
+                got: ethereum.tx.chain_id,
+            }));
+        }
+        if self.chain.read().transaction(&ethereum.hash).is_some() {
+            return Ok(ethereum.hash);
+        }
+        let nonce = self
+            .read(StateItem::Nonce(ethereum.sender), StateLevel::Pending)
+            .await?;
+        let mut tx = ethereum.tx;
+        tx.access_list = {
+            let mut chain = self.chain.write();
+            let env = self.env(chain.head());
+            convert::estimate_with_pending(
+                &mut chain,
+                &env,
+                (ethereum.sender, nonce.saturating_to()),
+                &tx,
+                ethereum.signature.create,
+            )
+        };
+        let signed = SignedTransaction {
+            tx,
+            signature: MoveSignature::Ethereum(ethereum.signature),
+        };
+        let verified = signed
+            .verify(self.chain_id)
+            .map_err(|error| refusal_error(&crate::ingress::refusal_of(error)))?;
+        let move_hash = verified.hash;
+        let (acked, ack) = oneshot::channel();
+        self.waiting.lock().insert(move_hash, acked);
+        self.chain.write().record(
+            ethereum.hash,
+            TransactionRecord {
+                envelope: raw,
+                sender: ethereum.sender,
+                move_hash,
+                gas_price: verified.tx().gas_price,
+                created: ethereum.signature.create.then_some(verified.tx().to),
+                receipt: None,
+            },
+        );
+        let forget = || {
+            self.waiting.lock().remove(&move_hash);
+            self.chain.write().forget(&ethereum.hash);
+        };
+        if self.link.submit(self.client, vec![verified]).await.is_err() {
+            forget();
+            return Err(internal(&"the sequencer has stopped"));
+        }
+        match tokio::time::timeout(RPC_ACK_TIMEOUT, ack).await {
+            Ok(Ok(Ok(_tick))) => {
+                debug!(target: "sequencer::rpc", hash = %ethereum.hash, %move_hash, "transaction acked");
+                Ok(ethereum.hash)
+            }
+            Ok(Ok(Err(refusal))) => {
+                forget();
+                Err(refusal_error(&refusal))
+            }
+            Ok(Err(_)) | Err(_) => {
+                forget();
+                Err(internal(&"no ack from the sequencer"))
+            }
+        }
+    }
+}
+
+fn parse_block(params: &Params<'_>, index: usize) -> MethodResult<Option<BlockId>> {
+    let mut sequence = params.sequence();
+    for _ in 0..index {
+        let _: serde_json::Value = sequence.next()?;
+    }
+    Ok(sequence.optional_next()?)
+}
+
+/// Registers every method.
+fn methods(gateway: Arc<Gateway>) -> Result<RpcModule<Arc<Gateway>>, RpcError> {
+    let mut module = RpcModule::new(gateway);
+    module.register_method("eth_chainId", |_, gateway, _| {
+        MethodResult::Ok(alloy_primitives::U64::from(gateway.chain_id))
+    })?;
+    module.register_method("net_version", |_, gateway, _| {
+        MethodResult::Ok(gateway.chain_id.to_string())
+    })?;
+    module.register_method("web3_clientVersion", |_, _, _| {
+        MethodResult::Ok(CLIENT_VERSION)
+    })?;
+    module.register_method("eth_blockNumber", |_, gateway, _| {
+        MethodResult::Ok(alloy_primitives::U64::from(gateway.chain.read().head()))
+    })?;
+    module.register_method("eth_gasPrice", |_, _, _| MethodResult::Ok(U256::ZERO))?;
+    module.register_method("eth_maxPriorityFeePerGas", |_, _, _| {
+        MethodResult::Ok(U256::ZERO)
+    })?;
+    module.register_method("eth_feeHistory", |params, gateway, _| {
+        let mut sequence = params.sequence();
+        let count: alloy_primitives::U64 = sequence.next()?;
+        let newest: BlockNumberOrTag = sequence.next()?;
+        let percentiles: Option<Vec<f64>> = sequence.optional_next()?;
+        let head = gateway.chain.read().head();
+        MethodResult::Ok(convert::fee_history(
+            count.to::<u64>().min(RPC_FEE_HISTORY_BLOCKS_MAX),
+            newest.as_number().unwrap_or(head).min(head),
+            percentiles.map_or(0, |percentiles| percentiles.len()),
+        ))
+    })?;
+    for (name, item) in [
+        (
+            "eth_getBalance",
+            StateItem::Balance as fn(Address) -> StateItem,
+        ),
+        ("eth_getTransactionCount", StateItem::Nonce),
+    ] {
+        module.register_async_method(name, move |params, gateway, _| async move {
+            let address: Address = params.sequence().next()?;
+            let level = gateway.level_of(parse_block(&params, 1)?)?;
+            let value = gateway.read(item(address), level).await?;
+            MethodResult::Ok(value)
+        })?;
+    }
+    module.register_async_method("eth_getStorageAt", |params, gateway, _| async move {
+        let mut sequence = params.sequence();
+        let address: Address = sequence.next()?;
+        let slot: U256 = sequence.next()?;
+        let level = gateway.level_of(parse_block(&params, 2)?)?;
+        let value = gateway
+            .read(StateItem::Storage(address, B256::from(slot)), level)
+            .await?;
+        MethodResult::Ok(B256::from(value))
+    })?;
+    module.register_method("eth_getCode", |params, gateway, _| {
+        let address: Address = params.sequence().next()?;
+        gateway.level_of(parse_block(&params, 1)?)?;
+        let chain = gateway.chain.read();
+        let code = chain
+            .state()
+            .account(&address)
+            .map(|account| account.code.clone())
+            .unwrap_or_default();
+        MethodResult::Ok(code)
+    })?;
+    module.register_async_method("eth_sendRawTransaction", |params, gateway, _| async move {
+        let raw: Bytes = params.sequence().next()?;
+        gateway.send_raw(raw).await
+    })?;
+    module.register_method("eth_call", |params, gateway, _| {
+        let request: TransactionRequest = params.sequence().next()?;
+        gateway.level_of(parse_block(&params, 1)?)?;
+        let gas = request
+            .gas
+            .unwrap_or(RPC_CALL_GAS_MAX)
+            .min(RPC_CALL_GAS_MAX);
+        let outcome = gateway.call(&request, gas);
+        match outcome.status {
+            Ok(()) => Ok(outcome.output),
+            Err(primitives::FailureReason::Reverted) => Err(reverted(&outcome.output)),
+            Err(other) => Err(error::invalid_input(&format!(
+                "execution failed: {other:?}"
+            ))),
+        }
+    })?;
+    module.register_method("eth_estimateGas", |params, gateway, _| {
+        let request: TransactionRequest = params.sequence().next()?;
+        gateway.level_of(parse_block(&params, 1)?)?;
+        gateway
+            .estimate_gas(&request)
+            .map(alloy_primitives::U64::from)
+    })?;
+    module.register_method("eth_createAccessList", |params, gateway, _| {
+        let request: TransactionRequest = params.sequence().next()?;
+        gateway.level_of(parse_block(&params, 1)?)?;
+        let gas = request
+            .gas
+            .unwrap_or(RPC_CALL_GAS_MAX)
+            .min(RPC_CALL_GAS_MAX);
+        let estimate = gateway.call(&request, gas);
+        let sender = request.from.unwrap_or_default();
+        MethodResult::Ok(convert::access_list_result(&estimate, sender))
+    })?;
+    module.register_method("eth_getTransactionByHash", |params, gateway, _| {
+        let hash: B256 = params.sequence().next()?;
+        let chain = gateway.chain.read();
+        MethodResult::Ok(
+            chain
+                .transaction(&hash)
+                .and_then(|record| convert::rpc_transaction(&chain, record)),
+        )
+    })?;
+    module.register_method("eth_getTransactionReceipt", |params, gateway, _| {
+        let hash: B256 = params.sequence().next()?;
+        let chain = gateway.chain.read();
+        MethodResult::Ok(
+            chain
+                .transaction(&hash)
+                .and_then(|record| convert::rpc_receipt(&chain, hash, record)),
+        )
+    })?;
+    module.register_method("eth_getBlockByNumber", |params, gateway, _| {
+        let mut sequence = params.sequence();
+        let tag: BlockNumberOrTag = sequence.next()?;
+        let full: Option<bool> = sequence.optional_next()?;
+        let chain = gateway.chain.read();
+        let number = match tag {
+            BlockNumberOrTag::Number(number) => number,
+            BlockNumberOrTag::Earliest => 0,
+            _ => chain.head(),
+        };
+        MethodResult::Ok(
+            chain
+                .block(number)
+                .map(|block| convert::rpc_block(&chain, block, full.unwrap_or(false))),
+        )
+    })?;
+    module.register_method("eth_getBlockByHash", |params, gateway, _| {
+        let mut sequence = params.sequence();
+        let hash: B256 = sequence.next()?;
+        let full: Option<bool> = sequence.optional_next()?;
+        let chain = gateway.chain.read();
+        MethodResult::Ok(
+            chain
+                .block_by_hash(&hash)
+                .map(|block| convert::rpc_block(&chain, block, full.unwrap_or(false))),
+        )
+    })?;
+    module.register_subscription(
+        "eth_subscribe",
+        "eth_subscription",
+        "eth_unsubscribe",
+        |params, pending, gateway, _| async move {
+            subscribe(params, pending, (*gateway).clone()).await
+        },
+    )?;
+    Ok(module)
+}
+
+/// `eth_subscribe`: `newHeads` pushes each new block's header, `logs` each log matching the
+/// filter, of this gateway's transactions.
+async fn subscribe(
+    params: Params<'static>,
+    pending: PendingSubscriptionSink,
+    gateway: Arc<Gateway>,
+) -> jsonrpsee::core::SubscriptionResult {
+    let mut sequence = params.sequence();
+    let kind: String = sequence.next()?;
+    let filter = match kind.as_str() {
+        "newHeads" => None,
+        "logs" => Some(
+            sequence
+                .optional_next::<alloy_rpc_types_eth::Filter>()?
+                .unwrap_or_default(),
+        ),
+        other => {
+            pending
+                .reject(invalid_params(&format!("unsupported subscription {other}")))
+                .await;
+            return Ok(());
+        }
+    };
+    let mut blocks = gateway.blocks.subscribe();
+    let sink = pending.accept().await?;
+    loop {
+        let new_block = tokio::select! {
+            () = sink.closed() => return Ok(()),
+            received = blocks.recv() => match received {
+                Ok(new_block) => new_block,
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+        };
+        let messages: Vec<serde_json::Value> = match &filter {
+            None => {
+                let chain = gateway.chain.read();
+                vec![serde_json::to_value(convert::rpc_header(
+                    &chain,
+                    &new_block.block,
+                ))?]
+            }
+            Some(filter) => convert::rpc_logs(&new_block)
+                .into_iter()
+                .filter(|log| filter.matches(&log.inner))
+                .map(serde_json::to_value)
+                .collect::<Result<_, _>>()?,
+        };
+        for message in messages {
+            let message = serde_json::value::to_raw_value(&message)?;
+            if sink.send(message).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy_rpc_types_eth::{Header, Log};
+    use execution::{AccountDiff, MoveOutcome, StateDiff};
+
+    use super::*;
+
+    const ACCOUNT: Address = Address::repeat_byte(3);
+
+    /// A gateway over a chain view alone: its link leads to a queue nobody serves, so only the
+    /// methods that read the executed chain answer.
+    fn gateway() -> (Arc<Gateway>, mpsc::Receiver<crate::node::Command>) {
+        let (commands, queue) = mpsc::channel(16);
+        let (blocks, _) = broadcast::channel(16);
+        let genesis = AccountState {
+            balance: U256::from(77),
+            ..AccountState::default()
+        };
+        let gateway = Arc::new(Gateway {
+            chain_id: 4242,
+            link: GatewayLink::for_tests(commands),
+            client: 1,
+            chain: RwLock::new(ChainView::new([(ACCOUNT, genesis)])),
+            waiting: Mutex::new(HashMap::new()),
+            blocks,
+            stale: std::sync::atomic::AtomicBool::new(false),
+        });
+        (gateway, queue)
+    }
+
+    fn executed_batch(number: u64) -> ExecutedBatch {
+        ExecutedBatch {
+            number,
+            outcomes: vec![MoveOutcome {
+                hash: B256::repeat_byte(9),
+                status: Ok(()),
+                gas_used: 30_000,
+                logs: vec![alloy_primitives::Log::new_unchecked(
+                    ACCOUNT,
+                    vec![B256::repeat_byte(1)],
+                    Bytes::from_static(b"x"),
+                )],
+                diff: StateDiff {
+                    accounts: [(
+                        ACCOUNT,
+                        AccountDiff {
+                            balance: Some(U256::from(70)),
+                            ..AccountDiff::default()
+                        },
+                    )]
+                    .into(),
+                },
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn executed_state_and_new_heads_are_served() {
+        let (gateway, _queue) = gateway();
+        let module = methods(gateway.clone()).expect("methods register");
+        let chain_id: alloy_primitives::U64 =
+            module.call("eth_chainId", [(); 0]).await.expect("answers");
+        assert_eq!(chain_id.to::<u64>(), 4242);
+        let balance: U256 = module
+            .call("eth_getBalance", (ACCOUNT, "latest"))
+            .await
+            .expect("answers");
+        assert_eq!(balance, U256::from(77));
+        let refused = module
+            .call::<_, U256>("eth_getBalance", (ACCOUNT, "0x99"))
+            .await
+            .expect_err("an old block is refused");
+        assert!(refused.to_string().contains("head"), "{refused}");
+
+        let mut heads = module
+            .subscribe_unbounded("eth_subscribe", ["newHeads"])
+            .await
+            .expect("subscribed");
+        let mut logs = module
+            .subscribe_unbounded("eth_subscribe", ["logs"])
+            .await
+            .expect("subscribed");
+        gateway.chain.write().record(
+            B256::repeat_byte(0xee),
+            chain::TransactionRecord {
+                envelope: Bytes::new(),
+                sender: ACCOUNT,
+                move_hash: B256::repeat_byte(9),
+                gas_price: 0,
+                created: None,
+                receipt: None,
+            },
+        );
+        let new_block = gateway
+            .chain
+            .write()
+            .handle_executed(&executed_batch(1))
+            .expect("a new block");
+        gateway
+            .blocks
+            .send(Arc::new(new_block))
+            .expect("subscribers listen");
+        let (head, _) = heads
+            .next::<Header>()
+            .await
+            .expect("a head")
+            .expect("decodes");
+        assert_eq!(head.number, 1);
+        let (log, _) = logs.next::<Log>().await.expect("a log").expect("decodes");
+        assert_eq!(log.transaction_hash, Some(B256::repeat_byte(0xee)));
+        assert_eq!(log.inner.address, ACCOUNT);
+
+        let balance: U256 = module
+            .call("eth_getBalance", (ACCOUNT, "latest"))
+            .await
+            .expect("answers");
+        assert_eq!(balance, U256::from(70));
+        let number: alloy_primitives::U64 = module
+            .call("eth_blockNumber", [(); 0])
+            .await
+            .expect("answers");
+        assert_eq!(number.to::<u64>(), 1);
+    }
+}
