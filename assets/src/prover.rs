@@ -106,6 +106,10 @@ fn key_file_error(path: &Path, error: impl std::fmt::Display) -> AssetsError {
     }
 }
 
+/// The randomness a proof takes, as one object-safe trait, so the prover is instantiated once.
+trait ProofRng: RngCore + CryptoRng {}
+impl<R: RngCore + CryptoRng> ProofRng for R {}
+
 /// Proves transfers with the proving key.
 pub struct Prover {
     proving_key: ProvingKey<Bn254>,
@@ -131,7 +135,7 @@ impl Prover {
         rng: &mut R,
     ) -> Result<TransferTx, AssetsError> {
         transfer.check()?;
-        self.prove_unchecked(transfer, rng)
+        self.prove_with(transfer, rng)
     }
 
     /// Proves without the native checks, as a dishonest prover would: for an invalid transfer
@@ -142,10 +146,21 @@ impl Prover {
         transfer: &SignedTransfer,
         rng: &mut R,
     ) -> Result<TransferTx, AssetsError> {
+        self.prove_with(transfer, rng)
+    }
+
+    /// The one instantiation of the Groth16 prover, at this crate's optimisation level: were it
+    /// generic over the caller's RNG, a debug-profile caller would compile the whole prover
+    /// unoptimised and prove many times slower.
+    fn prove_with(
+        &self,
+        transfer: &SignedTransfer,
+        rng: &mut dyn ProofRng,
+    ) -> Result<TransferTx, AssetsError> {
         let proof = Groth16::<Bn254>::prove(
             &self.proving_key,
             TransferCircuit::new(transfer.clone()),
-            rng,
+            &mut &mut *rng,
         )
         .map_err(|error| AssetsError::Proving(error.to_string()))?;
         Ok(TransferTx {
