@@ -390,7 +390,7 @@ fn parse_block(params: &Params<'_>, index: usize) -> MethodResult<Option<BlockId
     for _ in 0..index {
         let _: serde_json::Value = sequence.next()?;
     }
-    Ok(sequence.optional_next()?)
+    sequence.optional_next()
 }
 
 /// Registers every method.
