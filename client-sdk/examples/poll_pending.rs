@@ -80,7 +80,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let end = tokio::time::Instant::now() + Duration::from_secs(seconds);
     while tokio::time::Instant::now() < end {
         poll.tick().await;
-        if step % 5 == 0 {
+        if step.is_multiple_of(5) {
             let cell = (step / 5 * 11 + 1) % 64;
             let handle = client
                 .send(&player, game_move(account, chain_id, cell))

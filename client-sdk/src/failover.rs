@@ -294,7 +294,7 @@ impl Books {
     }
 
     /// Moves to send again on a new session, in nonce order per account.
-    fn to_send_again(&mut self) -> Vec<SignedTransaction> {
+    fn take_unacked(&mut self) -> Vec<SignedTransaction> {
         let mut again: Vec<(Address, u64, SignedTransaction)> = Vec::new();
         for found in self.moves.values_mut() {
             match found.stage {
@@ -700,7 +700,7 @@ async fn fail_over(inner: &Inner) -> Option<Session> {
                 books.client = Some(session.client.clone());
                 books.index = index;
                 books.failovers += 1;
-                (books.to_send_again(), books.watched.clone())
+                (books.take_unacked(), books.watched.clone())
             };
             info!(target: "client_sdk::failover", %address, again = again.len(), "failed over");
             for item in watched {
@@ -848,7 +848,7 @@ mod tests {
         let (mut books, acks) = books_with(4);
         books.handle_event(event(acks[0].0, Ok(FinalityLevel::Pending)), HELD_TIMEOUT);
         books.handle_event(event(acks[1].0, Ok(FinalityLevel::Sequenced)), HELD_TIMEOUT);
-        let again: Vec<TxHash> = books.to_send_again().iter().map(|s| s.hash()).collect();
+        let again: Vec<TxHash> = books.take_unacked().iter().map(|s| s.hash()).collect();
         assert_eq!(again, [acks[2].0, acks[3].0]);
         assert_eq!(books.moves[&acks[0].0].stage, Stage::Orphaned);
         assert_eq!(books.moves[&acks[1].0].stage, Stage::Orphaned);
@@ -859,7 +859,7 @@ mod tests {
     fn a_new_sequencer_behind_the_dead_ones_log_holds_moves_instead_of_refusing_them() {
         let (mut books, mut acks) = books_with(3);
         books.handle_event(event(acks[0].0, Ok(FinalityLevel::Pending)), HELD_TIMEOUT);
-        let _ = books.to_send_again();
+        let _ = books.take_unacked();
         // The new sequencer has not learned move 0 (acked by the dead one, in its log).
         let behind = Refusal::BadNonce {
             expected: 0,

@@ -162,6 +162,10 @@ pub struct Devnet {
     _data_dir: Option<tempfile::TempDir>,
 }
 
+/// Where a relay delivers a sequencer's inbound peer messages: its core's queue, or nowhere
+/// while it is crashed.
+type InboundSlot = Arc<parking_lot::Mutex<Option<mpsc::Sender<PeerDelivery>>>>;
+
 /// A sequencer that can be crashed and restarted: its identity, its end of the mesh, its log,
 /// and the relay its inbound peer messages pass through. The core stops when its inbound queue
 /// closes, so cutting the relay is a crash; a restart opens a new queue behind the same relay.
@@ -169,7 +173,7 @@ struct Restartable {
     key: AccountKey,
     bls: BlsSecretKey,
     mesh: Arc<dyn PeerLinks>,
-    relay: Arc<parking_lot::Mutex<Option<mpsc::Sender<PeerDelivery>>>>,
+    relay: InboundSlot,
     wal_dir: PathBuf,
 }
 
@@ -183,12 +187,7 @@ fn open_wal(dir: &std::path::Path) -> Result<(Wal, Recovered), WalError> {
 }
 
 /// Puts a relay between a sequencer's inbound peer messages and its core.
-fn relay(
-    mut inbound: mpsc::Receiver<PeerDelivery>,
-) -> (
-    Arc<parking_lot::Mutex<Option<mpsc::Sender<PeerDelivery>>>>,
-    mpsc::Receiver<PeerDelivery>,
-) {
+fn relay(mut inbound: mpsc::Receiver<PeerDelivery>) -> (InboundSlot, mpsc::Receiver<PeerDelivery>) {
     let (sender, receiver) = mpsc::channel(PEER_QUEUE_MAX);
     let slot = Arc::new(parking_lot::Mutex::new(Some(sender)));
     let target = slot.clone();
