@@ -2,7 +2,7 @@
 
 mod accounting;
 mod ingress;
-mod sdk;
 mod json_rpc;
+mod sdk;
 mod tidy;
 mod walking_skeleton;
