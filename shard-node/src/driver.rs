@@ -1,13 +1,14 @@
 //! The tokio driver of the shard network: takes finalized batches, pulls their bodies from weak
 //! DA, executes them off the async threads at the driver's clock (which also times the group
-//! BFT rounds' view changes), and publishes the results.
+//! BFT rounds' view changes), takes the group messages that arrive over a network transport,
+//! and publishes the results.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use da_weak::WeakDa;
 use parking_lot::Mutex;
 use primitives::{FinalizedBatch, bls::BlsPublicKey, time::Instant};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tracing::{error, warn};
 
 use execution::ExecutedBatch;
@@ -49,6 +50,8 @@ pub fn spawn(
     };
     // The group rounds' clock: microseconds since the driver started.
     let epoch = std::time::Instant::now();
+    // Over a network transport, group messages arrive between timers and batches.
+    let arrivals = network.lock().transport_arrivals();
     tokio::spawn(async move {
         let mut ahead: BTreeMap<u64, FinalizedBatch> = BTreeMap::new();
         loop {
@@ -61,6 +64,13 @@ pub fn spawn(
                     None => return,
                 },
                 () = sleep_until(epoch, deadline) => {
+                    if let Err(message) = advance(&network, epoch).await {
+                        error!(target: "shard_node", %message, "group rounds stopped");
+                        return;
+                    }
+                    continue;
+                }
+                () = arrived(arrivals.as_deref()) => {
                     if let Err(message) = advance(&network, epoch).await {
                         error!(target: "shard_node", %message, "group rounds stopped");
                         return;
@@ -114,6 +124,14 @@ async fn sleep_until(epoch: std::time::Instant, deadline: Option<Instant>) {
             let at = epoch + Duration::from_micros(deadline.as_micros());
             tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
         }
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits until a group message arrives over the network; forever with no network transport.
+async fn arrived(arrivals: Option<&Notify>) {
+    match arrivals {
+        Some(arrivals) => arrivals.notified().await,
         None => std::future::pending().await,
     }
 }

@@ -18,7 +18,10 @@
 //! the upper chain.
 //!
 //! [`network::ShardNetwork`] runs the nodes of one devnet in one process, each with its own
-//! store; [`driver`] feeds it finalized batches. An operator's node starts from a key file
+//! store; [`driver`] feeds it finalized batches. The group rounds' messages travel over a
+//! [`transport::GroupTransport`]: in memory (deterministic, for the sim and unit tests), or over
+//! netstack's authenticated KCP sessions, each member on its own socket with its own node key
+//! ([`transport::netstack`]). An operator's node starts from a key file
 //! ([`identity`]) and a configuration file ([`config`]); the `shard-node` binary generates the
 //! keys, registers the node on the upper chain and reports its status there. Running a node
 //! over the network (join and sync, eviction) is the rest of the [shard-node] work.
@@ -31,6 +34,7 @@ pub mod identity;
 pub mod network;
 pub mod node;
 pub mod state;
+pub mod transport;
 
 pub use network::{ShardError, ShardNetwork};
 pub use node::ShardNode;

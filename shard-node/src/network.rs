@@ -37,6 +37,7 @@ use crate::{
     groups::{Group, GroupMap},
     node::ShardNode,
     state::{NodeState, NodeStateError, merge_change, overlay_writes},
+    transport::{GroupTransport, InMemoryTransport},
 };
 
 /// Why a batch could not be executed or state could not be read.
@@ -161,6 +162,11 @@ pub struct ShardNetwork {
     now: Instant,
     /// The timeouts of the group rounds' replicas.
     replica_config: ReplicaConfig,
+    /// Carries the group rounds' messages ([`crate::transport`]).
+    transport: Box<dyn GroupTransport>,
+    /// Group messages delivered that no core of the receiving member could take (undecodable
+    /// envelope, or a group the member has no core for).
+    unroutable: u64,
     /// The last root each group certified.
     certified: HashMap<B256, GroupRootCommitment>,
     /// Roots certified since the last batch or [`ShardNetwork::advance`] began.
@@ -269,6 +275,8 @@ impl ShardNetwork {
             stopped: BTreeSet::new(),
             now: Instant::ZERO,
             replica_config: ReplicaConfig::default(),
+            transport: Box::new(InMemoryTransport::new()),
+            unroutable: 0,
             certified: HashMap::new(),
             certified_now: Vec::new(),
             #[cfg(test)]

@@ -36,6 +36,12 @@ impl ShardNode {
         NodeId(self.key.address())
     }
 
+    /// The node's identity on netstack's secure sessions: its operator key, with the Noise
+    /// static key derived from it.
+    pub fn network_identity(&self) -> netstack::secure::NodeIdentity {
+        netstack::secure::NodeIdentity::new(self.key.clone())
+    }
+
     /// The BLS key for group certificates.
     pub fn bls(&self) -> &BlsSecretKey {
         &self.bls

@@ -1,24 +1,31 @@
-//! The group BFT rounds of the network's groups, driven in-process: every member of a group has
-//! a [`GroupBft`] core per group it is in; the network feeds each the root its own store gives,
-//! delivers the cores' messages to one another in order (a stopped member sends and receives
-//! nothing), fires their timers at the `now` its caller passes, and commits every certified root
-//! upstream with the round's commit certificate.
+//! The group BFT rounds of the network's groups: every member of a group has a [`GroupBft`]
+//! core per group it is in; the network feeds each the root its own store gives, sends the
+//! cores' messages over its [`GroupTransport`] and feeds each member's core what arrives for
+//! it (a stopped member sends and receives nothing), fires their timers at the `now` its caller
+//! passes, and commits every certified root upstream with the round's commit certificate.
+//!
+//! With the in-memory transport a call delivers until no core has anything left to send; over
+//! a network transport it sends, takes what has arrived so far, and returns: the rest is taken
+//! by later calls ([`ShardNetwork::advance`], driven by [`ShardNetwork::poll_timeout`] and the
+//! transport's [`ShardNetwork::transport_arrivals`]).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::{collections::BTreeMap, sync::Arc};
 
-use consensus::{Validator, ValidatorSet};
+use consensus::{ReplicaConfig, Validator, ValidatorSet};
 use primitives::{
     B256, NodeId,
-    machine::{Machine, Origin, Transmit},
+    machine::{Machine, Origin},
     time::Instant,
 };
+use tokio::sync::Notify;
 use tracing::{debug, warn};
 use upper_chain::GroupRootCommitment;
 
 use super::{ShardError, ShardNetwork};
 use crate::{
-    bft::{GroupBft, GroupConfig, GroupEvent, GroupInput, GroupStats},
+    bft::{GroupBft, GroupConfig, GroupEvent, GroupInput, GroupMessage, GroupStats},
     groups::Group,
+    transport::{GroupTransport, TransportStats},
 };
 
 /// Group messages one delivery moves at most before it gives up for this `now`: far above what
@@ -42,6 +49,7 @@ impl ShardNetwork {
             return Err(ShardError::NotRegistered(*id));
         }
         self.stopped.insert(*id);
+        self.transport.stop(id);
         debug!(target: "shard_node", node = %id, "stopped in group rounds");
         Ok(())
     }
@@ -53,6 +61,7 @@ impl ShardNetwork {
         if !self.stopped.remove(id) {
             return Err(ShardError::NotRegistered(*id));
         }
+        self.transport.resume(id);
         debug!(target: "shard_node", node = %id, "resumed in group rounds");
         let now = self.now;
         for round in self.rounds.values_mut() {
@@ -63,6 +72,38 @@ impl ShardNetwork {
             }
         }
         self.deliver()
+    }
+
+    /// Carries the group rounds' messages over `transport` from now on (the network starts with
+    /// an [`crate::transport::InMemoryTransport`]). Set it before the first round: what the old
+    /// transport still held is dropped.
+    pub fn set_transport(&mut self, transport: Box<dyn GroupTransport>) {
+        self.transport = transport;
+    }
+
+    /// What the group transport has carried and dropped.
+    pub fn transport_stats(&self) -> TransportStats {
+        self.transport.stats()
+    }
+
+    /// Notified when a group message arrives over a network transport, so that a driver calls
+    /// [`ShardNetwork::advance`] then; `None` for the in-memory transport.
+    pub fn transport_arrivals(&self) -> Option<Arc<Notify>> {
+        self.transport.arrivals()
+    }
+
+    /// Group messages delivered that no core of their receiver could take (an undecodable
+    /// envelope, or a group the receiver has no core for). Refusals by a core are counted in
+    /// its [`GroupStats::messages_refused`].
+    pub fn unroutable_messages(&self) -> u64 {
+        self.unroutable
+    }
+
+    /// The view timeouts of the group rounds' replicas, for groups whose cores are built from
+    /// now on (set it before the first batch). Over a real network the timeout must exceed what
+    /// a round takes, or groups change views for nothing.
+    pub fn set_replica_config(&mut self, config: ReplicaConfig) {
+        self.replica_config = config;
     }
 
     /// The network's clock, as the caller last set it.
@@ -198,11 +239,11 @@ impl ShardNetwork {
         Ok(())
     }
 
-    /// Delivers group messages until no core has anything left to send, and acts on the cores'
-    /// events. Messages from or to a stopped member are dropped.
+    /// Sends what the cores have to send, then feeds every member's cores what the transport
+    /// delivers (and sends what that produces) until the transport has nothing more now, and
+    /// acts on the cores' events. Messages from or to a stopped member are dropped.
     pub(super) fn deliver(&mut self) -> Result<(), ShardError> {
         let now = self.now;
-        let mut queue: VecDeque<(B256, NodeId, Transmit)> = VecDeque::new();
         let mut events: Vec<(B256, GroupEvent)> = Vec::new();
         for (group, round) in &mut self.rounds {
             for (id, core) in &mut round.cores {
@@ -212,7 +253,7 @@ impl ShardNetwork {
                     *id,
                     core,
                     &self.stopped,
-                    &mut queue,
+                    self.transport.as_mut(),
                     &mut events,
                 );
             }
@@ -222,33 +263,46 @@ impl ShardNetwork {
             for (group, event) in events.drain(..) {
                 self.handle_group_event(group, event)?;
             }
-            let Some((group, from, transmit)) = queue.pop_front() else {
+            if delivered >= DELIVERIES_PER_CALL_MAX {
+                warn!(target: "shard_node", delivered, "group messages still flowing; the rest waits for the next call");
+                return Ok(());
+            }
+            let Some(delivery) = self.transport.try_recv() else {
                 return Ok(());
             };
-            if delivered >= DELIVERIES_PER_CALL_MAX {
-                warn!(target: "shard_node", delivered, left = queue.len(), "group messages still flowing; the rest waits for the next call");
-                return Ok(());
-            }
             delivered += 1;
-            if self.stopped.contains(&transmit.to) {
+            if self.stopped.contains(&delivery.to) {
                 continue;
             }
-            let Some(core) = self
-                .rounds
-                .get_mut(&group)
-                .and_then(|round| round.cores.get_mut(&transmit.to))
-            else {
+            // The envelope says which of the receiver's cores the message is for; the core
+            // checks everything else.
+            let core = GroupMessage::from_wire(&delivery.bytes)
+                .ok()
+                .and_then(|envelope| self.rounds.get_mut(&envelope.group))
+                .and_then(|round| {
+                    round
+                        .cores
+                        .get_mut(&delivery.to)
+                        .map(|core| (round.group.id, core))
+                });
+            let Some((group, core)) = core else {
+                self.unroutable += 1;
+                debug!(target: "shard_node", from = %delivery.from, to = %delivery.to, "group message for no core of its receiver; dropped");
                 continue;
             };
             // A refused message is counted in the core's stats and logged there.
-            let _ = core.step(now, Origin::Peer(from), GroupInput::Message(transmit.bytes));
+            let _ = core.step(
+                now,
+                Origin::Peer(delivery.from),
+                GroupInput::Message(delivery.bytes),
+            );
             drain(
                 now,
                 group,
-                transmit.to,
+                delivery.to,
                 core,
                 &self.stopped,
-                &mut queue,
+                self.transport.as_mut(),
                 &mut events,
             );
         }
@@ -316,20 +370,21 @@ impl ShardNetwork {
     }
 }
 
-/// Moves a core's transmits into the queue (dropped if it is stopped) and its events out.
+/// Sends a core's transmits over the transport (dropped if its member is stopped) and moves its
+/// events out.
 fn drain(
     now: Instant,
     group: B256,
     id: NodeId,
     core: &mut GroupBft,
     stopped: &std::collections::BTreeSet<NodeId>,
-    queue: &mut VecDeque<(B256, NodeId, Transmit)>,
+    transport: &mut dyn GroupTransport,
     events: &mut Vec<(B256, GroupEvent)>,
 ) {
     let down = stopped.contains(&id);
     while let Some(transmit) = core.poll_transmit(now) {
         if !down {
-            queue.push_back((group, id, transmit));
+            transport.send(id, transmit.to, transmit.bytes);
         }
     }
     while let Some(event) = core.poll_event() {
