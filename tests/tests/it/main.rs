@@ -4,5 +4,6 @@ mod accounting;
 mod ingress;
 mod json_rpc;
 mod sdk;
+mod shard_groups_netstack;
 mod tidy;
 mod walking_skeleton;
