@@ -43,9 +43,10 @@
 
 use alloy_primitives::{Address, B256, Bytes, Log, U256};
 use primitives::{
-    Authority, DeclaredWrite, FailureReason, SESSION_REGISTRY, SessionCall, SpaceAccessList,
-    Transaction, TxHash, VerifiedTransaction,
+    Authority, DeclaredWrite, FailureReason, MoveSignature, SESSION_REGISTRY, SessionCall,
+    SpaceAccessList, Transaction, TxHash, VerifiedTransaction,
     codec::Decode,
+    ethereum::EthereumAccessList,
     finality::StateItem,
     session::{self, SessionRefusal},
 };
@@ -164,7 +165,14 @@ pub fn execute(
 
     let database = SliceDatabase::new(slice, BLOCK_BENEFICIARY);
     let created = tx.signed.is_create().then_some(body.to);
-    let outcome = match run_revm(env, tx.sender, body, kind_of(&tx.signed), database) {
+    let access_list = ethereum_access_list(&tx.signed);
+    let outcome = match run_revm(
+        env,
+        tx.sender,
+        body,
+        (kind_of(&tx.signed), access_list),
+        database,
+    ) {
         Err(error) => failed(failure_from_revm(error), 0),
         Ok((ExecutionResult::Revert { gas, .. }, _)) => {
             failed(FailureReason::Reverted, gas.tx_gas_used())
@@ -281,13 +289,26 @@ pub(crate) fn kind_of(signed: &primitives::SignedTransaction) -> TxKind {
     }
 }
 
+/// The EIP-2930 access list a move signed as an Ethereum transaction carries (empty for any
+/// other move). Verification checked that its items are in the Space Access List.
+pub(crate) fn ethereum_access_list(signed: &primitives::SignedTransaction) -> &EthereumAccessList {
+    static NONE: EthereumAccessList = EthereumAccessList(Vec::new());
+    match &signed.signature {
+        MoveSignature::Ethereum(signature) => &signature.access_list,
+        MoveSignature::Account(_) | MoveSignature::Session { .. } => &NONE,
+    }
+}
+
 /// One `transact` (no commit: the database is read-only and the diff is ours to build) of the
-/// move `body` sent by `sender`, over any database that fails with [`AccessError`].
+/// move `body` sent by `sender`, over any database that fails with [`AccessError`]. `kind` says
+/// whether it calls or creates; a non-empty Ethereum access list runs it as an EIP-2930
+/// transaction, as Ethereum would: the listed items start warm and their intrinsic gas is
+/// charged (revm warms them without loading them, so an unused listed item reads nothing).
 pub(crate) fn run_revm<DB: Database<Error = AccessError>>(
     env: &ExecutionEnv,
     sender: Address,
     body: &Transaction,
-    kind: TxKind,
+    (kind, access_list): (TxKind, &EthereumAccessList),
     database: DB,
 ) -> Result<RevmOutput, EVMError<AccessError>> {
     let block = BlockEnv {
@@ -297,10 +318,11 @@ pub(crate) fn run_revm<DB: Database<Error = AccessError>>(
         basefee: 0,
         ..BlockEnv::default()
     };
-    // A legacy (type 0) transaction: its gas price is paid in full, with no priority fee to
-    // split. revm's nonce check stays on; it agrees with ours, which ran first.
+    // A legacy (type 0) transaction, or EIP-2930 (type 1) to carry an access list: either way
+    // its gas price is paid in full, with no priority fee to split. revm's nonce check stays
+    // on; it agrees with ours, which ran first.
     let transaction = TxEnv {
-        tx_type: 0,
+        tx_type: u8::from(!access_list.0.is_empty()),
         caller: sender,
         gas_limit: body.gas_limit,
         gas_price: body.gas_price,
@@ -309,7 +331,7 @@ pub(crate) fn run_revm<DB: Database<Error = AccessError>>(
         data: body.data.clone(),
         nonce: body.nonce,
         chain_id: Some(body.chain_id),
-        access_list: Default::default(),
+        access_list: access_list.clone(),
         gas_priority_fee: None,
         blob_hashes: Vec::new(),
         max_fee_per_blob_gas: 0,

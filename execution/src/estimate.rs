@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use alloy_primitives::{Address, B256, Bytes, U256};
 use primitives::{
     AccountAccess, DeclaredWrite, FailureReason, SlotAccess, SpaceAccessList, Transaction,
-    finality::StateItem,
+    ethereum::EthereumAccessList, finality::StateItem,
 };
 use revm::{context_interface::result::ExecutionResult, primitives::TxKind};
 
@@ -52,17 +52,26 @@ pub fn estimate(
     state: &InMemoryState,
     deltas: &[StateItem],
 ) -> Estimate {
-    estimate_move(env, sender, body, false, state, deltas)
+    estimate_move(
+        env,
+        sender,
+        body,
+        (false, &EthereumAccessList::default()),
+        state,
+        deltas,
+    )
 }
 
-/// [`estimate()`] for a move that calls its `to` or, if `create`, creates a contract there (a
-/// move signed as an Ethereum transaction with no `to`; `body.to` must be the address the
-/// sender's nonce creates).
+/// [`estimate()`] for a move signed as an Ethereum transaction: it calls its `to` or, if
+/// `create`, creates a contract there (`body.to` must be the address the sender's nonce
+/// creates), and it carries `access_list`, its signed EIP-2930 list (empty for none). The list's
+/// items start warm and cost their intrinsic gas, as in execution, and every one of them is in
+/// the returned list (a read, unless the move writes it), as verification demands.
 pub fn estimate_move(
     env: &ExecutionEnv,
     sender: Address,
     body: &Transaction,
-    create: bool,
+    (create, access_list): (bool, &EthereumAccessList),
     state: &InMemoryState,
     deltas: &[StateItem],
 ) -> Estimate {
@@ -71,14 +80,16 @@ pub fn estimate_move(
     } else {
         TxKind::Call(body.to)
     };
-    let (result, evm_state) = match run_revm(env, sender, body, kind, StateDatabase::new(state)) {
+    let shape = (kind, access_list);
+    let (result, evm_state) = match run_revm(env, sender, body, shape, StateDatabase::new(state)) {
         Ok(output) => output,
         Err(error) => {
             return Estimate {
-                access_list: SpaceAccessList::new([
-                    AccountAccess::read(sender),
-                    AccountAccess::read(body.to),
-                ]),
+                access_list: SpaceAccessList::new(
+                    [AccountAccess::read(sender), AccountAccess::read(body.to)]
+                        .into_iter()
+                        .chain(listed_reads(access_list)),
+                ),
                 status: Err(failure_from_revm(error)),
                 gas_used: 0,
                 output: Bytes::new(),
@@ -104,6 +115,19 @@ pub fn estimate_move(
             .accounts
             .entry(required)
             .or_insert_with(|| account_slice(state, &required, std::iter::empty()));
+    }
+    // Every item of the Ethereum access list, used or not.
+    for item in &access_list.0 {
+        let account = loaded
+            .accounts
+            .entry(item.address)
+            .or_insert_with(|| account_slice(state, &item.address, std::iter::empty()));
+        for slot in &item.storage_keys {
+            if !account.storage.contains_key(slot) {
+                let value = state.storage(&item.address, slot);
+                account.storage.insert(*slot, value);
+            }
+        }
     }
 
     let gas_used = result.tx_gas_used();
@@ -161,6 +185,21 @@ pub fn estimate_move(
         gas_used,
         output,
     }
+}
+
+/// The items of an Ethereum access list, as reads.
+fn listed_reads(access_list: &EthereumAccessList) -> impl Iterator<Item = AccountAccess> + '_ {
+    access_list.0.iter().map(|item| AccountAccess {
+        storage: item
+            .storage_keys
+            .iter()
+            .map(|slot| SlotAccess {
+                slot: *slot,
+                write: None,
+            })
+            .collect(),
+        ..AccountAccess::read(item.address)
+    })
 }
 
 /// The values of `address` and of its `slots` in `state`.

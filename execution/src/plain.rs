@@ -86,8 +86,11 @@ pub fn execute_plain(
     state: &mut InMemoryState,
 ) -> PlainOutcome {
     let body = tx.tx();
-    let kind = crate::engine::kind_of(&tx.signed);
-    let outcome = match run_revm(env, tx.sender, body, kind, StateDatabase::new(state)) {
+    let shape = (
+        crate::engine::kind_of(&tx.signed),
+        crate::engine::ethereum_access_list(&tx.signed),
+    );
+    let outcome = match run_revm(env, tx.sender, body, shape, StateDatabase::new(state)) {
         Err(error) => PlainOutcome {
             status: Err(failure_from_revm(error)),
             gas_used: 0,

@@ -16,18 +16,32 @@
 //!
 //! Tickrate has no base fee: the price a move pays per gas is the legacy or EIP-2930 gas price,
 //! or for EIP-1559 `min(max_fee_per_gas, max_priority_fee_per_gas)` (the effective price at a
-//! base fee of zero). An Ethereum access list (EIP-2930) must be empty: the move's Space Access
-//! List takes its place, and a non-empty one could not be rebuilt from the move.
+//! base fee of zero).
+//!
+//! An EIP-2930 access list (type 1, or type 2 with a list) is signed, so the move carries it
+//! as signed, order and repeats kept, in its [`EthereumSignature`]: the signing hash is rebuilt
+//! from it. It is no substitute for the Space Access List, which also declares writes; the
+//! rule is that **every address and slot of the Ethereum list is in the Space Access List, a
+//! read at least** ([`EthereumSignature::check`], so sequencers and execution refuse a move that
+//! breaks it). Execution then gives the list to revm as Ethereum does: its items are warm from
+//! the start and its intrinsic gas (2,400 per address, 1,900 per slot) is charged, so gas used
+//! and receipts match Ethereum's.
 
 use alloy_consensus::{SignableTransaction, Signed, TxEip1559, TxEip2930, TxEnvelope, TxLegacy};
 use alloy_eips::eip2718::{Decodable2718, Encodable2718};
 use alloy_primitives::{Address, B256, TxKind, U256, keccak256};
 
 use crate::{
-    codec::{Decode, DecodeError, Decoder, Encode},
-    constants::TX_DATA_BYTES_MAX,
+    codec::{Decode, DecodeError, Decoder, Encode, put_length},
+    constants::{SAL_ACCOUNTS_MAX, SAL_SLOTS_PER_ACCOUNT_MAX, TX_DATA_BYTES_MAX},
     keys::{Signature, SignatureError},
-    tx::{SpaceAccessList, Transaction},
+    tx::{SpaceAccessList, Transaction, TxError},
+};
+
+/// An EIP-2930 access list as its transaction signed it ([`EthereumAccessList`]), and one of its
+/// entries ([`EthereumAccessListItem`]).
+pub use alloy_eips::eip2930::{
+    AccessList as EthereumAccessList, AccessListItem as EthereumAccessListItem,
 };
 
 /// The Ethereum transaction type a move was signed as.
@@ -35,14 +49,14 @@ use crate::{
 pub enum EthereumKind {
     /// Type 0, with an EIP-155 chain id.
     Legacy,
-    /// Type 1 (EIP-2930), with an empty access list.
+    /// Type 1 (EIP-2930).
     Eip2930,
-    /// Type 2 (EIP-1559), with an empty access list.
+    /// Type 2 (EIP-1559).
     Eip1559,
 }
 
 /// The Ethereum signature of a move and the signed fields a move does not hold.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct EthereumSignature {
     /// The transaction type.
     pub kind: EthereumKind,
@@ -54,6 +68,10 @@ pub struct EthereumSignature {
     pub max_priority_fee_per_gas: u128,
     /// `r || s || y_parity` (0 or 1).
     pub signature: Signature,
+    /// The EIP-2930 access list it signed (empty for legacy transactions): at most
+    /// [`SAL_ACCOUNTS_MAX`] entries of at most [`SAL_SLOTS_PER_ACCOUNT_MAX`] slots each, since
+    /// every item must fit in the Space Access List.
+    pub access_list: EthereumAccessList,
 }
 
 /// Why a signed Ethereum transaction cannot be a move.
@@ -68,9 +86,19 @@ pub enum EthereumError {
     /// A legacy transaction without EIP-155 replay protection.
     #[error("legacy transaction without a chain id")]
     NoChainId,
-    /// The transaction carries an EIP-2930 access list (the Space Access List replaces it).
-    #[error("non-empty access list: Tickrate estimates the Space Access List itself")]
-    AccessListGiven,
+    /// A legacy transaction cannot carry an access list (only a move built by hand can).
+    #[error("a legacy transaction carries no access list")]
+    AccessListOnLegacy,
+    /// The EIP-2930 access list is longer than a Space Access List can hold.
+    #[error("access list too large: {what} {len} exceed the limit of {max}")]
+    AccessListTooLarge {
+        /// What is counted: entries, or slots of one entry.
+        what: &'static str,
+        /// How many.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Its call data is longer than a move carries.
     #[error("{len} bytes of call data exceed the limit of {max}")]
     DataTooLong {
@@ -140,7 +168,7 @@ fn unsigned(tx: &Transaction, signature: &EthereumSignature) -> Unsigned {
             gas_limit: tx.gas_limit,
             to,
             value: tx.value,
-            access_list: Default::default(),
+            access_list: signature.access_list.clone(),
             input: tx.data.clone(),
         }),
         EthereumKind::Eip1559 => Unsigned::Eip1559(TxEip1559 {
@@ -151,7 +179,7 @@ fn unsigned(tx: &Transaction, signature: &EthereumSignature) -> Unsigned {
             max_priority_fee_per_gas: signature.max_priority_fee_per_gas,
             to,
             value: tx.value,
-            access_list: Default::default(),
+            access_list: signature.access_list.clone(),
             input: tx.data.clone(),
         }),
     }
@@ -168,8 +196,36 @@ impl EthereumSignature {
     }
 
     /// Checks what the signature covers beyond the hash: the move pays the price its type says,
-    /// and a creation's `to` is the address the sender's nonce creates.
-    pub fn check(&self, tx: &Transaction, sender: &Address) -> Result<(), EthereumError> {
+    /// a creation's `to` is the address the sender's nonce creates, and every item of the
+    /// Ethereum access list is in the Space Access List (see the module's documentation).
+    pub fn check(&self, tx: &Transaction, sender: &Address) -> Result<(), TxError> {
+        self.check_fields(tx, sender)?;
+        self.check_listed(&tx.access_list)
+    }
+
+    /// Whether `list` names every address and slot of the Ethereum access list; the first
+    /// missing address otherwise.
+    pub fn check_listed(&self, list: &SpaceAccessList) -> Result<(), TxError> {
+        for item in &self.access_list.0 {
+            let account = list
+                .account(&item.address)
+                .ok_or(TxError::MissingFromAccessList(item.address))?;
+            if item
+                .storage_keys
+                .iter()
+                .any(|slot| account.slot(slot).is_none())
+            {
+                return Err(TxError::MissingFromAccessList(item.address));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_fields(&self, tx: &Transaction, sender: &Address) -> Result<(), EthereumError> {
+        if self.kind == EthereumKind::Legacy && !self.access_list.0.is_empty() {
+            return Err(EthereumError::AccessListOnLegacy);
+        }
+        check_access_list_bounds(&self.access_list)?;
         if self.kind == EthereumKind::Eip1559 && tx.gas_price != price_per_gas(self, 0) {
             return Err(EthereumError::Mismatch(
                 "gas price is not the effective EIP-1559 price",
@@ -206,6 +262,29 @@ impl EthereumSignature {
     }
 }
 
+/// Refuses an access list larger than a Space Access List could hold.
+fn check_access_list_bounds(list: &EthereumAccessList) -> Result<(), EthereumError> {
+    if list.0.len() > SAL_ACCOUNTS_MAX {
+        return Err(EthereumError::AccessListTooLarge {
+            what: "entries",
+            len: list.0.len(),
+            max: SAL_ACCOUNTS_MAX,
+        });
+    }
+    if let Some(item) = list
+        .0
+        .iter()
+        .find(|item| item.storage_keys.len() > SAL_SLOTS_PER_ACCOUNT_MAX)
+    {
+        return Err(EthereumError::AccessListTooLarge {
+            what: "slots of one entry",
+            len: item.storage_keys.len(),
+            max: SAL_SLOTS_PER_ACCOUNT_MAX,
+        });
+    }
+    Ok(())
+}
+
 /// The signed EIP-2718 envelope of a move signed as an Ethereum transaction.
 pub fn ethereum_envelope(tx: &Transaction, signature: &EthereumSignature) -> Vec<u8> {
     let alloy_signature = signature.alloy_signature();
@@ -231,7 +310,8 @@ pub fn ethereum_hash(tx: &Transaction, signature: &EthereumSignature) -> B256 {
 }
 
 /// Decodes a signed envelope into a move with an empty Space Access List, and recovers its
-/// sender. The caller bounds `raw`'s length.
+/// sender. The caller bounds `raw`'s length, and sets a Space Access List that names every item
+/// of the signed EIP-2930 list (`signature.access_list`).
 pub fn decode_envelope(raw: &[u8]) -> Result<EthereumMove, EthereumError> {
     let envelope =
         TxEnvelope::decode_2718(&mut &raw[..]).map_err(|_| EthereumError::Undecodable)?;
@@ -250,7 +330,7 @@ pub fn decode_envelope(raw: &[u8]) -> Result<EthereumMove, EthereumError> {
                     body.to,
                     body.value,
                     body.input.clone(),
-                    0,
+                    EthereumAccessList::default(),
                     *signed.signature(),
                 )
             }
@@ -266,7 +346,7 @@ pub fn decode_envelope(raw: &[u8]) -> Result<EthereumMove, EthereumError> {
                     body.to,
                     body.value,
                     body.input.clone(),
-                    body.access_list.0.len(),
+                    body.access_list.clone(),
                     *signed.signature(),
                 )
             }
@@ -282,15 +362,13 @@ pub fn decode_envelope(raw: &[u8]) -> Result<EthereumMove, EthereumError> {
                     body.to,
                     body.value,
                     body.input.clone(),
-                    body.access_list.0.len(),
+                    body.access_list.clone(),
                     *signed.signature(),
                 )
             }
             other => return Err(EthereumError::UnsupportedType(other.tx_type() as u8)),
         };
-    if listed != 0 {
-        return Err(EthereumError::AccessListGiven);
-    }
+    check_access_list_bounds(&listed)?;
     if input.len() > TX_DATA_BYTES_MAX {
         return Err(EthereumError::DataTooLong {
             len: input.len(),
@@ -307,6 +385,7 @@ pub fn decode_envelope(raw: &[u8]) -> Result<EthereumMove, EthereumError> {
         max_fee_per_gas: fees.0,
         max_priority_fee_per_gas: fees.1,
         signature: Signature(raw_signature),
+        access_list: listed,
     };
     let mut tx = Transaction {
         chain_id,
@@ -342,11 +421,49 @@ impl Encode for EthereumSignature {
             EthereumKind::Eip2930 => 1,
             EthereumKind::Eip1559 => 2,
         });
-        out.push(u8::from(self.create));
+        // Flags: bit 0 creation, bit 1 an access list follows the signature. Without a list
+        // the byte is the boolean it was before lists were carried, so those moves encode as
+        // they did.
+        let listed = !self.access_list.0.is_empty();
+        out.push(u8::from(self.create) | (u8::from(listed) << 1));
         out.extend_from_slice(&self.max_fee_per_gas.to_be_bytes());
         out.extend_from_slice(&self.max_priority_fee_per_gas.to_be_bytes());
         self.signature.encode(out);
+        if listed {
+            put_length(out, self.access_list.0.len());
+            for item in &self.access_list.0 {
+                item.address.encode(out);
+                put_length(out, item.storage_keys.len());
+                for slot in &item.storage_keys {
+                    slot.encode(out);
+                }
+            }
+        }
     }
+}
+
+fn decode_access_list(decoder: &mut Decoder<'_>) -> Result<EthereumAccessList, DecodeError> {
+    let entries = decoder.length("Ethereum access list entries", SAL_ACCOUNTS_MAX)?;
+    let mut items = Vec::with_capacity(entries.min(decoder.remaining() / 24));
+    for _ in 0..entries {
+        let address = decoder.address()?;
+        let slots = decoder.length("Ethereum access list slots", SAL_SLOTS_PER_ACCOUNT_MAX)?;
+        let mut storage_keys = Vec::with_capacity(slots.min(decoder.remaining() / 32));
+        for _ in 0..slots {
+            storage_keys.push(decoder.b256()?);
+        }
+        items.push(alloy_eips::eip2930::AccessListItem {
+            address,
+            storage_keys,
+        });
+    }
+    if items.is_empty() {
+        return Err(DecodeError::Invalid {
+            what: "Ethereum access list",
+            why: "flagged but empty",
+        });
+    }
+    Ok(alloy_eips::eip2930::AccessList(items))
 }
 
 impl Decode for EthereumSignature {
@@ -362,12 +479,24 @@ impl Decode for EthereumSignature {
                 });
             }
         };
+        let flags = decoder.u8()?;
+        if flags > 0b11 {
+            return Err(DecodeError::UnknownTag {
+                what: "Ethereum signature flags",
+                tag: flags,
+            });
+        }
         Ok(EthereumSignature {
             kind,
-            create: decoder.bool()?,
+            create: flags & 1 == 1,
             max_fee_per_gas: decoder.u128()?,
             max_priority_fee_per_gas: decoder.u128()?,
             signature: Signature::decode(decoder)?,
+            access_list: if flags & 0b10 == 0 {
+                EthereumAccessList::default()
+            } else {
+                decode_access_list(decoder)?
+            },
         })
     }
 }
@@ -387,6 +516,7 @@ mod tests {
             max_fee_per_gas: if kind == EthereumKind::Eip1559 { 7 } else { 0 },
             max_priority_fee_per_gas: if kind == EthereumKind::Eip1559 { 2 } else { 0 },
             signature: Signature([0; 65]),
+            access_list: EthereumAccessList::default(),
         };
         let tx = Transaction {
             chain_id: CHAIN,
@@ -479,37 +609,116 @@ mod tests {
             decode_envelope(&[0x02, 0xc0]),
             Err(EthereumError::Undecodable)
         );
-        let key = AccountKey::from_seed(7);
-        let (tx, _) = signed(&key, EthereumKind::Eip2930, false);
-        // The same transaction with an access list: signed fine, refused here.
-        let with_list = TxEip2930 {
+    }
+
+    /// An EIP-2930 transaction with an access list, signed by `key`, and its envelope.
+    fn with_list(key: &AccountKey, list: EthereumAccessList) -> Vec<u8> {
+        let body = TxEip2930 {
             chain_id: CHAIN,
-            nonce: tx.nonce,
-            gas_price: tx.gas_price,
-            gas_limit: tx.gas_limit,
-            to: TxKind::Call(tx.to),
-            value: tx.value,
-            access_list: alloy_eips::eip2930::AccessList(vec![
-                alloy_eips::eip2930::AccessListItem {
-                    address: tx.to,
-                    storage_keys: vec![B256::ZERO],
-                },
-            ]),
-            input: tx.data.clone(),
+            nonce: 3,
+            gas_price: 5,
+            gas_limit: 50_000,
+            to: TxKind::Call(Address::repeat_byte(0x22)),
+            value: U256::from(9),
+            access_list: list,
+            input: vec![1, 2, 3].into(),
         };
-        let signature = key.sign_prehash(&with_list.signature_hash());
+        let signature = key.sign_prehash(&body.signature_hash());
         let signature = EthereumSignature {
             kind: EthereumKind::Eip2930,
             create: false,
             max_fee_per_gas: 0,
             max_priority_fee_per_gas: 0,
             signature,
+            access_list: EthereumAccessList::default(),
         }
         .alloy_signature();
-        let envelope = TxEnvelope::from(with_list.into_signed(signature)).encoded_2718();
+        TxEnvelope::from(body.into_signed(signature)).encoded_2718()
+    }
+
+    #[test]
+    fn a_signed_access_list_is_carried_and_must_be_in_the_space_access_list() {
+        let key = AccountKey::from_seed(7);
+        let called = Address::repeat_byte(0x22);
+        let other = Address::repeat_byte(0x33);
+        // Out of order, with a repeated address, as a client may sign it.
+        let list = alloy_eips::eip2930::AccessList(vec![
+            alloy_eips::eip2930::AccessListItem {
+                address: other,
+                storage_keys: vec![B256::repeat_byte(2), B256::ZERO],
+            },
+            alloy_eips::eip2930::AccessListItem {
+                address: called,
+                storage_keys: vec![],
+            },
+            alloy_eips::eip2930::AccessListItem {
+                address: other,
+                storage_keys: vec![B256::repeat_byte(1)],
+            },
+        ]);
+        let envelope = with_list(&key, list.clone());
+        let decoded = decode_envelope(&envelope).expect("a list is accepted");
+        assert_eq!(decoded.sender, key.address());
+        assert_eq!(decoded.signature.access_list, list);
+        assert_eq!(ethereum_envelope(&decoded.tx, &decoded.signature), envelope);
+
+        // The codec carries the list (and a list-less signature encodes as before).
+        let bytes = decoded.signature.to_bytes();
         assert_eq!(
-            decode_envelope(&envelope),
-            Err(EthereumError::AccessListGiven)
+            EthereumSignature::from_bytes(&bytes),
+            Ok(decoded.signature.clone())
         );
+        assert_eq!(bytes[1], 0b10, "flags: no creation, a list follows");
+
+        let sal_with = |slots: &[B256]| {
+            SpaceAccessList::new([
+                crate::AccountAccess::read(decoded.sender),
+                crate::AccountAccess::read(called),
+                crate::AccountAccess {
+                    storage: slots
+                        .iter()
+                        .map(|slot| crate::SlotAccess {
+                            slot: *slot,
+                            write: None,
+                        })
+                        .collect(),
+                    ..crate::AccountAccess::read(other)
+                },
+            ])
+        };
+        let signed_with = |access_list: SpaceAccessList| SignedTransaction {
+            tx: Transaction {
+                access_list,
+                ..decoded.tx.clone()
+            },
+            signature: MoveSignature::Ethereum(decoded.signature.clone()),
+        };
+        let all = [B256::ZERO, B256::repeat_byte(1), B256::repeat_byte(2)];
+        let verified = signed_with(sal_with(&all))
+            .verify(CHAIN)
+            .expect("every listed item is in the SAL");
+        assert_eq!(verified.sender, key.address());
+        // One listed slot missing from the SAL: refused, naming its account.
+        assert_eq!(
+            signed_with(sal_with(&all[..2])).verify(CHAIN).err(),
+            Some(TxError::MissingFromAccessList(other))
+        );
+
+        // A list longer than a SAL can hold is refused at decoding.
+        let oversized = alloy_eips::eip2930::AccessList(
+            (0..=SAL_ACCOUNTS_MAX)
+                .map(|index| alloy_eips::eip2930::AccessListItem {
+                    address: Address::with_last_byte(index as u8),
+                    storage_keys: vec![],
+                })
+                .collect(),
+        );
+        assert!(matches!(
+            decode_envelope(&with_list(&key, oversized)),
+            Err(EthereumError::AccessListTooLarge {
+                what: "entries",
+                ..
+            })
+        ));
     }
 }

@@ -409,7 +409,7 @@ pub struct RefusedMove {
 }
 
 /// Who signed a move.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum MoveSignature {
     /// The sender's account key (secp256k1): the sender is recovered from it.
     Account(Signature),
@@ -507,7 +507,7 @@ impl SignedTransaction {
     /// Whether the move creates a contract at its `to` (only a move signed as an Ethereum
     /// transaction can).
     pub fn is_create(&self) -> bool {
-        matches!(self.signature, MoveSignature::Ethereum(signature) if signature.create)
+        matches!(&self.signature, MoveSignature::Ethereum(signature) if signature.create)
     }
 
     /// Recovers or checks the sender and checks what can be checked without state: chain id,
@@ -515,7 +515,7 @@ impl SignedTransaction {
     /// moves and session registry calls that need no state.
     pub fn verify(self, chain_id: u64) -> Result<VerifiedTransaction, TxError> {
         self.check_chain(chain_id)?;
-        match self.signature {
+        match self.signature.clone() {
             MoveSignature::Account(signature) => {
                 let digest = self.tx.signing_hash();
                 let sender = signature.recover_address(&digest)?;
@@ -570,7 +570,8 @@ impl SignedTransaction {
                 results[index] = Some(Err(refuse(&signed, error)));
                 continue;
             }
-            match signed.signature {
+            // A copy for account and session signatures; only an Ethereum access list allocates.
+            match signed.signature.clone() {
                 MoveSignature::Ethereum(_) => {
                     // Rare (moves from Ethereum clients through a gateway): checked one by one.
                     let hash = signed.hash();

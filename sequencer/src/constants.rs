@@ -57,6 +57,15 @@ pub const RPC_BLOCKS_KEPT_MAX: usize = 4_096;
 /// Ethereum transactions the JSON-RPC gateway remembers, with their receipts; the oldest are
 /// forgotten first.
 pub const RPC_TRANSACTIONS_KEPT_MAX: usize = 65_536;
+/// Submitted, unexecuted moves whose declared writes the gateway keeps for estimation.
+pub const RPC_PENDING_MOVES_MAX: usize = 4_096;
+/// Blocks after which a submitted move that has not executed is taken as lost, and its writes
+/// no longer count in estimation.
+pub const RPC_PENDING_BLOCKS_MAX: u64 = 1_024;
+/// The widest block range one `eth_getLogs` covers.
+pub const RPC_LOGS_BLOCK_RANGE_MAX: u64 = 1_024;
+/// The most logs one `eth_getLogs` returns.
+pub const RPC_LOGS_MAX: usize = 10_000;
 /// Messages from the core (acks) queued for the gateway.
 pub const RPC_OUTBOUND_MAX: usize = 4_096;
 /// New blocks queued for each `eth_subscribe` subscriber.

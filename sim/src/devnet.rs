@@ -382,7 +382,8 @@ impl Devnet {
     }
 
     /// Restarts sequencer `index` after a crash, on the same client address, from its
-    /// write-ahead log: the moves it acked go back into its mempool and are packed.
+    /// write-ahead log: the moves it acked go back into its mempool and are packed. The first
+    /// sequencer's JSON-RPC gateway, if any, is pointed at the restarted core.
     pub async fn restart_sequencer(&mut self, index: usize) -> Result<(), DevnetError> {
         let restartable = self
             .restartable
@@ -410,6 +411,12 @@ impl Devnet {
             ingress: self.config.ingress.clone(),
         };
         self.sequencers[index] = sequencer::node::spawn(sequencer_config, wiring).await?;
+        if index == 0
+            && let Some(rpc) = &self.rpc
+        {
+            // The gateway follows its sequencer: its session moves to the restarted core.
+            rpc.repoint(self.sequencers[0].gateway.clone()).await?;
+        }
         Ok(())
     }
 

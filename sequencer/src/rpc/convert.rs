@@ -8,7 +8,7 @@ use alloy_rpc_types_eth::{
     AccessList, AccessListItem, AccessListResult, Block, BlockTransactions, FeeHistory, Header,
     Log, Transaction, TransactionReceipt, TransactionRequest,
 };
-use execution::{Estimate, ExecutionEnv, InMemoryState};
+use execution::{Estimate, InMemoryState};
 use primitives::{Address, B256, SpaceAccessList, Transaction as Move, U256};
 
 use super::chain::{BlockRecord, ChainView, NewBlock, ReceiptRecord, TransactionRecord};
@@ -43,28 +43,6 @@ pub(super) fn call_body(
         access_list: SpaceAccessList::default(),
     };
     (sender, body, create)
-}
-
-/// Estimates a transaction's Space Access List on the executed state with the sender's
-/// pending nonce (its earlier moves may not have executed yet), then puts the sender's
-/// executed account back. The balance stays the executed one: pending state starts from what
-/// execution reported to the sequencer, not from genesis, so its balance of an account never
-/// touched since genesis reads zero.
-pub(super) fn estimate_with_pending(
-    chain: &mut ChainView,
-    env: &ExecutionEnv,
-    (sender, pending_nonce): (Address, u64),
-    tx: &Move,
-    create: bool,
-) -> SpaceAccessList {
-    let state = chain.state_mut();
-    let executed = state.account(&sender).cloned();
-    let mut account = executed.clone().unwrap_or_default();
-    account.nonce = account.nonce.max(pending_nonce);
-    state.insert_account(sender, account);
-    let estimate = execution::estimate_move(env, sender, tx, create, state, &[]);
-    state.insert_account(sender, executed.unwrap_or_default());
-    estimate.access_list
 }
 
 /// `eth_createAccessList`: every account and slot the call touches, as its estimated Space
@@ -230,8 +208,12 @@ pub(super) fn rpc_block(chain: &ChainView, block: &BlockRecord, full: bool) -> B
 
 /// Every log of a new block, in order.
 pub(super) fn rpc_logs(new_block: &NewBlock) -> Vec<Log> {
-    new_block
-        .receipts
+    block_logs(&new_block.receipts)
+}
+
+/// Every log of a block's transactions, given with their receipts, in order.
+pub(super) fn block_logs(receipts: &[(B256, ReceiptRecord)]) -> Vec<Log> {
+    receipts
         .iter()
         .flat_map(|(hash, receipt)| {
             receipt

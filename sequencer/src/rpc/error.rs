@@ -56,6 +56,11 @@ pub(crate) fn limit_exceeded(message: &str) -> ErrorObjectOwned {
     ErrorObjectOwned::owned::<()>(LIMIT_EXCEEDED, message.to_string(), None)
 }
 
+/// A limit was exceeded; the error's data is the limit, so a client can split its query.
+pub(crate) fn limit_exceeded_with(message: &str, limit: u64) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned(LIMIT_EXCEEDED, message.to_string(), Some(limit))
+}
+
 pub(crate) fn reverted(data: &primitives::Bytes) -> ErrorObjectOwned {
     ErrorObjectOwned::owned(
         EXECUTION_REVERTED,

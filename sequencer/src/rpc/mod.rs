@@ -7,16 +7,31 @@
 //! executed state, one block per batch and the receipts of its transactions ([`chain`]).
 //!
 //! - **Transactions.** `eth_sendRawTransaction` takes legacy (EIP-155), EIP-2930 and EIP-1559
-//!   envelopes ([`primitives::ethereum`]); the gateway estimates the Space Access List on the
-//!   executed state, with the sender's pending nonce, since Ethereum transactions
-//!   carry none. The Ethereum hash (keccak-256 of the envelope) names the transaction to the
-//!   client; the gateway maps it to the move's hash. A creation's address is Ethereum's,
-//!   from sender and nonce.
+//!   envelopes ([`primitives::ethereum`]), with or without an EIP-2930 access list. The
+//!   gateway estimates the Space Access List, which Ethereum transactions do not carry, over
+//!   the executed state with the declared writes of this gateway's submitted, unexecuted
+//!   moves on top and the sender's pending nonce ([`chain::ChainView::with_pending`]), so that
+//!   a second move that reads what a pending first one writes is declared against that write.
+//!   **Access lists:** a transaction's own EIP-2930 list is estimated with, as execution runs
+//!   it (warm items, intrinsic gas), and every address and slot it names is in the Space Access
+//!   List, a read at least: the list only adds items, never writes, and a move whose Space
+//!   Access List missed one would be refused by every sequencer and execution node. The
+//!   Ethereum hash (keccak-256 of the envelope) names the transaction to the client; the
+//!   gateway maps it to the move's hash. A creation's address is Ethereum's, from sender and
+//!   nonce.
 //! - **Block tags.** `pending` reads the sequencer's pending state (the `Pending` level: acked
 //!   moves' declared writes over executed state). `latest`, `safe` and `finalized` read the
 //!   executed state (the `Executed` level: groups agreed on the post-state root, which no later
-//!   step revises); a numbered block is accepted only if it is the head. Code and eth_call read
-//!   executed state whatever the tag, since pending state holds no code.
+//!   step revises); a numbered block is accepted only if it is the head. Code reads executed
+//!   state whatever the tag, since pending state holds no code. `eth_call` with `pending`,
+//!   and `eth_estimateGas` and `eth_createAccessList` unless given another tag, run over the
+//!   executed state with this gateway's pending writes on top, as a transaction sent now will.
+//! - **Logs.** `eth_getLogs` filters the logs of this gateway's transactions in the blocks it
+//!   keeps, over at most [`RPC_LOGS_BLOCK_RANGE_MAX`] blocks and [`RPC_LOGS_MAX`] logs (-32005
+//!   beyond either, with the bound as data); `eth_subscribe` pushes `newHeads` and `logs`.
+//! - **Restarts.** The gateway outlives its sequencer's core: [`RpcHandle::repoint`] opens its
+//!   session on a restarted core, and moves waiting for an ack from the stopped one fail at
+//!   once (-32603) rather than at the ack timeout.
 //! - **Fees.** Tickrate has no base fee and devnet moves are sponsored: `eth_gasPrice`,
 //!   `eth_maxPriorityFeePerGas` and the history of `eth_feeHistory` are zero. A transaction pays
 //!   its own effective price ([`primitives::ethereum`]).
@@ -30,8 +45,10 @@ mod error;
 
 use std::{collections::HashMap, net::SocketAddr, sync::Arc};
 
-use alloy_rpc_types_eth::{BlockId, BlockNumberOrTag, TransactionRequest};
-use execution::{AccountState, Estimate, ExecutedBatch, ExecutionEnv};
+use alloy_rpc_types_eth::{
+    BlockId, BlockNumberOrTag, Filter, FilterBlockOption, Log, TransactionRequest,
+};
+use execution::{AccountState, Estimate, ExecutedBatch, ExecutionEnv, InMemoryState};
 use jsonrpsee::{
     PendingSubscriptionSink, RpcModule,
     server::{Server, ServerHandle},
@@ -56,7 +73,7 @@ use self::{
 use crate::{
     constants::{
         MOVE_BYTES_MAX, RPC_ACK_TIMEOUT, RPC_CALL_GAS_MAX, RPC_FEE_HISTORY_BLOCKS_MAX,
-        RPC_NEW_BLOCKS_QUEUE_MAX, RPC_OUTBOUND_MAX,
+        RPC_LOGS_BLOCK_RANGE_MAX, RPC_LOGS_MAX, RPC_NEW_BLOCKS_QUEUE_MAX, RPC_OUTBOUND_MAX,
     },
     node::GatewayLink,
     subscriptions::ClientId,
@@ -77,11 +94,19 @@ pub struct RpcConfig {
 }
 
 /// A running gateway.
-#[derive(Debug)]
 pub struct RpcHandle {
     /// Where it listens.
     pub local_addr: SocketAddr,
     server: ServerHandle,
+    gateway: Arc<Gateway>,
+}
+
+impl std::fmt::Debug for RpcHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcHandle")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RpcHandle {
@@ -99,16 +124,39 @@ impl RpcHandle {
     pub fn stop(&self) {
         let _ = self.server.stop();
     }
+
+    /// Points the gateway at its sequencer's restarted core: opens its session there, and
+    /// sends what it submits from now on there. Clients keep their connections; what they
+    /// sent before the restart keeps its records, and its receipts come as its batches execute.
+    pub async fn repoint(&self, link: GatewayLink) -> Result<(), RpcError> {
+        connect(&self.gateway, link).await?;
+        info!(target: "sequencer::rpc", "gateway re-pointed to a restarted sequencer");
+        Ok(())
+    }
+}
+
+/// The session a gateway holds with its sequencer's core.
+struct LinkState {
+    link: GatewayLink,
+    client: ClientId,
+    /// Counts the sessions opened, so that a stopped core's acks reader fails only the
+    /// submissions made through it.
+    generation: u64,
+}
+
+/// A submission waiting for its ack, and the session it went through.
+struct Waiting {
+    generation: u64,
+    ack: oneshot::Sender<Result<u64, Refusal>>,
 }
 
 /// What every method shares.
 struct Gateway {
     chain_id: u64,
-    link: GatewayLink,
-    client: ClientId,
+    link: RwLock<LinkState>,
     chain: RwLock<ChainView>,
     /// Submitted moves waiting for their ack, by move hash.
-    waiting: Mutex<HashMap<TxHash, oneshot::Sender<Result<u64, Refusal>>>>,
+    waiting: Mutex<HashMap<TxHash, Waiting>>,
     /// New blocks, for subscribers.
     blocks: broadcast::Sender<Arc<NewBlock>>,
     /// Set if execution results were missed: the executed state is wrong from then on.
@@ -121,22 +169,20 @@ pub async fn serve(
     link: GatewayLink,
     executed: broadcast::Receiver<Arc<ExecutedBatch>>,
 ) -> Result<RpcHandle, RpcError> {
-    let (outbound, inbound) = mpsc::channel(RPC_OUTBOUND_MAX);
-    let client = link
-        .open(0, outbound)
-        .await
-        .map_err(|_| RpcError::SequencerStopped)?;
     let (blocks, _) = broadcast::channel(RPC_NEW_BLOCKS_QUEUE_MAX);
     let gateway = Arc::new(Gateway {
         chain_id: config.chain_id,
-        link,
-        client,
+        link: RwLock::new(LinkState {
+            link: link.clone(),
+            client: 0,
+            generation: 0,
+        }),
         chain: RwLock::new(ChainView::new(config.genesis)),
         waiting: Mutex::new(HashMap::new()),
         blocks,
         stale: std::sync::atomic::AtomicBool::new(false),
     });
-    tokio::spawn(read_acks(gateway.clone(), inbound));
+    connect(&gateway, link).await?;
     tokio::spawn(follow_execution(gateway.clone(), executed));
 
     let server = Server::builder()
@@ -144,20 +190,43 @@ pub async fn serve(
         .await
         .map_err(RpcError::Io)?;
     let local_addr = server.local_addr().map_err(RpcError::Io)?;
-    let module = methods(gateway)?;
+    let module = methods(gateway.clone())?;
     let server = server.start(module);
     info!(target: "sequencer::rpc", %local_addr, "JSON-RPC listening (HTTP and WebSocket)");
-    Ok(RpcHandle { local_addr, server })
+    Ok(RpcHandle {
+        local_addr,
+        server,
+        gateway,
+    })
+}
+
+/// Opens a session on the core behind `link`, makes it the gateway's, and reads its acks.
+async fn connect(gateway: &Arc<Gateway>, link: GatewayLink) -> Result<(), RpcError> {
+    let (outbound, inbound) = mpsc::channel(RPC_OUTBOUND_MAX);
+    let client = link
+        .open(0, outbound)
+        .await
+        .map_err(|_| RpcError::SequencerStopped)?;
+    let generation = {
+        let mut current = gateway.link.write();
+        current.generation += 1;
+        current.link = link;
+        current.client = client;
+        current.generation
+    };
+    tokio::spawn(read_acks(gateway.clone(), inbound, generation));
+    Ok(())
 }
 
 /// Hands each ack the core sends to the submission waiting for it. Statuses are not needed:
-/// receipts come from the executed batches themselves.
-async fn read_acks(gateway: Arc<Gateway>, mut inbound: mpsc::Receiver<Vec<u8>>) {
+/// receipts come from the executed batches themselves. When the core stops (its end of the
+/// session closes), the submissions still waiting on this session learn it at once.
+async fn read_acks(gateway: Arc<Gateway>, mut inbound: mpsc::Receiver<Vec<u8>>, generation: u64) {
     while let Some(bytes) = inbound.recv().await {
         match ServerMessage::from_bytes(&bytes) {
             Ok(ServerMessage::Ack { hash, result }) => {
                 if let Some(waiting) = gateway.waiting.lock().remove(&hash) {
-                    let _ = waiting.send(result);
+                    let _ = waiting.ack.send(result);
                 }
             }
             Ok(_) => {}
@@ -166,6 +235,12 @@ async fn read_acks(gateway: Arc<Gateway>, mut inbound: mpsc::Receiver<Vec<u8>>) 
             }
         }
     }
+    // Dropping their ack senders tells the waiting submissions that no ack will come.
+    gateway
+        .waiting
+        .lock()
+        .retain(|_, waiting| waiting.generation != generation);
+    warn!(target: "sequencer::rpc", generation, "the sequencer's core closed the gateway session");
 }
 
 async fn follow_execution(
@@ -242,11 +317,12 @@ impl Gateway {
 
     async fn read(&self, item: StateItem, level: StateLevel) -> MethodResult<U256> {
         match level {
-            StateLevel::Pending => self
-                .link
-                .pending_value(item)
-                .await
-                .map_err(|error| internal(&error)),
+            StateLevel::Pending => {
+                let link = self.link.read().link.clone();
+                link.pending_value(item)
+                    .await
+                    .map_err(|error| internal(&error))
+            }
             StateLevel::Executed => {
                 let chain = self.chain.read();
                 let state = chain.state();
@@ -274,38 +350,142 @@ impl Gateway {
         }
     }
 
-    /// Runs a call request over the executed state (nothing is kept).
-    fn call(&self, request: &TransactionRequest, gas_limit: u64) -> Estimate {
-        let chain = self.chain.read();
-        let state = chain.state();
+    /// Runs `run` over the state `level` names: the executed state, or for `Pending` the
+    /// executed state with this gateway's pending writes on top. Nothing `run` does is kept.
+    fn with_state<R>(&self, level: StateLevel, run: impl FnOnce(&InMemoryState, u64) -> R) -> R {
+        match level {
+            StateLevel::Executed => {
+                let chain = self.chain.read();
+                run(chain.state(), chain.head())
+            }
+            StateLevel::Pending => self.chain.write().with_pending(None, run),
+        }
+    }
+
+    /// Runs a call request over `state` (nothing is kept), with the access list it names.
+    fn call_on(
+        &self,
+        state: &InMemoryState,
+        head: u64,
+        request: &TransactionRequest,
+        gas_limit: u64,
+    ) -> Estimate {
         let (sender, body, create) = convert::call_body(request, self.chain_id, gas_limit, state);
-        execution::estimate_move(&self.env(chain.head()), sender, &body, create, state, &[])
+        let access_list = request.access_list.clone().unwrap_or_default();
+        execution::estimate_move(
+            &self.env(head),
+            sender,
+            &body,
+            (create, &access_list),
+            state,
+            &[],
+        )
+    }
+
+    /// Runs a call request over the state `level` names.
+    fn call(&self, request: &TransactionRequest, gas_limit: u64, level: StateLevel) -> Estimate {
+        self.with_state(level, |state, head| {
+            self.call_on(state, head, request, gas_limit)
+        })
     }
 
     /// The least gas limit under which `request` succeeds, found as geth does: a bisection
     /// between what one run used and the cap.
-    fn estimate_gas(&self, request: &TransactionRequest) -> MethodResult<u64> {
+    fn estimate_gas(&self, request: &TransactionRequest, level: StateLevel) -> MethodResult<u64> {
         let cap = request
             .gas
             .unwrap_or(RPC_CALL_GAS_MAX)
             .min(RPC_CALL_GAS_MAX);
-        let first = self.call(request, cap);
-        if let Err(reason) = &first.status {
-            return Err(match reason {
-                primitives::FailureReason::Reverted => reverted(&first.output),
-                other => error::invalid_input(&format!("execution failed: {other:?}")),
-            });
+        self.with_state(level, |state, head| {
+            let first = self.call_on(state, head, request, cap);
+            if let Err(reason) = &first.status {
+                return Err(match reason {
+                    primitives::FailureReason::Reverted => reverted(&first.output),
+                    other => error::invalid_input(&format!("execution failed: {other:?}")),
+                });
+            }
+            let (mut low, mut high) = (first.gas_used.saturating_sub(1), cap);
+            while low + 1 < high {
+                let middle = low + (high - low) / 2;
+                if self.call_on(state, head, request, middle).status.is_ok() {
+                    high = middle;
+                } else {
+                    low = middle;
+                }
+            }
+            Ok(high)
+        })
+    }
+
+    /// `eth_getLogs`: the logs of this gateway's transactions in a range of kept blocks (or one
+    /// block by hash) that match the filter's addresses and topics.
+    fn logs(&self, filter: &Filter) -> MethodResult<Vec<Log>> {
+        let chain = self.chain.read();
+        let head = chain.head();
+        let (from, to) = match filter.block_option {
+            FilterBlockOption::AtBlockHash(hash) => {
+                let block = chain
+                    .block_by_hash(&hash)
+                    .ok_or_else(|| invalid_params("unknown block hash"))?;
+                (block.number, block.number)
+            }
+            FilterBlockOption::Range {
+                from_block,
+                to_block,
+            } => {
+                let resolve = |tag: Option<BlockNumberOrTag>| match tag {
+                    Some(BlockNumberOrTag::Number(number)) => number,
+                    Some(BlockNumberOrTag::Earliest) => 0,
+                    None
+                    | Some(
+                        BlockNumberOrTag::Latest
+                        | BlockNumberOrTag::Safe
+                        | BlockNumberOrTag::Finalized
+                        | BlockNumberOrTag::Pending,
+                    ) => head,
+                };
+                (resolve(from_block), resolve(to_block))
+            }
+        };
+        if from > to {
+            return Err(invalid_params(&format!(
+                "invalid block range: from {from} is after to {to}"
+            )));
         }
-        let (mut low, mut high) = (first.gas_used.saturating_sub(1), cap);
-        while low + 1 < high {
-            let middle = low + (high - low) / 2;
-            if self.call(request, middle).status.is_ok() {
-                high = middle;
-            } else {
-                low = middle;
+        let blocks = to - from + 1;
+        if blocks > RPC_LOGS_BLOCK_RANGE_MAX {
+            return Err(error::limit_exceeded_with(
+                &format!(
+                    "block range too large: {blocks} blocks, at most {RPC_LOGS_BLOCK_RANGE_MAX}"
+                ),
+                RPC_LOGS_BLOCK_RANGE_MAX,
+            ));
+        }
+        if from < chain.oldest_kept() {
+            return Err(invalid_params(&format!(
+                "blocks before {} are no longer kept",
+                chain.oldest_kept()
+            )));
+        }
+        let mut logs = Vec::new();
+        // Blocks after the head have not executed yet: they hold no logs.
+        for number in from..=to.min(head) {
+            let Some(receipts) = chain.block_receipts(number) else {
+                continue;
+            };
+            logs.extend(
+                convert::block_logs(receipts)
+                    .into_iter()
+                    .filter(|log| filter.matches(&log.inner)),
+            );
+            if logs.len() > RPC_LOGS_MAX {
+                return Err(error::limit_exceeded_with(
+                    &format!("more than {RPC_LOGS_MAX} logs: narrow the range or the filter"),
+                    RPC_LOGS_MAX as u64,
+                ));
             }
         }
-        Ok(high)
+        Ok(logs)
     }
 
     /// Decodes, estimates, verifies and submits a raw transaction; returns its Ethereum hash
@@ -328,43 +508,64 @@ impl Gateway {
             .read(StateItem::Nonce(ethereum.sender), StateLevel::Pending)
             .await?;
         let mut tx = ethereum.tx;
-        tx.access_list = {
-            let mut chain = self.chain.write();
-            let env = self.env(chain.head());
-            convert::estimate_with_pending(
-                &mut chain,
-                &env,
-                (ethereum.sender, nonce.saturating_to()),
-                &tx,
-                ethereum.signature.create,
-            )
-        };
+        let signature = ethereum.signature;
+        tx.access_list = self.chain.write().with_pending(
+            Some((ethereum.sender, nonce.saturating_to())),
+            |state, head| {
+                execution::estimate_move(
+                    &self.env(head),
+                    ethereum.sender,
+                    &tx,
+                    (signature.create, &signature.access_list),
+                    state,
+                    &[],
+                )
+                .access_list
+            },
+        );
+        let created = signature.create;
         let signed = SignedTransaction {
             tx,
-            signature: MoveSignature::Ethereum(ethereum.signature),
+            signature: MoveSignature::Ethereum(signature),
         };
         let verified = signed
             .verify(self.chain_id)
             .map_err(|error| refusal_error(&crate::ingress::refusal_of(error)))?;
         let move_hash = verified.hash;
+        let (link, client, generation) = {
+            let current = self.link.read();
+            (current.link.clone(), current.client, current.generation)
+        };
         let (acked, ack) = oneshot::channel();
-        self.waiting.lock().insert(move_hash, acked);
-        self.chain.write().record(
-            ethereum.hash,
-            TransactionRecord {
-                envelope: raw,
-                sender: ethereum.sender,
-                move_hash,
-                gas_price: verified.tx().gas_price,
-                created: ethereum.signature.create.then_some(verified.tx().to),
-                receipt: None,
+        self.waiting.lock().insert(
+            move_hash,
+            Waiting {
+                generation,
+                ack: acked,
             },
         );
+        {
+            // Recorded before it is submitted, so that its batch, however soon it executes,
+            // finds the record and retires the pending writes.
+            let mut chain = self.chain.write();
+            chain.record(
+                ethereum.hash,
+                TransactionRecord {
+                    envelope: raw,
+                    sender: ethereum.sender,
+                    move_hash,
+                    gas_price: verified.tx().gas_price,
+                    created: created.then_some(verified.tx().to),
+                    receipt: None,
+                },
+            );
+            chain.admit_pending(move_hash, crate::pending::declared_writes(&verified));
+        }
         let forget = || {
             self.waiting.lock().remove(&move_hash);
             self.chain.write().forget(&ethereum.hash);
         };
-        if self.link.submit(self.client, vec![verified]).await.is_err() {
+        if link.submit(client, vec![verified]).await.is_err() {
             forget();
             return Err(internal(&"the sequencer has stopped"));
         }
@@ -465,12 +666,12 @@ fn methods(gateway: Arc<Gateway>) -> Result<RpcModule<Arc<Gateway>>, RpcError> {
     })?;
     module.register_method("eth_call", |params, gateway, _| {
         let request: TransactionRequest = params.sequence().next()?;
-        gateway.level_of(parse_block(&params, 1)?)?;
+        let level = gateway.level_of(parse_block(&params, 1)?)?;
         let gas = request
             .gas
             .unwrap_or(RPC_CALL_GAS_MAX)
             .min(RPC_CALL_GAS_MAX);
-        let outcome = gateway.call(&request, gas);
+        let outcome = gateway.call(&request, gas, level);
         match outcome.status {
             Ok(()) => Ok(outcome.output),
             Err(primitives::FailureReason::Reverted) => Err(reverted(&outcome.output)),
@@ -481,21 +682,27 @@ fn methods(gateway: Arc<Gateway>) -> Result<RpcModule<Arc<Gateway>>, RpcError> {
     })?;
     module.register_method("eth_estimateGas", |params, gateway, _| {
         let request: TransactionRequest = params.sequence().next()?;
-        gateway.level_of(parse_block(&params, 1)?)?;
+        let level =
+            gateway.level_of(Some(parse_block(&params, 1)?.unwrap_or(BlockId::pending())))?;
         gateway
-            .estimate_gas(&request)
+            .estimate_gas(&request, level)
             .map(alloy_primitives::U64::from)
     })?;
     module.register_method("eth_createAccessList", |params, gateway, _| {
         let request: TransactionRequest = params.sequence().next()?;
-        gateway.level_of(parse_block(&params, 1)?)?;
+        let level =
+            gateway.level_of(Some(parse_block(&params, 1)?.unwrap_or(BlockId::pending())))?;
         let gas = request
             .gas
             .unwrap_or(RPC_CALL_GAS_MAX)
             .min(RPC_CALL_GAS_MAX);
-        let estimate = gateway.call(&request, gas);
+        let estimate = gateway.call(&request, gas, level);
         let sender = request.from.unwrap_or_default();
         MethodResult::Ok(convert::access_list_result(&estimate, sender))
+    })?;
+    module.register_method("eth_getLogs", |params, gateway, _| {
+        let filter: Filter = params.sequence().next()?;
+        gateway.logs(&filter)
     })?;
     module.register_method("eth_getTransactionByHash", |params, gateway, _| {
         let hash: B256 = params.sequence().next()?;
@@ -612,7 +819,7 @@ async fn subscribe(
 
 #[cfg(test)]
 mod tests {
-    use alloy_rpc_types_eth::{Header, Log};
+    use alloy_rpc_types_eth::Header;
     use execution::{AccountDiff, MoveOutcome, StateDiff};
 
     use super::*;
@@ -630,8 +837,11 @@ mod tests {
         };
         let gateway = Arc::new(Gateway {
             chain_id: 4242,
-            link: GatewayLink::for_tests(commands),
-            client: 1,
+            link: RwLock::new(LinkState {
+                link: GatewayLink::for_tests(commands),
+                client: 1,
+                generation: 1,
+            }),
             chain: RwLock::new(ChainView::new([(ACCOUNT, genesis)])),
             waiting: Mutex::new(HashMap::new()),
             blocks,
@@ -732,5 +942,60 @@ mod tests {
             .await
             .expect("answers");
         assert_eq!(number.to::<u64>(), 1);
+
+        // eth_getLogs over a range, and by block hash.
+        let logs: Vec<Log> = module
+            .call(
+                "eth_getLogs",
+                [
+                    serde_json::json!({"fromBlock": "earliest", "toBlock": "latest",
+                    "address": ACCOUNT, "topics": [B256::repeat_byte(1)]}),
+                ],
+            )
+            .await
+            .expect("answers");
+        assert_eq!(logs.len(), 1);
+        assert_eq!(logs[0].transaction_hash, Some(B256::repeat_byte(0xee)));
+        let by_hash: Vec<Log> = module
+            .call("eth_getLogs", [serde_json::json!({"blockHash": head.hash})])
+            .await
+            .expect("answers");
+        assert_eq!(by_hash, logs);
+        let other_topic: Vec<Log> = module
+            .call(
+                "eth_getLogs",
+                [serde_json::json!({"fromBlock": "0x0", "topics": [B256::repeat_byte(2)]})],
+            )
+            .await
+            .expect("answers");
+        assert!(other_topic.is_empty());
+        // Beyond the range bound: -32005 with the bound as data.
+        let too_wide = module
+            .call::<_, Vec<Log>>(
+                "eth_getLogs",
+                [serde_json::json!({"fromBlock": "0x0",
+                    "toBlock": format!("{:#x}", RPC_LOGS_BLOCK_RANGE_MAX)})],
+            )
+            .await
+            .expect_err("too wide a range is refused");
+        let jsonrpsee::core::server::MethodsError::JsonRpc(too_wide) = too_wide else {
+            panic!("a JSON-RPC error: {too_wide}")
+        };
+        assert_eq!(too_wide.code(), error::LIMIT_EXCEEDED);
+        assert_eq!(
+            too_wide.data().map(|data| data.get()),
+            Some(RPC_LOGS_BLOCK_RANGE_MAX.to_string().as_str())
+        );
+        let backwards = module
+            .call::<_, Vec<Log>>(
+                "eth_getLogs",
+                [serde_json::json!({"fromBlock": "0x1", "toBlock": "0x0"})],
+            )
+            .await
+            .expect_err("a backwards range is refused");
+        assert!(
+            backwards.to_string().contains("invalid block range"),
+            "{backwards}"
+        );
     }
 }
