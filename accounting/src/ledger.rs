@@ -251,10 +251,10 @@ impl PeerLedger {
         for (peer, account) in &self.accounts {
             // A gauge is an f64; balances far beyond 2^53 units lose precision only in the
             // metric, never in the ledger.
-            metrics::gauge!("tickrate_peer_balance", "peer" => peer.0.to_string())
+            metrics::gauge!(crate::metrics::PEER_BALANCE, "peer" => peer.0.to_string())
                 .set(account.balance(&self.config) as f64);
         }
-        metrics::gauge!("tickrate_peers_out_of_bounds").set(self.out_of_bounds() as f64);
+        metrics::gauge!(crate::metrics::PEERS_OUT_OF_BOUNDS).set(self.out_of_bounds() as f64);
     }
 
     fn settle_standing(&mut self, peer: NodeId) -> Option<LedgerEvent> {

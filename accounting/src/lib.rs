@@ -10,9 +10,15 @@
 //! - [`payout`]: payouts grouped per wallet and per payout method (the wallet's features decide
 //!   the method), executed through a [`payout::PayoutRail`] and recorded as receipts that make a
 //!   re-run pay nothing twice.
+//!
+//! A node runs the first two layers through [`node::NodeAccounting`]: its meter and its ledger,
+//! its signed epochs written to its data directory, and the operator metrics ([`metrics`]).
 
+pub mod dashboard;
 pub mod ledger;
 pub mod meter;
+pub mod metrics;
+pub mod node;
 pub mod payout;
 pub mod rails;
 pub mod rates;

@@ -93,19 +93,33 @@ impl UsageMeter {
 
 /// Appends one JSON object as a line to `path`, created if missing, and syncs it.
 pub fn append_jsonl<T: serde::Serialize>(path: &Path, item: &T) -> Result<(), UsageFileError> {
+    append_jsonl_all(path, std::slice::from_ref(item))
+}
+
+/// Appends JSON objects, one a line, to `path` (created if missing) in one write, and syncs it
+/// once: an epoch's observations cost one fsync, not one each.
+pub fn append_jsonl_all<T: serde::Serialize>(
+    path: &Path,
+    items: &[T],
+) -> Result<(), UsageFileError> {
     let io = |source| UsageFileError::Io {
         path: path.display().to_string(),
         source,
     };
-    let mut line = serde_json::to_string(item)
-        .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
-    line.push('\n');
+    let mut text = String::new();
+    for item in items {
+        text.push_str(
+            &serde_json::to_string(item)
+                .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?,
+        );
+        text.push('\n');
+    }
     let mut file = OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .map_err(io)?;
-    file.write_all(line.as_bytes()).map_err(io)?;
+    file.write_all(text.as_bytes()).map_err(io)?;
     file.sync_data().map_err(io)
 }
 

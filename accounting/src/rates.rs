@@ -58,7 +58,16 @@ pub struct Rates {
     per_unit: [u64; 6],
 }
 
+/// The example rate file shipped with the crate (`accounting/rates.example.toml`): the rates
+/// the devnet's nodes price their epochs with.
+pub const EXAMPLE: &str = include_str!("../rates.example.toml");
+
 impl Rates {
+    /// The rates of [`EXAMPLE`].
+    pub fn example() -> Rates {
+        Rates::parse("rates.example.toml", EXAMPLE).expect("the shipped example rate file parses")
+    }
+
     /// Rates from `(figure, rate)` pairs; unnamed figures earn nothing.
     pub fn new(pairs: &[(Figure, u64)]) -> Rates {
         let mut per_unit = [0; 6];
@@ -112,6 +121,12 @@ mod tests {
 
     const GOOD: &str = "moves_executed = 1000\ngroup_rounds = 5000\nstate_bytes = 1\n\
                         relayed_bytes = 2\nda_chunks = 300\nuptime_seconds = 10\n";
+
+    #[test]
+    fn the_shipped_example_prices_every_figure() {
+        let rates = Rates::example();
+        assert_eq!(rates, Rates::parse("x", GOOD).expect("parses"));
+    }
 
     #[test]
     fn a_complete_file_prices_every_figure() {

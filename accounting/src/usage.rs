@@ -4,12 +4,14 @@
 //! and group rounds joined, seen by the node's group; bytes relayed, seen by the peers relayed
 //! for; DA chunks stored, seen by the dispersers) are accepted only as far as the witnesses
 //! corroborate them: the accepted value is the lower of the claim and the median of the
-//! witnesses' observations. Figures no one else can see (state held, uptime) are accepted as
+//! witnesses' observations. A node serving in several groups is seen by each group's members
+//! only for that group's work, so observations may name their group: the median is then taken
+//! per group and the medians are summed. Figures no one else can see (state held, uptime) are accepted as
 //! claimed but bounded by what the network expects of a member (an epoch's length of uptime).
 
 use std::collections::BTreeMap;
 
-use primitives::{Address, NodeId, Signature, keccak256};
+use primitives::{Address, B256, NodeId, Signature, keccak256};
 use serde::{Deserialize, Serialize};
 
 /// One usage figure.
@@ -237,6 +239,10 @@ pub struct Observation {
     pub figure: FigureName,
     /// The value seen.
     pub value: u64,
+    /// The group in which it was seen, for work a node does in several groups (each group's
+    /// members see only their group's share); absent for work seen whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<B256>,
 }
 
 /// A [`Figure`] as it is written in files.
@@ -349,8 +355,10 @@ pub fn summarise(
         }
     }
 
-    // Witnessed values per (subject, epoch, figure), one per witness (its largest).
-    let mut seen: BTreeMap<(Address, u64, Figure), BTreeMap<Address, u64>> = BTreeMap::new();
+    // Witnessed values per (subject, epoch, figure), per group (`None`: seen whole), one per
+    // witness (its largest).
+    type Seen = BTreeMap<Option<B256>, BTreeMap<Address, u64>>;
+    let mut seen: BTreeMap<(Address, u64, Figure), Seen> = BTreeMap::new();
     for observation in observations {
         if !epochs.contains(&observation.epoch) {
             continue;
@@ -367,6 +375,8 @@ pub fn summarise(
                 observation.epoch,
                 observation.figure.into(),
             ))
+            .or_default()
+            .entry(observation.group)
             .or_default();
         let value = values.entry(observation.witness).or_default();
         *value = (*value).max(observation.value);
@@ -379,7 +389,12 @@ pub fn summarise(
             let claimed = report.usage.get(figure);
             let value = if figure.witnessed() {
                 seen.get(&(node, epoch, figure))
-                    .map_or(0, |values| median(values.values().copied()))
+                    .map_or(0, |groups| {
+                        groups
+                            .values()
+                            .map(|values| median(values.values().copied()))
+                            .fold(0u64, u64::saturating_add)
+                    })
                     .min(claimed)
             } else if figure == Figure::UptimeSeconds {
                 claimed.min(epoch_seconds)
@@ -446,6 +461,7 @@ mod tests {
             epoch,
             figure: figure.into(),
             value,
+            group: None,
         }
     }
 
@@ -544,6 +560,60 @@ mod tests {
         let accepted = summary.per_node[&NodeId(node.address())];
         assert_eq!((accepted.moves_executed, accepted.group_rounds), (0, 0));
         assert_eq!(accepted.uptime_seconds, 60);
+    }
+
+    #[test]
+    fn work_seen_in_several_groups_is_the_sum_of_each_groups_median() {
+        let node = AccountKey::from_seed(1);
+        let members: Vec<AccountKey> = (10..16).map(AccountKey::from_seed).collect();
+        let reports = vec![
+            UsageReport {
+                node: node.address(),
+                epoch: 1,
+                usage: usage(70, 0, 60),
+            }
+            .sign(&node),
+        ];
+        let (first, second) = (B256::repeat_byte(1), B256::repeat_byte(2));
+        let mut observations = Vec::new();
+        // Three members of the first group saw 40 moves (one saw fewer), three of the second 30.
+        for (witness, moves) in members[..3].iter().zip([40, 40, 10]) {
+            let mut seen = saw(witness, &node, 1, Figure::MovesExecuted, moves);
+            seen.group = Some(first);
+            observations.push(seen);
+        }
+        for witness in &members[3..] {
+            let mut seen = saw(witness, &node, 1, Figure::MovesExecuted, 30);
+            seen.group = Some(second);
+            observations.push(seen);
+        }
+        let summary = summarise(1..=1, 3_600, &reports, &observations);
+        assert_eq!(summary.per_node[&NodeId(node.address())].moves_executed, 70);
+        assert!(
+            summary.discrepancies.is_empty(),
+            "{:?}",
+            summary.discrepancies
+        );
+
+        // Without groups the partial views would cut the claim to one group's share.
+        for observation in &mut observations {
+            observation.group = None;
+        }
+        let summary = summarise(1..=1, 3_600, &reports, &observations);
+        assert_eq!(summary.per_node[&NodeId(node.address())].moves_executed, 30);
+
+        // The file form leaves the group out when there is none, and reads either form.
+        let line = serde_json::to_string(&observations[0]).expect("serializes");
+        assert!(!line.contains("group"), "{line}");
+        let grouped = Observation {
+            group: Some(first),
+            ..observations[0]
+        };
+        let line = serde_json::to_string(&grouped).expect("serializes");
+        assert_eq!(
+            serde_json::from_str::<Observation>(&line).expect("parses"),
+            grouped
+        );
     }
 
     #[test]

@@ -102,6 +102,7 @@ fn a_period_is_reported_from_the_chain_and_paid_on_it_once() {
             epoch: 1,
             figure: Figure::MovesExecuted.into(),
             value: usage.moves_executed,
+            group: None,
         });
     }
     let summary = summarise(period.epochs(), 3_600, &reports, &observations);

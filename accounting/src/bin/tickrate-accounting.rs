@@ -12,6 +12,8 @@
 //!
 //! Usage files hold one signed usage report (JSON) per line, as nodes write them; observation
 //! files one observation per line, as group members and relayed peers write them.
+//! `--usage-dir DIR` reads both from every node directory under DIR, as the devnet writes them
+//! (`DIR/<node id>/usage.jsonl`, `DIR/<node id>/observations.jsonl`).
 
 use std::{fs::File, path::PathBuf, sync::Arc};
 
@@ -64,8 +66,12 @@ enum Command {
         #[arg(long)]
         rates: PathBuf,
         /// Signed usage reports, one JSON object per line (repeatable).
-        #[arg(long, required = true)]
+        #[arg(long)]
         usage: Vec<PathBuf>,
+        /// A directory of node data directories (a devnet's `accounting/`): every
+        /// `usage.jsonl` and `observations.jsonl` in it or one level down (repeatable).
+        #[arg(long)]
+        usage_dir: Vec<PathBuf>,
         /// Observations of other nodes' work, one JSON object per line (repeatable).
         #[arg(long)]
         observations: Vec<PathBuf>,
@@ -122,18 +128,27 @@ fn main() -> Result<()> {
             epoch_seconds,
             rates,
             usage,
+            usage_dir,
             observations,
             receipts,
             out,
         } => {
+            if usage.is_empty() && usage_dir.is_empty() {
+                bail!("no usage given: pass --usage FILE or --usage-dir DIR");
+            }
             let Some(period) = Period::new(from, to) else {
                 bail!("--from {from} is after --to {to}");
             };
             let rates = Rates::load(&rates)?;
             let book = ReceiptBook::open(&receipts)?;
             book.check_period(period)?;
-            let reports: Vec<SignedUsage> = read_lines(&usage)?;
-            let observations: Vec<Observation> = read_lines(&observations)?;
+            let mut reports: Vec<SignedUsage> = read_lines(&usage)?;
+            let mut observations: Vec<Observation> = read_lines(&observations)?;
+            for dir in &usage_dir {
+                let (more_reports, more_observations) = accounting::node::collect(dir)?;
+                reports.extend(more_reports);
+                observations.extend(more_observations);
+            }
             let summary = summarise(period.epochs(), epoch_seconds, &reports, &observations);
             for refused in &summary.refused {
                 tracing::warn!(%refused, "usage refused");
