@@ -171,6 +171,8 @@ pub struct ShardNetwork {
     certified: HashMap<B256, GroupRootCommitment>,
     /// Roots certified since the last batch or [`ShardNetwork::advance`] began.
     certified_now: Vec<GroupRootCommitment>,
+    /// What each member did, per accounting epoch ([`service`]).
+    service: service::ServiceTally,
     /// Members whose cores are given a root other than the one their store computes (tests of a
     /// byzantine member).
     #[cfg(test)]
@@ -279,6 +281,7 @@ impl ShardNetwork {
             unroutable: 0,
             certified: HashMap::new(),
             certified_now: Vec::new(),
+            service: service::ServiceTally::default(),
             #[cfg(test)]
             lying: BTreeSet::new(),
         })
@@ -461,7 +464,12 @@ impl ShardNetwork {
 
     /// The slice of `access` shipped by `holders` to a member that does not hold it: stored
     /// values checked against the group's agreed root, with this batch's writes over them.
-    fn ship(&mut self, access: &AccountAccess, holders: &Group) -> Result<StateSlice, ShardError> {
+    /// Returns the shipping member with the slice.
+    fn ship(
+        &mut self,
+        access: &AccountAccess,
+        holders: &Group,
+    ) -> Result<(NodeId, StateSlice), ShardError> {
         let root = self.agreed_root(holders)?;
         for id in holders.members.iter() {
             let member = self
@@ -472,7 +480,7 @@ impl ShardNetwork {
                 Ok((mut slice, proof)) => match proof.verify(&root, &slice) {
                     Ok(()) => {
                         overlay_writes(&mut slice, &self.batch_writes);
-                        return Ok(slice);
+                        return Ok((*id, slice));
                     }
                     Err(error) => {
                         self.refused_slices += 1;
@@ -659,7 +667,7 @@ impl ShardNetwork {
             .collect();
         let executing = self.groups.group_of(&tx.tx().to);
         // What other groups ship is the same for every member that does not hold the items.
-        let mut shipped: BTreeMap<Address, StateSlice> = BTreeMap::new();
+        let mut shipped: BTreeMap<Address, (NodeId, StateSlice)> = BTreeMap::new();
         let mut slices = Vec::with_capacity(executing.members.len());
         for id in executing.members.iter() {
             let mut slice = StateSlice::default();
@@ -670,10 +678,11 @@ impl ShardNetwork {
                         .account_slice(access)
                         .map_err(|error| ShardError::state(*id, error))?
                 } else {
-                    let shipment = match shipped.entry(access.address) {
+                    let (shipper, shipment) = match shipped.entry(access.address) {
                         Entry::Occupied(entry) => entry.into_mut(),
                         Entry::Vacant(entry) => entry.insert(self.ship(access, holder)?),
                     };
+                    self.service.slice(self.last_batch + 1, *shipper, *id);
                     shipment
                         .accounts
                         .get(&access.address)
@@ -706,6 +715,8 @@ impl ShardNetwork {
             agreed(results, executing.members.len()).ok_or_else(|| ShardError::Diverged {
                 what: format!("outcome of {hash}"),
             })?;
+        self.service
+            .moves(self.last_batch + 1, &executing, results, &outcome);
         touched.insert(executing.id, executing);
         for (address, change) in &outcome.diff.accounts {
             let holder = self.groups.group_of(address);
@@ -823,6 +834,7 @@ fn agreed<T: PartialEq + Clone>(values: &[T], members: usize) -> Option<T> {
 }
 
 mod rounds;
+pub mod service;
 
 #[cfg(test)]
 mod tests;

@@ -343,6 +343,8 @@ impl ShardNetwork {
                 )?;
                 debug!(target: "shard_node", %group, batch = commitment.batch, view = decision.view,
                     sequence = decision.sequence, "group root certified and committed");
+                self.service
+                    .round(self.last_batch + 1, group, &members, &certificate.signers);
                 self.certified.insert(group, commitment.clone());
                 self.certified_now.push(commitment);
             }
