@@ -1,6 +1,7 @@
 //! The `shard-node` binary against an embedded chain served over TCP, as an operator runs it:
-//! keygen, register (once, by the key's own node ID), status, and clear refusals for a wrong
-//! chain id, an unknown chain URL and a malformed wallet feature list.
+//! keygen, register (once, by the key's own node ID), status, set-wallet (by the node's own key
+//! only), and clear refusals for a wrong chain id, an unknown chain URL and a malformed wallet
+//! feature list.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -244,4 +245,94 @@ fn a_wrong_chain_an_unknown_url_or_bad_features_are_clear_errors_and_register_no
             .node(&id)
             .is_none()
     );
+}
+
+#[test]
+fn an_operator_changes_its_wallet_and_features_and_no_one_else_can() {
+    let chain = served_chain();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, id) = keygen(dir.path(), "node.key");
+    let config = write_config(
+        dir.path(),
+        "node.toml",
+        "node.key",
+        &chain.url,
+        CHAIN_ID,
+        "",
+    );
+    let config = config.to_str().unwrap();
+
+    // Not registered yet: nothing to change.
+    let early = shard_node(&["set-wallet", "--config", config], &[]);
+    assert!(!early.status.success());
+    assert!(
+        stderr(&early).contains("not registered"),
+        "{}",
+        stderr(&early)
+    );
+
+    let register = shard_node(&["register", "--config", config], &[]);
+    assert!(register.status.success(), "{}", stderr(&register));
+    let registration = |chain: &Chain| {
+        let epoch = chain.owner.epoch().unwrap();
+        chain
+            .owner
+            .registry_snapshot(epoch + 1)
+            .unwrap()
+            .node(&id)
+            .cloned()
+            .unwrap()
+            .registration
+    };
+    assert!(registration(&chain).wallet_features.is_empty());
+
+    // A new wallet and features; the unknown feature is kept as given.
+    let wallet = "0x7777777777777777777777777777777777777777";
+    let update = shard_node(
+        &["set-wallet", "--config", config, "--reward-wallet", wallet],
+        &[("WALLET_FEATURES", "assets,future-pay")],
+    );
+    assert!(update.status.success(), "{}", stderr(&update));
+    assert_eq!(
+        line(&stdout(&update), "wallet_features"),
+        "assets,future-pay"
+    );
+    let now = registration(&chain);
+    assert_eq!(now.reward_wallet, Address::repeat_byte(0x77));
+    assert_eq!(now.wallet_features, ["assets", "future-pay"]);
+    assert_eq!(chain.owner.wallet_nonce(&id).unwrap(), 1);
+
+    // A malformed list changes nothing.
+    let bad = shard_node(
+        &["set-wallet", "--config", config],
+        &[("WALLET_FEATURES", "assets,,x")],
+    );
+    assert!(!bad.status.success());
+    assert_eq!(registration(&chain), now);
+
+    // Another operator's key, with this node's ID in its update, is refused by the chain.
+    let (other_key, _) = keygen(dir.path(), "other.key");
+    let intruder = primitives::keyfile::OperatorKeys::load(&other_key).unwrap();
+    let forged = upper_chain::WalletUpdate {
+        node: id,
+        reward_wallet: Address::repeat_byte(0x66),
+        wallet_features: Vec::new(),
+        nonce: 1,
+    };
+    assert!(matches!(
+        chain.owner.update_wallet(
+            forged.clone(),
+            &intruder.operator().sign_prehash(&forged.signing_hash())
+        ),
+        Err(upper_chain::ChainError::WrongSigner { .. })
+    ));
+    assert_eq!(registration(&chain), now);
+
+    // Back to the file's values: its wallet and no feature.
+    let reset = shard_node(&["set-wallet", "--config", config], &[]);
+    assert!(reset.status.success(), "{}", stderr(&reset));
+    let reset = registration(&chain);
+    assert_eq!(reset.reward_wallet, Address::repeat_byte(0x5e));
+    assert!(reset.wallet_features.is_empty());
+    assert_eq!(chain.owner.wallet_nonce(&id).unwrap(), 2);
 }

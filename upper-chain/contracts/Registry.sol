@@ -144,8 +144,10 @@ contract Registry {
     error Expelled(address id);
     error EvidenceNotCanonical();
     error BadEvidenceSignature();
+    error BadWalletNonce(uint64 expected, uint64 got);
 
     event NodeRegistered(address indexed node, string endpoint, address rewardWallet, string[] features, bytes blsKey, uint64 activeFrom);
+    event NodeWalletUpdated(address indexed node, address rewardWallet, string[] features, uint64 nonce);
     event SyncedRootRecorded(address indexed node, uint64 epoch, bytes32 indexed group, uint64 batch, bytes32 root);
     event SequencerWhitelisted(address indexed id, bytes blsKey, uint128 stake);
     event SequencerRemoved(address indexed id);
@@ -246,6 +248,8 @@ contract Registry {
     mapping(address => Node) private nodes;
     mapping(address => bytes) private nodeKeyG1;
     mapping(bytes32 => bool) private blsKeyTaken;
+    /// Each node's next wallet nonce (`upper_chain::UpperChain::wallet_nonce`).
+    mapping(address => uint64) private walletNonces;
     address[] private nodeIds;
 
     mapping(address => Sequencer) private candidates;
@@ -300,6 +304,50 @@ contract Registry {
             out = abi.encodePacked(out, uint32(bytes(r.features[i]).length), r.features[i]);
         }
         return keccak256(abi.encodePacked(out, r.blsKey, r.possession));
+    }
+
+    /// Changes a registered node's reward wallet and payout features. Only the node's operator
+    /// may: the change is signed by the node's key, with the node's next wallet nonce so that an
+    /// old change cannot be replayed over a newer one.
+    function updateWallet(
+        address node,
+        address rewardWallet,
+        string[] calldata features,
+        uint64 nonce,
+        bytes calldata signature
+    ) external {
+        address signer = recover(walletUpdateHash(node, rewardWallet, features, nonce), signature);
+        if (signer != node) revert WrongSigner(node, signer);
+        Node storage record = nodes[node];
+        if (record.id == address(0)) revert NotRegistered(node);
+        if (record.leftAt != 0) revert AlreadyDeparted(node);
+        if (walletNonces[node] != nonce) revert BadWalletNonce(walletNonces[node], nonce);
+        walletNonces[node] = nonce + 1;
+        record.rewardWallet = rewardWallet;
+        delete record.features;
+        for (uint256 i = 0; i < features.length; i++) {
+            record.features.push(features[i]);
+        }
+        emit NodeWalletUpdated(node, rewardWallet, features, nonce);
+    }
+
+    /// The nonce `node`'s next wallet update must carry.
+    function walletNonce(address node) external view returns (uint64) {
+        return walletNonces[node];
+    }
+
+    /// The hash the node key signs: `upper_chain::WalletUpdate::signing_hash`.
+    function walletUpdateHash(address node, address rewardWallet, string[] calldata features, uint64 nonce)
+        public
+        pure
+        returns (bytes32)
+    {
+        bytes memory out =
+            abi.encodePacked("tickrate:update-wallet", node, rewardWallet, uint32(features.length));
+        for (uint256 i = 0; i < features.length; i++) {
+            out = abi.encodePacked(out, uint32(bytes(features[i]).length), features[i]);
+        }
+        return keccak256(abi.encodePacked(out, nonce));
     }
 
     function recordSyncedRoot(SyncedRoot calldata s, bytes calldata signature) external {

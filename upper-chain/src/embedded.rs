@@ -13,7 +13,7 @@ use rocksdb::{DB, IteratorMode, Options, WriteBatch, WriteOptions};
 use crate::{
     AdminOp, ChainError, Departure, DepartureKind, DepartureProof, Deposit, GroupDecision,
     GroupRootCommitment, NodeRecord, Registration, RegistrySnapshot, SequencerCandidate,
-    SequencerRecord, SyncedRoot, UpperChain, group_id, quorum,
+    SequencerRecord, SyncedRoot, UpperChain, WalletUpdate, group_id, quorum,
     store::{SequencerSet, decode_all, key},
 };
 
@@ -46,6 +46,8 @@ struct ChainState {
     /// Expelled sequencers and the evidence that expelled them.
     equivocations: BTreeMap<NodeId, EquivocationEvidence>,
     deposits: Vec<Deposit>,
+    /// Each node's next wallet nonce, for nodes that updated their wallet.
+    wallet_nonces: BTreeMap<NodeId, u64>,
 }
 
 impl ChainState {
@@ -124,6 +126,11 @@ impl ChainState {
                 .iter()
                 .map(|d| (key::number(key::DEPOSIT, d.index), d.to_bytes())),
         );
+        out.extend(
+            self.wallet_nonces
+                .iter()
+                .map(|(id, nonce)| (key::node(key::WALLET_NONCE, id), nonce.to_bytes())),
+        );
         out
     }
 
@@ -191,6 +198,14 @@ impl ChainState {
                 state
                     .equivocations
                     .insert(NodeId(Address::from_slice(rest)), evidence);
+            } else if let Some(rest) = k.strip_prefix(key::WALLET_NONCE) {
+                if rest.len() != 20 {
+                    return Err(corrupt("wallet nonce key"));
+                }
+                let nonce: u64 = decode_all(v).map_err(decode_err)?;
+                state
+                    .wallet_nonces
+                    .insert(NodeId(Address::from_slice(rest)), nonce);
             } else if let Some(rest) = k.strip_prefix(key::DEPOSIT) {
                 let deposit: Deposit = decode_all(v).map_err(decode_err)?;
                 deposits.insert(number(rest)?, deposit);
@@ -584,6 +599,52 @@ impl UpperChain for EmbeddedChain {
 
     fn synced_root(&self, node: &NodeId) -> Result<Option<SyncedRoot>, ChainError> {
         Ok(self.state.lock().synced.get(node).cloned())
+    }
+
+    fn update_wallet(&self, update: WalletUpdate, signature: &Signature) -> Result<(), ChainError> {
+        let signer = signature.recover_address(&update.signing_hash())?;
+        if signer != update.node.0 {
+            return Err(ChainError::WrongSigner {
+                node: update.node,
+                signer,
+            });
+        }
+        let mut state = self.state.lock();
+        let node = state
+            .nodes
+            .get(&update.node)
+            .ok_or(ChainError::NotRegistered(update.node))?;
+        if node.left_at_epoch.is_some() {
+            return Err(ChainError::AlreadyDeparted(update.node));
+        }
+        let expected = state.wallet_nonces.get(&update.node).copied().unwrap_or(0);
+        if update.nonce != expected {
+            return Err(ChainError::WalletNonce {
+                expected,
+                got: update.nonce,
+            });
+        }
+        let mut record = node.clone();
+        record.registration.reward_wallet = update.reward_wallet;
+        record.registration.wallet_features = update.wallet_features;
+        let next = expected + 1;
+        let mut change = Change::new();
+        change.put(key::node(key::NODE, &update.node), record.to_bytes());
+        change.put(key::node(key::WALLET_NONCE, &update.node), next.to_bytes());
+        self.commit(change)?;
+        state.nodes.insert(update.node, record);
+        state.wallet_nonces.insert(update.node, next);
+        Ok(())
+    }
+
+    fn wallet_nonce(&self, node: &NodeId) -> Result<u64, ChainError> {
+        Ok(self
+            .state
+            .lock()
+            .wallet_nonces
+            .get(node)
+            .copied()
+            .unwrap_or(0))
     }
 
     fn record_departure(

@@ -40,7 +40,7 @@ use tracing::{debug, info};
 use crate::{
     AdminOp, ChainError, Departure, DepartureKind, DepartureProof, Deposit, GroupDecision,
     GroupRootCommitment, NodeRecord, Registration, RegistrySnapshot, SequencerCandidate,
-    SequencerRecord, SyncedRoot, UpperChain,
+    SequencerRecord, SyncedRoot, UpperChain, WalletUpdate,
 };
 
 mod bindings {
@@ -625,6 +625,10 @@ fn refusal(
         E::Expelled(e) => ChainError::Expelled(NodeId(e.id)),
         E::EvidenceNotCanonical(_) => ChainError::InvalidEvidence(EvidenceError::NotCanonical),
         E::BadEvidenceSignature(_) => ChainError::InvalidEvidence(EvidenceError::BadSignature),
+        E::BadWalletNonce(e) => ChainError::WalletNonce {
+            expected: e.expected,
+            got: e.got,
+        },
     }
 }
 
@@ -929,6 +933,23 @@ impl UpperChain for EvmChain {
             batch: answer.root.batch,
             root: answer.root.root,
         }))
+    }
+
+    fn update_wallet(&self, update: WalletUpdate, signature: &Signature) -> Result<(), ChainError> {
+        let hash = update.signing_hash();
+        let call = Registry::updateWalletCall {
+            node: update.node.0,
+            rewardWallet: update.reward_wallet,
+            features: update.wallet_features,
+            nonce: update.nonce,
+            signature: signature_bytes(signature),
+        };
+        self.transact(call, U256::ZERO, Some((signature, hash)))
+            .map(drop)
+    }
+
+    fn wallet_nonce(&self, node: &NodeId) -> Result<u64, ChainError> {
+        self.view(Registry::walletNonceCall { node: node.0 })
     }
 
     fn record_departure(

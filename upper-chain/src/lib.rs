@@ -185,6 +185,15 @@ pub enum ChainError {
     /// The contract refused the call for a reason this crate does not map.
     #[error("contract refused the call: {0}")]
     Reverted(String),
+    /// A wallet update signed with another nonce than the node's next one (an old update
+    /// replayed, or two sent at once).
+    #[error("wallet update nonce {got}, the node's next is {expected}")]
+    WalletNonce {
+        /// The node's next wallet nonce.
+        expected: u64,
+        /// The nonce signed.
+        got: u64,
+    },
 }
 
 /// What an operator registers for a node.
@@ -219,6 +228,36 @@ impl Registration {
         }
         self.bls_key.encode(&mut out);
         self.bls_possession.encode(&mut out);
+        keccak256(&out)
+    }
+}
+
+/// A change of a registered node's reward wallet and payout features, signed by the node's key:
+/// only the node's operator may make it. The nonce is the node's next wallet nonce
+/// ([`UpperChain::wallet_nonce`]), so an old change cannot be replayed over a newer one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalletUpdate {
+    /// The node.
+    pub node: NodeId,
+    /// Its new reward wallet.
+    pub reward_wallet: Address,
+    /// That wallet's payout features (unknown ones kept, as at registration).
+    pub wallet_features: Vec<String>,
+    /// The node's next wallet nonce.
+    pub nonce: u64,
+}
+
+impl WalletUpdate {
+    /// The hash the node key signs (`Registry.walletUpdateHash`).
+    pub fn signing_hash(&self) -> B256 {
+        let mut out = b"tickrate:update-wallet".to_vec();
+        self.node.0.encode(&mut out);
+        self.reward_wallet.encode(&mut out);
+        out.extend_from_slice(&(self.wallet_features.len() as u32).to_be_bytes());
+        for feature in &self.wallet_features {
+            put_bytes(&mut out, feature.as_bytes());
+        }
+        out.extend_from_slice(&self.nonce.to_be_bytes());
         keccak256(&out)
     }
 }
@@ -566,6 +605,14 @@ pub trait UpperChain: Send + Sync {
     ) -> Result<(), ChainError>;
     /// The departure of a node, if it left.
     fn departure(&self, node: &NodeId) -> Result<Option<Departure>, ChainError>;
+    /// Changes a registered node's reward wallet and payout features, signed by the node
+    /// ([`WalletUpdate`]). Refused with [`ChainError::WrongSigner`] if another key signed it,
+    /// [`ChainError::NotRegistered`], [`ChainError::AlreadyDeparted`], and
+    /// [`ChainError::WalletNonce`] if its nonce is not the node's next. Registry snapshots show
+    /// the change from then on, for every epoch (reports price a node by its current wallet).
+    fn update_wallet(&self, update: WalletUpdate, signature: &Signature) -> Result<(), ChainError>;
+    /// The nonce the node's next wallet update must carry (0 before any).
+    fn wallet_nonce(&self, node: &NodeId) -> Result<u64, ChainError>;
     /// Applies an administrative operation signed by the admin.
     fn admin(&self, op: AdminOp, signature: &Signature) -> Result<(), ChainError>;
     /// The nonce the next admin operation must be signed with.

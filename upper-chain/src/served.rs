@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 use crate::{
     AdminOp, ChainError, Departure, DepartureProof, Deposit, GroupDecision, GroupRootCommitment,
     Registration, RegistrySnapshot, SequencerCandidate, SequencerRecord, SyncedRoot, UpperChain,
+    WalletUpdate,
     wire::{
         ANSWER_BYTES_MAX, Answer, DEPOSITS_PER_REQUEST_MAX, REQUEST_BYTES_MAX, Request,
         frame_length, handle, put_frame,
@@ -417,6 +418,14 @@ impl UpperChain for RemoteChain {
             Answer::Departure(departure) => Ok(departure),
             other => Err(refused_or_unexpected(other)),
         }
+    }
+
+    fn update_wallet(&self, update: WalletUpdate, signature: &Signature) -> Result<(), ChainError> {
+        self.write(&Request::UpdateWallet(update, *signature))
+    }
+
+    fn wallet_nonce(&self, node: &NodeId) -> Result<u64, ChainError> {
+        self.number(&Request::WalletNonce(*node))
     }
 
     fn admin(&self, op: AdminOp, signature: &Signature) -> Result<(), ChainError> {

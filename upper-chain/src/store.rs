@@ -8,7 +8,7 @@ use primitives::{
 
 use crate::{
     Departure, DepartureKind, Deposit, GroupRootCommitment, NodeRecord, Registration,
-    SequencerCandidate, SequencerRecord, SyncedRoot,
+    SequencerCandidate, SequencerRecord, SyncedRoot, WalletUpdate,
 };
 
 /// Bound on endpoints, features and evidence read back from the store.
@@ -44,6 +44,36 @@ impl Encode for Registration {
         }
         self.bls_key.encode(out);
         self.bls_possession.encode(out);
+    }
+}
+
+impl Encode for WalletUpdate {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.node.encode(out);
+        self.reward_wallet.encode(out);
+        out.extend_from_slice(&(self.wallet_features.len() as u32).to_be_bytes());
+        for feature in &self.wallet_features {
+            put_bytes(out, feature.as_bytes());
+        }
+        self.nonce.encode(out);
+    }
+}
+
+impl Decode for WalletUpdate {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        let node = NodeId::decode(decoder)?;
+        let reward_wallet = decoder.address()?;
+        let count = decoder.length("wallet features", FEATURES_MAX)?;
+        let mut wallet_features = Vec::new();
+        for _ in 0..count {
+            wallet_features.push(string(decoder, "wallet feature")?);
+        }
+        Ok(WalletUpdate {
+            node,
+            reward_wallet,
+            wallet_features,
+            nonce: decoder.u64()?,
+        })
     }
 }
 
@@ -246,6 +276,7 @@ pub(crate) mod key {
     pub const DEPARTURE: &[u8] = b"d/";
     pub const DEPOSIT: &[u8] = b"p/";
     pub const EQUIVOCATION: &[u8] = b"e/";
+    pub const WALLET_NONCE: &[u8] = b"w/";
 
     pub fn with(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
         let mut out = prefix.to_vec();

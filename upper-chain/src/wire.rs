@@ -19,7 +19,7 @@ use primitives::{
 use crate::{
     AdminOp, ChainError, Departure, DepartureProof, Deposit, GroupDecision, GroupRootCommitment,
     NodeRecord, Registration, RegistrySnapshot, SequencerCandidate, SequencerRecord, SyncedRoot,
-    UpperChain,
+    UpperChain, WalletUpdate,
 };
 
 /// The protocol version, the first byte of every request and answer.
@@ -97,6 +97,10 @@ pub enum Request {
     ReportEquivocation(EquivocationEvidence, NodeId),
     /// [`UpperChain::equivocations`].
     Equivocations,
+    /// [`UpperChain::update_wallet`].
+    UpdateWallet(WalletUpdate, Signature),
+    /// [`UpperChain::wallet_nonce`].
+    WalletNonce(NodeId),
 }
 
 /// The answer to a [`Request`].
@@ -190,6 +194,8 @@ pub fn handle(chain: &dyn UpperChain, chain_id: u64, request: Request) -> Answer
             done(chain.report_equivocation(&evidence, offender))
         }
         Request::Equivocations => answer(chain.equivocations(), Answer::Equivocations),
+        Request::UpdateWallet(update, signature) => done(chain.update_wallet(update, &signature)),
+        Request::WalletNonce(node) => answer(chain.wallet_nonce(&node), Answer::Number),
     }
 }
 
@@ -544,6 +550,11 @@ impl Encode for ChainError {
                 out.push(30);
                 put_string(out, text);
             }
+            ChainError::WalletNonce { expected, got } => {
+                out.push(31);
+                expected.encode(out);
+                got.encode(out);
+            }
         }
     }
 }
@@ -647,6 +658,10 @@ impl Decode for ChainError {
             28 => ChainError::Reverted(string(decoder, "revert reason")?),
             29 => ChainError::Malformed(string(decoder, "malformed reason")?),
             30 => ChainError::Config(string(decoder, "config error")?),
+            31 => ChainError::WalletNonce {
+                expected: decoder.u64()?,
+                got: decoder.u64()?,
+            },
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "chain error",
@@ -745,6 +760,15 @@ impl Encode for Request {
                 offender.encode(out);
             }
             Request::Equivocations => out.push(20),
+            Request::UpdateWallet(update, signature) => {
+                out.push(22);
+                update.encode(out);
+                signature.encode(out);
+            }
+            Request::WalletNonce(node) => {
+                out.push(23);
+                node.encode(out);
+            }
         }
     }
 }
@@ -803,6 +827,10 @@ impl Decode for Request {
                 decoder.list("members", MEMBERS_MAX)?,
                 Certificate::decode(decoder)?,
             ),
+            22 => {
+                Request::UpdateWallet(WalletUpdate::decode(decoder)?, Signature::decode(decoder)?)
+            }
+            23 => Request::WalletNonce(NodeId::decode(decoder)?),
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "upper-chain request",
@@ -964,6 +992,10 @@ mod tests {
                 reason: "refused".into(),
             },
             ChainError::Malformed("tag 99".into()),
+            ChainError::WalletNonce {
+                expected: 2,
+                got: 1,
+            },
         ] {
             round_trip_error(error);
         }

@@ -83,6 +83,14 @@ fn reopening_keeps_everything() {
     };
     let signature = common::node_key(2).sign_prehash(&report.signing_hash());
     chain.record_synced_root(report, &signature).unwrap();
+    let update = upper_chain::WalletUpdate {
+        node,
+        reward_wallet: Address::repeat_byte(0x55),
+        wallet_features: vec!["assets".into()],
+        nonce: 0,
+    };
+    let signature = common::node_key(2).sign_prehash(&update.signing_hash());
+    chain.update_wallet(update, &signature).unwrap();
     for amount in 1..=3u64 {
         harness.deposit(Address::repeat_byte(1), U256::from(amount));
     }
@@ -114,6 +122,7 @@ struct State {
     departures: Vec<Option<upper_chain::Departure>>,
     equivocations: Vec<(primitives::NodeId, primitives::pbft::EquivocationEvidence)>,
     deposits: Vec<upper_chain::Deposit>,
+    wallet_nonces: Vec<u64>,
 }
 
 fn state_of(chain: &dyn UpperChain) -> State {
@@ -142,6 +151,10 @@ fn state_of(chain: &dyn UpperChain) -> State {
         departures: ids.iter().map(|id| chain.departure(id).unwrap()).collect(),
         equivocations: chain.equivocations().unwrap(),
         deposits: chain.deposits_since(0, usize::MAX).unwrap(),
+        wallet_nonces: ids
+            .iter()
+            .map(|id| chain.wallet_nonce(id).unwrap())
+            .collect(),
         snapshots,
     }
 }

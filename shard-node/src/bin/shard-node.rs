@@ -5,6 +5,10 @@
 //!   configuration names, with its endpoint, reward wallet and wallet features
 //!   (`WALLET_FEATURES` overrides the file's list).
 //! - `shard-node status --config node.toml [--json]` prints what the upper chain holds for it.
+//! - `shard-node set-wallet --config node.toml [--reward-wallet 0x…] [--wallet-features LIST]`
+//!   changes the registered node's reward wallet and payout features on the upper chain (signed
+//!   by the node's key: only its operator can). Each defaults to the configuration file's value;
+//!   `WALLET_FEATURES` overrides the file's list, and an empty list clears the features.
 //!
 //! Running the node itself (`run`) comes with its networked groups.
 
@@ -20,7 +24,7 @@ use shard_node::{
     identity::NodeKeys,
 };
 use tracing::{info, warn};
-use upper_chain::{ChainConfig, ChainError, UpperChain, connect};
+use upper_chain::{ChainConfig, ChainError, UpperChain, WalletUpdate, connect};
 
 #[derive(Parser, Debug)]
 #[command(version, about = "A Tickrate execution node")]
@@ -43,6 +47,18 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
         /// Payout features of the reward wallet, comma-separated (overrides the file).
+        #[arg(long, env = "WALLET_FEATURES")]
+        wallet_features: Option<String>,
+    },
+    /// Changes the registered node's reward wallet and payout features on the upper chain.
+    SetWallet {
+        /// The node's configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// The new reward wallet (default: the configuration file's).
+        #[arg(long)]
+        reward_wallet: Option<alloy_primitives::Address>,
+        /// Payout features of the wallet, comma-separated (default: the file's; empty: none).
         #[arg(long, env = "WALLET_FEATURES")]
         wallet_features: Option<String>,
     },
@@ -71,6 +87,11 @@ fn main() -> anyhow::Result<()> {
             config,
             wallet_features,
         } => register(&config, wallet_features),
+        Command::SetWallet {
+            config,
+            reward_wallet,
+            wallet_features,
+        } => set_wallet(&config, reward_wallet, wallet_features),
         Command::Status { config, json } => status(&config, json),
     }
 }
@@ -123,15 +144,7 @@ fn open(
 fn register(config_path: &Path, features_override: Option<String>) -> anyhow::Result<()> {
     let (config, keys, chain) = open(config_path)?;
     let list = features_override.unwrap_or_else(|| config.wallet_features.clone());
-    let features = parse_wallet_features(&list)?;
-    for feature in &features {
-        if !KNOWN_WALLET_FEATURES.contains(&feature.as_str()) {
-            warn!(
-                feature,
-                "wallet feature unknown to this build: registered as given"
-            );
-        }
-    }
+    let features = wallet_features(&list)?;
     let node = ShardNode::from_keys(&keys);
     let (registration, signature) =
         node.registration(config.endpoint.clone(), config.reward_wallet, features);
@@ -156,6 +169,56 @@ fn register(config_path: &Path, features_override: Option<String>) -> anyhow::Re
             )
         }
         Err(error) => Err(error).context("registration refused"),
+    }
+}
+
+/// The features of `list` (validated as at registration), with a warning for each this build
+/// does not know (kept as given).
+fn wallet_features(list: &str) -> anyhow::Result<Vec<String>> {
+    let features = parse_wallet_features(list)?;
+    for feature in &features {
+        if !KNOWN_WALLET_FEATURES.contains(&feature.as_str()) {
+            warn!(
+                feature,
+                "wallet feature unknown to this build: registered as given"
+            );
+        }
+    }
+    Ok(features)
+}
+
+fn set_wallet(
+    config_path: &Path,
+    wallet_override: Option<alloy_primitives::Address>,
+    features_override: Option<String>,
+) -> anyhow::Result<()> {
+    let (config, keys, chain) = open(config_path)?;
+    let list = features_override.unwrap_or_else(|| config.wallet_features.clone());
+    let features = wallet_features(&list)?;
+    let update = WalletUpdate {
+        node: keys.id(),
+        reward_wallet: wallet_override.unwrap_or(config.reward_wallet),
+        wallet_features: features,
+        nonce: chain
+            .wallet_nonce(&keys.id())
+            .context("reading the node's wallet nonce")?,
+    };
+    let signature = keys.operator().sign_prehash(&update.signing_hash());
+    match chain.update_wallet(update.clone(), &signature) {
+        Ok(()) => {
+            info!(node_id = %update.node.0, nonce = update.nonce, "wallet updated");
+            println!("updated {}", update.node.0);
+            println!("reward_wallet {}", update.reward_wallet);
+            println!("wallet_features {}", update.wallet_features.join(","));
+            Ok(())
+        }
+        Err(ChainError::NotRegistered(id)) => {
+            bail!(
+                "node {} is not registered: `shard-node register` first",
+                id.0
+            )
+        }
+        Err(error) => Err(error).context("wallet update refused"),
     }
 }
 

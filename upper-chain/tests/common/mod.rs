@@ -16,7 +16,7 @@ use primitives::{
 use upper_chain::{
     AdminOp, ChainError, Departure, DepartureKind, DepartureProof, DepositStream,
     GroupRootCommitment, Registration, SequencerCandidate, SequencerRecord, SyncedRoot, UpperChain,
-    group_id, quorum,
+    WalletUpdate, group_id, quorum,
 };
 
 /// The stake cap every test chain starts with.
@@ -51,6 +51,7 @@ macro_rules! interface_tests {
             batches_need_a_sequencer_quorum,
             sequencer_set_management,
             synced_roots,
+            wallet_updates_by_the_owner_only,
             exits_and_evictions,
             equivocation_expels_the_offender,
         );
@@ -76,6 +77,7 @@ macro_rules! interface_tests {
             batches_need_a_sequencer_quorum,
             sequencer_set_management,
             synced_roots,
+            wallet_updates_by_the_owner_only,
             exits_and_evictions,
             equivocation_expels_the_offender,
         );
@@ -639,6 +641,116 @@ pub fn synced_roots(harness: &impl Harness) {
     };
     assert_eq!(
         chain.record_synced_root(
+            stranger.clone(),
+            &intruder.sign_prehash(&stranger.signing_hash())
+        ),
+        Err(ChainError::NotRegistered(NodeId(intruder.address())))
+    );
+}
+
+/// The registration of node `id` as the registry shows it now.
+fn registered(chain: &dyn UpperChain, id: &NodeId) -> Registration {
+    let epoch = chain.epoch().unwrap();
+    chain
+        .registry_snapshot(epoch + 1)
+        .unwrap()
+        .node(id)
+        .expect("registered")
+        .registration
+        .clone()
+}
+
+pub fn wallet_updates_by_the_owner_only(harness: &impl Harness) {
+    let chain = harness.chain();
+    let (id, _) = register(chain.as_ref(), 1);
+    let before = registered(chain.as_ref(), &id);
+    assert_eq!(chain.wallet_nonce(&id).unwrap(), 0);
+    let update = WalletUpdate {
+        node: id,
+        reward_wallet: Address::repeat_byte(0x77),
+        wallet_features: vec!["assets".into(), "flag-from-the-future".into()],
+        nonce: 0,
+    };
+
+    // Only the node's own key may change its wallet; a refusal changes nothing.
+    let intruder = node_key(2);
+    assert_eq!(
+        chain.update_wallet(
+            update.clone(),
+            &intruder.sign_prehash(&update.signing_hash())
+        ),
+        Err(ChainError::WrongSigner {
+            node: id,
+            signer: intruder.address()
+        })
+    );
+    assert_eq!(registered(chain.as_ref(), &id), before);
+    // A nonce ahead of the node's next is refused too.
+    let ahead = WalletUpdate {
+        nonce: 1,
+        ..update.clone()
+    };
+    assert_eq!(
+        chain.update_wallet(
+            ahead.clone(),
+            &node_key(1).sign_prehash(&ahead.signing_hash())
+        ),
+        Err(ChainError::WalletNonce {
+            expected: 0,
+            got: 1
+        })
+    );
+
+    chain
+        .update_wallet(
+            update.clone(),
+            &node_key(1).sign_prehash(&update.signing_hash()),
+        )
+        .unwrap();
+    let after = registered(chain.as_ref(), &id);
+    assert_eq!(after.reward_wallet, update.reward_wallet);
+    assert_eq!(after.wallet_features, update.wallet_features);
+    // Nothing else of the registration moves.
+    assert_eq!(
+        (after.endpoint, after.bls_key),
+        (before.endpoint.clone(), before.bls_key)
+    );
+    assert_eq!(chain.wallet_nonce(&id).unwrap(), 1);
+
+    // The same signed update again is a replay.
+    assert_eq!(
+        chain.update_wallet(
+            update.clone(),
+            &node_key(1).sign_prehash(&update.signing_hash())
+        ),
+        Err(ChainError::WalletNonce {
+            expected: 1,
+            got: 0
+        })
+    );
+    // Back to no features at all, with the next nonce.
+    let cleared = WalletUpdate {
+        wallet_features: Vec::new(),
+        nonce: 1,
+        ..update
+    };
+    chain
+        .update_wallet(
+            cleared.clone(),
+            &node_key(1).sign_prehash(&cleared.signing_hash()),
+        )
+        .unwrap();
+    assert!(registered(chain.as_ref(), &id).wallet_features.is_empty());
+    assert_eq!(chain.wallet_nonce(&id).unwrap(), 2);
+
+    // An unregistered node has nothing to change.
+    let stranger = WalletUpdate {
+        node: NodeId(intruder.address()),
+        nonce: 0,
+        ..cleared
+    };
+    assert_eq!(
+        chain.update_wallet(
             stranger.clone(),
             &intruder.sign_prehash(&stranger.signing_hash())
         ),
