@@ -3,7 +3,10 @@
 # Idempotent: installs nothing when everything is present.
 set -euo pipefail
 
-packages=(libclang-dev clang pkg-config iproute2)   # libclang-dev: bindgen for librocksdb-sys; iproute2: the emulated link's namespaces
+# libclang-dev: bindgen for librocksdb-sys; iproute2: the emulated link's namespaces;
+# prometheus: the operator-metrics test scrapes a devnet node with a real server (it fails under
+# CI=true without it).
+packages=(libclang-dev clang pkg-config iproute2 prometheus)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -18,9 +18,12 @@ use sequencer::{
 };
 use shard_node::{ShardError, ShardNetwork, ShardNode, driver::ShardHandle};
 use tokio::sync::mpsc;
-use upper_chain::{ChainError, EmbeddedChain, SequencerRecord, UpperChain};
+use upper_chain::{ChainError, EmbeddedChain, Genesis, SequencerRecord, UpperChain};
 
-use crate::game::{GAME_ADDRESS, game_code};
+use crate::{
+    game::{GAME_ADDRESS, game_code},
+    operators::{Operators, serve_metrics},
+};
 
 /// How the devnet is laid out.
 #[derive(Clone, Debug)]
@@ -49,6 +52,13 @@ pub struct DevnetConfig {
     pub rpc_listen: Option<SocketAddr>,
     /// Accounts given a balance at genesis (for Ethereum clients, which pay their own way).
     pub funded: Vec<(Address, U256)>,
+    /// Batches in an accounting epoch: each shard node signs its usage once per epoch.
+    pub usage_epoch_batches: u64,
+    /// What the shard nodes' epochs earn (each node's `tickrate_epoch_owed`).
+    pub rates: accounting::Rates,
+    /// Where the shard nodes serve their operator metrics (`/metrics`): node `i` at this
+    /// address's port + `i`, or each at a free port if the port is 0.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// How the devnet's sequencers reach each other.
@@ -74,6 +84,9 @@ impl Default for DevnetConfig {
             wal: false,
             rpc_listen: None,
             funded: Vec::new(),
+            usage_epoch_batches: shard_node::network::service::USAGE_EPOCH_BATCHES,
+            rates: accounting::Rates::example(),
+            metrics_listen: None,
         }
     }
 }
@@ -102,6 +115,9 @@ pub enum DevnetError {
     /// The JSON-RPC gateway could not start.
     #[error("JSON-RPC: {0}")]
     Rpc(#[from] sequencer::rpc::RpcError),
+    /// A shard node's accounting files could not be written.
+    #[error("accounting: {0}")]
+    Accounting(#[from] accounting::meter::UsageFileError),
 }
 
 type MeshEnd = (
@@ -154,6 +170,10 @@ pub struct Devnet {
     pub shards: ShardHandle,
     /// The first sequencer's JSON-RPC gateway, if `rpc_listen` was given.
     pub rpc: Option<RpcHandle>,
+    /// The shard nodes' accounting.
+    pub operators: Arc<parking_lot::Mutex<Operators>>,
+    /// Where each shard node serves its operator metrics, if `metrics_listen` was given.
+    pub metrics: Vec<(NodeId, SocketAddr)>,
     /// What restarting each sequencer takes (with write-ahead logs only).
     restartable: Vec<Restartable>,
     sequencer_set: Vec<(NodeId, BlsPublicKey)>,
@@ -235,26 +255,37 @@ impl Devnet {
             .iter()
             .map(|(key, bls)| (NodeId(key.address()), bls.public_key()))
             .collect();
-        let chain = Arc::new(EmbeddedChain::new(
-            sequencer_set
+        let genesis_chain = Genesis {
+            sequencers: sequencer_set
                 .iter()
                 .map(|(id, key)| SequencerRecord {
                     id: *id,
                     bls_key: *key,
                 })
                 .collect(),
-        ));
+            ..Genesis::default()
+        };
+        // A devnet given a data directory keeps its upper chain there, so that the registry is
+        // still readable after the run (`tickrate-accounting report --chain DIR/upper-chain`).
+        let chain = Arc::new(match &config.data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                EmbeddedChain::open(dir.join("upper-chain"), &genesis_chain)?
+            }
+            None => EmbeddedChain::with_genesis(&genesis_chain),
+        });
 
         let mut nodes = Vec::with_capacity(config.shard_nodes);
+        let mut node_keys = Vec::with_capacity(config.shard_nodes);
         for index in 0..config.shard_nodes {
-            let node = ShardNode::from_seed(2_000 + index as u64);
-            let (registration, signature) = node.registration(
-                format!("in-process://shard/{index}"),
-                node.id().0,
-                vec!["erc20".to_string()],
-            );
+            let seed = 2_000 + index as u64;
+            let node = ShardNode::from_seed(seed);
+            let (wallet, features) = operator_wallet(index);
+            let (registration, signature) =
+                node.registration(format!("in-process://shard/{index}"), wallet, features);
             chain.register_node(registration, &signature)?;
             nodes.push(node);
+            node_keys.push(AccountKey::from_seed(seed));
         }
         chain.advance_epoch();
         let mut network = ShardNetwork::new(
@@ -264,6 +295,14 @@ impl Devnet {
             &data_dir.join("shards"),
         )?;
         network.set_root_commit_interval(config.root_commit_interval_batches);
+        network.set_usage_epoch_batches(config.usage_epoch_batches);
+        let operators = Arc::new(parking_lot::Mutex::new(Operators::open(
+            &node_keys,
+            config.rates,
+            accounting::LedgerConfig::default(),
+            &data_dir.join("shards"),
+            &data_dir.join("accounting"),
+        )?));
         let mut genesis = vec![(
             GAME_ADDRESS,
             AccountState {
@@ -290,6 +329,23 @@ impl Devnet {
             weak_da.clone(),
             sequencer_set.iter().map(|(_, key)| *key).collect(),
         );
+        let metrics = match config.metrics_listen {
+            Some(listen) => {
+                let mut bound = Vec::with_capacity(node_keys.len());
+                for (index, key) in node_keys.iter().enumerate() {
+                    let id = NodeId(key.address());
+                    let mut address = listen;
+                    if listen.port() != 0 {
+                        address.set_port(listen.port().saturating_add(index as u16));
+                    }
+                    let handle = operators.lock().metrics_handle(&id).expect("opened above");
+                    bound.push((id, serve_metrics(address, handle).await?));
+                }
+                bound
+            }
+            None => Vec::new(),
+        };
+        spawn_epoch_closer(operators.clone(), shards.network.clone());
 
         // Subscribed before any sequencer runs, so that the gateway sees every batch.
         let rpc_executed = config.rpc_listen.map(|_| shards.executed.subscribe());
@@ -355,6 +411,8 @@ impl Devnet {
             sequencers,
             shards,
             rpc,
+            operators,
+            metrics,
             restartable,
             sequencer_set,
             weak_da,
@@ -420,8 +478,72 @@ impl Devnet {
         Ok(())
     }
 
+    /// Closes the shard nodes' open accounting epoch as it stands and stops their accounting:
+    /// every node's usage up to now is signed and written, for a report over the whole run.
+    pub async fn close_accounting(&self) -> Result<Vec<accounting::SignedUsage>, DevnetError> {
+        let operators = self.operators.clone();
+        let network = self.shards.network.clone();
+        tokio::task::spawn_blocking(move || operators.lock().close(&network, true))
+            .await
+            .map_err(|join| DevnetError::Io(std::io::Error::other(join)))?
+            .map_err(DevnetError::from)
+    }
+
+    /// The directory of the shard nodes' accounting directories (one per node, by node ID).
+    pub fn accounting_dir(&self) -> PathBuf {
+        self.operators.lock().accounting_dir().to_path_buf()
+    }
+
     /// Where clients of sequencer `index` connect.
     pub fn sequencer_addr(&self, index: usize) -> SocketAddr {
         self.sequencers[index % self.sequencers.len()].client_addr
     }
+}
+
+/// Batches between two looks of the epoch closer at the shard network, at most: an epoch closes
+/// within this long of its last batch.
+const EPOCH_CLOSER_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Closes each accounting epoch once the shard network has run its last batch, until the
+/// devnet's last close or the devnet is dropped.
+fn spawn_epoch_closer(
+    operators: Arc<parking_lot::Mutex<Operators>>,
+    network: Arc<parking_lot::Mutex<ShardNetwork>>,
+) {
+    let operators = Arc::downgrade(&operators);
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(EPOCH_CLOSER_INTERVAL);
+        loop {
+            ticker.tick().await;
+            let Some(operators) = operators.upgrade() else {
+                return;
+            };
+            if operators.lock().finished() {
+                return;
+            }
+            let network = network.clone();
+            let closed =
+                tokio::task::spawn_blocking(move || operators.lock().close(&network, false));
+            match closed.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    tracing::error!(target: "sim::operators", %error, "an epoch's usage could not be written");
+                }
+                Err(_) => return,
+            }
+        }
+    });
+}
+
+/// The reward wallet and payout features of devnet shard node `index`: four operators' wallets
+/// in turn, and three kinds of wallet (no feature, `assets`, `assets` and one this build does not
+/// know), so a report over a devnet run shows every payout method.
+pub fn operator_wallet(index: usize) -> (Address, Vec<String>) {
+    let wallet = AccountKey::from_seed(3_000 + (index % 4) as u64).address();
+    let features = match index % 3 {
+        0 => Vec::new(),
+        1 => vec!["assets".to_string()],
+        _ => vec!["assets".to_string(), "erc20".to_string()],
+    };
+    (wallet, features)
 }

@@ -48,6 +48,20 @@ struct Args {
     /// Serve the first sequencer's Web3-compatible JSON-RPC (HTTP and WebSocket) here.
     #[arg(long)]
     rpc_listen: Option<std::net::SocketAddr>,
+    /// Keep everything here (a fresh directory): the upper chain, weak DA, the shard nodes'
+    /// stores and their accounting (`DIR/accounting/<node id>/usage.jsonl`, read by
+    /// `tickrate-accounting report --usage-dir DIR/accounting --chain DIR/upper-chain`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Shard node `i` serves its operator metrics at this address's port + `i` (`/metrics`).
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Batches in an accounting epoch (each shard node signs its usage once per epoch).
+    #[arg(long, default_value_t = shard_node::network::service::USAGE_EPOCH_BATCHES)]
+    usage_epoch_batches: u64,
+    /// The rate file the shard nodes price their epochs with (default: the crate's example).
+    #[arg(long)]
+    rates: Option<PathBuf>,
 }
 
 #[derive(serde::Serialize)]
@@ -85,11 +99,19 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    let rates = match &args.rates {
+        Some(path) => accounting::Rates::load(path)?,
+        None => accounting::Rates::example(),
+    };
     let devnet = Devnet::start(DevnetConfig {
         sequencers: args.sequencers,
         shard_nodes: args.shard_nodes,
         tick: Duration::from_millis(args.tick_ms),
         rpc_listen: args.rpc_listen,
+        data_dir: args.data_dir.clone(),
+        metrics_listen: args.metrics_listen,
+        usage_epoch_batches: args.usage_epoch_batches,
+        rates,
         ..DevnetConfig::default()
     })
     .await
@@ -108,6 +130,9 @@ async fn main() -> anyhow::Result<()> {
             "upper chain served at tickrate://{served} (chain id {})",
             devnet.chain_id
         );
+    }
+    for (node, addr) in &devnet.metrics {
+        println!("shard node {} metrics at http://{addr}/metrics", node.0);
     }
     if let Some(rpc) = &devnet.rpc {
         println!("JSON-RPC at {} and {}", rpc.http_url(), rpc.ws_url());
@@ -164,6 +189,16 @@ async fn main() -> anyhow::Result<()> {
             break;
         }
     }
+    let signed = devnet
+        .close_accounting()
+        .await
+        .context("closing the shard nodes' accounting")?;
+    let last_epoch = signed.iter().map(|usage| usage.report.epoch).max();
+    println!(
+        "shard nodes' usage signed up to epoch {} in {}",
+        last_epoch.map_or("-".to_string(), |epoch| epoch.to_string()),
+        devnet.accounting_dir().display()
+    );
     let snapshot = stats.snapshot();
     let elapsed = started.elapsed().as_secs_f64();
     println!("final: {}", line(&snapshot, 0));

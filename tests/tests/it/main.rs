@@ -3,6 +3,8 @@
 mod accounting;
 mod ingress;
 mod json_rpc;
+mod operators;
+mod prometheus;
 mod sdk;
 mod shard_groups_netstack;
 mod tidy;
