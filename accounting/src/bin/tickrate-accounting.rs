@@ -28,7 +28,7 @@ use accounting::{
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use primitives::keyfile::OperatorKeys;
-use upper_chain::{ChainConfig, EvmChain, EvmConfig, connect};
+use upper_chain::{ChainConfig, EmbeddedChain, EvmChain, EvmConfig, Genesis, UpperChain, connect};
 
 #[derive(Parser)]
 #[command(
@@ -44,7 +44,8 @@ struct Cli {
 enum Command {
     /// Writes the compensation report of an epoch range as CSV.
     Report {
-        /// The upper chain's URL (`tickrate://host:port`, `http(s)://...`, or a RocksDB path).
+        /// The upper chain: `tickrate://host:port`, `http(s)://...`, or the directory of an
+        /// embedded chain's store (a devnet's `DIR/upper-chain`, read after the devnet stopped).
         #[arg(long)]
         chain: String,
         /// The upper chain's chain id.
@@ -165,7 +166,15 @@ fn main() -> Result<()> {
             }
             let mut config = ChainConfig::new(chain.clone(), chain_id);
             config.registry = registry;
-            let chain = connect(&config).with_context(|| format!("upper chain {chain}"))?;
+            let chain: Arc<dyn UpperChain> = if std::path::Path::new(&chain).is_dir() {
+                // An existing store keeps its own genesis; the one given here is ignored.
+                Arc::new(
+                    EmbeddedChain::open(&chain, &Genesis::default())
+                        .with_context(|| format!("upper chain store {chain}"))?,
+                )
+            } else {
+                connect(&config).with_context(|| format!("upper chain {chain}"))?
+            };
             let nodes = report::registry_over(chain.as_ref(), period)?;
             let rows = report::build(period, &nodes, &summary.per_node, &rates, |id| {
                 book.paid(period, id)
