@@ -1,16 +1,16 @@
 //! The transfer circuit (two inputs, two outputs) in R1CS with `ark-r1cs-std`.
 //!
-//! Public inputs (see [`TransferPublic::to_field_elements`]): root, two nullifiers, two output
-//! commitments, and the withdrawal (recipient, asset limbs, amount limbs; all zero for a plain
-//! transfer). For each input it enforces:
+//! Public inputs (see [`TransferPublic::to_field_elements`]): old root, new root, first new
+//! leaf index, two nullifiers, two output commitments, and the withdrawal (recipient, asset
+//! limbs, amount limbs; all zero for a plain transfer). For each input it enforces:
 //! - the commitment is `Poseidon(COMMITMENT; A, Poseidon(NULLIFIER_KEY; nk), asset, amount,
 //!   blinding)` for the witnessed owner key `A` and nullifier key `nk`;
-//! - its Merkle path (positions as two booleans a level, never both set) leads to the root,
-//!   unless the amount is zero (a dummy input);
+//! - its Merkle path (positions as two booleans a level, never both set) leads to the old
+//!   root, unless the amount is zero (a dummy input);
 //! - the public nullifier is `Poseidon(NULLIFIER; nk, commitment, leaf index)`, the leaf index
 //!   being the path's positions read in base 3;
-//! - an EdDSA signature by `A` on the hash of all public inputs: `S·G = R + h·A`, with `R` and
-//!   `A` allocated as prime-order points.
+//! - an EdDSA signature by `A` on the hash of the transfer's effects (the public inputs but the
+//!   first three): `S·G = R + h·A`, with `R` and `A` allocated as prime-order points.
 //!
 //! For the outputs: the first commitment is public; the second is public unless the transfer is
 //! a withdraw (nonzero recipient), in which case its public commitment is zero and its asset
@@ -18,6 +18,15 @@
 //! 128-bit limbs, each range-checked. Conservation holds per asset type: for the type of every
 //! note, the spent minus the created amounts of that type is zero as an integer (see
 //! [`enforce_conservation`]). The two nullifiers differ.
+//!
+//! The state transition ([`enforce_insertion`]): the two public commitments are appended as
+//! leaves `leaf index` and `leaf index + 1`. For each, one witnessed path must lead from an empty
+//! leaf (zero) to the root before it and from the commitment to the root after it; the first
+//! starts at the old root, the second ends at the new root. A withdraw's public second
+//! commitment is zero, so its slot stays empty and the root does not move for it.
+//!
+//! [`DepositCircuit`] proves a deposit's mint the same way: the output's commitment, computed
+//! from the public deposit (blinding = deposit id), is appended at the leaf index.
 
 use std::sync::OnceLock;
 
@@ -38,26 +47,29 @@ use ark_relations::gr1cs::{ConstraintSynthesizer, ConstraintSystemRef, Synthesis
 
 use crate::{
     constants::{LIMB_BITS, RECIPIENT_BITS, TRANSFER_INPUTS, TRANSFER_OUTPUTS, TREE_ARITY, domain},
+    deposit::{DepositPublic, DepositWitness},
     keys::signature_scalar_in_field,
     output::limbs,
     poseidon::hash_var,
-    transfer::{SignedTransfer, TransferPublic},
+    transfer::{TransferPublic, TransferWitness},
+    tree::MerklePath,
 };
 
 /// Bits of the signature scalar `S`: it is reduced modulo the subgroup order (251 bits).
 const SIGNATURE_SCALAR_BITS: usize = 251;
 
-/// The transfer circuit over one signed transfer. The circuit's shape does not depend on the
-/// values, so any valid transfer (see [`TransferCircuit::blank`]) serves for the key setup.
+/// The transfer circuit over one signed transfer placed in the state. The circuit's shape does
+/// not depend on the values, so any valid transfer (see [`TransferCircuit::blank`]) serves for
+/// the key setup.
 #[derive(Debug, Clone)]
 pub struct TransferCircuit {
-    transfer: SignedTransfer,
+    witness: TransferWitness,
 }
 
 impl TransferCircuit {
-    /// The circuit proving `transfer`.
-    pub fn new(transfer: SignedTransfer) -> Self {
-        Self { transfer }
+    /// The circuit proving `witness`.
+    pub fn new(witness: TransferWitness) -> Self {
+        Self { witness }
     }
 
     /// A circuit over a valid transfer of nothing (two dummy inputs, two empty outputs), for the
@@ -86,19 +98,25 @@ impl TransferCircuit {
             outputs: [empty, empty],
             withdraw_to: None,
         };
-        Self::new(plan.sign([&key, &key]))
+        let witness = crate::state::AssetState::new()
+            .prepare(&plan.sign([&key, &key]))
+            .expect("an empty tree has room");
+        Self::new(witness)
     }
 }
 
 /// The public input variables.
 struct PublicVars {
-    root: FpVar<Fr>,
+    old_root: FpVar<Fr>,
+    new_root: FpVar<Fr>,
+    leaf_index: FpVar<Fr>,
     nullifiers: [FpVar<Fr>; TRANSFER_INPUTS],
     commitments: [FpVar<Fr>; TRANSFER_OUTPUTS],
     recipient: FpVar<Fr>,
     withdrawn_asset: [FpVar<Fr>; 2],
     withdrawn_amount: [FpVar<Fr>; 2],
-    all: Vec<FpVar<Fr>>,
+    /// The effects the owners sign: every public input but the first three.
+    effects: Vec<FpVar<Fr>>,
 }
 
 /// An asset type and amount, as range-checked limbs `[high, low]`.
@@ -109,9 +127,10 @@ struct Value {
 
 impl ConstraintSynthesizer<Fr> for TransferCircuit {
     fn generate_constraints(self, cs: ConstraintSystemRef<Fr>) -> Result<(), SynthesisError> {
-        let transfer = &self.transfer;
-        let public = alloc_public(cs.clone(), &transfer.public)?;
-        let message = hash_var(cs.clone(), domain::TRANSFER_MESSAGE, &public.all)?;
+        let witness = &self.witness;
+        let transfer = &witness.transfer;
+        let public = alloc_public(cs.clone(), &witness.public())?;
+        let message = hash_var(cs.clone(), domain::TRANSFER_MESSAGE, &public.effects)?;
         let mut spent = Vec::with_capacity(TRANSFER_INPUTS);
         for input in 0..TRANSFER_INPUTS {
             spent.push(enforce_input(
@@ -124,7 +143,8 @@ impl ConstraintSynthesizer<Fr> for TransferCircuit {
         }
         public.nullifiers[0].enforce_not_equal(&public.nullifiers[1])?;
         let created = enforce_outputs(cs.clone(), transfer, &public)?;
-        enforce_conservation(&spent, &created)
+        enforce_conservation(&spent, &created)?;
+        enforce_insertion(&cs, &witness.insertion.paths, &public)
     }
 }
 
@@ -138,13 +158,15 @@ fn alloc_public(
         .map(|value| FpVar::new_input(cs.clone(), || Ok(*value)))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(PublicVars {
-        root: all[0].clone(),
-        nullifiers: [all[1].clone(), all[2].clone()],
-        commitments: [all[3].clone(), all[4].clone()],
-        recipient: all[5].clone(),
-        withdrawn_asset: [all[6].clone(), all[7].clone()],
-        withdrawn_amount: [all[8].clone(), all[9].clone()],
-        all,
+        old_root: all[0].clone(),
+        new_root: all[1].clone(),
+        leaf_index: all[2].clone(),
+        nullifiers: [all[3].clone(), all[4].clone()],
+        commitments: [all[5].clone(), all[6].clone()],
+        recipient: all[7].clone(),
+        withdrawn_asset: [all[8].clone(), all[9].clone()],
+        withdrawn_amount: [all[10].clone(), all[11].clone()],
+        effects: all[3..].to_vec(),
     })
 }
 
@@ -166,7 +188,7 @@ fn alloc_u256(cs: &ConstraintSystemRef<Fr>, value: U256) -> Result<[FpVar<Fr>; 2
 /// Enforces input `input` (membership, nullifier, signature) and returns its value.
 fn enforce_input(
     cs: ConstraintSystemRef<Fr>,
-    transfer: &SignedTransfer,
+    transfer: &crate::transfer::SignedTransfer,
     input: usize,
     public: &PublicVars,
     message: &FpVar<Fr>,
@@ -200,9 +222,9 @@ fn enforce_input(
         ],
     )?;
 
-    let (root, leaf_index) = merkle_root(&cs, note, commitment.clone())?;
+    let (roots, leaf_index) = path_roots(&cs, &note.path, std::slice::from_ref(&commitment))?;
     let is_dummy = amount[0].is_zero()? & amount[1].is_zero()?;
-    root.conditional_enforce_equal(&public.root, &!is_dummy)?;
+    roots[0].conditional_enforce_equal(&public.old_root, &!is_dummy)?;
 
     let nullifier = hash_var(
         cs.clone(),
@@ -215,17 +237,17 @@ fn enforce_input(
     Ok(Value { asset, amount })
 }
 
-/// The root reached from `leaf` along the input's witnessed path, and the leaf index the path
-/// encodes.
-fn merkle_root(
+/// The roots reached from each of `leaves` along one witnessed path (the path's positions and
+/// siblings are allocated once and shared), and the leaf index the path encodes.
+fn path_roots(
     cs: &ConstraintSystemRef<Fr>,
-    note: &crate::transfer::InputNote,
-    leaf: FpVar<Fr>,
-) -> Result<(FpVar<Fr>, FpVar<Fr>), SynthesisError> {
-    let mut node = leaf;
+    path: &MerklePath,
+    leaves: &[FpVar<Fr>],
+) -> Result<(Vec<FpVar<Fr>>, FpVar<Fr>), SynthesisError> {
+    let mut nodes = leaves.to_vec();
     let mut leaf_index = FpVar::<Fr>::zero();
     let mut weight = Fr::ONE;
-    for (position, [first, second]) in note.path.positions.iter().zip(note.path.siblings.iter()) {
+    for (position, [first, second]) in path.positions.iter().zip(path.siblings.iter()) {
         let is_middle = Boolean::new_witness(cs.clone(), || Ok(*position == 1))?;
         let is_right = Boolean::new_witness(cs.clone(), || Ok(*position == 2))?;
         // Positions 0, 1, 2 only: both flags set would be a fourth, ambiguous one.
@@ -233,14 +255,33 @@ fn merkle_root(
         let first = witness(cs, *first)?;
         let second = witness(cs, *second)?;
         let not_left = &is_middle | &is_right;
-        let child_0 = not_left.select(&first, &node)?;
-        let child_1 = is_middle.select(&node, &is_right.select(&second, &first)?)?;
-        let child_2 = is_right.select(&node, &second)?;
-        node = hash_var(cs.clone(), domain::NODE, &[child_0, child_1, child_2])?;
+        for node in nodes.iter_mut() {
+            let child_0 = not_left.select(&first, node)?;
+            let child_1 = is_middle.select(node, &is_right.select(&second, &first)?)?;
+            let child_2 = is_right.select(node, &second)?;
+            *node = hash_var(cs.clone(), domain::NODE, &[child_0, child_1, child_2])?;
+        }
         leaf_index += FpVar::from(is_middle) * weight + FpVar::from(is_right) * weight.double();
         weight *= Fr::from(TREE_ARITY as u64);
     }
-    Ok((node, leaf_index))
+    Ok((nodes, leaf_index))
+}
+
+/// Appends the public commitments at `leaf index` and `leaf index + 1` (see the module doc).
+fn enforce_insertion(
+    cs: &ConstraintSystemRef<Fr>,
+    paths: &[MerklePath; TRANSFER_OUTPUTS],
+    public: &PublicVars,
+) -> Result<(), SynthesisError> {
+    let empty = FpVar::<Fr>::zero();
+    let mut root = public.old_root.clone();
+    for (offset, (path, commitment)) in paths.iter().zip(&public.commitments).enumerate() {
+        let (roots, leaf_index) = path_roots(cs, path, &[empty.clone(), commitment.clone()])?;
+        leaf_index.enforce_equal(&(&public.leaf_index + Fr::from(offset as u64)))?;
+        roots[0].enforce_equal(&root)?;
+        root = roots[1].clone();
+    }
+    root.enforce_equal(&public.new_root)
 }
 
 /// `2^i·G` for every bit of the signature scalar, for the fixed-base multiplication.
@@ -262,7 +303,7 @@ fn generator_powers() -> &'static [EdwardsProjective] {
 fn enforce_signature(
     cs: &ConstraintSystemRef<Fr>,
     signing_key: &EdwardsVar,
-    transfer: &SignedTransfer,
+    transfer: &crate::transfer::SignedTransfer,
     input: usize,
     message: &FpVar<Fr>,
 ) -> Result<(), SynthesisError> {
@@ -293,7 +334,7 @@ fn enforce_signature(
 /// Enforces the output commitments and the withdrawal, and returns the outputs' values.
 fn enforce_outputs(
     cs: ConstraintSystemRef<Fr>,
-    transfer: &SignedTransfer,
+    transfer: &crate::transfer::SignedTransfer,
     public: &PublicVars,
 ) -> Result<Vec<Value>, SynthesisError> {
     let mut values = Vec::with_capacity(TRANSFER_OUTPUTS);
@@ -383,11 +424,97 @@ fn enforce_conservation(spent: &[Value], created: &[Value]) -> Result<(), Synthe
     Ok(())
 }
 
+/// The deposit circuit over one deposit placed in the state. Public inputs: see
+/// [`DepositPublic::to_field_elements`]. The asset and amount limbs are not range-checked here:
+/// whoever verifies derives them from the deposit's u256 values (the rollup contract from the
+/// bridge's record), so they are canonical 128-bit limbs, the ones the transfer circuit
+/// range-checks when the output is spent.
+#[derive(Debug, Clone)]
+pub struct DepositCircuit {
+    witness: DepositWitness,
+}
+
+impl DepositCircuit {
+    /// The circuit proving `witness`.
+    pub fn new(witness: DepositWitness) -> Self {
+        Self { witness }
+    }
+
+    /// A circuit over a valid deposit into an empty tree, for the key setup.
+    pub fn blank() -> Self {
+        let deposit = crate::deposit::Deposit {
+            deposit_id: 0,
+            owner: crate::keys::SpendingKey::from_seed([0x5e; 32]).address(),
+            asset: U256::ZERO,
+            amount: U256::ZERO,
+        };
+        let witness = crate::state::AssetState::new()
+            .prepare_deposit(&deposit)
+            .expect("an empty tree has room for deposit 0");
+        Self::new(witness)
+    }
+}
+
+impl ConstraintSynthesizer<Fr> for DepositCircuit {
+    fn generate_constraints(self, cs: ConstraintSystemRef<Fr>) -> Result<(), SynthesisError> {
+        let public: &DepositPublic = &self.witness.public;
+        let inputs = public
+            .to_field_elements()
+            .iter()
+            .map(|value| FpVar::new_input(cs.clone(), || Ok(*value)))
+            .collect::<Result<Vec<_>, _>>()?;
+        // old root, new root, leaf index, deposit id (the blinding), then the output's fields in
+        // the commitment's order.
+        let [
+            old_root,
+            new_root,
+            leaf_index,
+            deposit_id,
+            owner_x,
+            owner_y,
+            nullifier_key_hash,
+            asset_high,
+            asset_low,
+            amount_high,
+            amount_low,
+        ] = <[FpVar<Fr>; crate::constants::DEPOSIT_PUBLIC_INPUTS]>::try_from(inputs)
+            .map_err(|_| SynthesisError::Unsatisfiable)?;
+        let commitment = hash_var(
+            cs.clone(),
+            domain::COMMITMENT,
+            &[
+                owner_x,
+                owner_y,
+                nullifier_key_hash,
+                asset_high,
+                asset_low,
+                amount_high,
+                amount_low,
+                deposit_id,
+            ],
+        )?;
+        let (roots, path_index) =
+            path_roots(&cs, &self.witness.path, &[FpVar::zero(), commitment])?;
+        path_index.enforce_equal(&leaf_index)?;
+        roots[0].enforce_equal(&old_root)?;
+        roots[1].enforce_equal(&new_root)
+    }
+}
+
 /// Constraints of one transfer (the figure the `assets` benchmark reports).
 pub fn constraint_count() -> Result<usize, SynthesisError> {
+    count(TransferCircuit::blank())
+}
+
+/// Constraints of one deposit mint.
+pub fn deposit_constraint_count() -> Result<usize, SynthesisError> {
+    count(DepositCircuit::blank())
+}
+
+fn count(circuit: impl ConstraintSynthesizer<Fr>) -> Result<usize, SynthesisError> {
     let cs = ark_relations::gr1cs::ConstraintSystem::<Fr>::new_ref();
     cs.set_optimization_goal(ark_relations::gr1cs::OptimizationGoal::Constraints);
-    TransferCircuit::blank().generate_constraints(cs.clone())?;
+    circuit.generate_constraints(cs.clone())?;
     cs.finalize();
     Ok(cs.num_constraints())
 }

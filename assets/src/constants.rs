@@ -11,21 +11,26 @@ pub const TREE_ARITY: usize = 3;
 /// Outputs the tree can hold: `TREE_ARITY ^ TREE_DEPTH`.
 pub const TREE_LEAVES_MAX: u64 = 3u64.pow(TREE_DEPTH as u32);
 
-/// Recent roots a transfer may be proven against. A client proves against the root it synced;
-/// outputs appended meanwhile must not invalidate its proof, and the tree is append-only, so an
-/// old root still proves membership of everything it held.
-pub const ROOT_HISTORY_MAX: usize = 128;
-
 /// Inputs (spent outputs) of one transfer.
 pub const TRANSFER_INPUTS: usize = 2;
 
 /// Outputs created by one transfer (the second is the withdrawal of a withdraw).
 pub const TRANSFER_OUTPUTS: usize = 2;
 
-/// Public inputs of the transfer circuit, in this order: root, two nullifiers, two output
-/// commitments, withdrawal recipient, withdrawn asset type (high, low 128 bits), withdrawn
-/// amount (high, low 128 bits).
-pub const TRANSFER_PUBLIC_INPUTS: usize = 10;
+/// Public inputs of the transfer circuit, in this order: old root (the inputs are members of
+/// it and the outputs are appended to it), new root, index of the first appended leaf, two
+/// nullifiers, two output commitments, withdrawal recipient, withdrawn asset type (high, low
+/// 128 bits), withdrawn amount (high, low 128 bits). The last nine are the transfer's effects,
+/// which its owners sign; the first three place it in the state, which the prover picks.
+pub const TRANSFER_PUBLIC_INPUTS: usize = 12;
+
+/// Public inputs of the transfer circuit that its owners sign (see [`TRANSFER_PUBLIC_INPUTS`]).
+pub const TRANSFER_EFFECT_INPUTS: usize = 9;
+
+/// Public inputs of the deposit circuit, in this order: old root, new root, leaf index, deposit
+/// id (the output's blinding), owner key x, owner key y, owner nullifier-key hash, asset type
+/// (high, low 128 bits), amount (high, low 128 bits).
+pub const DEPOSIT_PUBLIC_INPUTS: usize = 11;
 
 /// Bits of a limb: asset types and amounts are u256, carried as two 128-bit limbs because a
 /// BN254 field element holds only 254 bits.
@@ -54,5 +59,6 @@ pub mod domain {
 
 const _: () = assert!(TRANSFER_INPUTS == 2 && TRANSFER_OUTPUTS == 2);
 const _: () = assert!(2 * LIMB_BITS == 256);
+const _: () = assert!(TRANSFER_PUBLIC_INPUTS == 3 + TRANSFER_EFFECT_INPUTS);
 // Leaf indices are u64 and their field encoding must be unique.
 const _: () = assert!(TREE_DEPTH <= 40);

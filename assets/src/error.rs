@@ -6,9 +6,27 @@ use alloy_primitives::U256;
 /// Why the assets engine refused an operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AssetsError {
-    /// The transfer was proven against a root the state never had (or no longer keeps).
-    #[error("unknown root: the transfer is proven against a root this state does not keep")]
-    UnknownRoot,
+    /// The transfer or deposit was proven from another root than the state's current one: a
+    /// proof moves the state from one root to the next, so it is made against the newest.
+    #[error("stale root: the proof starts from another root than the current one")]
+    StaleRoot,
+    /// The proof appends its outputs at another leaf than the next one.
+    #[error("wrong leaf index: the next leaf is {expected}, the proof appends at {got}")]
+    WrongLeafIndex {
+        /// The tree's leaf count.
+        expected: u64,
+        /// The proof's first new leaf.
+        got: u64,
+    },
+    /// The proof's new root is not the root appending its outputs gives.
+    #[error("the proof's new root is not the root its outputs give")]
+    NewRootMismatch,
+    /// The insertion paths of a witness do not lead from the old root to the new one.
+    #[error("the insertion paths do not lead from the old root to the new root")]
+    InsertionInvalid,
+    /// A value from the upper chain is not a canonical BN254 scalar.
+    #[error("a value is not below the BN254 scalar field modulus")]
+    NotCanonical,
     /// An input's nullifier is already in the nullifier set: a double spend.
     #[error("nullifier of input {input} already spent")]
     NullifierSpent {
@@ -62,6 +80,20 @@ pub enum AssetsError {
     DepositReplayed {
         /// The deposit's id on the upper chain.
         deposit_id: u64,
+    },
+    /// Deposits are minted in the bridge's order, each once.
+    #[error("deposit {got} is out of order: deposit {expected} is next")]
+    DepositOutOfOrder {
+        /// The next deposit to mint.
+        expected: u64,
+        /// The deposit offered.
+        got: u64,
+    },
+    /// An ERC-721 id from 2^96 on does not fit an asset type.
+    #[error("item id {id} does not fit 96 bits")]
+    ItemIdTooLarge {
+        /// The id.
+        id: U256,
     },
     /// The output tree is full.
     #[error("output tree is full ({max} leaves)")]

@@ -3,27 +3,37 @@
 //! proven in zero knowledge, and leave by withdrawals the upper chain can verify.
 //!
 //! Bird's-eye view:
+//! - [`asset`]: asset types from upper-chain tokens (ERC-20, ERC-721 items).
 //! - [`poseidon`]: the one hash of the engine (Poseidon over BN254, documented parameters),
 //!   native and in circuit.
 //! - [`tree`]: the append-only output tree, three children a branch node.
 //! - [`keys`]: owner keys (EdDSA on Baby Jubjub with Poseidon, and a nullifier key).
 //! - [`output`]: outputs, commitments, nullifiers.
 //! - [`transfer`]: building, signing and natively checking transfers and withdraws.
-//! - [`circuit`]: the 2-in 2-out transfer circuit (R1CS, `ark-r1cs-std`).
+//! - [`deposit`]: deposits from the bridge, minted once each, in order.
+//! - [`circuit`]: the 2-in 2-out transfer circuit and the deposit circuit (R1CS,
+//!   `ark-r1cs-std`); both prove the move from an old root to a new one.
 //! - [`prover`]: Groth16 over BN254: seeded dev setup, key files, proving, verifying.
+//! - [`solidity`]: the Solidity Groth16 verifier generated from a verifying key, and proofs
+//!   and public inputs encoded for it (the EVM's BN254 precompiles).
 //! - [`state`]: the nullifier set, deposits (public mints, once each) and applying proven
 //!   transfers; a rejected operation changes nothing.
 //!
+//! The upper chain's side (the `AssetBridge` and `AssetRollup` contracts and their alloy
+//! adapter) is `upper_chain::rollup`; `tests/assets_evm.rs` runs both against a real EVM.
 //! Not here yet: the `Engine` seam in `execution` that runs this state in an address state
-//! group, the Solidity verifier and bridge contracts, and the client side.
+//! group, and the client side.
 
+pub mod asset;
 pub mod circuit;
 pub mod constants;
+pub mod deposit;
 pub mod error;
 pub mod keys;
 pub mod output;
 pub mod poseidon;
 pub mod prover;
+pub mod solidity;
 pub mod state;
 pub mod transfer;
 pub mod tree;

@@ -1,12 +1,15 @@
-//! Groth16 over BN254: key setup, key files, proving and verifying transfers.
+//! Groth16 over BN254: key setup, key files, proving and verifying transfers and deposit mints.
 //!
 //! **Dev setup.** [`dev_setup`] runs Groth16's circuit-specific setup with its randomness (the
 //! toxic waste τ, α, β, γ, δ) drawn from ChaCha20 seeded with a public `u64`. Anyone who knows
 //! the seed can forge proofs, so these keys are for development and tests only; a deployment
-//! needs a multi-party ceremony whose output is written to the same two files. The keys are
+//! needs a multi-party ceremony whose output is written to the same files. The keys are
 //! files, never code constants: [`write_keys`] writes `transfer.pk` (proving key) and
 //! `transfer.vk` (verifying key) in arkworks' compressed canonical encoding, and
-//! [`Prover::from_file`] / [`Verifier::from_file`] read them back.
+//! [`Prover::from_file`] / [`Verifier::from_file`] read them back. The deposit circuit has its
+//! own setup ([`dev_setup_deposit`], randomness derived apart from the transfer's) and files,
+//! `deposit.pk` and `deposit.vk` ([`write_deposit_keys`], [`DepositProver`],
+//! [`DepositVerifier`]).
 
 use std::path::Path;
 
@@ -20,15 +23,20 @@ use ark_snark::SNARK;
 use ark_std::rand::{CryptoRng, RngCore, SeedableRng};
 
 use crate::{
-    circuit::TransferCircuit,
+    circuit::{DepositCircuit, TransferCircuit},
+    deposit::{DepositPublic, DepositWitness},
     error::AssetsError,
-    transfer::{SignedTransfer, TransferPublic},
+    transfer::{TransferPublic, TransferWitness},
 };
 
 /// File name of the proving key inside a key directory.
 pub const PROVING_KEY_FILE: &str = "transfer.pk";
 /// File name of the verifying key inside a key directory.
 pub const VERIFYING_KEY_FILE: &str = "transfer.vk";
+/// File name of the deposit circuit's proving key inside a key directory.
+pub const DEPOSIT_PROVING_KEY_FILE: &str = "deposit.pk";
+/// File name of the deposit circuit's verifying key inside a key directory.
+pub const DEPOSIT_VERIFYING_KEY_FILE: &str = "deposit.vk";
 /// Bytes of a compressed Groth16 proof over BN254 (two G1 points and one G2 point).
 pub const PROOF_BYTES: usize = 128;
 
@@ -71,6 +79,33 @@ pub fn dev_setup(seed: u64) -> Result<(ProvingKey<Bn254>, VerifyingKey<Bn254>), 
         .map_err(|error| AssetsError::Proving(error.to_string()))
 }
 
+/// The dev setup of the deposit circuit from the same public seed, its randomness derived apart
+/// from the transfer circuit's.
+pub fn dev_setup_deposit(
+    seed: u64,
+) -> Result<(ProvingKey<Bn254>, VerifyingKey<Bn254>), AssetsError> {
+    let derived = blake3::derive_key("tickrate assets deposit setup", &seed.to_le_bytes());
+    let mut rng = ChaCha20Rng::from_seed(derived);
+    Groth16::<Bn254>::circuit_specific_setup(DepositCircuit::blank(), &mut rng)
+        .map_err(|error| AssetsError::Proving(error.to_string()))
+}
+
+/// Writes `deposit.pk` and `deposit.vk` into `directory` (created if missing).
+pub fn write_deposit_keys(
+    directory: &Path,
+    proving_key: &ProvingKey<Bn254>,
+    verifying_key: &VerifyingKey<Bn254>,
+) -> Result<(), AssetsError> {
+    std::fs::create_dir_all(directory).map_err(|error| key_file_error(directory, error))?;
+    write_canonical(&directory.join(DEPOSIT_PROVING_KEY_FILE), proving_key)?;
+    write_canonical(&directory.join(DEPOSIT_VERIFYING_KEY_FILE), verifying_key)
+}
+
+/// Reads `deposit.vk` from a key directory, checking every point.
+pub fn read_deposit_verifying_key(directory: &Path) -> Result<VerifyingKey<Bn254>, AssetsError> {
+    read_canonical(&directory.join(DEPOSIT_VERIFYING_KEY_FILE), Validate::Yes)
+}
+
 /// Writes `transfer.pk` and `transfer.vk` into `directory` (created if missing).
 pub fn write_keys(
     directory: &Path,
@@ -80,6 +115,12 @@ pub fn write_keys(
     std::fs::create_dir_all(directory).map_err(|error| key_file_error(directory, error))?;
     write_canonical(&directory.join(PROVING_KEY_FILE), proving_key)?;
     write_canonical(&directory.join(VERIFYING_KEY_FILE), verifying_key)
+}
+
+/// Reads `transfer.vk` from a key directory, checking every point (for the verifier, and for
+/// generating the Solidity verifier from it).
+pub fn read_verifying_key(directory: &Path) -> Result<VerifyingKey<Bn254>, AssetsError> {
+    read_canonical(&directory.join(VERIFYING_KEY_FILE), Validate::Yes)
 }
 
 fn write_canonical(path: &Path, value: &impl CanonicalSerialize) -> Result<(), AssetsError> {
@@ -131,7 +172,7 @@ impl Prover {
     /// Checks `transfer` (typed errors for every rule the circuit enforces) and proves it.
     pub fn prove<R: RngCore + CryptoRng>(
         &self,
-        transfer: &SignedTransfer,
+        transfer: &TransferWitness,
         rng: &mut R,
     ) -> Result<TransferTx, AssetsError> {
         transfer.check()?;
@@ -143,7 +184,7 @@ impl Prover {
     /// the honest prover's checks, stops a bad transfer.
     pub fn prove_unchecked<R: RngCore + CryptoRng>(
         &self,
-        transfer: &SignedTransfer,
+        transfer: &TransferWitness,
         rng: &mut R,
     ) -> Result<TransferTx, AssetsError> {
         self.prove_with(transfer, rng)
@@ -154,7 +195,7 @@ impl Prover {
     /// unoptimised and prove many times slower.
     fn prove_with(
         &self,
-        transfer: &SignedTransfer,
+        transfer: &TransferWitness,
         rng: &mut dyn ProofRng,
     ) -> Result<TransferTx, AssetsError> {
         let proof = Groth16::<Bn254>::prove(
@@ -164,9 +205,88 @@ impl Prover {
         )
         .map_err(|error| AssetsError::Proving(error.to_string()))?;
         Ok(TransferTx {
-            public: transfer.public,
+            public: transfer.public(),
             proof,
         })
+    }
+}
+
+/// A deposit mint as the upper chain's rollup takes it: its public values and its proof.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DepositTx {
+    /// What the proof is verified against.
+    pub public: DepositPublic,
+    /// The Groth16 proof.
+    pub proof: Proof<Bn254>,
+}
+
+/// Proves deposit mints with the deposit circuit's proving key.
+pub struct DepositProver {
+    proving_key: ProvingKey<Bn254>,
+}
+
+impl DepositProver {
+    /// A prover with this key.
+    pub fn new(proving_key: ProvingKey<Bn254>) -> Self {
+        Self { proving_key }
+    }
+
+    /// Reads `deposit.pk` from a key directory (see [`Prover::from_file`] on validation).
+    pub fn from_file(directory: &Path) -> Result<Self, AssetsError> {
+        read_canonical(&directory.join(DEPOSIT_PROVING_KEY_FILE), Validate::No).map(Self::new)
+    }
+
+    /// Checks the witness's paths and proves the mint.
+    pub fn prove<R: RngCore + CryptoRng>(
+        &self,
+        deposit: &DepositWitness,
+        rng: &mut R,
+    ) -> Result<DepositTx, AssetsError> {
+        deposit.check()?;
+        self.prove_with(deposit, rng)
+    }
+
+    fn prove_with(
+        &self,
+        deposit: &DepositWitness,
+        rng: &mut dyn ProofRng,
+    ) -> Result<DepositTx, AssetsError> {
+        let proof = Groth16::<Bn254>::prove(
+            &self.proving_key,
+            DepositCircuit::new(deposit.clone()),
+            &mut &mut *rng,
+        )
+        .map_err(|error| AssetsError::Proving(error.to_string()))?;
+        Ok(DepositTx {
+            public: deposit.public,
+            proof,
+        })
+    }
+}
+
+/// Verifies deposit-mint proofs with the deposit circuit's prepared verifying key.
+#[derive(Debug, Clone)]
+pub struct DepositVerifier {
+    prepared: PreparedVerifyingKey<Bn254>,
+}
+
+impl DepositVerifier {
+    /// A verifier with this key.
+    pub fn new(verifying_key: &VerifyingKey<Bn254>) -> Self {
+        Self {
+            prepared: prepare_verifying_key(verifying_key),
+        }
+    }
+
+    /// Reads `deposit.vk` from a key directory, checking every point.
+    pub fn from_file(directory: &Path) -> Result<Self, AssetsError> {
+        read_deposit_verifying_key(directory).map(|key| Self::new(&key))
+    }
+
+    /// Whether `proof` proves the mint with these public values.
+    pub fn verify(&self, public: &DepositPublic, proof: &Proof<Bn254>) -> bool {
+        let inputs = public.to_field_elements();
+        Groth16::<Bn254>::verify_with_processed_vk(&self.prepared, &inputs, proof).unwrap_or(false)
     }
 }
 
@@ -186,8 +306,7 @@ impl Verifier {
 
     /// Reads `transfer.vk` from a key directory, checking every point.
     pub fn from_file(directory: &Path) -> Result<Self, AssetsError> {
-        read_canonical::<VerifyingKey<Bn254>>(&directory.join(VERIFYING_KEY_FILE), Validate::Yes)
-            .map(|key| Self::new(&key))
+        read_verifying_key(directory).map(|key| Self::new(&key))
     }
 
     /// Whether `proof` proves a valid transfer with these public inputs.

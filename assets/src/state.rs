@@ -1,30 +1,24 @@
-//! The UTXO state of an asset group: the output tree, the roots a transfer may be proven
-//! against, the nullifier set, minted deposits and pending withdrawals. Every operation checks
-//! everything before it changes anything, so a rejected one leaves the state as it was.
+//! The UTXO state of an asset group: the output tree, the nullifier set, minted deposits and
+//! pending withdrawals. Every operation checks everything before it changes anything, so a
+//! rejected one leaves the state as it was.
+//!
+//! A proof moves the state from its current root to the next (the upper chain's rollup contract
+//! follows the same roots, see [`crate::deposit`] and [`crate::transfer`]), so a transfer is
+//! placed in the state ([`AssetState::prepare`]) right before it is proven, and a proof made
+//! against an older root is refused as stale: its transfer is prepared and proven again.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 
 use ark_bn254::Fr;
 
 use crate::{
-    constants::{ROOT_HISTORY_MAX, TREE_LEAVES_MAX},
     error::AssetsError,
-    output::Output,
     prover::{TransferTx, Verifier},
-    transfer::Withdrawal,
+    transfer::{Insertion, SignedTransfer, TransferWitness, Withdrawal},
     tree::{MerklePath, OutputTree},
 };
 
-/// A deposit: tokens locked in the bridge contract upstream, minted here as one output. Its
-/// data is public (it comes from a `Deposit` event), so it needs no proof; its id (the event's
-/// sequence number on the bridge) makes a replayed event mint nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deposit {
-    /// The bridge's sequence number of the deposit.
-    pub deposit_id: u64,
-    /// The output minted.
-    pub output: Output,
-}
+pub use crate::deposit::{Deposit, DepositPublic, DepositWitness};
 
 /// What an accepted transfer changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,9 +33,9 @@ pub struct TransferReceipt {
 #[derive(Debug, Clone, Default)]
 pub struct AssetState {
     tree: OutputTree,
-    recent_roots: VecDeque<Fr>,
     nullifiers: HashSet<Fr>,
-    deposits: HashSet<u64>,
+    /// Deposits minted so far: the next one to mint has this id.
+    deposits_minted: u64,
     withdrawals: Vec<Withdrawal>,
 }
 
@@ -49,9 +43,8 @@ impl PartialEq for AssetState {
     fn eq(&self, other: &Self) -> bool {
         self.tree.root() == other.tree.root()
             && self.tree.len() == other.tree.len()
-            && self.recent_roots == other.recent_roots
             && self.nullifiers == other.nullifiers
-            && self.deposits == other.deposits
+            && self.deposits_minted == other.deposits_minted
             && self.withdrawals == other.withdrawals
     }
 }
@@ -59,13 +52,7 @@ impl PartialEq for AssetState {
 impl AssetState {
     /// An empty state.
     pub fn new() -> Self {
-        let tree = OutputTree::new();
-        let recent_roots = VecDeque::from([tree.root()]);
-        Self {
-            tree,
-            recent_roots,
-            ..Self::default()
-        }
+        Self::default()
     }
 
     /// The current root of the output tree.
@@ -73,9 +60,14 @@ impl AssetState {
         self.tree.root()
     }
 
-    /// Whether a transfer may be proven against `root`.
-    pub fn knows_root(&self, root: &Fr) -> bool {
-        self.recent_roots.contains(root)
+    /// Leaves of the output tree: the next output's index.
+    pub fn leaf_count(&self) -> u64 {
+        self.tree.len()
+    }
+
+    /// Deposits minted so far (the next deposit's id).
+    pub fn deposits_minted(&self) -> u64 {
+        self.deposits_minted
     }
 
     /// Whether `nullifier` was published.
@@ -93,72 +85,129 @@ impl AssetState {
         &self.withdrawals
     }
 
-    /// Mints a deposit once; returns its leaf index.
-    pub fn apply_deposit(&mut self, deposit: &Deposit) -> Result<u64, AssetsError> {
-        if self.deposits.contains(&deposit.deposit_id) {
+    /// Places a signed transfer in the current state for its proof: its real inputs' paths are
+    /// taken from the tree as it is now (an input whose leaf is not its output keeps the path it
+    /// came with, and the checks refuse it), and its outputs go to the next leaves. Changes
+    /// nothing.
+    pub fn prepare(&self, transfer: &SignedTransfer) -> Result<TransferWitness, AssetsError> {
+        let mut transfer = transfer.clone();
+        transfer.plan.root = self.root();
+        for note in transfer.plan.inputs.iter_mut() {
+            let is_real = !note.output.amount.is_zero();
+            if is_real && self.tree.leaf(note.leaf_index) == Some(note.output.commitment()) {
+                note.path = self.tree.path(note.leaf_index)?;
+            }
+        }
+        let appended = transfer.effects.appended();
+        let (paths, new_root) = self.tree.append_paths(&appended)?;
+        let paths: [MerklePath; 2] = paths.try_into().expect("one path per appended leaf");
+        Ok(TransferWitness {
+            transfer,
+            insertion: Insertion {
+                old_root: self.root(),
+                new_root,
+                leaf_index: self.tree.len(),
+                paths,
+            },
+        })
+    }
+
+    /// Places the next deposit in the current state for the proof the upper chain's rollup
+    /// takes. Changes nothing.
+    pub fn prepare_deposit(&self, deposit: &Deposit) -> Result<DepositWitness, AssetsError> {
+        self.check_deposit_order(deposit)?;
+        let (mut paths, new_root) = self.tree.append_paths(&[deposit.output().commitment()])?;
+        Ok(DepositWitness {
+            public: DepositPublic {
+                old_root: self.root(),
+                new_root,
+                leaf_index: self.tree.len(),
+                deposit: *deposit,
+            },
+            path: paths.pop().expect("one path per appended leaf"),
+        })
+    }
+
+    fn check_deposit_order(&self, deposit: &Deposit) -> Result<(), AssetsError> {
+        let expected = self.deposits_minted;
+        if deposit.deposit_id < expected {
             return Err(AssetsError::DepositReplayed {
                 deposit_id: deposit.deposit_id,
             });
         }
-        let leaf = self.append(deposit.output.commitment())?;
-        self.deposits.insert(deposit.deposit_id);
+        if deposit.deposit_id > expected {
+            return Err(AssetsError::DepositOutOfOrder {
+                expected,
+                got: deposit.deposit_id,
+            });
+        }
+        Ok(())
+    }
+
+    /// Mints the next deposit (deposits are minted once each, in the bridge's order); returns
+    /// its leaf index.
+    pub fn apply_deposit(&mut self, deposit: &Deposit) -> Result<u64, AssetsError> {
+        self.check_deposit_order(deposit)?;
+        let leaf = self.tree.append(deposit.output().commitment())?;
+        self.deposits_minted += 1;
         Ok(leaf)
     }
 
-    /// Verifies and applies a transfer or withdraw.
+    /// Verifies and applies a transfer or withdraw proven from the current root.
     pub fn apply_transfer(
         &mut self,
         verifier: &Verifier,
         transfer: &TransferTx,
     ) -> Result<TransferReceipt, AssetsError> {
         let public = &transfer.public;
-        if !self.knows_root(&public.root) {
-            return Err(AssetsError::UnknownRoot);
+        let effects = &public.effects;
+        if public.old_root != self.root() {
+            return Err(AssetsError::StaleRoot);
         }
-        if public.nullifiers[0] == public.nullifiers[1] {
+        if public.leaf_index != self.tree.len() {
+            return Err(AssetsError::WrongLeafIndex {
+                expected: self.tree.len(),
+                got: public.leaf_index,
+            });
+        }
+        if effects.nullifiers[0] == effects.nullifiers[1] {
             return Err(AssetsError::DuplicateNullifier);
         }
-        for (input, nullifier) in public.nullifiers.iter().enumerate() {
+        for (input, nullifier) in effects.nullifiers.iter().enumerate() {
             if self.is_spent(nullifier) {
                 return Err(AssetsError::NullifierSpent { input });
             }
         }
-        if public.withdrawal.is_some_and(|w| w.recipient.is_zero()) {
+        if effects.withdrawal.is_some_and(|w| w.recipient.is_zero()) {
             return Err(AssetsError::WithdrawalToZero);
         }
-        let appended: Vec<Fr> = match public.withdrawal {
-            Some(_) => vec![public.commitments[0]],
-            None => public.commitments.to_vec(),
-        };
-        if self.tree.len() + appended.len() as u64 > TREE_LEAVES_MAX {
-            return Err(AssetsError::TreeFull {
-                max: TREE_LEAVES_MAX,
-            });
-        }
+        let appended = &effects.appended()[..effects.leaves_added() as usize];
+        let (_, new_root) = self.tree.append_paths(appended)?;
         if !verifier.verify(public, &transfer.proof) {
             return Err(AssetsError::ProofInvalid);
         }
+        // The proof binds the new root; a verified proof with another one would be a flaw of
+        // the circuit, refused all the same.
+        if new_root != public.new_root {
+            return Err(AssetsError::NewRootMismatch);
+        }
         // Everything is checked: from here on nothing fails.
-        self.nullifiers.extend(public.nullifiers);
+        self.nullifiers.extend(effects.nullifiers);
         let leaves = appended
-            .into_iter()
-            .map(|commitment| self.append(commitment).expect("room was checked"))
+            .iter()
+            .map(|commitment| self.tree.append(*commitment).expect("room was checked"))
             .collect();
-        if let Some(withdrawal) = public.withdrawal {
+        assert_eq!(
+            self.tree.root(),
+            public.new_root,
+            "the appends were predicted"
+        );
+        if let Some(withdrawal) = effects.withdrawal {
             self.withdrawals.push(withdrawal);
         }
         Ok(TransferReceipt {
             leaves,
-            withdrawal: public.withdrawal,
+            withdrawal: effects.withdrawal,
         })
-    }
-
-    fn append(&mut self, commitment: Fr) -> Result<u64, AssetsError> {
-        let leaf = self.tree.append(commitment)?;
-        if self.recent_roots.len() == ROOT_HISTORY_MAX {
-            self.recent_roots.pop_front();
-        }
-        self.recent_roots.push_back(self.tree.root());
-        Ok(leaf)
     }
 }

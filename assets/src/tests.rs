@@ -13,9 +13,9 @@ use crate::{
     error::AssetsError,
     keys::SpendingKey,
     output::Output,
-    prover::{self, Prover, TransferTx, Verifier},
+    prover::{self, DepositProver, DepositVerifier, Prover, TransferTx, Verifier},
     state::{AssetState, Deposit},
-    transfer::{InputNote, SignedTransfer, TransferPlan, TransferPublic},
+    transfer::{InputNote, SignedTransfer, TransferPlan, TransferWitness},
 };
 
 /// Seed of the dev setup the tests use.
@@ -60,35 +60,21 @@ fn world() -> World {
     let alice = SpendingKey::from_seed([0xa1; 32]);
     let bob = SpendingKey::from_seed([0xb0; 32]);
     let mut state = AssetState::new();
-    let deposits = vec![
-        Output {
-            owner: alice.address(),
-            asset: token(),
-            amount: U256::from(100),
-            blinding: Fr::from(1u64),
-        },
-        Output {
-            owner: alice.address(),
-            asset: token(),
-            amount: U256::from(50),
-            blinding: Fr::from(2u64),
-        },
-        Output {
-            owner: alice.address(),
-            asset: item(),
-            amount: U256::from(1),
-            blinding: Fr::from(3u64),
-        },
-    ];
-    for (id, output) in deposits.iter().enumerate() {
-        let leaf = state
-            .apply_deposit(&Deposit {
+    let deposits: Vec<Output> = [(token(), 100), (token(), 50), (item(), 1)]
+        .iter()
+        .enumerate()
+        .map(|(id, (asset, amount))| {
+            let deposit = Deposit {
                 deposit_id: id as u64,
-                output: *output,
-            })
-            .expect("fresh deposit");
-        assert_eq!(leaf, id as u64);
-    }
+                owner: alice.address(),
+                asset: *asset,
+                amount: U256::from(*amount),
+            };
+            let leaf = state.apply_deposit(&deposit).expect("fresh deposit");
+            assert_eq!(leaf, id as u64);
+            deposit.output()
+        })
+        .collect();
     World {
         state,
         alice,
@@ -132,6 +118,16 @@ impl World {
     fn signed_by_alice(&self, plan: TransferPlan) -> SignedTransfer {
         plan.sign([&self.alice, &self.alice])
     }
+
+    /// `transfer` placed in the current state.
+    fn prepared(&self, transfer: &SignedTransfer) -> TransferWitness {
+        self.state.prepare(transfer).expect("room in the tree")
+    }
+
+    /// Prepares and proves `transfer` with the checks of an honest prover.
+    fn prove(&self, transfer: &SignedTransfer, seed: u64) -> Result<TransferTx, AssetsError> {
+        keys().0.prove(&self.prepared(transfer), &mut rng(seed))
+    }
 }
 
 /// A dishonest prover proves `transfer` anyway; the state must refuse the proof and stay as it
@@ -139,7 +135,7 @@ impl World {
 fn assert_refused_unchecked(world: &mut World, transfer: &SignedTransfer, seed: u64) {
     let (prover, verifier) = keys();
     let tx = prover
-        .prove_unchecked(transfer, &mut rng(seed))
+        .prove_unchecked(&world.prepared(transfer), &mut rng(seed))
         .expect("proving runs");
     let before = world.state.clone();
     assert_eq!(
@@ -155,13 +151,81 @@ fn deposit_is_minted_once() {
     let before = world.state.clone();
     let replay = Deposit {
         deposit_id: 1,
-        output: world.deposits[1],
+        owner: world.alice.address(),
+        asset: token(),
+        amount: U256::from(50),
     };
     assert_eq!(
         world.state.apply_deposit(&replay),
         Err(AssetsError::DepositReplayed { deposit_id: 1 })
     );
+    assert_eq!(
+        world.state.prepare_deposit(&replay).map(|_| ()),
+        Err(AssetsError::DepositReplayed { deposit_id: 1 })
+    );
+    // Deposits are minted in the bridge's order: one skipped ahead waits its turn.
+    let ahead = Deposit {
+        deposit_id: 5,
+        ..replay
+    };
+    assert_eq!(
+        world.state.apply_deposit(&ahead),
+        Err(AssetsError::DepositOutOfOrder {
+            expected: 3,
+            got: 5
+        })
+    );
     assert_eq!(world.state, before);
+}
+
+#[test]
+fn deposit_mint_proves_the_move_from_the_old_root_to_the_new() {
+    let mut world = world();
+    let (proving_key, verifying_key) = prover::dev_setup_deposit(TEST_SETUP_SEED).expect("setup");
+    let directory = tempfile::tempdir().expect("temporary directory");
+    prover::write_deposit_keys(directory.path(), &proving_key, &verifying_key).expect("write");
+    let deposit_prover = DepositProver::from_file(directory.path()).expect("read proving key");
+    let deposit_verifier = DepositVerifier::from_file(directory.path()).expect("read key");
+    let deposit = Deposit {
+        deposit_id: 3,
+        owner: world.bob.address(),
+        asset: item(),
+        amount: U256::from(1),
+    };
+    let witness = world.state.prepare_deposit(&deposit).expect("next deposit");
+    let tx = deposit_prover
+        .prove(&witness, &mut rng(20))
+        .expect("valid deposit proves");
+    assert!(deposit_verifier.verify(&tx.public, &tx.proof));
+    assert_eq!(tx.public.old_root, world.state.root());
+    assert_eq!(world.state.apply_deposit(&deposit), Ok(3));
+    assert_eq!(tx.public.new_root, world.state.root());
+    // Another owner, amount or id, or another root, does not verify with this proof.
+    let mut other = tx.public;
+    other.deposit.amount = U256::from(2);
+    assert!(!deposit_verifier.verify(&other, &tx.proof));
+    let mut other = tx.public;
+    other.deposit.owner = world.alice.address();
+    assert!(!deposit_verifier.verify(&other, &tx.proof));
+    let mut other = tx.public;
+    other.deposit.deposit_id = 4;
+    assert!(!deposit_verifier.verify(&other, &tx.proof));
+    let mut other = tx.public;
+    other.old_root = Fr::from(1u64);
+    assert!(!deposit_verifier.verify(&other, &tx.proof));
+    // A witness whose path does not lead to its roots is refused before proving.
+    let mut forged = world
+        .state
+        .prepare_deposit(&Deposit {
+            deposit_id: 4,
+            ..deposit
+        })
+        .expect("next deposit");
+    forged.public.new_root = Fr::from(7u64);
+    assert_eq!(
+        deposit_prover.prove(&forged, &mut rng(21)).map(|_| ()),
+        Err(AssetsError::InsertionInvalid)
+    );
 }
 
 #[test]
@@ -171,9 +235,7 @@ fn transfer_proves_verifies_and_the_recipient_spends_it() {
     let plan = world.payment();
     let outputs = plan.outputs;
     let transfer = world.signed_by_alice(plan);
-    let tx = prover
-        .prove(&transfer, &mut rng(1))
-        .expect("valid transfer proves");
+    let tx = world.prove(&transfer, 1).expect("valid transfer proves");
     // The proof travels as 128 bytes and decodes to itself.
     let bytes = prover::proof_to_bytes(&tx.proof);
     assert_eq!(bytes.len(), prover::PROOF_BYTES);
@@ -189,7 +251,14 @@ fn transfer_proves_verifies_and_the_recipient_spends_it() {
         .expect("valid proof");
     assert_eq!(receipt.leaves, vec![3, 4]);
     assert_eq!(receipt.withdrawal, None);
-    assert!(tx.public.nullifiers.iter().all(|n| world.state.is_spent(n)));
+    assert!(
+        tx.public
+            .effects
+            .nullifiers
+            .iter()
+            .all(|n| world.state.is_spent(n))
+    );
+    assert_eq!(world.state.root(), tx.public.new_root);
 
     // Bob spends what he got: one real input and a dummy, to Alice.
     world.deposits.extend(outputs);
@@ -217,7 +286,10 @@ fn transfer_proves_verifies_and_the_recipient_spends_it() {
         withdraw_to: None,
     };
     let tx = prover
-        .prove(&plan.sign([&world.bob, &world.bob]), &mut rng(2))
+        .prove(
+            &world.prepared(&plan.sign([&world.bob, &world.bob])),
+            &mut rng(2),
+        )
         .expect("proves");
     assert_eq!(
         world.state.apply_transfer(verifier, &tx).map(|r| r.leaves),
@@ -228,7 +300,7 @@ fn transfer_proves_verifies_and_the_recipient_spends_it() {
 #[test]
 fn withdraw_proves_verifies_and_never_enters_the_tree() {
     let mut world = world();
-    let (prover, verifier) = keys();
+    let (_, verifier) = keys();
     let recipient = EvmAddress::repeat_byte(0x42);
     let alice = world.alice.address();
     let plan = TransferPlan {
@@ -253,15 +325,15 @@ fn withdraw_proves_verifies_and_never_enters_the_tree() {
         ],
         withdraw_to: Some(recipient),
     };
-    let tx = prover
-        .prove(&world.signed_by_alice(plan), &mut rng(3))
+    let tx = world
+        .prove(&world.signed_by_alice(plan), 3)
         .expect("proves");
-    assert_eq!(tx.public.commitments[1], Fr::from(0u64));
+    assert_eq!(tx.public.effects.commitments[1], Fr::from(0u64));
     // The same proof with the withdrawal redirected to another account does not verify.
     let mut redirected = tx.clone();
-    let mut stolen = tx.public.withdrawal.expect("a withdraw");
+    let mut stolen = tx.public.effects.withdrawal.expect("a withdraw");
     stolen.recipient = EvmAddress::repeat_byte(0x66);
-    redirected.public.withdrawal = Some(stolen);
+    redirected.public.effects.withdrawal = Some(stolen);
     let before = world.state.clone();
     assert_eq!(
         world.state.apply_transfer(verifier, &redirected),
@@ -281,31 +353,32 @@ fn withdraw_proves_verifies_and_never_enters_the_tree() {
     // Only the change output entered the tree; the withdrawal is claimable upstream.
     assert_eq!(receipt.leaves, vec![3]);
     assert_eq!(world.state.withdrawals(), &[withdrawal]);
+    assert_eq!(world.state.root(), tx.public.new_root);
 }
 
 #[test]
 fn double_spend_fails_and_changes_nothing() {
     let mut world = world();
-    let (prover, verifier) = keys();
+    let (_, verifier) = keys();
     let transfer = world.signed_by_alice(world.payment());
-    let tx = prover.prove(&transfer, &mut rng(4)).expect("proves");
+    let tx = world.prove(&transfer, 4).expect("proves");
     world
         .state
         .apply_transfer(verifier, &tx)
         .expect("first spend");
     let after_first = world.state.clone();
-    // The same transaction again.
+    // The same transaction again: its root is gone.
     assert_eq!(
         world.state.apply_transfer(verifier, &tx),
-        Err(AssetsError::NullifierSpent { input: 0 })
+        Err(AssetsError::StaleRoot)
     );
     // A new transfer spending the same outputs against the new root.
     let mut plan = world.payment();
     plan.root = world.state.root();
     plan.inputs = [world.input(0), world.input(1)];
     plan.outputs[0].blinding = Fr::from(99u64);
-    let again = prover
-        .prove(&world.signed_by_alice(plan), &mut rng(5))
+    let again = world
+        .prove(&world.signed_by_alice(plan), 5)
         .expect("proves");
     assert_eq!(
         world.state.apply_transfer(verifier, &again),
@@ -319,10 +392,10 @@ fn wrong_signature_fails_and_changes_nothing() {
     let mut world = world();
     let mut transfer = world.signed_by_alice(world.payment());
     // Bob signs Alice's input.
-    transfer.signatures[1] = world.bob.sign(transfer.public.message());
+    transfer.signatures[1] = world.bob.sign(transfer.effects.message());
     let before = world.state.clone();
     assert_eq!(
-        keys().0.prove(&transfer, &mut rng(6)).map(|_| ()),
+        world.prove(&transfer, 6).map(|_| ()),
         Err(AssetsError::SignatureInvalid { input: 1 })
     );
     assert_eq!(world.state, before);
@@ -336,7 +409,7 @@ fn unbalanced_amounts_fail_and_change_nothing() {
     plan.outputs[0].amount = U256::from(121);
     let transfer = world.signed_by_alice(plan);
     assert_eq!(
-        keys().0.prove(&transfer, &mut rng(8)).map(|_| ()),
+        world.prove(&transfer, 8).map(|_| ()),
         Err(AssetsError::Unbalanced { asset: token() })
     );
     assert_refused_unchecked(&mut world, &transfer, 9);
@@ -360,7 +433,7 @@ fn forged_merkle_path_fails_and_changes_nothing() {
     plan.outputs[0].amount = U256::from(1_020);
     let transfer = world.signed_by_alice(plan);
     assert_eq!(
-        keys().0.prove(&transfer, &mut rng(10)).map(|_| ()),
+        world.prove(&transfer, 10).map(|_| ()),
         Err(AssetsError::MerklePathInvalid { input: 0 })
     );
     assert_refused_unchecked(&mut world, &transfer, 11);
@@ -372,42 +445,71 @@ fn proof_for_another_root_fails_and_changes_nothing() {
     // A valid proof against the root of another state (one more deposit there).
     let mut other = world();
     let mut world = world();
-    let (prover, verifier) = keys();
+    let (_, verifier) = keys();
     other
         .state
         .apply_deposit(&Deposit {
-            deposit_id: 9,
-            output: other.deposits[0],
+            deposit_id: 3,
+            owner: other.alice.address(),
+            asset: token(),
+            amount: U256::from(5),
         })
-        .expect("fresh deposit");
-    let tx = prover
-        .prove(&other.signed_by_alice(other.payment()), &mut rng(12))
+        .expect("next deposit");
+    let tx = other
+        .prove(&other.signed_by_alice(other.payment()), 12)
         .expect("proves");
     let before = world.state.clone();
     assert_eq!(
         world.state.apply_transfer(verifier, &tx),
-        Err(AssetsError::UnknownRoot)
+        Err(AssetsError::StaleRoot)
     );
-    // The same proof relabelled with a root this state does know.
-    let relabelled = TransferTx {
-        public: TransferPublic {
-            root: world.state.root(),
-            ..tx.public
-        },
-        proof: tx.proof,
-    };
+    // The same proof relabelled with this state's root and next leaf.
+    let mut relabelled = tx.clone();
+    relabelled.public.old_root = world.state.root();
+    relabelled.public.leaf_index = world.state.leaf_count();
     assert_eq!(
         world.state.apply_transfer(verifier, &relabelled),
         Err(AssetsError::ProofInvalid)
     );
+    // A proof made here, but before another deposit moved the root: stale, proven again.
+    let stale = world
+        .prove(&world.signed_by_alice(world.payment()), 13)
+        .expect("proves");
+    world
+        .state
+        .apply_deposit(&Deposit {
+            deposit_id: 3,
+            owner: world.bob.address(),
+            asset: token(),
+            amount: U256::from(5),
+        })
+        .expect("next deposit");
+    let before = {
+        assert_ne!(world.state, before);
+        world.state.clone()
+    };
+    assert_eq!(
+        world.state.apply_transfer(verifier, &stale),
+        Err(AssetsError::StaleRoot)
+    );
     assert_eq!(world.state, before);
+    let fresh = world
+        .prove(&world.signed_by_alice(world.payment()), 14)
+        .expect("the same signed transfer proves against the new root");
+    assert_eq!(
+        world
+            .state
+            .apply_transfer(verifier, &fresh)
+            .map(|r| r.leaves),
+        Ok(vec![4, 5])
+    );
 }
 
-/// The constraint system of the circuit over `transfer`, synthesized as the prover does.
+/// The constraint system of a circuit, synthesized as the prover does.
 fn synthesize(
-    circuit: crate::circuit::TransferCircuit,
+    circuit: impl ark_relations::gr1cs::ConstraintSynthesizer<Fr>,
 ) -> ark_relations::gr1cs::ConstraintSystemRef<Fr> {
-    use ark_relations::gr1cs::{ConstraintSynthesizer, ConstraintSystem, OptimizationGoal};
+    use ark_relations::gr1cs::{ConstraintSystem, OptimizationGoal};
     let cs = ConstraintSystem::<Fr>::new_ref();
     cs.set_optimization_goal(OptimizationGoal::Constraints);
     circuit.generate_constraints(cs.clone()).expect("synthesis");
@@ -415,41 +517,58 @@ fn synthesize(
     cs
 }
 
-/// Whether the circuit over `transfer` is satisfied (no proof: the constraint system alone).
-fn satisfies_circuit(transfer: &SignedTransfer) -> bool {
-    let cs = synthesize(crate::circuit::TransferCircuit::new(transfer.clone()));
+/// Whether the circuit over `witness` is satisfied (no proof: the constraint system alone).
+fn satisfies_circuit(witness: &TransferWitness) -> bool {
+    let cs = synthesize(crate::circuit::TransferCircuit::new(witness.clone()));
     cs.is_satisfied().expect("assigned")
 }
 
 #[test]
 fn circuit_holds_for_valid_transfers_only() {
     let world = world();
-    assert!(satisfies_circuit(&world.signed_by_alice(world.payment())));
+    let valid = world.prepared(&world.signed_by_alice(world.payment()));
+    assert!(satisfies_circuit(&valid));
     // The blank circuit of the key setup is a valid transfer too, of the same shape: keys set
     // up over it prove every transfer.
     let blank = synthesize(crate::circuit::TransferCircuit::blank());
     assert!(blank.is_satisfied().expect("assigned"));
-    let payment = synthesize(crate::circuit::TransferCircuit::new(
-        world.signed_by_alice(world.payment()),
-    ));
+    let payment = synthesize(crate::circuit::TransferCircuit::new(valid.clone()));
     assert_eq!(blank.num_constraints(), payment.num_constraints());
     let counted = crate::circuit::constraint_count().expect("synthesis");
     assert_eq!(counted, payment.num_constraints());
+    let deposit = synthesize(crate::circuit::DepositCircuit::blank());
+    assert!(deposit.is_satisfied().expect("assigned"));
 
     let mut bad_signature = world.signed_by_alice(world.payment());
-    bad_signature.signatures[0] = world.bob.sign(bad_signature.public.message());
-    assert!(!satisfies_circuit(&bad_signature));
+    bad_signature.signatures[0] = world.bob.sign(bad_signature.effects.message());
+    assert!(!satisfies_circuit(&world.prepared(&bad_signature)));
 
     let mut unbalanced = world.payment();
     unbalanced.outputs[1].amount = U256::from(31);
-    assert!(!satisfies_circuit(&world.signed_by_alice(unbalanced)));
+    assert!(!satisfies_circuit(
+        &world.prepared(&world.signed_by_alice(unbalanced))
+    ));
 
     let mut forged = world.payment();
     forged.inputs[1].output.amount = U256::from(60);
     forged.outputs[1].amount = U256::from(40);
-    assert!(!satisfies_circuit(&world.signed_by_alice(forged)));
+    assert!(!satisfies_circuit(
+        &world.prepared(&world.signed_by_alice(forged))
+    ));
 
-    let mut other_root = world.signed_by_alice(world.payment());
-    other_root.public.root = Fr::from(1u64);
+    // The state transition: another old root, another new root, another leaf.
+    let mut other_root = valid.clone();
+    other_root.insertion.old_root = Fr::from(1u64);
     assert!(!satisfies_circuit(&other_root));
+    let mut other_new_root = valid.clone();
+    other_new_root.insertion.new_root = Fr::from(1u64);
+    assert!(!satisfies_circuit(&other_new_root));
+    let mut other_leaf = valid.clone();
+    other_leaf.insertion.leaf_index += 1;
+    assert!(!satisfies_circuit(&other_leaf));
+    // Appending at a leaf that is taken: the path from an empty leaf misses the old root.
+    let mut taken = valid;
+    taken.insertion.leaf_index = 2;
+    taken.insertion.paths[0] = world.state.path(2).expect("leaf 2");
+    assert!(!satisfies_circuit(&taken));
 }

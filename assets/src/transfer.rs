@@ -7,6 +7,11 @@
 //! publishes a nullifier. A withdraw is a transfer whose second output is addressed to an
 //! upper-chain account: its asset and amount are public and it never enters the tree, so it can
 //! never be spent again on Tickrate, only claimed upstream.
+//!
+//! Owners sign the transfer's [`TransferEffects`]; its proof also shows where it lands in the
+//! state ([`TransferWitness`]: the old root its inputs are members of, the leaves its outputs
+//! take and the new root), which is what lets the upper chain's rollup contract move its root
+//! with the proof alone.
 
 use std::collections::BTreeMap;
 
@@ -15,7 +20,10 @@ use ark_bn254::Fr;
 use ark_ff::Zero;
 
 use crate::{
-    constants::{TRANSFER_INPUTS, TRANSFER_OUTPUTS, TRANSFER_PUBLIC_INPUTS, TREE_DEPTH, domain},
+    constants::{
+        TRANSFER_EFFECT_INPUTS, TRANSFER_INPUTS, TRANSFER_OUTPUTS, TRANSFER_PUBLIC_INPUTS,
+        TREE_DEPTH, domain,
+    },
     error::AssetsError,
     keys::{self, Address, Signature, SpendingKey},
     output::{Output, limbs, nullifier, recipient_field},
@@ -79,11 +87,12 @@ pub struct TransferPlan {
     pub withdraw_to: Option<alloy_primitives::Address>,
 }
 
-/// What a transfer publishes and its proof is verified against.
+/// What a transfer does, as everyone sees it: the nullifiers it publishes, the commitments it
+/// appends and the withdrawal it makes. Its owners sign exactly this, not where in the state it
+/// lands, so whoever proves it (the client or a prover service) may place it after transfers
+/// that came first without asking the owners again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TransferPublic {
-    /// The root the inputs are members of.
-    pub root: Fr,
+pub struct TransferEffects {
     /// The inputs' nullifiers.
     pub nullifiers: [Fr; TRANSFER_INPUTS],
     /// Commitments of the new outputs; zero for the second output of a withdraw.
@@ -92,10 +101,9 @@ pub struct TransferPublic {
     pub withdrawal: Option<Withdrawal>,
 }
 
-impl TransferPublic {
-    /// The circuit's public inputs, in the order of
-    /// [`TRANSFER_PUBLIC_INPUTS`](crate::constants::TRANSFER_PUBLIC_INPUTS).
-    pub fn to_field_elements(&self) -> [Fr; TRANSFER_PUBLIC_INPUTS] {
+impl TransferEffects {
+    /// The effects as public inputs (the last [`TRANSFER_EFFECT_INPUTS`] of the circuit's).
+    pub fn to_field_elements(&self) -> [Fr; TRANSFER_EFFECT_INPUTS] {
         let (recipient, [asset_high, asset_low], [amount_high, amount_low]) = match &self.withdrawal
         {
             Some(w) => (
@@ -106,7 +114,6 @@ impl TransferPublic {
             None => (Fr::zero(), [Fr::zero(); 2], [Fr::zero(); 2]),
         };
         [
-            self.root,
             self.nullifiers[0],
             self.nullifiers[1],
             self.commitments[0],
@@ -119,10 +126,113 @@ impl TransferPublic {
         ]
     }
 
-    /// The message every input owner signs: a hash of all public inputs, so a signature
-    /// authorizes exactly this spend, these outputs and this withdrawal.
+    /// The message every input owner signs: a hash of the effects, so a signature authorizes
+    /// exactly this spend, these outputs and this withdrawal.
     pub fn message(&self) -> Fr {
         poseidon::hash(domain::TRANSFER_MESSAGE, &self.to_field_elements())
+    }
+
+    /// The leaves the transfer appends to the output tree, as the circuit appends them: the
+    /// second is zero (an empty leaf, so the root does not move) for a withdraw.
+    pub fn appended(&self) -> [Fr; TRANSFER_OUTPUTS] {
+        self.commitments
+    }
+
+    /// Leaves the tree holds after the transfer that it did not before: a withdraw's second
+    /// output never enters it.
+    pub fn leaves_added(&self) -> u64 {
+        if self.withdrawal.is_some() { 1 } else { 2 }
+    }
+}
+
+/// What a transfer's proof is verified against: its effects and where in the state they land.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferPublic {
+    /// The root the inputs are members of and the outputs are appended to.
+    pub old_root: Fr,
+    /// The root after appending the outputs.
+    pub new_root: Fr,
+    /// The leaf index of the first output.
+    pub leaf_index: u64,
+    /// What the transfer does.
+    pub effects: TransferEffects,
+}
+
+impl TransferPublic {
+    /// The circuit's public inputs, in the order of
+    /// [`TRANSFER_PUBLIC_INPUTS`](crate::constants::TRANSFER_PUBLIC_INPUTS).
+    pub fn to_field_elements(&self) -> [Fr; TRANSFER_PUBLIC_INPUTS] {
+        let effects = self.effects.to_field_elements();
+        let mut all = [Fr::zero(); TRANSFER_PUBLIC_INPUTS];
+        all[0] = self.old_root;
+        all[1] = self.new_root;
+        all[2] = Fr::from(self.leaf_index);
+        all[3..].copy_from_slice(&effects);
+        all
+    }
+}
+
+/// Where a transfer's outputs are appended: the paths of the two new leaves, each in the tree
+/// as it is just before that leaf is appended, and the roots before and after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Insertion {
+    /// The root before.
+    pub old_root: Fr,
+    /// The root after.
+    pub new_root: Fr,
+    /// The index of the first new leaf.
+    pub leaf_index: u64,
+    /// The new leaves' paths.
+    pub paths: [MerklePath; TRANSFER_OUTPUTS],
+}
+
+impl Insertion {
+    /// Whether appending `leaves` along these paths leads from the old root to the new one, at
+    /// leaves `leaf_index` and on.
+    pub fn check(&self, leaves: &[Fr; TRANSFER_OUTPUTS]) -> Result<(), AssetsError> {
+        let mut root = self.old_root;
+        for (offset, (path, leaf)) in self.paths.iter().zip(leaves).enumerate() {
+            let in_place = path.leaf_index() == self.leaf_index + offset as u64
+                && path.root_from(Fr::zero()) == Some(root);
+            if !in_place {
+                return Err(AssetsError::InsertionInvalid);
+            }
+            root = path.root_from(*leaf).ok_or(AssetsError::InsertionInvalid)?;
+        }
+        if root != self.new_root {
+            return Err(AssetsError::InsertionInvalid);
+        }
+        Ok(())
+    }
+}
+
+/// A signed transfer placed in the state: everything the circuit takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferWitness {
+    /// The transfer, its inputs' paths leading to `insertion.old_root`.
+    pub transfer: SignedTransfer,
+    /// Where its outputs are appended.
+    pub insertion: Insertion,
+}
+
+impl TransferWitness {
+    /// The public inputs the proof is verified against.
+    pub fn public(&self) -> TransferPublic {
+        TransferPublic {
+            old_root: self.insertion.old_root,
+            new_root: self.insertion.new_root,
+            leaf_index: self.insertion.leaf_index,
+            effects: self.transfer.effects,
+        }
+    }
+
+    /// Every rule the circuit enforces, with a typed error (see [`SignedTransfer::check`]).
+    pub fn check(&self) -> Result<(), AssetsError> {
+        if self.transfer.plan.root != self.insertion.old_root {
+            return Err(AssetsError::StaleRoot);
+        }
+        self.transfer.check()?;
+        self.insertion.check(&self.transfer.effects.appended())
     }
 }
 
@@ -133,15 +243,15 @@ pub struct SignedTransfer {
     pub plan: TransferPlan,
     /// Each input owner's nullifier key.
     pub nullifier_keys: [Fr; TRANSFER_INPUTS],
-    /// Each input owner's signature on [`TransferPublic::message`].
+    /// Each input owner's signature on [`TransferEffects::message`].
     pub signatures: [Signature; TRANSFER_INPUTS],
-    /// The public inputs.
-    pub public: TransferPublic,
+    /// What the transfer does.
+    pub effects: TransferEffects,
 }
 
 impl TransferPlan {
-    /// The public inputs, with the nullifiers derived from the spenders' nullifier keys.
-    pub fn public(&self, nullifier_keys: [Fr; TRANSFER_INPUTS]) -> TransferPublic {
+    /// The effects, with the nullifiers derived from the spenders' nullifier keys.
+    pub fn effects(&self, nullifier_keys: [Fr; TRANSFER_INPUTS]) -> TransferEffects {
         let nullifiers = std::array::from_fn(|i| {
             let input = &self.inputs[i];
             nullifier(
@@ -160,8 +270,7 @@ impl TransferPlan {
         } else {
             self.outputs[1].commitment()
         };
-        TransferPublic {
-            root: self.root,
+        TransferEffects {
             nullifiers,
             commitments: [self.outputs[0].commitment(), second],
             withdrawal,
@@ -171,14 +280,14 @@ impl TransferPlan {
     /// Signs with the key of each input's owner (`keys[i]` spends input `i`).
     pub fn sign(self, keys: [&SpendingKey; TRANSFER_INPUTS]) -> SignedTransfer {
         let nullifier_keys = keys.map(SpendingKey::nullifier_key);
-        let public = self.public(nullifier_keys);
-        let message = public.message();
+        let effects = self.effects(nullifier_keys);
+        let message = effects.message();
         let signatures = keys.map(|key| key.sign(message));
         SignedTransfer {
             plan: self,
             nullifier_keys,
             signatures,
-            public,
+            effects,
         }
     }
 }
@@ -194,11 +303,11 @@ impl SignedTransfer {
         {
             return Err(AssetsError::WithdrawalToZero);
         }
-        if self.public != plan.public(self.nullifier_keys) {
-            // The public inputs were edited after signing.
+        if self.effects != plan.effects(self.nullifier_keys) {
+            // The effects were edited after signing.
             return Err(AssetsError::SignatureInvalid { input: 0 });
         }
-        let message = self.public.message();
+        let message = self.effects.message();
         for (input, note) in plan.inputs.iter().enumerate() {
             let owner = note.output.owner;
             if keys::nullifier_key_hash(self.nullifier_keys[input]) != owner.nullifier_key_hash {
@@ -214,7 +323,7 @@ impl SignedTransfer {
                 return Err(AssetsError::SignatureInvalid { input });
             }
         }
-        if self.public.nullifiers[0] == self.public.nullifiers[1] {
+        if self.effects.nullifiers[0] == self.effects.nullifiers[1] {
             return Err(AssetsError::DuplicateNullifier);
         }
         check_balance(

@@ -3,7 +3,7 @@
 //! commitments; an empty leaf is zero, and an empty subtree hashes to a precomputed constant, so
 //! the tree stores only the nodes that have been filled.
 
-use std::sync::OnceLock;
+use std::{collections::HashMap, sync::OnceLock};
 
 use ark_bn254::Fr;
 use ark_ff::Zero;
@@ -182,6 +182,71 @@ impl OutputTree {
         Ok(path)
     }
 
+    /// Where `leaves` would be appended, in order, without appending them: for each, its path
+    /// in the tree as it would be just before it is appended (so from an empty leaf, zero, the
+    /// path reaches the root before it, and from the leaf the root after it), and the root after
+    /// all of them. A zero leaf leaves the root as it is: that is how a withdraw's second
+    /// output, which never enters the tree, is proven.
+    pub fn append_paths(&self, leaves: &[Fr]) -> Result<(Vec<MerklePath>, Fr), AssetsError> {
+        if self.len() + leaves.len() as u64 > TREE_LEAVES_MAX {
+            return Err(AssetsError::TreeFull {
+                max: TREE_LEAVES_MAX,
+            });
+        }
+        let mut overlay: HashMap<(usize, usize), Fr> = HashMap::new();
+        let mut paths = Vec::with_capacity(leaves.len());
+        let mut root = self.root;
+        for (offset, leaf) in leaves.iter().enumerate() {
+            let index = self.levels[0].len() + offset;
+            let node_at = |overlay: &HashMap<(usize, usize), Fr>, level: usize, at: usize| {
+                overlay
+                    .get(&(level, at))
+                    .copied()
+                    .unwrap_or_else(|| self.node(level, at))
+            };
+            let path = self.path_with(index, |level, at| node_at(&overlay, level, at));
+            debug_assert_eq!(path.root_from(Fr::zero()), Some(root));
+            overlay.insert((0, index), *leaf);
+            let mut node_index = index;
+            let mut node = *leaf;
+            for level in 0..TREE_DEPTH {
+                let first = node_index - node_index % TREE_ARITY;
+                let children = std::array::from_fn(|i| node_at(&overlay, level, first + i));
+                node = hash_node(&children);
+                node_index /= TREE_ARITY;
+                overlay.insert((level + 1, node_index), node);
+            }
+            root = node;
+            debug_assert_eq!(path.root_from(*leaf), Some(root));
+            paths.push(path);
+        }
+        Ok((paths, root))
+    }
+
+    /// The path of leaf `index` with nodes read through `node_at(level, index)`.
+    fn path_with(&self, index: usize, node_at: impl Fn(usize, usize) -> Fr) -> MerklePath {
+        let mut positions = [0u8; TREE_DEPTH];
+        let mut siblings = [[Fr::zero(); 2]; TREE_DEPTH];
+        let mut node_index = index;
+        for level in 0..TREE_DEPTH {
+            let position = node_index % TREE_ARITY;
+            let first = node_index - position;
+            let mut others = (0..TREE_ARITY)
+                .filter(|i| *i != position)
+                .map(|i| node_at(level, first + i));
+            positions[level] = position as u8;
+            siblings[level] = [
+                others.next().expect("three children"),
+                others.next().expect("three children"),
+            ];
+            node_index /= TREE_ARITY;
+        }
+        MerklePath {
+            positions,
+            siblings,
+        }
+    }
+
     fn node(&self, level: usize, index: usize) -> Fr {
         self.levels[level]
             .get(index)
@@ -215,6 +280,31 @@ mod tests {
             assert_ne!(path.root_from(Fr::from(999)), Some(tree.root()));
         }
         assert_eq!(tree.path(11), Err(AssetsError::NoSuchLeaf { index: 11 }));
+    }
+
+    #[test]
+    fn append_paths_predict_the_appends_and_change_nothing() {
+        let mut tree = OutputTree::new();
+        for i in 0..4u64 {
+            tree.append(Fr::from(50 + i)).expect("room");
+        }
+        let before = tree.root();
+        let leaves = [Fr::from(7u64), Fr::from(8u64)];
+        let (paths, root) = tree.append_paths(&leaves).expect("room");
+        assert_eq!(tree.root(), before);
+        assert_eq!(paths[0].leaf_index(), 4);
+        assert_eq!(paths[1].leaf_index(), 5);
+        assert_eq!(paths[0].root_from(Fr::zero()), Some(before));
+        let middle = paths[0].root_from(leaves[0]).expect("positions");
+        assert_eq!(paths[1].root_from(Fr::zero()), Some(middle));
+        assert_eq!(paths[1].root_from(leaves[1]), Some(root));
+        tree.append(leaves[0]).expect("room");
+        assert_eq!(tree.root(), middle);
+        tree.append(leaves[1]).expect("room");
+        assert_eq!(tree.root(), root);
+        // A zero leaf proves nothing changed: the root stays.
+        let (_, same) = tree.append_paths(&[Fr::zero()]).expect("room");
+        assert_eq!(same, tree.root());
     }
 
     #[test]

@@ -4,4 +4,6 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 "$here/install-devnode.sh"
+# The asset rollup's contracts (AssetRollup, AssetBridge and the test tokens): compile-assets.js.
+node "$here/compile-assets.js" "$@"
 exec node "$here/compile-contract.js" "$@"

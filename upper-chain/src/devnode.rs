@@ -98,6 +98,30 @@ pub fn devnode() -> Option<&'static str> {
     }
 }
 
+/// Compiles contract `contract` of the Solidity file `source` (a Groth16 verifier from
+/// `assets-setup export-verifier`) with the repository's solc-js (`scripts/compile-assets.js`,
+/// the compiler and settings of the committed contracts) and returns its creation bytecode.
+/// Needs what [`devnode`] needs: Node.js and the npm packages it installs.
+pub fn compile_solidity(source: &std::path::Path, contract: &str) -> Result<Vec<u8>, String> {
+    let output = Command::new("node")
+        .arg(scripts().join("compile-assets.js"))
+        .arg("--file")
+        .arg(source)
+        .arg("--contract")
+        .arg(contract)
+        .output()
+        .map_err(|e| format!("cannot run node: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "solc-js failed on {}: {}",
+            source.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let hex = String::from_utf8_lossy(&output.stdout);
+    alloy::hex::decode(hex.trim()).map_err(|e| format!("solc-js printed no bytecode: {e}"))
+}
+
 /// A funded dev-node key, a different one for each call in this process: tests run in
 /// parallel, and one sender's transactions go one at a time. Panics past [`FUNDED_KEYS`].
 pub fn funded_key() -> AccountKey {

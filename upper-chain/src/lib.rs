@@ -15,6 +15,10 @@
 //! - `EvmChain` (feature `evm`, on by default), the alloy adapter to the `Registry` contract on
 //!   any Ethereum JSON-RPC endpoint.
 //!
+//! `rollup` (feature `evm`) is the alloy adapter to the asset rollup's contracts: the
+//! `AssetBridge` that locks ERC-20 / ERC-721 tokens and releases proven withdrawals, and the
+//! `AssetRollup` whose root moves only with a Groth16 proof.
+//!
 //! [`connect`] picks one from a chain URL (`tickrate://host:port` or `http(s)://…`) and checks
 //! its chain id, for binaries that read the chain from their configuration.
 
@@ -35,6 +39,8 @@ pub mod devnode;
 mod embedded;
 #[cfg(feature = "evm")]
 mod evm;
+#[cfg(feature = "evm")]
+pub mod rollup;
 mod served;
 mod store;
 pub mod wire;
