@@ -564,7 +564,10 @@ impl EvmAssets {
 
     /// Whether the bridge released withdrawal `withdrawal_id`.
     pub fn is_released(&self, withdrawal_id: u64) -> Result<bool, RollupError> {
-        self.view_of(self.bridge, AssetBridge::releasedCall::new((withdrawal_id,)))
+        self.view_of(
+            self.bridge,
+            AssetBridge::releasedCall::new((withdrawal_id,)),
+        )
     }
 
     /// The verifier contracts the rollup calls: (transfer, deposit).
