@@ -476,7 +476,7 @@ fn erc20_deposits_mint_once_move_and_withdraw_with_both_roots_in_step() {
         outputs: [output(&bob, asset, 120, 11), output(&alice, asset, 30, 12)],
         withdraw_to: None,
     };
-    let payment = plan.sign([&alice, &alice]);
+    let payment = plan.clone().sign([&alice, &alice]);
     let paid = rollup.prove(&payment);
     // A tampered proof is refused by the verifier contract, changing nothing.
     let mut tampered = paid.clone();
