@@ -38,3 +38,10 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm
 fi
 "$(dirname "$0")/../upper-chain/scripts/install-devnode.sh"
+
+# cbindgen, which generates the C header of client-ffi (include/tickrate.h); the header test
+# runs it and fails under CI=true without it. A tool, not a dependency: as a crate in the
+# workspace it would change the features of shared build dependencies and rebuild RocksDB.
+if [ ! -x "$tools_root/bin/cbindgen" ]; then
+  CARGO_TARGET_DIR="$tools_root/target" cargo install cbindgen@0.29.4 --locked --root "$tools_root"
+fi
