@@ -45,3 +45,7 @@ fi
 if [ ! -x "$tools_root/bin/cbindgen" ]; then
   CARGO_TARGET_DIR="$tools_root/target" cargo install cbindgen@0.29.4 --locked --root "$tools_root"
 fi
+
+# The TypeScript SDK's packages (viem, ws, TypeScript), pinned in client-ts/package-lock.json;
+# its test (tests/it/typescript_sdk.rs) compiles it and runs `node --test` against a devnet.
+"$(dirname "$0")/../client-ts/scripts/install.sh"

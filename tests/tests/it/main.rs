@@ -8,4 +8,5 @@ mod prometheus;
 mod sdk;
 mod shard_groups_netstack;
 mod tidy;
+mod typescript_sdk;
 mod walking_skeleton;
