@@ -130,12 +130,33 @@ struct Books {
     dead: bool,
     moves: HashMap<TxHash, Move>,
     nonces: HashMap<Address, NonceTracker>,
+    /// Per account, one past the highest nonce this client saw a move of its own spend in
+    /// execution: a sequencer that expects an earlier nonce has not yet learned those results.
+    spent_through: HashMap<Address, u64>,
     levels: HashMap<TxHash, FinalityLevel>,
     finished: VecDeque<TxHash>,
     waiters: HashMap<TxHash, Vec<(u8, oneshot::Sender<FinalityLevel>)>>,
     watched: BTreeSet<StateItem>,
     events: Option<mpsc::UnboundedSender<ClientEvent>>,
     changes: Option<mpsc::UnboundedSender<StateChange>>,
+}
+
+/// Whether a move that reached `level` used up its nonce in execution.
+fn spends_nonce(level: &FinalityLevel) -> bool {
+    use primitives::FailureReason;
+    match level {
+        FinalityLevel::Executed | FinalityLevel::Settled => true,
+        FinalityLevel::Failed(reason) => matches!(
+            reason,
+            FailureReason::Reverted
+                | FailureReason::Halted
+                | FailureReason::OutOfAccessList(_)
+                | FailureReason::UndeclaredWrite(_)
+                | FailureReason::WrongPostValue(_)
+                | FailureReason::WrongDelta(_)
+        ),
+        _ => false,
+    }
 }
 
 fn is_final(level: &FinalityLevel) -> bool {
@@ -191,6 +212,10 @@ impl Books {
             if let Some(tracker) = self.nonces.get_mut(&finished.account) {
                 tracker.acked(finished.nonce, &hash);
             }
+            if spends_nonce(&level) {
+                let spent = self.spent_through.entry(finished.account).or_default();
+                *spent = (*spent).max(finished.nonce + 1);
+            }
             finished.resolve(Ok(None));
             self.finished.push_back(hash);
             if self.finished.len() > FINISHED_LEVELS_MAX
@@ -218,13 +243,19 @@ impl Books {
         }
     }
 
-    /// Whether a move of `account` with a nonce in `from..to` is alive here (sent, held or
-    /// acked, not refused): a sequencer that expects `from` has not learned it yet.
-    fn earlier_alive(&self, account: Address, from: u64, to: u64) -> bool {
+    /// Whether the sequencer that expects nonce `from` of `account` is only behind this
+    /// client: a move of the account with a nonce in `from..to` is alive here (sent, held or
+    /// acked, not refused), or this client saw nonce `from` spent in execution already (the
+    /// client heard the result from another sequencer before this one did).
+    fn sequencer_is_behind(&self, account: Address, from: u64, to: u64) -> bool {
         // Refused moves leave the books, so every move here is alive.
-        self.moves
-            .values()
-            .any(|other| other.account == account && (from..to).contains(&other.nonce))
+        self.spent_through
+            .get(&account)
+            .is_some_and(|spent| *spent > from)
+            || self
+                .moves
+                .values()
+                .any(|other| other.account == account && (from..to).contains(&other.nonce))
     }
 
     fn refused(&mut self, hash: TxHash, refusal: Refusal, held_timeout: Duration) {
@@ -235,7 +266,9 @@ impl Books {
             // A copy of a move acked already (sent again after a failover): nothing new.
             return;
         }
-        let (account, nonce, resent) = (found.account, found.nonce, found.resent);
+        // A held move has been sent more than once: a copy may have been taken.
+        let (account, nonce) = (found.account, found.nonce);
+        let resent = found.resent || found.stage == Stage::Held;
         let held_since = found.held_since;
         let doomed = self
             .nonces
@@ -252,7 +285,7 @@ impl Books {
                 return;
             }
             let within = held_since.is_none_or(|since| since.elapsed() < held_timeout);
-            if expected < got && within && self.earlier_alive(account, expected, got) {
+            if expected < got && within && self.sequencer_is_behind(account, expected, got) {
                 if let Some(found) = self.moves.get_mut(&hash) {
                     found.stage = Stage::Held;
                     found.held_since.get_or_insert_with(std::time::Instant::now);
@@ -912,5 +945,46 @@ mod tests {
             Some(1)
         );
         assert_eq!(books.moves.len(), 1);
+    }
+
+    #[test]
+    fn a_sequencer_that_has_not_heard_a_result_the_client_heard_holds_the_move() {
+        let (mut books, mut acks) = books_with(3);
+        for (hash, _) in &acks[..2] {
+            books.handle_event(event(*hash, Ok(FinalityLevel::Pending)), HELD_TIMEOUT);
+            books.handle_event(event(*hash, Ok(FinalityLevel::Executed)), HELD_TIMEOUT);
+        }
+        let _ = books.take_unacked();
+        // Moves 0 and 1 left the books executed; the new sequencer has not heard of them yet.
+        let behind = Refusal::BadNonce {
+            expected: 0,
+            got: 2,
+        };
+        books.handle_event(event(acks[2].0, Err(behind)), HELD_TIMEOUT);
+        assert_eq!(books.moves[&acks[2].0].stage, Stage::Held);
+        assert!(acks[2].1.try_recv().is_err(), "not resolved: held");
+    }
+
+    #[test]
+    fn a_held_move_found_spent_was_taken_by_one_of_its_copies() {
+        let (mut books, mut acks) = books_with(2);
+        books.handle_event(event(acks[0].0, Ok(FinalityLevel::Pending)), HELD_TIMEOUT);
+        let behind = Refusal::BadNonce {
+            expected: 0,
+            got: 1,
+        };
+        books.handle_event(event(acks[1].0, Err(behind)), HELD_TIMEOUT);
+        assert_eq!(books.moves[&acks[1].0].stage, Stage::Held);
+        // A copy sent again while held was taken; a later copy's refusal is no news.
+        let spent = Refusal::BadNonce {
+            expected: 2,
+            got: 1,
+        };
+        books.handle_event(event(acks[1].0, Err(spent)), HELD_TIMEOUT);
+        assert_eq!(books.moves[&acks[1].0].stage, Stage::Orphaned);
+        assert_eq!(
+            acks[1].1.try_recv().expect("resolved").expect("found"),
+            None
+        );
     }
 }

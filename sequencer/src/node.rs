@@ -470,6 +470,10 @@ struct Tracked {
     /// `Proposed` or `Finalized` before `Pending` (a block can be packed and finalized within
     /// the time one fsync of the write-ahead log takes).
     acked: bool,
+    /// The tick its ack promised (a copy of the move sent again is answered with the same).
+    tick: u64,
+    /// Sessions that sent a copy of the move before its ack was durable: they get the ack too.
+    copies_from: Vec<ClientId>,
 }
 
 struct Core {
@@ -726,6 +730,10 @@ impl Core {
         let mut acks = Vec::new();
         for verified in moves {
             let hash = verified.hash;
+            if self.tracked.contains_key(&hash) {
+                self.answer_copy(client, hash);
+                continue;
+            }
             let bytes = self.wal.as_ref().map(|_| verified.signed.to_bytes());
             let result = self.admit(client, verified, logged.len());
             let accepted = result.is_ok();
@@ -764,6 +772,35 @@ impl Core {
         }
     }
 
+    /// A copy of a move this sequencer already took (a client sends a move again when it
+    /// cannot tell whether the first copy arrived, e.g. after a failover): submission is
+    /// idempotent, so the copy gets the original's ack, and the move's later levels go to the
+    /// session that sent the copy, the one the client is listening on now. A copy that arrives
+    /// before the original's ack is durable waits for it like the original.
+    fn answer_copy(&mut self, client: ClientId, hash: TxHash) {
+        let Some(tracked) = self.tracked.get_mut(&hash) else {
+            return;
+        };
+        if !tracked.acked {
+            if tracked.client != client && !tracked.copies_from.contains(&client) {
+                tracked.copies_from.push(client);
+            }
+            return;
+        }
+        tracked.client = client;
+        let (tick, level) = (tracked.tick, tracked.level.clone());
+        self.push(
+            client,
+            &ServerMessage::Ack {
+                hash,
+                result: Ok(tick),
+            },
+        );
+        if level.rank() > FinalityLevel::Pending.rank() {
+            self.push(client, &ServerMessage::Status { hash, level });
+        }
+    }
+
     /// One move of [`Core::admit_all`]; `unlogged` moves admitted before it wait to be handed
     /// to the log. On success the move is in pending state and the mempool.
     fn admit(
@@ -774,13 +811,7 @@ impl Core {
     ) -> Result<u64, Refusal> {
         let hash = verified.hash;
         let now = self.now();
-        let result = if self.tracked.contains_key(&hash) {
-            // Already acked (a replay of the same signed move): its nonce is spent.
-            Err(Refusal::BadNonce {
-                expected: self.pending.next_nonce(&verified.sender),
-                got: verified.tx().nonce,
-            })
-        } else if self.wal.as_ref().is_some_and(|wal| wal.room() <= unlogged) {
+        let result = if self.wal.as_ref().is_some_and(|wal| wal.room() <= unlogged) {
             // The disk is behind: refused before anything changes.
             Err(Refusal::MempoolFull)
         } else if let Err(refusal) = self.admission.admit(
@@ -804,6 +835,8 @@ impl Core {
                     client,
                     level: FinalityLevel::Pending,
                     acked: self.wal.is_none(),
+                    tick: self.tick_number + 1,
+                    copies_from: Vec::new(),
                 },
             );
             Ok(self.tick_number + 1)
@@ -918,9 +951,26 @@ impl Core {
                 continue;
             };
             tracked.acked = true;
-            if tracked.level.rank() > FinalityLevel::Pending.rank() {
-                let level = tracked.level.clone();
-                self.push(client, &ServerMessage::Status { hash, level });
+            let copies_from = std::mem::take(&mut tracked.copies_from);
+            let (tick, level) = (tracked.tick, tracked.level.clone());
+            if let Some(latest) = copies_from.last() {
+                tracked.client = *latest;
+            }
+            for copy_client in copies_from {
+                self.push(
+                    copy_client,
+                    &ServerMessage::Ack {
+                        hash,
+                        result: Ok(tick),
+                    },
+                );
+            }
+            if level.rank() > FinalityLevel::Pending.rank() {
+                let to = self
+                    .tracked
+                    .get(&hash)
+                    .map_or(client, |tracked| tracked.client);
+                self.push(to, &ServerMessage::Status { hash, level });
             }
         }
     }
@@ -1384,6 +1434,8 @@ impl Core {
                                 client: 0,
                                 level: FinalityLevel::Pending,
                                 acked: true,
+                                tick: self.tick_number + 1,
+                                copies_from: Vec::new(),
                             },
                         );
                         replayed += 1;

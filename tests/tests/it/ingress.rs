@@ -206,20 +206,34 @@ async fn oversized_replayed_and_flooding_moves_are_refused_and_change_nothing() 
     ));
 
     let first = move_piece(&player, chain_id, 0, 1);
-    client
-        .submit_and_ack(first.clone())
+    let promised = client
+        .submit(first.clone())
+        .await
+        .expect("sent")
+        .ack()
         .await
         .expect("the first move is acked");
+    // Submission is idempotent: a replay of an acked move is answered with the original's ack
+    // (a client that cannot tell whether its first copy arrived sends it again) and takes
+    // nothing, neither a nonce nor the sender's rate.
     assert_eq!(
-        refused(client.submit_and_ack(first).await),
-        Refusal::BadNonce {
-            expected: 1,
-            got: 0
-        },
-        "a replay of an acked move"
+        client
+            .submit(first)
+            .await
+            .expect("sent")
+            .ack()
+            .await
+            .expect("a replay is answered, not refused"),
+        promised,
+        "a replay of an acked move gets the same promise"
+    );
+    assert_eq!(
+        client.pending_nonce(player.address()).await.expect("read"),
+        1,
+        "the replay took no nonce"
     );
 
-    // Five moves a sender: the first took one (the replay was refused before the rate).
+    // Five moves a sender: the first took one (the replay was answered before the rate).
     let mut outcomes = Vec::new();
     for nonce in 1..8 {
         outcomes.push(
