@@ -13,13 +13,16 @@
 //! pipelined, and keeps subscriptions across sessions. [`keys`] signs with an account key or a
 //! session key; [`nonce`] is the sans-IO nonce bookkeeping it uses.
 //!
-//! SAL estimation through a shard node is not here yet: a move's Space Access List is built by
-//! the caller (see `examples/`).
+//! A move's Space Access List comes from a shard node: [`Estimator`] asks one to run the move on
+//! executed state and returns the list to sign it with (a game that knows its contract's
+//! layout may also build the list itself, as `examples/` do).
 
+pub mod estimator;
 pub mod failover;
 pub mod keys;
 pub mod nonce;
 
+pub use estimator::Estimator;
 pub use failover::{FailoverClient, FailoverConfig, MoveHandle};
 pub use keys::Signer;
 
@@ -71,6 +74,12 @@ pub enum ClientError {
     /// The list of sequencers is empty.
     #[error("no sequencer configured")]
     NoSequencerConfigured,
+    /// The shard node did not estimate the move's Space Access List.
+    #[error("estimation refused: {0}")]
+    Estimate(primitives::estimate::EstimateRefusal),
+    /// The move would fail on executed state, so it was not prepared.
+    #[error("the move would fail: {0:?}")]
+    WouldFail(primitives::FailureReason),
 }
 
 /// A change of a move's level, as the client learned it.

@@ -13,6 +13,7 @@ pub mod block;
 pub mod bls;
 pub mod codec;
 pub mod constants;
+pub mod estimate;
 pub mod ethereum;
 pub mod finality;
 pub mod id;

@@ -23,12 +23,15 @@
 //! netstack's authenticated KCP sessions, each member on its own socket with its own node key
 //! ([`transport::netstack`]). An operator's node starts from a key file
 //! ([`identity`]) and a configuration file ([`config`]); the `shard-node` binary generates the
-//! keys, registers the node on the upper chain and reports its status there. Running a node
+//! keys, registers the node on the upper chain and reports its status there. Clients ask a
+//! node for the Space Access List of a move they are about to sign ([`estimator`]); the node
+//! runs it over state read from the groups holding it. Running a node
 //! over the network (join and sync, eviction) is the rest of the [shard-node] work.
 
 pub mod bft;
 pub mod config;
 pub mod driver;
+pub mod estimator;
 pub mod groups;
 pub mod identity;
 pub mod network;

@@ -833,6 +833,7 @@ fn agreed<T: PartialEq + Clone>(values: &[T], members: usize) -> Option<T> {
         .cloned()
 }
 
+mod estimate;
 mod rounds;
 pub mod service;
 

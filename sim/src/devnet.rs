@@ -16,7 +16,9 @@ use sequencer::{
     rpc::{RpcConfig, RpcHandle},
     wal::{FsyncPolicy, Recovered, Wal, WalConfig, WalError},
 };
-use shard_node::{ShardError, ShardNetwork, ShardNode, driver::ShardHandle};
+use shard_node::{
+    ShardError, ShardNetwork, ShardNode, driver::ShardHandle, estimator::EstimatorServer,
+};
 use tokio::sync::mpsc;
 use upper_chain::{ChainError, EmbeddedChain, Genesis, SequencerRecord, UpperChain};
 
@@ -170,6 +172,8 @@ pub struct Devnet {
     pub shards: ShardHandle,
     /// The first sequencer's JSON-RPC gateway, if `rpc_listen` was given.
     pub rpc: Option<RpcHandle>,
+    /// Where clients ask the shard nodes for a move's Space Access List.
+    pub estimator: EstimatorServer,
     /// The shard nodes' accounting.
     pub operators: Arc<parking_lot::Mutex<Operators>>,
     /// Where each shard node serves its operator metrics, if `metrics_listen` was given.
@@ -346,6 +350,11 @@ impl Devnet {
             None => Vec::new(),
         };
         spawn_epoch_closer(operators.clone(), shards.network.clone());
+        let estimator = EstimatorServer::serve(
+            shards.network.clone(),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        )
+        .await?;
 
         // Subscribed before any sequencer runs, so that the gateway sees every batch.
         let rpc_executed = config.rpc_listen.map(|_| shards.executed.subscribe());
@@ -411,6 +420,7 @@ impl Devnet {
             sequencers,
             shards,
             rpc,
+            estimator,
             operators,
             metrics,
             restartable,

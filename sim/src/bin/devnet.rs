@@ -138,6 +138,10 @@ async fn main() -> anyhow::Result<()> {
         println!("JSON-RPC at {} and {}", rpc.http_url(), rpc.ws_url());
     }
     println!(
+        "SAL estimation (shard nodes, KCP) at {}",
+        devnet.estimator.local_addr()
+    );
+    println!(
         "devnet up: {} sequencers ({}), {} shard nodes, tick {} ms; {} players at {} moves/s",
         args.sequencers,
         devnet

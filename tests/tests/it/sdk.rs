@@ -280,13 +280,6 @@ async fn a_subscription_sees_each_write_before_finality_and_a_failed_moves_write
     );
 }
 
-// Known bug, kept visible rather than deleted: on a loaded machine (five copies of this binary
-// at once, or CI) some moves end refused with `BadNonce` after the failover, e.g. "bad nonce
-// 44, expected 16" from a sequencer that has not yet learned the account's earlier moves, or
-// "bad nonce 146, expected 200" for a second copy of a move that was already applied. The
-// client must hold the first kind and ignore the second; it does so only when the timing is
-// kind. Run it with `--ignored`; it passes alone on a quiet machine.
-#[ignore = "flaky under load: BadNonce refusals after failover end some moves (client-sdk #9)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sequencer_killed_mid_stream_loses_and_duplicates_no_acked_move() {
     let mut devnet = Devnet::start(DevnetConfig {
@@ -413,5 +406,126 @@ async fn a_sequencer_killed_mid_stream_loses_and_duplicates_no_acked_move() {
             .await
             .expect("read"),
         U256::from(199 % 64)
+    );
+}
+
+/// A move with no list of its own gets it from a shard node: the estimate names exactly the
+/// items the move reads and writes, with the value it writes, and the move signed with it
+/// executes. A move that would revert, one for another chain and undecodable bytes are each
+/// answered with their typed refusal, and the endpoint goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moves_access_list_is_estimated_by_a_shard_node_and_the_move_executes() {
+    use client_sdk::Estimator;
+    use primitives::{
+        Bytes, Decode,
+        estimate::{EstimateRefusal, EstimateReply},
+        tx::{AccountAccess, DeclaredWrite, SlotAccess, SpaceAccessList},
+    };
+
+    let devnet = Devnet::start(DevnetConfig::default())
+        .await
+        .expect("devnet starts");
+    let estimator = Estimator::connect(devnet.estimator.local_addr())
+        .await
+        .expect("connects");
+    let client = FailoverClient::connect(FailoverConfig::new(vec![devnet.sequencer_addr(0)]))
+        .await
+        .expect("connects");
+    let player = AccountKey::from_seed(807);
+    let signer = Signer::Account(player.clone());
+    let unlisted = |cell: u64| Transaction {
+        access_list: SpaceAccessList::default(),
+        ..game_move(&player, devnet.chain_id, cell, cell)
+    };
+    let slot = slot_of(&player.address());
+
+    for cell in [5u64, 9] {
+        let prepared = estimator
+            .prepare(player.address(), unlisted(cell), &[])
+            .await
+            .expect("estimated");
+        let game = prepared
+            .access_list
+            .accounts()
+            .iter()
+            .find(|account| account.address == GAME_ADDRESS)
+            .expect("the game is listed");
+        assert_eq!(
+            game.storage,
+            [SlotAccess {
+                slot,
+                write: Some(DeclaredWrite::Exact(U256::from(cell))),
+            }],
+            "the player's cell, written with the cell moved to"
+        );
+        let handle = client.send(&signer, prepared).await.expect("sent");
+        let hash = handle.hash;
+        handle.ack().await.expect("acked");
+        // The second move is estimated on the state the first left once it has executed.
+        assert_eq!(executed(&client, hash).await, FinalityLevel::Executed);
+    }
+    assert_eq!(
+        devnet
+            .shards
+            .network
+            .lock()
+            .storage(&GAME_ADDRESS, &slot)
+            .expect("read"),
+        U256::from(9)
+    );
+
+    // Off the board: the contract reverts, so the move is not prepared.
+    assert!(matches!(
+        estimator.prepare(player.address(), unlisted(64), &[]).await,
+        Err(ClientError::WouldFail(primitives::FailureReason::Reverted))
+    ));
+    // Estimated raw, the failing move still gets the list of what it touched.
+    let failing = estimator
+        .estimate(player.address(), &unlisted(64), &[])
+        .await
+        .expect("estimated");
+    assert!(failing.status.is_err());
+    assert!(
+        failing
+            .access_list
+            .accounts()
+            .contains(&AccountAccess::read(GAME_ADDRESS))
+    );
+    let elsewhere = Transaction {
+        chain_id: devnet.chain_id + 1,
+        ..unlisted(3)
+    };
+    assert!(matches!(
+        estimator.estimate(player.address(), &elsewhere, &[]).await,
+        Err(ClientError::Estimate(EstimateRefusal::WrongChain { .. }))
+    ));
+    let mut raw = netstack::driver::KcpClient::connect(
+        devnet.estimator.local_addr(),
+        netstack::kcp::KcpConfig::default(),
+    )
+    .await
+    .expect("connects");
+    raw.send(Bytes::from_static(&[1, 2, 3]))
+        .await
+        .expect("sent");
+    let reply = tokio::time::timeout(LIVENESS_BOUND, raw.recv())
+        .await
+        .expect("answered")
+        .expect("open");
+    assert_eq!(
+        EstimateReply::from_bytes(&reply).expect("a reply"),
+        EstimateReply {
+            id: 0,
+            result: Err(EstimateRefusal::Malformed)
+        }
+    );
+    // Still serving.
+    assert!(
+        estimator
+            .estimate(player.address(), &unlisted(1), &[])
+            .await
+            .expect("estimated")
+            .status
+            .is_ok()
     );
 }
