@@ -37,6 +37,19 @@ pub fn commit_message(view: u64, sequence: u64, digest: &B256) -> Vec<u8> {
     signed_bytes(COMMIT_DOMAIN, Some(view), sequence, digest)
 }
 
+/// The view, sequence and digest a commit's signed bytes ([`commit_message`]) name, or `None`
+/// for bytes that are not a commit's: what the upper chain reads from a certified commitment to
+/// learn which sequence (and so which sequencer epoch) it certifies.
+pub fn parse_commit_message(bytes: &[u8]) -> Option<(u64, u64, B256)> {
+    let rest = bytes.strip_prefix(COMMIT_DOMAIN)?;
+    if rest.len() != 8 + 8 + 32 {
+        return None;
+    }
+    let view = u64::from_be_bytes(rest[..8].try_into().ok()?);
+    let sequence = u64::from_be_bytes(rest[8..16].try_into().ok()?);
+    Some((view, sequence, B256::from_slice(&rest[16..])))
+}
+
 /// The bytes a pre-prepare signs: `b"tickrate:pre-prepare" || view || sequence || digest`.
 pub fn pre_prepare_message(view: u64, sequence: u64, digest: &B256) -> Vec<u8> {
     signed_bytes(PRE_PREPARE_DOMAIN, Some(view), sequence, digest)
@@ -285,6 +298,19 @@ mod tests {
         assert_eq!(
             commits.verify(&secret.public_key()),
             Err(EvidenceError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn a_commit_message_parses_back_and_nothing_else_does() {
+        let digest = B256::repeat_byte(7);
+        let message = commit_message(3, 41, &digest);
+        assert_eq!(parse_commit_message(&message), Some((3, 41, digest)));
+        assert_eq!(parse_commit_message(&prepare_message(3, 41, &digest)), None);
+        assert_eq!(parse_commit_message(&message[..message.len() - 1]), None);
+        assert_eq!(
+            parse_commit_message(&[message.clone(), vec![0]].concat()),
+            None
         );
     }
 }

@@ -13,7 +13,8 @@ use rocksdb::{DB, IteratorMode, Options, WriteBatch, WriteOptions};
 use crate::{
     AdminOp, ChainError, Departure, DepartureKind, DepartureProof, Deposit, GroupDecision,
     GroupRootCommitment, NodeRecord, Registration, RegistrySnapshot, SequencerCandidate,
-    SequencerRecord, SyncedRoot, UpperChain, WalletUpdate, group_id, quorum,
+    SequencerEpoch, SequencerRecord, SyncedRoot, UpperChain, WalletUpdate, group_id, quorum,
+    select_sequencers, sequencer_epoch_of,
     store::{SequencerSet, decode_all, key},
 };
 
@@ -27,6 +28,9 @@ pub struct Genesis {
     pub stake_cap: u128,
     /// The sequencer set, in certificate order; also the initial whitelist (stake 0).
     pub sequencers: Vec<SequencerRecord>,
+    /// PBFT sequences in a sequencer epoch ([`crate::SequencerEpoch`]); `None`: one open-ended
+    /// epoch whose set is the active set, changed at once by a rotation.
+    pub sequencer_epoch_length: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -39,6 +43,12 @@ struct ChainState {
     bls_keys: BTreeMap<[u8; 48], NodeId>,
     sequencers: Vec<SequencerRecord>,
     candidates: BTreeMap<NodeId, SequencerCandidate>,
+    /// PBFT sequences in a sequencer epoch, if the chain has sequencer epochs.
+    sequencer_epoch_length: Option<u64>,
+    /// How many sequencers a rotation, and with sequencer epochs each boundary, selects.
+    sequencer_set_size: u32,
+    /// The sets of the sequencer epochs fixed so far, by epoch (with sequencer epochs only).
+    sequencer_epochs: Vec<Vec<SequencerRecord>>,
     batches: Vec<B256>,
     group_roots: BTreeMap<B256, GroupRootCommitment>,
     synced: BTreeMap<NodeId, SyncedRoot>,
@@ -56,6 +66,12 @@ impl ChainState {
             admin: genesis.admin,
             stake_cap: genesis.stake_cap,
             sequencers: genesis.sequencers.clone(),
+            sequencer_epoch_length: genesis.sequencer_epoch_length.filter(|length| *length > 0),
+            sequencer_set_size: u32::try_from(genesis.sequencers.len()).unwrap_or(u32::MAX),
+            sequencer_epochs: match genesis.sequencer_epoch_length {
+                Some(length) if length > 0 => vec![genesis.sequencers.clone()],
+                _ => Vec::new(),
+            },
             candidates: genesis
                 .sequencers
                 .iter()
@@ -84,7 +100,26 @@ impl ChainState {
                 key::ACTIVE.to_vec(),
                 SequencerSet(self.sequencers.clone()).to_bytes(),
             ),
+            (
+                key::SEQUENCER_EPOCH_LENGTH.to_vec(),
+                self.sequencer_epoch_length.unwrap_or(0).to_bytes(),
+            ),
+            (
+                key::SEQUENCER_SET_SIZE.to_vec(),
+                self.sequencer_set_size.to_be_bytes().to_vec(),
+            ),
         ];
+        out.extend(
+            self.sequencer_epochs
+                .iter()
+                .enumerate()
+                .map(|(epoch, set)| {
+                    (
+                        key::number(key::SEQUENCER_EPOCH, epoch as u64),
+                        SequencerSet(set.clone()).to_bytes(),
+                    )
+                }),
+        );
         out.extend(
             self.nodes
                 .iter()
@@ -142,6 +177,8 @@ impl ChainState {
         let mut state = ChainState::default();
         let mut batches = BTreeMap::new();
         let mut deposits = BTreeMap::new();
+        let mut sequencer_epochs = BTreeMap::new();
+        let mut set_size = None;
         for item in db.iterator(IteratorMode::Start) {
             let (k, v) = item.map_err(storage)?;
             let k: &[u8] = &k;
@@ -166,6 +203,16 @@ impl ChainState {
                     u128::from_be_bytes(v.try_into().map_err(|_| corrupt("stake cap"))?);
             } else if k == key::ACTIVE {
                 state.sequencers = decode_all::<SequencerSet>(v).map_err(decode_err)?.0;
+            } else if k == key::SEQUENCER_EPOCH_LENGTH {
+                let length: u64 = decode_all(v).map_err(decode_err)?;
+                state.sequencer_epoch_length = (length > 0).then_some(length);
+            } else if k == key::SEQUENCER_SET_SIZE {
+                set_size = Some(u32::from_be_bytes(
+                    v.try_into().map_err(|_| corrupt("sequencer set size"))?,
+                ));
+            } else if let Some(rest) = k.strip_prefix(key::SEQUENCER_EPOCH) {
+                let set = decode_all::<SequencerSet>(v).map_err(decode_err)?.0;
+                sequencer_epochs.insert(number(rest)?, set);
             } else if k.starts_with(key::NODE) {
                 let node: NodeRecord = decode_all(v).map_err(decode_err)?;
                 state
@@ -219,6 +266,15 @@ impl ChainState {
             }
             state.batches.push(hash);
         }
+        for (expected, (epoch, set)) in (0u64..).zip(sequencer_epochs) {
+            if epoch != expected {
+                return Err(corrupt("sequencer epochs"));
+            }
+            state.sequencer_epochs.push(set);
+        }
+        // A store written before sequencer epochs existed selects as many as it has active.
+        state.sequencer_set_size =
+            set_size.unwrap_or_else(|| u32::try_from(state.sequencers.len()).unwrap_or(u32::MAX));
         for (expected, (number, deposit)) in (0u64..).zip(deposits) {
             if number != expected || deposit.index != expected {
                 return Err(corrupt("deposit sequence"));
@@ -226,6 +282,35 @@ impl ChainState {
             state.deposits.push(deposit);
         }
         Ok(Some(state))
+    }
+
+    /// The set the next sequencer epoch boundary fixes, as the whitelist stands now.
+    fn next_sequencer_set(&self) -> Vec<SequencerRecord> {
+        select_sequencers(
+            self.candidates.values(),
+            self.stake_cap,
+            self.sequencer_set_size as usize,
+        )
+    }
+
+    fn sequencer_epoch(&self, epoch: u64) -> Option<SequencerEpoch> {
+        match self.sequencer_epoch_length {
+            None => (epoch == 0).then(|| SequencerEpoch {
+                epoch: 0,
+                first: 1,
+                length: None,
+                sequencers: self.sequencers.clone(),
+            }),
+            Some(length) => {
+                let sequencers = self.sequencer_epochs.get(usize::try_from(epoch).ok()?)?;
+                Some(SequencerEpoch {
+                    epoch,
+                    first: epoch * length + 1,
+                    length: Some(length),
+                    sequencers: sequencers.clone(),
+                })
+            }
+        }
     }
 
     fn active_keys(&self, members: &[NodeId], epoch: u64) -> Result<Vec<BlsPublicKey>, ChainError> {
@@ -392,21 +477,7 @@ fn rotate(
     cap: u128,
     size: usize,
 ) -> Vec<SequencerRecord> {
-    let mut ranked: Vec<&SequencerCandidate> = candidates.values().collect();
-    // Most stake (counted up to the cap) first, then lower ID.
-    ranked.sort_by(|a, b| {
-        b.stake
-            .min(cap)
-            .cmp(&a.stake.min(cap))
-            .then(a.record.id.cmp(&b.record.id))
-    });
-    let mut chosen: Vec<SequencerRecord> = ranked
-        .into_iter()
-        .take(size)
-        .map(|c| c.record.clone())
-        .collect();
-    chosen.sort_by_key(|record| record.id);
-    chosen
+    select_sequencers(candidates.values(), cap, size)
 }
 
 impl EmbeddedChain {
@@ -499,7 +570,15 @@ impl UpperChain for EmbeddedChain {
     }
 
     fn sequencer_set(&self) -> Result<Vec<SequencerRecord>, ChainError> {
-        Ok(self.state.lock().sequencers.clone())
+        let state = self.state.lock();
+        Ok(match state.sequencer_epochs.last() {
+            Some(latest) => latest.clone(),
+            None => state.sequencers.clone(),
+        })
+    }
+
+    fn sequencer_epoch(&self, epoch: u64) -> Result<Option<SequencerEpoch>, ChainError> {
+        Ok(self.state.lock().sequencer_epoch(epoch))
     }
 
     fn commit_batch(
@@ -517,12 +596,43 @@ impl UpperChain for EmbeddedChain {
                 got: number,
             });
         }
-        let keys: Vec<BlsPublicKey> = state.sequencers.iter().map(|s| s.bls_key).collect();
+        let Some(length) = state.sequencer_epoch_length else {
+            let keys: Vec<BlsPublicKey> = state.sequencers.iter().map(|s| s.bls_key).collect();
+            certificate.verify(commit_message, &keys, quorum(keys.len()))?;
+            let mut change = Change::new();
+            change.put(key::number(key::BATCH, number), batch_hash);
+            self.commit(change)?;
+            state.batches.push(batch_hash);
+            return Ok(());
+        };
+        let (_, sequence, _) = primitives::pbft::parse_commit_message(commit_message)
+            .ok_or(ChainError::BadCommitMessage)?;
+        let epoch = sequencer_epoch_of(Some(length), sequence);
+        let set = state
+            .sequencer_epochs
+            .get(epoch as usize)
+            .ok_or(ChainError::UnknownSequencerEpoch(epoch))?;
+        let keys: Vec<BlsPublicKey> = set.iter().map(|s| s.bls_key).collect();
         certificate.verify(commit_message, &keys, quorum(keys.len()))?;
         let mut change = Change::new();
         change.put(key::number(key::BATCH, number), batch_hash);
+        // The commitment of an epoch's last sequence fixes the next epoch's set, from the
+        // whitelist as it stands now (an empty whitelist fixes nothing: no set can decide).
+        let next = (sequence == (epoch + 1) * length
+            && state.sequencer_epochs.len() as u64 == epoch + 1)
+            .then(|| state.next_sequencer_set())
+            .filter(|next| !next.is_empty());
+        if let Some(next) = &next {
+            change.put(
+                key::number(key::SEQUENCER_EPOCH, epoch + 1),
+                SequencerSet(next.clone()).to_bytes(),
+            );
+        }
         self.commit(change)?;
         state.batches.push(batch_hash);
+        if let Some(next) = next {
+            state.sequencer_epochs.push(next);
+        }
         Ok(())
     }
 
@@ -787,8 +897,10 @@ impl UpperChain for EmbeddedChain {
                 }
                 let active = rotate(&state.candidates, state.stake_cap, size as usize);
                 change.put(key::ACTIVE, SequencerSet(active.clone()).to_bytes());
+                change.put(key::SEQUENCER_SET_SIZE, size.to_be_bytes());
                 self.commit(change)?;
                 state.sequencers = active;
+                state.sequencer_set_size = size;
             }
             AdminOp::AdvanceEpoch => {
                 let epoch = state.epoch + 1;

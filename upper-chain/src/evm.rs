@@ -40,7 +40,7 @@ use tracing::{debug, info};
 use crate::{
     AdminOp, ChainError, Departure, DepartureKind, DepartureProof, Deposit, GroupDecision,
     GroupRootCommitment, NodeRecord, Registration, RegistrySnapshot, SequencerCandidate,
-    SequencerRecord, SyncedRoot, UpperChain, WalletUpdate,
+    SequencerEpoch, SequencerRecord, SyncedRoot, UpperChain, WalletUpdate,
 };
 
 mod bindings {
@@ -827,6 +827,20 @@ impl UpperChain for EvmChain {
             .into_iter()
             .map(|s| sequencer_record(&s))
             .collect()
+    }
+
+    /// The `Registry` contract has no sequencer epochs: one open-ended epoch 0 whose set is the
+    /// active set (a rotation changes it at once).
+    fn sequencer_epoch(&self, epoch: u64) -> Result<Option<SequencerEpoch>, ChainError> {
+        if epoch != 0 {
+            return Ok(None);
+        }
+        Ok(Some(SequencerEpoch {
+            epoch: 0,
+            first: 1,
+            length: None,
+            sequencers: self.sequencer_set()?,
+        }))
     }
 
     fn commit_batch(

@@ -144,6 +144,12 @@ pub enum ChainError {
     /// eviction a group certificate), or an eviction certified by a group the node is not in.
     #[error("departure proof does not fit the departure")]
     BadDepartureProof,
+    /// A batch commitment whose signed message is not a PBFT commit's.
+    #[error("the commit message is not a PBFT commit")]
+    BadCommitMessage,
+    /// A batch commitment for a sequence of a sequencer epoch the chain has not fixed yet.
+    #[error("sequencer epoch {0} is not fixed yet")]
+    UnknownSequencerEpoch(u64),
     /// Equivocation evidence that does not prove the offence under the offender's key.
     #[error("equivocation evidence refused: {0}")]
     InvalidEvidence(#[from] EvidenceError),
@@ -343,6 +349,92 @@ pub struct SequencerRecord {
     pub bls_key: BlsPublicKey,
 }
 
+/// A sequencer epoch as the upper chain publishes it: the PBFT sequences it spans and the set
+/// that decides them, in certificate (validator) order.
+///
+/// With sequencer epochs ([`Genesis::sequencer_epoch_length`]), epoch `e` spans the sequences
+/// `e * length + 1 ..= (e + 1) * length`. Epoch 0's set is the genesis set; the set of epoch
+/// `e + 1` is fixed when the chain records the commitment of epoch `e`'s last sequence (which is
+/// never a null: a view change fills nulls only below a prepared sequence, and no sequence of
+/// the epoch lies above its last), by [`select_sequencers`] over the whitelist, stake cap and
+/// set size as they stand then. A change (a whitelisting, a removal, an expulsion for
+/// equivocation, a new stake cap or size) therefore takes effect at the next epoch boundary, and
+/// never inside an epoch. Without sequencer epochs there is one open-ended epoch 0, whose set is
+/// the active set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SequencerEpoch {
+    /// The epoch.
+    pub epoch: u64,
+    /// The first PBFT sequence its set decides.
+    pub first: u64,
+    /// How many sequences it spans; `None`: no end (the chain has no sequencer epochs).
+    pub length: Option<u64>,
+    /// The sequencers that decide it, in certificate order.
+    pub sequencers: Vec<SequencerRecord>,
+}
+
+impl SequencerEpoch {
+    /// The last sequence the epoch spans, if it ends.
+    pub fn last(&self) -> Option<u64> {
+        self.length.map(|length| self.first + length - 1)
+    }
+
+    /// Whether the epoch spans PBFT `sequence`.
+    pub fn spans(&self, sequence: u64) -> bool {
+        sequence >= self.first && self.last().is_none_or(|last| sequence <= last)
+    }
+}
+
+/// The sequencer epoch that spans PBFT `sequence` (from 1) when epochs are `length` sequences
+/// long (`None`: one open-ended epoch).
+pub fn sequencer_epoch_of(length: Option<u64>, sequence: u64) -> u64 {
+    match length {
+        Some(length) if length > 0 => sequence.saturating_sub(1) / length,
+        _ => 0,
+    }
+}
+
+/// The sequencer epoch that spans PBFT `sequence`, if `chain` has fixed it: epoch 0 tells the
+/// epochs' length, from which the epoch of the sequence follows.
+pub fn sequencer_epoch_at(
+    chain: &dyn UpperChain,
+    sequence: u64,
+) -> Result<Option<SequencerEpoch>, ChainError> {
+    let Some(zero) = chain.sequencer_epoch(0)? else {
+        return Ok(None);
+    };
+    match sequencer_epoch_of(zero.length, sequence) {
+        0 => Ok(Some(zero)),
+        epoch => chain.sequencer_epoch(epoch),
+    }
+}
+
+/// The one rule that makes a sequencer set from the whitelist, used for a rotation and at every
+/// epoch boundary, by the chain and by anyone who checks it: the `size` candidates with the most
+/// stake counted up to `stake_cap` (ties to the lower ID), or all of them if fewer, ordered by
+/// ID. Sequencers expelled for equivocation or removed by the admin are off the whitelist, so
+/// they are never chosen.
+pub fn select_sequencers<'a>(
+    candidates: impl IntoIterator<Item = &'a SequencerCandidate>,
+    stake_cap: u128,
+    size: usize,
+) -> Vec<SequencerRecord> {
+    let mut ranked: Vec<&SequencerCandidate> = candidates.into_iter().collect();
+    ranked.sort_by(|a, b| {
+        b.stake
+            .min(stake_cap)
+            .cmp(&a.stake.min(stake_cap))
+            .then(a.record.id.cmp(&b.record.id))
+    });
+    let mut chosen: Vec<SequencerRecord> = ranked
+        .into_iter()
+        .take(size)
+        .map(|candidate| candidate.record.clone())
+        .collect();
+    chosen.sort_by_key(|record| record.id);
+    chosen
+}
+
 /// A sequencer on the admin whitelist.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SequencerCandidate {
@@ -505,7 +597,8 @@ pub enum AdminOp {
     /// Sets the stake cap.
     SetStakeCap(u128),
     /// Makes the active set the `size` candidates with the most stake counted up to the cap
-    /// (ties by lower ID), ordered by ID.
+    /// (ties by lower ID), ordered by ID ([`select_sequencers`]). With sequencer epochs it sets
+    /// the size the next epoch boundary selects, and the running epoch's set stays.
     Rotate {
         /// Sequencers in the new set.
         size: u32,
@@ -559,9 +652,14 @@ pub trait UpperChain: Send + Sync {
     fn registry_snapshot(&self, epoch: u64) -> Result<RegistrySnapshot, ChainError>;
     /// The current epoch.
     fn epoch(&self) -> Result<u64, ChainError>;
-    /// The sequencer set.
+    /// The sequencer set: with sequencer epochs, the set of the latest epoch published.
     fn sequencer_set(&self) -> Result<Vec<SequencerRecord>, ChainError>;
-    /// Commits a finalized batch; the certificate must carry a quorum of the sequencer set.
+    /// Sequencer epoch `epoch` (its span and its set), once the chain has fixed it (see
+    /// [`SequencerEpoch`]); `None` before.
+    fn sequencer_epoch(&self, epoch: u64) -> Result<Option<SequencerEpoch>, ChainError>;
+    /// Commits a finalized batch; the certificate must carry a quorum of the sequencer set
+    /// (with sequencer epochs, of the set of the epoch that spans the sequence the commit
+    /// message names; the commitment of an epoch's last sequence fixes the next epoch's set).
     fn commit_batch(
         &self,
         number: u64,

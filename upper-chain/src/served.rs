@@ -23,8 +23,8 @@ use tracing::{debug, info, warn};
 
 use crate::{
     AdminOp, ChainError, Departure, DepartureProof, Deposit, GroupDecision, GroupRootCommitment,
-    Registration, RegistrySnapshot, SequencerCandidate, SequencerRecord, SyncedRoot, UpperChain,
-    WalletUpdate,
+    Registration, RegistrySnapshot, SequencerCandidate, SequencerEpoch, SequencerRecord,
+    SyncedRoot, UpperChain, WalletUpdate,
     wire::{
         ANSWER_BYTES_MAX, Answer, DEPOSITS_PER_REQUEST_MAX, REQUEST_BYTES_MAX, Request,
         frame_length, handle, put_frame,
@@ -325,6 +325,13 @@ impl UpperChain for RemoteChain {
     fn sequencer_set(&self) -> Result<Vec<SequencerRecord>, ChainError> {
         match self.call(&Request::SequencerSet)? {
             Answer::Sequencers(set) => Ok(set),
+            other => Err(refused_or_unexpected(other)),
+        }
+    }
+
+    fn sequencer_epoch(&self, epoch: u64) -> Result<Option<SequencerEpoch>, ChainError> {
+        match self.call(&Request::SequencerEpoch(epoch))? {
+            Answer::SequencerEpoch(epoch) => Ok(epoch),
             other => Err(refused_or_unexpected(other)),
         }
     }

@@ -8,7 +8,7 @@ use primitives::{
 
 use crate::{
     Departure, DepartureKind, Deposit, GroupRootCommitment, NodeRecord, Registration,
-    SequencerCandidate, SequencerRecord, SyncedRoot, WalletUpdate,
+    SequencerCandidate, SequencerEpoch, SequencerRecord, SyncedRoot, WalletUpdate,
 };
 
 /// Bound on endpoints, features and evidence read back from the store.
@@ -147,6 +147,29 @@ impl Decode for SequencerSet {
     }
 }
 
+impl Encode for SequencerEpoch {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.epoch.encode(out);
+        self.first.encode(out);
+        self.length.unwrap_or(0).encode(out);
+        put_list(out, &self.sequencers);
+    }
+}
+
+impl Decode for SequencerEpoch {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        let epoch = decoder.u64()?;
+        let first = decoder.u64()?;
+        let length = decoder.u64()?;
+        Ok(SequencerEpoch {
+            epoch,
+            first,
+            length: (length > 0).then_some(length),
+            sequencers: decoder.list("sequencers", SEQUENCERS_MAX)?,
+        })
+    }
+}
+
 impl Encode for SequencerCandidate {
     fn encode(&self, out: &mut Vec<u8>) {
         self.record.encode(out);
@@ -277,6 +300,9 @@ pub(crate) mod key {
     pub const DEPOSIT: &[u8] = b"p/";
     pub const EQUIVOCATION: &[u8] = b"e/";
     pub const WALLET_NONCE: &[u8] = b"w/";
+    pub const SEQUENCER_EPOCH_LENGTH: &[u8] = b"m/sequencer-epoch-length";
+    pub const SEQUENCER_SET_SIZE: &[u8] = b"m/sequencer-set-size";
+    pub const SEQUENCER_EPOCH: &[u8] = b"q/";
 
     pub fn with(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
         let mut out = prefix.to_vec();

@@ -18,8 +18,8 @@ use primitives::{
 
 use crate::{
     AdminOp, ChainError, Departure, DepartureProof, Deposit, GroupDecision, GroupRootCommitment,
-    NodeRecord, Registration, RegistrySnapshot, SequencerCandidate, SequencerRecord, SyncedRoot,
-    UpperChain, WalletUpdate,
+    NodeRecord, Registration, RegistrySnapshot, SequencerCandidate, SequencerEpoch,
+    SequencerRecord, SyncedRoot, UpperChain, WalletUpdate,
 };
 
 /// The protocol version, the first byte of every request and answer.
@@ -49,6 +49,8 @@ pub enum Request {
     Epoch,
     /// [`UpperChain::sequencer_set`].
     SequencerSet,
+    /// [`UpperChain::sequencer_epoch`].
+    SequencerEpoch(u64),
     /// [`UpperChain::commit_batch`].
     CommitBatch {
         /// The batch number.
@@ -121,6 +123,8 @@ pub enum Answer {
     Number(u64),
     /// The sequencer set.
     Sequencers(Vec<SequencerRecord>),
+    /// A sequencer epoch, if fixed.
+    SequencerEpoch(Option<SequencerEpoch>),
     /// A group's root.
     GroupRoot(Option<GroupRootCommitment>),
     /// A batch's hash.
@@ -159,6 +163,9 @@ pub fn handle(chain: &dyn UpperChain, chain_id: u64, request: Request) -> Answer
         }
         Request::Epoch => answer(chain.epoch(), Answer::Number),
         Request::SequencerSet => answer(chain.sequencer_set(), Answer::Sequencers),
+        Request::SequencerEpoch(epoch) => {
+            answer(chain.sequencer_epoch(epoch), Answer::SequencerEpoch)
+        }
         Request::CommitBatch {
             number,
             batch_hash,
@@ -555,6 +562,11 @@ impl Encode for ChainError {
                 expected.encode(out);
                 got.encode(out);
             }
+            ChainError::BadCommitMessage => out.push(32),
+            ChainError::UnknownSequencerEpoch(epoch) => {
+                out.push(33);
+                epoch.encode(out);
+            }
         }
     }
 }
@@ -662,6 +674,8 @@ impl Decode for ChainError {
                 expected: decoder.u64()?,
                 got: decoder.u64()?,
             },
+            32 => ChainError::BadCommitMessage,
+            33 => ChainError::UnknownSequencerEpoch(decoder.u64()?),
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "chain error",
@@ -769,6 +783,10 @@ impl Encode for Request {
                 out.push(23);
                 node.encode(out);
             }
+            Request::SequencerEpoch(epoch) => {
+                out.push(24);
+                epoch.encode(out);
+            }
         }
     }
 }
@@ -831,6 +849,7 @@ impl Decode for Request {
                 Request::UpdateWallet(WalletUpdate::decode(decoder)?, Signature::decode(decoder)?)
             }
             23 => Request::WalletNonce(NodeId::decode(decoder)?),
+            24 => Request::SequencerEpoch(decoder.u64()?),
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "upper-chain request",
@@ -906,6 +925,10 @@ impl Encode for Answer {
                 out.push(14);
                 error.encode(out);
             }
+            Answer::SequencerEpoch(epoch) => {
+                out.push(15);
+                put_option(out, epoch);
+            }
         }
     }
 }
@@ -937,6 +960,7 @@ impl Decode for Answer {
                     .collect(),
             ),
             14 => Answer::Refused(ChainError::decode(decoder)?),
+            15 => Answer::SequencerEpoch(option(decoder)?),
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "upper-chain answer",
@@ -996,6 +1020,8 @@ mod tests {
                 expected: 2,
                 got: 1,
             },
+            ChainError::BadCommitMessage,
+            ChainError::UnknownSequencerEpoch(3),
         ] {
             round_trip_error(error);
         }

@@ -15,6 +15,7 @@ fn genesis() -> Genesis {
         admin: common::admin_key().address(),
         stake_cap: common::STAKE_CAP,
         sequencers: Vec::new(),
+        sequencer_epoch_length: None,
     }
 }
 
@@ -203,4 +204,27 @@ fn devnet_constructor_has_no_admin() {
         Err(upper_chain::ChainError::NotAdmin(_))
     ));
     assert_eq!(chain.epoch().unwrap(), 1);
+}
+
+/// Sequencer epochs on the embedded chain, in memory and in RocksDB; the epochs fixed survive a
+/// reopen.
+#[test]
+fn sequencer_sets_change_only_at_epoch_boundaries() {
+    let chain = EmbeddedChain::with_genesis(&common::epochs_genesis());
+    common::sequencer_sets_change_only_at_epoch_boundaries(&chain);
+
+    let dir = tempfile::tempdir().unwrap();
+    let stored = EmbeddedChain::open(dir.path(), &common::epochs_genesis()).unwrap();
+    common::sequencer_sets_change_only_at_epoch_boundaries(&stored);
+    let epochs: Vec<_> = (0..4).map(|e| stored.sequencer_epoch(e).unwrap()).collect();
+    drop(stored);
+    let reopened = EmbeddedChain::open(dir.path(), &Genesis::default()).unwrap();
+    let again: Vec<_> = (0..4)
+        .map(|e| reopened.sequencer_epoch(e).unwrap())
+        .collect();
+    assert_eq!(again, epochs);
+    assert_eq!(
+        reopened.sequencer_set().unwrap(),
+        epochs[2].clone().unwrap().sequencers
+    );
 }

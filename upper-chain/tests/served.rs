@@ -27,6 +27,7 @@ fn genesis() -> Genesis {
         admin: common::admin_key().address(),
         stake_cap: common::STAKE_CAP,
         sequencers: Vec::new(),
+        sequencer_epoch_length: None,
     }
 }
 
@@ -53,13 +54,17 @@ impl Harness for Served {
 }
 
 fn served() -> Served {
+    served_from(&genesis())
+}
+
+fn served_from(genesis: &Genesis) -> Served {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let owner = Arc::new(EmbeddedChain::open(dir.path(), &genesis()).unwrap());
+    let owner = Arc::new(EmbeddedChain::open(dir.path(), genesis).unwrap());
     let server = runtime
         .block_on(ChainServer::bind(
             "127.0.0.1:0",
@@ -80,6 +85,17 @@ fn served() -> Served {
 }
 
 interface_tests!(served());
+
+/// Sequencer epochs read and committed over the wire, as on the chain itself.
+#[test]
+fn sequencer_sets_change_only_at_epoch_boundaries() {
+    let served = served_from(&common::epochs_genesis());
+    common::sequencer_sets_change_only_at_epoch_boundaries(served.remote.as_ref());
+    assert_eq!(
+        served.owner.sequencer_epoch(2).unwrap(),
+        served.remote.sequencer_epoch(2).unwrap()
+    );
+}
 
 #[test]
 fn a_wrong_chain_id_is_refused() {

@@ -1051,3 +1051,148 @@ fn secrets_of(set: &[SequencerRecord]) -> Vec<BlsSecretKey> {
         })
         .collect()
 }
+
+/// Sequences in a sequencer epoch of [`epochs_genesis`].
+pub const EPOCH_LENGTH: u64 = 4;
+
+/// The genesis of a chain with sequencer epochs of [`EPOCH_LENGTH`] sequences, whose first set
+/// is sequencers 1..=4 (see `sequencer`), by ID.
+pub fn epochs_genesis() -> upper_chain::Genesis {
+    let mut sequencers: Vec<SequencerRecord> = (1..=4).map(|seed| sequencer(seed).0).collect();
+    sequencers.sort_by_key(|record| record.id);
+    upper_chain::Genesis {
+        admin: admin_key().address(),
+        stake_cap: STAKE_CAP,
+        sequencers,
+        sequencer_epoch_length: Some(EPOCH_LENGTH),
+    }
+}
+
+/// The BLS secrets of sequencers 1..=5, in the order of `set`.
+fn secrets_in(set: &[SequencerRecord]) -> Vec<BlsSecretKey> {
+    set.iter()
+        .map(|record| {
+            (1..=5)
+                .map(sequencer)
+                .find(|(r, _, _)| r.id == record.id)
+                .unwrap()
+                .1
+        })
+        .collect()
+}
+
+/// Commits batch `number`, decided at PBFT `sequence`, with a quorum of `set`.
+fn commit_at(
+    chain: &dyn UpperChain,
+    set: &[SequencerRecord],
+    number: u64,
+    sequence: u64,
+) -> Result<(), ChainError> {
+    let message = commit_message(0, sequence, &B256::repeat_byte(number as u8));
+    let secrets = secrets_in(set);
+    let signers: Vec<usize> = (0..quorum(set.len())).collect();
+    chain.commit_batch(
+        number,
+        B256::repeat_byte(number as u8),
+        &message,
+        &certificate(&secrets, &signers, &message),
+    )
+}
+
+/// On a chain from [`epochs_genesis`]: a sequencer whitelisted during epoch 0 serves from epoch
+/// 1, one expelled for equivocation during epoch 1 is gone from epoch 2, each epoch's set is
+/// the one rule over the whitelist as of its boundary, and a commitment is checked against the
+/// set of the epoch its sequence falls in.
+pub fn sequencer_sets_change_only_at_epoch_boundaries(chain: &dyn UpperChain) {
+    let genesis = epochs_genesis().sequencers;
+    let zero = chain.sequencer_epoch(0).unwrap().unwrap();
+    assert_eq!(
+        (zero.epoch, zero.first, zero.length, zero.last()),
+        (0, 1, Some(EPOCH_LENGTH), Some(EPOCH_LENGTH))
+    );
+    assert_eq!(zero.sequencers, genesis);
+    assert_eq!(chain.sequencer_epoch(1).unwrap(), None);
+
+    // A fifth sequencer is whitelisted and the size raised during epoch 0: nothing changes yet.
+    whitelist(chain, 5, 10).unwrap();
+    admin(chain, AdminOp::Rotate { size: 5 }).unwrap();
+    assert_eq!(chain.sequencer_epoch(0).unwrap().unwrap(), zero);
+    assert_eq!(chain.sequencer_set().unwrap(), genesis);
+    for (number, sequence) in [(1, 1), (2, 2), (3, 3)] {
+        commit_at(chain, &genesis, number, sequence).unwrap();
+    }
+    assert_eq!(chain.sequencer_epoch(1).unwrap(), None);
+    // Nobody certifies a sequence of an epoch not fixed yet; a non-commit message proves nothing.
+    assert_eq!(
+        commit_at(chain, &genesis, 4, EPOCH_LENGTH + 1),
+        Err(ChainError::UnknownSequencerEpoch(1))
+    );
+    let secrets = secrets_in(&genesis);
+    assert_eq!(
+        chain.commit_batch(
+            4,
+            B256::repeat_byte(4),
+            b"not a commit",
+            &certificate(&secrets, &[0, 1, 2], b"not a commit")
+        ),
+        Err(ChainError::BadCommitMessage)
+    );
+
+    // The commitment of epoch 0's last sequence fixes epoch 1: the rule over the whitelist now.
+    commit_at(chain, &genesis, 4, EPOCH_LENGTH).unwrap();
+    let one = chain.sequencer_epoch(1).unwrap().unwrap();
+    assert_eq!(
+        (one.first, one.last()),
+        (EPOCH_LENGTH + 1, Some(2 * EPOCH_LENGTH))
+    );
+    let candidates = chain.sequencer_candidates().unwrap();
+    assert_eq!(
+        one.sequencers,
+        upper_chain::select_sequencers(&candidates, STAKE_CAP, 5)
+    );
+    let fifth = sequencer(5).0;
+    assert_eq!(one.sequencers.len(), 5);
+    assert!(one.sequencers.contains(&fifth));
+    assert_eq!(chain.sequencer_set().unwrap(), one.sequencers);
+    // Epoch 1's commitments need a quorum of epoch 1's set (4 of 5), not of epoch 0's.
+    assert!(matches!(
+        commit_at(chain, &genesis, 5, EPOCH_LENGTH + 1),
+        Err(ChainError::BadCertificate(_))
+    ));
+    commit_at(chain, &one.sequencers, 5, EPOCH_LENGTH + 1).unwrap();
+
+    // Sequencer 2 equivocates in epoch 1: recorded, it still serves out epoch 1 ...
+    let (offender, secret, _) = sequencer(2);
+    let index = one
+        .sequencers
+        .iter()
+        .position(|record| record.id == offender.id)
+        .unwrap() as u16;
+    let vote = |digest: B256| Signed {
+        digest,
+        signature: secret.sign(&prepare_message(3, 9, &digest)),
+    };
+    let evidence = EquivocationEvidence::new(
+        EvidenceKind::Prepare,
+        index,
+        3,
+        9,
+        vote(B256::repeat_byte(1)),
+        vote(B256::repeat_byte(2)),
+    );
+    chain.report_equivocation(&evidence, offender.id).unwrap();
+    assert_eq!(chain.sequencer_epoch(1).unwrap().unwrap(), one);
+    // ... and the commitment of epoch 1's last sequence (after two nulls) fixes epoch 2 without it.
+    commit_at(chain, &one.sequencers, 6, 2 * EPOCH_LENGTH).unwrap();
+    let two = chain.sequencer_epoch(2).unwrap().unwrap();
+    assert_eq!(two.first, 2 * EPOCH_LENGTH + 1);
+    assert!(!two.sequencers.iter().any(|record| record.id == offender.id));
+    assert_eq!(two.sequencers.len(), 4);
+    assert_eq!(
+        two.sequencers,
+        upper_chain::select_sequencers(&chain.sequencer_candidates().unwrap(), STAKE_CAP, 5)
+    );
+    assert_eq!(chain.sequencer_epoch(3).unwrap(), None);
+    commit_at(chain, &two.sequencers, 7, 2 * EPOCH_LENGTH + 1).unwrap();
+    assert_eq!(chain.last_batch().unwrap(), 7);
+}
