@@ -8,9 +8,57 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use primitives::{B256, Batch, BlockHeader, NodeId};
+use primitives::{B256, Batch, BlockHeader, Decode, DecodeError, Decoder, Encode, NodeId};
 
 use crate::constants::BATCH_HEADERS_MAX;
+
+/// Bound on the sequencers a decoded [`BatcherSnapshot`] names (members of every epoch so far).
+const SNAPSHOT_SEQUENCERS_MAX: usize = 1 << 16;
+const SNAPSHOT_VERSION: u8 = 1;
+
+/// Where a batcher stands after a committed batch: what a sequencer keeps on disk beside its
+/// replica log, so that after a restart it checks proposals against the batches decided before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatcherSnapshot {
+    /// Number of the last committed batch.
+    pub last_number: u64,
+    /// Its hash.
+    pub last_hash: B256,
+    /// For every sequencer with a block in a committed batch, the next height not yet batched,
+    /// by ID.
+    pub next_heights: Vec<(NodeId, u64)>,
+}
+
+impl Encode for BatcherSnapshot {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(SNAPSHOT_VERSION);
+        self.last_number.encode(out);
+        self.last_hash.encode(out);
+        primitives::codec::put_length(out, self.next_heights.len());
+        for (sequencer, height) in &self.next_heights {
+            sequencer.encode(out);
+            height.encode(out);
+        }
+    }
+}
+
+impl Decode for BatcherSnapshot {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        decoder.version("batcher snapshot", &[SNAPSHOT_VERSION])?;
+        let last_number = decoder.u64()?;
+        let last_hash = decoder.b256()?;
+        let count = decoder.length("batcher heights", SNAPSHOT_SEQUENCERS_MAX)?;
+        let mut next_heights = Vec::with_capacity(count);
+        for _ in 0..count {
+            next_heights.push((NodeId::decode(decoder)?, decoder.u64()?));
+        }
+        Ok(BatcherSnapshot {
+            last_number,
+            last_hash,
+            next_heights,
+        })
+    }
+}
 
 /// Why a proposed batch was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,6 +112,44 @@ impl Batcher {
             last_number: 0,
             last_hash: B256::ZERO,
         }
+    }
+
+    /// A batcher for a sequencer set that continues from `snapshot`.
+    pub fn restore(
+        sequencers: impl IntoIterator<Item = NodeId>,
+        snapshot: BatcherSnapshot,
+    ) -> Self {
+        Batcher {
+            sequencers: sequencers.into_iter().collect(),
+            next_height: snapshot.next_heights.into_iter().collect(),
+            heard: BTreeMap::new(),
+            last_number: snapshot.last_number,
+            last_hash: snapshot.last_hash,
+        }
+    }
+
+    /// Where this batcher stands (headers heard but not batched are not part of it).
+    pub fn snapshot(&self) -> BatcherSnapshot {
+        let mut next_heights: Vec<(NodeId, u64)> = self
+            .next_height
+            .iter()
+            .map(|(sequencer, height)| (*sequencer, *height))
+            .collect();
+        next_heights.sort();
+        BatcherSnapshot {
+            last_number: self.last_number,
+            last_hash: self.last_hash,
+            next_heights,
+        }
+    }
+
+    /// The sequencer set changed at an epoch boundary: headers of sequencers that left are no
+    /// longer batched; the heights of those that stay (or come back) are kept.
+    pub fn set_sequencers(&mut self, sequencers: impl IntoIterator<Item = NodeId>) {
+        self.sequencers = sequencers.into_iter().collect();
+        let members = &self.sequencers;
+        self.heard
+            .retain(|(sequencer, _), _| members.contains(sequencer));
     }
 
     /// Records a header heard from a peer (or packed locally). Returns false, changing nothing,
@@ -153,24 +239,34 @@ impl Batcher {
         Ok(())
     }
 
-    /// Records a committed batch: its heights are batched from now on.
-    pub fn commit(&mut self, batch: &Batch) {
-        assert_eq!(
-            batch.number,
-            self.last_number + 1,
-            "batches commit in order"
-        );
+    /// Records a committed batch: its heights are batched from now on. Returns false if the
+    /// batch does not follow the last one this batcher knows (a sequencer that joined at an
+    /// epoch boundary has seen none of the earlier ones): it is decided all the same, so the
+    /// batcher moves to it, and the sequencers it does not name keep the heights known here.
+    pub fn commit(&mut self, batch: &Batch) -> bool {
+        let follows = batch.number == self.last_number + 1 && batch.parent == self.last_hash;
         for header in &batch.headers {
             self.next_height.insert(header.sequencer, header.height + 1);
             self.heard.remove(&(header.sequencer, header.height));
         }
+        self.heard.retain(|(sequencer, height), _| {
+            self.next_height
+                .get(sequencer)
+                .is_none_or(|next| height >= next)
+        });
         self.last_number = batch.number;
         self.last_hash = batch.hash();
+        follows
     }
 
     /// Number of the last committed batch.
     pub fn last_number(&self) -> u64 {
         self.last_number
+    }
+
+    /// Hash of the last committed batch (zero before any).
+    pub fn last_hash(&self) -> B256 {
+        self.last_hash
     }
 }
 

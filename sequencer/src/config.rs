@@ -24,6 +24,9 @@
 //! mesh = "10.0.0.2:7601"
 //! ```
 //!
+//! The PBFT replica keeps its log in `consensus`, beside the write-ahead log's directory
+//! (`data/consensus` above), so a restarted sequencer resumes its view and sequence.
+//!
 //! The sequencer set (IDs and BLS keys) is read from the upper chain; the chain records no
 //! sequencer endpoints, so each other member's mesh address comes from `[[peers]]`. Relative
 //! paths in the file are taken from the file's folder.
@@ -296,6 +299,11 @@ impl SequencerFileConfig {
         };
         config.check().map_err(malformed)?;
         Ok(config)
+    }
+
+    /// Where the PBFT replica keeps its log: `consensus` beside the write-ahead log's directory.
+    pub fn consensus_dir(&self) -> PathBuf {
+        self.wal_dir.with_file_name("consensus")
     }
 
     /// The configuration with the flags given applied.

@@ -16,6 +16,7 @@
 pub mod batcher;
 pub mod config;
 pub mod constants;
+pub mod epochs;
 pub mod identity;
 pub mod ingress;
 pub mod mempool;
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod node;
 pub mod packer;
 pub mod pending;
+pub mod replica_store;
 pub mod rpc;
 pub mod subscriptions;
 pub mod upstream;

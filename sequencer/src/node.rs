@@ -8,6 +8,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
+    io,
     net::SocketAddr,
     sync::{
         Arc,
@@ -16,7 +17,9 @@ use std::{
     time::Duration,
 };
 
-use consensus::{Replica, ReplicaEvent, ReplicaInput, Validator, ValidatorSet};
+use consensus::{
+    Replica, ReplicaConfig, ReplicaEvent, ReplicaInput, ReplicaState, Validator, ValidatorSet,
+};
 use da_weak::WeakDa;
 use execution::ExecutedBatch;
 use hdrhistogram::Histogram;
@@ -38,7 +41,7 @@ use primitives::{
 };
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
-use upper_chain::{ChainError, UpperChain};
+use upper_chain::{ChainError, SequencerEpoch, UpperChain};
 
 use crate::{
     batcher::Batcher,
@@ -52,6 +55,7 @@ use crate::{
     mesh::{PeerDelivery, PeerLinks, PeerMessage},
     packer::{PackedBlock, Packer},
     pending::{PendingState, declared_writes},
+    replica_store::{ReplicaStore, ReplicaStoreError, Restored},
     subscriptions::{Subscriptions, TooManySubscriptions},
     upstream::{Upstream, UpstreamCommit},
 };
@@ -125,6 +129,11 @@ pub struct SequencerWiring {
     /// once it is durable, and the recovered moves are back in the mempool before the first
     /// tick. `None`: acks are not durable (in-process tests and benches).
     pub wal: Option<(crate::wal::Wal, crate::wal::Recovered)>,
+    /// Where the PBFT replica keeps its log ([`crate::replica_store`]): a sequencer restarted
+    /// on the same directory resumes its view, sequence and prepared certificates from it.
+    /// `None`: the replica lives in memory and must not be restarted (in-process tests and
+    /// benches).
+    pub consensus_dir: Option<std::path::PathBuf>,
 }
 
 /// A running sequencer.
@@ -224,6 +233,25 @@ pub struct SequencerStats {
     pub consensus_bytes_sent: AtomicU64,
     /// As primary, microseconds from proposing a batch to committing it.
     pub commit_latency_us: Mutex<Histogram<u64>>,
+    /// The PBFT view the replica is in.
+    pub replica_view: AtomicU64,
+    /// The last PBFT sequence the replica committed.
+    pub replica_last_committed: AtomicU64,
+    /// The sequencer epoch the replica is in.
+    pub replica_epoch: AtomicU64,
+    /// The replica left the sequencer set at an epoch boundary and takes no part any more.
+    pub retired: std::sync::atomic::AtomicBool,
+    /// Committed batches whose certificate carries this sequencer's commit signature.
+    pub commits_signed: AtomicU64,
+    /// The last committed sequence the replica log held when the sequencer started (0 for a
+    /// replica in memory or a new log).
+    pub restored_sequence: AtomicU64,
+    /// The view the replica log held when the sequencer started (0 for a replica in memory or a
+    /// new log).
+    pub restored_view: AtomicU64,
+    /// The number and hash of the last batch this sequencer saw committed (each batch names its
+    /// parent's hash, so equal pairs mean equal histories).
+    pub last_batch: Mutex<(u64, primitives::B256)>,
 }
 
 impl Default for SequencerStats {
@@ -241,6 +269,14 @@ impl Default for SequencerStats {
             commit_latency_us: Mutex::new(
                 Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
             ),
+            replica_view: AtomicU64::default(),
+            replica_last_committed: AtomicU64::default(),
+            restored_sequence: AtomicU64::default(),
+            restored_view: AtomicU64::default(),
+            last_batch: Mutex::default(),
+            replica_epoch: AtomicU64::default(),
+            retired: std::sync::atomic::AtomicBool::default(),
+            commits_signed: AtomicU64::default(),
         }
     }
 }
@@ -263,6 +299,8 @@ pub(crate) enum Command {
         digest: primitives::B256,
         valid: bool,
     },
+    /// The upper chain has fixed this sequencer epoch.
+    NextEpoch(Box<SequencerEpoch>),
     /// The write-ahead log has these moves on disk: their acks (hash, encoded ack) may go.
     Durable {
         client: ClientId,
@@ -316,12 +354,36 @@ pub async fn spawn(
             commands: commands.clone(),
         },
     };
+    let opened = open_replica_store(&wiring, &stats).map_err(io::Error::other)?;
     let upstream = Upstream::spawn(wiring.chain.clone())?;
-    let mut core = Core::new(config, wiring, commands, stats, upstream);
-    if let Some(recovered) = recovered {
-        core.replay(recovered, confirmed);
-    }
-    tokio::spawn(core.run(queue, server));
+    // A sequencer that joins at a later epoch waits for the chain to name it before its core
+    // runs; its clients' requests wait in the queue meanwhile.
+    tokio::spawn(async move {
+        let identity = (NodeId(wiring.key.address()), &wiring.bls);
+        let start = match start_consensus(
+            opened,
+            identity,
+            &wiring.sequencers,
+            &wiring.chain,
+            &stats,
+        )
+        .await
+        {
+            Ok(start) => start,
+            Err(error) => {
+                tracing::error!(target: "sequencer", %error, "the replica cannot start: the sequencer stops");
+                return;
+            }
+        };
+        if let Some(next) = start.follow_from() {
+            tokio::spawn(follow_epochs(wiring.chain.clone(), next, commands.clone()));
+        }
+        let mut core = Core::new(config, wiring, start, commands, stats, upstream);
+        if let Some(recovered) = recovered {
+            core.replay(recovered, confirmed);
+        }
+        core.run(queue, server).await;
+    });
     Ok(handle)
 }
 
@@ -516,8 +578,197 @@ struct Core {
     epoch: std::time::Instant,
     /// The sequence this node last proposed as primary, and when.
     proposed: Option<(u64, std::time::Instant)>,
-    /// The sequencer set in validator order: evidence names an offender by its index here.
-    sequencers: Vec<NodeId>,
+    /// The sequencer set of each epoch known, in validator order: evidence names an offender by
+    /// its index in the set of its view's epoch.
+    members: BTreeMap<u64, Vec<NodeId>>,
+    /// Sets of epochs after the replica's, read from the chain, by epoch.
+    future_epochs: BTreeMap<u64, ValidatorSet>,
+    /// The epoch whose set was last given to the replica.
+    epoch_given: Option<u64>,
+    /// The replica's log and the batcher's position on disk, if the replica is durable.
+    store: Option<ReplicaStore>,
+    /// The replica log could not be written: nothing more may be sent.
+    store_failed: bool,
+}
+
+/// The replica a sequencer starts with, and what goes with it.
+struct ConsensusStart {
+    replica: Replica<Batch>,
+    batcher: Batcher,
+    store: Option<ReplicaStore>,
+    /// The set of the replica's epoch (and any other known), by epoch, in validator order.
+    members: BTreeMap<u64, Vec<NodeId>>,
+    /// Whether the chain has sequencer epochs (then the core follows it for the next set).
+    epochs: bool,
+}
+
+impl ConsensusStart {
+    /// The first epoch to read from the chain, if the chain has sequencer epochs.
+    fn follow_from(&self) -> Option<u64> {
+        self.epochs.then(|| self.replica.epoch() + 1)
+    }
+}
+
+/// Why a sequencer cannot start its replica.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsensusStartError {
+    /// The replica log or the batcher's position failed.
+    #[error("{0}")]
+    Store(#[from] ReplicaStoreError),
+    /// The sequencer set from the chain is unusable, or the chain could not be read.
+    #[error("{0}")]
+    Epoch(#[from] crate::epochs::EpochError),
+    /// This sequencer is not in the set it would start in (or its log says it left).
+    #[error("sequencer {0} is not a member of the sequencer set it starts in")]
+    NotAMember(NodeId),
+}
+
+impl From<ChainError> for ConsensusStartError {
+    fn from(error: ChainError) -> Self {
+        ConsensusStartError::Epoch(error.into())
+    }
+}
+
+/// Opens the replica's log, if the sequencer has one, and says what it holds.
+#[allow(clippy::type_complexity, reason = "a pair, once")]
+fn open_replica_store(
+    wiring: &SequencerWiring,
+    stats: &SequencerStats,
+) -> Result<(Option<ReplicaStore>, Option<Restored>), ReplicaStoreError> {
+    match &wiring.consensus_dir {
+        Some(dir) => {
+            let (store, restored) = ReplicaStore::open(dir)?;
+            info!(target: "sequencer", dir = %dir.display(), frames = restored.recovery.frames,
+                truncated = restored.recovery.truncated, view = restored.state.view(),
+                last_committed = restored.state.last_committed(), "replica log opened");
+            stats
+                .restored_sequence
+                .store(restored.state.last_committed(), Ordering::Relaxed);
+            stats
+                .restored_view
+                .store(restored.state.view(), Ordering::Relaxed);
+            Ok((Some(store), Some(restored)))
+        }
+        None => Ok((None, None)),
+    }
+}
+
+/// Builds the replica: from its log if it has one, in the epoch its log is in; otherwise in
+/// epoch 0 if it is in the first set, or, with sequencer epochs, joining the latest epoch fixed
+/// on the chain that names it (waiting until one does). A chain without sequencer epochs
+/// leaves the fixed set of the wiring.
+async fn start_consensus(
+    (mut store, restored): (Option<ReplicaStore>, Option<Restored>),
+    identity: (NodeId, &BlsSecretKey),
+    sequencers: &[(NodeId, BlsPublicKey)],
+    chain: &Arc<dyn UpperChain>,
+    stats: &SequencerStats,
+) -> Result<ConsensusStart, ConsensusStartError> {
+    let (me, bls) = identity;
+    let state = restored
+        .as_ref()
+        .map_or_else(ReplicaState::genesis, |restored| restored.state.clone());
+    let first = crate::epochs::read_epoch(chain, 0)
+        .await?
+        .filter(|epoch| epoch.length.is_some());
+    let epochs = first.is_some();
+    let (validators, state) = match first {
+        // One fixed set, as the wiring gives it.
+        None => {
+            let validators = ValidatorSet::new(
+                sequencers
+                    .iter()
+                    .map(|(id, key)| Validator { id: *id, key: *key })
+                    .collect(),
+            );
+            (validators, state)
+        }
+        Some(first) => match state.epoch().cloned() {
+            Some(set) => (set, state),
+            None if state != ReplicaState::genesis()
+                || first.sequencers.iter().any(|record| record.id == me) =>
+            {
+                (crate::epochs::validator_set(&first)?, state)
+            }
+            None => {
+                info!(target: "sequencer", id = %me, "not in the first sequencer set: waiting for an epoch that names this sequencer");
+                let epoch = crate::epochs::wait_for_membership(chain, me).await?;
+                let set = crate::epochs::validator_set(&epoch)?;
+                let joining = ReplicaState::joining(&set);
+                if let Some(store) = &mut store {
+                    store.start_from(joining.clone())?;
+                }
+                info!(target: "sequencer", epoch = set.epoch(), after = set.start(), "joining the sequencer set");
+                (set, joining)
+            }
+        },
+    };
+    let index = validators
+        .index_of(&me)
+        .ok_or(ConsensusStartError::NotAMember(me))?;
+    let members = crate::epochs::members(&validators);
+    let batcher = match &restored {
+        Some(restored) => restored.batcher(members.iter().copied()),
+        None => Batcher::new(members.iter().copied()),
+    };
+    // The core's clock starts at zero when it is built. A replica without a log in a network
+    // with one fixed set is the in-memory one; every other replica records what it promises
+    // (records of one without a log are dropped: it has nowhere to keep them).
+    let replica = if store.is_none() && !epochs {
+        Replica::new(validators.clone(), index, bls.clone())
+    } else {
+        Replica::restore(
+            validators.clone(),
+            index,
+            bls.clone(),
+            ReplicaConfig::default(),
+            Instant::ZERO,
+            state,
+        )
+    };
+    stats
+        .replica_epoch
+        .store(replica.epoch(), Ordering::Relaxed);
+    stats.replica_view.store(replica.view(), Ordering::Relaxed);
+    stats
+        .replica_last_committed
+        .store(replica.last_committed(), Ordering::Relaxed);
+    let members = BTreeMap::from([(validators.epoch(), members)]);
+    Ok(ConsensusStart {
+        replica,
+        batcher,
+        store,
+        members,
+        epochs,
+    })
+}
+
+/// Reads each sequencer epoch from `next` on from the chain once it is fixed, and hands it to
+/// the core, in order, until the core stops.
+async fn follow_epochs(chain: Arc<dyn UpperChain>, mut next: u64, commands: mpsc::Sender<Command>) {
+    loop {
+        match crate::epochs::read_epoch(&chain, next).await {
+            Ok(Some(epoch)) => {
+                if commands
+                    .send(Command::NextEpoch(Box::new(epoch)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                next += 1;
+                continue;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                debug!(target: "sequencer", %error, epoch = next, "sequencer epoch not read; retrying");
+            }
+        }
+        if commands.is_closed() {
+            return;
+        }
+        tokio::time::sleep(crate::epochs::EPOCH_POLL).await;
+    }
 }
 
 /// What became of equivocation evidence reported to the upper chain.
@@ -554,28 +805,28 @@ impl Core {
     fn new(
         config: SequencerConfig,
         wiring: SequencerWiring,
+        start: ConsensusStart,
         commands: mpsc::Sender<Command>,
         stats: Arc<SequencerStats>,
         upstream: Upstream,
     ) -> Self {
-        let validators = ValidatorSet::new(
-            wiring
-                .sequencers
-                .iter()
-                .map(|(id, key)| Validator { id: *id, key: *key })
-                .collect(),
-        );
-        let index = wiring
-            .sequencers
-            .iter()
-            .position(|(id, _)| id.0 == wiring.key.address())
-            .expect("a sequencer is a member of its own set");
-        let replica = Replica::new(validators, index, wiring.bls);
+        let ConsensusStart {
+            replica,
+            batcher,
+            store,
+            members,
+            epochs: _,
+        } = start;
+        *stats.last_batch.lock() = (batcher.last_number(), batcher.last_hash());
         Core {
             id: NodeId(wiring.key.address()),
             packer: Packer::new(wiring.key),
-            batcher: Batcher::new(wiring.sequencers.iter().map(|(id, _)| *id)),
-            sequencers: wiring.sequencers.iter().map(|(id, _)| *id).collect(),
+            batcher,
+            store,
+            store_failed: false,
+            members,
+            future_epochs: BTreeMap::new(),
+            epoch_given: None,
             mempool: Mempool::default(),
             pending: PendingState::new(),
             subscriptions: Subscriptions::new(SUBSCRIPTIONS_PER_CLIENT_MAX),
@@ -656,6 +907,10 @@ impl Core {
                 tracing::error!(target: "sequencer", "the write-ahead log failed: the sequencer stops rather than ack what it could lose");
                 return;
             }
+            if self.store_failed {
+                tracing::error!(target: "sequencer", "the replica log failed: the sequencer stops rather than vote on what it could forget");
+                return;
+            }
         }
     }
 
@@ -699,6 +954,7 @@ impl Core {
             Command::Submit(client, moves) => self.admit_all(client, moves),
             Command::Query(client, request) => self.answer(client, *request),
             Command::BodyStored(block) => self.handle_body_stored(*block),
+            Command::NextEpoch(epoch) => self.handle_next_epoch(*epoch),
             Command::Durable {
                 client,
                 acks,
@@ -1008,7 +1264,10 @@ impl Core {
                 let _ = commands.send(Command::BodyStored(Box::new(block))).await;
             });
         }
-        let backlog = self.batcher.has_waiting();
+        // At the end of its epoch the replica waits for the next set, not for a primary: no
+        // backlog, so no view change.
+        let at_epoch_end = self.replica.validators().end() == Some(self.replica.last_committed());
+        let backlog = self.batcher.has_waiting() && !at_epoch_end;
         let now = self.now();
         self.replica
             .handle(now, Origin::Local, ReplicaInput::Backlog(backlog));
@@ -1055,6 +1314,74 @@ impl Core {
         }
     }
 
+    /// The chain fixed a sequencer epoch: kept until the replica needs it as its next one.
+    fn handle_next_epoch(&mut self, epoch: SequencerEpoch) {
+        let set = match crate::epochs::validator_set(&epoch) {
+            Ok(set) => set,
+            Err(error) => {
+                warn!(target: "sequencer", %error, "sequencer epoch from the chain not used");
+                return;
+            }
+        };
+        if set.epoch() <= self.replica.epoch() {
+            return;
+        }
+        info!(target: "sequencer", epoch = set.epoch(), after = set.start(), n = set.n(),
+            member = set.index_of(&self.id).is_some(), "next sequencer set read from the upper chain");
+        self.members
+            .insert(set.epoch(), crate::epochs::members(&set));
+        self.future_epochs.insert(set.epoch(), set);
+        self.give_next_epoch();
+    }
+
+    /// Gives the replica the set of the epoch after its own, once known.
+    fn give_next_epoch(&mut self) {
+        let next = self.replica.epoch() + 1;
+        self.future_epochs.retain(|epoch, _| *epoch >= next);
+        if self.epoch_given == Some(next) || self.replica.is_retired() {
+            return;
+        }
+        let Some(set) = self.future_epochs.get(&next).cloned() else {
+            return;
+        };
+        let now = self.now();
+        match self
+            .replica
+            .step(now, Origin::Local, ReplicaInput::NextEpoch(set))
+        {
+            Ok(()) => self.epoch_given = Some(next),
+            Err(reason) => {
+                warn!(target: "sequencer", epoch = next, ?reason, "next sequencer set refused by the replica");
+            }
+        }
+    }
+
+    /// The replica switched sets at an epoch boundary.
+    fn handle_epoch_entered(&mut self, epoch: u64, start: u64, member: bool) {
+        self.stats.replica_epoch.store(epoch, Ordering::Relaxed);
+        if member {
+            if let Some(members) = self.members.get(&epoch) {
+                self.batcher.set_sequencers(members.iter().copied());
+            }
+            info!(target: "sequencer", epoch, after = start, "entered a new sequencer epoch");
+        } else {
+            self.stats.retired.store(true, Ordering::Relaxed);
+            warn!(target: "sequencer", epoch, after = start,
+                "not in the sequencer set of the new epoch: this sequencer no longer takes part in consensus");
+        }
+        // Evidence names offenders by index in the set of its own epoch: two epochs are enough.
+        while self.members.len() > 2
+            && self
+                .members
+                .first_key_value()
+                .is_some_and(|(known, _)| *known + 1 < epoch)
+        {
+            self.members.pop_first();
+        }
+        self.give_next_epoch();
+        self.maybe_propose();
+    }
+
     fn handle_peer(&mut self, from: NodeId, bytes: &[u8]) {
         match PeerMessage::from_bytes(bytes) {
             Ok(PeerMessage::Header(header)) => {
@@ -1076,9 +1403,28 @@ impl Core {
         }
     }
 
+    /// Drains the replica in the core's order: its records made durable first, then its
+    /// transmits, then its events; again while handling events gave it more to do.
     fn drain_replica(&mut self) {
+        while !self.store_failed && self.drain_replica_once() {}
+    }
+
+    /// One pass of [`Core::drain_replica`]; whether it drained anything.
+    fn drain_replica_once(&mut self) -> bool {
+        let records: Vec<_> = std::iter::from_fn(|| self.replica.poll_persist()).collect();
+        if !records.is_empty()
+            && let Some(store) = &mut self.store
+            && let Err(error) = store.append(&records)
+        {
+            // Its transmits promise what the records hold: none may go out.
+            tracing::error!(target: "sequencer", %error, "replica log not written");
+            self.store_failed = true;
+            return false;
+        }
+        let mut drained = !records.is_empty();
         let now = self.now();
         while let Some(transmit) = self.replica.poll_transmit(now) {
+            drained = true;
             let bytes = PeerMessage::Consensus(transmit.bytes).to_bytes();
             self.stats
                 .consensus_messages_sent
@@ -1089,6 +1435,7 @@ impl Core {
             self.mesh.send(&transmit.to, bytes);
         }
         while let Some(event) = self.replica.poll_event() {
+            drained = true;
             match event {
                 ReplicaEvent::Verify { sequence, value } => self.check_batch(sequence, value),
                 ReplicaEvent::Committed {
@@ -1103,9 +1450,21 @@ impl Core {
                     self.maybe_propose();
                 }
                 ReplicaEvent::Evidence(evidence) => self.report_equivocation(&evidence),
+                ReplicaEvent::EpochEntered {
+                    epoch,
+                    start,
+                    member,
+                } => self.handle_epoch_entered(epoch, start, member),
                 other => debug!(target: "sequencer", ?other, "consensus event"),
             }
         }
+        self.stats
+            .replica_view
+            .store(self.replica.view(), Ordering::Relaxed);
+        self.stats
+            .replica_last_committed
+            .store(self.replica.last_committed(), Ordering::Relaxed);
+        drained
     }
 
     /// Records equivocation evidence on the upper chain, which expels the offender. Every correct
@@ -1118,7 +1477,11 @@ impl Core {
             evidence.view,
             evidence.sequence,
         );
-        match report_equivocation(self.chain.as_ref(), &self.sequencers, evidence) {
+        let members = self
+            .members
+            .get(&crate::epochs::epoch_of_view(view))
+            .map_or(&[][..], Vec::as_slice);
+        match report_equivocation(self.chain.as_ref(), members, evidence) {
             EquivocationReport::Recorded(id) => {
                 warn!(target: "sequencer", offender, %id, ?kind, view, sequence,
                     "equivocation recorded on the upper chain; the offender is expelled");
@@ -1204,6 +1567,9 @@ impl Core {
         certificate: primitives::bls::Certificate,
     ) {
         self.stats.batches_committed.fetch_add(1, Ordering::Relaxed);
+        if certificate.signers.contains(self.replica.index()) {
+            self.stats.commits_signed.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some((proposed, at)) = self.proposed
             && proposed == sequence
         {
@@ -1215,7 +1581,17 @@ impl Core {
                 .saturating_record(micros);
             metrics::histogram!("sequencer_batch_commit_seconds").record(micros as f64 / 1e6);
         }
-        self.batcher.commit(&batch);
+        if !self.batcher.commit(&batch) {
+            info!(target: "sequencer", number = batch.number, sequence,
+                "committed batch beyond the batcher's last one: the batcher moves to it");
+        }
+        *self.stats.last_batch.lock() = (self.batcher.last_number(), self.batcher.last_hash());
+        if let Some(store) = &self.store
+            && let Err(error) = store.save_batcher(sequence, &self.batcher.snapshot())
+        {
+            // The replica log keeps the decided batch: a restart replays it.
+            warn!(target: "sequencer", %error, sequence, "batcher position not written");
+        }
         self.deferred.retain(|deferred, _| *deferred > sequence);
         self.check_deferred();
         for header in &batch.headers {

@@ -13,6 +13,8 @@ use tracing::{error, warn};
 
 use execution::ExecutedBatch;
 
+use upper_chain::UpperChain;
+
 use crate::network::ShardNetwork;
 
 /// Finalized batches queued for execution at most.
@@ -21,6 +23,41 @@ pub const FINALIZED_QUEUE_MAX: usize = 4_096;
 pub const EXECUTED_QUEUE_MAX: usize = 4_096;
 /// Batches held that arrived ahead of a missing one.
 pub const AHEAD_BATCHES_MAX: usize = 1_024;
+
+/// Whose commit certificates the driver accepts.
+#[derive(Clone)]
+pub enum SequencerKeys {
+    /// One sequencer set, in certificate order, for every batch.
+    Fixed(Vec<BlsPublicKey>),
+    /// The set of the sequencer epoch that spans each batch's PBFT sequence, as the upper chain
+    /// fixed it.
+    PerEpoch(Arc<dyn UpperChain>),
+}
+
+impl SequencerKeys {
+    /// The keys that must certify `batch`, or why there are none.
+    fn for_batch(
+        &self,
+        batch: &FinalizedBatch,
+        known: &mut BTreeMap<u64, Vec<BlsPublicKey>>,
+    ) -> Result<Vec<BlsPublicKey>, String> {
+        let chain = match self {
+            SequencerKeys::Fixed(keys) => return Ok(keys.clone()),
+            SequencerKeys::PerEpoch(chain) => chain,
+        };
+        let epoch = upper_chain::sequencer_epoch_at(chain.as_ref(), batch.sequence)
+            .map_err(|error| error.to_string())?
+            .ok_or_else(|| format!("no sequencer epoch fixed for sequence {}", batch.sequence))?;
+        let keys = known.entry(epoch.epoch).or_insert_with(|| {
+            epoch
+                .sequencers
+                .iter()
+                .map(|record| record.bls_key)
+                .collect()
+        });
+        Ok(keys.clone())
+    }
+}
 
 /// Handles on a running shard network.
 #[derive(Clone, Debug)]
@@ -33,13 +70,9 @@ pub struct ShardHandle {
     pub network: Arc<Mutex<ShardNetwork>>,
 }
 
-/// Starts the driver. `sequencer_keys` is the sequencer set whose commit certificates are
-/// accepted (a quorum of it must sign each batch).
-pub fn spawn(
-    network: ShardNetwork,
-    weak_da: WeakDa,
-    sequencer_keys: Vec<BlsPublicKey>,
-) -> ShardHandle {
+/// Starts the driver. `sequencer_keys` says whose commit certificates are accepted (a quorum
+/// of the set must sign each batch).
+pub fn spawn(network: ShardNetwork, weak_da: WeakDa, sequencer_keys: SequencerKeys) -> ShardHandle {
     let (finalized, mut inbound) = mpsc::channel::<FinalizedBatch>(FINALIZED_QUEUE_MAX);
     let (executed, _) = broadcast::channel(EXECUTED_QUEUE_MAX);
     let network = Arc::new(Mutex::new(network));
@@ -54,6 +87,7 @@ pub fn spawn(
     let arrivals = network.lock().transport_arrivals();
     tokio::spawn(async move {
         let mut ahead: BTreeMap<u64, FinalizedBatch> = BTreeMap::new();
+        let mut epoch_keys: BTreeMap<u64, Vec<BlsPublicKey>> = BTreeMap::new();
         loop {
             // Group rounds move on their own timers too (a view change when a primary is down
             // or lying), not only when a batch arrives.
@@ -83,7 +117,14 @@ pub fn spawn(
             if number < next || ahead.contains_key(&number) {
                 continue; // Every sequencer delivers each batch; the first copy is enough.
             }
-            if let Err(error) = consensus::verify_commit_certificate(&batch, &sequencer_keys) {
+            let keys = match sequencer_keys.for_batch(&batch, &mut epoch_keys) {
+                Ok(keys) => keys,
+                Err(error) => {
+                    warn!(target: "shard_node", number, %error, "finalized batch refused: no sequencer set to check it");
+                    continue;
+                }
+            };
+            if let Err(error) = consensus::verify_commit_certificate(&batch, &keys) {
                 warn!(target: "shard_node", number, %error, "finalized batch with a bad certificate refused");
                 continue;
             }

@@ -17,7 +17,9 @@ use sequencer::{
     wal::{FsyncPolicy, Recovered, Wal, WalConfig, WalError},
 };
 use shard_node::{
-    ShardError, ShardNetwork, ShardNode, driver::ShardHandle, estimator::EstimatorServer,
+    ShardError, ShardNetwork, ShardNode,
+    driver::{SequencerKeys, ShardHandle},
+    estimator::EstimatorServer,
 };
 use tokio::sync::mpsc;
 use upper_chain::{ChainError, EmbeddedChain, Genesis, SequencerRecord, UpperChain};
@@ -34,6 +36,13 @@ pub struct DevnetConfig {
     pub chain_id: u64,
     /// Sequencers running PBFT (n = 3f + 1 is best: 4 tolerates one fault).
     pub sequencers: usize,
+    /// Sequencers that run from the start but are only whitelisted on the upper chain (the set
+    /// size raised to take them): with sequencer epochs they join at the first boundary. They
+    /// come after the others in [`Devnet::sequencers`].
+    pub standby_sequencers: usize,
+    /// PBFT sequences in a sequencer epoch of the upper chain; `None`: one set for the whole
+    /// run.
+    pub sequencer_epoch_length: Option<u64>,
     /// Shard nodes registered on the upper chain (at least 8, one group).
     pub shard_nodes: usize,
     /// Time between blocks.
@@ -46,9 +55,10 @@ pub struct DevnetConfig {
     pub mesh: MeshKind,
     /// What the sequencers' ingress allows (rates, move size, sponsorship policies).
     pub ingress: sequencer::node::IngressConfig,
-    /// Gives each sequencer a write-ahead log in the data directory (acks then wait for its
-    /// fsync), so that [`Devnet::crash_sequencer`] loses no acked move and
-    /// [`Devnet::restart_sequencer`] brings them back.
+    /// Gives each sequencer a write-ahead log and a replica log in the data directory (acks
+    /// then wait for the write-ahead log's fsync, votes for the replica log's), so that
+    /// [`Devnet::crash_sequencer`] loses no acked move and [`Devnet::restart_sequencer`] brings
+    /// them back, with the replica in the view and at the sequence it left.
     pub wal: bool,
     /// Where the Web3-compatible JSON-RPC of the first sequencer listens, if anywhere.
     pub rpc_listen: Option<SocketAddr>,
@@ -77,6 +87,8 @@ impl Default for DevnetConfig {
         DevnetConfig {
             chain_id: 4242,
             sequencers: 4,
+            standby_sequencers: 0,
+            sequencer_epoch_length: None,
             shard_nodes: 16,
             tick: Duration::from_millis(10),
             data_dir: None,
@@ -180,6 +192,8 @@ pub struct Devnet {
     pub metrics: Vec<(NodeId, SocketAddr)>,
     /// What restarting each sequencer takes (with write-ahead logs only).
     restartable: Vec<Restartable>,
+    /// Each sequencer's end of the mesh and its BLS key, in order.
+    links: Vec<(Arc<dyn PeerLinks>, BlsSecretKey)>,
     sequencer_set: Vec<(NodeId, BlsPublicKey)>,
     weak_da: WeakDa,
     config: DevnetConfig,
@@ -199,6 +213,7 @@ struct Restartable {
     mesh: Arc<dyn PeerLinks>,
     relay: InboundSlot,
     wal_dir: PathBuf,
+    consensus_dir: PathBuf,
 }
 
 fn open_wal(dir: &std::path::Path) -> Result<(Wal, Recovered), WalError> {
@@ -235,6 +250,38 @@ impl std::fmt::Debug for Devnet {
     }
 }
 
+/// The devnet chain's admin key (a public seed: development only).
+pub fn devnet_admin() -> AccountKey {
+    AccountKey::from_seed(999)
+}
+
+/// Whitelists the standby sequencers on the chain and raises the set size to `size`, signed by
+/// the devnet's admin: they join the set at the next sequencer epoch boundary.
+fn whitelist_standby(
+    chain: &dyn UpperChain,
+    standby: &[(AccountKey, BlsSecretKey)],
+    size: usize,
+) -> Result<(), ChainError> {
+    let admin = |op: upper_chain::AdminOp| {
+        let nonce = chain.admin_nonce()?;
+        let signature = devnet_admin().sign_prehash(&op.signing_hash(nonce));
+        chain.admin(op, &signature)
+    };
+    for (key, bls) in standby {
+        admin(upper_chain::AdminOp::Whitelist {
+            record: SequencerRecord {
+                id: NodeId(key.address()),
+                bls_key: bls.public_key(),
+            },
+            possession: bls.proof_of_possession(),
+            stake: 0,
+        })?;
+    }
+    admin(upper_chain::AdminOp::Rotate {
+        size: u32::try_from(size).unwrap_or(u32::MAX),
+    })
+}
+
 fn sequencer_identity(index: usize) -> (AccountKey, BlsSecretKey) {
     let key = AccountKey::from_seed(1_000 + index as u64);
     let mut seed = [0u8; 32];
@@ -253,13 +300,16 @@ impl Devnet {
                 (temporary.path().to_path_buf(), Some(temporary))
             }
         };
-        let identities: Vec<(AccountKey, BlsSecretKey)> =
-            (0..config.sequencers).map(sequencer_identity).collect();
-        let sequencer_set: Vec<(NodeId, _)> = identities
+        let identities: Vec<(AccountKey, BlsSecretKey)> = (0..config.sequencers
+            + config.standby_sequencers)
+            .map(sequencer_identity)
+            .collect();
+        let sequencer_set: Vec<(NodeId, _)> = identities[..config.sequencers]
             .iter()
             .map(|(key, bls)| (NodeId(key.address()), bls.public_key()))
             .collect();
         let genesis_chain = Genesis {
+            admin: devnet_admin().address(),
             sequencers: sequencer_set
                 .iter()
                 .map(|(id, key)| SequencerRecord {
@@ -267,6 +317,7 @@ impl Devnet {
                     bls_key: *key,
                 })
                 .collect(),
+            sequencer_epoch_length: config.sequencer_epoch_length,
             ..Genesis::default()
         };
         // A devnet given a data directory keeps its upper chain there, so that the registry is
@@ -292,6 +343,13 @@ impl Devnet {
             node_keys.push(AccountKey::from_seed(seed));
         }
         chain.advance_epoch();
+        if config.standby_sequencers > 0 {
+            whitelist_standby(
+                chain.as_ref(),
+                &identities[config.sequencers..],
+                identities.len(),
+            )?;
+        }
         let mut network = ShardNetwork::new(
             chain.clone(),
             config.chain_id,
@@ -328,11 +386,11 @@ impl Devnet {
         }
 
         let weak_da = WeakDa::local(&data_dir.join("weak-da"))?;
-        let shards = shard_node::driver::spawn(
-            network,
-            weak_da.clone(),
-            sequencer_set.iter().map(|(_, key)| *key).collect(),
-        );
+        let sequencer_keys = match config.sequencer_epoch_length {
+            Some(_) => SequencerKeys::PerEpoch(chain.clone()),
+            None => SequencerKeys::Fixed(sequencer_set.iter().map(|(_, key)| *key).collect()),
+        };
+        let shards = shard_node::driver::spawn(network, weak_da.clone(), sequencer_keys);
         let metrics = match config.metrics_listen {
             Some(listen) => {
                 let mut bound = Vec::with_capacity(node_keys.len());
@@ -360,12 +418,17 @@ impl Devnet {
         let rpc_executed = config.rpc_listen.map(|_| shards.executed.subscribe());
         let keys: Vec<AccountKey> = identities.iter().map(|(key, _)| key.clone()).collect();
         let meshes = connect_mesh(config.mesh, &keys).await?;
-        let mut sequencers = Vec::with_capacity(config.sequencers);
+        let mut sequencers = Vec::with_capacity(identities.len());
         let mut restartable = Vec::new();
+        let mut links = Vec::with_capacity(identities.len());
         for (index, ((key, bls), (mesh, inbound))) in identities.into_iter().zip(meshes).enumerate()
         {
-            let (inbound, wal) = if config.wal {
+            links.push((mesh.clone(), bls.clone()));
+            let (inbound, wal, consensus_dir) = if config.wal {
                 let wal_dir = data_dir.join(format!("sequencer-{index}")).join("wal");
+                let consensus_dir = data_dir
+                    .join(format!("sequencer-{index}"))
+                    .join("consensus");
                 let wal = open_wal(&wal_dir)?;
                 let (slot, inbound) = relay(inbound);
                 restartable.push(Restartable {
@@ -374,10 +437,11 @@ impl Devnet {
                     mesh: mesh.clone(),
                     relay: slot,
                     wal_dir,
+                    consensus_dir: consensus_dir.clone(),
                 });
-                (inbound, Some(wal))
+                (inbound, Some(wal), Some(consensus_dir))
             } else {
-                (inbound, None)
+                (inbound, None, None)
             };
             let sequencer_config = SequencerConfig {
                 chain_id: config.chain_id,
@@ -396,6 +460,7 @@ impl Devnet {
                 finalized: shards.finalized.clone(),
                 executed: shards.executed.subscribe(),
                 wal,
+                consensus_dir,
             };
             sequencers.push(sequencer::node::spawn(sequencer_config, wiring).await?);
         }
@@ -424,6 +489,7 @@ impl Devnet {
             operators,
             metrics,
             restartable,
+            links,
             sequencer_set,
             weak_da,
             config,
@@ -471,6 +537,7 @@ impl Devnet {
             finalized: self.shards.finalized.clone(),
             executed: self.shards.executed.subscribe(),
             wal: Some(open_wal(&restartable.wal_dir)?),
+            consensus_dir: Some(restartable.consensus_dir.clone()),
         };
         let sequencer_config = SequencerConfig {
             chain_id: self.config.chain_id,
@@ -502,6 +569,17 @@ impl Devnet {
     /// The directory of the shard nodes' accounting directories (one per node, by node ID).
     pub fn accounting_dir(&self) -> PathBuf {
         self.operators.lock().accounting_dir().to_path_buf()
+    }
+
+    /// Sequencer `index`'s own end of the mesh: what it sends its peers goes through it, as from
+    /// that sequencer (a test makes a sequencer misbehave with it).
+    pub fn peer_links(&self, index: usize) -> Arc<dyn PeerLinks> {
+        self.links[index].0.clone()
+    }
+
+    /// Sequencer `index`'s BLS key (its votes and proposals are signed with it).
+    pub fn sequencer_bls(&self, index: usize) -> BlsSecretKey {
+        self.links[index].1.clone()
     }
 
     /// Where clients of sequencer `index` connect.

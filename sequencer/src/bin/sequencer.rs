@@ -270,6 +270,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 finalized,
                 executed,
                 wal: Some((wal, recovered)),
+                consensus_dir: Some(config.consensus_dir()),
             },
         )
         .await

@@ -6,6 +6,8 @@ mod json_rpc;
 mod operators;
 mod prometheus;
 mod sdk;
+mod sequencer_epochs;
+mod sequencer_restart;
 mod shard_groups_netstack;
 mod tidy;
 mod typescript_sdk;

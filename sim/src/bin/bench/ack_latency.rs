@@ -155,6 +155,7 @@ async fn start_sequencer(
             finalized,
             executed,
             wal: Some(wal),
+            consensus_dir: None,
         },
     )
     .await?;
