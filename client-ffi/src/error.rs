@@ -111,8 +111,10 @@ impl FfiError {
                 | ClientError::NoSequencer { .. }
                 | ClientError::NoSequencerConfigured => TickrateStatus::Connect,
                 ClientError::Closed => TickrateStatus::Closed,
-                ClientError::Refused(_) => TickrateStatus::Refused,
-                ClientError::Failed(_) => TickrateStatus::MoveFailed,
+                // A shard node's refusal to estimate is a refusal like a sequencer's; a move
+                // estimated to fail is reported as the failure it would be.
+                ClientError::Refused(_) | ClientError::Estimate(_) => TickrateStatus::Refused,
+                ClientError::Failed(_) | ClientError::WouldFail(_) => TickrateStatus::MoveFailed,
                 ClientError::Sign(_) => TickrateStatus::Sign,
             },
             FfiError::Timeout { .. } => TickrateStatus::Timeout,
