@@ -84,6 +84,7 @@ pub enum DaError {
     #[error("decode: {0}")]
     Decode(#[from] DecodeError),
     /// The chunk database failed.
+    #[cfg(feature = "node")]
     #[error("chunk store: {0}")]
     Store(#[from] rocksdb::Error),
     /// A stored chunk no longer verifies (disk corruption).

@@ -29,8 +29,11 @@ pub mod coding;
 pub mod constants;
 pub mod error;
 pub mod metrics;
+#[cfg(feature = "node")]
 pub mod node;
+#[cfg(feature = "node")]
 pub mod server;
+#[cfg(feature = "node")]
 pub mod store;
 pub mod wire;
 
@@ -38,7 +41,9 @@ pub use attestation::AvailabilityCertificate;
 pub use client::{DaClient, DaNodeAddress, Dispersal};
 pub use coding::{Chunk, ErasureParams, Rebuilder, encode_payload};
 pub use error::DaError;
+#[cfg(feature = "node")]
 pub use node::{DaNode, DaService};
+#[cfg(feature = "node")]
 pub use server::DaServer;
 
 use primitives::{FinalizedBatch, codec::Encode};

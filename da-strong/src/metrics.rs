@@ -33,14 +33,17 @@ pub fn describe_node() {
     }
 }
 
+#[cfg(feature = "node")]
 pub(crate) fn node_stored() {
     metrics::counter!("da_strong.node.stored.count").increment(1);
 }
 
+#[cfg(feature = "node")]
 pub(crate) fn node_rejected() {
     metrics::counter!("da_strong.node.rejected.count").increment(1);
 }
 
+#[cfg(feature = "node")]
 pub(crate) fn node_served() {
     metrics::counter!("da_strong.node.served.count").increment(1);
 }
