@@ -49,3 +49,9 @@ fi
 # The TypeScript SDK's packages (viem, ws, TypeScript), pinned in client-ts/package-lock.json;
 # its test (tests/it/typescript_sdk.rs) compiles it and runs `node --test` against a devnet.
 "$(dirname "$0")/../client-ts/scripts/install.sh"
+
+# cargo-fuzz for the fuzz targets in fuzz/ (CI runs each briefly): only with a nightly
+# toolchain, which they need. Installs in about 3 minutes on 2 cores.
+if cargo +nightly --version >/dev/null 2>&1 && ! cargo +nightly fuzz --version >/dev/null 2>&1; then
+  CARGO_TARGET_DIR="$tools_root/target" cargo install cargo-fuzz@0.13.2 --locked
+fi
