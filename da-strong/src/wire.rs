@@ -142,7 +142,13 @@ impl Decode for DaResponse {
             4 => {
                 let bytes = decoder.bytes("DA refusal", ERROR_TEXT_BYTES_MAX)?;
                 Ok(DaResponse::Refused {
-                    reason: String::from_utf8_lossy(bytes).into_owned(),
+                    // Lossy decoding would give two byte strings one value (found by fuzzing).
+                    reason: String::from_utf8(bytes.to_vec()).map_err(|_| {
+                        DecodeError::Invalid {
+                            what: "refusal reason",
+                            why: "not UTF-8",
+                        }
+                    })?,
                 })
             }
             tag => Err(DecodeError::UnknownTag {
