@@ -17,6 +17,29 @@ pub enum FrameError {
     Empty,
 }
 
+/// Why a fragment of a message larger than one KCP message was refused
+/// ([`crate::frame::Reassembly`]); the session that carried it is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FragmentError {
+    /// A fragment of another version or kind than this stack speaks.
+    #[error("unknown fragment (version {version}, kind {kind})")]
+    UnknownFrame {
+        /// The fragment's version byte.
+        version: u8,
+        /// The fragment's kind byte.
+        kind: u8,
+    },
+    /// A fragment shorter than its header.
+    #[error("truncated fragment")]
+    Truncated,
+    /// A message larger than the reassembly's bound.
+    #[error("message over {max} bytes")]
+    TooLarge {
+        /// The bound.
+        max: usize,
+    },
+}
+
 /// Why a datagram was refused by a [`crate::kcp::KcpSession`]. The session is unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KcpError {

@@ -76,6 +76,6 @@ pub mod secure;
 #[cfg(feature = "emulated-link")]
 pub use error::LinkError;
 pub use error::{
-    AuthError, ConfigError, ConnectError, FrameError, HandshakeRefusal, KcpError, NetError,
-    RelayError, RelayFrameError, RelayRefusal, ResumeError, SendError,
+    AuthError, ConfigError, ConnectError, FragmentError, FrameError, HandshakeRefusal, KcpError,
+    NetError, RelayError, RelayFrameError, RelayRefusal, ResumeError, SendError,
 };

@@ -8,8 +8,8 @@
 //! and the sender of every message is the node the handshake authenticated.
 //!
 //! # Wire
-//! Each peer message travels as one or more fragments `[MESH_VERSION, MORE | LAST, bytes..]`:
-//! KCP delivers a session's messages reliably and in order, so a message larger than one KCP
+//! Each peer message travels as one or more fragments ([`netstack::frame::split`]): KCP
+//! delivers a session's messages reliably and in order, so a message larger than one KCP
 //! message is the concatenation of consecutive fragments, bounded by
 //! [`PEER_MESSAGE_BYTES_MAX`].
 //!
@@ -37,33 +37,6 @@ use tracing::{debug, info, warn};
 
 use super::{MeshStats, PeerDelivery, PeerLinks};
 use crate::constants::{PEER_LINK_BACKOFF_MAX, PEER_MESSAGE_BYTES_MAX, PEER_QUEUE_MAX};
-
-const MESH_VERSION: u8 = 1;
-const MORE: u8 = 1;
-const LAST: u8 = 2;
-const FRAGMENT_HEADER_BYTES: usize = 2;
-
-/// Why a peer's incoming session was dropped.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum MeshWireError {
-    /// A message of another version or kind than the mesh speaks.
-    #[error("unknown mesh frame (version {version}, kind {kind})")]
-    UnknownFrame {
-        /// The frame's version byte.
-        version: u8,
-        /// The frame's kind byte.
-        kind: u8,
-    },
-    /// A frame shorter than its header.
-    #[error("truncated mesh frame")]
-    Truncated,
-    /// A peer message larger than the bound.
-    #[error("peer message over {max} bytes")]
-    TooLarge {
-        /// The bound.
-        max: usize,
-    },
-}
 
 #[derive(Debug, Default)]
 struct Counters {
@@ -183,23 +156,6 @@ impl PeerLinks for KcpMesh {
     }
 }
 
-/// Splits `message` into the fragments that carry it, each at most `max` bytes.
-fn fragments(message: &[u8], max: usize) -> Vec<Vec<u8>> {
-    let payload_max = max - FRAGMENT_HEADER_BYTES;
-    let count = message.len().div_ceil(payload_max).max(1);
-    (0..count)
-        .map(|index| {
-            let start = index * payload_max;
-            let end = (start + payload_max).min(message.len());
-            let kind = if index + 1 == count { LAST } else { MORE };
-            let mut fragment = Vec::with_capacity(FRAGMENT_HEADER_BYTES + end - start);
-            fragment.extend_from_slice(&[MESH_VERSION, kind]);
-            fragment.extend_from_slice(&message[start..end]);
-            fragment
-        })
-        .collect()
-}
-
 /// Sends what is queued for `peer`, (re)connecting as needed.
 async fn run_link(
     identity: NodeIdentity,
@@ -238,7 +194,7 @@ async fn run_link(
                 },
             };
             let mut sent = true;
-            for fragment in fragments(&message, fragment_max) {
+            for fragment in netstack::frame::split(&message, fragment_max) {
                 if open.send(fragment).await.is_err() {
                     sent = false;
                     break;
@@ -281,7 +237,7 @@ async fn read_session(
         warn!(target: "sequencer::mesh", peer = %connection.peer_addr(), "unauthenticated session; dropped");
         return;
     };
-    let mut assembly = Reassembly::default();
+    let mut assembly = netstack::frame::Reassembly::new(PEER_MESSAGE_BYTES_MAX);
     while let Some(frame) = connection.recv().await {
         match assembly.push(&frame) {
             Ok(Some(message)) => {
@@ -299,97 +255,11 @@ async fn read_session(
     }
 }
 
-/// Joins the fragments of one session's messages.
-#[derive(Debug, Default)]
-struct Reassembly {
-    partial: Vec<u8>,
-}
-
-impl Reassembly {
-    /// Takes the next fragment; returns a whole message when it ends one.
-    fn push(&mut self, frame: &[u8]) -> Result<Option<Vec<u8>>, MeshWireError> {
-        let (kind, payload) = match frame {
-            [MESH_VERSION, kind @ (MORE | LAST), payload @ ..] => (*kind, payload),
-            [version, kind, ..] => {
-                return Err(MeshWireError::UnknownFrame {
-                    version: *version,
-                    kind: *kind,
-                });
-            }
-            _ => return Err(MeshWireError::Truncated),
-        };
-        if self.partial.len() + payload.len() > PEER_MESSAGE_BYTES_MAX {
-            return Err(MeshWireError::TooLarge {
-                max: PEER_MESSAGE_BYTES_MAX,
-            });
-        }
-        self.partial.extend_from_slice(payload);
-        Ok((kind == LAST).then(|| std::mem::take(&mut self.partial)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use primitives::AccountKey;
 
     use super::*;
-
-    #[test]
-    fn fragments_reassemble_into_the_message() {
-        for len in [1usize, 100, 998, 999, 1000, 5_000] {
-            let message: Vec<u8> = (0..len).map(|index| index as u8).collect();
-            let mut assembly = Reassembly::default();
-            let parts = fragments(&message, 1000);
-            assert_eq!(parts.len(), len.div_ceil(998));
-            let mut out = None;
-            for (index, part) in parts.iter().enumerate() {
-                assert!(part.len() <= 1000);
-                let got = assembly.push(part).expect("well formed");
-                assert_eq!(got.is_some(), index + 1 == parts.len());
-                out = out.or(got);
-            }
-            assert_eq!(out, Some(message));
-        }
-    }
-
-    #[test]
-    fn bad_frames_are_refused() {
-        let mut assembly = Reassembly::default();
-        assert_eq!(
-            assembly.push(&[MESH_VERSION]),
-            Err(MeshWireError::Truncated)
-        );
-        assert_eq!(
-            assembly.push(&[9, LAST, 1]),
-            Err(MeshWireError::UnknownFrame {
-                version: 9,
-                kind: LAST
-            })
-        );
-        assert_eq!(
-            assembly.push(&[MESH_VERSION, 0, 1]),
-            Err(MeshWireError::UnknownFrame {
-                version: MESH_VERSION,
-                kind: 0
-            })
-        );
-        let big = vec![0u8; 64 * 1024];
-        let mut frame = vec![MESH_VERSION, MORE];
-        frame.extend_from_slice(&big);
-        let mut refused = None;
-        for _ in 0..=PEER_MESSAGE_BYTES_MAX / big.len() {
-            if let Err(error) = assembly.push(&frame) {
-                refused = Some(error);
-                break;
-            }
-        }
-        assert_eq!(
-            refused,
-            Some(MeshWireError::TooLarge {
-                max: PEER_MESSAGE_BYTES_MAX
-            })
-        );
-    }
 
     async fn listeners(keys: &[AccountKey], members: &[NodeId]) -> Vec<KcpMeshListener> {
         let mut listeners = Vec::new();

@@ -18,7 +18,7 @@
 //! and links run as tasks on the tokio runtime it was given.
 //!
 //! # Wire
-//! A group message travels as one or more fragments `[LINK_VERSION, MORE | LAST, bytes..]`. KCP
+//! A group message travels as one or more fragments ([`netstack::frame::split`]). KCP
 //! delivers a session's messages reliably and in order, so a group message is the
 //! concatenation of consecutive fragments, bounded by [`GROUP_MESSAGE_BYTES_MAX`]; a frame
 //! that breaks this ends the session.
@@ -68,11 +68,6 @@ const REBIND_ATTEMPTS_MAX: u32 = 100;
 /// Wait between two attempts to bind again.
 const REBIND_RETRY: Duration = Duration::from_millis(20);
 
-const LINK_VERSION: u8 = 1;
-const MORE: u8 = 1;
-const LAST: u8 = 2;
-const FRAGMENT_HEADER_BYTES: usize = 2;
-
 /// The KCP settings group links use by default: netstack's defaults with a short idle timeout,
 /// so a session to a member that stopped is given up (and dialled again) within seconds, not
 /// after netstack's default idle timeout.
@@ -82,28 +77,6 @@ pub fn link_config() -> KcpConfig {
         keepalive_interval: Duration::from_millis(250),
         ..KcpConfig::default()
     }
-}
-
-/// Why a peer's session was ended while reading it.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum LinkWireError {
-    /// A frame of another version or kind than the links speak.
-    #[error("unknown group link frame (version {version}, kind {kind})")]
-    UnknownFrame {
-        /// The frame's version byte.
-        version: u8,
-        /// The frame's kind byte.
-        kind: u8,
-    },
-    /// A frame shorter than its header.
-    #[error("truncated group link frame")]
-    Truncated,
-    /// A group message larger than the bound.
-    #[error("group message over {max} bytes")]
-    TooLarge {
-        /// The bound.
-        max: usize,
-    },
 }
 
 /// Live counters shared by a transport's tasks.
@@ -434,23 +407,6 @@ async fn rebind(
     accept(me, accepted, inbound, arrivals, counters).await;
 }
 
-/// Splits `message` into the fragments that carry it, each at most `max` bytes.
-fn fragments(message: &[u8], max: usize) -> Vec<Vec<u8>> {
-    let payload_max = max - FRAGMENT_HEADER_BYTES;
-    let count = message.len().div_ceil(payload_max).max(1);
-    (0..count)
-        .map(|index| {
-            let start = index * payload_max;
-            let end = (start + payload_max).min(message.len());
-            let kind = if index + 1 == count { LAST } else { MORE };
-            let mut fragment = Vec::with_capacity(FRAGMENT_HEADER_BYTES + end - start);
-            fragment.extend_from_slice(&[LINK_VERSION, kind]);
-            fragment.extend_from_slice(&message[start..end]);
-            fragment
-        })
-        .collect()
-}
-
 /// Sends what is queued for `peer`, (re)connecting as needed, until the queue's sender is
 /// dropped (the member stopped, or the transport went away).
 async fn run_link(
@@ -494,7 +450,7 @@ async fn run_link(
             }
         };
         let mut sent = true;
-        for fragment in fragments(&message, fragment_max) {
+        for fragment in netstack::frame::split(&message, fragment_max) {
             if open.send(fragment).await.is_err() {
                 sent = false;
                 break;
@@ -545,7 +501,7 @@ async fn read_session(
         warn!(target: "shard_node::transport", %me, peer = %connection.peer_addr(), "unauthenticated session; dropped");
         return;
     };
-    let mut assembly = Reassembly::default();
+    let mut assembly = netstack::frame::Reassembly::new(GROUP_MESSAGE_BYTES_MAX);
     while let Some(frame) = connection.recv().await {
         match assembly.push(&frame) {
             Ok(Some(bytes)) => {
@@ -567,35 +523,6 @@ async fn read_session(
                 return;
             }
         }
-    }
-}
-
-/// Joins the fragments of one session's messages.
-#[derive(Debug, Default)]
-struct Reassembly {
-    partial: Vec<u8>,
-}
-
-impl Reassembly {
-    /// Takes the next fragment; returns a whole message when it ends one.
-    fn push(&mut self, frame: &[u8]) -> Result<Option<Vec<u8>>, LinkWireError> {
-        let (kind, payload) = match frame {
-            [LINK_VERSION, kind @ (MORE | LAST), payload @ ..] => (*kind, payload),
-            [version, kind, ..] => {
-                return Err(LinkWireError::UnknownFrame {
-                    version: *version,
-                    kind: *kind,
-                });
-            }
-            _ => return Err(LinkWireError::Truncated),
-        };
-        if self.partial.len() + payload.len() > GROUP_MESSAGE_BYTES_MAX {
-            return Err(LinkWireError::TooLarge {
-                max: GROUP_MESSAGE_BYTES_MAX,
-            });
-        }
-        self.partial.extend_from_slice(payload);
-        Ok((kind == LAST).then(|| std::mem::take(&mut self.partial)))
     }
 }
 

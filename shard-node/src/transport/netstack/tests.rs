@@ -4,63 +4,6 @@ use primitives::AccountKey;
 
 use super::*;
 
-#[test]
-fn fragments_reassemble_into_the_message() {
-    for len in [0usize, 1, 100, 998, 999, 1000, 5_000] {
-        let message: Vec<u8> = (0..len).map(|index| index as u8).collect();
-        let mut assembly = Reassembly::default();
-        let parts = fragments(&message, 1000);
-        assert_eq!(parts.len(), len.div_ceil(998).max(1));
-        let mut out = None;
-        for (index, part) in parts.iter().enumerate() {
-            assert!(part.len() <= 1000);
-            let got = assembly.push(part).expect("well formed");
-            assert_eq!(got.is_some(), index + 1 == parts.len());
-            out = out.or(got);
-        }
-        assert_eq!(out, Some(message));
-    }
-}
-
-#[test]
-fn bad_frames_are_refused() {
-    let mut assembly = Reassembly::default();
-    assert_eq!(
-        assembly.push(&[LINK_VERSION]),
-        Err(LinkWireError::Truncated)
-    );
-    assert_eq!(
-        assembly.push(&[9, LAST, 1]),
-        Err(LinkWireError::UnknownFrame {
-            version: 9,
-            kind: LAST
-        })
-    );
-    assert_eq!(
-        assembly.push(&[LINK_VERSION, 0, 1]),
-        Err(LinkWireError::UnknownFrame {
-            version: LINK_VERSION,
-            kind: 0
-        })
-    );
-    let big = vec![0u8; 64 * 1024];
-    let mut frame = vec![LINK_VERSION, MORE];
-    frame.extend_from_slice(&big);
-    let mut refused = None;
-    for _ in 0..=GROUP_MESSAGE_BYTES_MAX / big.len() {
-        if let Err(error) = assembly.push(&frame) {
-            refused = Some(error);
-            break;
-        }
-    }
-    assert_eq!(
-        refused,
-        Some(LinkWireError::TooLarge {
-            max: GROUP_MESSAGE_BYTES_MAX
-        })
-    );
-}
-
 fn identity(seed: u64) -> NodeIdentity {
     NodeIdentity::new(AccountKey::from_seed(seed))
 }
