@@ -1,11 +1,4 @@
-//! The devnet's demo game, as a client sees it: a 64-cell board whose contract stores each
-//! player's cell in the storage slot keyed by the player's address (`sim::game` deploys it;
-//! the client crates cannot depend on `sim`, so the tests check that both build the same move).
-
-use primitives::{
-    AccountAccess, Address, B256, Bytes, DeclaredWrite, SlotAccess, SpaceAccessList, Transaction,
-    U256,
-};
+//! The devnet's demo game for C callers: its constants ([`client_sdk::demo`] builds the moves).
 
 /// Cells on the demo game's board; a move to this cell or beyond reverts.
 pub const TICKRATE_BOARD_CELLS: u64 = 64;
@@ -13,38 +6,9 @@ pub const TICKRATE_BOARD_CELLS: u64 = 64;
 /// Gas a demo game move may use (an SSTORE to a fresh slot plus the call).
 pub const TICKRATE_GAME_MOVE_GAS_LIMIT: u64 = 100_000;
 
-/// Where the devnet deploys the demo game's contract.
-pub(crate) const GAME_ADDRESS: Address = Address::new([
-    0x7e, 0xc0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-    0x00, 0x00, 0x00, 0x01,
-]);
+pub(crate) use client_sdk::demo::{GAME_ADDRESS, game_move, slot_of};
 
-/// The storage slot holding `player`'s cell.
-pub fn slot_of(player: &Address) -> B256 {
-    B256::left_padding_from(player.as_slice())
-}
-
-/// A move of `player`'s piece to `cell` (the nonce is the client's to set): its list names the
-/// player and the player's slot with the cell it will hold.
-pub fn game_move(player: Address, chain_id: u64, cell: u64) -> Transaction {
-    Transaction {
-        chain_id,
-        nonce: 0,
-        to: GAME_ADDRESS,
-        value: U256::ZERO,
-        data: Bytes::from(U256::from(cell).to_be_bytes::<32>().to_vec()),
-        gas_limit: TICKRATE_GAME_MOVE_GAS_LIMIT,
-        gas_price: 0,
-        sponsor: None,
-        access_list: SpaceAccessList::new([
-            AccountAccess::read(player),
-            AccountAccess {
-                storage: vec![SlotAccess {
-                    slot: slot_of(&player),
-                    write: Some(DeclaredWrite::Exact(U256::from(cell))),
-                }],
-                ..AccountAccess::read(GAME_ADDRESS)
-            },
-        ]),
-    }
-}
+// cbindgen reads literals only: the C constants repeat the SDK's, and these checks keep them
+// equal.
+const _: () = assert!(TICKRATE_BOARD_CELLS == client_sdk::demo::BOARD_CELLS);
+const _: () = assert!(TICKRATE_GAME_MOVE_GAS_LIMIT == client_sdk::demo::MOVE_GAS_LIMIT);

@@ -14,48 +14,14 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
-use client_sdk::{FailoverClient, FailoverConfig, Signer, keys::AccountKey};
-use primitives::{
-    AccountAccess, Address, B256, Bytes, DeclaredWrite, FinalityLevel, SlotAccess, SpaceAccessList,
-    Transaction, U256, finality::StateItem,
+use client_sdk::{
+    FailoverClient, FailoverConfig, Signer,
+    demo::{BOARD_CELLS, GAME_ADDRESS, game_move, slot_of},
+    keys::AccountKey,
 };
+use primitives::{Address, FinalityLevel, U256, finality::StateItem};
 
-/// Where the devnet's game contract lives.
-const GAME_ADDRESS: Address = Address::new([
-    0x7e, 0xc0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-    0x00, 0x00, 0x00, 0x01,
-]);
-const BOARD_CELLS: u64 = 64;
 const FRAME: Duration = Duration::from_micros(16_667);
-
-fn slot_of(player: &Address) -> B256 {
-    B256::left_padding_from(player.as_slice())
-}
-
-/// A move of `player`'s piece to `cell`; its list names the player and the player's slot with
-/// the cell it will hold. The nonce is the client's to set.
-fn game_move(player: Address, chain_id: u64, cell: u64) -> Transaction {
-    Transaction {
-        chain_id,
-        nonce: 0,
-        to: GAME_ADDRESS,
-        value: U256::ZERO,
-        data: Bytes::from(U256::from(cell).to_be_bytes::<32>().to_vec()),
-        gas_limit: 100_000,
-        gas_price: 0,
-        sponsor: None,
-        access_list: SpaceAccessList::new([
-            AccountAccess::read(player),
-            AccountAccess {
-                storage: vec![SlotAccess {
-                    slot: slot_of(&player),
-                    write: Some(DeclaredWrite::Exact(U256::from(cell))),
-                }],
-                ..AccountAccess::read(GAME_ADDRESS)
-            },
-        ]),
-    }
-}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

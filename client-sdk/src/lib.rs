@@ -17,6 +17,7 @@
 //! executed state and returns the list to sign it with (a game that knows its contract's
 //! layout may also build the list itself, as `examples/` do).
 
+pub mod demo;
 pub mod estimator;
 pub mod failover;
 pub mod keys;

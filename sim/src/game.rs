@@ -13,22 +13,9 @@
 //! A move's Space Access List names the player (sender) and the game's slot of that player,
 //! declaring the cell as the slot's value afterwards.
 
-use primitives::{
-    AccountAccess, AccountKey, Address, B256, Bytes, DeclaredWrite, SessionKey, SessionScope,
-    SignedTransaction, SlotAccess, SpaceAccessList, Transaction, U256, session,
-};
+use primitives::{AccountKey, Bytes, SessionKey, SessionScope, SignedTransaction, session};
 
-/// Where the game contract lives.
-pub const GAME_ADDRESS: Address = Address::new([
-    0x7e, 0xc0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-    0x00, 0x00, 0x00, 0x01,
-]);
-
-/// Cells on the board; moving to `BOARD_CELLS` or beyond reverts.
-pub const BOARD_CELLS: u64 = 64;
-
-/// Gas a move may use (an SSTORE to a fresh slot plus call overhead).
-pub const MOVE_GAS_LIMIT: u64 = 100_000;
+pub use client_sdk::demo::{BOARD_CELLS, GAME_ADDRESS, MOVE_GAS_LIMIT, slot_of};
 
 /// The game contract's runtime bytecode.
 pub fn game_code() -> Bytes {
@@ -36,11 +23,6 @@ pub fn game_code() -> Bytes {
         0x60, 0x40, 0x60, 0x00, 0x35, 0x10, 0x60, 0x0d, 0x57, 0x60, 0x00, 0x80, 0xfd, 0x5b, 0x60,
         0x00, 0x35, 0x33, 0x55, 0x00,
     ])
-}
-
-/// The storage slot holding `player`'s cell.
-pub fn slot_of(player: &Address) -> B256 {
-    B256::left_padding_from(player.as_slice())
 }
 
 /// A move of `key`'s piece to `cell`, declaring `declared_cell` as the slot's value afterwards
@@ -52,28 +34,8 @@ pub fn move_with_declaration(
     cell: u64,
     declared_cell: u64,
 ) -> SignedTransaction {
-    let player = key.address();
-    Transaction {
-        chain_id,
-        nonce,
-        to: GAME_ADDRESS,
-        value: U256::ZERO,
-        data: Bytes::from(U256::from(cell).to_be_bytes::<32>().to_vec()),
-        gas_limit: MOVE_GAS_LIMIT,
-        gas_price: 0,
-        sponsor: None,
-        access_list: SpaceAccessList::new([
-            AccountAccess::read(player),
-            AccountAccess {
-                storage: vec![SlotAccess {
-                    slot: slot_of(&player),
-                    write: Some(DeclaredWrite::Exact(U256::from(declared_cell))),
-                }],
-                ..AccountAccess::read(GAME_ADDRESS)
-            },
-        ]),
-    }
-    .sign(key)
+    client_sdk::demo::game_move_declaring(key.address(), chain_id, nonce, cell, declared_cell)
+        .sign(key)
 }
 
 /// An honest move of `key`'s piece to `cell`.
