@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use primitives::{B256, Batch, BlockHeader, Decode, DecodeError, Decoder, Encode, NodeId};
+use primitives::{B256, Batch, BlockHeader, BlockId, Decode, DecodeError, Decoder, Encode, NodeId};
 
 use crate::constants::BATCH_HEADERS_MAX;
 
@@ -177,6 +177,15 @@ impl Batcher {
             self.heard
                 .contains_key(&(*sequencer, self.next_height(sequencer)))
         })
+    }
+
+    /// Whether the block `id` with body root `root` was heard and is not batched yet.
+    pub fn is_waiting(&self, id: &BlockId, root: &B256) -> bool {
+        id.height >= self.next_height(&id.sequencer)
+            && self
+                .heard
+                .get(&(id.sequencer, id.height))
+                .is_some_and(|header| header.root == *root)
     }
 
     /// The next batch to propose, if any header is waiting: per sequencer, the contiguous run of

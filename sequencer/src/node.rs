@@ -7,7 +7,7 @@
 //! signature checks run in parallel on every core of the machine.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     io,
     net::SocketAddr,
     sync::{
@@ -294,6 +294,8 @@ pub(crate) enum Command {
     Submit(ClientId, Vec<VerifiedTransaction>),
     Query(ClientId, Box<ClientRequest>),
     BodyStored(Box<PackedBlock>),
+    /// A peer's block body was read back from weak DA and matched its header's root.
+    BodyFetched(BlockId, primitives::B256),
     BatchChecked {
         sequence: u64,
         digest: primitives::B256,
@@ -307,6 +309,27 @@ pub(crate) enum Command {
         acks: Vec<(TxHash, Vec<u8>)>,
         admitted: std::time::Instant,
     },
+}
+
+/// Reads a block body from weak DA and checks it against its header's root, retrying a while
+/// (its sequencer stores it before it broadcasts the header, but a store may lag); whether it
+/// was found and matched.
+async fn fetch_body(weak_da: &WeakDa, header: &BlockHeader) -> bool {
+    let mut attempts = 0u32;
+    loop {
+        match weak_da.get_body(header).await {
+            Ok(_) => return true,
+            Err(error) if attempts < 20 => {
+                attempts += 1;
+                debug!(target: "sequencer", %error, attempts, "body not yet in weak DA");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(error) => {
+                warn!(target: "sequencer", %error, "body unavailable; batch not prepared");
+                return false;
+            }
+        }
+    }
 }
 
 /// Starts a sequencer: binds its client port and spawns its tasks.
@@ -569,6 +592,11 @@ struct Core {
     foreign_finished: VecDeque<TxHash>,
     own_blocks: HashMap<BlockId, Vec<TxHash>>,
     own_bodies: HashMap<BlockId, primitives::BlockBody>,
+    /// Peers' blocks whose bodies were read back from weak DA and checked, fetched as soon as
+    /// their headers arrive so that a proposal naming them waits for no read; dropped when a
+    /// committed batch names them. Keyed by root too: a sequencer that signs two blocks at one
+    /// height does not get the second one's body counted as checked.
+    fetched_bodies: HashSet<(BlockId, primitives::B256)>,
     /// Proposals that name a batch beyond the next one, by sequence: a backup can receive the
     /// pre-prepare of batch n + 1 before it has committed batch n (the primary proposes once
     /// it has), so these are checked when the commits catch up. The replica asks only within
@@ -849,6 +877,7 @@ impl Core {
             foreign_finished: VecDeque::new(),
             own_blocks: HashMap::new(),
             own_bodies: HashMap::new(),
+            fetched_bodies: HashSet::new(),
             deferred: BTreeMap::new(),
             tick_number: 0,
             epoch: std::time::Instant::now(),
@@ -954,6 +983,12 @@ impl Core {
             Command::Submit(client, moves) => self.admit_all(client, moves),
             Command::Query(client, request) => self.answer(client, *request),
             Command::BodyStored(block) => self.handle_body_stored(*block),
+            Command::BodyFetched(id, root) => {
+                // A body fetched for a block already batched is not needed any more.
+                if self.batcher.is_waiting(&id, &root) {
+                    self.fetched_bodies.insert((id, root));
+                }
+            }
             Command::NextEpoch(epoch) => self.handle_next_epoch(*epoch),
             Command::Durable {
                 client,
@@ -1389,8 +1424,9 @@ impl Core {
                     warn!(target: "sequencer", %from, "peer relayed a header of another sequencer; ignored");
                     return;
                 }
-                if let Err(error) = self.batcher.hear(header) {
-                    warn!(target: "sequencer", %from, %error, "header refused");
+                match self.batcher.hear(header.clone()) {
+                    Ok(()) => self.prefetch_body(header),
+                    Err(error) => warn!(target: "sequencer", %from, %error, "header refused"),
                 }
                 self.maybe_propose();
             }
@@ -1521,34 +1557,36 @@ impl Core {
         let missing: Vec<BlockHeader> = batch
             .headers
             .iter()
-            .filter(|header| !self.own_bodies.contains_key(&header.id()))
+            .filter(|header| {
+                let id = header.id();
+                !self.own_bodies.contains_key(&id)
+                    && !self.fetched_bodies.contains(&(id, header.root))
+            })
             .cloned()
             .collect();
-        let weak_da = self.weak_da.clone();
         let commands = self.commands.clone();
+        if missing.is_empty() {
+            // Answered at once rather than through the command queue, where it would wait
+            // behind every client submission queued meanwhile.
+            let now = self.now();
+            self.replica.handle(
+                now,
+                Origin::Local,
+                ReplicaInput::Verified {
+                    sequence,
+                    digest,
+                    valid: true,
+                },
+            );
+            return;
+        }
+        let weak_da = self.weak_da.clone();
         tokio::spawn(async move {
-            let mut valid = true;
-            for header in &missing {
-                let mut attempts = 0u32;
-                loop {
-                    match weak_da.get_body(header).await {
-                        Ok(_) => break,
-                        Err(error) if attempts < 20 => {
-                            attempts += 1;
-                            debug!(target: "sequencer", %error, attempts, "body not yet in weak DA");
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                        Err(error) => {
-                            warn!(target: "sequencer", %error, "body unavailable; batch not prepared");
-                            valid = false;
-                            break;
-                        }
-                    }
-                }
-                if !valid {
-                    break;
-                }
-            }
+            let fetches = missing.iter().map(|header| fetch_body(&weak_da, header));
+            let valid = futures::future::join_all(fetches)
+                .await
+                .into_iter()
+                .all(|fetched| fetched);
             let _ = commands
                 .send(Command::BatchChecked {
                     sequence,
@@ -1556,6 +1594,20 @@ impl Core {
                     valid,
                 })
                 .await;
+        });
+    }
+
+    /// Reads a peer's block body back from weak DA as soon as its header arrives, so that the
+    /// proposal naming it finds it checked.
+    fn prefetch_body(&self, header: BlockHeader) {
+        let weak_da = self.weak_da.clone();
+        let commands = self.commands.clone();
+        tokio::spawn(async move {
+            if fetch_body(&weak_da, &header).await {
+                let _ = commands
+                    .send(Command::BodyFetched(header.id(), header.root))
+                    .await;
+            }
         });
     }
 
@@ -1596,6 +1648,7 @@ impl Core {
         self.check_deferred();
         for header in &batch.headers {
             let id = header.id();
+            self.fetched_bodies.remove(&(id, header.root));
             if let Some(hashes) = self.own_blocks.remove(&id) {
                 self.own_bodies.remove(&id);
                 for hash in &hashes {

@@ -45,6 +45,11 @@ pub struct DevnetConfig {
     pub sequencer_epoch_length: Option<u64>,
     /// Shard nodes registered on the upper chain (at least 8, one group).
     pub shard_nodes: usize,
+    /// Whether the shard nodes execute the finalized batches. Without it the sequencers'
+    /// finalized batches are taken and dropped, no move gets past `Finalized`, and the process
+    /// runs the sequencers alone: what a benchmark of their consensus measures, as each would
+    /// have its machine to itself.
+    pub execution: bool,
     /// Time between blocks.
     pub tick: Duration,
     /// Where weak DA keeps block bodies; a fresh temporary directory if `None`.
@@ -90,6 +95,7 @@ impl Default for DevnetConfig {
             standby_sequencers: 0,
             sequencer_epoch_length: None,
             shard_nodes: 16,
+            execution: true,
             tick: Duration::from_millis(10),
             data_dir: None,
             root_commit_interval_batches: shard_node::network::ROOT_COMMIT_INTERVAL_BATCHES,
@@ -223,6 +229,18 @@ fn open_wal(dir: &std::path::Path) -> Result<(Wal, Recovered), WalError> {
             window: Duration::ZERO,
         },
     ))
+}
+
+/// A shard network that executes nothing: finalized batches are taken and dropped, and no
+/// executed batch is ever announced.
+fn idle_shards(network: ShardNetwork) -> ShardHandle {
+    let (finalized, mut inbound) = mpsc::channel(PEER_QUEUE_MAX);
+    tokio::spawn(async move { while inbound.recv().await.is_some() {} });
+    ShardHandle {
+        finalized,
+        executed: tokio::sync::broadcast::channel(1).0,
+        network: Arc::new(parking_lot::Mutex::new(network)),
+    }
 }
 
 /// Puts a relay between a sequencer's inbound peer messages and its core.
@@ -390,7 +408,11 @@ impl Devnet {
             Some(_) => SequencerKeys::PerEpoch(chain.clone()),
             None => SequencerKeys::Fixed(sequencer_set.iter().map(|(_, key)| *key).collect()),
         };
-        let shards = shard_node::driver::spawn(network, weak_da.clone(), sequencer_keys);
+        let shards = if config.execution {
+            shard_node::driver::spawn(network, weak_da.clone(), sequencer_keys)
+        } else {
+            idle_shards(network)
+        };
         let metrics = match config.metrics_listen {
             Some(listen) => {
                 let mut bound = Vec::with_capacity(node_keys.len());

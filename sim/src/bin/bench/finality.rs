@@ -5,6 +5,12 @@
 //! Latency is the primary's, from proposing a batch to committing it (pre-prepare, prepare and
 //! commit rounds, BLS signing and checking), merged over every primary of the run. Messages and
 //! bytes are the consensus messages every sequencer sent, divided by the batches committed.
+//!
+//! Each size runs twice: with the sequencers alone in the process (`commit_*`, what the target
+//! is about: in a network each sequencer has its machine to itself), and beside the devnet's 16
+//! shard nodes executing every batch and running their group rounds on the same two cores
+//! (`with_execution_commit_*`). Each run has its own runtime, dropped before the next starts,
+//! so no devnet's tasks outlive its measurement.
 
 use std::time::Duration;
 
@@ -25,16 +31,34 @@ const TICK: Duration = Duration::from_millis(10);
 
 pub async fn run(args: &Args) -> anyhow::Result<BenchReport> {
     let mut report = BenchReport::new("finality");
-    for sequencers in SIZES {
-        measure(args, sequencers, &mut report).await?;
+    for execution in [false, true] {
+        for sequencers in SIZES {
+            let prefix = if execution { "with_execution_" } else { "" };
+            let args = args.clone();
+            report = tokio::task::spawn_blocking(move || {
+                let runtime = tokio::runtime::Runtime::new()?;
+                let measured =
+                    runtime.block_on(measure(&args, sequencers, execution, prefix, &mut report));
+                runtime.shutdown_timeout(Duration::from_secs(2));
+                measured.map(|()| report)
+            })
+            .await??;
+        }
     }
     report.target("commit_4_p99_ms", Op::AtMost, 20.0);
     Ok(report)
 }
 
-async fn measure(args: &Args, sequencers: usize, report: &mut BenchReport) -> anyhow::Result<()> {
+async fn measure(
+    args: &Args,
+    sequencers: usize,
+    execution: bool,
+    prefix: &str,
+    report: &mut BenchReport,
+) -> anyhow::Result<()> {
     let devnet = Devnet::start(DevnetConfig {
         sequencers,
+        execution,
         tick: TICK,
         mesh: MeshKind::Kcp,
         ..DevnetConfig::default()
@@ -66,7 +90,7 @@ async fn measure(args: &Args, sequencers: usize, report: &mut BenchReport) -> an
     }
     let batches = after.batches.saturating_sub(before.batches).max(1) as f64;
     let ms = |quantile: f64| latency.value_at_quantile(quantile) as f64 / 1_000.0;
-    let name = |figure: &str| format!("commit_{sequencers}_{figure}");
+    let name = |figure: &str| format!("{prefix}commit_{sequencers}_{figure}");
     report.figure(&name("batches"), batches);
     report.figure(&name("p50_ms"), ms(0.50));
     report.figure(&name("p99_ms"), ms(0.99));

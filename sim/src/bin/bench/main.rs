@@ -43,7 +43,7 @@ use clap::Parser;
 
 /// Tickrate benchmarks. Each benchmark is a module of this binary with
 /// `async fn run(args: &Args) -> anyhow::Result<sim::report::BenchReport>`.
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(version, about)]
 pub struct Args {
     /// Which benchmark.
