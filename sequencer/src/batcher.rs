@@ -336,4 +336,22 @@ mod tests {
             Err(BatchError::UnknownSequencer(NodeId(outsider.address())))
         );
     }
+
+    #[test]
+    fn a_block_waits_until_batched_and_only_with_the_root_heard() {
+        let key = AccountKey::from_seed(1);
+        let mut batcher = Batcher::new([NodeId(key.address())]);
+        let heard = header(&key, 0);
+        let (id, root) = (heard.id(), heard.root);
+        assert!(!batcher.is_waiting(&id, &root), "not heard yet");
+        batcher.hear(heard).expect("ok");
+        assert!(batcher.is_waiting(&id, &root));
+        assert!(
+            !batcher.is_waiting(&id, &B256::repeat_byte(7)),
+            "another block signed at the same height is not the one heard"
+        );
+        let batch = batcher.propose().expect("a header waits");
+        batcher.commit(&batch);
+        assert!(!batcher.is_waiting(&id, &root), "batched");
+    }
 }

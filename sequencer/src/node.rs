@@ -315,22 +315,37 @@ pub(crate) enum Command {
 /// (its sequencer stores it before it broadcasts the header, but a store may lag); whether it
 /// was found and matched.
 async fn fetch_body(weak_da: &WeakDa, header: &BlockHeader) -> bool {
-    let mut attempts = 0u32;
-    loop {
-        match weak_da.get_body(header).await {
-            Ok(_) => return true,
-            Err(error) if attempts < 20 => {
-                attempts += 1;
-                debug!(target: "sequencer", %error, attempts, "body not yet in weak DA");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Err(error) => {
-                warn!(target: "sequencer", %error, "body unavailable; batch not prepared");
-                return false;
-            }
+    match retrying(Duration::from_millis(5), || weak_da.get_body(header)).await {
+        Ok(_) => true,
+        Err(error) => {
+            warn!(target: "sequencer", %error, "body unavailable; batch not prepared");
+            false
         }
     }
 }
+
+/// Runs a weak-DA operation until it succeeds, [`WEAK_DA_ATTEMPTS`] times at most, `pause`
+/// apart; the last error if none did.
+async fn retrying<T, F, Fut>(pause: Duration, mut operation: F) -> Result<T, da_weak::WeakDaError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, da_weak::WeakDaError>>,
+{
+    let mut attempts = 1u32;
+    loop {
+        match operation().await {
+            Err(error) if attempts < WEAK_DA_ATTEMPTS => {
+                attempts += 1;
+                debug!(target: "sequencer", %error, attempts, "weak DA operation failed; retrying");
+                tokio::time::sleep(pause).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+/// How often a weak-DA read or write is tried before the sequencer gives up on it.
+const WEAK_DA_ATTEMPTS: u32 = 21;
 
 /// Starts a sequencer: binds its client port and spawns its tasks.
 pub async fn spawn(
@@ -593,8 +608,8 @@ struct Core {
     own_blocks: HashMap<BlockId, Vec<TxHash>>,
     own_bodies: HashMap<BlockId, primitives::BlockBody>,
     /// Peers' blocks whose bodies were read back from weak DA and checked, fetched as soon as
-    /// their headers arrive so that a proposal naming them waits for no read; dropped when a
-    /// committed batch names them. Keyed by root too: a sequencer that signs two blocks at one
+    /// their headers arrive so that a proposal naming them waits for no read; dropped once no
+    /// longer waiting to be batched. Keyed by root too: a sequencer that signs two blocks at one
     /// height does not get the second one's body counted as checked.
     fetched_bodies: HashSet<(BlockId, primitives::B256)>,
     /// Proposals that name a batch beyond the next one, by sequence: a backup can receive the
@@ -1278,23 +1293,12 @@ impl Core {
             let weak_da = self.weak_da.clone();
             let commands = self.commands.clone();
             tokio::spawn(async move {
-                let mut attempts = 0u32;
-                loop {
-                    match weak_da
-                        .put_body(&block.header, block.encoded_body.clone())
-                        .await
-                    {
-                        Ok(()) => break,
-                        Err(error) if attempts < 20 => {
-                            attempts += 1;
-                            warn!(target: "sequencer", %error, attempts, "weak DA put failed; retrying");
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                        Err(error) => {
-                            warn!(target: "sequencer", %error, "weak DA put failed; block dropped");
-                            return;
-                        }
-                    }
+                let put = retrying(Duration::from_millis(10), || {
+                    weak_da.put_body(&block.header, block.encoded_body.clone())
+                });
+                if let Err(error) = put.await {
+                    warn!(target: "sequencer", %error, "weak DA put failed; block dropped");
+                    return;
                 }
                 let _ = commands.send(Command::BodyStored(Box::new(block))).await;
             });
@@ -1638,6 +1642,11 @@ impl Core {
                 "committed batch beyond the batcher's last one: the batcher moves to it");
         }
         *self.stats.last_batch.lock() = (self.batcher.last_number(), self.batcher.last_hash());
+        // Bodies of blocks now batched (or never to be: a sequencer that left the set, a batch
+        // committed past them) are checked for good.
+        let batcher = &self.batcher;
+        self.fetched_bodies
+            .retain(|(id, root)| batcher.is_waiting(id, root));
         if let Some(store) = &self.store
             && let Err(error) = store.save_batcher(sequence, &self.batcher.snapshot())
         {
@@ -1648,7 +1657,6 @@ impl Core {
         self.check_deferred();
         for header in &batch.headers {
             let id = header.id();
-            self.fetched_bodies.remove(&(id, header.root));
             if let Some(hashes) = self.own_blocks.remove(&id) {
                 self.own_bodies.remove(&id);
                 for hash in &hashes {
