@@ -54,6 +54,10 @@ pub enum Behaviour {
     ConflictingVotes,
     /// Sends again, now and then, old messages it saw.
     Replayer,
+    /// Signs its pre-prepares, prepares and commits with a key that is not its own, over its
+    /// authenticated sessions: receivers refuse the pre-prepares on arrival and the votes when a
+    /// quorum would count them.
+    BadSignatures,
 }
 
 /// A change of validator set in the middle of a run.
@@ -105,10 +109,11 @@ impl Scenario {
         let byzantine = rng.random_range(0..=f);
         let mut behaviours = vec![Behaviour::Correct; n];
         for index in indices.iter().take(byzantine) {
-            behaviours[*index] = match rng.random_range(0..4) {
+            behaviours[*index] = match rng.random_range(0..5) {
                 0 => Behaviour::Silent,
                 1 => Behaviour::EquivocatingPrimary,
                 2 => Behaviour::ConflictingVotes,
+                3 => Behaviour::BadSignatures,
                 _ => Behaviour::Replayer,
             };
         }
@@ -950,6 +955,38 @@ impl World {
                         );
                         Message::PrePrepare(forged).to_bytes()
                     }
+                    _ => bytes,
+                };
+                self.send_raw(from, to, bytes);
+            }
+            Behaviour::BadSignatures => {
+                let wrong = secret_key(from + self.nodes.len());
+                let bytes = match Message::<B256>::from_wire(&bytes) {
+                    Ok(Message::PrePrepare(pre_prepare)) => {
+                        Message::PrePrepare(PrePrepare::proposing(
+                            &wrong,
+                            pre_prepare.view,
+                            pre_prepare.sequence,
+                            pre_prepare.value,
+                        ))
+                        .to_bytes()
+                    }
+                    Ok(Message::Prepare(vote)) => Message::<B256>::Prepare(Vote::prepare(
+                        &wrong,
+                        vote.view,
+                        vote.sequence,
+                        vote.digest,
+                        vote.replica,
+                    ))
+                    .to_bytes(),
+                    Ok(Message::Commit(vote)) => Message::<B256>::Commit(Vote::commit(
+                        &wrong,
+                        vote.view,
+                        vote.sequence,
+                        vote.digest,
+                        vote.replica,
+                    ))
+                    .to_bytes(),
                     _ => bytes,
                 };
                 self.send_raw(from, to, bytes);

@@ -195,7 +195,11 @@ impl BlsSignature {
         Signature::from_bytes(&self.0).map_err(|_| BlsError::Malformed { what: "signature" })
     }
 
-    /// Aggregates signatures over one message into one.
+    /// Aggregates signatures into one.
+    ///
+    /// The parts are decompressed but not checked to be in the subgroup (the IETF `Aggregate`):
+    /// whoever verifies the aggregate checks it, once, instead of once per part, and an
+    /// aggregate with a part outside the group fails that check or the pairing.
     pub fn aggregate(signatures: &[&BlsSignature]) -> Result<BlsSignature, BlsError> {
         if signatures.is_empty() {
             return Err(BlsError::Empty);
@@ -205,7 +209,7 @@ impl BlsSignature {
             .map(|signature| signature.point())
             .collect::<Result<Vec<Signature>, BlsError>>()?;
         let raw: Vec<&Signature> = points.iter().collect();
-        AggregateSignature::aggregate(&raw, true)
+        AggregateSignature::aggregate(&raw, false)
             .map(|aggregate| BlsSignature(aggregate.to_signature().compress()))
             .map_err(|_| BlsError::Malformed { what: "signature" })
     }
@@ -429,5 +433,37 @@ mod tests {
         }
         let good = secret.sign(b"m");
         assert_eq!(BlsSignature::from_bytes(&good.to_bytes()), Ok(good));
+    }
+
+    #[test]
+    fn an_aggregate_with_a_part_outside_the_subgroup_never_verifies() {
+        let secrets = keys(3);
+        let publics: Vec<BlsPublicKey> = secrets.iter().map(BlsSecretKey::public_key).collect();
+        // A point on the curve but (as nearly every one is) outside the prime-order subgroup:
+        // the first compressed x that decompresses.
+        let outside = (0u8..=255)
+            .find_map(|byte| {
+                let mut bytes = [0u8; 96];
+                bytes[0] = COMPRESSED_FLAG;
+                bytes[95] = byte;
+                let signature = BlsSignature::from_bytes(&bytes).ok()?;
+                let point = signature.point().ok()?;
+                (!point.subgroup_check()).then_some(signature)
+            })
+            .expect("some x in 0..256 is on the curve");
+        let votes = [
+            (0, secrets[0].sign(b"m")),
+            (1, secrets[1].sign(b"m")),
+            (2, outside),
+        ];
+        // Aggregating takes it (parts are not checked one by one) ...
+        let certificate = Certificate::aggregate(&votes).expect("parts decompress");
+        // ... and the aggregate, outside the subgroup too, is refused when verified.
+        assert_eq!(
+            certificate.verify(b"m", &publics, 3),
+            Err(BlsError::BadSignature)
+        );
+        let good = Certificate::aggregate(&votes[..2]).expect("good parts");
+        assert_eq!(good.verify(b"m", &publics, 2), Ok(()));
     }
 }

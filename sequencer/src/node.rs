@@ -420,9 +420,36 @@ pub async fn spawn(
         if let Some(recovered) = recovered {
             core.replay(recovered, confirmed);
         }
-        core.run(queue, server).await;
+        run_on_own_thread(core, queue, server);
     });
     Ok(handle)
+}
+
+/// Runs the core on a thread of its own, with a single-threaded runtime for its timers.
+///
+/// The core signs and checks BLS votes, about a millisecond each: on the runtime's workers that
+/// would stall every task behind it (the mesh's and clients' sessions, weak-DA reads), so a vote
+/// would wait for another sequencer's signature work before it is even read. On its own thread
+/// the kernel schedules it beside the IO tasks, which the core reaches through channels and
+/// spawns on the runtime it was started from.
+fn run_on_own_thread(core: Core, queue: mpsc::Receiver<Command>, server: KcpServer) {
+    let id = core.id;
+    let spawned = std::thread::Builder::new()
+        .name("sequencer-core".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(core.run(queue, server)),
+                Err(error) => {
+                    tracing::error!(target: "sequencer", %id, %error, "no runtime for the core: the sequencer stops");
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(target: "sequencer", %id, %error, "no thread for the core: the sequencer stops");
+    }
 }
 
 /// What every client task shares.
@@ -598,6 +625,9 @@ struct Core {
     executed: broadcast::Receiver<Arc<ExecutedBatch>>,
     commands: mpsc::Sender<Command>,
     stats: Arc<SequencerStats>,
+    /// The runtime the sequencer was started on: the core's IO tasks run there, not on the
+    /// core's own thread.
+    io: tokio::runtime::Handle,
     clients: HashMap<ClientId, mpsc::Sender<Vec<u8>>>,
     tracked: HashMap<TxHash, Tracked>,
     finished: VecDeque<TxHash>,
@@ -885,6 +915,7 @@ impl Core {
             executed: wiring.executed,
             commands,
             stats,
+            io: tokio::runtime::Handle::current(),
             clients: HashMap::new(),
             tracked: HashMap::new(),
             finished: VecDeque::new(),
@@ -976,7 +1007,7 @@ impl Core {
         match command {
             Command::ClientOpened(client, sender) => {
                 let (outbound, mut queue) = mpsc::channel::<Vec<u8>>(CLIENT_OUTBOUND_MAX);
-                tokio::spawn(async move {
+                self.io.spawn(async move {
                     while let Some(bytes) = queue.recv().await {
                         if sender.send(bytes).await.is_err() {
                             return;
@@ -1292,7 +1323,7 @@ impl Core {
             self.wal_packing(&block);
             let weak_da = self.weak_da.clone();
             let commands = self.commands.clone();
-            tokio::spawn(async move {
+            self.io.spawn(async move {
                 let put = retrying(Duration::from_millis(10), || {
                     weak_da.put_body(&block.header, block.encoded_body.clone())
                 });
@@ -1585,7 +1616,7 @@ impl Core {
             return;
         }
         let weak_da = self.weak_da.clone();
-        tokio::spawn(async move {
+        self.io.spawn(async move {
             let fetches = missing.iter().map(|header| fetch_body(&weak_da, header));
             let valid = futures::future::join_all(fetches)
                 .await
@@ -1606,7 +1637,7 @@ impl Core {
     fn prefetch_body(&self, header: BlockHeader) {
         let weak_da = self.weak_da.clone();
         let commands = self.commands.clone();
-        tokio::spawn(async move {
+        self.io.spawn(async move {
             if fetch_body(&weak_da, &header).await {
                 let _ = commands
                     .send(Command::BodyFetched(header.id(), header.root))
