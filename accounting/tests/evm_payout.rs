@@ -46,7 +46,7 @@ fn a_period_is_reported_from_the_chain_and_paid_on_it_once() {
     let treasury = funded_key();
     let admin = funded_key();
     let (registry, block) =
-        EvmChain::deploy(url, CHAIN_ID, &treasury, admin.address(), 1_000).unwrap();
+        EvmChain::deploy(url, CHAIN_ID, &treasury, admin.address(), 1_000, None).unwrap();
     let mut config = EvmConfig::new(url, CHAIN_ID, registry, treasury.clone());
     config.deploy_block = block;
     let chain = Arc::new(EvmChain::connect(config).unwrap());

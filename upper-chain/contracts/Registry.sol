@@ -145,6 +145,8 @@ contract Registry {
     error EvidenceNotCanonical();
     error BadEvidenceSignature();
     error BadWalletNonce(uint64 expected, uint64 got);
+    error UnknownSequencerEpoch(uint64 epoch);
+    error BadCommitMessage();
 
     event NodeRegistered(address indexed node, string endpoint, address rewardWallet, string[] features, bytes blsKey, uint64 activeFrom);
     event NodeWalletUpdated(address indexed node, address rewardWallet, string[] features, uint64 nonce);
@@ -153,6 +155,7 @@ contract Registry {
     event SequencerRemoved(address indexed id);
     event StakeCapSet(uint128 cap);
     event SequencersRotated(address[] ids);
+    event SequencerEpochFixed(uint64 indexed epoch, address[] ids);
     event EpochAdvanced(uint64 epoch);
     event BatchCommitted(uint64 indexed number, bytes32 batchHash);
     event GroupRootCommitted(bytes32 indexed group, uint64 epoch, uint64 batch, bytes32 root);
@@ -265,9 +268,22 @@ contract Registry {
     mapping(address => Equivocation) private equivocations;
     address[] private equivocators;
 
-    constructor(address admin_, uint128 stakeCap_) {
+    /// PBFT sequences per sequencer epoch; 0: no epochs (one open-ended epoch whose set is the
+    /// active set, which a rotation changes at once). With epochs (`upper_chain::SequencerEpoch`),
+    /// epoch `e` spans sequences `e * length + 1 ..= (e + 1) * length`; the first rotation fixes
+    /// epoch 0's set, and the commitment of epoch `e`'s last sequence fixes the set of `e + 1` by
+    /// the rotation rule over the whitelist as it stands then, with the size of the last rotation.
+    uint64 public immutable sequencerEpochLength;
+    /// How many sequencers an epoch boundary chooses: the size of the last rotation.
+    uint32 public sequencerSetSize;
+    /// The sets of the sequencer epochs fixed so far, in order, records whole: a set's
+    /// certificates keep verifying whatever later happens to its members' whitelist entries.
+    Sequencer[][] private sequencerEpochs;
+
+    constructor(address admin_, uint128 stakeCap_, uint64 sequencerEpochLength_) {
         admin = admin_;
         stakeCap = stakeCap_;
+        sequencerEpochLength = sequencerEpochLength_;
     }
 
     // ---------------------------------------------------------------- registry
@@ -467,11 +483,27 @@ contract Registry {
     }
 
     /// The active set becomes the `size` candidates with the most stake counted up to the cap
-    /// (ties by lower ID), ordered by ID.
+    /// (ties by lower ID), ordered by ID. With sequencer epochs only the first rotation sets it
+    /// (fixing epoch 0); later ones set the size the next boundaries choose.
     function rotateSequencers(uint32 size, bytes calldata signature) external {
         authorize(abi.encodePacked(uint8(3), size), signature);
         uint256 n = candidateIds.length;
         if (size == 0 || size > n) revert BadRotation(size, uint32(n));
+        sequencerSetSize = size;
+        if (sequencerEpochLength != 0 && sequencerEpochs.length != 0) return;
+        address[] memory chosen = selectSequencers(size);
+        delete active;
+        for (uint256 i = 0; i < chosen.length; i++) {
+            active.push(chosen[i]);
+        }
+        if (sequencerEpochLength != 0) fixSequencerEpoch(chosen);
+        emit SequencersRotated(chosen);
+    }
+
+    /// The one rule (`upper_chain::select_sequencers`): the `size` candidates with the most stake
+    /// counted up to the cap (ties to the lower ID), or all of them if fewer, ordered by ID.
+    function selectSequencers(uint32 size) private view returns (address[] memory chosen) {
+        uint256 n = candidateIds.length;
         address[] memory ranked = new address[](n);
         for (uint256 i = 0; i < n; i++) {
             address id = candidateIds[i];
@@ -482,16 +514,22 @@ contract Registry {
             }
             ranked[j] = id;
         }
-        address[] memory chosen = new address[](size);
-        for (uint256 i = 0; i < size; i++) {
+        uint256 count = size < n ? size : n;
+        chosen = new address[](count);
+        for (uint256 i = 0; i < count; i++) {
             chosen[i] = ranked[i];
         }
         sortAddresses(chosen);
-        delete active;
-        for (uint256 i = 0; i < size; i++) {
-            active.push(chosen[i]);
+    }
+
+    /// Appends the next sequencer epoch with the whitelist records of `ids`.
+    function fixSequencerEpoch(address[] memory ids) private {
+        sequencerEpochs.push();
+        Sequencer[] storage set = sequencerEpochs[sequencerEpochs.length - 1];
+        for (uint256 i = 0; i < ids.length; i++) {
+            set.push(candidates[ids[i]]);
         }
-        emit SequencersRotated(chosen);
+        emit SequencerEpochFixed(uint64(sequencerEpochs.length - 1), ids);
     }
 
     function ranksBefore(address a, address b) private view returns (bool) {
@@ -552,13 +590,50 @@ contract Registry {
     {
         uint64 expected = uint64(batches.length) + 1;
         if (number != expected) revert BatchOutOfOrder(expected, number);
-        bytes[] memory keys = new bytes[](active.length);
-        for (uint256 i = 0; i < active.length; i++) {
-            keys[i] = candidates[active[i]].blsKeyG1;
+        if (sequencerEpochLength == 0) {
+            bytes[] memory keys = new bytes[](active.length);
+            for (uint256 i = 0; i < active.length; i++) {
+                keys[i] = candidates[active[i]].blsKeyG1;
+            }
+            checkCertificate(keys, message, certificate);
+            batches.push(digest);
+            emit BatchCommitted(number, digest);
+            return;
         }
-        checkCertificate(keys, message, certificate);
+        uint64 sequence = commitSequence(message);
+        uint64 epochOf = sequence == 0 ? 0 : (sequence - 1) / sequencerEpochLength;
+        if (epochOf >= sequencerEpochs.length) revert UnknownSequencerEpoch(epochOf);
+        Sequencer[] storage set = sequencerEpochs[epochOf];
+        bytes[] memory setKeys = new bytes[](set.length);
+        for (uint256 i = 0; i < set.length; i++) {
+            setKeys[i] = set[i].blsKeyG1;
+        }
+        checkCertificate(setKeys, message, certificate);
         batches.push(digest);
         emit BatchCommitted(number, digest);
+        // The commitment of an epoch's last sequence fixes the next epoch's set from the
+        // whitelist as it stands now (an empty whitelist fixes nothing: no set could decide).
+        if (sequence == (epochOf + 1) * sequencerEpochLength && sequencerEpochs.length == epochOf + 1) {
+            address[] memory next = selectSequencers(sequencerSetSize);
+            if (next.length != 0) {
+                delete active;
+                for (uint256 i = 0; i < next.length; i++) {
+                    active.push(next[i]);
+                }
+                fixSequencerEpoch(next);
+            }
+        }
+    }
+
+    /// The sequence a commit's signed bytes name (`primitives::pbft::parse_commit_message`):
+    /// `"tickrate:commit" || view || sequence || digest`, integers 8 bytes big-endian.
+    function commitSequence(bytes calldata message) private pure returns (uint64) {
+        bytes memory domain = bytes("tickrate:commit");
+        if (message.length != domain.length + 8 + 8 + 32) revert BadCommitMessage();
+        for (uint256 i = 0; i < domain.length; i++) {
+            if (message[i] != domain[i]) revert BadCommitMessage();
+        }
+        return uint64(bytes8(message[domain.length + 8:domain.length + 16]));
     }
 
     function commitGroupRoot(GroupRoot calldata c, address[] calldata members, Certificate calldata certificate)
@@ -635,11 +710,24 @@ contract Registry {
         }
     }
 
+    /// The active set; with sequencer epochs, the set of the latest epoch fixed.
     function activeSequencers() external view returns (Sequencer[] memory out) {
+        if (sequencerEpochs.length != 0) return sequencerEpochs[sequencerEpochs.length - 1];
         out = new Sequencer[](active.length);
         for (uint256 i = 0; i < active.length; i++) {
             out[i] = candidates[active[i]];
         }
+    }
+
+    /// Sequencer epoch `e`'s set, if fixed (`upper_chain::UpperChain::sequencer_epoch`). Without
+    /// epochs, epoch 0 is the active set and no other epoch is ever fixed.
+    function sequencerEpoch(uint64 e) external view returns (bool found, Sequencer[] memory members) {
+        if (sequencerEpochLength == 0) {
+            if (e != 0) return (false, members);
+            return (true, this.activeSequencers());
+        }
+        if (e >= sequencerEpochs.length) return (false, members);
+        return (true, sequencerEpochs[e]);
     }
 
     function sequencerCandidates() external view returns (Sequencer[] memory out) {

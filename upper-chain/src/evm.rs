@@ -268,7 +268,8 @@ impl EvmChain {
         })
     }
 
-    /// Deploys a `Registry` from the committed bytecode with `admin` and `stake_cap`, sent by
+    /// Deploys a `Registry` from the committed bytecode with `admin`, `stake_cap` and
+    /// sequencer epochs of `sequencer_epoch_length` sequences (`None`: no epochs), sent by
     /// `sender`; returns its address and the block it was deployed in.
     pub fn deploy(
         url: &str,
@@ -276,6 +277,7 @@ impl EvmChain {
         sender: &AccountKey,
         admin: Address,
         stake_cap: u128,
+        sequencer_epoch_length: Option<u64>,
     ) -> Result<(Address, u64), ChainError> {
         let runtime = new_runtime()?;
         let provider = provider(url, sender, Duration::from_secs(30))?;
@@ -289,6 +291,7 @@ impl EvmChain {
                 &Registry::constructorCall {
                     admin_: admin,
                     stakeCap_: stake_cap,
+                    sequencerEpochLength_: sequencer_epoch_length.unwrap_or(0),
                 },
             ));
             let tx = TransactionRequest::default()
@@ -629,6 +632,8 @@ fn refusal(
             expected: e.expected,
             got: e.got,
         },
+        E::UnknownSequencerEpoch(e) => ChainError::UnknownSequencerEpoch(e.epoch),
+        E::BadCommitMessage(_) => ChainError::BadCommitMessage,
     }
 }
 
@@ -829,17 +834,26 @@ impl UpperChain for EvmChain {
             .collect()
     }
 
-    /// The `Registry` contract has no sequencer epochs: one open-ended epoch 0 whose set is the
-    /// active set (a rotation changes it at once).
+    /// A `Registry` deployed without sequencer epochs has one open-ended epoch 0 whose set is the
+    /// active set (a rotation changes it at once); with them, the first rotation fixes epoch 0
+    /// and each epoch's last commitment the next.
     fn sequencer_epoch(&self, epoch: u64) -> Result<Option<SequencerEpoch>, ChainError> {
-        if epoch != 0 {
+        let length = self.view(Registry::sequencerEpochLengthCall {})?;
+        let answer = self.view(Registry::sequencerEpochCall { e: epoch })?;
+        if !answer.found {
             return Ok(None);
         }
+        let sequencers = answer
+            .members
+            .iter()
+            .map(sequencer_record)
+            .collect::<Result<Vec<_>, _>>()?;
+        let length = (length > 0).then_some(length);
         Ok(Some(SequencerEpoch {
-            epoch: 0,
-            first: 1,
-            length: None,
-            sequencers: self.sequencer_set()?,
+            epoch,
+            first: length.map_or(1, |length| epoch * length + 1),
+            length,
+            sequencers,
         }))
     }
 

@@ -32,8 +32,9 @@ impl Harness for Evm {
     }
 }
 
-/// A fresh `Registry` on the dev node, with the interface tests' admin and stake cap.
-fn deploy(url: &str) -> (EvmConfig, AccountKey) {
+/// A fresh `Registry` on the dev node, with the interface tests' admin and stake cap, and
+/// sequencer epochs of `epochs` sequences if given.
+fn deploy_with(url: &str, epochs: Option<u64>) -> (EvmConfig, AccountKey) {
     let sender = funded_key();
     let (registry, block) = EvmChain::deploy(
         url,
@@ -41,11 +42,17 @@ fn deploy(url: &str) -> (EvmConfig, AccountKey) {
         &sender,
         common::admin_key().address(),
         common::STAKE_CAP,
+        epochs,
     )
     .unwrap();
     let mut config = EvmConfig::new(url, CHAIN_ID, registry, sender.clone());
     config.deploy_block = block;
     (config, sender)
+}
+
+/// A fresh `Registry` without sequencer epochs.
+fn deploy(url: &str) -> (EvmConfig, AccountKey) {
+    deploy_with(url, None)
 }
 
 fn evm() -> Option<Evm> {
@@ -57,6 +64,20 @@ fn evm() -> Option<Evm> {
 }
 
 interface_tests!(skippable evm());
+
+/// The epoch test the embedded and served chains pass, on a `Registry` deployed with sequencer
+/// epochs whose first rotation fixed the same genesis set.
+#[test]
+fn sequencer_sets_change_only_at_epoch_boundaries() {
+    let Some(url) = devnode() else {
+        return;
+    };
+    let (config, _) = deploy_with(url, Some(common::EPOCH_LENGTH));
+    let chain = EvmChain::connect(config).unwrap();
+    assert_eq!(chain.sequencer_epoch(0).unwrap(), None);
+    common::fix_epochs_genesis(&chain);
+    common::sequencer_sets_change_only_at_epoch_boundaries(&chain);
+}
 
 #[test]
 fn connect_checks_the_endpoint_the_chain_id_and_the_contract() {

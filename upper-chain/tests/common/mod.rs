@@ -1068,6 +1068,19 @@ pub fn epochs_genesis() -> upper_chain::Genesis {
     }
 }
 
+/// Makes a chain deployed with sequencer epochs of [`EPOCH_LENGTH`] (and no set yet) what
+/// [`epochs_genesis`] starts with: sequencers 1..=4 whitelisted and rotated in, which fixes
+/// epoch 0.
+pub fn fix_epochs_genesis(chain: &dyn UpperChain) {
+    for seed in 1..=4 {
+        whitelist(chain, seed, 10).unwrap();
+    }
+    admin(chain, AdminOp::Rotate { size: 4 }).unwrap();
+    let zero = chain.sequencer_epoch(0).unwrap().unwrap();
+    assert_eq!(zero.sequencers, epochs_genesis().sequencers);
+    assert_eq!(chain.sequencer_epoch(1).unwrap(), None);
+}
+
 /// The BLS secrets of sequencers 1..=5, in the order of `set`.
 fn secrets_in(set: &[SequencerRecord]) -> Vec<BlsSecretKey> {
     set.iter()
