@@ -19,7 +19,7 @@
 //! chain_id = 31337
 //! registry = "0x…"                      # EVM chains only
 //!
-//! [[peers]]                             # where the other members of the set listen
+//! [[peers]]                             # where the other (and whitelisted) sequencers listen
 //! id = "0x…"
 //! mesh = "10.0.0.2:7601"
 //! ```
@@ -28,8 +28,9 @@
 //! (`data/consensus` above), so a restarted sequencer resumes its view and sequence.
 //!
 //! The sequencer set (IDs and BLS keys) is read from the upper chain; the chain records no
-//! sequencer endpoints, so each other member's mesh address comes from `[[peers]]`. Relative
-//! paths in the file are taken from the file's folder.
+//! sequencer endpoints, so each other member's mesh address comes from `[[peers]]` (and those of
+//! whitelisted sequencers outside the set, which the mesh admits too). Relative paths in the
+//! file are taken from the file's folder.
 
 use std::{
     net::SocketAddr,

@@ -25,7 +25,10 @@ use primitives::{
     AccountAccess, AccountKey, Address, BlockBody, Bytes, Decode, NodeId, SpaceAccessList,
     Transaction, TxHash, U256, bls::BlsPublicKey,
 };
-use upper_chain::{ChainServer, EmbeddedChain, SequencerRecord, ServerConfig};
+use sequencer::identity::SequencerKeys;
+use upper_chain::{
+    AdminOp, ChainServer, EmbeddedChain, Genesis, SequencerRecord, ServerConfig, UpperChain,
+};
 
 const UPPER_CHAIN_ID: u64 = 4243;
 const CHAIN_ID: u64 = 77;
@@ -393,6 +396,105 @@ fn every_move_acked_before_a_kill_9_reaches_a_block_after_the_restart() {
     assert!(log_text.contains("no shard nodes in this process"));
     if std::env::var_os("TICKRATE_SEQUENCER_LOG").is_some() {
         eprintln!("{log_text}");
+    }
+    drop(running);
+}
+
+/// A sequencer whitelisted outside the first epoch's set starts as a standby and joins the
+/// epoch that names it, which the commitment of the first epoch's last sequence fixes.
+#[test]
+fn a_whitelisted_sequencer_stands_by_until_an_epoch_names_it() {
+    const EPOCH_LENGTH: u64 = 3;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let member = SequencerKeys::from_entropy([21; 32], [22; 32]).unwrap();
+    let standby = SequencerKeys::from_entropy([23; 32], [24; 32]).unwrap();
+    standby.save(&dir.path().join("sequencer.key")).unwrap();
+    let admin = AccountKey::from_seed(4_242);
+    let chain = Arc::new(EmbeddedChain::with_genesis(&Genesis {
+        admin: admin.address(),
+        stake_cap: 1_000,
+        sequencers: vec![SequencerRecord {
+            id: member.id(),
+            bls_key: member.bls_public(),
+        }],
+        sequencer_epoch_length: Some(EPOCH_LENGTH),
+    }));
+    let admin_op = |op: AdminOp| {
+        let signature = admin.sign_prehash(&op.signing_hash(chain.admin_nonce().unwrap()));
+        chain.admin(op, &signature).unwrap();
+    };
+    admin_op(AdminOp::Whitelist {
+        record: SequencerRecord {
+            id: standby.id(),
+            bls_key: standby.bls_public(),
+        },
+        possession: standby.bls().proof_of_possession(),
+        stake: 10,
+    });
+    admin_op(AdminOp::Rotate { size: 2 });
+    let server = runtime
+        .block_on(ChainServer::bind(
+            "127.0.0.1:0",
+            chain.clone(),
+            ServerConfig::new(UPPER_CHAIN_ID),
+        ))
+        .unwrap();
+    let chain_url = format!("tickrate://{}", server.local_addr().unwrap());
+    runtime.spawn(server.run());
+    let config = write_config(dir.path(), &chain_url, free_tcp_port());
+    // The member's mesh address: the standby has nothing to send it before it joins.
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&config)
+        .unwrap();
+    writeln!(
+        file,
+        "\n[[peers]]\nid = \"{}\"\nmesh = \"127.0.0.1:9\"",
+        member.id().0
+    )
+    .unwrap();
+    let log = dir.path().join("sequencer.log");
+
+    let running = Running::start(&config, &log, &["--tick-ms", "20"]);
+    let joined = |log: &Path| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("joining the sequencer set")
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("standing by until an epoch names this sequencer"),
+        "{text}"
+    );
+    assert!(!joined(&log), "no epoch names it yet:\n{text}");
+
+    // The member alone commits epoch 0's sequences; the last one fixes epoch 1 with both.
+    for sequence in 1..=EPOCH_LENGTH {
+        let digest = primitives::B256::repeat_byte(sequence as u8);
+        let message = primitives::pbft::commit_message(0, sequence, &digest);
+        let certificate =
+            primitives::bls::Certificate::aggregate(&[(0, member.bls().sign(&message))]).unwrap();
+        chain
+            .commit_batch(sequence, digest, &message, &certificate)
+            .unwrap();
+    }
+    let one = chain.sequencer_epoch(1).unwrap().unwrap();
+    assert_eq!(one.sequencers.len(), 2);
+    let mut waited = 0;
+    while !joined(&log) {
+        std::thread::sleep(Duration::from_millis(50));
+        waited += 1;
+        assert!(
+            waited < 400,
+            "the standby never joined epoch 1; log:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
     }
     drop(running);
 }

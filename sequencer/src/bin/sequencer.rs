@@ -4,7 +4,9 @@
 //!   sequencer's ID and BLS public key (what the upper chain's admin whitelists).
 //! - `sequencer run --config sequencer.toml [flags]` runs the sequencer: client API over KCP,
 //!   blocks to weak DA, PBFT with the other members over the KCP mesh, batch commitments on the
-//!   upper chain, every acked move in the write-ahead log first. Flags override the file (see
+//!   upper chain, every acked move in the write-ahead log first. A whitelisted sequencer outside
+//!   the current set (on a chain with sequencer epochs) starts as a standby: its ports open,
+//!   and its core starts in the first epoch that names it. Flags override the file (see
 //!   `sequencer::config`). Prints `id`, `client_addr` and `mesh_addr` lines on stdout once
 //!   listening; logs go to stderr (`RUST_LOG` filters them).
 //! - `sequencer wal-bench --dir DIR` measures the write-ahead log's policies on a disk.
@@ -195,10 +197,16 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             config.chain.url, config.chain.chain_id
         )
     })?;
-    let sequencers = sequencer_set(chain.as_ref(), &keys)?;
-    let peers = peer_addresses(&config, &sequencers, id)?;
-    info!(target: "sequencer", %id, members = sequencers.len(), chain = %config.chain.url,
-        "sequencer set (IDs and BLS keys) read from the upper chain; mesh endpoints from the configuration file");
+    let membership = membership(chain.as_ref(), &keys)?;
+    let peers = peer_addresses(&config, &membership, id)?;
+    info!(target: "sequencer", %id, members = membership.set.len(), admitted = membership.admitted.len(),
+        chain = %config.chain.url,
+        "sequencer set (IDs and BLS keys) and whitelist read from the upper chain; mesh endpoints from the configuration file");
+    if membership.standby {
+        info!(target: "sequencer", %id,
+            "whitelisted but not in the current sequencer set: standing by until an epoch names this sequencer");
+    }
+    let sequencers = membership.set.clone();
 
     let weak_da =
         WeakDa::from_url(&config.weak_da).with_context(|| format!("weak DA {}", config.weak_da))?;
@@ -226,12 +234,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             sequencer::metrics::describe();
             info!(target: "sequencer", %address, "Prometheus metrics at /metrics");
         }
-        let ids: Vec<NodeId> = sequencers.iter().map(|(id, _)| *id).collect();
         let listener = KcpMeshListener::bind(
             NodeIdentity::new(keys.operator().clone()),
             config.mesh_listen,
             KcpConfig::default(),
-            &ids,
+            &membership.admitted,
         )
         .await
         .with_context(|| format!("mesh listen {}", config.mesh_listen))?;
@@ -330,19 +337,36 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     })
 }
 
-/// The sequencer set from the upper chain, in validator order; this key must be a member with
-/// its own BLS key.
-fn sequencer_set(
-    chain: &dyn UpperChain,
-    keys: &SequencerKeys,
-) -> anyhow::Result<Vec<(NodeId, primitives::bls::BlsPublicKey)>> {
+/// Who this sequencer runs with, as the upper chain has it at start.
+struct Membership {
+    /// The current sequencer set, in validator order (the one set of a chain without epochs).
+    set: Vec<(NodeId, primitives::bls::BlsPublicKey)>,
+    /// Whom the mesh admits: the set and the whitelist. A sequencer whitelisted after this one
+    /// started reaches it once this one restarts.
+    admitted: Vec<NodeId>,
+    /// Whitelisted, not in the set: the core waits for a sequencer epoch that names it.
+    standby: bool,
+}
+
+/// This key's place with the upper chain: a member of its current set, or, on a chain with
+/// sequencer epochs, a whitelisted standby; with its own BLS key either way.
+fn membership(chain: &dyn UpperChain, keys: &SequencerKeys) -> anyhow::Result<Membership> {
     let set = chain
         .sequencer_set()
         .context("reading the sequencer set from the upper chain")?;
+    let candidates = chain
+        .sequencer_candidates()
+        .context("reading the sequencer whitelist from the upper chain")?;
     let id = keys.id();
-    match set.iter().find(|record| record.id == id) {
+    let mine = set.iter().find(|record| record.id == id).or_else(|| {
+        candidates
+            .iter()
+            .map(|candidate| &candidate.record)
+            .find(|record| record.id == id)
+    });
+    match mine {
         None => bail!(
-            "sequencer {} is not in the upper chain's sequencer set ({} members); the admin whitelists it with its BLS key {}",
+            "sequencer {} is not in the upper chain's sequencer set ({} members) nor on its whitelist; the admin whitelists it with its BLS key {}",
             id.0,
             set.len(),
             alloy_primitives::hex::encode_prefixed(keys.bls_public().to_bytes())
@@ -353,27 +377,47 @@ fn sequencer_set(
         ),
         Some(_) => {}
     }
-    Ok(set
-        .into_iter()
-        .map(|record| (record.id, record.bls_key))
-        .collect())
+    let standby = !set.iter().any(|record| record.id == id);
+    if standby {
+        let epochs = chain
+            .sequencer_epoch(0)
+            .context("reading sequencer epoch 0 from the upper chain")?
+            .is_some_and(|epoch| epoch.length.is_some());
+        if !epochs {
+            bail!(
+                "sequencer {} is whitelisted but not in the upper chain's sequencer set, and the chain has no sequencer epochs to bring it in: the admin rotates it into the set",
+                id.0
+            );
+        }
+    }
+    let mut admitted: Vec<NodeId> = set.iter().map(|record| record.id).collect();
+    for candidate in &candidates {
+        if !admitted.contains(&candidate.record.id) {
+            admitted.push(candidate.record.id);
+        }
+    }
+    Ok(Membership {
+        set: set
+            .into_iter()
+            .map(|record| (record.id, record.bls_key))
+            .collect(),
+        admitted,
+        standby,
+    })
 }
 
-/// Every other member's mesh address, from the configuration's `[[peers]]`.
+/// The mesh addresses, from the configuration's `[[peers]]`: every other member of the set
+/// must have one; whitelisted sequencers outside it may (they are reached once an epoch names
+/// them).
 fn peer_addresses(
     config: &SequencerFileConfig,
-    sequencers: &[(NodeId, primitives::bls::BlsPublicKey)],
+    membership: &Membership,
     me: NodeId,
 ) -> anyhow::Result<Vec<(NodeId, SocketAddr)>> {
-    let mut peers = Vec::with_capacity(sequencers.len());
     let mut missing = Vec::new();
-    for (id, _) in sequencers {
-        if *id == me {
-            continue;
-        }
-        match config.peers.iter().find(|(peer, _)| peer == id) {
-            Some(peer) => peers.push(*peer),
-            None => missing.push(id.0.to_string()),
+    for (id, _) in &membership.set {
+        if *id != me && !config.peers.iter().any(|(peer, _)| peer == id) {
+            missing.push(id.0.to_string());
         }
     }
     if !missing.is_empty() {
@@ -382,9 +426,15 @@ fn peer_addresses(
             missing.join(", ")
         );
     }
-    for (peer, _) in &config.peers {
-        if !sequencers.iter().any(|(id, _)| id == peer) {
-            warn!(target: "sequencer", peer = %peer.0, "[[peers]] entry is not in the sequencer set; ignored");
+    let mut peers = Vec::with_capacity(config.peers.len());
+    for (peer, addr) in &config.peers {
+        if *peer == me {
+            continue;
+        }
+        if membership.admitted.contains(peer) {
+            peers.push((*peer, *addr));
+        } else {
+            warn!(target: "sequencer", peer = %peer.0, "[[peers]] entry is neither in the sequencer set nor whitelisted; ignored");
         }
     }
     Ok(peers)
