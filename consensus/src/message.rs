@@ -16,7 +16,7 @@
 
 use primitives::{
     B256, Decode, DecodeError, Decoder, Encode,
-    bls::{BlsSecretKey, BlsSignature, Certificate},
+    bls::{BlsSecretKey, BlsSignature, Certificate, HashedMessage},
     codec::put_list,
     constants::VALIDATORS_MAX,
     pbft::signed_bytes,
@@ -140,6 +140,27 @@ impl Vote {
             digest,
             replica,
             signature,
+        }
+    }
+
+    /// A prepare or commit signed over its message hashed once (`hashed` must be
+    /// [`prepare_message`] or [`commit_message`] of the vote, hashed): the same signature as
+    /// [`Vote::prepare`] or [`Vote::commit`] makes, for a replica that checks the quorum over the
+    /// same message next.
+    pub fn signed_over(
+        secret: &BlsSecretKey,
+        hashed: &HashedMessage,
+        view: u64,
+        sequence: u64,
+        digest: B256,
+        replica: u16,
+    ) -> Self {
+        Vote {
+            view,
+            sequence,
+            digest,
+            replica,
+            signature: secret.sign_hashed(hashed),
         }
     }
 

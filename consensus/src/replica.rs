@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use primitives::{
     B256, Encode, NodeId,
-    bls::{BlsSecretKey, BlsSignature, Certificate},
+    bls::{BlsSecretKey, BlsSignature, Certificate, HashedMessage},
     machine::{Machine, Origin, Transmit},
     time::Instant,
 };
@@ -246,6 +246,10 @@ pub struct Replica<V: Value> {
     /// Held votes found badly signed during the current input, as `(kind, sequence, voter)`:
     /// removed from the log, counted as refusals when the input ends. Empty between inputs.
     bad_votes: Vec<(VoteKind, u64, u16)>,
+    /// The vote messages hashed to the curve lately, newest last: this replica signs a
+    /// prepare's or commit's bytes and then checks the quorum over the same bytes, and hashing
+    /// is a quarter of a check. A cache, not protocol state.
+    hashed: VecDeque<(Vec<u8>, HashedMessage)>,
     /// The latest `now` seen; time never goes backwards.
     time_last: Instant,
     /// False from the start of a view change until the new view to `view` is entered: only
@@ -352,6 +356,7 @@ impl<V: Value> Replica<V> {
             retired: false,
             stats: ReplicaStats::default(),
             bad_votes: Vec::new(),
+            hashed: VecDeque::new(),
             time_last: Instant::ZERO,
             active: true,
             view_changes: BTreeMap::new(),
@@ -822,7 +827,11 @@ impl<V: Value> Replica<V> {
         if let Some(pre_prepare) = pre_prepare {
             self.record(|| Record::Proposal(pre_prepare));
         }
-        let vote = Vote::prepare(&self.secret, self.view, sequence, digest, self.index);
+        let vote = self.own_vote(
+            &prepare_message(self.view, sequence, &digest),
+            sequence,
+            digest,
+        );
         self.broadcast(&Message::Prepare(vote.clone()));
         self.stats.prepares_sent += 1;
         let slot = self
@@ -1189,9 +1198,37 @@ impl<V: Value> Replica<V> {
         let Ok(aggregate) = Certificate::aggregate(&signatures) else {
             return false;
         };
+        let hashed = self.hashed(&message);
         self.validators
-            .verify_certificate(&aggregate, &message, votes.len())
+            .verify_certificate_hashed(&aggregate, &message, &hashed, votes.len())
             .is_ok()
+    }
+
+    /// This replica's prepare or commit (`message` says which) for `digest` at `sequence` in
+    /// the current view.
+    fn own_vote(&mut self, message: &[u8], sequence: u64, digest: B256) -> Vote {
+        let hashed = self.hashed(message);
+        Vote::signed_over(
+            &self.secret,
+            &hashed,
+            self.view,
+            sequence,
+            digest,
+            self.index,
+        )
+    }
+
+    /// `message` hashed to the curve, from the cache if this replica hashed it lately.
+    fn hashed(&mut self, message: &[u8]) -> HashedMessage {
+        if let Some((_, hashed)) = self.hashed.iter().find(|(bytes, _)| bytes == message) {
+            return hashed.clone();
+        }
+        let hashed = HashedMessage::new(message);
+        if self.hashed.len() == HASHED_MESSAGES_MAX {
+            self.hashed.pop_front();
+        }
+        self.hashed.push_back((message.to_vec(), hashed.clone()));
+        hashed
     }
 
     /// The voters of `needed` votes of `kind` for `digest` at `sequence`, every one of them
@@ -1439,6 +1476,11 @@ impl<V: Value> Replica<V> {
 
     /// Broadcasts this replica's commit for the prepared `digest` at `sequence`.
     fn send_commit(&mut self, sequence: u64, digest: B256) {
+        let vote = self.own_vote(
+            &commit_message(self.view, sequence, &digest),
+            sequence,
+            digest,
+        );
         let slot = self
             .slots
             .get_mut(&sequence)
@@ -1452,7 +1494,6 @@ impl<V: Value> Replica<V> {
             "the log holds the current view"
         );
         assert!(proposal.digest == digest, "the commit names the proposal");
-        let vote = Vote::commit(&self.secret, self.view, sequence, digest, self.index);
         slot.commit_sent = true;
         let held = Held {
             vote: vote.clone(),
@@ -1680,6 +1721,9 @@ const VIEW_CHANGES_PER_SENDER: usize = 4;
 /// Most normal-case messages held per sender for a view not yet entered: a window's worth of
 /// pre-prepares, prepares and commits.
 const FUTURE_PER_SENDER_MAX: usize = 3 * SEQUENCE_WINDOW as usize;
+
+/// Vote messages a replica keeps hashed: a few slots' prepares and commits in flight.
+const HASHED_MESSAGES_MAX: usize = 16;
 
 /// Most records queued before the driver drains them: a window's proposals, prepared proofs and
 /// decided entries, and the view and stable checkpoint records, twice over.

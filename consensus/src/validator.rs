@@ -9,7 +9,7 @@ use std::{
 use parking_lot::Mutex;
 use primitives::{
     Decode, DecodeError, Decoder, Encode, NodeId,
-    bls::{BlsError, BlsPublicKey, BlsSignature, Certificate},
+    bls::{BlsError, BlsPublicKey, BlsSignature, Certificate, HashedMessage},
     constants::VALIDATORS_MAX,
 };
 
@@ -256,13 +256,41 @@ impl ValidatorSet {
         message: &[u8],
         threshold: usize,
     ) -> Result<(), BlsError> {
+        self.remembered(certificate, message, threshold, || {
+            certificate.verify(message, &self.keys, threshold)
+        })
+    }
+
+    /// [`verify_certificate`](Self::verify_certificate) with `message` hashed once already
+    /// (`hashed` is [`HashedMessage::new`] of `message`).
+    pub fn verify_certificate_hashed(
+        &self,
+        certificate: &Certificate,
+        message: &[u8],
+        hashed: &HashedMessage,
+        threshold: usize,
+    ) -> Result<(), BlsError> {
+        self.remembered(certificate, message, threshold, || {
+            certificate.verify_hashed(hashed, &self.keys, threshold)
+        })
+    }
+
+    /// Runs `check` on a certificate unless this set's memory knows it good, and remembers it
+    /// if it is.
+    fn remembered(
+        &self,
+        certificate: &Certificate,
+        message: &[u8],
+        threshold: usize,
+        check: impl FnOnce() -> Result<(), BlsError>,
+    ) -> Result<(), BlsError> {
         let mut who = (threshold as u64).to_be_bytes().to_vec();
         certificate.signers.encode(&mut who);
         let digest = memo_digest(1, &who, message, &certificate.signature);
         if self.verified.contains(&digest) {
             return Ok(());
         }
-        certificate.verify(message, &self.keys, threshold)?;
+        check()?;
         self.verified.insert(digest);
         Ok(())
     }

@@ -971,22 +971,12 @@ impl World {
                         ))
                         .to_bytes()
                     }
-                    Ok(Message::Prepare(vote)) => Message::<B256>::Prepare(Vote::prepare(
-                        &wrong,
-                        vote.view,
-                        vote.sequence,
-                        vote.digest,
-                        vote.replica,
-                    ))
-                    .to_bytes(),
-                    Ok(Message::Commit(vote)) => Message::<B256>::Commit(Vote::commit(
-                        &wrong,
-                        vote.view,
-                        vote.sequence,
-                        vote.digest,
-                        vote.replica,
-                    ))
-                    .to_bytes(),
+                    Ok(Message::Prepare(vote)) => {
+                        Message::<B256>::Prepare(resigned(Vote::prepare, &wrong, &vote)).to_bytes()
+                    }
+                    Ok(Message::Commit(vote)) => {
+                        Message::<B256>::Commit(resigned(Vote::commit, &wrong, &vote)).to_bytes()
+                    }
                     _ => bytes,
                 };
                 self.send_raw(from, to, bytes);
@@ -1089,4 +1079,13 @@ fn open_log(
 pub fn run_seed(n: usize, seed: u64) -> RunReport {
     let scenario = Scenario::draw(n, seed);
     World::new(seed, scenario).run()
+}
+
+/// `vote` signed again, by `secret`, with `sign` ([`Vote::prepare`] or [`Vote::commit`]).
+fn resigned(
+    sign: fn(&primitives::bls::BlsSecretKey, u64, u64, B256, u16) -> Vote,
+    secret: &primitives::bls::BlsSecretKey,
+    vote: &Vote,
+) -> Vote {
+    sign(secret, vote.view, vote.sequence, vote.digest, vote.replica)
 }

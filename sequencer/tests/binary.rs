@@ -62,6 +62,20 @@ fn keygen(dir: &Path) -> (PathBuf, NodeId, BlsPublicKey) {
     (path, NodeId(id), BlsPublicKey::from_bytes(&bls).unwrap())
 }
 
+/// Serves `chain` over TCP from `runtime`; returns its `tickrate://` URL.
+fn serve(runtime: &tokio::runtime::Runtime, chain: Arc<EmbeddedChain>) -> String {
+    let server = runtime
+        .block_on(ChainServer::bind(
+            "127.0.0.1:0",
+            chain,
+            ServerConfig::new(UPPER_CHAIN_ID),
+        ))
+        .unwrap();
+    let url = format!("tickrate://{}", server.local_addr().unwrap());
+    runtime.spawn(server.run());
+    url
+}
+
 fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -310,15 +324,7 @@ fn every_move_acked_before_a_kill_9_reaches_a_block_after_the_restart() {
 
     // The upper chain, served to the sequencer process, with a set of one: this sequencer.
     let chain = Arc::new(EmbeddedChain::new(vec![SequencerRecord { id, bls_key }]));
-    let server = runtime
-        .block_on(ChainServer::bind(
-            "127.0.0.1:0",
-            chain.clone(),
-            ServerConfig::new(UPPER_CHAIN_ID),
-        ))
-        .unwrap();
-    let chain_url = format!("tickrate://{}", server.local_addr().unwrap());
-    runtime.spawn(server.run());
+    let chain_url = serve(&runtime, chain.clone());
 
     let metrics_port = free_tcp_port();
     let config = write_config(dir.path(), &chain_url, metrics_port);
@@ -437,15 +443,7 @@ fn a_whitelisted_sequencer_stands_by_until_an_epoch_names_it() {
         stake: 10,
     });
     admin_op(AdminOp::Rotate { size: 2 });
-    let server = runtime
-        .block_on(ChainServer::bind(
-            "127.0.0.1:0",
-            chain.clone(),
-            ServerConfig::new(UPPER_CHAIN_ID),
-        ))
-        .unwrap();
-    let chain_url = format!("tickrate://{}", server.local_addr().unwrap());
-    runtime.spawn(server.run());
+    let chain_url = serve(&runtime, chain.clone());
     let config = write_config(dir.path(), &chain_url, free_tcp_port());
     // The member's mesh address: the standby has nothing to send it before it joins.
     let mut file = std::fs::OpenOptions::new()
@@ -513,15 +511,7 @@ fn a_key_outside_the_sequencer_set_a_wrong_chain_id_or_a_bad_url_is_a_clear_erro
         id: NodeId(Address::repeat_byte(9)),
         bls_key: primitives::bls::BlsSecretKey::from_seed(&[3; 32]).public_key(),
     };
-    let server = runtime
-        .block_on(ChainServer::bind(
-            "127.0.0.1:0",
-            Arc::new(EmbeddedChain::new(vec![stranger])),
-            ServerConfig::new(UPPER_CHAIN_ID),
-        ))
-        .unwrap();
-    let chain_url = format!("tickrate://{}", server.local_addr().unwrap());
-    runtime.spawn(server.run());
+    let chain_url = serve(&runtime, Arc::new(EmbeddedChain::new(vec![stranger])));
     let config = write_config(dir.path(), &chain_url, free_tcp_port());
     let config = config.to_str().unwrap();
     let cases: [(&[&str], &str); 4] = [
