@@ -9,7 +9,7 @@
 
 use primitives::pbft;
 
-pub use primitives::pbft::{EvidenceKind, Signed};
+pub use primitives::pbft::{EvidenceKind, EvidenceSignature, Signed};
 
 use crate::validator::ValidatorSet;
 
@@ -70,6 +70,6 @@ pub fn verify_evidence(
             view: evidence.view,
         });
     }
-    evidence.verify(&offender.key)?;
+    evidence.verify(&offender.id, &offender.key)?;
     Ok(())
 }

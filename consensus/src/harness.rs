@@ -7,10 +7,13 @@
 //! records every [`ReplicaEvent::Committed`]. It checks as it goes that each replica commits
 //! sequences in order, once each.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::{
+    collections::{BTreeMap, BTreeSet, VecDeque},
+    sync::OnceLock,
+};
 
 use primitives::{
-    Address, B256, NodeId,
+    AccountKey, B256, NodeId,
     bls::{BlsSecretKey, Certificate},
     machine::{Machine, Origin},
     time::Instant,
@@ -21,7 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::{
     error::RejectReason,
     evidence::Evidence,
-    replica::{Replica, ReplicaEvent, ReplicaInput},
+    replica::{Replica, ReplicaEvent, ReplicaInput, ReplicaKeys},
     validator::{Validator, ValidatorSet},
     value::Value,
 };
@@ -116,12 +119,33 @@ pub fn check_agreement<V: Value>(
     }
 }
 
-/// The node ID the cluster gives validator `index`.
+/// The node ID the cluster gives validator `index`: the address of its operator key.
 pub fn node_id(index: usize) -> NodeId {
-    let mut raw = [0u8; 20];
-    raw[0] = 0xC0;
-    raw[18..].copy_from_slice(&u16::try_from(index).expect("small clusters").to_be_bytes());
-    NodeId(Address::from(raw))
+    /// Deriving an address costs a curve multiplication; the seeded worlds ask for one per
+    /// delivered message.
+    const CACHED: usize = 64;
+    static IDS: OnceLock<Vec<NodeId>> = OnceLock::new();
+    let ids = IDS.get_or_init(|| {
+        (0..CACHED)
+            .map(|index| NodeId(operator_key(index).address()))
+            .collect()
+    });
+    ids.get(index)
+        .copied()
+        .unwrap_or_else(|| NodeId(operator_key(index).address()))
+}
+
+/// The operator key the cluster gives validator `index` (it signs its pre-prepares).
+pub fn operator_key(index: usize) -> AccountKey {
+    AccountKey::from_seed(0xC0DE_0000 + index as u64)
+}
+
+/// Both keys the cluster gives validator `index`.
+pub fn replica_keys(index: usize) -> ReplicaKeys {
+    ReplicaKeys {
+        operator: operator_key(index),
+        bls: secret_key(index),
+    }
 }
 
 /// The BLS key the cluster gives validator `index`.
@@ -164,7 +188,7 @@ impl<V: Value> Cluster<V> {
                 .collect(),
         );
         let replicas = (0..n)
-            .map(|index| Replica::new(validators.clone(), index, secret_key(index)))
+            .map(|index| Replica::new(validators.clone(), index, replica_keys(index)))
             .collect();
         Cluster {
             seed,
@@ -276,6 +300,18 @@ impl<V: Value> Cluster<V> {
         let sequence = self.replicas[primary].next_sequence();
         self.input(primary, Origin::Local, ReplicaInput::Propose(value))?;
         Ok(sequence)
+    }
+
+    /// Lets every replica sign ahead what it can ([`Replica::presign`]), as a driver with no
+    /// input waiting would; returns how many messages were signed.
+    pub fn presign_all(&mut self) -> usize {
+        let mut signed = 0;
+        for replica in &mut self.replicas {
+            while replica.presign() {
+                signed += 1;
+            }
+        }
+        signed
     }
 
     /// Feeds `input` to replica `index` as if from `from`, then drains it.

@@ -92,14 +92,16 @@ use primitives::{
 };
 
 pub use error::{CertificateError, RejectReason};
-pub use evidence::{Evidence, EvidenceError, EvidenceKind, Signed, verify_evidence};
+pub use evidence::{
+    Evidence, EvidenceError, EvidenceKind, EvidenceSignature, Signed, verify_evidence,
+};
 pub use message::{
     Checkpoint, Decided, DecidedEntry, Message, NULL_DIGEST, NewView, PrePrepare, PreparedProof,
     ViewChange, Vote, checkpoint_message, commit_message, pre_prepare_message, prepare_message,
     proposal_digest,
 };
 pub use persist::{Record, ReplicaState, StateError};
-pub use replica::{Replica, ReplicaConfig, ReplicaEvent, ReplicaInput};
+pub use replica::{Replica, ReplicaConfig, ReplicaEvent, ReplicaInput, ReplicaKeys};
 pub use stats::{RejectStats, ReplicaStats};
 pub use store::{FileLog, FileMedium, LogError, LogMedium, MemoryMedium, Recovery, ReplicaLog};
 pub use validator::{Validator, ValidatorSet, epoch_first_view, faults_max, quorum};

@@ -32,7 +32,9 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::{
     evidence::Evidence,
-    harness::{Decided, check_agreement, check_evidence, node_id, secret_key},
+    harness::{
+        Decided, check_agreement, check_evidence, node_id, operator_key, replica_keys, secret_key,
+    },
     message::{Message, PrePrepare, Vote},
     persist::ReplicaState,
     replica::{Replica, ReplicaConfig, ReplicaEvent, ReplicaInput},
@@ -337,7 +339,7 @@ impl World {
                     replica: Replica::restore(
                         first_set.share_memory(),
                         first_index,
-                        secret_key(index),
+                        replica_keys(index),
                         config,
                         Instant::ZERO,
                         log.state().clone(),
@@ -650,7 +652,7 @@ impl World {
         let replica = Replica::restore(
             first_set,
             first_index,
-            secret_key(index),
+            replica_keys(index),
             self.config,
             self.now,
             state,
@@ -948,7 +950,7 @@ impl World {
                     {
                         let other = pre_prepare.value.map(primitives::keccak256);
                         let forged = PrePrepare::proposing(
-                            &secret_key(from),
+                            &operator_key(from),
                             pre_prepare.view,
                             pre_prepare.sequence,
                             other,
@@ -964,7 +966,7 @@ impl World {
                 let bytes = match Message::<B256>::from_wire(&bytes) {
                     Ok(Message::PrePrepare(pre_prepare)) => {
                         Message::PrePrepare(PrePrepare::proposing(
-                            &wrong,
+                            &operator_key(from + self.nodes.len()),
                             pre_prepare.view,
                             pre_prepare.sequence,
                             pre_prepare.value,

@@ -62,7 +62,12 @@ pub fn seeds() -> Vec<Vec<u8>> {
         root: B256::repeat_byte(5),
     });
     let messages: Vec<Message<GroupRoot>> = vec![
-        Message::PrePrepare(consensus::PrePrepare::new(&key, 0, 1, root.clone())),
+        Message::PrePrepare(consensus::PrePrepare::new(
+            &primitives::AccountKey::from_seed(1),
+            0,
+            1,
+            root.clone(),
+        )),
         Message::Prepare(Vote::prepare(
             &key,
             0,

@@ -24,7 +24,7 @@ use primitives::{
     ethereum::{EthereumKind, EthereumSignature, ethereum_envelope},
     finality::{FinalityLevel, StateItem},
     merkle::MerkleTree,
-    pbft::{EquivocationEvidence, EvidenceKind, Signed},
+    pbft::{EquivocationEvidence, EvidenceKind, EvidenceSignature, Signed},
 };
 
 /// The seeds of every target, by target name.
@@ -186,11 +186,12 @@ fn blocks() -> Vec<Vec<u8>> {
 fn pbft() -> Vec<Vec<u8>> {
     let keys = bls_keys();
     let batch = sample_batch();
-    let pre_prepare = PrePrepare::new(&keys[0], 0, 1, batch.clone());
+    let operator = primitives::AccountKey::from_seed(1);
+    let pre_prepare = PrePrepare::new(&operator, 0, 1, batch.clone());
     let digest = pre_prepare.digest();
     let messages: Vec<Message<Batch>> = vec![
         Message::PrePrepare(pre_prepare),
-        Message::PrePrepare(PrePrepare::proposing(&keys[0], 1, 2, None)),
+        Message::PrePrepare(PrePrepare::proposing(&operator, 1, 2, None)),
         Message::Prepare(Vote::prepare(&keys[1], 0, 1, digest, 1)),
         Message::Commit(Vote::commit(&keys[2], 0, 1, digest, 2)),
         Message::Checkpoint(Checkpoint::new(&keys[3], 10, B256::repeat_byte(5), 3)),
@@ -201,7 +202,7 @@ fn pbft() -> Vec<Vec<u8>> {
         let digest = B256::repeat_byte(byte);
         Signed {
             digest,
-            signature: keys[1].sign(digest.as_slice()),
+            signature: EvidenceSignature::Bls(keys[1].sign(digest.as_slice())),
         }
     };
     let evidence = EquivocationEvidence::new(EvidenceKind::Prepare, 1, 0, 1, signed(1), signed(2));

@@ -5,8 +5,9 @@
 //! evidence alone, with the offender's key from its own registry.
 
 use crate::{
-    B256, Decode, DecodeError, Decoder, Encode,
+    B256, Decode, DecodeError, Decoder, Encode, NodeId, Signature,
     bls::{BlsPublicKey, BlsSignature},
+    keccak256,
 };
 
 /// Domain of a pre-prepare's signed bytes.
@@ -55,6 +56,12 @@ pub fn pre_prepare_message(view: u64, sequence: u64, digest: &B256) -> Vec<u8> {
     signed_bytes(PRE_PREPARE_DOMAIN, Some(view), sequence, digest)
 }
 
+/// What a primary's operator key signs for a pre-prepare: the keccak-256 of
+/// [`pre_prepare_message`], so the upper chain checks it with `ecrecover`.
+pub fn pre_prepare_prehash(view: u64, sequence: u64, digest: &B256) -> B256 {
+    keccak256(pre_prepare_message(view, sequence, digest))
+}
+
 /// The bytes a prepare signs: `b"tickrate:prepare" || view || sequence || digest`. The sender is
 /// not part of it, so a quorum of prepares aggregates into one prepared certificate.
 pub fn prepare_message(view: u64, sequence: u64, digest: &B256) -> Vec<u8> {
@@ -96,13 +103,45 @@ impl EvidenceKind {
     }
 }
 
+/// A signature in a piece of evidence. A pre-prepare is signed by its primary's operator key (the
+/// secp256k1 key its node ID is the address of): it is one signer's proposal, never aggregated,
+/// and recovering it costs a small fraction of a pairing. Prepares and commits are signed by
+/// the voter's BLS key, so a quorum of them aggregates into one certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvidenceSignature {
+    /// A pre-prepare's, over [`pre_prepare_prehash`].
+    Operator(Signature),
+    /// A prepare's or a commit's, over the kind's message.
+    Bls(BlsSignature),
+}
+
+impl EvidenceSignature {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            EvidenceSignature::Operator(signature) => signature.encode(out),
+            EvidenceSignature::Bls(signature) => signature.encode(out),
+        }
+    }
+
+    /// The signature a piece of evidence of `kind` carries: the kind decides the scheme, so
+    /// the encoding needs no tag of its own.
+    fn decode(kind: EvidenceKind, decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(match kind {
+            EvidenceKind::PrePrepare => EvidenceSignature::Operator(Signature::decode(decoder)?),
+            EvidenceKind::Prepare | EvidenceKind::Commit => {
+                EvidenceSignature::Bls(BlsSignature::decode(decoder)?)
+            }
+        })
+    }
+}
+
 /// One signed digest of the pair.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Signed {
     /// The digest signed.
     pub digest: B256,
     /// The offender's signature over the kind's message naming `digest`.
-    pub signature: BlsSignature,
+    pub signature: EvidenceSignature,
 }
 
 /// Validator `offender` signed two different digests where a correct validator signs one.
@@ -175,18 +214,36 @@ impl EquivocationEvidence {
         }
     }
 
-    /// Checks that the holder of `offender_key` signed both digests, and that they differ and
-    /// are in canonical order. Whether the key is the offender's in some validator set (and,
+    /// Checks that the offender — node `offender_id` (whose operator key signs pre-prepares)
+    /// holding `offender_key` (which signs votes) — signed both digests, and that they differ
+    /// and are in canonical order. Whether these are the offender's in some validator set (and,
     /// for pre-prepares, that view's primary) is the caller's to check.
-    pub fn verify(&self, offender_key: &BlsPublicKey) -> Result<(), EvidenceError> {
+    pub fn verify(
+        &self,
+        offender_id: &NodeId,
+        offender_key: &BlsPublicKey,
+    ) -> Result<(), EvidenceError> {
         // Equal digests are no offence; the wrong order is a second encoding of one offence.
         if self.first.digest >= self.second.digest {
             return Err(EvidenceError::NotCanonical);
         }
         for signed in [&self.first, &self.second] {
-            offender_key
-                .verify(&self.signed_message(&signed.digest), &signed.signature)
-                .map_err(|_| EvidenceError::BadSignature)?;
+            let signed_by_offender = match (self.kind, &signed.signature) {
+                (EvidenceKind::PrePrepare, EvidenceSignature::Operator(signature)) => {
+                    let prehash = pre_prepare_prehash(self.view, self.sequence, &signed.digest);
+                    signature.recover_address(&prehash).ok() == Some(offender_id.0)
+                }
+                (
+                    EvidenceKind::Prepare | EvidenceKind::Commit,
+                    EvidenceSignature::Bls(signature),
+                ) => offender_key
+                    .verify(&self.signed_message(&signed.digest), signature)
+                    .is_ok(),
+                _ => false,
+            };
+            if !signed_by_offender {
+                return Err(EvidenceError::BadSignature);
+            }
         }
         Ok(())
     }
@@ -216,7 +273,7 @@ impl Decode for EquivocationEvidence {
         let mut signed = || -> Result<Signed, DecodeError> {
             Ok(Signed {
                 digest: decoder.b256()?,
-                signature: BlsSignature::decode(decoder)?,
+                signature: EvidenceSignature::decode(kind, decoder)?,
             })
         };
         let first = signed()?;
@@ -235,7 +292,7 @@ impl Decode for EquivocationEvidence {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bls::BlsSecretKey;
+    use crate::{AccountKey, bls::BlsSecretKey};
 
     fn digest(byte: u8) -> B256 {
         B256::repeat_byte(byte)
@@ -244,7 +301,16 @@ mod tests {
     fn prepare(secret: &BlsSecretKey, digest: B256) -> Signed {
         Signed {
             digest,
-            signature: secret.sign(&prepare_message(3, 7, &digest)),
+            signature: EvidenceSignature::Bls(secret.sign(&prepare_message(3, 7, &digest))),
+        }
+    }
+
+    fn pre_prepare(operator: &AccountKey, digest: B256) -> Signed {
+        Signed {
+            digest,
+            signature: EvidenceSignature::Operator(
+                operator.sign_prehash(&pre_prepare_prehash(3, 7, &digest)),
+            ),
         }
     }
 
@@ -273,9 +339,13 @@ mod tests {
             prepare(&secret, digest(9)),
             prepare(&secret, digest(2)),
         );
+        let id = NodeId(AccountKey::from_seed(1).address());
         assert!(evidence.first.digest < evidence.second.digest);
-        assert_eq!(evidence.verify(&secret.public_key()), Ok(()));
-        assert_eq!(evidence.verify(&stranger), Err(EvidenceError::BadSignature));
+        assert_eq!(evidence.verify(&id, &secret.public_key()), Ok(()));
+        assert_eq!(
+            evidence.verify(&id, &stranger),
+            Err(EvidenceError::BadSignature)
+        );
         assert_eq!(
             EquivocationEvidence::from_bytes(&evidence.to_bytes()),
             Ok(evidence.clone())
@@ -283,22 +353,58 @@ mod tests {
         let mut swapped = evidence.clone();
         std::mem::swap(&mut swapped.first, &mut swapped.second);
         assert_eq!(
-            swapped.verify(&secret.public_key()),
+            swapped.verify(&id, &secret.public_key()),
             Err(EvidenceError::NotCanonical)
         );
         let mut equal = evidence.clone();
         equal.second = equal.first;
         assert_eq!(
-            equal.verify(&secret.public_key()),
+            equal.verify(&id, &secret.public_key()),
             Err(EvidenceError::NotCanonical)
         );
-        // The same signatures say nothing as commits.
-        let mut commits = evidence;
+        // The same signatures say nothing as commits, nor as pre-prepares.
+        let mut commits = evidence.clone();
         commits.kind = EvidenceKind::Commit;
         assert_eq!(
-            commits.verify(&secret.public_key()),
+            commits.verify(&id, &secret.public_key()),
             Err(EvidenceError::BadSignature)
         );
+        let mut pre_prepares = evidence;
+        pre_prepares.kind = EvidenceKind::PrePrepare;
+        assert_eq!(
+            pre_prepares.verify(&id, &secret.public_key()),
+            Err(EvidenceError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn pre_prepare_evidence_is_signed_by_the_offenders_operator_key() {
+        let operator = AccountKey::from_seed(4);
+        let id = NodeId(operator.address());
+        let stranger = NodeId(AccountKey::from_seed(5).address());
+        let key = BlsSecretKey::from_seed(&[1; 32]).public_key();
+        let evidence = EquivocationEvidence::new(
+            EvidenceKind::PrePrepare,
+            2,
+            3,
+            7,
+            pre_prepare(&operator, digest(1)),
+            pre_prepare(&operator, digest(8)),
+        );
+        assert_eq!(evidence.verify(&id, &key), Ok(()));
+        assert_eq!(
+            evidence.verify(&stranger, &key),
+            Err(EvidenceError::BadSignature)
+        );
+        let bytes = evidence.to_bytes();
+        assert_eq!(
+            EquivocationEvidence::from_bytes(&bytes),
+            Ok(evidence.clone())
+        );
+        // The same signatures say nothing as prepares, whose signatures are BLS.
+        let mut retagged = bytes;
+        retagged[1] = EvidenceKind::Prepare.tag();
+        assert!(EquivocationEvidence::from_bytes(&retagged).is_err());
     }
 
     #[test]

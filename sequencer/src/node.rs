@@ -18,7 +18,8 @@ use std::{
 };
 
 use consensus::{
-    Replica, ReplicaConfig, ReplicaEvent, ReplicaInput, ReplicaState, Validator, ValidatorSet,
+    Replica, ReplicaConfig, ReplicaEvent, ReplicaInput, ReplicaKeys, ReplicaState, Validator,
+    ValidatorSet,
 };
 use da_weak::WeakDa;
 use execution::ExecutedBatch;
@@ -397,15 +398,12 @@ pub async fn spawn(
     // A sequencer that joins at a later epoch waits for the chain to name it before its core
     // runs; its clients' requests wait in the queue meanwhile.
     tokio::spawn(async move {
-        let identity = (NodeId(wiring.key.address()), &wiring.bls);
-        let start = match start_consensus(
-            opened,
-            identity,
-            &wiring.sequencers,
-            &wiring.chain,
-            &stats,
-        )
-        .await
+        let keys = ReplicaKeys {
+            operator: wiring.key.clone(),
+            bls: wiring.bls.clone(),
+        };
+        let start = match start_consensus(opened, keys, &wiring.sequencers, &wiring.chain, &stats)
+            .await
         {
             Ok(start) => start,
             Err(error) => {
@@ -732,12 +730,12 @@ fn open_replica_store(
 /// leaves the fixed set of the wiring.
 async fn start_consensus(
     (mut store, restored): (Option<ReplicaStore>, Option<Restored>),
-    identity: (NodeId, &BlsSecretKey),
+    keys: ReplicaKeys,
     sequencers: &[(NodeId, BlsPublicKey)],
     chain: &Arc<dyn UpperChain>,
     stats: &SequencerStats,
 ) -> Result<ConsensusStart, ConsensusStartError> {
-    let (me, bls) = identity;
+    let me = NodeId(keys.operator.address());
     let state = restored
         .as_ref()
         .map_or_else(ReplicaState::genesis, |restored| restored.state.clone());
@@ -788,12 +786,12 @@ async fn start_consensus(
     // with one fixed set is the in-memory one; every other replica records what it promises
     // (records of one without a log are dropped: it has nowhere to keep them).
     let replica = if store.is_none() && !epochs {
-        Replica::new(validators.clone(), index, bls.clone())
+        Replica::new(validators.clone(), index, keys)
     } else {
         Replica::restore(
             validators.clone(),
             index,
-            bls.clone(),
+            keys,
             ReplicaConfig::default(),
             Instant::ZERO,
             state,
@@ -978,6 +976,9 @@ impl Core {
                 _ = ticker.tick() => self.handle_tick(),
             }
             self.drain_replica();
+            // With no peer message or command waiting, sign ahead the commits this replica will
+            // send, so that a prepared slot's commit waits on the quorum's check alone.
+            while self.inbound.is_empty() && queue.is_empty() && self.replica.presign() {}
             if self.wal.as_ref().is_some_and(crate::wal::Wal::failed) {
                 tracing::error!(target: "sequencer", "the write-ahead log failed: the sequencer stops rather than ack what it could lose");
                 return;
@@ -1927,7 +1928,7 @@ impl Core {
 
 #[cfg(test)]
 mod tests {
-    use consensus::{Evidence, EvidenceKind, Signed, prepare_message};
+    use consensus::{Evidence, EvidenceKind, EvidenceSignature, Signed, prepare_message};
     use primitives::B256;
     use upper_chain::{EmbeddedChain, SequencerRecord};
 
@@ -1950,7 +1951,7 @@ mod tests {
         let chain = EmbeddedChain::new(records);
         let prepare = |digest: B256| Signed {
             digest,
-            signature: secrets[2].sign(&prepare_message(0, 1, &digest)),
+            signature: EvidenceSignature::Bls(secrets[2].sign(&prepare_message(0, 1, &digest))),
         };
         let evidence = Evidence::new(
             EvidenceKind::Prepare,

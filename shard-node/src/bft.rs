@@ -28,11 +28,11 @@ use std::collections::{BTreeMap, VecDeque};
 
 use consensus::{
     Evidence, Message, RejectReason, Replica, ReplicaConfig, ReplicaEvent, ReplicaInput,
-    ValidatorSet, Value,
+    ReplicaKeys, ValidatorSet, Value,
 };
 use primitives::{
     B256, Decode, DecodeError, Decoder, Encode, NodeId,
-    bls::{BlsSecretKey, Certificate},
+    bls::Certificate,
     machine::{Machine, Origin, Transmit},
     time::Instant,
 };
@@ -332,15 +332,15 @@ impl std::fmt::Debug for GroupBft {
 
 impl GroupBft {
     /// Member `index` of `validators` (the group's members in ID order, with their registered
-    /// BLS keys), signing with `secret`.
+    /// BLS keys), signing with `keys`.
     ///
     /// # Panics
-    /// If `index` is not in the set, `secret` is not its key, or the commit interval is 0.
+    /// If `index` is not in the set, `keys` are not its keys, or the commit interval is 0.
     pub fn new(
         config: GroupConfig,
         validators: ValidatorSet,
         index: usize,
-        secret: BlsSecretKey,
+        keys: ReplicaKeys,
     ) -> GroupBft {
         assert!(
             config.commit_interval >= 1,
@@ -350,8 +350,7 @@ impl GroupBft {
             validators.epoch() == config.epoch,
             "the validator set is the group's epoch's"
         );
-        let replica =
-            Replica::with_config(validators.share_memory(), index, secret, config.replica);
+        let replica = Replica::with_config(validators.share_memory(), index, keys, config.replica);
         GroupBft {
             config,
             validators,

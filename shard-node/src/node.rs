@@ -47,6 +47,14 @@ impl ShardNode {
         &self.bls
     }
 
+    /// What its group replicas sign with: the operator key (pre-prepares) and the BLS key.
+    pub fn replica_keys(&self) -> consensus::ReplicaKeys {
+        consensus::ReplicaKeys {
+            operator: self.key.clone(),
+            bls: self.bls.clone(),
+        }
+    }
+
     /// The registration this node files, signed by its operator key.
     pub fn registration(
         &self,

@@ -198,8 +198,8 @@ pub struct Devnet {
     pub metrics: Vec<(NodeId, SocketAddr)>,
     /// What restarting each sequencer takes (with write-ahead logs only).
     restartable: Vec<Restartable>,
-    /// Each sequencer's end of the mesh and its BLS key, in order.
-    links: Vec<(Arc<dyn PeerLinks>, BlsSecretKey)>,
+    /// Each sequencer's end of the mesh and its operator key, in order.
+    links: Vec<(Arc<dyn PeerLinks>, AccountKey)>,
     sequencer_set: Vec<(NodeId, BlsPublicKey)>,
     weak_da: WeakDa,
     config: DevnetConfig,
@@ -445,7 +445,7 @@ impl Devnet {
         let mut links = Vec::with_capacity(identities.len());
         for (index, ((key, bls), (mesh, inbound))) in identities.into_iter().zip(meshes).enumerate()
         {
-            links.push((mesh.clone(), bls.clone()));
+            links.push((mesh.clone(), key.clone()));
             let (inbound, wal, consensus_dir) = if config.wal {
                 let wal_dir = data_dir.join(format!("sequencer-{index}")).join("wal");
                 let consensus_dir = data_dir
@@ -599,8 +599,9 @@ impl Devnet {
         self.links[index].0.clone()
     }
 
-    /// Sequencer `index`'s BLS key (its votes and proposals are signed with it).
-    pub fn sequencer_bls(&self, index: usize) -> BlsSecretKey {
+    /// Sequencer `index`'s operator key (its node ID is the key's address; its block headers
+    /// and pre-prepares are signed with it).
+    pub fn sequencer_key(&self, index: usize) -> AccountKey {
         self.links[index].1.clone()
     }
 

@@ -223,16 +223,17 @@ contract Registry {
     /// Equivocation evidence (`primitives::pbft::EquivocationEvidence`): the offender, validator
     /// `index` of the set that saw it, signed both digests as votes of `kind` (0 pre-prepare,
     /// 1 prepare, 2 commit) at one `(view, sequence)`. `firstDigest < secondDigest` (one offence,
-    /// one encoding); the signatures are in the EIP-2537 encoding.
+    /// one encoding). Pre-prepares are signed by the offender's operator key (65 bytes, r s v,
+    /// over the keccak-256 of the message); votes by its BLS key, in the EIP-2537 encoding.
     struct Equivocation {
         uint8 kind;
         uint16 index;
         uint64 viewNumber;
         uint64 sequence;
         bytes32 firstDigest;
-        bytes firstSignatureG2;
+        bytes firstSignature;
         bytes32 secondDigest;
-        bytes secondSignatureG2;
+        bytes secondSignature;
     }
 
     /// A quorum certificate: the signer bitmap (bit i of byte i/8 is validator i) and the
@@ -556,13 +557,18 @@ contract Registry {
         if (expelled[offender]) revert EquivocationRecorded(offender);
         if (candidates[offender].id == address(0)) revert UnknownSequencer(offender);
         if (e.kind > 2 || e.firstDigest >= e.secondDigest) revert EvidenceNotCanonical();
-        bytes memory key = candidates[offender].blsKeyG1;
-        if (
-            !BLS12381.verify(key, SIG_DST, voteMessage(e.kind, e.viewNumber, e.sequence, e.firstDigest), e.firstSignatureG2)
-                || !BLS12381.verify(
-                    key, SIG_DST, voteMessage(e.kind, e.viewNumber, e.sequence, e.secondDigest), e.secondSignatureG2
-                )
-        ) revert BadEvidenceSignature();
+        bytes memory first = voteMessage(e.kind, e.viewNumber, e.sequence, e.firstDigest);
+        bytes memory second = voteMessage(e.kind, e.viewNumber, e.sequence, e.secondDigest);
+        bool signed;
+        if (e.kind == 0) {
+            signed = signerOf(keccak256(first), e.firstSignature) == offender
+                && signerOf(keccak256(second), e.secondSignature) == offender;
+        } else {
+            bytes memory key = candidates[offender].blsKeyG1;
+            signed = BLS12381.verify(key, SIG_DST, first, e.firstSignature)
+                && BLS12381.verify(key, SIG_DST, second, e.secondSignature);
+        }
+        if (!signed) revert BadEvidenceSignature();
         expelled[offender] = true;
         equivocations[offender] = e;
         equivocators.push(offender);
@@ -772,15 +778,18 @@ contract Registry {
 
     // ---------------------------------------------------------------- helpers
 
-    /// The signer of a 65-byte (r, s, v) signature over a prehash; v is 0/1 or 27/28.
-    function recover(bytes32 hash, bytes calldata signature) private pure returns (address signer) {
-        if (signature.length != 65) revert BadSignature();
-        bytes32 r = bytes32(signature[0:32]);
-        bytes32 s = bytes32(signature[32:64]);
+    /// The signer of a 65-byte (r, s, v) signature over a prehash, or zero if it has none.
+    function signerOf(bytes32 hash, bytes calldata signature) private pure returns (address) {
+        if (signature.length != 65) return address(0);
         uint8 v = uint8(signature[64]);
         if (v < 27) v += 27;
-        if (v != 27 && v != 28) revert BadSignature();
-        signer = ecrecover(hash, v, r, s);
+        if (v != 27 && v != 28) return address(0);
+        return ecrecover(hash, v, bytes32(signature[0:32]), bytes32(signature[32:64]));
+    }
+
+    /// The signer of a 65-byte (r, s, v) signature over a prehash; v is 0/1 or 27/28.
+    function recover(bytes32 hash, bytes calldata signature) private pure returns (address signer) {
+        signer = signerOf(hash, signature);
         if (signer == address(0)) revert BadSignature();
     }
 

@@ -951,7 +951,7 @@ impl UpperChain for EmbeddedChain {
             .candidates
             .get(&offender)
             .ok_or(ChainError::UnknownSequencer(offender))?;
-        evidence.verify(&candidate.record.bls_key)?;
+        evidence.verify(&offender, &candidate.record.bls_key)?;
         // It leaves the whitelist now and the active set at the next rotation (see the trait).
         let mut change = Change::new();
         change.batch.delete(key::node(key::CANDIDATE, &offender));

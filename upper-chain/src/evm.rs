@@ -33,7 +33,7 @@ use parking_lot::Mutex;
 use primitives::{
     AccountKey, Address, B256, NodeId, Signature, SignatureError, U256,
     bls::{BlsError, BlsPublicKey, BlsSignature, Certificate},
-    pbft::{EquivocationEvidence, EvidenceError, EvidenceKind, Signed},
+    pbft::{EquivocationEvidence, EvidenceError, EvidenceKind, EvidenceSignature, Signed},
 };
 use tracing::{debug, info};
 
@@ -746,8 +746,13 @@ fn sequencer_record(sequencer: &Registry::Sequencer) -> Result<SequencerRecord, 
 
 fn evidence_of(e: &Registry::Equivocation) -> Result<EquivocationEvidence, ChainError> {
     let kind = EvidenceKind::from_tag(e.kind).map_err(|err| rpc("equivocation", err))?;
-    let signature = |bytes: &[u8]| {
-        g2_from_eip2537(bytes).ok_or_else(|| rpc("equivocation", "signature not a G2 point"))
+    let signature = |bytes: &[u8]| match kind {
+        EvidenceKind::PrePrepare => <[u8; 65]>::try_from(bytes)
+            .map(|raw| EvidenceSignature::Operator(Signature(raw)))
+            .map_err(|_| rpc("equivocation", "operator signature not 65 bytes")),
+        EvidenceKind::Prepare | EvidenceKind::Commit => g2_from_eip2537(bytes)
+            .map(EvidenceSignature::Bls)
+            .ok_or_else(|| rpc("equivocation", "signature not a G2 point")),
     };
     Ok(EquivocationEvidence {
         kind,
@@ -756,13 +761,22 @@ fn evidence_of(e: &Registry::Equivocation) -> Result<EquivocationEvidence, Chain
         sequence: e.sequence,
         first: Signed {
             digest: e.firstDigest,
-            signature: signature(&e.firstSignatureG2)?,
+            signature: signature(&e.firstSignature)?,
         },
         second: Signed {
             digest: e.secondDigest,
-            signature: signature(&e.secondSignatureG2)?,
+            signature: signature(&e.secondSignature)?,
         },
     })
+}
+
+/// A signature of equivocation evidence as the contract takes it: an operator signature's 65
+/// bytes, a BLS one in the EIP-2537 encoding.
+fn evidence_signature_bytes(signature: &EvidenceSignature) -> Bytes {
+    match signature {
+        EvidenceSignature::Operator(signature) => signature_bytes(signature),
+        EvidenceSignature::Bls(signature) => g2_or_empty(signature),
+    }
 }
 
 fn signature_bytes(signature: &Signature) -> Bytes {
@@ -1158,9 +1172,9 @@ impl UpperChain for EvmChain {
                 viewNumber: evidence.view,
                 sequence: evidence.sequence,
                 firstDigest: evidence.first.digest,
-                firstSignatureG2: g2_or_empty(&evidence.first.signature),
+                firstSignature: evidence_signature_bytes(&evidence.first.signature),
                 secondDigest: evidence.second.digest,
-                secondSignatureG2: g2_or_empty(&evidence.second.signature),
+                secondSignature: evidence_signature_bytes(&evidence.second.signature),
             },
         };
         self.transact(call, U256::ZERO, None).map(drop)

@@ -16,7 +16,7 @@ use tracing::{debug, error, info, warn};
 use super::{Replica, ReplicaEvent};
 use crate::{
     error::RejectReason,
-    evidence::{Evidence, EvidenceKind, Signed},
+    evidence::{Evidence, EvidenceKind, EvidenceSignature, Signed},
     log::{Held, Proposal, Verdict},
     message::{Message, NewView, PrePrepare, PreparedProof, ViewChange, Vote},
     persist::Record,
@@ -286,11 +286,11 @@ impl<V: Value> Replica<V> {
                 theirs.sequence,
                 Signed {
                     digest: ours.digest,
-                    signature: ours.pre_prepare.signature,
+                    signature: EvidenceSignature::Operator(ours.pre_prepare.signature),
                 },
                 Signed {
                     digest: their_digest,
-                    signature: theirs.signature,
+                    signature: EvidenceSignature::Operator(theirs.signature),
                 },
             );
             self.emit_evidence(evidence);
@@ -353,7 +353,7 @@ impl<V: Value> Replica<V> {
             .proposals
             .iter()
             .map(|(sequence, value)| {
-                PrePrepare::proposing(&self.secret, self.view, *sequence, value.clone())
+                PrePrepare::proposing(&self.operator, self.view, *sequence, value.clone())
             })
             .collect();
         let new_view = NewView::new(&self.secret, self.view, view_changes, pre_prepares);

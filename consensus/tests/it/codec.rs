@@ -72,7 +72,8 @@ proptest! {
 #[test]
 fn evidence_round_trips_and_verifies_only_against_its_facts() {
     use consensus::{
-        Evidence, EvidenceError, EvidenceKind, PrePrepare, Signed, harness::Cluster,
+        Evidence, EvidenceError, EvidenceKind, EvidenceSignature, PrePrepare, Signed,
+        harness::{Cluster, operator_key},
         verify_evidence,
     };
     use primitives::Decode;
@@ -80,7 +81,9 @@ fn evidence_round_trips_and_verifies_only_against_its_facts() {
     let validators = cluster.validators();
     let signed = |signer: usize, view: u64, digest: B256| Signed {
         digest,
-        signature: PrePrepare::new(&secret_key(signer), view, 3, digest).signature,
+        signature: EvidenceSignature::Operator(
+            PrePrepare::new(&operator_key(signer), view, 3, digest).signature,
+        ),
     };
     let evidence = Evidence::new(
         EvidenceKind::PrePrepare,
@@ -134,7 +137,7 @@ fn evidence_round_trips_and_verifies_only_against_its_facts() {
         let vote = Vote::commit(&secret_key(2), 7, 3, digest, 2);
         Signed {
             digest,
-            signature: vote.signature,
+            signature: EvidenceSignature::Bls(vote.signature),
         }
     };
     let commits = Evidence::new(

@@ -6,7 +6,7 @@
 use consensus::{
     MemoryMedium, Message, PrePrepare, RejectReason, Replica, ReplicaConfig, ReplicaEvent,
     ReplicaInput, ReplicaLog, ReplicaState, Validator, ValidatorSet, Vote, epoch_first_view,
-    harness::{node_id, secret_key},
+    harness::{node_id, operator_key, replica_keys, secret_key},
     world::{Behaviour, EpochChange, Scenario, World},
 };
 use primitives::{
@@ -57,7 +57,7 @@ impl Node {
             replica: Replica::restore(
                 first,
                 node,
-                secret_key(node),
+                replica_keys(node),
                 ReplicaConfig::default(),
                 Instant::ZERO,
                 ReplicaState::genesis(),
@@ -75,7 +75,7 @@ impl Node {
             replica: Replica::restore(
                 first,
                 node,
-                secret_key(node),
+                replica_keys(node),
                 ReplicaConfig::default(),
                 Instant::ZERO,
                 log.state().clone(),
@@ -119,7 +119,7 @@ impl Node {
         let me = self.replica.index();
         let digest = value(sequence);
         if me != 0 {
-            let pre_prepare = PrePrepare::new(&secret_key(0), 0, sequence, digest);
+            let pre_prepare = PrePrepare::new(&operator_key(0), 0, sequence, digest);
             self.from(0, Message::PrePrepare(pre_prepare))
                 .expect("pre-prepare");
             self.local(ReplicaInput::Verified {
@@ -155,7 +155,7 @@ fn the_old_set_certifies_its_last_sequence_and_nothing_after() {
         END,
         "the window stops at the epoch's end"
     );
-    let beyond = PrePrepare::new(&secret_key(0), 0, END + 1, value(9));
+    let beyond = PrePrepare::new(&operator_key(0), 0, END + 1, value(9));
     assert_eq!(
         node.from(0, Message::PrePrepare(beyond)),
         Err(RejectReason::OutsideWindow {
@@ -213,7 +213,7 @@ fn replicas_switch_after_the_last_sequence_and_refuse_those_that_left() {
         Err(RejectReason::NotValidator { from: node_id(9) })
     );
     // The new primary (node 1, index 0 of view 2^32) takes a pre-prepare from the new set.
-    let pre_prepare = PrePrepare::new(&secret_key(2), epoch_first_view(1), END + 1, value(3));
+    let pre_prepare = PrePrepare::new(&operator_key(2), epoch_first_view(1), END + 1, value(3));
     assert_eq!(
         node.from(2, Message::PrePrepare(pre_prepare)),
         Err(RejectReason::NotPrimary {
@@ -296,7 +296,7 @@ fn a_next_epoch_that_does_not_follow_is_refused() {
             })
         );
     }
-    let mut open_ended = Replica::<B256>::new(set(&[0, 1, 2, 3], 0, 0, None), 1, secret_key(1));
+    let mut open_ended = Replica::<B256>::new(set(&[0, 1, 2, 3], 0, 0, None), 1, replica_keys(1));
     let next = set(&[1, 2, 3, 4], 1, END, None);
     assert_eq!(
         open_ended.step(Instant::ZERO, Origin::Local, ReplicaInput::NextEpoch(next)),
@@ -315,7 +315,7 @@ fn a_joining_node_starts_at_the_epoch_boundary_and_restarts_there() {
     let joiner = Replica::<B256>::restore(
         next.clone(),
         3,
-        secret_key(4),
+        replica_keys(4),
         ReplicaConfig::default(),
         Instant::ZERO,
         state.clone(),

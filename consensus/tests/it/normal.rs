@@ -33,6 +33,41 @@ fn assert_committed(cluster: &Cluster<B256>, replicas: &[usize], values: &[B256]
 }
 
 #[test]
+fn commits_signed_ahead_are_the_commits_a_replica_would_have_sent() {
+    let values: Vec<B256> = (0..6).map(value).collect();
+    let run = |presign: bool| {
+        let mut cluster = Cluster::<B256>::new(4, 5);
+        let mut signed_ahead = 0;
+        for value in &values {
+            cluster.propose(*value).expect("the primary proposes");
+            if presign {
+                signed_ahead += cluster.presign_all();
+            }
+            while cluster.step() {
+                if presign {
+                    signed_ahead += cluster.presign_all();
+                }
+            }
+        }
+        (cluster, signed_ahead)
+    };
+    let (plain, _) = run(false);
+    let (ahead, signed_ahead) = run(true);
+    // Each replica signs each slot's commit ahead once: the primary on proposing, a backup
+    // once it checked the proposal.
+    assert_eq!(signed_ahead, 4 * values.len());
+    assert_committed(&ahead, &[0, 1, 2, 3], &values);
+    for index in 0..4 {
+        assert_eq!(plain.committed(index), ahead.committed(index));
+        assert_eq!(
+            plain.replica(index).fingerprint(),
+            ahead.replica(index).fingerprint()
+        );
+    }
+    assert_eq!(plain.counts(), ahead.counts());
+}
+
+#[test]
 fn four_replicas_commit_proposals_in_order() {
     let mut cluster = Cluster::<B256>::new(4, 1);
     assert_eq!(cluster.validators().quorum(), 3);
@@ -277,7 +312,7 @@ fn the_application_is_asked_before_a_backup_prepares() {
         .clone();
     let validators: ValidatorSet = cluster.validators().clone();
     let mut backup =
-        consensus::Replica::<B256>::new(validators, 1, consensus::harness::secret_key(1));
+        consensus::Replica::<B256>::new(validators, 1, consensus::harness::replica_keys(1));
     use primitives::machine::Machine;
     let now = primitives::Instant::ZERO;
     backup

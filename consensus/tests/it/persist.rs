@@ -13,7 +13,7 @@ use consensus::{
     FileLog, LogError, LogMedium, MemoryMedium, Message, PrePrepare, Record, RejectReason, Replica,
     ReplicaConfig, ReplicaInput, ReplicaLog, ReplicaState, Validator, ValidatorSet,
     constants::CHECKPOINT_INTERVAL,
-    harness::{node_id, secret_key},
+    harness::{node_id, operator_key, replica_keys, secret_key},
     store::{FRAME_HEADER_BYTES, LOG_MAGIC},
 };
 use primitives::{B256, Decode, machine::Machine, machine::Origin, time::Instant};
@@ -64,7 +64,7 @@ fn records(decided: u64) -> Vec<Record<B256>> {
             view: 0,
             active: true,
         },
-        Record::Proposal(PrePrepare::new(&secret_key(0), 0, 1, value(1))),
+        Record::Proposal(PrePrepare::new(&operator_key(0), 0, 1, value(1))),
     ];
     for sequence in 1..=decided {
         records.push(Record::Decided(consensus::DecidedEntry {
@@ -240,7 +240,7 @@ impl Driven {
         let replica = Replica::restore(
             validators(4),
             index,
-            secret_key(index),
+            replica_keys(index),
             ReplicaConfig::default(),
             now,
             log.state().clone(),
@@ -309,7 +309,7 @@ impl Driven {
 /// primary then equivocates: it sends `value(2)` for the same slot.
 fn prepared_then_crashed() -> (MemoryMedium, Message<B256>) {
     let mut backup = Driven::start(1, MemoryMedium::new(), Instant::ZERO);
-    let first = PrePrepare::new(&secret_key(0), 0, 1, value(1));
+    let first = PrePrepare::new(&operator_key(0), 0, 1, value(1));
     backup
         .from(0, Message::PrePrepare(first))
         .expect("accepted");
@@ -321,7 +321,7 @@ fn prepared_then_crashed() -> (MemoryMedium, Message<B256>) {
         })
         .expect("valid");
     assert_eq!(backup.prepares_sent(), vec![value(1)]);
-    let second = Message::PrePrepare(PrePrepare::new(&secret_key(0), 0, 1, value(2)));
+    let second = Message::PrePrepare(PrePrepare::new(&operator_key(0), 0, 1, value(2)));
     (backup.crash(), second)
 }
 
@@ -403,7 +403,7 @@ fn a_replica_restarted_after_asking_for_a_view_change_never_votes_in_the_old_vie
         Some(&sent),
         "it asks for view 1 again, with the view change it sent"
     );
-    let old = Message::PrePrepare(PrePrepare::new(&secret_key(0), 0, 1, value(1)));
+    let old = Message::PrePrepare(PrePrepare::new(&operator_key(0), 0, 1, value(1)));
     assert_eq!(
         restarted.from(0, old),
         Err(RejectReason::OldView {
@@ -442,7 +442,7 @@ fn a_primary_restarted_from_its_log_never_assigns_a_sequence_twice() {
 
 #[test]
 fn a_replica_built_without_a_log_records_nothing() {
-    let mut replica = Replica::<B256>::new(validators(4), 0, secret_key(0));
+    let mut replica = Replica::<B256>::new(validators(4), 0, replica_keys(0));
     assert!(!replica.is_durable());
     replica
         .step(
@@ -460,7 +460,7 @@ fn every_kind_of_record_survives_the_log() {
         primitives::bls::Certificate::aggregate(&[(1, secret_key(1).sign(message))])
             .expect("one signature aggregates")
     };
-    let pre_prepare = PrePrepare::new(&secret_key(1), 1, 2, value(2));
+    let pre_prepare = PrePrepare::new(&operator_key(1), 1, 2, value(2));
     let proof = consensus::PreparedProof {
         pre_prepare: pre_prepare.clone(),
         prepares: certificate(b"prepares"),

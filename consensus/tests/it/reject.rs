@@ -8,7 +8,7 @@
 use consensus::{
     Checkpoint, EvidenceKind, Message, PrePrepare, RejectReason, ReplicaInput, Vote,
     constants::SEQUENCE_WINDOW,
-    harness::{Cluster, node_id, secret_key},
+    harness::{Cluster, node_id, operator_key, secret_key},
 };
 use primitives::{Address, B256, DecodeError, Encode, NodeId, machine::Origin};
 
@@ -179,7 +179,7 @@ fn every_refusal_is_typed_counted_and_harmless() {
         );
     }
     // A pre-prepare from a backup.
-    let forged = PrePrepare::new(&secret_key(2), 0, 2, value(2));
+    let forged = PrePrepare::new(&operator_key(2), 0, 2, value(2));
     assert_refused(
         &mut cluster,
         peer(2),
@@ -194,7 +194,7 @@ fn every_refusal_is_typed_counted_and_harmless() {
         RejectReason::PrepareFromPrimary { view: 0 },
     );
     // The pre-prepare again, and a different one for the same sequence.
-    let again = PrePrepare::new(&secret_key(0), 0, 1, value(1));
+    let again = PrePrepare::new(&operator_key(0), 0, 1, value(1));
     assert_refused(
         &mut cluster,
         peer(0),
@@ -204,7 +204,7 @@ fn every_refusal_is_typed_counted_and_harmless() {
             sequence: 1,
         },
     );
-    let other = PrePrepare::new(&secret_key(0), 0, 1, value(9));
+    let other = PrePrepare::new(&operator_key(0), 0, 1, value(9));
     assert_conflict(
         &mut cluster,
         peer(0),

@@ -4,7 +4,7 @@
 
 use consensus::{
     Message, PrePrepare, ReplicaInput, Vote,
-    harness::{Cluster, node_id, secret_key},
+    harness::{Cluster, node_id, operator_key, secret_key},
 };
 use primitives::{B256, machine::Origin};
 use rand::{Rng, SeedableRng};
@@ -97,7 +97,7 @@ fn an_equivocating_primary_cannot_split_the_replicas() {
             if chosen == a {
                 backers_a += 1;
             }
-            let pre_prepare = PrePrepare::new(&secret_key(0), 0, 1, chosen);
+            let pre_prepare = PrePrepare::new(&operator_key(0), 0, 1, chosen);
             let input = ReplicaInput::Decoded(Message::PrePrepare(pre_prepare));
             cluster
                 .input(backup, Origin::Peer(node_id(0)), input)

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use consensus::{PrePrepare, Validator, Vote, constants::VIEW_TIMEOUT_US};
 use std::time::Duration;
 
-use primitives::Address;
+use primitives::{AccountKey, Address, bls::BlsSecretKey};
 
 use super::*;
 
@@ -14,23 +14,26 @@ const EPOCH: u64 = 3;
 const GROUP: B256 = B256::repeat_byte(0x47);
 const INTERVAL: u64 = 10;
 
-/// A group of 8 in ID order, with their BLS keys.
-fn members() -> Vec<(NodeId, BlsSecretKey)> {
-    (0..8u8)
+/// A group of 8 in ID order, with their keys.
+fn members() -> Vec<(NodeId, ReplicaKeys)> {
+    let mut members: Vec<(NodeId, ReplicaKeys)> = (0..8u8)
         .map(|index| {
-            let mut raw = [0u8; 20];
-            raw[0] = index + 1;
-            (
-                NodeId(Address::from(raw)),
-                BlsSecretKey::from_seed(&[index + 1; 32]),
-            )
+            let operator = AccountKey::from_seed(0x6000 + u64::from(index));
+            let keys = ReplicaKeys {
+                bls: BlsSecretKey::from_seed(&[index + 1; 32]),
+                operator,
+            };
+            (NodeId(keys.operator.address()), keys)
         })
-        .collect()
+        .collect();
+    members.sort_by_key(|(id, _)| *id);
+    members
 }
 
 struct Group {
     ids: Vec<NodeId>,
     secrets: Vec<BlsSecretKey>,
+    operators: Vec<AccountKey>,
     cores: Vec<GroupBft>,
     now: Instant,
     down: BTreeSet<usize>,
@@ -44,9 +47,9 @@ impl Group {
         let set = ValidatorSet::for_epoch(
             members
                 .iter()
-                .map(|(id, secret)| Validator {
+                .map(|(id, keys)| Validator {
                     id: *id,
-                    key: secret.public_key(),
+                    key: keys.bls.public_key(),
                 })
                 .collect(),
             EPOCH,
@@ -62,11 +65,15 @@ impl Group {
         let cores = members
             .iter()
             .enumerate()
-            .map(|(index, (_, secret))| GroupBft::new(config, set.clone(), index, secret.clone()))
+            .map(|(index, (_, keys))| GroupBft::new(config, set.clone(), index, keys.clone()))
             .collect();
         Group {
             ids: members.iter().map(|(id, _)| *id).collect(),
-            secrets: members.iter().map(|(_, secret)| secret.clone()).collect(),
+            secrets: members.iter().map(|(_, keys)| keys.bls.clone()).collect(),
+            operators: members
+                .iter()
+                .map(|(_, keys)| keys.operator.clone())
+                .collect(),
             keys: set.keys().to_vec(),
             cores,
             now: Instant::ZERO,
@@ -234,7 +241,7 @@ fn bad_or_stale_group_messages_are_refused_with_typed_errors_and_change_nothing(
     let target = 3;
     let before = group.cores[target].fingerprint();
     let refused_before = group.cores[target].stats().messages_refused;
-    let primary = group.secrets[0].clone();
+    let primary = group.operators[0].clone();
     let view = group.cores[target].view();
     let sequence = group.cores[target].replica().last_committed() + 1;
     let from = group.ids[0];
@@ -348,7 +355,7 @@ fn bad_or_stale_group_messages_are_refused_with_typed_errors_and_change_nothing(
             "badly signed pre-prepare",
             from,
             group.envelope(&Message::PrePrepare(PrePrepare::new(
-                &group.secrets[5],
+                &group.operators[5],
                 view,
                 sequence,
                 Group::value(30, root(3)),

@@ -226,7 +226,12 @@ impl ShardNetwork {
             let member = self.members.get(id).ok_or(ShardError::NotRegistered(*id))?;
             // One memory of verified signatures per group: each message is checked once in
             // this process, not once per member.
-            let core = GroupBft::new(config, set.share_memory(), index, member.node.bls().clone());
+            let core = GroupBft::new(
+                config,
+                set.share_memory(),
+                index,
+                member.node.replica_keys(),
+            );
             cores.insert(*id, core);
         }
         self.rounds.insert(

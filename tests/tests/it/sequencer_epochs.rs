@@ -104,7 +104,7 @@ async fn a_joiner_serves_from_the_next_epoch_and_an_equivocator_is_left_out_of_t
     // conflict, and report it. (Retried on later slots: a slot may leave the window first.)
     let honest = devnet.sequencers[1].stats.clone();
     let equivocator_links = devnet.peer_links(EQUIVOCATOR);
-    let equivocator_key = devnet.sequencer_bls(EQUIVOCATOR);
+    let equivocator_key = devnet.sequencer_key(EQUIVOCATOR);
     wait_until("the equivocation is recorded on the upper chain", || {
         if !chain.equivocations().expect("embedded").is_empty() {
             return true;

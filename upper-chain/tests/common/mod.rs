@@ -10,7 +10,8 @@ use primitives::{
     AccountKey, Address, B256, NodeId, U256,
     bls::{BlsError, BlsSecretKey, BlsSignature, Certificate},
     pbft::{
-        EquivocationEvidence, EvidenceError, EvidenceKind, Signed, commit_message, prepare_message,
+        EquivocationEvidence, EvidenceError, EvidenceKind, EvidenceSignature, Signed,
+        commit_message, pre_prepare_prehash, prepare_message,
     },
 };
 use upper_chain::{
@@ -54,6 +55,7 @@ macro_rules! interface_tests {
             wallet_updates_by_the_owner_only,
             exits_and_evictions,
             equivocation_expels_the_offender,
+            pre_prepare_equivocation_is_signed_by_the_operator_key,
         );
     };
     (@each_skippable $make:expr; $($name:ident),* $(,)?) => {
@@ -80,6 +82,7 @@ macro_rules! interface_tests {
             wallet_updates_by_the_owner_only,
             exits_and_evictions,
             equivocation_expels_the_offender,
+            pre_prepare_equivocation_is_signed_by_the_operator_key,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -857,8 +860,88 @@ pub fn exits_and_evictions(harness: &impl Harness) {
 fn prepare_vote(secret: &BlsSecretKey, digest: B256) -> Signed {
     Signed {
         digest,
-        signature: secret.sign(&prepare_message(3, 9, &digest)),
+        signature: EvidenceSignature::Bls(secret.sign(&prepare_message(3, 9, &digest))),
     }
+}
+
+/// A pre-prepare `operator` signed for `digest` at view 3, sequence 9.
+fn pre_prepare_proposal(operator: &AccountKey, digest: B256) -> Signed {
+    Signed {
+        digest,
+        signature: EvidenceSignature::Operator(
+            operator.sign_prehash(&pre_prepare_prehash(3, 9, &digest)),
+        ),
+    }
+}
+
+/// Four active sequencers; sequencer 3, primary of view 3, signs two pre-prepares for one slot
+/// with its operator key. The chain checks them against the offender's ID, not its BLS key.
+pub fn pre_prepare_equivocation_is_signed_by_the_operator_key(harness: &impl Harness) {
+    let chain = harness.chain();
+    for seed in 1..=4 {
+        whitelist(chain.as_ref(), seed, 100).unwrap();
+    }
+    admin(chain.as_ref(), AdminOp::Rotate { size: 4 }).unwrap();
+    let (offender, _, _) = sequencer(3);
+    let operator = AccountKey::from_seed(100 + 3);
+    assert_eq!(offender.id, NodeId(operator.address()));
+    let index = chain
+        .sequencer_set()
+        .unwrap()
+        .iter()
+        .position(|record| record.id == offender.id)
+        .unwrap() as u16;
+    let evidence = EquivocationEvidence::new(
+        EvidenceKind::PrePrepare,
+        index,
+        3,
+        9,
+        pre_prepare_proposal(&operator, B256::repeat_byte(7)),
+        pre_prepare_proposal(&operator, B256::repeat_byte(1)),
+    );
+    let before = sequencer_state(chain.as_ref());
+    let refused = |evidence: &EquivocationEvidence, id: NodeId, error: ChainError| {
+        assert_eq!(chain.report_equivocation(evidence, id), Err(error));
+        assert_eq!(
+            sequencer_state(chain.as_ref()),
+            before,
+            "a refusal changed state"
+        );
+    };
+    // Pinned on another sequencer; one proposal signed by another operator key.
+    let other = sequencer(2).0.id;
+    refused(
+        &evidence,
+        other,
+        ChainError::InvalidEvidence(EvidenceError::BadSignature),
+    );
+    let mut forged = evidence.clone();
+    forged.second = pre_prepare_proposal(&AccountKey::from_seed(100 + 2), forged.second.digest);
+    refused(
+        &forged,
+        offender.id,
+        ChainError::InvalidEvidence(EvidenceError::BadSignature),
+    );
+    // Another slot than the one signed.
+    let mut moved = evidence.clone();
+    moved.view = 4;
+    refused(
+        &moved,
+        offender.id,
+        ChainError::InvalidEvidence(EvidenceError::BadSignature),
+    );
+    chain.report_equivocation(&evidence, offender.id).unwrap();
+    assert_eq!(
+        chain.equivocations().unwrap(),
+        vec![(offender.id, evidence)]
+    );
+    assert!(
+        chain
+            .sequencer_candidates()
+            .unwrap()
+            .iter()
+            .all(|c| c.record.id != offender.id)
+    );
 }
 
 /// The active set, the whitelist, the equivocations and the admin nonce.
@@ -902,7 +985,7 @@ pub fn equivocation_expels_the_offender(harness: &impl Harness) {
         prepare_vote(&secret, B256::repeat_byte(7)),
         prepare_vote(&secret, B256::repeat_byte(1)),
     );
-    assert_eq!(evidence.verify(&offender.bls_key), Ok(()));
+    assert_eq!(evidence.verify(&offender.id, &offender.bls_key), Ok(()));
 
     let before = sequencer_state(chain.as_ref());
     let refused = |evidence: &EquivocationEvidence, id: NodeId, error: ChainError| {
@@ -1006,7 +1089,7 @@ pub fn equivocation_expels_the_offender(harness: &impl Harness) {
     refused_after(&evidence);
     let commit_vote = |digest: B256| Signed {
         digest,
-        signature: secret.sign(&commit_message(3, 9, &digest)),
+        signature: EvidenceSignature::Bls(secret.sign(&commit_message(3, 9, &digest))),
     };
     refused_after(&EquivocationEvidence::new(
         EvidenceKind::Commit,
@@ -1183,7 +1266,7 @@ pub fn sequencer_sets_change_only_at_epoch_boundaries(chain: &dyn UpperChain) {
         .unwrap() as u16;
     let vote = |digest: B256| Signed {
         digest,
-        signature: secret.sign(&prepare_message(3, 9, &digest)),
+        signature: EvidenceSignature::Bls(secret.sign(&prepare_message(3, 9, &digest))),
     };
     let evidence = EquivocationEvidence::new(
         EvidenceKind::Prepare,
