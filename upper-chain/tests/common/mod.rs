@@ -878,19 +878,10 @@ fn pre_prepare_proposal(operator: &AccountKey, digest: B256) -> Signed {
 /// with its operator key. The chain checks them against the offender's ID, not its BLS key.
 pub fn pre_prepare_equivocation_is_signed_by_the_operator_key(harness: &impl Harness) {
     let chain = harness.chain();
-    for seed in 1..=4 {
-        whitelist(chain.as_ref(), seed, 100).unwrap();
-    }
-    admin(chain.as_ref(), AdminOp::Rotate { size: 4 }).unwrap();
     let (offender, _, _) = sequencer(3);
+    let index = four_active_sequencers(chain.as_ref(), offender.id);
     let operator = AccountKey::from_seed(100 + 3);
     assert_eq!(offender.id, NodeId(operator.address()));
-    let index = chain
-        .sequencer_set()
-        .unwrap()
-        .iter()
-        .position(|record| record.id == offender.id)
-        .unwrap() as u16;
     let evidence = EquivocationEvidence::new(
         EvidenceKind::PrePrepare,
         index,
@@ -899,14 +890,8 @@ pub fn pre_prepare_equivocation_is_signed_by_the_operator_key(harness: &impl Har
         pre_prepare_proposal(&operator, B256::repeat_byte(7)),
         pre_prepare_proposal(&operator, B256::repeat_byte(1)),
     );
-    let before = sequencer_state(chain.as_ref());
     let refused = |evidence: &EquivocationEvidence, id: NodeId, error: ChainError| {
-        assert_eq!(chain.report_equivocation(evidence, id), Err(error));
-        assert_eq!(
-            sequencer_state(chain.as_ref()),
-            before,
-            "a refusal changed state"
-        );
+        assert_report_refused(chain.as_ref(), evidence, id, error);
     };
     // Pinned on another sequencer; one proposal signed by another operator key.
     let other = sequencer(2).0.id;
@@ -944,6 +929,33 @@ pub fn pre_prepare_equivocation_is_signed_by_the_operator_key(harness: &impl Har
     );
 }
 
+/// Whitelists sequencers 1 to 4 and rotates them into the active set; returns the index
+/// `offender` has in it.
+fn four_active_sequencers(chain: &dyn UpperChain, offender: NodeId) -> u16 {
+    for seed in 1..=4 {
+        whitelist(chain, seed, 100).unwrap();
+    }
+    admin(chain, AdminOp::Rotate { size: 4 }).unwrap();
+    chain
+        .sequencer_set()
+        .unwrap()
+        .iter()
+        .position(|record| record.id == offender)
+        .unwrap() as u16
+}
+
+/// Asserts that `chain` refuses the report with `error`, and that the refusal changed nothing.
+fn assert_report_refused(
+    chain: &dyn UpperChain,
+    evidence: &EquivocationEvidence,
+    id: NodeId,
+    error: ChainError,
+) {
+    let before = sequencer_state(chain);
+    assert_eq!(chain.report_equivocation(evidence, id), Err(error));
+    assert_eq!(sequencer_state(chain), before, "a refusal changed state");
+}
+
 /// The active set, the whitelist, the equivocations and the admin nonce.
 type SequencerState = (
     Vec<SequencerRecord>,
@@ -966,17 +978,8 @@ fn sequencer_state(chain: &dyn UpperChain) -> SequencerState {
 /// they say; the first genuine one expels it, and nothing else does.
 pub fn equivocation_expels_the_offender(harness: &impl Harness) {
     let chain = harness.chain();
-    for seed in 1..=4 {
-        whitelist(chain.as_ref(), seed, 100).unwrap();
-    }
-    admin(chain.as_ref(), AdminOp::Rotate { size: 4 }).unwrap();
     let (offender, secret, _) = sequencer(2);
-    let index = chain
-        .sequencer_set()
-        .unwrap()
-        .iter()
-        .position(|record| record.id == offender.id)
-        .unwrap() as u16;
+    let index = four_active_sequencers(chain.as_ref(), offender.id);
     let evidence = EquivocationEvidence::new(
         EvidenceKind::Prepare,
         index,
@@ -989,12 +992,7 @@ pub fn equivocation_expels_the_offender(harness: &impl Harness) {
 
     let before = sequencer_state(chain.as_ref());
     let refused = |evidence: &EquivocationEvidence, id: NodeId, error: ChainError| {
-        assert_eq!(chain.report_equivocation(evidence, id), Err(error));
-        assert_eq!(
-            sequencer_state(chain.as_ref()),
-            before,
-            "a refusal changed state"
-        );
+        assert_report_refused(chain.as_ref(), evidence, id, error);
     };
     // A stranger to the whitelist.
     let stranger = sequencer(7).0.id;
