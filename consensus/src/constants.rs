@@ -49,3 +49,7 @@ pub const EVENTS_QUEUED_MAX: usize = 4 * SEQUENCE_WINDOW as usize;
 /// Verified signatures a validator set remembers (32 bytes each): a few windows of every
 /// validator's votes.
 pub const VERIFIED_MEMO_MAX: usize = 64 * 1024;
+
+/// Commits a replica signs ahead of need ([`crate::Replica::presign`]): those of the lowest
+/// slots it stands behind, so a driver's idle loop ends after this many signatures at most.
+pub const PRESIGNED_MAX: usize = 8;

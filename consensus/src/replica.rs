@@ -19,7 +19,7 @@ use tracing::{debug, trace, warn};
 
 use crate::{
     constants::{
-        CHECKPOINT_INTERVAL, DECIDED_RETAINED, EVENTS_QUEUED_MAX, SEQUENCE_WINDOW,
+        CHECKPOINT_INTERVAL, DECIDED_RETAINED, EVENTS_QUEUED_MAX, PRESIGNED_MAX, SEQUENCE_WINDOW,
         TRANSMITS_QUEUED_MAX, VIEW_TIMEOUT_MAX_US, VIEW_TIMEOUT_US,
     },
     error::RejectReason,
@@ -1274,7 +1274,8 @@ impl<V: Value> Replica<V> {
     /// it stands behind (as primary or as a backup that checked the proposal) and has not yet
     /// committed to, so that when a quorum prepares, the commit goes out after the quorum's
     /// check alone instead of after a signature too. A driver calls it when no input waits;
-    /// each call signs at most one message (about a millisecond) and returns whether it did.
+    /// each call signs at most one message (about a millisecond) and returns whether it did,
+    /// and no more than [`PRESIGNED_MAX`] are held signed ahead.
     ///
     /// It changes nothing a peer or the log can see: a BLS signature is deterministic, so the
     /// commit sent later is the one this replica would have signed then, and a commit signed
@@ -1284,24 +1285,30 @@ impl<V: Value> Replica<V> {
             return false;
         }
         let view = self.view;
-        let wanted = self.slots.iter().find_map(|(sequence, slot)| {
-            let proposal = slot.proposal.as_ref()?;
-            let message = commit_message(view, *sequence, &proposal.digest);
-            (!slot.commit_sent
-                && slot.certificate.is_none()
-                && slot.stands_behind()
-                && proposal.pre_prepare.view == view
-                && !self.presigned.iter().any(|(bytes, _)| *bytes == message))
-            .then_some(message)
-        });
-        let Some(message) = wanted else {
+        // The lowest slots only, so that a new view standing behind a whole window signs a
+        // bounded number ahead and then stops, instead of evicting and re-signing forever.
+        let wanted: Vec<Vec<u8>> = self
+            .slots
+            .iter()
+            .filter_map(|(sequence, slot)| {
+                let proposal = slot.proposal.as_ref()?;
+                (!slot.commit_sent
+                    && slot.certificate.is_none()
+                    && slot.stands_behind()
+                    && proposal.pre_prepare.view == view)
+                    .then(|| commit_message(view, *sequence, &proposal.digest))
+            })
+            .take(PRESIGNED_MAX)
+            .collect();
+        self.presigned.retain(|(bytes, _)| wanted.contains(bytes));
+        let Some(message) = wanted
+            .into_iter()
+            .find(|message| !self.presigned.iter().any(|(bytes, _)| bytes == message))
+        else {
             return false;
         };
         let hashed = self.hashed(&message);
         let signature = self.secret.sign_hashed(&hashed);
-        if self.presigned.len() == HASHED_MESSAGES_MAX {
-            self.presigned.pop_front();
-        }
         self.presigned.push_back((message, signature));
         true
     }

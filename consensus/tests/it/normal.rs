@@ -68,6 +68,25 @@ fn commits_signed_ahead_are_the_commits_a_replica_would_have_sent() {
 }
 
 #[test]
+fn signing_ahead_stops_after_a_bounded_number_of_commits() {
+    let mut cluster = Cluster::<B256>::new(4, 6);
+    // The primary proposes a run of values whose prepares never arrive.
+    for position in 0..20 {
+        cluster
+            .propose(value(position))
+            .expect("the primary proposes");
+    }
+    assert_eq!(cluster.presign_all(), consensus::constants::PRESIGNED_MAX);
+    assert_eq!(cluster.presign_all(), 0);
+    // Once the messages flow, every slot commits, the signatures made ahead among them.
+    while cluster.step() {
+        cluster.presign_all();
+    }
+    let values: Vec<B256> = (0..20).map(value).collect();
+    assert_committed(&cluster, &[0, 1, 2, 3], &values);
+}
+
+#[test]
 fn four_replicas_commit_proposals_in_order() {
     let mut cluster = Cluster::<B256>::new(4, 1);
     assert_eq!(cluster.validators().quorum(), 3);
