@@ -9,7 +9,7 @@
 
 use primitives::pbft;
 
-pub use primitives::pbft::{EvidenceKind, EvidenceSignature, Signed};
+pub use primitives::pbft::{EvidenceKind, PbftSignature, Signed};
 
 use crate::validator::ValidatorSet;
 

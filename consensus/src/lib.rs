@@ -92,13 +92,11 @@ use primitives::{
 };
 
 pub use error::{CertificateError, RejectReason};
-pub use evidence::{
-    Evidence, EvidenceError, EvidenceKind, EvidenceSignature, Signed, verify_evidence,
-};
+pub use evidence::{Evidence, EvidenceError, EvidenceKind, PbftSignature, Signed, verify_evidence};
 pub use message::{
-    Checkpoint, Decided, DecidedEntry, Message, NULL_DIGEST, NewView, PrePrepare, PreparedProof,
-    ViewChange, Vote, checkpoint_message, commit_message, pre_prepare_message, prepare_message,
-    proposal_digest,
+    Checkpoint, Decided, DecidedEntry, Message, NULL_DIGEST, NewView, PrePrepare, PrepareSignature,
+    PreparedProof, ViewChange, Vote, checkpoint_message, commit_message, pre_prepare_message,
+    prepare_message, proposal_digest,
 };
 pub use persist::{Record, ReplicaState, StateError};
 pub use replica::{Replica, ReplicaConfig, ReplicaEvent, ReplicaInput, ReplicaKeys};

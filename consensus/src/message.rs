@@ -1,14 +1,15 @@
 //! The wire messages of PBFT, what each one signs, and their bounded codec.
 //!
-//! A pre-prepare is signed by its primary's operator key (the secp256k1 key the node ID is the
-//! address of): it is one signer's proposal, never aggregated, and a backup recovers its signer in
-//! tens of microseconds where a BLS check is a pairing of a millisecond or more, on the critical
-//! path of every batch. Every other message is signed by its sender's BLS key. Each signature
-//! covers a domain-separated message that names the view, the sequence and the value's digest.
-//! Prepares and commits carry no value, only its digest. Neither names its sender, so a quorum of prepares aggregates into one prepared
-//! certificate (which view change carries) and a quorum of commits into one commit
-//! [`primitives::bls::Certificate`] that anyone holding the validator set can check, given the
-//! view it was committed in.
+//! Pre-prepares and prepares are signed by their sender's operator key (the secp256k1 key the
+//! node ID is the address of): they stay among the validators (inside view changes, or as
+//! evidence), and a replica recovers a signer in tens of microseconds where a BLS check is a
+//! pairing of a millisecond or more, on the critical path of every batch, once per prepare
+//! quorum at every replica. Commits, checkpoints, view changes and new views are signed by the
+//! sender's BLS key: a quorum of commits aggregates into the one commit
+//! [`primitives::bls::Certificate`] that leaves the set (to the upper chain, to a replica
+//! catching up) and that anyone holding the validator set checks, given the view it was
+//! committed in. Each signature covers a domain-separated message that names the view, the
+//! sequence and the value's digest. Prepares and commits carry no value, only its digest.
 //!
 //! A commit names its view, as in Castro and Liskov: a correct replica may commit-vote two
 //! different values at one sequence in two views (the first never decided), and only the view
@@ -22,7 +23,7 @@ use primitives::{
     bls::{BlsSecretKey, BlsSignature, Certificate, HashedMessage},
     codec::put_list,
     constants::VALIDATORS_MAX,
-    pbft::{pre_prepare_prehash, signed_bytes},
+    pbft::{EvidenceKind, PbftSignature, pre_prepare_prehash, prepare_prehash, signed_bytes},
 };
 
 // What pre-prepares, prepares and commits sign lives in `primitives` so the upper chain can check
@@ -36,7 +37,7 @@ use crate::{
     value::Value,
 };
 
-const MESSAGE_VERSION: u8 = 1;
+const MESSAGE_VERSION: u8 = 2;
 
 const TAG_PRE_PREPARE: u8 = 0;
 const TAG_PREPARE: u8 = 1;
@@ -102,14 +103,11 @@ impl<V: Value> PrePrepare<V> {
 
     /// Checks that the primary of its view signed it, given the value's `digest`.
     pub fn verify(&self, validators: &ValidatorSet, digest: &B256) -> Result<(), RejectReason> {
-        let primary = validators
-            .get(validators.primary_index(self.view))
-            .ok_or(RejectReason::BadSignature)?;
-        let prehash = pre_prepare_prehash(self.view, self.sequence, digest);
-        match self.signature.recover_address(&prehash) {
-            Ok(signer) if signer == primary.id.0 => Ok(()),
-            _ => Err(RejectReason::BadSignature),
-        }
+        validators.verify_operator(
+            validators.primary_index(self.view),
+            &pre_prepare_prehash(self.view, self.sequence, digest),
+            &self.signature,
+        )
     }
 }
 
@@ -124,34 +122,33 @@ pub struct Vote {
     pub digest: B256,
     /// The voter's index in the validator set.
     pub replica: u16,
-    /// The voter's signature: over [`prepare_message`] for a prepare, over [`commit_message`]
-    /// for a commit.
-    pub signature: BlsSignature,
+    /// The voter's signature: its operator key's over [`prepare_prehash`] for a prepare, its
+    /// BLS key's over [`commit_message`] for a commit.
+    pub signature: PbftSignature,
 }
 
 impl Vote {
-    /// A prepare signed by `secret`, validator `replica`.
+    /// A prepare signed by `operator`, validator `replica`.
     pub fn prepare(
-        secret: &BlsSecretKey,
+        operator: &AccountKey,
         view: u64,
         sequence: u64,
         digest: B256,
         replica: u16,
     ) -> Self {
-        let signature = secret.sign(&prepare_message(view, sequence, &digest));
+        let signature = operator.sign_prehash(&prepare_prehash(view, sequence, &digest));
         Vote {
             view,
             sequence,
             digest,
             replica,
-            signature,
+            signature: PbftSignature::Operator(signature),
         }
     }
 
-    /// A prepare or commit signed over its message hashed once (`hashed` must be
-    /// [`prepare_message`] or [`commit_message`] of the vote, hashed): the same signature as
-    /// [`Vote::prepare`] or [`Vote::commit`] makes, for a replica that checks the quorum over the
-    /// same message next.
+    /// A commit signed over its message hashed once (`hashed` must be [`commit_message`] of the
+    /// vote, hashed): the same signature as [`Vote::commit`] makes, for a replica that checks
+    /// the quorum over the same message next.
     pub fn signed_over(
         secret: &BlsSecretKey,
         hashed: &HashedMessage,
@@ -165,7 +162,7 @@ impl Vote {
             sequence,
             digest,
             replica,
-            signature: secret.sign_hashed(hashed),
+            signature: PbftSignature::Bls(secret.sign_hashed(hashed)),
         }
     }
 
@@ -183,20 +180,45 @@ impl Vote {
             sequence,
             digest,
             replica,
-            signature,
+            signature: PbftSignature::Bls(signature),
         }
+    }
+
+    /// The BLS signature of a commit (`None` for a prepare).
+    pub fn bls_signature(&self) -> Option<BlsSignature> {
+        self.signature.bls()
     }
 
     /// Checks that the validator it names signed it as a prepare.
     pub fn verify_prepare(&self, validators: &ValidatorSet) -> Result<(), RejectReason> {
-        let message = prepare_message(self.view, self.sequence, &self.digest);
-        validators.verify_signature(usize::from(self.replica), &message, &self.signature)
+        let PbftSignature::Operator(signature) = &self.signature else {
+            return Err(RejectReason::BadSignature);
+        };
+        validators.verify_operator(
+            usize::from(self.replica),
+            &prepare_prehash(self.view, self.sequence, &self.digest),
+            signature,
+        )
     }
 
     /// Checks that the validator it names signed it as a commit.
     pub fn verify_commit(&self, validators: &ValidatorSet) -> Result<(), RejectReason> {
+        let PbftSignature::Bls(signature) = &self.signature else {
+            return Err(RejectReason::BadSignature);
+        };
         let message = commit_message(self.view, self.sequence, &self.digest);
-        validators.verify_signature(usize::from(self.replica), &message, &self.signature)
+        validators.verify_signature(usize::from(self.replica), &message, signature)
+    }
+
+    /// Decodes a vote of `kind` (which decides its signature scheme).
+    fn decode_as(kind: EvidenceKind, decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(Vote {
+            view: decoder.u64()?,
+            sequence: decoder.u64()?,
+            digest: decoder.b256()?,
+            replica: decoder.u16()?,
+            signature: PbftSignature::decode(kind, decoder)?,
+        })
     }
 }
 
@@ -207,18 +229,6 @@ impl Encode for Vote {
         self.digest.encode(out);
         out.extend_from_slice(&self.replica.to_be_bytes());
         self.signature.encode(out);
-    }
-}
-
-impl Decode for Vote {
-    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        Ok(Vote {
-            view: decoder.u64()?,
-            sequence: decoder.u64()?,
-            digest: decoder.b256()?,
-            replica: decoder.u16()?,
-            signature: BlsSignature::decode(decoder)?,
-        })
     }
 }
 
@@ -309,22 +319,48 @@ impl<V: Value> Decode for PrePrepare<V> {
     }
 }
 
-/// Proof that a value was prepared at a sequence in a view: the primary's pre-prepare and the
-/// aggregate of `quorum - 1` matching prepares from backups. View change carries one per open
+/// One backup's prepare inside a [`PreparedProof`]: its index and its operator-key signature over
+/// [`prepare_prehash`] of the proof's view, sequence and digest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrepareSignature {
+    /// The backup's index in the validator set.
+    pub replica: u16,
+    /// Its signature.
+    pub signature: Signature,
+}
+
+impl Encode for PrepareSignature {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.replica.to_be_bytes());
+        self.signature.encode(out);
+    }
+}
+
+impl Decode for PrepareSignature {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(PrepareSignature {
+            replica: decoder.u16()?,
+            signature: Signature::decode(decoder)?,
+        })
+    }
+}
+
+/// Proof that a value was prepared at a sequence in a view: the primary's pre-prepare and
+/// `quorum - 1` matching prepares from distinct backups. View change carries one per open
 /// sequence, so that a value that may have been decided is proposed again in the next view.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PreparedProof<V> {
     /// The primary's pre-prepare (its view is the proof's view).
     pub pre_prepare: PrePrepare<V>,
-    /// Aggregate of backups' prepares over [`prepare_message`] for the pre-prepare's view,
-    /// sequence and digest.
-    pub prepares: Certificate,
+    /// The backups' prepares for the pre-prepare's view, sequence and digest, by ascending
+    /// index.
+    pub prepares: Vec<PrepareSignature>,
 }
 
 impl<V: Value> Encode for PreparedProof<V> {
     fn encode(&self, out: &mut Vec<u8>) {
         self.pre_prepare.encode(out);
-        self.prepares.encode(out);
+        put_list(out, &self.prepares);
     }
 }
 
@@ -332,7 +368,7 @@ impl<V: Value> Decode for PreparedProof<V> {
     fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
         Ok(PreparedProof {
             pre_prepare: PrePrepare::decode(decoder)?,
-            prepares: Certificate::decode(decoder)?,
+            prepares: decoder.list("prepares", VALIDATORS_MAX)?,
         })
     }
 }
@@ -700,8 +736,14 @@ impl<V: Value> Decode for Message<V> {
         decoder.version("consensus message", &[MESSAGE_VERSION])?;
         match decoder.u8()? {
             TAG_PRE_PREPARE => Ok(Message::PrePrepare(PrePrepare::decode(decoder)?)),
-            TAG_PREPARE => Ok(Message::Prepare(Vote::decode(decoder)?)),
-            TAG_COMMIT => Ok(Message::Commit(Vote::decode(decoder)?)),
+            TAG_PREPARE => Ok(Message::Prepare(Vote::decode_as(
+                EvidenceKind::Prepare,
+                decoder,
+            )?)),
+            TAG_COMMIT => Ok(Message::Commit(Vote::decode_as(
+                EvidenceKind::Commit,
+                decoder,
+            )?)),
             TAG_CHECKPOINT => Ok(Message::Checkpoint(Checkpoint::decode(decoder)?)),
             TAG_VIEW_CHANGE => Ok(Message::ViewChange(ViewChange::decode(decoder)?)),
             TAG_NEW_VIEW => Ok(Message::NewView(NewView::decode(decoder)?)),
@@ -752,7 +794,7 @@ mod tests {
         let value = B256::repeat_byte(3);
         let messages: Vec<Message<B256>> = vec![
             Message::PrePrepare(PrePrepare::new(&operator(2), 2, 5, value)),
-            Message::Prepare(Vote::prepare(&secret, 2, 5, value, 1)),
+            Message::Prepare(Vote::prepare(&operator(1), 2, 5, value, 1)),
             Message::Commit(Vote::commit(&secret, 2, 5, value, 1)),
             Message::Checkpoint(Checkpoint::new(&secret, 16, value, 1)),
         ];
@@ -783,7 +825,11 @@ mod tests {
         let value = B256::repeat_byte(3);
         let checkpoint = Checkpoint::new(&secret, 16, value, 1);
         let pre_prepare = PrePrepare::new(&operator(1), 1, 17, value);
-        let prepares = Certificate::aggregate(&[(2, secret.sign(b"x"))]).expect("one vote");
+        let prepare = Vote::prepare(&operator(2), 1, 17, value, 2);
+        let prepares = vec![PrepareSignature {
+            replica: 2,
+            signature: prepare.signature.operator().expect("an operator signature"),
+        }];
         let proof = PreparedProof {
             pre_prepare: pre_prepare.clone(),
             prepares,
@@ -868,7 +914,7 @@ mod tests {
         let validators = one_key_set();
         let digest = B256::repeat_byte(9);
         // A prepare's signature is not a commit's, though both name the same sequence and digest.
-        let mut prepare = Vote::prepare(&secret, 0, 1, digest, 0);
+        let mut prepare = Vote::prepare(&operator(0), 0, 1, digest, 0);
         assert_eq!(
             prepare.verify_commit(&validators),
             Err(RejectReason::BadSignature)

@@ -43,7 +43,7 @@ use crate::{
     value::Value,
 };
 
-const RECORD_VERSION: u8 = 1;
+const RECORD_VERSION: u8 = 2;
 const TAG_VIEW: u8 = 0;
 const TAG_PROPOSAL: u8 = 1;
 const TAG_PREPARED: u8 = 2;
@@ -54,7 +54,7 @@ const TAG_VIEW_CHANGE: u8 = 6;
 
 /// Own view changes a state keeps: as many as the replica keeps per sender.
 pub(crate) const OWN_VIEW_CHANGES: usize = 4;
-const STATE_VERSION: u8 = 1;
+const STATE_VERSION: u8 = 2;
 
 /// Most entries of each kind a [`ReplicaState`] holds: the window's slots, or the decided
 /// entries retained below the window.

@@ -23,13 +23,13 @@ use crate::{
         TRANSMITS_QUEUED_MAX, VIEW_TIMEOUT_MAX_US, VIEW_TIMEOUT_US,
     },
     error::RejectReason,
-    evidence::{Evidence, EvidenceKind, EvidenceSignature, Signed},
+    evidence::{Evidence, EvidenceKind, PbftSignature, Signed},
     log::{
         CheckpointVotes, Held, Proposal, Slot, Verdict, VoteKind, chain_history, quorum_candidates,
     },
     message::{
-        Checkpoint, DecidedEntry, Message, NewView, PrePrepare, PreparedProof, ViewChange, Vote,
-        checkpoint_message, commit_message, prepare_message,
+        Checkpoint, DecidedEntry, Message, NewView, PrePrepare, PrepareSignature, PreparedProof,
+        ViewChange, Vote, checkpoint_message, commit_message,
     },
     persist::{Record, ReplicaState},
     stats::ReplicaStats,
@@ -499,8 +499,8 @@ impl<V: Value> Replica<V> {
                 next_sequence = next_sequence.max(sequence + 1);
                 let digest = pre_prepare.digest();
                 let me = replica.index;
-                let own_prepare =
-                    (!primary).then(|| Vote::prepare(&replica.secret, view, sequence, digest, me));
+                let own_prepare = (!primary)
+                    .then(|| Vote::prepare(&replica.operator, view, sequence, digest, me));
                 let committed = prepared.get(&sequence).is_some_and(|proof| {
                     proof.pre_prepare.view == view && proof.pre_prepare.digest() == digest
                 });
@@ -865,11 +865,7 @@ impl<V: Value> Replica<V> {
         if let Some(pre_prepare) = pre_prepare {
             self.record(|| Record::Proposal(pre_prepare));
         }
-        let vote = self.own_vote(
-            &prepare_message(self.view, sequence, &digest),
-            sequence,
-            digest,
-        );
+        let vote = Vote::prepare(&self.operator, self.view, sequence, digest, self.index);
         self.broadcast(&Message::Prepare(vote.clone()));
         self.stats.prepares_sent += 1;
         let slot = self
@@ -1020,7 +1016,7 @@ impl<V: Value> Replica<V> {
             }
             let first = Signed {
                 digest: proposal.digest,
-                signature: EvidenceSignature::Operator(proposal.pre_prepare.signature),
+                signature: PbftSignature::Operator(proposal.pre_prepare.signature),
             };
             return self.conflicting_pre_prepare(sequence, first, &pre_prepare, digest);
         }
@@ -1061,7 +1057,7 @@ impl<V: Value> Replica<V> {
             pre_prepare.verify(&self.validators, &digest)?;
             let second = Signed {
                 digest,
-                signature: EvidenceSignature::Operator(pre_prepare.signature),
+                signature: PbftSignature::Operator(pre_prepare.signature),
             };
             let evidence = Evidence::new(
                 EvidenceKind::PrePrepare,
@@ -1170,7 +1166,7 @@ impl<V: Value> Replica<V> {
             self.verify_vote(kind, vote)?;
             let signed = |vote: &Vote| Signed {
                 digest: vote.digest,
-                signature: EvidenceSignature::Bls(vote.signature),
+                signature: vote.signature,
             };
             let evidence = Evidence::new(
                 evidence_kind,
@@ -1203,7 +1199,8 @@ impl<V: Value> Replica<V> {
         self.events.push_back(ReplicaEvent::Evidence(evidence));
     }
 
-    /// Checks one vote's signature against its voter's key (one pairing check).
+    /// Checks one vote's signature against its voter's key: a recovery for a prepare, a pairing
+    /// check for a commit.
     fn verify_vote(&mut self, kind: VoteKind, vote: &Vote) -> Result<(), RejectReason> {
         self.stats.signature_checks += 1;
         match kind {
@@ -1212,9 +1209,9 @@ impl<V: Value> Replica<V> {
         }
     }
 
-    /// Checks the signatures of `votes` (one kind, one view, sequence and digest) with one
+    /// Checks the signatures of `votes` (commits for one view, sequence and digest) with one
     /// aggregate verification: `fast_aggregate_verify` over the voters' keys.
-    fn verify_aggregate(&mut self, kind: VoteKind, votes: &[Vote]) -> bool {
+    fn verify_aggregate(&mut self, votes: &[Vote]) -> bool {
         assert!(votes.len() >= 2, "an aggregate covers several votes");
         let first = &votes[0];
         assert!(
@@ -1225,14 +1222,14 @@ impl<V: Value> Replica<V> {
         );
         self.stats.signature_checks += 1;
         self.stats.signature_checks_aggregate += 1;
-        let message = match kind {
-            VoteKind::Prepare => prepare_message(first.view, first.sequence, &first.digest),
-            VoteKind::Commit => commit_message(first.view, first.sequence, &first.digest),
-        };
-        let signatures: Vec<(usize, BlsSignature)> = votes
+        let message = commit_message(first.view, first.sequence, &first.digest);
+        let Some(signatures) = votes
             .iter()
-            .map(|vote| (usize::from(vote.replica), vote.signature))
-            .collect();
+            .map(|vote| Some((usize::from(vote.replica), vote.bls_signature()?)))
+            .collect::<Option<Vec<(usize, BlsSignature)>>>()
+        else {
+            return false;
+        };
         let Ok(aggregate) = Certificate::aggregate(&signatures) else {
             return false;
         };
@@ -1242,9 +1239,9 @@ impl<V: Value> Replica<V> {
             .is_ok()
     }
 
-    /// This replica's prepare or commit (`message` says which) for `digest` at `sequence` in
-    /// the current view.
-    fn own_vote(&mut self, message: &[u8], sequence: u64, digest: B256) -> Vote {
+    /// This replica's commit (`message` is its [`commit_message`]) for `digest` at `sequence`
+    /// in the current view.
+    fn own_commit(&mut self, message: &[u8], sequence: u64, digest: B256) -> Vote {
         if let Some(position) = self
             .presigned
             .iter()
@@ -1256,7 +1253,7 @@ impl<V: Value> Replica<V> {
                 sequence,
                 digest,
                 replica: self.index,
-                signature,
+                signature: PbftSignature::Bls(signature),
             };
         }
         let hashed = self.hashed(message);
@@ -1350,18 +1347,16 @@ impl<V: Value> Replica<V> {
                 .filter(|held| !held.verified)
                 .map(|held| held.vote.clone())
                 .collect();
-            // Votes whose signatures the set already knows good need no check.
-            let message = match kind {
-                VoteKind::Prepare => prepare_message,
-                VoteKind::Commit => commit_message,
-            };
+            // Commits whose signatures the set already knows good need no check.
             let (known, unverified): (Vec<Vote>, Vec<Vote>) =
                 unverified.into_iter().partition(|vote| {
-                    self.validators.knows_signed(
-                        usize::from(vote.replica),
-                        &message(vote.view, vote.sequence, &vote.digest),
-                        &vote.signature,
-                    )
+                    vote.bls_signature().is_some_and(|signature| {
+                        self.validators.knows_signed(
+                            usize::from(vote.replica),
+                            &commit_message(vote.view, vote.sequence, &vote.digest),
+                            &signature,
+                        )
+                    })
                 });
             if !known.is_empty() {
                 let votes = self.slots.get_mut(&sequence)?.votes_mut(kind);
@@ -1375,7 +1370,12 @@ impl<V: Value> Replica<V> {
             if unverified.is_empty() {
                 return Some(chosen);
             }
-            if unverified.len() >= 2 && self.verify_aggregate(kind, &unverified) {
+            // Prepares are checked one by one (a recovery each costs less than the aggregation
+            // would), commits in one aggregate check.
+            if kind == VoteKind::Commit
+                && unverified.len() >= 2
+                && self.verify_aggregate(&unverified)
+            {
                 let votes = self.slots.get_mut(&sequence)?.votes_mut(kind);
                 for vote in &unverified {
                     votes
@@ -1530,7 +1530,13 @@ impl<V: Value> Replica<V> {
                 .expect("the slot is still there");
             let votes: Vec<(usize, BlsSignature)> = voters
                 .iter()
-                .map(|voter| (usize::from(*voter), slot.commits[voter].vote.signature))
+                .map(|voter| {
+                    let signature = slot.commits[voter]
+                        .vote
+                        .bls_signature()
+                        .expect("a verified commit is BLS-signed");
+                    (usize::from(*voter), signature)
+                })
                 .collect();
             let certificate =
                 Certificate::aggregate(&votes).expect("verified signatures aggregate");
@@ -1541,7 +1547,7 @@ impl<V: Value> Replica<V> {
     }
 
     /// Keeps the proof that this replica prepared the slot's value in the current view: the
-    /// pre-prepare and the aggregate of the `preparers`' verified prepares.
+    /// pre-prepare and the `preparers`' verified prepares.
     fn record_prepared(&mut self, sequence: u64, preparers: &[u16]) {
         if preparers.is_empty() {
             return; // A lone validator: no view change can ever need the proof.
@@ -1550,11 +1556,17 @@ impl<V: Value> Replica<V> {
             .slots
             .get_mut(&sequence)
             .expect("a prepared slot is in the log");
-        let votes: Vec<(usize, BlsSignature)> = preparers
+        let mut prepares: Vec<PrepareSignature> = preparers
             .iter()
-            .map(|voter| (usize::from(*voter), slot.prepares[voter].vote.signature))
+            .map(|voter| {
+                let signature = slot.prepares[voter].vote.signature.operator();
+                PrepareSignature {
+                    replica: *voter,
+                    signature: signature.expect("a verified prepare is signed by an operator key"),
+                }
+            })
             .collect();
-        let prepares = Certificate::aggregate(&votes).expect("verified signatures aggregate");
+        prepares.sort_by_key(|prepare| prepare.replica);
         let pre_prepare = slot
             .proposal
             .as_ref()
@@ -1571,7 +1583,7 @@ impl<V: Value> Replica<V> {
 
     /// Broadcasts this replica's commit for the prepared `digest` at `sequence`.
     fn send_commit(&mut self, sequence: u64, digest: B256) {
-        let vote = self.own_vote(
+        let vote = self.own_commit(
             &commit_message(self.view, sequence, &digest),
             sequence,
             digest,
@@ -1770,14 +1782,14 @@ impl<V: Value> Replica<V> {
         }
         let me = self.index();
         let validators = &self.validators;
-        // Pre-prepares are signed by operator keys, whose check costs too little to remember.
+        // Pre-prepares and prepares are signed by operator keys, whose check costs too little to
+        // remember.
         match message {
-            Message::Prepare(vote) | Message::Commit(vote) if usize::from(vote.replica) == me => {
-                let bytes = match message {
-                    Message::Prepare(_) => prepare_message(vote.view, vote.sequence, &vote.digest),
-                    _ => commit_message(vote.view, vote.sequence, &vote.digest),
-                };
-                validators.remember_signed(me, &bytes, &vote.signature);
+            Message::Commit(vote) if usize::from(vote.replica) == me => {
+                if let Some(signature) = vote.bls_signature() {
+                    let bytes = commit_message(vote.view, vote.sequence, &vote.digest);
+                    validators.remember_signed(me, &bytes, &signature);
+                }
             }
             Message::Checkpoint(checkpoint) if usize::from(checkpoint.replica) == me => {
                 let bytes = checkpoint_message(checkpoint.sequence, &checkpoint.history);

@@ -8,7 +8,7 @@ use std::{
 
 use parking_lot::Mutex;
 use primitives::{
-    Decode, DecodeError, Decoder, Encode, NodeId,
+    B256, Decode, DecodeError, Decoder, Encode, NodeId, Signature,
     bls::{BlsError, BlsPublicKey, BlsSignature, Certificate, HashedMessage},
     constants::VALIDATORS_MAX,
 };
@@ -229,6 +229,24 @@ impl ValidatorSet {
     pub fn knows_signed(&self, signer: usize, message: &[u8], signature: &BlsSignature) -> bool {
         let digest = memo_digest(0, &(signer as u64).to_be_bytes(), message, signature);
         self.verified.contains(&digest)
+    }
+
+    /// Checks that validator `signer`'s operator key made `signature` over `prehash`: the
+    /// signer recovered from it is the validator's node ID.
+    pub fn verify_operator(
+        &self,
+        signer: usize,
+        prehash: &B256,
+        signature: &Signature,
+    ) -> Result<(), RejectReason> {
+        let validator = self
+            .validators
+            .get(signer)
+            .ok_or(RejectReason::BadSignature)?;
+        match signature.recover_address(prehash) {
+            Ok(address) if address == validator.id.0 => Ok(()),
+            _ => Err(RejectReason::BadSignature),
+        }
     }
 
     /// Checks that validator `signer` signed `message`.

@@ -973,12 +973,22 @@ impl World {
                         ))
                         .to_bytes()
                     }
-                    Ok(Message::Prepare(vote)) => {
-                        Message::<B256>::Prepare(resigned(Vote::prepare, &wrong, &vote)).to_bytes()
-                    }
-                    Ok(Message::Commit(vote)) => {
-                        Message::<B256>::Commit(resigned(Vote::commit, &wrong, &vote)).to_bytes()
-                    }
+                    Ok(Message::Prepare(vote)) => Message::<B256>::Prepare(Vote::prepare(
+                        &operator_key(from + self.nodes.len()),
+                        vote.view,
+                        vote.sequence,
+                        vote.digest,
+                        vote.replica,
+                    ))
+                    .to_bytes(),
+                    Ok(Message::Commit(vote)) => Message::<B256>::Commit(Vote::commit(
+                        &wrong,
+                        vote.view,
+                        vote.sequence,
+                        vote.digest,
+                        vote.replica,
+                    ))
+                    .to_bytes(),
                     _ => bytes,
                 };
                 self.send_raw(from, to, bytes);
@@ -992,18 +1002,23 @@ impl World {
                 let bytes = match vote {
                     Some((commit, vote)) => {
                         let digest = B256::from(self.rng.random::<[u8; 32]>());
-                        let sign = if commit { Vote::commit } else { Vote::prepare };
-                        let forged = sign(
-                            &secret_key(from),
-                            vote.view,
-                            vote.sequence,
-                            digest,
-                            vote.replica,
-                        );
+                        let (view, sequence, replica) = (vote.view, vote.sequence, vote.replica);
                         let message: Message<B256> = if commit {
-                            Message::Commit(forged)
+                            Message::Commit(Vote::commit(
+                                &secret_key(from),
+                                view,
+                                sequence,
+                                digest,
+                                replica,
+                            ))
                         } else {
-                            Message::Prepare(forged)
+                            Message::Prepare(Vote::prepare(
+                                &operator_key(from),
+                                view,
+                                sequence,
+                                digest,
+                                replica,
+                            ))
                         };
                         message.to_bytes()
                     }
@@ -1081,13 +1096,4 @@ fn open_log(
 pub fn run_seed(n: usize, seed: u64) -> RunReport {
     let scenario = Scenario::draw(n, seed);
     World::new(seed, scenario).run()
-}
-
-/// `vote` signed again, by `secret`, with `sign` ([`Vote::prepare`] or [`Vote::commit`]).
-fn resigned(
-    sign: fn(&primitives::bls::BlsSecretKey, u64, u64, B256, u16) -> Vote,
-    secret: &primitives::bls::BlsSecretKey,
-    vote: &Vote,
-) -> Vote {
-    sign(secret, vote.view, vote.sequence, vote.digest, vote.replica)
 }

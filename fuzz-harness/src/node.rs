@@ -54,7 +54,6 @@ fn pbft_and_mesh(data: &[u8]) {
 
 /// Group messages for the `group` corpus.
 pub fn seeds() -> Vec<Vec<u8>> {
-    let key = primitives::bls::BlsSecretKey::from_seed(&[1; 32]);
     let root = GroupRoot(GroupRootCommitment {
         epoch: 3,
         group: B256::repeat_byte(4),
@@ -69,7 +68,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
             root.clone(),
         )),
         Message::Prepare(Vote::prepare(
-            &key,
+            &primitives::AccountKey::from_seed(2),
             0,
             1,
             consensus::Value::digest(&root),

@@ -24,7 +24,7 @@ use primitives::{
     ethereum::{EthereumKind, EthereumSignature, ethereum_envelope},
     finality::{FinalityLevel, StateItem},
     merkle::MerkleTree,
-    pbft::{EquivocationEvidence, EvidenceKind, EvidenceSignature, Signed},
+    pbft::{EquivocationEvidence, EvidenceKind, PbftSignature, Signed},
 };
 
 /// The seeds of every target, by target name.
@@ -192,7 +192,7 @@ fn pbft() -> Vec<Vec<u8>> {
     let messages: Vec<Message<Batch>> = vec![
         Message::PrePrepare(pre_prepare),
         Message::PrePrepare(PrePrepare::proposing(&operator, 1, 2, None)),
-        Message::Prepare(Vote::prepare(&keys[1], 0, 1, digest, 1)),
+        Message::Prepare(Vote::prepare(&operator, 0, 1, digest, 1)),
         Message::Commit(Vote::commit(&keys[2], 0, 1, digest, 2)),
         Message::Checkpoint(Checkpoint::new(&keys[3], 10, B256::repeat_byte(5), 3)),
         Message::Fetch { from: 7 },
@@ -202,10 +202,10 @@ fn pbft() -> Vec<Vec<u8>> {
         let digest = B256::repeat_byte(byte);
         Signed {
             digest,
-            signature: EvidenceSignature::Bls(keys[1].sign(digest.as_slice())),
+            signature: PbftSignature::Bls(keys[1].sign(digest.as_slice())),
         }
     };
-    let evidence = EquivocationEvidence::new(EvidenceKind::Prepare, 1, 0, 1, signed(1), signed(2));
+    let evidence = EquivocationEvidence::new(EvidenceKind::Commit, 1, 0, 1, signed(1), signed(2));
     seeds.push(evidence.to_bytes());
     seeds.push(certificate(b"commit").to_bytes());
     seeds

@@ -62,10 +62,24 @@ pub fn pre_prepare_prehash(view: u64, sequence: u64, digest: &B256) -> B256 {
     keccak256(pre_prepare_message(view, sequence, digest))
 }
 
-/// The bytes a prepare signs: `b"tickrate:prepare" || view || sequence || digest`. The sender is
-/// not part of it, so a quorum of prepares aggregates into one prepared certificate.
+/// The bytes a prepare signs: `b"tickrate:prepare" || view || sequence || digest`.
 pub fn prepare_message(view: u64, sequence: u64, digest: &B256) -> Vec<u8> {
     signed_bytes(PREPARE_DOMAIN, Some(view), sequence, digest)
+}
+
+/// What a backup's operator key signs for a prepare: the keccak-256 of [`prepare_message`], so
+/// the upper chain checks it with `ecrecover`.
+pub fn prepare_prehash(view: u64, sequence: u64, digest: &B256) -> B256 {
+    keccak256(prepare_message(view, sequence, digest))
+}
+
+/// Which key signs a PBFT message kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// The sender's operator key (secp256k1), over the keccak-256 of the kind's message.
+    Operator,
+    /// The sender's BLS key, over the kind's message.
+    Bls,
 }
 
 /// What the offender signed twice.
@@ -89,6 +103,14 @@ impl EvidenceKind {
         }
     }
 
+    /// The key that signs messages of this kind.
+    pub fn scheme(self) -> Scheme {
+        match self {
+            EvidenceKind::PrePrepare | EvidenceKind::Prepare => Scheme::Operator,
+            EvidenceKind::Commit => Scheme::Bls,
+        }
+    }
+
     /// The kind a tag names.
     pub fn from_tag(tag: u8) -> Result<Self, DecodeError> {
         match tag {
@@ -103,34 +125,51 @@ impl EvidenceKind {
     }
 }
 
-/// A signature in a piece of evidence. A pre-prepare is signed by its primary's operator key (the
-/// secp256k1 key its node ID is the address of): it is one signer's proposal, never aggregated,
-/// and recovering it costs a small fraction of a pairing. Prepares and commits are signed by
-/// the voter's BLS key, so a quorum of them aggregates into one certificate.
+/// A signature on a PBFT message of one replica. Pre-prepares and prepares are signed by the
+/// sender's operator key (the secp256k1 key its node ID is the address of): neither ever
+/// leaves the validators except inside a view change or as evidence, and recovering a signer
+/// costs a small fraction of the pairing a BLS check is, on the critical path of every batch.
+/// Commits are signed by the voter's BLS key, so a quorum of them aggregates into the one
+/// commit certificate that leaves the set (to the upper chain, to a replica catching up).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EvidenceSignature {
-    /// A pre-prepare's, over [`pre_prepare_prehash`].
+pub enum PbftSignature {
+    /// A pre-prepare's or a prepare's, over the keccak-256 of the kind's message.
     Operator(Signature),
-    /// A prepare's or a commit's, over the kind's message.
+    /// A commit's, over the kind's message.
     Bls(BlsSignature),
 }
 
-impl EvidenceSignature {
-    fn encode(&self, out: &mut Vec<u8>) {
+impl PbftSignature {
+    /// The operator-key signature, if that is the scheme.
+    pub fn operator(&self) -> Option<Signature> {
         match self {
-            EvidenceSignature::Operator(signature) => signature.encode(out),
-            EvidenceSignature::Bls(signature) => signature.encode(out),
+            PbftSignature::Operator(signature) => Some(*signature),
+            PbftSignature::Bls(_) => None,
         }
     }
 
-    /// The signature a piece of evidence of `kind` carries: the kind decides the scheme, so
-    /// the encoding needs no tag of its own.
-    fn decode(kind: EvidenceKind, decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
-        Ok(match kind {
-            EvidenceKind::PrePrepare => EvidenceSignature::Operator(Signature::decode(decoder)?),
-            EvidenceKind::Prepare | EvidenceKind::Commit => {
-                EvidenceSignature::Bls(BlsSignature::decode(decoder)?)
-            }
+    /// The BLS signature, if that is the scheme.
+    pub fn bls(&self) -> Option<BlsSignature> {
+        match self {
+            PbftSignature::Bls(signature) => Some(*signature),
+            PbftSignature::Operator(_) => None,
+        }
+    }
+
+    /// Writes the signature, untagged: the message kind decides the scheme.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            PbftSignature::Operator(signature) => signature.encode(out),
+            PbftSignature::Bls(signature) => signature.encode(out),
+        }
+    }
+
+    /// The signature a message of `kind` carries: the kind decides the scheme, so the encoding
+    /// needs no tag of its own.
+    pub fn decode(kind: EvidenceKind, decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(match kind.scheme() {
+            Scheme::Operator => PbftSignature::Operator(Signature::decode(decoder)?),
+            Scheme::Bls => PbftSignature::Bls(BlsSignature::decode(decoder)?),
         })
     }
 }
@@ -141,7 +180,7 @@ pub struct Signed {
     /// The digest signed.
     pub digest: B256,
     /// The offender's signature over the kind's message naming `digest`.
-    pub signature: EvidenceSignature,
+    pub signature: PbftSignature,
 }
 
 /// Validator `offender` signed two different digests where a correct validator signs one.
@@ -214,8 +253,8 @@ impl EquivocationEvidence {
         }
     }
 
-    /// Checks that the offender — node `offender_id` (whose operator key signs pre-prepares)
-    /// holding `offender_key` (which signs votes) — signed both digests, and that they differ
+    /// Checks that the offender — node `offender_id` (whose operator key signs pre-prepares and
+    /// prepares) holding `offender_key` (which signs commits) — signed both digests, and that they differ
     /// and are in canonical order. Whether these are the offender's in some validator set (and,
     /// for pre-prepares, that view's primary) is the caller's to check.
     pub fn verify(
@@ -228,17 +267,14 @@ impl EquivocationEvidence {
             return Err(EvidenceError::NotCanonical);
         }
         for signed in [&self.first, &self.second] {
-            let signed_by_offender = match (self.kind, &signed.signature) {
-                (EvidenceKind::PrePrepare, EvidenceSignature::Operator(signature)) => {
-                    let prehash = pre_prepare_prehash(self.view, self.sequence, &signed.digest);
-                    signature.recover_address(&prehash).ok() == Some(offender_id.0)
+            let message = self.signed_message(&signed.digest);
+            let signed_by_offender = match (self.kind.scheme(), &signed.signature) {
+                (Scheme::Operator, PbftSignature::Operator(signature)) => {
+                    signature.recover_address(&keccak256(&message)).ok() == Some(offender_id.0)
                 }
-                (
-                    EvidenceKind::Prepare | EvidenceKind::Commit,
-                    EvidenceSignature::Bls(signature),
-                ) => offender_key
-                    .verify(&self.signed_message(&signed.digest), signature)
-                    .is_ok(),
+                (Scheme::Bls, PbftSignature::Bls(signature)) => {
+                    offender_key.verify(&message, signature).is_ok()
+                }
                 _ => false,
             };
             if !signed_by_offender {
@@ -273,7 +309,7 @@ impl Decode for EquivocationEvidence {
         let mut signed = || -> Result<Signed, DecodeError> {
             Ok(Signed {
                 digest: decoder.b256()?,
-                signature: EvidenceSignature::decode(kind, decoder)?,
+                signature: PbftSignature::decode(kind, decoder)?,
             })
         };
         let first = signed()?;
@@ -298,18 +334,27 @@ mod tests {
         B256::repeat_byte(byte)
     }
 
-    fn prepare(secret: &BlsSecretKey, digest: B256) -> Signed {
+    fn commit(secret: &BlsSecretKey, digest: B256) -> Signed {
         Signed {
             digest,
-            signature: EvidenceSignature::Bls(secret.sign(&prepare_message(3, 7, &digest))),
+            signature: PbftSignature::Bls(secret.sign(&commit_message(3, 7, &digest))),
         }
     }
 
     fn pre_prepare(operator: &AccountKey, digest: B256) -> Signed {
         Signed {
             digest,
-            signature: EvidenceSignature::Operator(
+            signature: PbftSignature::Operator(
                 operator.sign_prehash(&pre_prepare_prehash(3, 7, &digest)),
+            ),
+        }
+    }
+
+    fn prepare(operator: &AccountKey, digest: B256) -> Signed {
+        Signed {
+            digest,
+            signature: PbftSignature::Operator(
+                operator.sign_prehash(&prepare_prehash(3, 7, &digest)),
             ),
         }
     }
@@ -332,12 +377,12 @@ mod tests {
         let secret = BlsSecretKey::from_seed(&[1; 32]);
         let stranger = BlsSecretKey::from_seed(&[2; 32]).public_key();
         let evidence = EquivocationEvidence::new(
-            EvidenceKind::Prepare,
+            EvidenceKind::Commit,
             0,
             3,
             7,
-            prepare(&secret, digest(9)),
-            prepare(&secret, digest(2)),
+            commit(&secret, digest(9)),
+            commit(&secret, digest(2)),
         );
         let id = NodeId(AccountKey::from_seed(1).address());
         assert!(evidence.first.digest < evidence.second.digest);
@@ -362,17 +407,49 @@ mod tests {
             equal.verify(&id, &secret.public_key()),
             Err(EvidenceError::NotCanonical)
         );
-        // The same signatures say nothing as commits, nor as pre-prepares.
-        let mut commits = evidence.clone();
-        commits.kind = EvidenceKind::Commit;
+        // The same signatures say nothing as prepares, nor as pre-prepares.
+        let mut prepares = evidence.clone();
+        prepares.kind = EvidenceKind::Prepare;
         assert_eq!(
-            commits.verify(&id, &secret.public_key()),
+            prepares.verify(&id, &secret.public_key()),
             Err(EvidenceError::BadSignature)
         );
         let mut pre_prepares = evidence;
         pre_prepares.kind = EvidenceKind::PrePrepare;
         assert_eq!(
             pre_prepares.verify(&id, &secret.public_key()),
+            Err(EvidenceError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn prepare_evidence_is_signed_by_the_offenders_operator_key() {
+        let operator = AccountKey::from_seed(6);
+        let id = NodeId(operator.address());
+        let key = BlsSecretKey::from_seed(&[1; 32]).public_key();
+        let evidence = EquivocationEvidence::new(
+            EvidenceKind::Prepare,
+            1,
+            3,
+            7,
+            prepare(&operator, digest(4)),
+            prepare(&operator, digest(5)),
+        );
+        assert_eq!(evidence.verify(&id, &key), Ok(()));
+        let stranger = NodeId(AccountKey::from_seed(7).address());
+        assert_eq!(
+            evidence.verify(&stranger, &key),
+            Err(EvidenceError::BadSignature)
+        );
+        assert_eq!(
+            EquivocationEvidence::from_bytes(&evidence.to_bytes()),
+            Ok(evidence.clone())
+        );
+        // A prepare's signature is no pre-prepare's: the domains differ.
+        let mut pre_prepares = evidence;
+        pre_prepares.kind = EvidenceKind::PrePrepare;
+        assert_eq!(
+            pre_prepares.verify(&id, &key),
             Err(EvidenceError::BadSignature)
         );
     }
@@ -401,9 +478,9 @@ mod tests {
             EquivocationEvidence::from_bytes(&bytes),
             Ok(evidence.clone())
         );
-        // The same signatures say nothing as prepares, whose signatures are BLS.
+        // The same signatures say nothing as commits, whose signatures are BLS.
         let mut retagged = bytes;
-        retagged[1] = EvidenceKind::Prepare.tag();
+        retagged[1] = EvidenceKind::Commit.tag();
         assert!(EquivocationEvidence::from_bytes(&retagged).is_err());
     }
 

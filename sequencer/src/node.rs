@@ -1928,8 +1928,9 @@ impl Core {
 
 #[cfg(test)]
 mod tests {
-    use consensus::{Evidence, EvidenceKind, EvidenceSignature, Signed, prepare_message};
+    use consensus::{Evidence, EvidenceKind, PbftSignature, Signed};
     use primitives::B256;
+    use primitives::pbft::prepare_prehash;
     use upper_chain::{EmbeddedChain, SequencerRecord};
 
     use super::*;
@@ -1949,9 +1950,12 @@ mod tests {
             .collect();
         let sequencers: Vec<NodeId> = records.iter().map(|record| record.id).collect();
         let chain = EmbeddedChain::new(records);
+        let operator = AccountKey::from_seed(3);
         let prepare = |digest: B256| Signed {
             digest,
-            signature: EvidenceSignature::Bls(secrets[2].sign(&prepare_message(0, 1, &digest))),
+            signature: PbftSignature::Operator(
+                operator.sign_prehash(&prepare_prehash(0, 1, &digest)),
+            ),
         };
         let evidence = Evidence::new(
             EvidenceKind::Prepare,

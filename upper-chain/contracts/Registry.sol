@@ -223,8 +223,9 @@ contract Registry {
     /// Equivocation evidence (`primitives::pbft::EquivocationEvidence`): the offender, validator
     /// `index` of the set that saw it, signed both digests as votes of `kind` (0 pre-prepare,
     /// 1 prepare, 2 commit) at one `(view, sequence)`. `firstDigest < secondDigest` (one offence,
-    /// one encoding). Pre-prepares are signed by the offender's operator key (65 bytes, r s v,
-    /// over the keccak-256 of the message); votes by its BLS key, in the EIP-2537 encoding.
+    /// one encoding). Pre-prepares and prepares are signed by the offender's operator key (65
+    /// bytes, r s v, over the keccak-256 of the message); commits by its BLS key, in the
+    /// EIP-2537 encoding.
     struct Equivocation {
         uint8 kind;
         uint16 index;
@@ -560,7 +561,7 @@ contract Registry {
         bytes memory first = voteMessage(e.kind, e.viewNumber, e.sequence, e.firstDigest);
         bytes memory second = voteMessage(e.kind, e.viewNumber, e.sequence, e.secondDigest);
         bool signed;
-        if (e.kind == 0) {
+        if (e.kind < 2) {
             signed = signerOf(keccak256(first), e.firstSignature) == offender
                 && signerOf(keccak256(second), e.secondSignature) == offender;
         } else {

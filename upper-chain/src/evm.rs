@@ -33,7 +33,7 @@ use parking_lot::Mutex;
 use primitives::{
     AccountKey, Address, B256, NodeId, Signature, SignatureError, U256,
     bls::{BlsError, BlsPublicKey, BlsSignature, Certificate},
-    pbft::{EquivocationEvidence, EvidenceError, EvidenceKind, EvidenceSignature, Signed},
+    pbft::{EquivocationEvidence, EvidenceError, EvidenceKind, PbftSignature, Scheme, Signed},
 };
 use tracing::{debug, info};
 
@@ -746,12 +746,12 @@ fn sequencer_record(sequencer: &Registry::Sequencer) -> Result<SequencerRecord, 
 
 fn evidence_of(e: &Registry::Equivocation) -> Result<EquivocationEvidence, ChainError> {
     let kind = EvidenceKind::from_tag(e.kind).map_err(|err| rpc("equivocation", err))?;
-    let signature = |bytes: &[u8]| match kind {
-        EvidenceKind::PrePrepare => <[u8; 65]>::try_from(bytes)
-            .map(|raw| EvidenceSignature::Operator(Signature(raw)))
+    let signature = |bytes: &[u8]| match kind.scheme() {
+        Scheme::Operator => <[u8; 65]>::try_from(bytes)
+            .map(|raw| PbftSignature::Operator(Signature(raw)))
             .map_err(|_| rpc("equivocation", "operator signature not 65 bytes")),
-        EvidenceKind::Prepare | EvidenceKind::Commit => g2_from_eip2537(bytes)
-            .map(EvidenceSignature::Bls)
+        Scheme::Bls => g2_from_eip2537(bytes)
+            .map(PbftSignature::Bls)
             .ok_or_else(|| rpc("equivocation", "signature not a G2 point")),
     };
     Ok(EquivocationEvidence {
@@ -772,10 +772,10 @@ fn evidence_of(e: &Registry::Equivocation) -> Result<EquivocationEvidence, Chain
 
 /// A signature of equivocation evidence as the contract takes it: an operator signature's 65
 /// bytes, a BLS one in the EIP-2537 encoding.
-fn evidence_signature_bytes(signature: &EvidenceSignature) -> Bytes {
+fn evidence_signature_bytes(signature: &PbftSignature) -> Bytes {
     match signature {
-        EvidenceSignature::Operator(signature) => signature_bytes(signature),
-        EvidenceSignature::Bls(signature) => g2_or_empty(signature),
+        PbftSignature::Operator(signature) => signature_bytes(signature),
+        PbftSignature::Bls(signature) => g2_or_empty(signature),
     }
 }
 

@@ -16,7 +16,7 @@ use tracing::{debug, error, info, warn};
 use super::{Replica, ReplicaEvent};
 use crate::{
     error::RejectReason,
-    evidence::{Evidence, EvidenceKind, EvidenceSignature, Signed},
+    evidence::{Evidence, EvidenceKind, PbftSignature, Signed},
     log::{Held, Proposal, Verdict},
     message::{Message, NewView, PrePrepare, PreparedProof, ViewChange, Vote},
     persist::Record,
@@ -286,11 +286,11 @@ impl<V: Value> Replica<V> {
                 theirs.sequence,
                 Signed {
                     digest: ours.digest,
-                    signature: EvidenceSignature::Operator(ours.pre_prepare.signature),
+                    signature: PbftSignature::Operator(ours.pre_prepare.signature),
                 },
                 Signed {
                     digest: their_digest,
-                    signature: EvidenceSignature::Operator(theirs.signature),
+                    signature: PbftSignature::Operator(theirs.signature),
                 },
             );
             self.emit_evidence(evidence);
@@ -489,7 +489,7 @@ impl<V: Value> Replica<V> {
                 verdict,
             });
             if verdict == Verdict::Valid {
-                let vote = Vote::prepare(&self.secret, view, sequence, digest, self.index);
+                let vote = Vote::prepare(&self.operator, view, sequence, digest, self.index);
                 slot.prepares.insert(
                     self.index,
                     Held {

@@ -3,7 +3,7 @@
 
 use consensus::{
     Message, ReplicaInput, ReplicaStats, Vote,
-    harness::{Cluster, node_id, secret_key},
+    harness::{Cluster, node_id, operator_key, secret_key},
 };
 use primitives::{B256, Encode, machine::Origin};
 use rand::{Rng, SeedableRng};
@@ -17,9 +17,9 @@ fn total(cluster: &Cluster<B256>, field: impl Fn(&ReplicaStats) -> u64) -> u64 {
         .sum()
 }
 
-/// Signature checks per committed sequence, all replicas together, and what verifying every
-/// vote on arrival would have cost.
-fn checks_per_sequence(n: usize, sequences: u64) -> (u64, u64) {
+/// Signature checks and pairing checks per committed sequence, all replicas together, and what
+/// verifying every vote on arrival would have cost.
+fn checks_per_sequence(n: usize, sequences: u64) -> (u64, u64, u64) {
     let mut cluster = Cluster::<B256>::new(n, 60);
     for sequence in 0..sequences {
         cluster.propose(value(sequence)).expect("proposal");
@@ -29,23 +29,35 @@ fn checks_per_sequence(n: usize, sequences: u64) -> (u64, u64) {
         assert_eq!(cluster.committed(index).len() as u64, sequences);
     }
     let checks = total(&cluster, |stats| stats.signature_checks);
+    let pairings = total(&cluster, |stats| stats.signature_checks_aggregate);
     let pre_prepares = total(&cluster, |stats| stats.pre_prepares_accepted);
     let eager = total(&cluster, |stats| stats.votes_held) + pre_prepares;
     assert_eq!(total(&cluster, |stats| stats.rejected.total()), 0);
-    (checks / sequences, eager / sequences)
+    (checks / sequences, pairings / sequences, eager / sequences)
 }
 
 #[test]
-fn a_quorum_costs_one_signature_check() {
-    // n = 4: each backup checks the pre-prepare, the one other prepare it needs, and the two
-    // other commits in one aggregate (3); the primary the two prepares and the two commits it
-    // needs, one aggregate each (2). Votes past a quorum are never checked.
-    let (checks, eager) = checks_per_sequence(4, 10);
-    eprintln!("n = 4: {checks} signature checks per sequence, {eager} verifying every vote");
-    assert_eq!((checks, eager), (3 * 3 + 2, 24));
-    let (checks, eager) = checks_per_sequence(8, 4);
-    eprintln!("n = 8: {checks} signature checks per sequence, {eager} verifying every vote");
-    assert_eq!((checks, eager), (7 * 3 + 2, 112));
+fn a_commit_quorum_costs_one_pairing_check() {
+    // Each backup recovers the signers of the pre-prepare and of the prepares it needs beside
+    // its own (quorum - 2), and checks the other commits of its quorum in one aggregate; the
+    // primary recovers the quorum - 1 prepares it needs and checks the commits likewise. One
+    // pairing per replica and sequence; votes past a quorum are never checked.
+    for (n, sequences) in [(4, 10), (8, 4)] {
+        let quorum = Cluster::<B256>::new(n, 60).validators().quorum() as u64;
+        let backup = 1 + (quorum - 2) + 1;
+        let primary = (quorum - 1) + 1;
+        let (checks, pairings, eager) = checks_per_sequence(n, sequences);
+        eprintln!(
+            "n = {n}: {checks} signature checks ({pairings} pairings) per sequence, {eager} \
+             verifying every vote"
+        );
+        assert_eq!(checks, (n as u64 - 1) * backup + primary);
+        assert_eq!(pairings, n as u64);
+        // Every replica but the primary receives the pre-prepare, and every prepare and commit
+        // reaches the n - 1 others.
+        let n = n as u64;
+        assert_eq!(eager, (n - 1) + (n - 1) * (n - 1) + n * (n - 1));
+    }
 }
 
 #[test]
@@ -73,12 +85,23 @@ fn reordering_keeps_it_to_three_checks_per_replica_and_sequence() {
 
 fn bad_vote(commit: bool, voter: usize, sequence: u64, digest: B256) -> ReplicaInput<B256> {
     // Signed by a key that is not the voter's.
-    let signer = secret_key(voter + 1);
-    let voter = u16::try_from(voter).expect("small cluster");
+    let voter_index = u16::try_from(voter).expect("small cluster");
     let message = if commit {
-        Message::<B256>::Commit(Vote::commit(&signer, 0, sequence, digest, voter))
+        Message::<B256>::Commit(Vote::commit(
+            &secret_key(voter + 1),
+            0,
+            sequence,
+            digest,
+            voter_index,
+        ))
     } else {
-        Message::Prepare(Vote::prepare(&signer, 0, sequence, digest, voter))
+        Message::Prepare(Vote::prepare(
+            &operator_key(voter + 1),
+            0,
+            sequence,
+            digest,
+            voter_index,
+        ))
     };
     ReplicaInput::Message(message.to_bytes())
 }

@@ -18,7 +18,7 @@ use std::{
 
 use consensus::{
     Message, ReplicaInput, Vote,
-    harness::{Cluster, Envelope, node_id, secret_key},
+    harness::{Cluster, Envelope, node_id, operator_key, secret_key},
 };
 use primitives::{B256, Encode, machine::Origin};
 use rand::{Rng, SeedableRng};
@@ -71,7 +71,7 @@ fn vote(commit: bool, signer: usize, voter: usize, digest: B256) -> ReplicaInput
     let message = if commit {
         Message::<B256>::Commit(Vote::commit(&secret_key(signer), 0, 1, digest, index))
     } else {
-        Message::Prepare(Vote::prepare(&secret_key(signer), 0, 1, digest, index))
+        Message::Prepare(Vote::prepare(&operator_key(signer), 0, 1, digest, index))
     };
     let bytes = message.to_bytes();
     SIGNED

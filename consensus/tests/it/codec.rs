@@ -2,7 +2,7 @@
 
 use consensus::{
     Message, RejectReason, ReplicaInput, Vote,
-    harness::{Cluster, node_id, secret_key},
+    harness::{Cluster, node_id, operator_key, secret_key},
 };
 use primitives::{B256, Batch, Encode, machine::Origin};
 use proptest::prelude::*;
@@ -16,7 +16,7 @@ proptest! {
         let _ = Message::<Batch>::from_wire(&bytes);
         // With a valid header, so the fuzzing reaches the bodies.
         for tag in 0u8..4 {
-            let mut framed = vec![1, tag];
+            let mut framed = vec![2, tag];
             framed.extend_from_slice(&bytes);
             let _ = Message::<B256>::from_wire(&framed);
             let _ = Message::<Batch>::from_wire(&framed);
@@ -45,9 +45,9 @@ proptest! {
         let mut cluster = Cluster::<B256>::new(4, 32);
         cluster.propose(value(1)).expect("proposal");
         cluster.deliver_where(|envelope| envelope.to == 1 && envelope.from == 0);
-        let vote = Vote::prepare(&secret_key(2), 0, 1, value(1), 2);
+        let vote = Vote::prepare(&operator_key(2), 0, 1, value(1), 2);
         let mut bytes = Message::<B256>::Prepare(vote).to_bytes();
-        prop_assert_eq!(bytes.len(), 1 + 1 + 8 + 8 + 32 + 2 + 96);
+        prop_assert_eq!(bytes.len(), 1 + 1 + 8 + 8 + 32 + 2 + 65);
         let position = position % bytes.len();
         bytes[position] ^= flip;
         let before = cluster.replica(1).fingerprint();
@@ -72,7 +72,7 @@ proptest! {
 #[test]
 fn evidence_round_trips_and_verifies_only_against_its_facts() {
     use consensus::{
-        Evidence, EvidenceError, EvidenceKind, EvidenceSignature, PrePrepare, Signed,
+        Evidence, EvidenceError, EvidenceKind, PbftSignature, PrePrepare, Signed,
         harness::{Cluster, operator_key},
         verify_evidence,
     };
@@ -81,7 +81,7 @@ fn evidence_round_trips_and_verifies_only_against_its_facts() {
     let validators = cluster.validators();
     let signed = |signer: usize, view: u64, digest: B256| Signed {
         digest,
-        signature: EvidenceSignature::Operator(
+        signature: PbftSignature::Operator(
             PrePrepare::new(&operator_key(signer), view, 3, digest).signature,
         ),
     };
@@ -137,7 +137,7 @@ fn evidence_round_trips_and_verifies_only_against_its_facts() {
         let vote = Vote::commit(&secret_key(2), 7, 3, digest, 2);
         Signed {
             digest,
-            signature: EvidenceSignature::Bls(vote.signature),
+            signature: vote.signature,
         }
     };
     let commits = Evidence::new(

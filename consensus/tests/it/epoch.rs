@@ -133,7 +133,7 @@ impl Node {
         }
         for node in 1..4usize {
             if node != me {
-                let vote = Vote::prepare(&secret_key(node), 0, sequence, digest, node as u16);
+                let vote = Vote::prepare(&operator_key(node), 0, sequence, digest, node as u16);
                 self.from(node, Message::Prepare(vote)).expect("prepare");
             }
         }
@@ -197,7 +197,7 @@ fn replicas_switch_after_the_last_sequence_and_refuse_those_that_left() {
     assert_eq!(node.replica.low_watermark(), END);
     assert_eq!(node.replica.index(), 0, "its place in the new set");
     // Node 0 left: its votes are refused with that reason.
-    let late = Vote::prepare(&secret_key(0), epoch_first_view(1), END + 1, value(7), 0);
+    let late = Vote::prepare(&operator_key(0), epoch_first_view(1), END + 1, value(7), 0);
     assert_eq!(
         node.from(0, Message::Prepare(late)),
         Err(RejectReason::LeftValidatorSet {
@@ -207,7 +207,7 @@ fn replicas_switch_after_the_last_sequence_and_refuse_those_that_left() {
     );
     assert_eq!(node.replica.stats().rejected.left_validator_set, 1);
     // A stranger is still a stranger.
-    let stranger = Vote::prepare(&secret_key(9), epoch_first_view(1), END + 1, value(7), 0);
+    let stranger = Vote::prepare(&operator_key(9), epoch_first_view(1), END + 1, value(7), 0);
     assert_eq!(
         node.from(9, Message::Prepare(stranger)),
         Err(RejectReason::NotValidator { from: node_id(9) })
@@ -267,7 +267,7 @@ fn a_replica_restarted_after_the_switch_is_in_the_new_epoch() {
         node.replica.high_watermark(),
         END + consensus::constants::SEQUENCE_WINDOW
     );
-    let late = Vote::prepare(&secret_key(0), epoch_first_view(1), END + 1, value(7), 0);
+    let late = Vote::prepare(&operator_key(0), epoch_first_view(1), END + 1, value(7), 0);
     assert_eq!(
         node.from(0, Message::Prepare(late)),
         Err(RejectReason::LeftValidatorSet {

@@ -358,7 +358,7 @@ fn a_backup_restarted_from_its_log_still_commits_what_it_prepared() {
     let (disk, _) = prepared_then_crashed();
     let mut restarted = Driven::start(1, disk, Instant::from_micros(1_000));
     // Its own prepare is back (re-signed: the same bytes), so one more prepare prepares it.
-    let prepare = consensus::Vote::prepare(&secret_key(2), 0, 1, value(1), 2);
+    let prepare = consensus::Vote::prepare(&operator_key(2), 0, 1, value(1), 2);
     restarted.from(2, Message::Prepare(prepare)).expect("held");
     let commits: Vec<B256> = restarted
         .sent
@@ -456,14 +456,16 @@ fn a_replica_built_without_a_log_records_nothing() {
 
 #[test]
 fn every_kind_of_record_survives_the_log() {
-    let certificate = |message: &[u8]| {
-        primitives::bls::Certificate::aggregate(&[(1, secret_key(1).sign(message))])
-            .expect("one signature aggregates")
-    };
     let pre_prepare = PrePrepare::new(&operator_key(1), 1, 2, value(2));
     let proof = consensus::PreparedProof {
         pre_prepare: pre_prepare.clone(),
-        prepares: certificate(b"prepares"),
+        prepares: vec![consensus::PrepareSignature {
+            replica: 2,
+            signature: consensus::Vote::prepare(&operator_key(2), 1, 2, value(2), 2)
+                .signature
+                .operator()
+                .expect("a prepare is signed by an operator key"),
+        }],
     };
     let mut written = records(3);
     written.extend([

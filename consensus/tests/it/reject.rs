@@ -102,7 +102,7 @@ fn prepare(
     digest: B256,
     claimed: u16,
 ) -> ReplicaInput<B256> {
-    let vote = Vote::prepare(&secret_key(signer), view, sequence, digest, claimed);
+    let vote = Vote::prepare(&operator_key(signer), view, sequence, digest, claimed);
     ReplicaInput::Message(Message::<B256>::Prepare(vote).to_bytes())
 }
 
@@ -115,7 +115,7 @@ fn every_refusal_is_typed_counted_and_harmless() {
     assert_refused(
         &mut cluster,
         peer(2),
-        ReplicaInput::Message(vec![1, 9]),
+        ReplicaInput::Message(vec![2, 9]),
         RejectReason::Decode(DecodeError::UnknownTag {
             what: "consensus message",
             tag: 9,
@@ -129,7 +129,7 @@ fn every_refusal_is_typed_counted_and_harmless() {
         RejectReason::BadSignature,
     );
     // A prepare whose signature was made for another digest.
-    let mut vote = Vote::prepare(&secret_key(2), 0, 1, value(7), 2);
+    let mut vote = Vote::prepare(&operator_key(2), 0, 1, value(7), 2);
     vote.digest = digest;
     assert_refused(
         &mut cluster,

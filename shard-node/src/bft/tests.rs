@@ -366,7 +366,7 @@ fn bad_or_stale_group_messages_are_refused_with_typed_errors_and_change_nothing(
             "badly signed prepare",
             group.ids[1],
             group.envelope(&Message::Prepare(Vote::prepare(
-                &group.secrets[5],
+                &group.operators[5],
                 view,
                 sequence,
                 Group::value(30, root(3)).digest(),
@@ -390,7 +390,7 @@ fn bad_or_stale_group_messages_are_refused_with_typed_errors_and_change_nothing(
             "a vote in another member's name",
             group.ids[1],
             group.envelope(&Message::Prepare(Vote::prepare(
-                &group.secrets[2],
+                &group.operators[2],
                 view,
                 sequence,
                 Group::value(30, root(3)).digest(),

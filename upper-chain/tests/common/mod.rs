@@ -10,8 +10,8 @@ use primitives::{
     AccountKey, Address, B256, NodeId, U256,
     bls::{BlsError, BlsSecretKey, BlsSignature, Certificate},
     pbft::{
-        EquivocationEvidence, EvidenceError, EvidenceKind, EvidenceSignature, Signed,
-        commit_message, pre_prepare_prehash, prepare_message,
+        EquivocationEvidence, EvidenceError, EvidenceKind, PbftSignature, Signed, commit_message,
+        pre_prepare_prehash, prepare_prehash,
     },
 };
 use upper_chain::{
@@ -856,11 +856,19 @@ pub fn exits_and_evictions(harness: &impl Harness) {
     assert!(!ids.contains(&members[0]) && !ids.contains(&members[7]));
 }
 
-/// A prepare `secret` signed for `digest` at view 3, sequence 9.
-fn prepare_vote(secret: &BlsSecretKey, digest: B256) -> Signed {
+/// A commit `secret` signed for `digest` at view 3, sequence 9.
+fn commit_vote(secret: &BlsSecretKey, digest: B256) -> Signed {
     Signed {
         digest,
-        signature: EvidenceSignature::Bls(secret.sign(&prepare_message(3, 9, &digest))),
+        signature: PbftSignature::Bls(secret.sign(&commit_message(3, 9, &digest))),
+    }
+}
+
+/// A prepare `operator` signed for `digest` at view 3, sequence 9.
+fn prepare_vote(operator: &AccountKey, digest: B256) -> Signed {
+    Signed {
+        digest,
+        signature: PbftSignature::Operator(operator.sign_prehash(&prepare_prehash(3, 9, &digest))),
     }
 }
 
@@ -868,7 +876,7 @@ fn prepare_vote(secret: &BlsSecretKey, digest: B256) -> Signed {
 fn pre_prepare_proposal(operator: &AccountKey, digest: B256) -> Signed {
     Signed {
         digest,
-        signature: EvidenceSignature::Operator(
+        signature: PbftSignature::Operator(
             operator.sign_prehash(&pre_prepare_prehash(3, 9, &digest)),
         ),
     }
@@ -974,19 +982,19 @@ fn sequencer_state(chain: &dyn UpperChain) -> SequencerState {
     )
 }
 
-/// Four active sequencers; sequencer 2 signs two conflicting prepares. Reports prove only what
+/// Four active sequencers; sequencer 2 signs two conflicting commits. Reports prove only what
 /// they say; the first genuine one expels it, and nothing else does.
 pub fn equivocation_expels_the_offender(harness: &impl Harness) {
     let chain = harness.chain();
     let (offender, secret, _) = sequencer(2);
     let index = four_active_sequencers(chain.as_ref(), offender.id);
     let evidence = EquivocationEvidence::new(
-        EvidenceKind::Prepare,
+        EvidenceKind::Commit,
         index,
         3,
         9,
-        prepare_vote(&secret, B256::repeat_byte(7)),
-        prepare_vote(&secret, B256::repeat_byte(1)),
+        commit_vote(&secret, B256::repeat_byte(7)),
+        commit_vote(&secret, B256::repeat_byte(1)),
     );
     assert_eq!(evidence.verify(&offender.id, &offender.bls_key), Ok(()));
 
@@ -1004,9 +1012,9 @@ pub fn equivocation_expels_the_offender(harness: &impl Harness) {
         other.id,
         ChainError::InvalidEvidence(EvidenceError::BadSignature),
     );
-    // One signature forged (another sequencer's key over the same prepare).
+    // One signature forged (another sequencer's key over the same commit).
     let mut forged = evidence.clone();
-    forged.second = prepare_vote(&other_secret, forged.second.digest);
+    forged.second = commit_vote(&other_secret, forged.second.digest);
     refused(
         &forged,
         offender.id,
@@ -1035,14 +1043,7 @@ pub fn equivocation_expels_the_offender(harness: &impl Harness) {
         offender.id,
         ChainError::InvalidEvidence(EvidenceError::NotCanonical),
     );
-    // Prepares passed off as commits, or as another slot.
-    let mut commits = evidence.clone();
-    commits.kind = EvidenceKind::Commit;
-    refused(
-        &commits,
-        offender.id,
-        ChainError::InvalidEvidence(EvidenceError::BadSignature),
-    );
+    // Commits passed off as another slot.
     let mut moved = evidence.clone();
     moved.sequence = 10;
     refused(
@@ -1085,17 +1086,15 @@ pub fn equivocation_expels_the_offender(harness: &impl Harness) {
         assert_eq!(sequencer_state(chain.as_ref()), after);
     };
     refused_after(&evidence);
-    let commit_vote = |digest: B256| Signed {
-        digest,
-        signature: EvidenceSignature::Bls(secret.sign(&commit_message(3, 9, &digest))),
-    };
+    let operator = AccountKey::from_seed(102);
+    assert_eq!(NodeId(operator.address()), offender.id);
     refused_after(&EquivocationEvidence::new(
-        EvidenceKind::Commit,
+        EvidenceKind::Prepare,
         index,
         3,
         9,
-        commit_vote(B256::repeat_byte(1)),
-        commit_vote(B256::repeat_byte(2)),
+        prepare_vote(&operator, B256::repeat_byte(1)),
+        prepare_vote(&operator, B256::repeat_byte(2)),
     ));
     // It cannot come back, and the admin has nothing left to remove.
     assert_eq!(
@@ -1262,17 +1261,13 @@ pub fn sequencer_sets_change_only_at_epoch_boundaries(chain: &dyn UpperChain) {
         .iter()
         .position(|record| record.id == offender.id)
         .unwrap() as u16;
-    let vote = |digest: B256| Signed {
-        digest,
-        signature: EvidenceSignature::Bls(secret.sign(&prepare_message(3, 9, &digest))),
-    };
     let evidence = EquivocationEvidence::new(
-        EvidenceKind::Prepare,
+        EvidenceKind::Commit,
         index,
         3,
         9,
-        vote(B256::repeat_byte(1)),
-        vote(B256::repeat_byte(2)),
+        commit_vote(&secret, B256::repeat_byte(1)),
+        commit_vote(&secret, B256::repeat_byte(2)),
     );
     chain.report_equivocation(&evidence, offender.id).unwrap();
     assert_eq!(chain.sequencer_epoch(1).unwrap().unwrap(), one);
