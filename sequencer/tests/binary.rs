@@ -407,7 +407,9 @@ fn every_move_acked_before_a_kill_9_reaches_a_block_after_the_restart() {
 }
 
 /// A sequencer whitelisted outside the first epoch's set starts as a standby and joins the
-/// epoch that names it, which the commitment of the first epoch's last sequence fixes.
+/// epoch that names it, which the commitment of the first epoch's last sequence fixes. A
+/// sequencer whitelisted after it started is admitted to its mesh and linked to, without a
+/// restart.
 #[test]
 fn a_whitelisted_sequencer_stands_by_until_an_epoch_names_it() {
     const EPOCH_LENGTH: u64 = 3;
@@ -456,6 +458,14 @@ fn a_whitelisted_sequencer_stands_by_until_an_epoch_names_it() {
         member.id().0
     )
     .unwrap();
+    // And a sequencer the chain does not know yet.
+    let newcomer = SequencerKeys::from_entropy([25; 32], [26; 32]).unwrap();
+    writeln!(
+        file,
+        "\n[[peers]]\nid = \"{}\"\nmesh = \"127.0.0.1:9\"",
+        newcomer.id().0
+    )
+    .unwrap();
     let log = dir.path().join("sequencer.log");
 
     let running = Running::start(&config, &log, &["--tick-ms", "20"]);
@@ -494,6 +504,37 @@ fn a_whitelisted_sequencer_stands_by_until_an_epoch_names_it() {
             std::fs::read_to_string(&log).unwrap()
         );
     }
+
+    // The newcomer is whitelisted now: the running sequencer admits it and links to it.
+    let linked = |log: &Path| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("linked to a newly admitted sequencer")
+    };
+    assert!(!linked(&log), "not whitelisted yet");
+    admin_op(AdminOp::Whitelist {
+        record: SequencerRecord {
+            id: newcomer.id(),
+            bls_key: newcomer.bls_public(),
+        },
+        possession: newcomer.bls().proof_of_possession(),
+        stake: 5,
+    });
+    let mut waited = 0;
+    while !linked(&log) {
+        std::thread::sleep(Duration::from_millis(50));
+        waited += 1;
+        assert!(
+            waited < 600,
+            "the newcomer was never linked; log:\n{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("mesh admission changed on the upper chain"),
+        "{text}"
+    );
     drop(running);
 }
 

@@ -159,7 +159,13 @@ async fn connect_mesh(kind: MeshKind, keys: &[AccountKey]) -> std::io::Result<Ve
                 let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
                 let identity = NodeIdentity::new(key.clone());
                 listeners.push(
-                    KcpMeshListener::bind(identity, loopback, KcpConfig::default(), &ids).await?,
+                    KcpMeshListener::bind(
+                        identity,
+                        loopback,
+                        KcpConfig::default(),
+                        netstack::secure::AllowList::new(ids.iter().copied()),
+                    )
+                    .await?,
                 );
             }
             let addresses: Vec<(NodeId, SocketAddr)> = ids

@@ -1,5 +1,10 @@
 //! The Noise_XX handshake with node-key binding.
 
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, PoisonError, RwLock},
+};
+
 use primitives::id::NodeId;
 use snow::HandshakeState;
 
@@ -15,6 +20,9 @@ pub enum PeerPolicy {
     AnyNode,
     /// Only these nodes.
     Only(Vec<NodeId>),
+    /// The nodes an [`AllowList`] holds when the handshake completes: its owner changes it
+    /// while the server runs.
+    Listed(AllowList),
 }
 
 impl PeerPolicy {
@@ -22,9 +30,59 @@ impl PeerPolicy {
         match self {
             PeerPolicy::AnyNode => true,
             PeerPolicy::Only(nodes) => nodes.contains(node),
+            PeerPolicy::Listed(list) => list.contains(node),
         }
     }
 }
+
+/// A set of node IDs shared by a server's [`PeerPolicy::Listed`] and its owner, who replaces it
+/// while the server runs (a validator set that changes by epoch, a whitelist that grows).
+/// Sessions already open stay open when their peer leaves the list; only new handshakes are
+/// checked against it.
+#[derive(Clone, Debug, Default)]
+pub struct AllowList(Arc<RwLock<BTreeSet<NodeId>>>);
+
+impl AllowList {
+    /// A list holding `nodes`.
+    pub fn new(nodes: impl IntoIterator<Item = NodeId>) -> Self {
+        AllowList(Arc::new(RwLock::new(nodes.into_iter().collect())))
+    }
+
+    /// Replaces the nodes; returns whether the list changed.
+    pub fn replace(&self, nodes: impl IntoIterator<Item = NodeId>) -> bool {
+        let nodes: BTreeSet<NodeId> = nodes.into_iter().collect();
+        let mut held = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let changed = *held != nodes;
+        *held = nodes;
+        changed
+    }
+
+    /// Whether `node` is on the list.
+    pub fn contains(&self, node: &NodeId) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(node)
+    }
+
+    /// The nodes on the list, in order.
+    pub fn nodes(&self) -> Vec<NodeId> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .copied()
+            .collect()
+    }
+}
+
+impl PartialEq for AllowList {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.nodes() == other.nodes()
+    }
+}
+
+impl Eq for AllowList {}
 
 /// One side of a Noise_XX handshake (three messages: initiator, responder, initiator).
 ///

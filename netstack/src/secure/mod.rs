@@ -34,7 +34,7 @@ use snow::{
     types::{Cipher, Dh, Hash, Random},
 };
 
-pub use handshake::{PeerPolicy, SecureHandshake};
+pub use handshake::{AllowList, PeerPolicy, SecureHandshake};
 pub use session::{SecureSession, SecureStats};
 
 /// The Noise protocol of every node-to-node handshake.

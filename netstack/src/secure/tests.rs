@@ -95,6 +95,40 @@ fn a_peer_with_the_wrong_key_cannot_open_a_session() {
 }
 
 #[test]
+fn a_listed_policy_admits_whom_its_list_holds_when_the_handshake_runs() {
+    let (a, b) = (identity(1), identity(2));
+    let list = AllowList::new([identity(7).node_id()]);
+    let policy = PeerPolicy::Listed(list.clone());
+    let mut initiator = SecureHandshake::initiator(&a, b.node_id(), 1);
+    let mut responder = SecureHandshake::responder(&b, policy.clone(), 2);
+    assert_eq!(
+        handshake(&mut initiator, &mut responder),
+        Err(AuthError::UnknownPeer { node: a.node_id() })
+    );
+    // The owner adds a; the same policy, shared, now admits it.
+    assert!(list.replace([identity(7).node_id(), a.node_id()]));
+    assert!(
+        !list.replace([a.node_id(), identity(7).node_id()]),
+        "no change"
+    );
+    let mut initiator = SecureHandshake::initiator(&a, b.node_id(), 3);
+    let mut responder = SecureHandshake::responder(&b, policy.clone(), 4);
+    handshake(&mut initiator, &mut responder).expect("a is listed now");
+    assert_eq!(
+        responder.into_session().expect("finished").peer(),
+        a.node_id()
+    );
+    // And drops it again.
+    list.replace([]);
+    let mut initiator = SecureHandshake::initiator(&a, b.node_id(), 5);
+    let mut responder = SecureHandshake::responder(&b, policy, 6);
+    assert_eq!(
+        handshake(&mut initiator, &mut responder),
+        Err(AuthError::UnknownPeer { node: a.node_id() })
+    );
+}
+
+#[test]
 fn injected_and_replayed_datagrams_are_dropped_and_counted() {
     let (a, b, mallory) = (identity(1), identity(2), identity(3));
     let (mut to_b, mut to_a) = pair(&a, &b);

@@ -26,13 +26,19 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use da_weak::WeakDa;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-use netstack::{kcp::KcpConfig, secure::NodeIdentity};
+use netstack::{
+    kcp::KcpConfig,
+    secure::{AllowList, NodeIdentity},
+};
 use primitives::{Address, NodeId};
 use rand::RngCore;
 use sequencer::{
     config::{FsyncSetting, Overrides, SequencerFileConfig},
     identity::SequencerKeys,
-    mesh::{PeerLinks, kcp::KcpMeshListener},
+    mesh::{
+        PeerLinks,
+        kcp::{KcpMesh, KcpMeshListener},
+    },
     node::{IngressConfig, SequencerConfig, SequencerWiring},
     wal::{Wal, WalConfig},
 };
@@ -234,16 +240,23 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             sequencer::metrics::describe();
             info!(target: "sequencer", %address, "Prometheus metrics at /metrics");
         }
+        let admitted = AllowList::new(membership.admitted.iter().copied());
         let listener = KcpMeshListener::bind(
             NodeIdentity::new(keys.operator().clone()),
             config.mesh_listen,
             KcpConfig::default(),
-            &membership.admitted,
+            admitted.clone(),
         )
         .await
         .with_context(|| format!("mesh listen {}", config.mesh_listen))?;
         let mesh_addr = listener.local_addr();
         let (mesh, inbound) = listener.connect(&peers);
+        tokio::spawn(refresh_admission(
+            chain.clone(),
+            admitted,
+            mesh.clone(),
+            config.peers.clone(),
+        ));
 
         // Finalized batches go to execution in-process only (the devnet); here they are logged.
         let (finalized, mut finalized_queue) = mpsc::channel(1_024);
@@ -337,12 +350,71 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     })
 }
 
+/// How often the mesh reads again from the upper chain whom it admits.
+const ADMISSION_REFRESH: Duration = Duration::from_secs(5);
+
+/// Keeps the mesh's admission in step with the upper chain: every [`ADMISSION_REFRESH`] it
+/// reads the set and the whitelist again, replaces the list the mesh socket admits by, and
+/// links to each newly admitted sequencer that has a `[[peers]]` address. A sequencer
+/// whitelisted after this one started is heard, and heard from, without a restart; one that
+/// left the whitelist opens no new session (an open one stays, and its votes count only while
+/// the validator set names it).
+async fn refresh_admission(
+    chain: Arc<dyn UpperChain>,
+    admitted: AllowList,
+    mesh: KcpMesh,
+    peers: Vec<(NodeId, SocketAddr)>,
+) {
+    let mut interval = tokio::time::interval(ADMISSION_REFRESH);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        let reader = chain.clone();
+        let nodes = match tokio::task::spawn_blocking(move || admitted_nodes(reader.as_ref())).await
+        {
+            Ok(Ok(nodes)) => nodes,
+            Ok(Err(error)) => {
+                warn!(target: "sequencer", %error, "reading the sequencer set and whitelist failed; the mesh keeps admitting whom it did");
+                continue;
+            }
+            Err(error) => {
+                warn!(target: "sequencer", %error, "the admission reader stopped");
+                continue;
+            }
+        };
+        if admitted.replace(nodes.iter().copied()) {
+            info!(target: "sequencer", admitted = nodes.len(), "mesh admission changed on the upper chain");
+        }
+        for (peer, addr) in &peers {
+            if nodes.contains(peer) && mesh.link(*peer, *addr) {
+                info!(target: "sequencer", peer = %peer.0, %addr, "linked to a newly admitted sequencer");
+            }
+        }
+    }
+}
+
+/// Whom the mesh admits: the current set and the whitelist.
+fn admitted_nodes(chain: &dyn UpperChain) -> Result<Vec<NodeId>, upper_chain::ChainError> {
+    let mut admitted: Vec<NodeId> = chain
+        .sequencer_set()?
+        .iter()
+        .map(|record| record.id)
+        .collect();
+    for candidate in chain.sequencer_candidates()? {
+        if !admitted.contains(&candidate.record.id) {
+            admitted.push(candidate.record.id);
+        }
+    }
+    Ok(admitted)
+}
+
 /// Who this sequencer runs with, as the upper chain has it at start.
 struct Membership {
     /// The current sequencer set, in validator order (the one set of a chain without epochs).
     set: Vec<(NodeId, primitives::bls::BlsPublicKey)>,
-    /// Whom the mesh admits: the set and the whitelist. A sequencer whitelisted after this one
-    /// started reaches it once this one restarts.
+    /// Whom the mesh admits at start: the set and the whitelist ([`refresh_admission`] keeps
+    /// it current).
     admitted: Vec<NodeId>,
     /// Whitelisted, not in the set: the core waits for a sequencer epoch that names it.
     standby: bool,
@@ -390,12 +462,7 @@ fn membership(chain: &dyn UpperChain, keys: &SequencerKeys) -> anyhow::Result<Me
             );
         }
     }
-    let mut admitted: Vec<NodeId> = set.iter().map(|record| record.id).collect();
-    for candidate in &candidates {
-        if !admitted.contains(&candidate.record.id) {
-            admitted.push(candidate.record.id);
-        }
-    }
+    let admitted = admitted_nodes(chain).context("reading whom the mesh admits")?;
     Ok(Membership {
         set: set
             .into_iter()
@@ -408,7 +475,7 @@ fn membership(chain: &dyn UpperChain, keys: &SequencerKeys) -> anyhow::Result<Me
 
 /// The mesh addresses, from the configuration's `[[peers]]`: every other member of the set
 /// must have one; whitelisted sequencers outside it may (they are reached once an epoch names
-/// them).
+/// them). Entries not admitted yet are linked once the upper chain whitelists them.
 fn peer_addresses(
     config: &SequencerFileConfig,
     membership: &Membership,
@@ -434,7 +501,7 @@ fn peer_addresses(
         if membership.admitted.contains(peer) {
             peers.push((*peer, *addr));
         } else {
-            warn!(target: "sequencer", peer = %peer.0, "[[peers]] entry is neither in the sequencer set nor whitelisted; ignored");
+            info!(target: "sequencer", peer = %peer.0, "[[peers]] entry is neither in the sequencer set nor whitelisted yet; linked once it is");
         }
     }
     Ok(peers)

@@ -2,7 +2,8 @@
 //! by its secure layer (Noise_XX with static keys bound to node IDs).
 //!
 //! Each sequencer listens on one UDP socket ([`KcpMeshListener::bind`]) that accepts only the
-//! other members of the set, and opens one outgoing session to every peer
+//! nodes its [`AllowList`] holds (the set and the whitelist, which the owner refreshes from the
+//! upper chain while the mesh runs), and opens one outgoing session to every peer
 //! ([`KcpMeshListener::connect`]), which refuses any node but the one it dials. A link carries
 //! messages one way, so the two directions of a pair never contend for one session's window,
 //! and the sender of every message is the node the handshake authenticated.
@@ -29,8 +30,9 @@ use std::{
 use netstack::{
     driver::{KcpClient, KcpConnection, KcpServer},
     kcp::KcpConfig,
-    secure::{NodeIdentity, PeerPolicy},
+    secure::{AllowList, NodeIdentity, PeerPolicy},
 };
+use parking_lot::RwLock;
 use primitives::NodeId;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -57,14 +59,14 @@ pub struct KcpMeshListener {
 
 impl KcpMeshListener {
     /// Binds the mesh socket of the node `identity` names at `addr` (port 0 picks one),
-    /// accepting sessions from `members` only.
+    /// accepting sessions from the nodes `admitted` holds when each one shakes hands.
     pub async fn bind(
         identity: NodeIdentity,
         addr: SocketAddr,
         config: KcpConfig,
-        members: &[NodeId],
+        admitted: AllowList,
     ) -> std::io::Result<KcpMeshListener> {
-        let policy = PeerPolicy::Only(members.to_vec());
+        let policy = PeerPolicy::Listed(admitted);
         let (server, accepted) =
             KcpServer::bind_secure(addr, config.clone(), identity.clone(), policy).await?;
         Ok(KcpMeshListener {
@@ -90,30 +92,20 @@ impl KcpMeshListener {
         let (inbound, delivered) = mpsc::channel(PEER_QUEUE_MAX);
         let me = self.identity.node_id();
         tokio::spawn(accept(self.accepted, inbound, counters.clone()));
-        let mut links = HashMap::new();
-        for (peer, addr) in peers {
-            if *peer == me {
-                continue;
-            }
-            let (queue, outgoing) = mpsc::channel(PEER_QUEUE_MAX);
-            tokio::spawn(run_link(
-                self.identity.clone(),
-                *peer,
-                *addr,
-                self.config.clone(),
-                outgoing,
-                counters.clone(),
-            ));
-            links.insert(*peer, queue);
-        }
-        info!(target: "sequencer::mesh", %me, local = %self.server.local_addr(),
-            peers = links.len(), "KCP mesh up");
+        let local = self.server.local_addr();
         let mesh = KcpMesh {
             me,
-            links,
+            identity: self.identity,
+            config: self.config,
+            links: Arc::new(RwLock::new(HashMap::new())),
             counters,
             _server: Arc::new(self.server),
         };
+        for (peer, addr) in peers {
+            mesh.link(*peer, *addr);
+        }
+        info!(target: "sequencer::mesh", %me, %local, peers = mesh.links.read().len(),
+            "KCP mesh up");
         (mesh, delivered)
     }
 }
@@ -122,14 +114,48 @@ impl KcpMeshListener {
 #[derive(Clone, Debug)]
 pub struct KcpMesh {
     me: NodeId,
-    links: HashMap<NodeId, mpsc::Sender<Vec<u8>>>,
+    identity: NodeIdentity,
+    config: KcpConfig,
+    links: Arc<RwLock<HashMap<NodeId, mpsc::Sender<Vec<u8>>>>>,
     counters: Arc<Counters>,
     _server: Arc<KcpServer>,
 }
 
+impl KcpMesh {
+    /// Starts a link to `peer` at `addr`, unless there is one (or `peer` is this node); returns
+    /// whether it started one. A peer admitted after the mesh started (newly whitelisted) is
+    /// linked this way.
+    pub fn link(&self, peer: NodeId, addr: SocketAddr) -> bool {
+        if peer == self.me {
+            return false;
+        }
+        let mut links = self.links.write();
+        if links.contains_key(&peer) {
+            return false;
+        }
+        let (queue, outgoing) = mpsc::channel(PEER_QUEUE_MAX);
+        tokio::spawn(run_link(
+            self.identity.clone(),
+            peer,
+            addr,
+            self.config.clone(),
+            outgoing,
+            self.counters.clone(),
+        ));
+        links.insert(peer, queue);
+        true
+    }
+
+    /// The peers this mesh has links to.
+    pub fn peers(&self) -> Vec<NodeId> {
+        self.links.read().keys().copied().collect()
+    }
+}
+
 impl PeerLinks for KcpMesh {
     fn send(&self, to: &NodeId, bytes: Vec<u8>) {
-        let Some(link) = self.links.get(to) else {
+        let links = self.links.read();
+        let Some(link) = links.get(to) else {
             return;
         };
         if link.try_send(bytes).is_err() {
@@ -141,8 +167,8 @@ impl PeerLinks for KcpMesh {
     }
 
     fn broadcast(&self, bytes: &[u8]) {
-        for peer in self.links.keys() {
-            self.send(peer, bytes.to_vec());
+        for peer in self.peers() {
+            self.send(&peer, bytes.to_vec());
         }
     }
 
@@ -268,7 +294,7 @@ mod tests {
                 NodeIdentity::new(key.clone()),
                 SocketAddr::from(([127, 0, 0, 1], 0)),
                 KcpConfig::default(),
-                members,
+                AllowList::new(members.iter().copied()),
             )
             .await
             .expect("bind");
@@ -346,5 +372,46 @@ mod tests {
         let (from, bytes) = inbound.recv().await.expect("mesh open");
         assert_eq!((from, bytes.as_slice()), (ids[1], &b"from a member"[..]));
         assert!(inbound.try_recv().is_err());
+    }
+
+    /// A node the allow list did not hold when the mesh started (a sequencer whitelisted
+    /// later) is heard once the owner adds it, and the owner links back to it.
+    #[tokio::test]
+    async fn a_node_admitted_later_is_heard_and_linked() {
+        let keys: Vec<AccountKey> = (1..=2).map(AccountKey::from_seed).collect();
+        let ids: Vec<NodeId> = keys.iter().map(|key| NodeId(key.address())).collect();
+        let admitted = AllowList::new([ids[0]]);
+        let target = KcpMeshListener::bind(
+            NodeIdentity::new(keys[0].clone()),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            KcpConfig::default(),
+            admitted.clone(),
+        )
+        .await
+        .expect("bind");
+        let newcomer = listeners(&keys[1..], &ids).await.remove(0);
+        let (target_addr, newcomer_addr) = (target.local_addr(), newcomer.local_addr());
+        let (target_mesh, mut at_target) = target.connect(&[]);
+        let (newcomer_mesh, mut at_newcomer) = newcomer.connect(&[(ids[0], target_addr)]);
+        newcomer_mesh.broadcast(b"let me in");
+        // Refused while the list leaves it out (its link keeps retrying).
+        let early = tokio::time::timeout(Duration::from_millis(300), at_target.recv()).await;
+        assert!(early.is_err(), "heard before admission: {early:?}");
+        assert!(admitted.replace([ids[0], ids[1]]));
+        let (from, bytes) = tokio::time::timeout(Duration::from_secs(60), at_target.recv())
+            .await
+            .expect("the retried link is admitted")
+            .expect("mesh open");
+        assert_eq!((from, bytes.as_slice()), (ids[1], &b"let me in"[..]));
+        // The target links back to the newcomer, once.
+        assert!(target_mesh.link(ids[1], newcomer_addr));
+        assert!(!target_mesh.link(ids[1], newcomer_addr));
+        assert_eq!(target_mesh.peers(), vec![ids[1]]);
+        target_mesh.broadcast(b"welcome");
+        let (from, bytes) = tokio::time::timeout(Duration::from_secs(60), at_newcomer.recv())
+            .await
+            .expect("the new link delivers")
+            .expect("mesh open");
+        assert_eq!((from, bytes.as_slice()), (ids[0], &b"welcome"[..]));
     }
 }
