@@ -1347,12 +1347,7 @@ impl Core {
 
     fn handle_body_stored(&mut self, block: PackedBlock) {
         let id = block.header.id();
-        let hashes: Vec<TxHash> = block
-            .body
-            .moves
-            .iter()
-            .map(|signed| signed.hash())
-            .collect();
+        let hashes = block.hashes;
         for hash in &hashes {
             self.set_level(hash, FinalityLevel::Sequenced);
         }
@@ -1824,13 +1819,7 @@ impl Core {
     /// restart neither skips its height nor packs its moves twice.
     fn wal_packing(&self, block: &PackedBlock) {
         if let Some(wal) = &self.wal {
-            let hashes = block
-                .body
-                .moves
-                .iter()
-                .map(|signed| signed.hash())
-                .collect();
-            if let Err(error) = wal.packing(block.header.clone(), hashes) {
+            if let Err(error) = wal.packing(block.header.clone(), block.hashes.clone()) {
                 tracing::error!(target: "sequencer::wal", height = block.header.height, %error, "block intent not logged");
             }
         }

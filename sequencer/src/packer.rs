@@ -4,7 +4,8 @@
 //! sequencer's operator key that chains to its previous header. Sans-IO: the tick time is passed in.
 
 use primitives::{
-    AccountKey, B256, BlockBody, BlockHeader, VerifiedTransaction, codec::Encode, time::Instant,
+    AccountKey, B256, BlockBody, BlockHeader, TxHash, VerifiedTransaction, codec::Encode,
+    time::Instant,
 };
 
 /// A freshly packed block.
@@ -16,6 +17,9 @@ pub struct PackedBlock {
     pub body: BlockBody,
     /// The body's encoding (what weak DA stores and peers pull).
     pub encoded_body: Vec<u8>,
+    /// The hashes of the body's moves, in its order: computed at ingress, kept so that no one
+    /// hashes a move again (two keccaks over its encoding each time).
+    pub hashes: Vec<TxHash>,
 }
 
 /// Packs this sequencer's blocks, one height after another.
@@ -38,6 +42,7 @@ impl Packer {
 
     /// Packs `moves` (in ack order) into the next block.
     pub fn pack(&mut self, now: Instant, moves: Vec<VerifiedTransaction>) -> PackedBlock {
+        let hashes = moves.iter().map(|verified| verified.hash).collect();
         let body = BlockBody {
             moves: moves.into_iter().map(|verified| verified.signed).collect(),
         };
@@ -52,7 +57,7 @@ impl Packer {
             &body,
             body_bytes,
         );
-        assert_eq!(
+        debug_assert_eq!(
             header.root,
             body.root(),
             "the header commits to the body it was sealed over"
@@ -63,6 +68,7 @@ impl Packer {
             header,
             body,
             encoded_body,
+            hashes,
         }
     }
 

@@ -17,7 +17,7 @@ use client_sdk::Client;
 use da_weak::WeakDa;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
-use primitives::{AccountKey, NodeId, SessionKey, SignedTransaction, bls::BlsSecretKey};
+use primitives::{AccountKey, NodeId, SessionKey, SignedTransaction, TxHash, bls::BlsSecretKey};
 use rayon::prelude::*;
 use sequencer::{
     mesh::{InProcessMesh, PeerLinks},
@@ -165,7 +165,8 @@ async fn start_sequencer(
 /// One client session's players and the moves they will send, in order.
 struct ClientLoad {
     grants: Vec<SignedTransaction>,
-    moves: Vec<SignedTransaction>,
+    /// With their hashes, computed here: the bench's bookkeeping is not the client's work.
+    moves: Vec<(TxHash, SignedTransaction)>,
 }
 
 fn client_load(client: usize, moves_per_client: usize) -> ClientLoad {
@@ -185,7 +186,8 @@ fn client_load(client: usize, moves_per_client: usize) -> ClientLoad {
         .map(|index| {
             let (account, session) = &players[index % PLAYERS_PER_CLIENT];
             let nonce = 1 + (index / PLAYERS_PER_CLIENT) as u64;
-            move_piece_with_session(account, session, CHAIN_ID, nonce, nonce % 64)
+            let signed = move_piece_with_session(account, session, CHAIN_ID, nonce, nonce % 64);
+            (signed.hash(), signed)
         })
         .collect();
     ClientLoad { grants, moves }
@@ -240,13 +242,12 @@ async fn measure(rate: u64, seconds: u64) -> anyhow::Result<(Histogram<u64>, usi
 /// at most [`ACK_WAIT_MAX`] after the last send and returns how many never came.
 async fn send_at_rate(
     client: Client,
-    moves: Vec<SignedTransaction>,
+    moves: Vec<(TxHash, SignedTransaction)>,
     rate: f64,
     latencies: Arc<Mutex<Histogram<u64>>>,
 ) -> anyhow::Result<usize> {
     let mut events = client.events();
-    let sent_at: Arc<Mutex<std::collections::HashMap<primitives::TxHash, std::time::Instant>>> =
-        Arc::default();
+    let sent_at: Arc<Mutex<std::collections::HashMap<TxHash, std::time::Instant>>> = Arc::default();
     let expected = moves.len();
     let recorder = {
         let sent_at = sent_at.clone();
@@ -280,10 +281,10 @@ async fn send_at_rate(
         ticker.tick().await;
         let due = (started.elapsed().as_secs_f64() * rate) as usize;
         while sent < due {
-            let Some(signed) = moves.next() else { break };
-            sent_at
-                .lock()
-                .insert(signed.hash(), std::time::Instant::now());
+            let Some((hash, signed)) = moves.next() else {
+                break;
+            };
+            sent_at.lock().insert(hash, std::time::Instant::now());
             client.submit(signed).await?;
             sent += 1;
         }
