@@ -4,9 +4,9 @@
 set -euo pipefail
 
 # libclang-dev: bindgen for librocksdb-sys; iproute2: the emulated link's namespaces;
-# prometheus: the operator-metrics test scrapes a devnet node with a real server (it fails under
+# perl: keccak-asm generates its assembly with cryptogams perlasm; prometheus: the operator-metrics test scrapes a devnet node with a real server (it fails under
 # CI=true without it).
-packages=(libclang-dev clang pkg-config iproute2 prometheus)
+packages=(libclang-dev clang pkg-config iproute2 perl prometheus)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
