@@ -3,9 +3,9 @@
 # Idempotent: installs nothing when everything is present.
 set -euo pipefail
 
-# libclang-dev: bindgen for librocksdb-sys; iproute2: the emulated link's namespaces;
-# perl: keccak-asm generates its assembly with cryptogams perlasm; prometheus: the operator-metrics test scrapes a devnet node with a real server (it fails under
-# CI=true without it).
+# libclang-dev: bindgen for librocksdb-sys; iproute2: the emulated link's namespaces; perl:
+# keccak-asm generates its assembly with cryptogams perlasm; prometheus: the operator-metrics
+# test scrapes a devnet node with a real server (it fails under CI=true without it).
 packages=(libclang-dev clang pkg-config iproute2 perl prometheus)
 missing=()
 for package in "${packages[@]}"; do
