@@ -457,7 +457,7 @@ unsafe fn call_transaction(
     let mut entries = vec![AccountAccess::read(sender), AccountAccess::read(to)];
     for access in accesses {
         // SAFETY: as the caller promises.
-        entries.push(unsafe { access.to_access() }?);
+        entries.push(unsafe { access.read_access() }?);
     }
     Ok(Transaction {
         chain_id,

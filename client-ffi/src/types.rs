@@ -249,7 +249,7 @@ pub struct TickrateAccountAccess {
 impl TickrateAccountAccess {
     /// # Safety
     /// `storage` must be valid for reads of `storage_len` entries (or `storage_len` be 0).
-    pub(crate) unsafe fn to_access(&self) -> Result<AccountAccess, FfiError> {
+    pub(crate) unsafe fn read_access(&self) -> Result<AccountAccess, FfiError> {
         if self.storage_len > SAL_SLOTS_PER_ACCOUNT_MAX {
             return Err(FfiError::InvalidArgument {
                 name: "storage_len",

@@ -1813,15 +1813,13 @@ async fn settle_in_doubt(
 /// The write-ahead log's points in the core: the ack of an admitted move, the moves leaving the
 /// live set, and the replay at start.
 impl Core {
-    /// Sends the ack of `hash`. An admitted move (`logged` holds its bytes) is acked only once
-    /// the write-ahead log has it on disk; without a log, or for a refusal, at once.
     /// Before its body goes to weak DA, a block's intent goes to the write-ahead log, so that a
     /// restart neither skips its height nor packs its moves twice.
     fn wal_packing(&self, block: &PackedBlock) {
-        if let Some(wal) = &self.wal {
-            if let Err(error) = wal.packing(block.header.clone(), block.hashes.clone()) {
-                tracing::error!(target: "sequencer::wal", height = block.header.height, %error, "block intent not logged");
-            }
+        if let Some(wal) = &self.wal
+            && let Err(error) = wal.packing(block.header.clone(), block.hashes.clone())
+        {
+            tracing::error!(target: "sequencer::wal", height = block.header.height, %error, "block intent not logged");
         }
     }
 

@@ -52,7 +52,10 @@ pub fn move_piece_with_session(
     nonce: u64,
     cell: u64,
 ) -> SignedTransaction {
-    let unsigned = move_piece(player, chain_id, nonce, cell).tx;
+    // Built unsigned: signing it with the account key first would cost a secp256k1 signature
+    // the session signature replaces.
+    let unsigned =
+        client_sdk::demo::game_move_declaring(player.address(), chain_id, nonce, cell, cell);
     session::with_session_access(unsigned, player.address(), &session.public_key())
         .expect("a game move costs nothing")
         .sign_with_session(session, player.address())
