@@ -62,15 +62,15 @@ impl Mempool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use primitives::{
         AccountAccess, AccountKey, Address, Bytes, SpaceAccessList, Transaction, U256,
     };
 
     use super::*;
 
-    fn verified(nonce: u64) -> VerifiedTransaction {
-        let key = AccountKey::from_seed(1);
+    /// A verified plain move of `key`'s at `nonce` (chain id 1), for the crate's unit tests.
+    pub(crate) fn verified_by(key: &AccountKey, nonce: u64) -> VerifiedTransaction {
         Transaction {
             chain_id: 1,
             nonce,
@@ -85,9 +85,13 @@ mod tests {
                 AccountAccess::read(Address::ZERO),
             ]),
         }
-        .sign(&key)
+        .sign(key)
         .verify(1)
         .expect("valid")
+    }
+
+    fn verified(nonce: u64) -> VerifiedTransaction {
+        verified_by(&AccountKey::from_seed(1), nonce)
     }
 
     #[test]

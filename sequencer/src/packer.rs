@@ -91,35 +91,14 @@ impl Packer {
 
 #[cfg(test)]
 mod tests {
-    use primitives::{AccountAccess, Address, Bytes, SpaceAccessList, Transaction, U256};
-
     use super::*;
-
-    fn verified(key: &AccountKey, nonce: u64) -> VerifiedTransaction {
-        Transaction {
-            chain_id: 1,
-            nonce,
-            to: Address::ZERO,
-            value: U256::ZERO,
-            data: Bytes::new(),
-            gas_limit: 21_000,
-            gas_price: 0,
-            sponsor: None,
-            access_list: SpaceAccessList::new([
-                AccountAccess::read(key.address()),
-                AccountAccess::read(Address::ZERO),
-            ]),
-        }
-        .sign(key)
-        .verify(1)
-        .expect("valid")
-    }
+    use crate::mempool::tests::verified_by;
 
     #[test]
     fn a_packed_block_keeps_each_moves_hash_in_body_order() {
         let player = AccountKey::from_seed(7);
         let moves: Vec<VerifiedTransaction> =
-            (0..3).map(|nonce| verified(&player, nonce)).collect();
+            (0..3).map(|nonce| verified_by(&player, nonce)).collect();
         let mut packer = Packer::new(AccountKey::from_seed(1));
         let block = packer.pack(Instant::from_micros(10), moves);
         let rehashed: Vec<TxHash> = block
