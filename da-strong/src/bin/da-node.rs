@@ -51,6 +51,10 @@ fn parse_seed(hex: &str) -> anyhow::Result<[u8; 32]> {
     Ok(seed)
 }
 
+/// mimalloc, as every node binary: see the workspace's Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // Logs go to stderr: stdout carries the identity lines operators and scripts read.

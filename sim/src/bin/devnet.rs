@@ -91,6 +91,10 @@ fn line(snapshot: &LoadSnapshot, previous_executed: u64) -> String {
     )
 }
 
+/// mimalloc, as every node binary: see the workspace's Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

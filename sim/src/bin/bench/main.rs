@@ -65,6 +65,10 @@ pub struct Args {
     seed: Option<u64>,
 }
 
+/// mimalloc, as every node binary: see the workspace's Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PLANNED: &[&str] = &["groups", "realtime", "sim"];
 
 #[tokio::main]
