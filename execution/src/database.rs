@@ -17,11 +17,13 @@
 //! Being readable is all the exemption grants: the engine still fails a move that changes an
 //! unlisted precompile, or the beneficiary beyond receiving the fee.
 
-use alloy_primitives::{Address, B256, Bytes, U256, keccak256};
+use std::cell::RefCell;
+
+use alloy_primitives::{Address, B256, Bytes, U256, keccak256, map::HashMap};
 use primitives::finality::StateItem;
 use revm::{
     Database,
-    bytecode::Bytecode,
+    bytecode::{Bytecode, JumpTable},
     precompile::{PrecompileSpecId, Precompiles},
     primitives::{KECCAK_EMPTY, StorageKey, StorageValue},
     state::AccountInfo,
@@ -69,17 +71,58 @@ pub(crate) fn account_info_of(balance: U256, nonce: u64, code: &Bytes) -> Option
     if balance.is_zero() && nonce == 0 && code.is_empty() {
         return None;
     }
-    // Tickrate has no EIP-7702 delegations: all code is legacy bytecode, which also keeps
-    // revm's panicking EIP-7702 decoder away from code that merely starts with 0xef01.
-    let code = Bytecode::new_legacy(code.clone());
-    Some(
-        AccountInfo {
-            balance,
-            nonce,
-            ..AccountInfo::default()
+    let (code_hash, code) = analysed_code(code);
+    Some(AccountInfo::new(balance, nonce, code_hash, code))
+}
+
+/// Contracts' code analysed for revm, on this thread, by the buffer that holds the raw code.
+/// Keeping a handle to each buffer keeps it from being freed, so its address cannot come to
+/// name other code while it is a key.
+type AnalysedCode = HashMap<(usize, usize), (Bytes, B256, Bytecode)>;
+
+/// How many contracts a thread keeps analysed; past it the cache starts over.
+const ANALYSED_CODE_CAPACITY: usize = 1024;
+
+thread_local! {
+    static ANALYSED_CODE: RefCell<AnalysedCode> = RefCell::new(AnalysedCode::default());
+    static EMPTY_CODE: Bytecode = empty_code();
+}
+
+/// An empty code of this thread's own. revm's `Bytecode::new()` clones one process-wide value,
+/// so every account without code that every core loads (two or three a move) would increment
+/// and decrement one shared reference count: measured, the cores then spent more time passing
+/// that count's cache line between them than running transfers.
+#[allow(unsafe_code)]
+fn empty_code() -> Bytecode {
+    // SAFETY: the components are exactly those revm gives its own empty code (one STOP byte of
+    // padding, original length 0, an empty jump table), which meet `new_analyzed`'s padding
+    // invariant: nothing can be decoded past the STOP byte.
+    unsafe { Bytecode::new_analyzed(Bytes::from_static(&[0x00]), 0, JumpTable::default()) }
+}
+
+/// The hash and the analysed form of `code`. A contract is loaded by nearly every move that
+/// calls it, so its keccak hash and its jump table are computed once per thread rather than
+/// once per move.
+fn analysed_code(code: &Bytes) -> (B256, Bytecode) {
+    if code.is_empty() {
+        return (KECCAK_EMPTY, EMPTY_CODE.with(Bytecode::clone));
+    }
+    let key = (code.as_ptr() as usize, code.len());
+    ANALYSED_CODE.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some((_, hash, analysed)) = cache.get(&key) {
+            return (*hash, analysed.clone());
         }
-        .with_code(code),
-    )
+        // Tickrate has no EIP-7702 delegations: all code is legacy bytecode, which also keeps
+        // revm's panicking EIP-7702 decoder away from code that merely starts with 0xef01.
+        let analysed = Bytecode::new_legacy(code.clone());
+        let hash = keccak256(code);
+        if cache.len() >= ANALYSED_CODE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(key, (code.clone(), hash, analysed.clone()));
+        (hash, analysed)
+    })
 }
 
 impl Database for SliceDatabase<'_> {
@@ -139,6 +182,33 @@ impl Database for SliceDatabase<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_threads_empty_code_is_revms_empty_code() {
+        let ours = empty_code();
+        let revms = Bytecode::new();
+        assert_eq!(ours, revms);
+        assert_eq!(ours.bytecode(), revms.bytecode());
+        assert_eq!(ours.original_byte_slice(), revms.original_byte_slice());
+        assert_eq!(ours.hash_slow(), KECCAK_EMPTY);
+        assert!(ours.is_empty());
+        assert_eq!(ours.legacy_jump_table(), revms.legacy_jump_table());
+    }
+
+    #[test]
+    fn a_contract_is_analysed_once_per_buffer_and_per_thread() {
+        let code = Bytes::from(vec![0x60, 0x01, 0x56, 0x5b, 0x00]);
+        let (hash, first) = analysed_code(&code);
+        assert_eq!(hash, keccak256(&code));
+        assert_eq!(first, Bytecode::new_legacy(code.clone()));
+        let (_, again) = analysed_code(&code.clone());
+        assert!(std::ptr::eq(first.bytecode_ptr(), again.bytecode_ptr()));
+        // The same code in another buffer is analysed on its own, and comes out equal.
+        let copy = Bytes::from(code.to_vec());
+        let (copy_hash, other) = analysed_code(&copy);
+        assert_eq!(copy_hash, hash);
+        assert_eq!(other, first);
+    }
 
     #[test]
     fn reads_outside_the_slice_are_refused_except_exemptions() {

@@ -51,10 +51,16 @@ use primitives::{
     session::{self, SessionRefusal},
 };
 use revm::{
-    Database, ExecuteEvm, MainBuilder,
-    context::{BlockEnv, TxEnv},
-    context_interface::result::{EVMError, ExecutionResult, InvalidTransaction},
-    handler::MainnetContext,
+    Database, ExecuteEvm,
+    context::{BlockEnv, Evm, TxEnv},
+    context_interface::{
+        local::FrameStack,
+        result::{EVMError, ExecutionResult, InvalidTransaction},
+    },
+    handler::{
+        EthFrame, EthPrecompiles, MainnetContext, MainnetEvm, instructions::EthInstructions,
+    },
+    interpreter::interpreter::EthInterpreter,
     primitives::TxKind,
     state::{Account, EvmState},
 };
@@ -337,12 +343,31 @@ pub(crate) fn run_revm<DB: Database<Error = AccessError>>(
         max_fee_per_blob_gas: 0,
         authorization_list: Vec::new(),
     };
-    let mut evm = MainnetContext::new(database, EVM_SPEC)
+    let ctx = MainnetContext::new(database, EVM_SPEC)
         .modify_cfg_chained(|cfg| cfg.chain_id = env.chain_id)
-        .with_block(block)
-        .build_mainnet();
-    let output = evm.transact(transaction)?;
+        .with_block(block);
+    // Built field by field rather than by `build_mainnet`, which makes eight fresh call frames
+    // for every EVM (each a 32 KiB stack, and a clone of revm's one global empty bytecode, whose
+    // reference count every core then fights over). The frames of this thread's previous move
+    // are taken instead: revm re-initialises a frame before each use, as it does between the
+    // transactions of one long-lived EVM.
+    let mut evm: MainnetEvm<_> = Evm {
+        ctx,
+        inspector: (),
+        instruction: EthInstructions::new_mainnet_with_spec(EVM_SPEC),
+        precompiles: EthPrecompiles::new(EVM_SPEC),
+        frame_stack: CALL_FRAMES.with(std::cell::Cell::take),
+    };
+    let output = evm.transact(transaction);
+    CALL_FRAMES.with(|frames| frames.set(std::mem::take(&mut evm.frame_stack)));
+    let output = output?;
     Ok((output.result, output.state))
+}
+
+thread_local! {
+    /// The call frames of the last EVM this thread ran (see [`run_revm`]).
+    static CALL_FRAMES: std::cell::Cell<FrameStack<EthFrame<EthInterpreter>>> =
+        std::cell::Cell::new(FrameStack::new());
 }
 
 /// The failure reason of a move revm refused or aborted.

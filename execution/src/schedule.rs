@@ -22,6 +22,12 @@
 //! takes one round. Results are then applied in batch order, which makes the final state and
 //! every per-move outcome equal to sequential execution.
 //!
+//! **Reads.** The schedule is built on one core while the other reads every move's slice from
+//! the state at the batch's start: the first wave's inputs. A later wave reads its members'
+//! slices when it starts, after the waves before it are applied, so their first reads were in
+//! vain: a batch of long conflict chains, which gains nothing from threads anyway, pays its
+//! reads twice.
+//!
 //! **Steps.** A wave runs in steps of a fixed number of members, settled one after the other as
 //! above, each step's predictions starting from the exact deltas of the steps before it. While
 //! a step runs, the settled results of the step before are applied to the state (every slice
@@ -135,10 +141,14 @@ impl Schedule {
     /// per move.
     pub fn new(batch: &[VerifiedTransaction]) -> Self {
         // Accounts and slots are numbered on first sight; levels live in flat vectors.
-        let mut account_index: HashMap<Address, usize> = HashMap::default();
-        let mut slot_index: HashMap<(usize, B256), usize> = HashMap::default();
-        let mut account_levels: Vec<AccountLevels> = Vec::new();
-        let mut slot_levels: Vec<ItemLevels> = Vec::new();
+        // Sized for two accounts and a slot a move, the common game move, so that the maps
+        // are not rebuilt as they grow.
+        let mut account_index: HashMap<Address, usize> =
+            HashMap::with_capacity_and_hasher(2 * batch.len(), Default::default());
+        let mut slot_index: HashMap<(usize, B256), usize> =
+            HashMap::with_capacity_and_hasher(batch.len(), Default::default());
+        let mut account_levels: Vec<AccountLevels> = Vec::with_capacity(2 * batch.len());
+        let mut slot_levels: Vec<ItemLevels> = Vec::with_capacity(batch.len());
         let mut waves: Vec<Vec<usize>> = Vec::new();
         // This move's accounts (index, balance access, nonce access) and slots (index, access).
         let mut touched_accounts: Vec<(usize, Access, Access)> = Vec::new();
@@ -243,16 +253,47 @@ fn execute_parallel_in_steps(
     // On a worker of the pool, so that the many small joins below are not each sent to the pool
     // from outside and waited for.
     rayon::scope(|_| {
-        let schedule = Schedule::new(batch);
+        // The schedule is serial work and every move's slice at the batch's start is parallel
+        // work that needs no schedule, so the two are done side by side. Those slices are the
+        // first wave's inputs; a later wave reads its own at its start, once the waves before
+        // it are applied.
+        let reader: &InMemoryState = state;
+        let (schedule, mut first_inputs) = rayon::join(
+            || Schedule::new(batch),
+            || {
+                batch
+                    .par_iter()
+                    .map(|tx| Some(Input::at(reader, tx)))
+                    .collect::<Vec<_>>()
+            },
+        );
         let mut outcomes: Vec<Option<MoveOutcome>> = (0..batch.len()).map(|_| None).collect();
-        for wave in &schedule.waves {
-            execute_wave(env, batch, wave, state, &mut outcomes, step);
+        for (number, wave) in schedule.waves.iter().enumerate() {
+            let inputs = if number == 0 {
+                let inputs = wave
+                    .iter()
+                    .map(|index| first_inputs[*index].take().expect("one wave per move"))
+                    .collect();
+                free_in_parallel(std::mem::take(&mut first_inputs));
+                inputs
+            } else {
+                let reader: &InMemoryState = state;
+                wave.par_iter()
+                    .map(|index| Input::at(reader, &batch[*index]))
+                    .collect()
+            };
+            execute_wave(env, batch, wave, inputs, state, &mut outcomes, step);
         }
         outcomes
             .into_iter()
             .map(|outcome| outcome.expect("every move is in one wave"))
             .collect()
     })
+}
+
+/// Drops `items` on the pool: freeing thousands of small maps is otherwise a serial tail.
+fn free_in_parallel<T: Send>(items: Vec<T>) {
+    items.into_par_iter().for_each(drop);
 }
 
 /// One move's delta items and declared amounts (as raw wrapping words).
@@ -317,34 +358,34 @@ struct Input {
     deltas: Vec<(StateItem, U256)>,
 }
 
+impl Input {
+    /// `tx`'s input on `state`.
+    fn at(state: &InMemoryState, tx: &VerifiedTransaction) -> Self {
+        Input {
+            slice: state.slice(&tx.tx().access_list),
+            deltas: delta_items(tx),
+        }
+    }
+}
+
 /// A member's latest run: the offsets its slice had, and what came of it.
 struct Run {
     offsets: Vec<U256>,
     outcome: MoveOutcome,
 }
 
-/// Runs one wave (members in batch order, pairwise conflict-free) against the state at its
-/// start, settling delta predictions as the module doc says, and applies the results to `state`
-/// in batch order, storing each outcome at its move's index.
+/// Runs one wave (members in batch order, pairwise conflict-free) from `inputs` (its members'
+/// inputs, read at its start), settling delta predictions as the module doc says, and applies
+/// the results to `state` in batch order, storing each outcome at its move's index.
 fn execute_wave(
     env: &ExecutionEnv,
     batch: &[VerifiedTransaction],
     wave: &[usize],
+    mut inputs: Vec<Input>,
     state: &mut InMemoryState,
     outcomes: &mut [Option<MoveOutcome>],
     step: usize,
 ) {
-    let reader: &InMemoryState = state;
-    let mut inputs: Vec<Input> = wave
-        .par_iter()
-        .map(|index| {
-            let tx = &batch[*index];
-            Input {
-                slice: reader.slice(&tx.tx().access_list),
-                deltas: delta_items(tx),
-            }
-        })
-        .collect();
     // The deltas of the successful members of the settled steps, by item.
     let mut sums: HashMap<StateItem, U256> = HashMap::default();
     // The settled results of the step before, not yet applied, and where that step starts.
@@ -368,10 +409,15 @@ fn execute_wave(
         pending_start = start;
         start += members.len();
     }
-    for (index, outcome) in wave[pending_start..].iter().zip(pending) {
-        state.apply(&outcome.diff);
-        outcomes[*index] = Some(outcome);
-    }
+    let ((), ()) = rayon::join(
+        || {
+            for (index, outcome) in wave[pending_start..].iter().zip(pending) {
+                state.apply(&outcome.diff);
+                outcomes[*index] = Some(outcome);
+            }
+        },
+        || free_in_parallel(inputs),
+    );
 }
 
 /// Runs one step of a wave until every member's prediction holds, given `sums`, the deltas of
