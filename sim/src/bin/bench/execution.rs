@@ -8,7 +8,8 @@
 //! - 10 % conflict: a tenth of the game moves write another player's cell (exact writes);
 //! - hot slot: every game move adds a delta to one shared cell.
 //!
-//! Each figure is the median of `ROUNDS` runs from the same starting state.
+//! Each side-by-side figure is the median of `SIDE_BY_SIDE_RUNS` runs from the same starting
+//! state, the two modes alternating; a run is timed until it returns its results.
 //!
 //! The full commit path runs `ROUNDS` consecutive batches (nonces 0, 1, …) against the
 //! authenticated state on RocksDB ([`DurableState`]) holding the benchmark's accounts plus
@@ -20,8 +21,8 @@
 use std::time::{Duration, Instant};
 
 use execution::{
-    AccountState, DurableState, ExecutionEnv, InMemoryState, estimate, execute, execute_parallel,
-    execute_plain, execute_sequential,
+    AccountState, DurableState, ExecutionEnv, InMemoryState, MoveOutcome, PlainOutcome, estimate,
+    execute, execute_parallel, execute_plain, execute_sequential,
 };
 use primitives::{
     AccountKey, Address, B256, Bytes, Transaction, U256, VerifiedTransaction, finality::StateItem,
@@ -173,48 +174,101 @@ fn hot_moves(world: &World) -> Vec<VerifiedTransaction> {
     batch(world, bodies, &[hot])
 }
 
-/// Median moves/s of `run` over `ROUNDS` runs, each from a fresh copy of `genesis`.
-fn moves_per_s(
+/// Runs of each mode in the side-by-side figures. Each run takes a few milliseconds, and two
+/// cores under a hypervisor have slow spells that last several runs, so the figures are medians
+/// over many runs, the two modes alternating so that both meet the same spells.
+const SIDE_BY_SIDE_RUNS: usize = 41;
+
+/// Whether the thread pool is woken just before a timed run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pool {
+    /// As the run before left it: asleep after a sequential run.
+    AsLeft,
+    /// Every worker running when the timed run starts, as in a node executing batch after
+    /// batch. Waking a halted virtual core costs here from tens of microseconds to over a
+    /// millisecond, a large and erratic share of a 2,000-move batch, which the `cold` figures
+    /// report apart.
+    Awake,
+}
+
+/// Median moves/s of `first` and of `second` over [`SIDE_BY_SIDE_RUNS`] alternating runs, each
+/// from a fresh copy of `genesis`; `pool` says how the pool is before each run of `second`.
+fn side_by_side<A, B>(
     genesis: &InMemoryState,
     moves: &[VerifiedTransaction],
-    mut run: impl FnMut(&[VerifiedTransaction], &mut InMemoryState),
-) -> f64 {
-    let mut rates: Vec<f64> = (0..ROUNDS)
-        .map(|_| {
-            let mut state = genesis.clone();
-            let started = Instant::now();
-            run(moves, &mut state);
-            moves.len() as f64 / started.elapsed().as_secs_f64()
-        })
-        .collect();
+    mut first: impl FnMut(&[VerifiedTransaction], &mut InMemoryState) -> A,
+    mut second: impl FnMut(&[VerifiedTransaction], &mut InMemoryState) -> B,
+    pool: Pool,
+) -> (f64, f64) {
+    let mut first_rates = Vec::with_capacity(SIDE_BY_SIDE_RUNS);
+    let mut second_rates = Vec::with_capacity(SIDE_BY_SIDE_RUNS);
+    for _ in 0..SIDE_BY_SIDE_RUNS {
+        first_rates.push(moves_per_s(genesis, moves, &mut first, Pool::AsLeft));
+        second_rates.push(moves_per_s(genesis, moves, &mut second, pool));
+    }
+    (median(first_rates), median(second_rates))
+}
+
+fn median(mut rates: Vec<f64>) -> f64 {
     rates.sort_by(f64::total_cmp);
-    rates[ROUNDS / 2]
+    rates[rates.len() / 2]
 }
 
-fn plain(moves: &[VerifiedTransaction], state: &mut InMemoryState) {
-    for tx in moves {
-        let outcome = execute_plain(&env(), tx, state);
-        assert!(outcome.status.is_ok());
+/// Moves/s of one run of `run` from a fresh copy of `genesis`, timed until it returns its
+/// results. Freeing the results and the state is the same work in every mode, and not
+/// execution: it is left out of the time.
+fn moves_per_s<T>(
+    genesis: &InMemoryState,
+    moves: &[VerifiedTransaction],
+    run: &mut impl FnMut(&[VerifiedTransaction], &mut InMemoryState) -> T,
+    pool: Pool,
+) -> f64 {
+    let mut state = genesis.clone();
+    if pool == Pool::Awake {
+        // Every worker runs this, and spins a while for more work before it sleeps again.
+        rayon::broadcast(|_| ());
     }
+    let started = Instant::now();
+    let results = run(moves, &mut state);
+    let elapsed = started.elapsed();
+    drop((results, state));
+    moves.len() as f64 / elapsed.as_secs_f64()
 }
 
-fn enforced(moves: &[VerifiedTransaction], state: &mut InMemoryState) {
-    for tx in moves {
-        let slice = state.slice(&tx.tx().access_list);
-        let outcome = execute(&env(), tx, &slice).expect("slice matches");
-        assert!(outcome.is_success());
-        state.apply(&outcome.diff);
-    }
+fn plain(moves: &[VerifiedTransaction], state: &mut InMemoryState) -> Vec<PlainOutcome> {
+    moves
+        .iter()
+        .map(|tx| {
+            let outcome = execute_plain(&env(), tx, state);
+            assert!(outcome.status.is_ok());
+            outcome
+        })
+        .collect()
 }
 
-fn sequential(moves: &[VerifiedTransaction], state: &mut InMemoryState) {
+fn enforced(moves: &[VerifiedTransaction], state: &mut InMemoryState) -> Vec<MoveOutcome> {
+    moves
+        .iter()
+        .map(|tx| {
+            let slice = state.slice(&tx.tx().access_list);
+            let outcome = execute(&env(), tx, &slice).expect("slice matches");
+            assert!(outcome.is_success());
+            state.apply(&outcome.diff);
+            outcome
+        })
+        .collect()
+}
+
+fn sequential(moves: &[VerifiedTransaction], state: &mut InMemoryState) -> Vec<MoveOutcome> {
     let outcomes = execute_sequential(&env(), moves, state);
     assert!(outcomes.iter().all(|outcome| outcome.is_success()));
+    outcomes
 }
 
-fn parallel(moves: &[VerifiedTransaction], state: &mut InMemoryState) {
+fn parallel(moves: &[VerifiedTransaction], state: &mut InMemoryState) -> Vec<MoveOutcome> {
     let outcomes = execute_parallel(&env(), moves, state);
     assert!(outcomes.iter().all(|outcome| outcome.is_success()));
+    outcomes
 }
 
 /// `ROUNDS` consecutive batches of the same moves: round `r` uses nonce `r`, each list estimated
@@ -353,8 +407,8 @@ pub async fn run(_args: &Args) -> anyhow::Result<BenchReport> {
     let mut report = BenchReport::new("execution");
     report.figure("moves_per_batch", MOVES_PER_BATCH as f64);
     for (kind, moves) in [("transfer", &transfer_batch), ("game", &game_batch)] {
-        let plain_rate = moves_per_s(genesis, moves, plain);
-        let enforced_rate = moves_per_s(genesis, moves, enforced);
+        let (plain_rate, enforced_rate) =
+            side_by_side(genesis, moves, plain, enforced, Pool::AsLeft);
         report.figure(&format!("plain_{kind}_moves_per_s"), plain_rate);
         report.figure(&format!("sal_{kind}_moves_per_s"), enforced_rate);
         report.figure(
@@ -369,14 +423,20 @@ pub async fn run(_args: &Args) -> anyhow::Result<BenchReport> {
         ("hot_delta_game", &hot_batch),
     ] {
         let waves = execution::Schedule::new(moves).waves.len();
-        let sequential_rate = moves_per_s(genesis, moves, sequential);
-        let parallel_rate = moves_per_s(genesis, moves, parallel);
+        let (sequential_rate, parallel_rate) =
+            side_by_side(genesis, moves, sequential, parallel, Pool::Awake);
+        let (cold_sequential_rate, cold_parallel_rate) =
+            side_by_side(genesis, moves, sequential, parallel, Pool::AsLeft);
         report.figure(&format!("{name}_waves"), waves as f64);
         report.figure(&format!("sequential_{name}_moves_per_s"), sequential_rate);
         report.figure(&format!("parallel_{name}_moves_per_s"), parallel_rate);
         report.figure(
             &format!("parallel_speedup_{name}_ratio"),
             parallel_rate / sequential_rate,
+        );
+        report.figure(
+            &format!("cold_pool_parallel_speedup_{name}_ratio"),
+            cold_parallel_rate / cold_sequential_rate,
         );
     }
     durable_figures(&mut report, &world)?;
