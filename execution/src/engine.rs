@@ -431,20 +431,22 @@ fn account_diff(account: &Account, before: &AccountSlice) -> AccountDiff {
     if nonce != before.nonce {
         change.nonce = Some(nonce);
     }
-    // Code revm never loaded is code it cannot have changed. Compared as slices, so that the
-    // unchanged code of every loaded account (the common case) is not cloned.
+    // Only a creation in this move can have given an account code (revm is never handed an
+    // EIP-7702 authorization), and only a self-destruct of such an account can take it away:
+    // the code of any other account is the slice's, and comparing it byte by byte for every
+    // account of every move would cost more than the rest of this diff.
     match (&account.info.code, destroyed) {
         (_, true) => {
             if !before.code.is_empty() {
                 change.code = Some(Bytes::new());
             }
         }
-        (Some(code), false) => {
+        (Some(code), false) if account.is_created() => {
             if code.original_byte_slice() != before.code.as_ref() {
                 change.code = Some(code.original_bytes());
             }
         }
-        (None, false) => {}
+        (_, false) => {}
     }
 
     for (key, slot) in &account.storage {

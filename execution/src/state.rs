@@ -108,30 +108,28 @@ impl InMemoryState {
 
     /// The values of exactly the items `access_list` names.
     pub fn slice(&self, access_list: &SpaceAccessList) -> StateSlice {
-        let accounts = access_list
-            .accounts()
-            .iter()
-            .map(|access| {
-                let account = self.accounts.get(&access.address);
-                let slice = AccountSlice {
-                    balance: account.map(|a| a.balance).unwrap_or_default(),
-                    nonce: account.map(|a| a.nonce).unwrap_or_default(),
-                    code: account.map(|a| a.code.clone()).unwrap_or_default(),
-                    storage: access
-                        .storage
-                        .iter()
-                        .map(|slot| {
-                            let value = account
-                                .and_then(|account| account.storage.get(&slot.slot))
-                                .copied()
-                                .unwrap_or_default();
-                            (slot.slot, value)
-                        })
-                        .collect(),
-                };
-                (access.address, slice)
-            })
-            .collect();
+        // Inserted one by one: a list holds a few accounts and slots, and collecting them would
+        // buffer, sort and deduplicate what the list already keeps sorted and unique, once per
+        // move.
+        let mut accounts = BTreeMap::new();
+        for access in access_list.accounts() {
+            let account = self.accounts.get(&access.address);
+            let mut storage = BTreeMap::new();
+            for slot in &access.storage {
+                let value = account
+                    .and_then(|account| account.storage.get(&slot.slot))
+                    .copied()
+                    .unwrap_or_default();
+                storage.insert(slot.slot, value);
+            }
+            let slice = AccountSlice {
+                balance: account.map(|a| a.balance).unwrap_or_default(),
+                nonce: account.map(|a| a.nonce).unwrap_or_default(),
+                code: account.map(|a| a.code.clone()).unwrap_or_default(),
+                storage,
+            };
+            accounts.insert(access.address, slice);
+        }
         StateSlice { accounts }
     }
 

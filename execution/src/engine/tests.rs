@@ -499,6 +499,48 @@ fn precompiles_are_readable_without_being_listed_and_other_accounts_are_not() {
     );
 }
 
+/// `CREATE` of a child whose init code returns one byte of runtime code:
+/// `PUSH5 (PUSH1 1 PUSH1 0 RETURN) PUSH1 0 MSTORE PUSH1 5 PUSH1 27 PUSH1 0 CREATE STOP`.
+const FACTORY_CODE: [u8; 16] = [
+    0x64, 0x60, 0x01, 0x60, 0x00, 0xf3, 0x60, 0x00, 0x52, 0x60, 0x05, 0x60, 0x1b, 0x60, 0x00, 0xf0,
+];
+
+#[test]
+fn code_deployed_by_a_call_is_an_undeclared_write() {
+    let factory = Address::repeat_byte(0xfa);
+    let mut state = genesis();
+    state.insert_account(
+        factory,
+        AccountState {
+            nonce: 1,
+            code: Bytes::from_static(&FACTORY_CODE),
+            ..AccountState::default()
+        },
+    );
+    let child = factory.create(1);
+    // Every other change the creation makes is declared: the factory's nonce and the child's.
+    let deploy = call(
+        factory,
+        Bytes::new(),
+        0,
+        vec![
+            AccountAccess {
+                nonce: Some(2),
+                ..AccountAccess::read(factory)
+            },
+            AccountAccess {
+                nonce: Some(1),
+                ..AccountAccess::read(child)
+            },
+        ],
+    );
+    let outcome = run(&state, &deploy);
+    assert_failed(
+        &outcome,
+        FailureReason::UndeclaredWrite(StateItem::Code(child)),
+    );
+}
+
 #[test]
 fn blockhash_halts_instead_of_inventing_a_value() {
     let mut state = genesis();
