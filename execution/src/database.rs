@@ -80,8 +80,10 @@ pub(crate) fn account_info_of(balance: U256, nonce: u64, code: &Bytes) -> Option
 /// name other code while it is a key.
 type AnalysedCode = HashMap<(usize, usize), (Bytes, B256, Bytecode)>;
 
-/// How many contracts a thread keeps analysed; past it the cache starts over.
-const ANALYSED_CODE_CAPACITY: usize = 1024;
+/// How many contracts a thread keeps analysed; past it the cache starts over. A batch calls a
+/// handful of game contracts, and each entry keeps its code buffer alive (a node loads a fresh
+/// buffer per batch), so a few hundred bound the memory to a few megabytes a thread.
+const ANALYSED_CODE_CAPACITY: usize = 256;
 
 thread_local! {
     static ANALYSED_CODE: RefCell<AnalysedCode> = RefCell::new(AnalysedCode::default());
