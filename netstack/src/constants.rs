@@ -155,5 +155,11 @@ pub const RESUME_ACK_EVERY: u32 = 16;
 pub const RESUME_ACK_DELAY: Duration = Duration::from_millis(20);
 /// How long a server waits for a new connection's first (resume) frame.
 pub const RESUME_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A redialing session's wait before its first redial after a drop (it doubles per failure).
+pub const REDIAL_BACKOFF_FIRST: Duration = Duration::from_millis(50);
+/// A redialing session's longest wait between two redials.
+pub const REDIAL_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Redials a session tries after one drop before reporting it.
+pub const REDIAL_ATTEMPTS_MAX: u32 = 12;
 /// Resumable sessions one server keeps routes for.
 pub const RESUME_SESSIONS_MAX: usize = SERVER_SESSIONS_MAX;

@@ -559,6 +559,14 @@ pub enum ResumeError {
     /// The connection under the session failed or is gone.
     #[error("the connection is gone")]
     LinkDown,
+    /// A redialing session could not get a new connection resumed within its policy's
+    /// attempts; it keeps its state, so [`crate::driver::ResumableConnection::resume`] may
+    /// still move it to a connection the caller finds.
+    #[error("no resumed connection after {attempts} redials")]
+    RedialExhausted {
+        /// Redials tried since the link went down.
+        attempts: u32,
+    },
     /// The operating system gave no randomness for a session ID.
     #[error("no randomness for a session ID")]
     NoRandomness,

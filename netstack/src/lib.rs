@@ -36,7 +36,8 @@
 //! - [`resume`] — [`resume::ResumableSession`], sans-IO: sequence numbers, acknowledgements
 //!   and a resume handshake over any ordered connection, so a message stream survives link
 //!   drops without losing or reordering a message; [`driver::ResumableConnection`] runs it on
-//!   a [`driver::KcpConnection`] and moves to a new one after a drop.
+//!   a [`driver::KcpConnection`] and moves to a new one after a drop, one the caller dials or
+//!   one it redials by itself with backoff ([`driver::ResumableConnection::open_redialing`]).
 //! - [`quic`] — QUIC (quinn) for node-to-node request/response traffic such as DA chunk
 //!   transfers: self-signed identities clients pin, endpoints, bounded length-prefixed frames.
 //! - [`frame`] — the message bound ([`frame::MAX_MESSAGE_BYTES`]) and its error.

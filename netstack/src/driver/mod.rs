@@ -30,5 +30,5 @@ pub use connection::{KcpConnection, KcpSender};
 pub use dht::{Dht, DhtError, DhtSnapshot, JoinReport};
 pub(crate) use endpoint::is_transient;
 pub use endpoint::{KcpClient, KcpServer};
-pub use resumable::{ResumableConnection, ResumeAcceptor};
+pub use resumable::{Dial, RedialPolicy, ResumableConnection, ResumeAcceptor};
 pub use secure::SecureEndpointStats;

@@ -3,29 +3,80 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
+    pin::Pin,
     sync::{Arc, Mutex, PoisonError},
+    time::Duration,
 };
 
 use primitives::{id::NodeId, time::Instant};
 use rand::{TryRngCore, rngs::OsRng};
 use tokio::sync::mpsc;
-use tracing::{debug, trace};
+use tracing::{debug, info, trace};
 
 use super::connection::KcpConnection;
 use crate::{
-    constants::{RESUME_HANDSHAKE_TIMEOUT, RESUME_SESSIONS_MAX},
-    error::ResumeError,
+    constants::{
+        REDIAL_ATTEMPTS_MAX, REDIAL_BACKOFF_FIRST, REDIAL_BACKOFF_MAX, RESUME_HANDSHAKE_TIMEOUT,
+        RESUME_SESSIONS_MAX,
+    },
+    error::{ConnectError, ResumeError},
     resume::{ResumableSession, ResumeFrame, ResumeStats},
 };
+
+/// A dial to the same peer (plain or secure, direct or through a relay), for a session that
+/// redials by itself ([`ResumableConnection::open_redialing`]).
+pub type Dial = Box<
+    dyn FnMut() -> Pin<Box<dyn Future<Output = Result<KcpConnection, ConnectError>> + Send>> + Send,
+>;
+
+/// When a redialing session dials again after its link went down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RedialPolicy {
+    /// The wait before the first redial; it doubles after each failed one.
+    pub backoff_first: Duration,
+    /// The longest wait between two redials.
+    pub backoff_max: Duration,
+    /// Redials (a dial and a resume handshake each) before [`ResumeError::RedialExhausted`].
+    pub attempts_max: u32,
+}
+
+impl Default for RedialPolicy {
+    fn default() -> Self {
+        RedialPolicy {
+            backoff_first: REDIAL_BACKOFF_FIRST,
+            backoff_max: REDIAL_BACKOFF_MAX,
+            attempts_max: REDIAL_ATTEMPTS_MAX,
+        }
+    }
+}
+
+struct Redialer {
+    dial: Dial,
+    policy: RedialPolicy,
+    /// Resumed connections it made.
+    redials: u64,
+}
+
+impl std::fmt::Debug for Redialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redialer")
+            .field("policy", &self.policy)
+            .field("redials", &self.redials)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A message stream over KCP that survives link drops: every message is delivered exactly
 /// once and in order, across any number of connections (see [`crate::resume`]).
 ///
 /// A client opens one with [`open`](Self::open) and, when [`recv`](Self::recv) or
 /// [`send`](Self::send) reports [`ResumeError::LinkDown`] (or whenever it chooses, say after a
-/// network change), dials again and hands the new connection to [`resume`](Self::resume). A
-/// server gets one per session from a [`ResumeAcceptor`], which moves a session to the new
-/// connection by itself when its client resumes.
+/// network change), dials again and hands the new connection to [`resume`](Self::resume); or
+/// it opens one with [`open_redialing`](Self::open_redialing), which does that by itself, with
+/// backoff, and reports a drop only when its [`RedialPolicy`] gives up. A server gets one per
+/// session from a [`ResumeAcceptor`], which moves a session to the new connection by itself
+/// when its client resumes.
 #[derive(Debug)]
 pub struct ResumableConnection {
     session: ResumableSession,
@@ -33,6 +84,8 @@ pub struct ResumableConnection {
     peer: Option<NodeId>,
     /// A server's: new connections of this session from the acceptor.
     takeovers: Option<mpsc::Receiver<(KcpConnection, Vec<u8>)>>,
+    /// A redialing client's way back to its peer.
+    redialer: Option<Redialer>,
     epoch: tokio::time::Instant,
 }
 
@@ -49,10 +102,48 @@ impl ResumableConnection {
             connection: None,
             peer: connection.peer_id(),
             takeovers: None,
+            redialer: None,
             epoch: tokio::time::Instant::now(),
         };
         this.attach(connection).await?;
         Ok(this)
+    }
+
+    /// Opens a new session on a connection from `dial`, like [`open`](Self::open), and keeps
+    /// `dial` to move the session to a new connection by itself whenever the link goes down:
+    /// [`send`](Self::send) and [`recv`](Self::recv) then wait through the redials instead of
+    /// reporting [`ResumeError::LinkDown`]. The first connection is dialed under `policy` too.
+    pub async fn open_redialing(
+        dial: Dial,
+        policy: RedialPolicy,
+    ) -> Result<ResumableConnection, ResumeError> {
+        let id = OsRng
+            .try_next_u64()
+            .map_err(|_| ResumeError::NoRandomness)?;
+        let mut this = ResumableConnection {
+            session: ResumableSession::new(id),
+            connection: None,
+            peer: None,
+            takeovers: None,
+            redialer: Some(Redialer {
+                dial,
+                policy,
+                redials: 0,
+            }),
+            epoch: tokio::time::Instant::now(),
+        };
+        this.redial().await?;
+        if let Some(redialer) = this.redialer.as_mut() {
+            redialer.redials = 0;
+        }
+        Ok(this)
+    }
+
+    /// Connections a redialing session dialed and resumed on by itself after a drop.
+    pub fn redials(&self) -> u64 {
+        self.redialer
+            .as_ref()
+            .map_or(0, |redialer| redialer.redials)
     }
 
     /// The session's ID.
@@ -127,11 +218,14 @@ impl ResumableConnection {
         loop {
             match self.session.send(message) {
                 Ok(()) => break,
-                Err(ResumeError::QueueFull { .. }) => self.read_one().await?,
+                Err(ResumeError::QueueFull { .. }) => self.read_or_redial().await?,
                 Err(error) => return Err(error),
             }
         }
         self.flush().await;
+        if self.connection.is_none() && self.redialer.is_some() {
+            self.redial().await?;
+        }
         Ok(())
     }
 
@@ -143,8 +237,63 @@ impl ResumableConnection {
             if let Some(message) = self.session.poll_message() {
                 return Ok(message);
             }
-            self.read_one().await?;
+            self.read_or_redial().await?;
         }
+    }
+
+    /// [`read_one`](Self::read_one), with a redialing session's drops turned into redials.
+    async fn read_or_redial(&mut self) -> Result<(), ResumeError> {
+        match self.read_one().await {
+            Err(ResumeError::LinkDown) if self.redialer.is_some() => self.redial().await,
+            done => done,
+        }
+    }
+
+    /// Dials and resumes until a connection is up, waiting the policy's backoff between tries.
+    /// The session keeps everything unacknowledged meanwhile.
+    async fn redial(&mut self) -> Result<(), ResumeError> {
+        let Some(policy) = self.redialer.as_ref().map(|redialer| redialer.policy) else {
+            return Err(ResumeError::LinkDown);
+        };
+        let mut backoff = policy.backoff_first;
+        for attempt in 1..=policy.attempts_max {
+            if attempt > 1 {
+                tokio::time::sleep(backoff).await;
+                backoff = backoff.saturating_mul(2).min(policy.backoff_max);
+            }
+            let dialing = match self.redialer.as_mut() {
+                Some(redialer) => (redialer.dial)(),
+                None => return Err(ResumeError::LinkDown),
+            };
+            let connection = match dialing.await {
+                Ok(connection) => connection,
+                Err(error) => {
+                    debug!(target: "netstack::driver", session = self.session.id(), attempt, %error, "redial failed");
+                    continue;
+                }
+            };
+            let resumed = if self.peer.is_none() {
+                self.peer = connection.peer_id();
+                self.attach(connection).await
+            } else {
+                self.resume(connection).await
+            };
+            match resumed {
+                Ok(()) => {
+                    if let Some(redialer) = self.redialer.as_mut() {
+                        redialer.redials += 1;
+                    }
+                    info!(target: "netstack::driver", session = self.session.id(), attempt, "session resumed on a new connection");
+                    return Ok(());
+                }
+                Err(error) => {
+                    debug!(target: "netstack::driver", session = self.session.id(), attempt, %error, "resume after redial failed");
+                }
+            }
+        }
+        Err(ResumeError::RedialExhausted {
+            attempts: policy.attempts_max,
+        })
     }
 
     /// Waits for one input (a frame, a takeover, a due acknowledgement) and handles it.
@@ -349,6 +498,7 @@ async fn route(
         peer: connection.peer_id(),
         connection: Some(connection),
         takeovers: Some(takeovers),
+        redialer: None,
         epoch,
     };
     resumable.flush().await;

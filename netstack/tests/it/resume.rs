@@ -174,3 +174,162 @@ async fn another_node_naming_a_session_gets_its_own_and_cannot_take_it_over() {
     assert_eq!(alices.stats().resumes, 1);
     drop(mallorys);
 }
+
+/// A client KCP configuration that notices a dead link within a second.
+fn quick_to_notice() -> KcpConfig {
+    KcpConfig {
+        idle_timeout: std::time::Duration::from_millis(800),
+        keepalive_interval: std::time::Duration::from_millis(100),
+        ..KcpConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn a_redialing_session_resumes_by_itself_each_time_its_link_dies() {
+    use std::sync::{Arc, Mutex};
+
+    use netstack::driver::RedialPolicy;
+
+    let (server, incoming) = KcpServer::bind(loopback(), KcpConfig::default())
+        .await
+        .expect("bind");
+    let server_addr = server.local_addr();
+    let (_acceptor, mut sessions) = ResumeAcceptor::start(incoming);
+    let (seen, mut delivered) = mpsc::unbounded_channel();
+    let echo = tokio::spawn(async move {
+        let mut session = sessions.recv().await.expect("a session");
+        loop {
+            let message = session.recv().await.expect("a server resumes by itself");
+            session
+                .send(&[b"ack ".as_slice(), &message].concat())
+                .await
+                .expect("reply");
+            let _ = seen.send(message);
+        }
+    });
+
+    // Every dial goes through a fresh lossy path; the test cuts the live one at will.
+    let paths: Arc<Mutex<Vec<LossyLink>>> = Arc::default();
+    let dials = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let dial: netstack::driver::Dial = {
+        let (paths, dials) = (paths.clone(), dials.clone());
+        Box::new(move || {
+            let (paths, dials) = (paths.clone(), dials.clone());
+            Box::pin(async move {
+                let seed = 100 + dials.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let path = LossyLink::start(loopback(), server_addr, lossy(seed)).await?;
+                let connection = KcpClient::connect(path.local_addr(), quick_to_notice()).await?;
+                paths.lock().expect("paths").push(path);
+                Ok(connection)
+            })
+        })
+    };
+    let mut client = ResumableConnection::open_redialing(dial, RedialPolicy::default())
+        .await
+        .expect("open");
+
+    let cut = || paths.lock().expect("paths").clear();
+    let mut next = 0;
+    for round in 0..3 {
+        // A burst that is in flight when the path dies, then more sent into the dead path:
+        // the application never sees the drop.
+        for index in next..next + 40 {
+            client.send(&numbered(index)).await.expect("send");
+        }
+        if round < 2 {
+            cut();
+        }
+        for index in next + 40..next + 80 {
+            client.send(&numbered(index)).await.expect("send");
+        }
+        for index in next..next + 80 {
+            assert_eq!(
+                guarded("reply", client.recv())
+                    .await
+                    .expect("the session redials by itself"),
+                reply(index)
+            );
+        }
+        next += 80;
+    }
+    assert_eq!(client.redials(), 2, "one redial per cut path");
+    assert_eq!(dials.load(std::sync::atomic::Ordering::Relaxed), 3);
+    assert_eq!(client.stats().delivered, u64::from(next));
+
+    for index in 0..next {
+        let message = guarded("server saw", delivered.recv())
+            .await
+            .expect("the echo runs");
+        assert_eq!(message, numbered(index));
+    }
+    assert!(delivered.try_recv().is_err(), "nothing delivered twice");
+    echo.abort();
+}
+
+#[tokio::test]
+async fn a_redialing_session_reports_the_drop_once_its_policy_gives_up() {
+    use std::{
+        sync::{
+            Arc, Mutex,
+            atomic::{AtomicU32, Ordering},
+        },
+        time::Duration,
+    };
+
+    use netstack::{driver::RedialPolicy, error::ResumeError};
+
+    let (server, incoming) = KcpServer::bind(loopback(), KcpConfig::default())
+        .await
+        .expect("bind");
+    let server_addr = server.local_addr();
+    let (_acceptor, mut sessions) = ResumeAcceptor::start(incoming);
+    let echo = tokio::spawn(async move {
+        let mut session = sessions.recv().await.expect("a session");
+        while let Ok(message) = session.recv().await {
+            let _ = session.send(&message).await;
+        }
+    });
+    // The first dial finds a path; every later one fails, as if the peer had gone.
+    let path: Arc<Mutex<Option<LossyLink>>> = Arc::default();
+    let dials = Arc::new(AtomicU32::new(0));
+    let dial: netstack::driver::Dial = {
+        let (path, dials) = (path.clone(), dials.clone());
+        Box::new(move || {
+            let (path, dials) = (path.clone(), dials.clone());
+            Box::pin(async move {
+                if dials.fetch_add(1, Ordering::Relaxed) > 0 {
+                    return Err(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into());
+                }
+                let link = LossyLink::start(loopback(), server_addr, lossy(7)).await?;
+                let connection = KcpClient::connect(link.local_addr(), quick_to_notice()).await?;
+                *path.lock().expect("path") = Some(link);
+                Ok(connection)
+            })
+        })
+    };
+    let policy = RedialPolicy {
+        backoff_first: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(40),
+        attempts_max: 3,
+    };
+    let mut client = ResumableConnection::open_redialing(dial, policy)
+        .await
+        .expect("open");
+    client.send(b"hello").await.expect("send");
+    assert_eq!(
+        guarded("echo", client.recv()).await.expect("up"),
+        b"hello".to_vec()
+    );
+    path.lock().expect("path").take();
+    let error = guarded("the drop is reported", client.recv())
+        .await
+        .expect_err("no path back");
+    assert_eq!(error, ResumeError::RedialExhausted { attempts: 3 });
+    assert_eq!(
+        dials.load(Ordering::Relaxed),
+        4,
+        "the first dial and three redials"
+    );
+    assert_eq!(client.redials(), 0);
+    echo.abort();
+}
