@@ -5,7 +5,7 @@
 use consensus::{Message, Vote};
 use primitives::{B256, Decode, Encode};
 use sequencer::mesh::PeerMessage;
-use shard_node::bft::{GroupMessage, GroupRoot};
+use shard_node::bft::{EvictionVote, GroupMessage, GroupPayload, GroupRoot};
 use upper_chain::GroupRootCommitment;
 
 use crate::{
@@ -24,7 +24,7 @@ pub fn stable_harness(target: &str) -> Option<Harness> {
 }
 
 /// The bytes as a group message: the envelope (bounded, decoded before anything else), the
-/// consensus message over group roots it carries, and a group root alone.
+/// consensus message over group roots or the eviction vote it carries, and a group root alone.
 pub fn group(data: &[u8]) {
     if let Ok(envelope) = GroupMessage::from_wire(data) {
         assert_eq!(
@@ -32,8 +32,15 @@ pub fn group(data: &[u8]) {
             data,
             "a group envelope has one encoding"
         );
-        if let Ok(message) = Message::<GroupRoot>::from_wire(&envelope.payload) {
-            assert_canonical(&message, &envelope.payload);
+        match envelope.kind {
+            GroupPayload::Consensus => {
+                if let Ok(message) = Message::<GroupRoot>::from_wire(&envelope.payload) {
+                    assert_canonical(&message, &envelope.payload);
+                }
+            }
+            GroupPayload::EvictionVote => {
+                canonical::<EvictionVote>(&envelope.payload);
+            }
         }
     }
     canonical::<GroupRoot>(data);
@@ -82,11 +89,25 @@ pub fn seeds() -> Vec<Vec<u8>> {
             GroupMessage {
                 epoch: 3,
                 group: B256::repeat_byte(4),
+                kind: GroupPayload::Consensus,
                 payload: message.to_bytes(),
             }
             .to_bytes()
         })
         .collect();
+    let vote = EvictionVote {
+        offender: 2,
+        signature: primitives::bls::BlsSecretKey::from_seed(&[1; 32]).sign(b"departure"),
+    };
+    seeds.push(
+        GroupMessage {
+            epoch: 3,
+            group: B256::repeat_byte(4),
+            kind: GroupPayload::EvictionVote,
+            payload: vote.to_bytes(),
+        }
+        .to_bytes(),
+    );
     seeds.push(root.to_bytes());
     seeds
 }

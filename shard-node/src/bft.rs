@@ -30,9 +30,15 @@ use consensus::{
     Evidence, Message, RejectReason, Replica, ReplicaConfig, ReplicaEvent, ReplicaInput,
     ReplicaKeys, ValidatorSet, Value,
 };
+pub mod eviction;
+
+use eviction::Liveness;
+pub use eviction::{
+    EVICTION_SILENT_ROUNDS, Eviction, EvictionEvidence, EvictionVote, VoteError, describe_departure,
+};
 use primitives::{
     B256, Decode, DecodeError, Decoder, Encode, NodeId,
-    bls::Certificate,
+    bls::{BlsSecretKey, Certificate},
     machine::{Machine, Origin, Transmit},
     time::Instant,
 };
@@ -58,7 +64,13 @@ pub const BATCHES_AHEAD_INTERVALS_MAX: u64 = consensus::constants::SEQUENCE_WIND
 /// Events queued at most before the owner drains them.
 const EVENTS_QUEUED_MAX: usize = 4 * consensus::constants::SEQUENCE_WINDOW as usize;
 
-const ENVELOPE_VERSION: u8 = 1;
+/// An envelope of a consensus message (no kind byte: the encoding of every group message
+/// before eviction votes, kept so that each message has one encoding).
+const ENVELOPE_VERSION_CONSENSUS_ONLY: u8 = 1;
+/// An envelope with a kind byte, for every other payload.
+const ENVELOPE_VERSION: u8 = 2;
+const PAYLOAD_CONSENSUS: u8 = 0;
+const PAYLOAD_EVICTION_VOTE: u8 = 1;
 
 /// What a group agrees on per round: the root of the group's addresses after a batch, with the
 /// epoch and group it belongs to. Its digest is [`GroupRootCommitment::digest`], so the round's
@@ -84,22 +96,43 @@ impl Decode for GroupRoot {
     }
 }
 
-/// A group message on the wire: the epoch and group it is for, and a consensus message.
+/// What a [`GroupMessage`] carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupPayload {
+    /// An encoded [`consensus::Message`] over [`GroupRoot`].
+    Consensus,
+    /// An encoded [`EvictionVote`].
+    EvictionVote,
+}
+
+/// A group message on the wire: the epoch and group it is for, and a consensus message or an
+/// eviction vote. A consensus message travels in a version 1 envelope (no kind byte), as before
+/// eviction votes existed; every other payload in a version 2 envelope, which names its kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupMessage {
     /// The registry epoch the group was formed in.
     pub epoch: u64,
     /// The group.
     pub group: B256,
-    /// An encoded [`consensus::Message`] over [`GroupRoot`].
+    /// What the payload is.
+    pub kind: GroupPayload,
+    /// The encoded payload.
     pub payload: Vec<u8>,
 }
 
 impl Encode for GroupMessage {
     fn encode(&self, out: &mut Vec<u8>) {
-        out.push(ENVELOPE_VERSION);
+        let consensus = self.kind == GroupPayload::Consensus;
+        out.push(if consensus {
+            ENVELOPE_VERSION_CONSENSUS_ONLY
+        } else {
+            ENVELOPE_VERSION
+        });
         self.epoch.encode(out);
         self.group.encode(out);
+        if !consensus {
+            out.push(PAYLOAD_EVICTION_VOTE);
+        }
         out.extend_from_slice(&self.payload);
     }
 }
@@ -116,13 +149,36 @@ impl GroupMessage {
             });
         }
         let mut decoder = Decoder::new(bytes);
-        decoder.version("group message", &[ENVELOPE_VERSION])?;
+        let version = decoder.version(
+            "group message",
+            &[ENVELOPE_VERSION_CONSENSUS_ONLY, ENVELOPE_VERSION],
+        )?;
         let epoch = decoder.u64()?;
         let group = decoder.b256()?;
+        let kind = if version == ENVELOPE_VERSION_CONSENSUS_ONLY {
+            GroupPayload::Consensus
+        } else {
+            match decoder.u8()? {
+                PAYLOAD_CONSENSUS => {
+                    return Err(DecodeError::Invalid {
+                        what: "group message",
+                        why: "a consensus message travels in a version 1 envelope",
+                    });
+                }
+                PAYLOAD_EVICTION_VOTE => GroupPayload::EvictionVote,
+                tag => {
+                    return Err(DecodeError::UnknownTag {
+                        what: "group payload",
+                        tag,
+                    });
+                }
+            }
+        };
         let payload = decoder.take(decoder.remaining())?.to_vec();
         Ok(GroupMessage {
             epoch,
             group,
+            kind,
             payload,
         })
     }
@@ -198,6 +254,18 @@ pub enum GroupError {
     /// The replica refused the message.
     #[error("refused by the replica: {0}")]
     Replica(RejectReason),
+    /// An eviction vote that names no other member.
+    #[error("eviction vote refused: {0}")]
+    EvictionVote(VoteError),
+}
+
+impl From<VoteError> for GroupError {
+    fn from(error: VoteError) -> Self {
+        match error {
+            VoteError::BadSignature => GroupError::BadSignature,
+            other => GroupError::EvictionVote(other),
+        }
+    }
 }
 
 impl From<RejectReason> for GroupError {
@@ -260,6 +328,10 @@ pub enum GroupEvent {
     },
     /// A member signed two conflicting messages for one slot.
     Evidence(Evidence),
+    /// A quorum of the group voted a silent member out ([`eviction`]): record the departure
+    /// upstream with the certificate ([`upper_chain::UpperChain::record_departure`]). Emitted
+    /// once per member by each core that gathers the quorum.
+    Evict(Eviction),
 }
 
 /// Counters of what a [`GroupBft`] did and refused.
@@ -318,6 +390,9 @@ pub struct GroupBft {
     transmits: VecDeque<Transmit>,
     events: VecDeque<GroupEvent>,
     stats: GroupStats,
+    /// Signs this member's eviction votes.
+    bls: BlsSecretKey,
+    liveness: Liveness,
 }
 
 impl std::fmt::Debug for GroupBft {
@@ -350,8 +425,22 @@ impl GroupBft {
             validators.epoch() == config.epoch,
             "the validator set is the group's epoch's"
         );
+        let bls = keys.bls.clone();
+        let liveness = Liveness::new(
+            index,
+            validators
+                .validators()
+                .iter()
+                .map(|member| member.id)
+                .collect(),
+            validators.quorum(),
+            config.group,
+            config.epoch,
+        );
         let replica = Replica::with_config(validators.share_memory(), index, keys, config.replica);
         GroupBft {
+            bls,
+            liveness,
             config,
             validators,
             replica,
@@ -402,7 +491,17 @@ impl GroupBft {
         input: GroupInput,
     ) -> Result<(), GroupError> {
         let result = match (from, input) {
-            (Origin::Peer(id), GroupInput::Message(bytes)) => self.handle_message(now, id, &bytes),
+            (Origin::Peer(id), GroupInput::Message(bytes)) => {
+                let handled = self.handle_message(now, id, &bytes);
+                // A member whose message this member took is alive (the transport proved who
+                // sent it); a refused message changes nothing, this included.
+                if handled.is_ok()
+                    && let Some(sender) = self.validators.index_of(&id)
+                {
+                    self.liveness.heard(sender);
+                }
+                handled
+            }
             (Origin::Local, GroupInput::Root { batch, root }) => self.handle_root(now, batch, root),
             (Origin::Local, GroupInput::Message(_)) => Err(GroupError::WrongOrigin {
                 what: "peer message",
@@ -443,6 +542,7 @@ impl GroupBft {
         while self.own_roots.len() > OWN_ROOTS_MAX {
             self.own_roots.pop_first();
         }
+        self.count_round();
         self.set_backlog(now);
         if let Some(waiting) = self.waiting.remove(&batch) {
             for (sequence, value) in waiting {
@@ -479,6 +579,12 @@ impl GroupBft {
         let Some(sender) = self.validators.index_of(&from) else {
             return Err(GroupError::NotMember(from));
         };
+        if envelope.kind == GroupPayload::EvictionVote {
+            let vote = EvictionVote::from_bytes(&envelope.payload)?;
+            self.liveness.vote(sender, &vote, self.validators.keys())?;
+            self.take_evictions();
+            return Ok(());
+        }
         let message = Message::<GroupRoot>::from_wire(&envelope.payload)?;
         match &message {
             Message::PrePrepare(pre_prepare) => {
@@ -571,6 +677,48 @@ impl GroupBft {
         }
     }
 
+    /// Rounds since `member` was last heard from here ([`eviction`]).
+    pub fn silent_rounds(&self, member: &NodeId) -> Option<u32> {
+        let index = self.validators.index_of(member)?;
+        Some(self.liveness.silent_rounds(index))
+    }
+
+    /// A new round of this member: members silent for too long are voted out, and the votes go
+    /// to the rest of the group.
+    fn count_round(&mut self) {
+        for vote in self.liveness.round(&self.bls) {
+            let envelope = GroupMessage {
+                epoch: self.config.epoch,
+                group: self.config.group,
+                kind: GroupPayload::EvictionVote,
+                payload: vote.to_bytes(),
+            }
+            .to_bytes();
+            let offender = self
+                .validators
+                .get(usize::from(vote.offender))
+                .map(|member| member.id);
+            warn!(target: "shard_node::bft", group = %self.config.group, member = %self.id(),
+                offender = ?offender, rounds = EVICTION_SILENT_ROUNDS, "voting out a silent member");
+            let own = self.id();
+            for member in self.validators.validators() {
+                if member.id != own {
+                    self.transmits.push_back(Transmit {
+                        to: member.id,
+                        bytes: envelope.clone(),
+                    });
+                }
+            }
+        }
+        self.take_evictions();
+    }
+
+    fn take_evictions(&mut self) {
+        for eviction in self.liveness.take_evictions() {
+            self.events.push_back(GroupEvent::Evict(eviction));
+        }
+    }
+
     /// Tells the replica whether roots of this member wait for certification, so that its view
     /// timer runs while they do.
     fn set_backlog(&mut self, now: Instant) {
@@ -595,6 +743,7 @@ impl GroupBft {
                 let envelope = GroupMessage {
                     epoch: self.config.epoch,
                     group: self.config.group,
+                    kind: GroupPayload::Consensus,
                     payload: transmit.bytes,
                 };
                 self.transmits.push_back(Transmit {
@@ -755,13 +904,14 @@ impl GroupBft {
     #[cfg(test)]
     pub(crate) fn fingerprint(&self) -> String {
         format!(
-            "{} {:?} {:?} {} {:?} {:?}",
+            "{} {:?} {:?} {} {:?} {:?} {:?}",
             self.replica.fingerprint(),
             self.own_roots,
             self.waiting,
             self.last_certified,
             self.transmits,
-            self.events
+            self.events,
+            self.liveness
         )
     }
 }

@@ -15,7 +15,10 @@
 //! account trie of those addresses alone, derived from the prefix subtrees of the node's trie:
 //! [`groups`], [`state`]) and agree on it by a BFT round ([`bft`]: `consensus` PBFT among the 8,
 //! each vouching only for the root it computed itself); the round's commit certificate goes to
-//! the upper chain.
+//! the upper chain. A member its group hears nothing from for
+//! [`bft::EVICTION_SILENT_ROUNDS`] rounds is voted out by a quorum of the others, and the
+//! eviction, with the quorum's certificate and the evidence, is recorded on the upper chain, so
+//! the next epoch's groups exclude it ([`bft::eviction`]).
 //!
 //! [`network::ShardNetwork`] runs the nodes of one devnet in one process, each with its own
 //! store; [`driver`] feeds it finalized batches. The group rounds' messages travel over a
@@ -25,8 +28,9 @@
 //! ([`identity`]) and a configuration file ([`config`]); the `shard-node` binary generates the
 //! keys, registers the node on the upper chain and reports its status there. Clients ask a
 //! node for the Space Access List of a move they are about to sign ([`estimator`]); the node
-//! runs it over state read from the groups holding it. Running a node
-//! over the network (join and sync, eviction) is the rest of the [shard-node] work.
+//! runs it over state read from the groups holding it. Running each node in its own process,
+//! with join and state sync and the switch of groups at an epoch boundary, is the rest of the
+//! [shard-node] work.
 
 pub mod bft;
 pub mod config;

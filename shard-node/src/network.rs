@@ -173,6 +173,8 @@ pub struct ShardNetwork {
     certified_now: Vec<GroupRootCommitment>,
     /// What each member did, per accounting epoch ([`service`]).
     service: service::ServiceTally,
+    /// Evictions this network's groups recorded on the upper chain, in order.
+    evictions: Vec<upper_chain::Departure>,
     /// Members whose cores are given a root other than the one their store computes (tests of a
     /// byzantine member).
     #[cfg(test)]
@@ -282,6 +284,7 @@ impl ShardNetwork {
             certified: HashMap::new(),
             certified_now: Vec::new(),
             service: service::ServiceTally::default(),
+            evictions: Vec::new(),
             #[cfg(test)]
             lying: BTreeSet::new(),
         })

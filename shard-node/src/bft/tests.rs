@@ -38,6 +38,8 @@ struct Group {
     now: Instant,
     down: BTreeSet<usize>,
     certified: Vec<(usize, GroupRootCommitment, GroupDecision, Certificate)>,
+    /// Evictions by the member that gathered the quorum.
+    evictions: Vec<(usize, Eviction)>,
     keys: Vec<primitives::bls::BlsPublicKey>,
 }
 
@@ -79,6 +81,7 @@ impl Group {
             now: Instant::ZERO,
             down: BTreeSet::new(),
             certified: Vec::new(),
+            evictions: Vec::new(),
         }
     }
 
@@ -112,14 +115,16 @@ impl Group {
                     }
                 }
                 while let Some(event) = core.poll_event() {
-                    if let GroupEvent::Certified {
-                        commitment,
-                        decision,
-                        certificate,
-                    } = event
-                    {
-                        self.certified
-                            .push((index, commitment, decision, certificate));
+                    match event {
+                        GroupEvent::Certified {
+                            commitment,
+                            decision,
+                            certificate,
+                        } => self
+                            .certified
+                            .push((index, commitment, decision, certificate)),
+                        GroupEvent::Evict(eviction) => self.evictions.push((index, eviction)),
+                        _ => {}
                     }
                 }
             }
@@ -157,6 +162,7 @@ impl Group {
         GroupMessage {
             epoch: EPOCH,
             group: GROUP,
+            kind: GroupPayload::Consensus,
             payload: message.to_bytes(),
         }
         .to_bytes()
@@ -262,6 +268,7 @@ fn bad_or_stale_group_messages_are_refused_with_typed_errors_and_change_nothing(
             GroupMessage {
                 epoch: EPOCH - 1,
                 group: GROUP,
+                kind: GroupPayload::Consensus,
                 payload: Vec::new(),
             }
             .to_bytes(),
@@ -276,6 +283,7 @@ fn bad_or_stale_group_messages_are_refused_with_typed_errors_and_change_nothing(
             GroupMessage {
                 epoch: EPOCH,
                 group: root(9),
+                kind: GroupPayload::Consensus,
                 payload: Vec::new(),
             }
             .to_bytes(),
@@ -527,4 +535,192 @@ fn with_two_members_down_the_group_certifies_and_with_three_it_waits_for_them() 
             .iter()
             .all(|(_, commitment, ..)| commitment.root == root(2))
     );
+}
+
+/// Rounds `first..first + count` (in commit intervals), every member computing the same root.
+fn rounds(group: &mut Group, first: u64, count: u64) {
+    for round in first..first + count {
+        group.roots(round * INTERVAL, &[root(round as u8); 8]);
+    }
+}
+
+#[test]
+fn a_member_silent_for_six_rounds_is_voted_out_by_a_quorum_whose_certificate_the_chain_checks() {
+    let mut group = Group::new();
+    let silent = 3;
+    group.down.insert(silent);
+    rounds(&mut group, 1, u64::from(EVICTION_SILENT_ROUNDS) - 1);
+    assert!(group.evictions.is_empty(), "not before the sixth round");
+    assert_eq!(
+        group.cores[0].silent_rounds(&group.ids[silent]),
+        Some(EVICTION_SILENT_ROUNDS - 1)
+    );
+    assert_eq!(group.cores[0].silent_rounds(&group.ids[1]), Some(0));
+    rounds(&mut group, u64::from(EVICTION_SILENT_ROUNDS), 1);
+
+    // Every running member gathered the quorum and reports the same eviction once.
+    let reporters: BTreeSet<usize> = group.evictions.iter().map(|(index, _)| *index).collect();
+    assert_eq!(reporters, (0..8).filter(|index| *index != silent).collect());
+    let (_, eviction) = &group.evictions[0];
+    assert_eq!(eviction.departure.node, group.ids[silent]);
+    assert_eq!(
+        eviction.departure.kind,
+        upper_chain::DepartureKind::Eviction
+    );
+    assert_eq!(eviction.departure.epoch, EPOCH + 1);
+    let evidence =
+        EvictionEvidence::from_bytes(&eviction.departure.evidence).expect("evidence decodes");
+    assert_eq!(
+        evidence,
+        EvictionEvidence {
+            group: GROUP,
+            epoch: EPOCH,
+            silent_rounds: EVICTION_SILENT_ROUNDS,
+        }
+    );
+    assert!(!eviction.certificate.signers.contains(silent));
+    assert!(eviction.certificate.signers.count() >= 6);
+    eviction
+        .certificate
+        .verify(&eviction.departure.signing_bytes(), &group.keys, 6)
+        .expect("the quorum's certificate verifies over the departure");
+    // Certification went on meanwhile, and more rounds report nothing again.
+    assert!(group.cores[0].last_certified() >= 5 * INTERVAL);
+    let reported = group.evictions.len();
+    rounds(&mut group, u64::from(EVICTION_SILENT_ROUNDS) + 1, 3);
+    assert_eq!(group.evictions.len(), reported);
+}
+
+#[test]
+fn three_silent_members_or_one_heard_again_in_time_are_not_evicted() {
+    // Three down: the five left are no quorum, so nobody is voted out.
+    let mut group = Group::new();
+    group.down.extend([1, 4, 6]);
+    rounds(&mut group, 1, 2 * u64::from(EVICTION_SILENT_ROUNDS));
+    assert!(group.evictions.is_empty());
+
+    // One down for five rounds, then back: its silence starts over.
+    let mut group = Group::new();
+    group.down.insert(2);
+    rounds(&mut group, 1, u64::from(EVICTION_SILENT_ROUNDS) - 1);
+    group.down.clear();
+    rounds(&mut group, u64::from(EVICTION_SILENT_ROUNDS), 4);
+    assert!(group.evictions.is_empty());
+    assert!(
+        group
+            .cores
+            .iter()
+            .all(|core| core.silent_rounds(&group.ids[2]) == Some(0))
+    );
+}
+
+#[test]
+fn bad_eviction_votes_are_refused_with_typed_errors_and_change_nothing() {
+    let mut group = Group::new();
+    rounds(&mut group, 1, 2);
+    let target = 0;
+    let before = group.cores[target].fingerprint();
+    let refused_before = group.cores[target].stats().messages_refused;
+    let evidence = EvictionEvidence {
+        group: GROUP,
+        epoch: EPOCH,
+        silent_rounds: EVICTION_SILENT_ROUNDS,
+    };
+    let vote_bytes = |voter: usize, offender: u16, departure_of: usize| {
+        let departure = evidence.departure(group.ids[departure_of]);
+        let vote = EvictionVote {
+            offender,
+            signature: group.secrets[voter].sign(&departure.signing_bytes()),
+        };
+        GroupMessage {
+            epoch: EPOCH,
+            group: GROUP,
+            kind: GroupPayload::EvictionVote,
+            payload: vote.to_bytes(),
+        }
+        .to_bytes()
+    };
+    let mut unknown_kind = vote_bytes(1, 5, 5);
+    unknown_kind[1 + 8 + 32] = 9;
+    let mut consensus_in_a_kind_byte = vote_bytes(1, 5, 5);
+    consensus_in_a_kind_byte[1 + 8 + 32] = 0;
+    let cases: Vec<(&str, NodeId, Vec<u8>, GroupError)> = vec![
+        (
+            "a vote signed by another member",
+            group.ids[1],
+            vote_bytes(2, 5, 5),
+            GroupError::BadSignature,
+        ),
+        (
+            "a vote over another member's departure",
+            group.ids[1],
+            vote_bytes(1, 5, 4),
+            GroupError::BadSignature,
+        ),
+        (
+            "a member voting itself out",
+            group.ids[5],
+            vote_bytes(5, 5, 5),
+            GroupError::EvictionVote(VoteError::SelfEviction),
+        ),
+        (
+            "an offender outside the group",
+            group.ids[1],
+            vote_bytes(1, 8, 5),
+            GroupError::EvictionVote(VoteError::NoSuchMember {
+                index: 8,
+                members: 8,
+            }),
+        ),
+        (
+            "an unknown payload kind",
+            group.ids[1],
+            unknown_kind,
+            GroupError::Decode(DecodeError::UnknownTag {
+                what: "group payload",
+                tag: 9,
+            }),
+        ),
+        (
+            "a consensus message in a version 2 envelope",
+            group.ids[1],
+            consensus_in_a_kind_byte,
+            GroupError::Decode(DecodeError::Invalid {
+                what: "group message",
+                why: "a consensus message travels in a version 1 envelope",
+            }),
+        ),
+        (
+            "a vote from outside the group",
+            NodeId(Address::repeat_byte(0x99)),
+            vote_bytes(1, 5, 5),
+            GroupError::NotMember(NodeId(Address::repeat_byte(0x99))),
+        ),
+    ];
+    let count = cases.len() as u64;
+    for (what, sender, bytes, expected) in cases {
+        let result =
+            group.cores[target].step(group.now, Origin::Peer(sender), GroupInput::Message(bytes));
+        assert_eq!(result, Err(expected), "{what}");
+        assert_eq!(
+            group.cores[target].fingerprint(),
+            before,
+            "{what} changed nothing"
+        );
+        assert!(group.cores[target].poll_event().is_none(), "{what}");
+    }
+    assert_eq!(
+        group.cores[target].stats().messages_refused,
+        refused_before + count
+    );
+    // A well-formed vote is taken (it alone is no quorum).
+    assert_eq!(
+        group.cores[target].step(
+            group.now,
+            Origin::Peer(group.ids[1]),
+            GroupInput::Message(vote_bytes(1, 5, 5))
+        ),
+        Ok(())
+    );
+    assert!(group.cores[target].poll_event().is_none());
 }

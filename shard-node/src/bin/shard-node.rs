@@ -244,6 +244,7 @@ fn status(config_path: &Path, json: bool) -> anyhow::Result<()> {
     };
     let synced = chain.synced_root(&id)?;
     let departure = chain.departure(&id)?;
+    let why = departure.as_ref().map(shard_node::bft::describe_departure);
     let state = match (&record, &departure) {
         (_, Some(_)) => "departed",
         (Some(record), None) if record.active_in(epoch) => "active",
@@ -263,7 +264,7 @@ fn status(config_path: &Path, json: bool) -> anyhow::Result<()> {
                 "epoch": synced.epoch, "batch": synced.batch, "root": synced.root.to_string(),
             })),
             "departure": departure.as_ref().map(|departure| serde_json::json!({
-                "kind": format!("{:?}", departure.kind), "epoch": departure.epoch,
+                "kind": format!("{:?}", departure.kind), "epoch": departure.epoch, "why": why,
             })),
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
@@ -292,6 +293,9 @@ fn status(config_path: &Path, json: bool) -> anyhow::Result<()> {
             "departure {:?} from epoch {}",
             departure.kind, departure.epoch
         );
+    }
+    if let Some(why) = &why {
+        println!("departure_reason {why}");
     }
     Ok(())
 }

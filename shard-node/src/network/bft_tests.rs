@@ -292,3 +292,61 @@ fn a_chain_refuses_a_root_whose_certificate_is_not_the_round_s() {
     ));
     assert_eq!(run.on_chain(), Some(commitment));
 }
+
+#[test]
+fn an_unreachable_member_is_evicted_on_the_upper_chain_and_the_next_epochs_groups_exclude_it() {
+    use crate::bft::{EVICTION_SILENT_ROUNDS, EvictionEvidence};
+    use primitives::Decode;
+    use upper_chain::DepartureKind;
+
+    let mut run = Run::new();
+    let epoch = run.network.snapshot().epoch;
+    let unreachable = run.member(3);
+    assert!(
+        run.chain
+            .registry_snapshot(epoch + 1)
+            .expect("reads")
+            .group_of(&COUNTER)
+            .contains(&unreachable),
+        "a member of the counter's group until evicted"
+    );
+    run.network.stop_member(&unreachable).expect("a member");
+    // Every batch writes the counter, so its group has a round at every commit batch.
+    for _ in 0..INTERVAL * u64::from(EVICTION_SILENT_ROUNDS) {
+        run.batch();
+    }
+    let departure = run
+        .chain
+        .departure(&unreachable)
+        .expect("reads")
+        .expect("evicted on the upper chain");
+    assert_eq!(departure.kind, DepartureKind::Eviction);
+    assert_eq!(departure.epoch, epoch + 1);
+    let evidence = EvictionEvidence::from_bytes(&departure.evidence).expect("decodes");
+    assert_eq!(evidence.epoch, epoch);
+    assert_eq!(evidence.silent_rounds, EVICTION_SILENT_ROUNDS);
+    // Recorded once, whichever of its groups got there first.
+    assert_eq!(run.network.evictions(), std::slice::from_ref(&departure));
+    // Nobody else was evicted, and the group kept certifying the right roots.
+    for id in run.network.ids.clone() {
+        if id != unreachable {
+            assert_eq!(run.chain.departure(&id).expect("reads"), None, "{id}");
+        }
+    }
+    assert_eq!(
+        run.on_chain().map(|root| root.batch),
+        Some(INTERVAL * u64::from(EVICTION_SILENT_ROUNDS))
+    );
+    assert_eq!(
+        run.on_chain().map(|root| root.root),
+        Some(run.expected_root())
+    );
+    // This epoch's groups keep it; the next epoch's exclude it and are still full.
+    let now = run.chain.registry_snapshot(epoch).expect("reads");
+    assert!(now.group_of(&COUNTER).contains(&unreachable));
+    let next = run.chain.registry_snapshot(epoch + 1).expect("reads");
+    let next_group = next.group_of(&COUNTER);
+    assert!(!next_group.contains(&unreachable));
+    assert_eq!(next_group.len(), run.group.members.len());
+    assert!(next.ids().iter().all(|id| *id != unreachable));
+}

@@ -12,6 +12,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use consensus::{ReplicaConfig, Validator, ValidatorSet};
+use primitives::Decode;
 use primitives::{
     B256, NodeId,
     machine::{Machine, Origin},
@@ -19,11 +20,14 @@ use primitives::{
 };
 use tokio::sync::Notify;
 use tracing::{debug, warn};
-use upper_chain::GroupRootCommitment;
+use upper_chain::{ChainError, DepartureProof, GroupRootCommitment};
 
 use super::{ShardError, ShardNetwork};
 use crate::{
-    bft::{GroupBft, GroupConfig, GroupEvent, GroupInput, GroupMessage, GroupStats},
+    bft::{
+        Eviction, EvictionEvidence, GroupBft, GroupConfig, GroupEvent, GroupInput, GroupMessage,
+        GroupStats,
+    },
     groups::Group,
     transport::{GroupTransport, TransportStats},
 };
@@ -366,8 +370,53 @@ impl ShardNetwork {
             GroupEvent::Evidence(evidence) => {
                 warn!(target: "shard_node", %group, offender = evidence.offender, "group member equivocated");
             }
+            GroupEvent::Evict(eviction) => self.record_eviction(group, eviction)?,
         }
         Ok(())
+    }
+
+    /// Records a quorum's eviction upstream, once: other members' copies of it, and an
+    /// eviction the chain already holds, change nothing.
+    fn record_eviction(&mut self, group: B256, eviction: Eviction) -> Result<(), ShardError> {
+        let node = eviction.departure.node;
+        if self.chain.departure(&node)?.is_some() {
+            return Ok(());
+        }
+        let members = self
+            .rounds
+            .get(&group)
+            .map(|round| round.group.members.to_vec())
+            .ok_or(ShardError::Diverged {
+                what: format!("eviction by unknown group {group}"),
+            })?;
+        let proof = DepartureProof::GroupCertificate {
+            members,
+            certificate: eviction.certificate,
+        };
+        match self
+            .chain
+            .record_departure(eviction.departure.clone(), &proof)
+        {
+            Ok(()) => {
+                let why = EvictionEvidence::from_bytes(&eviction.departure.evidence)
+                    .map(|evidence| evidence.describe())
+                    .unwrap_or_default();
+                warn!(target: "shard_node", node = %node, %group, from_epoch = eviction.departure.epoch,
+                    "member evicted on the upper chain: {why}");
+                self.evictions.push(eviction.departure);
+            }
+            // The chain moved past the group's epoch, or the node left meanwhile: nothing to do.
+            Err(error @ (ChainError::BadEpoch { .. } | ChainError::AlreadyDeparted(_))) => {
+                debug!(target: "shard_node", node = %node, %group, %error, "eviction not recorded");
+            }
+            Err(error) => return Err(error.into()),
+        }
+        Ok(())
+    }
+
+    /// Evictions this network's groups recorded on the upper chain, in order.
+    pub fn evictions(&self) -> &[upper_chain::Departure] {
+        &self.evictions
     }
 
     /// The cores of `group`, for tests.

@@ -531,3 +531,64 @@ fn three_stopped_members_stall_a_group_over_netstack_without_a_wrong_root_and_it
     assert!(net.wait_certified(&group, 6, ROUND_BUDGET));
     net.assert_certified_roots(&group, 6);
 }
+
+/// A member of the counter's group stops answering: after `EVICTION_SILENT_ROUNDS` rounds the
+/// others vote it out over their sessions, a quorum's certificate records the eviction on the
+/// upper chain, and the next epoch's groups exclude it, while its group certified the right
+/// roots throughout.
+#[test]
+fn an_unreachable_member_is_evicted_over_netstack_and_the_next_epochs_groups_exclude_it() {
+    use shard_node::bft::{EVICTION_SILENT_ROUNDS, EvictionEvidence};
+    use upper_chain::DepartureKind;
+
+    let mut net = Net::new();
+    let epoch = net.network.snapshot().epoch;
+    let (counter_group, members) = net.counter_group();
+    let group = BTreeSet::from([counter_group]);
+    let unreachable = members[3];
+    net.network.stop_member(&unreachable).expect("a member");
+    for round in 1..=u64::from(EVICTION_SILENT_ROUNDS) {
+        net.batch();
+        net.batch();
+        assert!(
+            net.wait_certified(&group, round * INTERVAL, ROUND_BUDGET),
+            "seven members certify batch {}",
+            round * INTERVAL
+        );
+        net.assert_certified_roots(&group, round * INTERVAL);
+    }
+    let chain = net.chain.clone();
+    assert!(
+        net.run_until(ROUND_BUDGET, |_| chain
+            .departure(&unreachable)
+            .expect("reads")
+            .is_some()),
+        "the eviction reached the upper chain"
+    );
+    let departure = chain
+        .departure(&unreachable)
+        .expect("reads")
+        .expect("evicted");
+    assert_eq!(departure.kind, DepartureKind::Eviction);
+    assert_eq!(departure.epoch, epoch + 1);
+    let evidence =
+        <EvictionEvidence as primitives::Decode>::from_bytes(&departure.evidence).expect("decodes");
+    assert_eq!(evidence.silent_rounds, EVICTION_SILENT_ROUNDS);
+    assert_eq!(evidence.epoch, epoch);
+    assert_eq!(net.network.evictions(), std::slice::from_ref(&departure));
+    for id in members.iter().filter(|id| **id != unreachable) {
+        assert_eq!(chain.departure(id).expect("reads"), None, "{id}");
+    }
+    let next = chain.registry_snapshot(epoch + 1).expect("reads");
+    let next_group = next.group_of(&COUNTER);
+    assert!(!next_group.contains(&unreachable));
+    assert_eq!(next_group.len(), members.len());
+    assert!(
+        chain
+            .registry_snapshot(epoch)
+            .expect("reads")
+            .group_of(&COUNTER)
+            .contains(&unreachable),
+        "it serves out the epoch it was evicted in"
+    );
+}
