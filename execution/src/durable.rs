@@ -196,6 +196,72 @@ impl DurableState {
         self.apply(0, [&diff])
     }
 
+    /// Writes accounts a node takes over (state sync at an epoch boundary) as part of batch
+    /// `at`, the batch the store is at (or, for an empty store, starts at): the height stays
+    /// `at`, the root becomes that of the store with `diff` over it.
+    pub fn import(&mut self, at: u64, diff: &StateDiff) -> Result<B256, StateError> {
+        if self.height.is_some_and(|height| height != at) {
+            return Err(StateError::OutOfOrder {
+                height: self.height,
+                expected: self.height.map_or(0, |height| height + 1),
+                got: at,
+            });
+        }
+        let staged = self.stage_unchecked(at, [diff])?;
+        self.db.write(staged.writes)?;
+        self.height = Some(staged.number);
+        self.root = staged.root;
+        Ok(staged.root)
+    }
+
+    /// Every address the store holds an account for, in order.
+    pub fn addresses(&self) -> Result<Vec<Address>, StateError> {
+        let mut addresses = Vec::new();
+        for entry in self
+            .db
+            .iterator_cf(self.cf(CF_ACCOUNTS), rocksdb::IteratorMode::Start)
+        {
+            let (key, _) = entry?;
+            let raw: [u8; 20] = key.as_ref().try_into().map_err(|_| StateError::Corrupt {
+                what: "account key",
+                error: DecodeError::Invalid {
+                    what: "account key",
+                    why: "not 20 bytes",
+                },
+            })?;
+            addresses.push(Address::from(raw));
+        }
+        Ok(addresses)
+    }
+
+    /// The whole account at `address`: balance, nonce, code and every non-zero slot.
+    pub fn account_state(&self, address: &Address) -> Result<AccountState, StateError> {
+        let record = self.account(address)?.unwrap_or_default();
+        let mut storage = BTreeMap::new();
+        let start = rocksdb::IteratorMode::From(address.as_slice(), rocksdb::Direction::Forward);
+        for entry in self.db.iterator_cf(self.cf(CF_STORAGE), start) {
+            let (key, value) = entry?;
+            let Some(slot) = key.strip_prefix(address.as_slice()) else {
+                break;
+            };
+            let slot = B256::try_from(slot).map_err(|_| StateError::Corrupt {
+                what: "storage key",
+                error: DecodeError::Invalid {
+                    what: "storage key",
+                    why: "not an address and a 32-byte slot",
+                },
+            })?;
+            let word: B256 = decode("storage value", &value)?;
+            storage.insert(slot, U256::from_be_bytes(word.0));
+        }
+        Ok(AccountState {
+            balance: record.balance,
+            nonce: record.nonce,
+            code: self.code(&record.code_hash)?,
+            storage,
+        })
+    }
+
     /// Stages and writes batch `number`, whose moves changed `diffs` (in batch order).
     pub fn apply<'a>(
         &mut self,
@@ -215,6 +281,14 @@ impl DurableState {
         diffs: impl IntoIterator<Item = &'a StateDiff>,
     ) -> Result<StagedBatch, StateError> {
         self.check_next(number)?;
+        self.stage_unchecked(number, diffs)
+    }
+
+    fn stage_unchecked<'a>(
+        &self,
+        number: u64,
+        diffs: impl IntoIterator<Item = &'a StateDiff>,
+    ) -> Result<StagedBatch, StateError> {
         let merged = merge(diffs);
         let accounts: Vec<StagedAccount> = merged
             .into_par_iter()

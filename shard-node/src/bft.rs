@@ -468,6 +468,14 @@ impl GroupBft {
         self.replica.is_primary()
     }
 
+    /// Whether roots of this member wait for the group to certify them.
+    pub fn has_backlog(&self) -> bool {
+        self.own_roots
+            .range(self.last_certified + 1..)
+            .next()
+            .is_some()
+    }
+
     /// The last batch whose root this member saw certified (0 before any).
     pub fn last_certified(&self) -> u64 {
         self.last_certified

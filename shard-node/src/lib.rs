@@ -28,9 +28,11 @@
 //! ([`identity`]) and a configuration file ([`config`]); the `shard-node` binary generates the
 //! keys, registers the node on the upper chain and reports its status there. Clients ask a
 //! node for the Space Access List of a move they are about to sign ([`estimator`]); the node
-//! runs it over state read from the groups holding it. Running each node in its own process,
-//! with join and state sync and the switch of groups at an epoch boundary, is the rest of the
-//! [shard-node] work.
+//! runs it over state read from the groups holding it. Nodes join and leave at registry epoch
+//! boundaries: the network switches to the new snapshot between batches, handing every account
+//! whose group gains members to them, proven by the old group (`network::epoch`). Running
+//! each node in its own process, with that handover over QUIC, is the rest of the [shard-node]
+//! work.
 
 pub mod bft;
 pub mod config;

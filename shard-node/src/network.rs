@@ -113,6 +113,18 @@ pub enum ShardError {
         /// The account.
         address: Address,
     },
+    /// The node is in the network already.
+    #[error("node {0} is in the network already")]
+    AlreadyMember(NodeId),
+    /// The network cannot move to the next registry epoch now.
+    #[error("cannot enter epoch {epoch} now: {why}")]
+    EpochSwitch {
+        /// The epoch.
+        epoch: u64,
+        /// Why not (the caller advances the group rounds or runs to a commit batch, then
+        /// tries again).
+        why: &'static str,
+    },
 }
 
 impl ShardError {
@@ -175,6 +187,8 @@ pub struct ShardNetwork {
     service: service::ServiceTally,
     /// Evictions this network's groups recorded on the upper chain, in order.
     evictions: Vec<upper_chain::Departure>,
+    /// Where the nodes' stores live ([`node_dir`]).
+    state_dir: PathBuf,
     /// Members whose cores are given a root other than the one their store computes (tests of a
     /// byzantine member).
     #[cfg(test)]
@@ -285,6 +299,7 @@ impl ShardNetwork {
             certified_now: Vec::new(),
             service: service::ServiceTally::default(),
             evictions: Vec::new(),
+            state_dir: state_dir.to_path_buf(),
             #[cfg(test)]
             lying: BTreeSet::new(),
         })
@@ -836,7 +851,9 @@ fn agreed<T: PartialEq + Clone>(values: &[T], members: usize) -> Option<T> {
         .cloned()
 }
 
+mod epoch;
 mod estimate;
+pub use epoch::EpochChange;
 mod rounds;
 pub mod service;
 
@@ -845,3 +862,6 @@ mod tests;
 
 #[cfg(test)]
 mod bft_tests;
+
+#[cfg(test)]
+mod epoch_tests;

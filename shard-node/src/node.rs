@@ -55,6 +55,26 @@ impl ShardNode {
         }
     }
 
+    /// The report that this node holds `group`'s state after `batch`, signed by its operator
+    /// key, for [`upper_chain::UpperChain::record_synced_root`].
+    pub fn synced_root(
+        &self,
+        epoch: u64,
+        group: primitives::B256,
+        batch: u64,
+        root: primitives::B256,
+    ) -> (upper_chain::SyncedRoot, Signature) {
+        let synced = upper_chain::SyncedRoot {
+            node: self.id(),
+            epoch,
+            group,
+            batch,
+            root,
+        };
+        let signature = self.key.sign_prehash(&synced.signing_hash());
+        (synced, signature)
+    }
+
     /// The registration this node files, signed by its operator key.
     pub fn registration(
         &self,

@@ -31,7 +31,7 @@ use execution::{
     AccountDiff, AccountSlice, DurableState, SliceProof, StateDiff, StateError, StateSlice,
     trie::{EMPTY, ProofEnd, TrieProof, branch_hash, leaf_hash},
 };
-use primitives::{AccountAccess, Address, B256, Bytes, SpaceAccessList, U256};
+use primitives::{AccountAccess, Address, B256, Bytes, SlotAccess, SpaceAccessList, U256};
 
 use crate::groups::{ADDRESS_BITS, Group, GroupMap, Prefix, bit};
 
@@ -210,6 +210,96 @@ impl NodeState {
             self.views.remove(&groups.group_of(address).id);
         }
         Ok(root)
+    }
+
+    /// Every address the node stores an account for, as of the last batch.
+    pub fn addresses(&self) -> Result<Vec<Address>, NodeStateError> {
+        Ok(self.durable.addresses()?)
+    }
+
+    /// The access that reads every slot the node stores for `address`: what a member ships to
+    /// a node taking the account over.
+    pub fn whole_access(&self, address: &Address) -> Result<AccountAccess, NodeStateError> {
+        let account = self.durable.account_state(address)?;
+        Ok(AccountAccess {
+            storage: account
+                .storage
+                .keys()
+                .map(|slot| SlotAccess {
+                    slot: *slot,
+                    write: None,
+                })
+                .collect(),
+            ..AccountAccess::read(*address)
+        })
+    }
+
+    /// The storage root of the account at `address` as of the last batch.
+    pub fn storage_root(&self, address: &Address) -> Result<B256, NodeStateError> {
+        Ok(self
+            .durable
+            .account(address)?
+            .map_or(EMPTY, |record| record.storage_root))
+    }
+
+    /// Stores accounts this node takes over from other members, whole, and drops the accounts
+    /// it no longer holds (`released`), as part of batch `at` (the batch it is at, or starts at
+    /// if its store is empty); forgets every summary.
+    pub fn import(
+        &mut self,
+        at: u64,
+        accounts: &BTreeMap<Address, AccountSlice>,
+        released: &[Address],
+    ) -> Result<B256, NodeStateError> {
+        if self.has_pending() {
+            return Err(NodeStateError::Inconsistent {
+                depth: 0,
+                what: "an import while a batch's writes are pending",
+            });
+        }
+        let mut diff = StateDiff::default();
+        for address in released {
+            // Every field zero and every slot cleared: the store deletes the account.
+            let held = self.durable.account_state(address)?;
+            let change = AccountDiff {
+                balance: Some(U256::ZERO),
+                nonce: Some(0),
+                code: Some(Bytes::new()),
+                storage: held
+                    .storage
+                    .keys()
+                    .map(|slot| (*slot, U256::ZERO))
+                    .collect(),
+            };
+            diff.accounts.insert(*address, change);
+        }
+        for (address, account) in accounts {
+            let held = self.durable.account_state(address)?;
+            // Slots the node still holds from an earlier spell in this account's group, and
+            // the shipment does not name, are zero now.
+            let mut storage: BTreeMap<B256, U256> = held
+                .storage
+                .keys()
+                .map(|slot| (*slot, U256::ZERO))
+                .collect();
+            storage.extend(account.storage.iter().map(|(slot, value)| (*slot, *value)));
+            let change = AccountDiff {
+                balance: Some(account.balance),
+                nonce: Some(account.nonce),
+                code: Some(account.code.clone()),
+                storage,
+            };
+            diff.accounts.insert(*address, change);
+        }
+        let root = self.durable.import(at, &diff)?;
+        self.forget_groups();
+        Ok(root)
+    }
+
+    /// Forgets the group tries and trie summaries: the groups changed (a new registry epoch).
+    pub fn forget_groups(&mut self) {
+        self.views.clear();
+        self.subtrees.clear();
     }
 
     /// The items of `access` as the node holds them now: stored values with this batch's

@@ -444,3 +444,73 @@ fn a_batch_on_the_working_set_commits_the_root_of_the_whole_state() {
     assert_eq!(root, reference.authenticated_root());
     assert_eq!(root, running.authenticated_root());
 }
+
+#[test]
+fn a_store_lists_its_accounts_reads_them_whole_and_imports_others_at_its_height() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut source = DurableState::open(dir.path().join("source")).unwrap();
+    let mut reference = genesis();
+    source.apply_genesis(&reference).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for number in 1..=4 {
+        let diffs: Vec<StateDiff> = (0..3).map(|_| random_diff(&mut rng)).collect();
+        for diff in &diffs {
+            reference.apply(diff);
+        }
+        source.apply(number, &diffs).unwrap();
+    }
+    let addresses: Vec<Address> = reference.accounts().map(|(address, _)| *address).collect();
+    assert_eq!(source.addresses().unwrap(), addresses);
+    for (address, account) in reference.accounts() {
+        assert_eq!(
+            &source.account_state(address).unwrap(),
+            account,
+            "{address}"
+        );
+    }
+    assert_eq!(
+        source.account_state(&address(200)).unwrap(),
+        AccountState::default()
+    );
+
+    // Another store at the same height takes half the accounts over, whole: its root is that
+    // of exactly those accounts, and it stays at its height.
+    let mut taker = DurableState::open(dir.path().join("taker")).unwrap();
+    assert!(matches!(
+        taker
+            .import(3, &StateDiff::default())
+            .map(|_| taker.height()),
+        Ok(Some(3))
+    ));
+    let mut expected = InMemoryState::new();
+    let mut diff = StateDiff::default();
+    for address in addresses.iter().step_by(2) {
+        let account = source.account_state(address).unwrap();
+        expected.insert_account(*address, account.clone());
+        diff.accounts.insert(
+            *address,
+            AccountDiff {
+                balance: Some(account.balance),
+                nonce: Some(account.nonce),
+                code: Some(account.code),
+                storage: account.storage,
+            },
+        );
+    }
+    let root = taker.import(3, &diff).unwrap();
+    assert_eq!(root, expected.authenticated_root());
+    assert_eq!(taker.height(), Some(3));
+    for address in addresses.iter().step_by(2) {
+        assert_eq!(
+            source.account(address).unwrap(),
+            taker.account(address).unwrap()
+        );
+    }
+    // It goes on with the next batch; an import at another height is refused.
+    taker.apply(4, [&StateDiff::default()]).unwrap();
+    assert!(matches!(
+        taker.import(3, &diff),
+        Err(StateError::OutOfOrder { got: 3, .. })
+    ));
+    assert_eq!(taker.root(), root);
+}

@@ -349,4 +349,36 @@ fn an_unreachable_member_is_evicted_on_the_upper_chain_and_the_next_epochs_group
     assert!(!next_group.contains(&unreachable));
     assert_eq!(next_group.len(), run.group.members.len());
     assert!(next.ids().iter().all(|id| *id != unreachable));
+
+    // The epoch turns: the evicted node leaves the network, its place in the counter's group
+    // is taken by the next nearest node, handed the group's accounts, and the group goes on.
+    run.chain.advance_epoch();
+    let change = run
+        .network
+        .enter_epoch()
+        .expect("switches at a commit batch")
+        .expect("a new epoch");
+    assert_eq!(change.departed, vec![unreachable]);
+    assert!(change.joined.is_empty());
+    assert!(run.network.node_status(&unreachable).is_none());
+    run.group = run.network.groups.group_of(&COUNTER);
+    let mut expected_members = next_group.clone();
+    expected_members.sort();
+    assert_eq!(run.group.members.to_vec(), expected_members);
+    let newcomer = *next_group
+        .iter()
+        .find(|id| !now.group_of(&COUNTER).contains(id))
+        .expect("someone took its place");
+    assert!(change.synced.get(&newcomer).is_some_and(|count| *count > 0));
+    let before = INTERVAL * u64::from(EVICTION_SILENT_ROUNDS);
+    run.batch();
+    run.batch();
+    let certified = run.on_chain().expect("the new group certified");
+    assert_eq!((certified.epoch, certified.batch), (epoch + 1, before + 2));
+    assert_eq!(certified.root, run.expected_root());
+    let stats = run.network.group_stats(&run.group.id);
+    assert_eq!(
+        stats[&newcomer].certified_not_own, 0,
+        "the newcomer holds the group's state"
+    );
 }
