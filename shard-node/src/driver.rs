@@ -1,7 +1,8 @@
 //! The tokio driver of the shard network: takes finalized batches, pulls their bodies from weak
 //! DA, executes them off the async threads at the driver's clock (which also times the group
 //! BFT rounds' view changes), takes the group messages that arrive over a network transport,
-//! and publishes the results.
+//! publishes the results, and moves the network to the upper chain's next registry epoch at
+//! the first commit batch it can ([`ShardNetwork::enter_epoch`]).
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -9,13 +10,13 @@ use da_weak::WeakDa;
 use parking_lot::Mutex;
 use primitives::{FinalizedBatch, bls::BlsPublicKey, time::Instant};
 use tokio::sync::{Notify, broadcast, mpsc};
-use tracing::{error, warn};
+use tracing::{debug, error, info, warn};
 
 use execution::ExecutedBatch;
 
 use upper_chain::UpperChain;
 
-use crate::network::ShardNetwork;
+use crate::network::{ShardError, ShardNetwork};
 
 /// Finalized batches queued for execution at most.
 pub const FINALIZED_QUEUE_MAX: usize = 4_096;
@@ -102,6 +103,8 @@ pub fn spawn(network: ShardNetwork, weak_da: WeakDa, sequencer_keys: SequencerKe
                         error!(target: "shard_node", %message, "group rounds stopped");
                         return;
                     }
+                    // A round certified late may be what an epoch switch waited for.
+                    enter_epoch(&network).await;
                     continue;
                 }
                 () = arrived(arrivals.as_deref()) => {
@@ -141,6 +144,7 @@ pub fn spawn(network: ShardNetwork, weak_da: WeakDa, sequencer_keys: SequencerKe
                 match execute(&network, &weak_da, batch, epoch).await {
                     Ok(result) => {
                         let _ = executed.send(Arc::new(result));
+                        enter_epoch(&network).await;
                     }
                     Err(message) => {
                         error!(target: "shard_node", %message, "batch execution stopped");
@@ -188,6 +192,36 @@ async fn advance(
         .await
         .map_err(|join| format!("group round task failed: {join}"))?
         .map_err(|error| error.to_string())
+}
+
+/// Moves the network to the upper chain's registry epoch once it has moved on and the network
+/// can switch (between commit batches, rounds certified); until then it is tried again after
+/// every batch and every round timer. The chain's epoch is read at commit batches only.
+async fn enter_epoch(network: &Arc<Mutex<ShardNetwork>>) {
+    let network = network.clone();
+    let switched = tokio::task::spawn_blocking(move || {
+        let mut network = network.lock();
+        if !network
+            .last_batch()
+            .is_multiple_of(network.root_commit_interval())
+        {
+            return Ok(None);
+        }
+        network.enter_epoch()
+    })
+    .await;
+    match switched {
+        Ok(Ok(Some(change))) => {
+            info!(target: "shard_node", epoch = change.epoch, joined = change.joined.len(),
+                departed = change.departed.len(), "shard network entered a new registry epoch");
+        }
+        Ok(Ok(None)) => {}
+        Ok(Err(error @ ShardError::EpochSwitch { .. })) => {
+            debug!(target: "shard_node", %error, "epoch switch deferred");
+        }
+        Ok(Err(error)) => warn!(target: "shard_node", %error, "epoch switch failed; retried later"),
+        Err(join) => warn!(target: "shard_node", %join, "epoch switch task failed"),
+    }
 }
 
 async fn execute(

@@ -310,6 +310,11 @@ impl ShardNetwork {
         self.groups.group_of(address).members
     }
 
+    /// Batches between two commitments of group roots.
+    pub fn root_commit_interval(&self) -> u64 {
+        self.root_commit_interval
+    }
+
     /// Commits group roots every `batches` batches (at least 1).
     pub fn set_root_commit_interval(&mut self, batches: u64) {
         self.root_commit_interval = batches.max(1);
