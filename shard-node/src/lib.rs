@@ -40,6 +40,7 @@ pub mod driver;
 pub mod estimator;
 pub mod groups;
 pub mod identity;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod state;

@@ -189,6 +189,10 @@ pub struct ShardNetwork {
     evictions: Vec<upper_chain::Departure>,
     /// Where the nodes' stores live ([`node_dir`]).
     state_dir: PathBuf,
+    /// Accounts handed over to each node at epoch boundaries, so far.
+    accounts_synced: BTreeMap<NodeId, u64>,
+    /// Evictions recorded by groups each node is a member of, so far.
+    evictions_seen: BTreeMap<NodeId, u64>,
     /// Members whose cores are given a root other than the one their store computes (tests of a
     /// byzantine member).
     #[cfg(test)]
@@ -300,6 +304,8 @@ impl ShardNetwork {
             service: service::ServiceTally::default(),
             evictions: Vec::new(),
             state_dir: state_dir.to_path_buf(),
+            accounts_synced: BTreeMap::new(),
+            evictions_seen: BTreeMap::new(),
             #[cfg(test)]
             lying: BTreeSet::new(),
         })
@@ -308,6 +314,19 @@ impl ShardNetwork {
     /// The group of `address`: the registered nodes nearest to it, sorted by ID.
     pub fn group_of(&mut self, address: &Address) -> Arc<[NodeId]> {
         self.groups.group_of(address).members
+    }
+
+    /// What `id` has done, for its metrics ([`crate::metrics`]); `None` if it is not in the
+    /// network.
+    pub fn node_report(&self, id: &NodeId) -> Option<crate::metrics::NodeReport> {
+        let member = self.members.get(id)?;
+        Some(crate::metrics::NodeReport {
+            height: member.state.height().unwrap_or(0),
+            registry_epoch: self.snapshot.epoch,
+            accounts_synced: self.accounts_synced.get(id).copied().unwrap_or(0),
+            evictions: self.evictions_seen.get(id).copied().unwrap_or(0),
+            evicted: self.evictions.iter().any(|departure| departure.node == *id),
+        })
     }
 
     /// Batches between two commitments of group roots.

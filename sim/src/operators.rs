@@ -6,7 +6,7 @@
 //!
 //! The nodes share one process, so each has its own metrics recorder ([`PrometheusRecorder`])
 //! rather than the global one: its endpoint shows only its own ledger and epochs, under the same
-//! names a node process exports ([`accounting::metrics`]).
+//! names a node process exports ([`accounting::metrics`], [`shard_node::metrics`]).
 //!
 //! The counts come from the shard network's per-epoch tallies
 //! ([`shard_node::network::service`]); an epoch is closed once its last batch has run.
@@ -28,6 +28,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 use primitives::{AccountKey, NodeId};
 use shard_node::{
     ShardNetwork,
+    metrics::NodeReport,
     network::{node_dir, service::EpochService},
 };
 use tokio::{
@@ -89,7 +90,10 @@ impl Operators {
                 &node_dir(accounting_dir, &id),
             )?;
             let recorder = PrometheusBuilder::new().build_recorder();
-            metrics::with_local_recorder(&recorder, accounting::metrics::describe);
+            metrics::with_local_recorder(&recorder, || {
+                accounting::metrics::describe();
+                shard_node::metrics::describe();
+            });
             nodes.insert(
                 id,
                 Operator {
@@ -140,11 +144,16 @@ impl Operators {
         if self.finished {
             return Ok(Vec::new());
         }
-        let (mut tallies, before) = {
+        let (mut tallies, before, reports) = {
             let mut network = network.lock();
             let open = network.usage_epoch();
             let before = if last { open + 1 } else { open };
-            (network.take_service(before), before)
+            let reports: BTreeMap<NodeId, NodeReport> = self
+                .nodes
+                .keys()
+                .filter_map(|id| network.node_report(id).map(|report| (*id, report)))
+                .collect();
+            (network.take_service(before), before, reports)
         };
         self.finished = last;
         let first = self
@@ -157,7 +166,7 @@ impl Operators {
         // Every epoch gets its signed usage, an idle one too (its uptime is still owed).
         for epoch in first..before {
             let service = tallies.remove(&epoch).unwrap_or_default();
-            signed.extend(self.close_epoch(epoch, &service)?);
+            signed.extend(self.close_epoch(epoch, &service, &reports)?);
         }
         Ok(signed)
     }
@@ -166,6 +175,7 @@ impl Operators {
         &mut self,
         epoch: u64,
         service: &EpochService,
+        reports: &BTreeMap<NodeId, NodeReport>,
     ) -> Result<Vec<SignedUsage>, UsageFileError> {
         let elapsed = self.last_close.elapsed();
         self.last_close = std::time::Instant::now();
@@ -236,8 +246,14 @@ impl Operators {
             meter.add(Figure::UptimeSeconds, uptime_seconds);
             let observations = seen.remove(id).unwrap_or_default();
             signed.push(accounting.close_epoch(epoch + 1, &observations)?);
+            let report = reports.get(id).copied().unwrap_or_default();
+            let (new_moves, new_rounds) = (
+                moves.get(id).copied().unwrap_or_default(),
+                rounds.get(id).copied().unwrap_or_default(),
+            );
             metrics::with_local_recorder(&operator.recorder, || {
-                operator.accounting.export_metrics()
+                operator.accounting.export_metrics();
+                shard_node::metrics::export(&report, new_moves, new_rounds);
             });
         }
         Ok(signed)

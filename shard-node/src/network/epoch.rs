@@ -168,6 +168,7 @@ impl ShardNetwork {
             }
             if !accounts.is_empty() {
                 synced.insert(*id, accounts.len());
+                *self.accounts_synced.entry(*id).or_default() += accounts.len() as u64;
             }
         }
 

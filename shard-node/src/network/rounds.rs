@@ -390,7 +390,7 @@ impl ShardNetwork {
                 what: format!("eviction by unknown group {group}"),
             })?;
         let proof = DepartureProof::GroupCertificate {
-            members,
+            members: members.clone(),
             certificate: eviction.certificate,
         };
         match self
@@ -403,6 +403,9 @@ impl ShardNetwork {
                     .unwrap_or_default();
                 warn!(target: "shard_node", node = %node, %group, from_epoch = eviction.departure.epoch,
                     "member evicted on the upper chain: {why}");
+                for member in members.iter().filter(|member| **member != node) {
+                    *self.evictions_seen.entry(*member).or_default() += 1;
+                }
                 self.evictions.push(eviction.departure);
             }
             // The chain moved past the group's epoch, or the node left meanwhile: nothing to do.

@@ -145,12 +145,31 @@ async fn prometheus_scrapes_a_devnet_node_and_finds_the_operator_metrics_by_quer
     })
     .await
     .expect("fetched");
-    for name in accounting::metrics::ALL {
+    for name in accounting::metrics::ALL
+        .into_iter()
+        .chain(shard_node::metrics::ALL)
+    {
         assert!(
             exposition.contains(name),
             "{name} missing from:\n{exposition}"
         );
     }
+    // The node's own progress: batches stored and moves executed.
+    let value = |name: &str| {
+        exposition
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no sample of {name} in:\n{exposition}"))
+    };
+    assert!(value(shard_node::metrics::BATCHES_EXECUTED) >= 1.0);
+    assert!(value(shard_node::metrics::MOVES_EXECUTED) >= 1.0);
+    assert!(value(shard_node::metrics::GROUP_ROUNDS) >= 1.0);
+    assert_eq!(value(shard_node::metrics::EVICTED), 0.0);
 
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("prometheus.yml");
