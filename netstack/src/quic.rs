@@ -15,14 +15,25 @@
 //!   length and that many bytes. [`read_frame`] refuses a length above the caller's bound before
 //!   allocating, so a peer cannot make us reserve memory it never sends.
 //! - [`request`]: open a stream, send one frame, read one frame, bounded by a timeout.
+//! - Node binding: [`QuicIdentity::for_node`] makes a certificate that carries the node key's
+//!   signature over the certificate's public key (an extension, as libp2p's TLS handshake
+//!   does), and [`connect_to_node`] accepts a server only if that signature is by the node ID
+//!   it dials and the TLS handshake is signed by that certificate's key. A client that knows a
+//!   node's ID from the registry or the DHT needs no certificate of it in advance.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use alloy_primitives::{B256, keccak256};
+use primitives::{AccountKey, NodeId, Signature};
 use quinn::{
     ClientConfig, Connection, Endpoint, RecvStream, SendStream, ServerConfig, TransportConfig,
     crypto::rustls::{QuicClientConfig, QuicServerConfig},
 };
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::{
+    DigitallySignedStruct, SignatureScheme,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime},
+};
 
 /// The name every Tickrate QUIC server presents in its certificate; clients connect with it.
 pub const SERVER_NAME: &str = "tickrate-node";
@@ -34,6 +45,13 @@ pub const IDLE_TIMEOUT_MS: u32 = 10_000;
 pub const KEEP_ALIVE_MS: u64 = 3_000;
 /// Bytes of a frame's length prefix.
 const LENGTH_PREFIX_BYTES: usize = 4;
+/// The certificate extension carrying the node key's binding (a private-use arc under the
+/// IANA enterprise arc; the value is a DER OCTET STRING of the 65-byte signature).
+const BINDING_EXTENSION_OID: [u64; 10] = [1, 3, 6, 1, 4, 1, 99_999, 7, 1, 1];
+/// Domain of the binding signature.
+const BINDING_DOMAIN: &[u8] = b"tickrate/netstack/quic-certificate/v1";
+/// Bytes of a recoverable secp256k1 signature.
+const SIGNATURE_BYTES: usize = 65;
 
 /// Why a QUIC operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +137,30 @@ impl QuicIdentity {
         })
     }
 
+    /// A fresh self-signed identity bound to `node`'s key: its certificate carries the node
+    /// key's signature over the certificate's public key ([`connect_to_node`] checks it).
+    pub fn for_node(node: &AccountKey) -> Result<Self, QuicError> {
+        let key_pair = rcgen::KeyPair::generate()?;
+        let spki = rcgen::PublicKeyData::subject_public_key_info(&key_pair);
+        let signature = node.sign_prehash(&binding_prehash(&spki));
+        let mut value = vec![0x04, SIGNATURE_BYTES as u8];
+        value.extend_from_slice(&signature.0);
+        let mut extension = rcgen::CustomExtension::from_oid_content(&BINDING_EXTENSION_OID, value);
+        extension.set_criticality(false);
+        let mut params = rcgen::CertificateParams::new(vec![SERVER_NAME.to_string()])?;
+        params.custom_extensions.push(extension);
+        let certificate = params.self_signed(&key_pair)?;
+        Ok(QuicIdentity {
+            certificate: certificate.der().clone(),
+            private_key: PrivatePkcs8KeyDer::from(key_pair.serialize_der()),
+        })
+    }
+
+    /// The node whose key bound this identity's certificate, if one did.
+    pub fn bound_node(&self) -> Result<NodeId, BindingError> {
+        bound_node(&self.certificate)
+    }
+
     /// An identity from stored DER bytes (checked when an endpoint is built from it).
     pub fn from_der(certificate: Vec<u8>, private_key: Vec<u8>) -> Self {
         QuicIdentity {
@@ -191,6 +233,143 @@ pub fn client_endpoint(
 /// Connects to a Tickrate server at `address`.
 pub async fn connect(endpoint: &Endpoint, address: SocketAddr) -> Result<Connection, QuicError> {
     Ok(endpoint.connect(address, SERVER_NAME)?.await?)
+}
+
+/// Why a certificate does not prove a node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BindingError {
+    /// The certificate does not parse.
+    #[error("the certificate does not parse")]
+    Malformed,
+    /// It carries no node binding.
+    #[error("the certificate carries no node binding")]
+    Unbound,
+    /// The binding is not a signature that recovers.
+    #[error("the node binding is not a valid signature")]
+    BadSignature,
+    /// The binding is by another node than the one dialled.
+    #[error("the certificate is bound to {found}, not {expected}")]
+    OtherNode {
+        /// The node dialled.
+        expected: NodeId,
+        /// The node the binding recovers to.
+        found: NodeId,
+    },
+}
+
+fn binding_prehash(spki: &[u8]) -> B256 {
+    keccak256([BINDING_DOMAIN, spki].concat())
+}
+
+/// The node whose key signed `certificate`'s public key in its binding extension.
+pub fn bound_node(certificate: &CertificateDer<'_>) -> Result<NodeId, BindingError> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref())
+        .map_err(|_| BindingError::Malformed)?;
+    let extension = parsed
+        .extensions()
+        .iter()
+        .find(|extension| {
+            extension
+                .oid
+                .iter()
+                .is_some_and(|arcs| arcs.eq(BINDING_EXTENSION_OID.iter().copied()))
+        })
+        .ok_or(BindingError::Unbound)?;
+    let signature: [u8; SIGNATURE_BYTES] = match extension.value {
+        [0x04, len, rest @ ..] if usize::from(*len) == SIGNATURE_BYTES => {
+            rest.try_into().map_err(|_| BindingError::BadSignature)?
+        }
+        _ => return Err(BindingError::BadSignature),
+    };
+    let spki = parsed.public_key().raw;
+    Signature(signature)
+        .recover_address(&binding_prehash(spki))
+        .map(NodeId)
+        .map_err(|_| BindingError::BadSignature)
+}
+
+/// Accepts exactly a certificate bound to one node, and handshakes signed by its key.
+#[derive(Debug)]
+struct NodeVerifier {
+    node: NodeId,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for NodeVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match bound_node(end_entity) {
+            Ok(found) if found == self.node => Ok(ServerCertVerified::assertion()),
+            Ok(found) => Err(rustls::Error::General(
+                BindingError::OtherNode {
+                    expected: self.node,
+                    found,
+                }
+                .to_string(),
+            )),
+            Err(error) => Err(rustls::Error::General(error.to_string())),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        // Endpoints speak TLS 1.3 only.
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Connects to the node `node` at `address` from `endpoint` (any client endpoint): the server
+/// must present a certificate bound to `node`'s key ([`QuicIdentity::for_node`]); anything
+/// else fails the handshake.
+pub async fn connect_to_node(
+    endpoint: &Endpoint,
+    address: SocketAddr,
+    node: NodeId,
+) -> Result<Connection, QuicError> {
+    let provider = crypto_provider();
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NodeVerifier { node, provider }))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = QuicClientConfig::try_from(tls)
+        .map_err(|_| QuicError::Tls(rustls::Error::General("no QUIC cipher suite".into())))?;
+    let mut config = ClientConfig::new(Arc::new(crypto));
+    config.transport_config(transport_config());
+    Ok(endpoint.connect_with(config, address, SERVER_NAME)?.await?)
 }
 
 /// Writes one length-prefixed frame. The caller finishes the stream.
@@ -323,5 +502,109 @@ mod tests {
             connect(&client, address).await,
             Err(QuicError::Connection(_))
         ));
+    }
+
+    /// A server presenting `identity` that echoes each request, until dropped.
+    fn echo_server(identity: &QuicIdentity) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let server = server_endpoint(loopback(), identity).expect("server");
+        let address = server.local_addr().expect("bound");
+        let task = tokio::spawn(async move {
+            while let Some(incoming) = server.accept().await {
+                tokio::spawn(async move {
+                    let Ok(connection) = incoming.await else {
+                        return;
+                    };
+                    while let Ok((mut send, mut recv)) = connection.accept_bi().await {
+                        if let Ok(message) = read_frame(&mut recv, 1024).await {
+                            let _ = write_frame(&mut send, &message, 1024).await;
+                            let _ = send.finish();
+                        }
+                    }
+                });
+            }
+        });
+        (address, task)
+    }
+
+    #[tokio::test]
+    async fn a_client_reaches_exactly_the_node_its_server_certificate_is_bound_to() {
+        let node = AccountKey::from_seed(71);
+        let other = AccountKey::from_seed(72);
+        let identity = QuicIdentity::for_node(&node).expect("identity");
+        assert_eq!(identity.bound_node(), Ok(NodeId(node.address())));
+        let (address, server) = echo_server(&identity);
+        // No certificate in advance: the node ID is enough.
+        let client = client_endpoint(loopback(), &[]).expect("client");
+        let connection = connect_to_node(&client, address, NodeId(node.address()))
+            .await
+            .expect("the bound node");
+        let response = request(&connection, b"hello", 1024, Duration::from_secs(5))
+            .await
+            .expect("response");
+        assert_eq!(response, b"hello");
+        // Dialled as another node, the same server is refused.
+        assert!(matches!(
+            connect_to_node(&client, address, NodeId(other.address())).await,
+            Err(QuicError::Connection(_))
+        ));
+        server.abort();
+
+        // A certificate without a binding proves no node.
+        let unbound = QuicIdentity::generate().expect("identity");
+        assert_eq!(unbound.bound_node(), Err(BindingError::Unbound));
+        let (address, server) = echo_server(&unbound);
+        assert!(matches!(
+            connect_to_node(&client, address, NodeId(node.address())).await,
+            Err(QuicError::Connection(_))
+        ));
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn a_binding_copied_into_another_certificate_proves_nothing() {
+        let node = AccountKey::from_seed(73);
+        let genuine = QuicIdentity::for_node(&node).expect("identity");
+        let (_, parsed) =
+            x509_parser::parse_x509_certificate(genuine.certificate.as_ref()).expect("parses");
+        let binding = parsed
+            .extensions()
+            .iter()
+            .find(|extension| {
+                extension
+                    .oid
+                    .iter()
+                    .is_some_and(|arcs| arcs.eq(BINDING_EXTENSION_OID.iter().copied()))
+            })
+            .expect("a binding")
+            .value
+            .to_vec();
+        // Mallory's own key pair, with the node's binding pasted in.
+        let key_pair = rcgen::KeyPair::generate().expect("key pair");
+        let mut params =
+            rcgen::CertificateParams::new(vec![SERVER_NAME.to_string()]).expect("params");
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                &BINDING_EXTENSION_OID,
+                binding,
+            ));
+        let forged = params.self_signed(&key_pair).expect("certificate");
+        let forged = QuicIdentity {
+            certificate: forged.der().clone(),
+            private_key: PrivatePkcs8KeyDer::from(key_pair.serialize_der()),
+        };
+        assert_ne!(forged.bound_node(), Ok(NodeId(node.address())));
+        let (address, server) = echo_server(&forged);
+        let client = client_endpoint(loopback(), &[]).expect("client");
+        assert!(matches!(
+            connect_to_node(&client, address, NodeId(node.address())).await,
+            Err(QuicError::Connection(_))
+        ));
+        server.abort();
+        // Garbage is a typed error, not a panic.
+        assert_eq!(
+            bound_node(&CertificateDer::from(vec![0x30, 0x03, 0x01, 0x01, 0xff])),
+            Err(BindingError::Malformed)
+        );
     }
 }
