@@ -26,9 +26,10 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use alloy_primitives::{B256, keccak256};
 use primitives::{AccountKey, NodeId, Signature};
 use quinn::{
-    ClientConfig, Connection, Endpoint, RecvStream, SendStream, ServerConfig, TransportConfig,
+    ClientConfig, RecvStream, SendStream, ServerConfig, TransportConfig,
     crypto::rustls::{QuicClientConfig, QuicServerConfig},
 };
+pub use quinn::{Connection, Endpoint};
 use rustls::{
     DigitallySignedStruct, SignatureScheme,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},

@@ -14,6 +14,7 @@
 //! Web3-compatible JSON-RPC gateway, which reaches the core the way a client session does.
 
 pub mod batcher;
+pub mod bodies;
 pub mod config;
 pub mod constants;
 pub mod epochs;

@@ -135,6 +135,21 @@ pub struct SequencerWiring {
     /// `None`: the replica lives in memory and must not be restarted (in-process tests and
     /// benches).
     pub consensus_dir: Option<std::path::PathBuf>,
+    /// The body exchange with the other sequencers over QUIC ([`crate::bodies`]): this
+    /// sequencer serves what it packs and pulls peers' bodies from their origin first. `None`:
+    /// bodies come from weak DA only.
+    pub bodies: Option<Bodies>,
+}
+
+/// A sequencer's side of the body exchange ([`crate::bodies`]).
+#[derive(Debug)]
+pub struct Bodies {
+    /// What its server serves; the core keeps every body it packs here.
+    pub cache: Arc<crate::bodies::BodyCache>,
+    /// Its server, bound by the caller (so peers' directories can name its address).
+    pub server: crate::bodies::BodyServer,
+    /// The other sequencers' body endpoints.
+    pub origins: Arc<crate::bodies::Origins>,
 }
 
 /// A running sequencer.
@@ -218,6 +233,12 @@ pub struct GatewayClosed;
 pub struct SequencerStats {
     /// Moves acked as pending.
     pub moves_acked: AtomicU64,
+    /// Peers' block bodies pulled from their origin over QUIC ([`crate::bodies`]).
+    pub bodies_from_origin: AtomicU64,
+    /// Peers' block bodies read from weak DA.
+    pub bodies_from_weak_da: AtomicU64,
+    /// Bodies an origin sent that did not match their header (refused).
+    pub bodies_refused: AtomicU64,
     /// Moves refused at ingress.
     pub moves_refused: AtomicU64,
     /// Blocks packed.
@@ -259,6 +280,9 @@ impl Default for SequencerStats {
     fn default() -> Self {
         SequencerStats {
             moves_acked: AtomicU64::default(),
+            bodies_from_origin: AtomicU64::default(),
+            bodies_from_weak_da: AtomicU64::default(),
+            bodies_refused: AtomicU64::default(),
             moves_refused: AtomicU64::default(),
             blocks_packed: AtomicU64::default(),
             batches_committed: AtomicU64::default(),
@@ -312,12 +336,37 @@ pub(crate) enum Command {
     },
 }
 
-/// Reads a block body from weak DA and checks it against its header's root, retrying a while
-/// (its sequencer stores it before it broadcasts the header, but a store may lag); whether it
-/// was found and matched.
-async fn fetch_body(weak_da: &WeakDa, header: &BlockHeader) -> bool {
+/// Reads a block body from its origin sequencer ([`crate::bodies`]) or else from weak DA, and
+/// checks it against its header's root, retrying weak DA a while (its sequencer stores it
+/// before it broadcasts the header, but a store may lag); whether it was found and matched.
+async fn fetch_body(
+    origins: Option<&crate::bodies::Origins>,
+    weak_da: &WeakDa,
+    header: &BlockHeader,
+    stats: &SequencerStats,
+) -> bool {
+    if let Some(origins) = origins {
+        match origins.fetch(header).await {
+            Ok(_) => {
+                stats.bodies_from_origin.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+            Err(error @ crate::bodies::BodyError::Refused(_)) => {
+                stats.bodies_refused.fetch_add(1, Ordering::Relaxed);
+                warn!(target: "sequencer", origin = %header.sequencer, height = header.height, %error,
+                    "origin sent a body that does not match its header; reading weak DA");
+            }
+            Err(error) => {
+                debug!(target: "sequencer", origin = %header.sequencer, height = header.height, %error,
+                    "body not pulled from its origin; reading weak DA");
+            }
+        }
+    }
     match retrying(Duration::from_millis(5), || weak_da.get_body(header)).await {
-        Ok(_) => true,
+        Ok(_) => {
+            stats.bodies_from_weak_da.fetch_add(1, Ordering::Relaxed);
+            true
+        }
         Err(error) => {
             warn!(target: "sequencer", %error, "body unavailable; batch not prepared");
             false
@@ -603,6 +652,12 @@ struct Tracked {
 
 struct Core {
     config: SequencerConfig,
+    /// What this sequencer's body server serves ([`crate::bodies`]).
+    body_cache: Option<Arc<crate::bodies::BodyCache>>,
+    /// Where peers' bodies are pulled from first.
+    origins: Option<Arc<crate::bodies::Origins>>,
+    /// Kept for as long as the core runs.
+    _body_server: Option<crate::bodies::BodyServer>,
     id: NodeId,
     packer: Packer,
     mempool: Mempool,
@@ -889,7 +944,18 @@ impl Core {
             epochs: _,
         } = start;
         *stats.last_batch.lock() = (batcher.last_number(), batcher.last_hash());
+        let (body_cache, origins, body_server) = match wiring.bodies {
+            Some(bodies) => (
+                Some(bodies.cache),
+                Some(bodies.origins),
+                Some(bodies.server),
+            ),
+            None => (None, None, None),
+        };
         Core {
+            body_cache,
+            origins,
+            _body_server: body_server,
             id: NodeId(wiring.key.address()),
             packer: Packer::new(wiring.key),
             batcher,
@@ -1322,6 +1388,9 @@ impl Core {
             self.stats.blocks_packed.fetch_add(1, Ordering::Relaxed);
             crate::metrics::block_packed();
             self.wal_packing(&block);
+            if let Some(cache) = &self.body_cache {
+                cache.insert(block.header.id(), block.encoded_body.clone());
+            }
             let weak_da = self.weak_da.clone();
             let commands = self.commands.clone();
             self.io.spawn(async move {
@@ -1612,8 +1681,12 @@ impl Core {
             return;
         }
         let weak_da = self.weak_da.clone();
+        let origins = self.origins.clone();
+        let stats = self.stats.clone();
         self.io.spawn(async move {
-            let fetches = missing.iter().map(|header| fetch_body(&weak_da, header));
+            let fetches = missing
+                .iter()
+                .map(|header| fetch_body(origins.as_deref(), &weak_da, header, &stats));
             let valid = futures::future::join_all(fetches)
                 .await
                 .into_iter()
@@ -1632,9 +1705,11 @@ impl Core {
     /// proposal naming it finds it checked.
     fn prefetch_body(&self, header: BlockHeader) {
         let weak_da = self.weak_da.clone();
+        let origins = self.origins.clone();
+        let stats = self.stats.clone();
         let commands = self.commands.clone();
         self.io.spawn(async move {
-            if fetch_body(&weak_da, &header).await {
+            if fetch_body(origins.as_deref(), &weak_da, &header, &stats).await {
                 let _ = commands
                     .send(Command::BodyFetched(header.id(), header.root))
                     .await;

@@ -1,6 +1,6 @@
 //! The devnet: the whole network in one process.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use da_weak::{WeakDa, WeakDaError};
 use execution::AccountState;
@@ -10,9 +10,10 @@ use primitives::{
     bls::{BlsPublicKey, BlsSecretKey},
 };
 use sequencer::{
+    bodies::{BodyCache, BodyServer, Origins},
     constants::PEER_QUEUE_MAX,
     mesh::{InProcessMesh, PeerDelivery, PeerLinks, kcp::KcpMeshListener},
-    node::{SequencerConfig, SequencerHandle, SequencerWiring},
+    node::{Bodies, SequencerConfig, SequencerHandle, SequencerWiring},
     rpc::{RpcConfig, RpcHandle},
     wal::{FsyncPolicy, Recovered, Wal, WalConfig, WalError},
 };
@@ -226,6 +227,27 @@ struct Restartable {
     relay: InboundSlot,
     wal_dir: PathBuf,
     consensus_dir: PathBuf,
+    /// Where its body server listened; a restart binds it again, so peers find it there.
+    body_addr: SocketAddr,
+    /// The sequencers' body endpoints.
+    body_directory: HashMap<NodeId, SocketAddr>,
+}
+
+/// A sequencer's body server on loopback, bound to its key (`addr`: port 0 for any).
+fn bind_bodies(
+    key: &AccountKey,
+    addr: SocketAddr,
+) -> Result<(Arc<BodyCache>, BodyServer), DevnetError> {
+    let cache = Arc::new(BodyCache::default());
+    let server = BodyServer::bind(addr, key, cache.clone()).map_err(std::io::Error::other)?;
+    Ok((cache, server))
+}
+
+/// The pulls of one sequencer from the others' body servers.
+fn origins(directory: &HashMap<NodeId, SocketAddr>) -> Result<Arc<Origins>, DevnetError> {
+    let origins = Origins::new(SocketAddr::from(([127, 0, 0, 1], 0)), directory.clone())
+        .map_err(std::io::Error::other)?;
+    Ok(Arc::new(origins))
 }
 
 fn open_wal(dir: &std::path::Path) -> Result<(Wal, Recovered), WalError> {
@@ -446,12 +468,27 @@ impl Devnet {
         let rpc_executed = config.rpc_listen.map(|_| shards.executed.subscribe());
         let keys: Vec<AccountKey> = identities.iter().map(|(key, _)| key.clone()).collect();
         let meshes = connect_mesh(config.mesh, &keys).await?;
+        // Every body server is bound first, so that each sequencer knows where the others are.
+        let mut body_servers = Vec::with_capacity(keys.len());
+        for key in &keys {
+            body_servers.push(bind_bodies(key, SocketAddr::from(([127, 0, 0, 1], 0)))?);
+        }
+        let body_directory: HashMap<NodeId, SocketAddr> = keys
+            .iter()
+            .zip(&body_servers)
+            .map(|(key, (_, server))| (NodeId(key.address()), server.local_addr()))
+            .collect();
+        let mut body_servers = body_servers.into_iter();
         let mut sequencers = Vec::with_capacity(identities.len());
         let mut restartable = Vec::new();
         let mut links = Vec::with_capacity(identities.len());
         for (index, ((key, bls), (mesh, inbound))) in identities.into_iter().zip(meshes).enumerate()
         {
             links.push((mesh.clone(), key.clone()));
+            let (body_cache, body_server) = body_servers
+                .next()
+                .ok_or_else(|| std::io::Error::other("a body server per sequencer"))?;
+            let body_addr = body_server.local_addr();
             let (inbound, wal, consensus_dir) = if config.wal {
                 let wal_dir = data_dir.join(format!("sequencer-{index}")).join("wal");
                 let consensus_dir = data_dir
@@ -466,6 +503,8 @@ impl Devnet {
                     relay: slot,
                     wal_dir,
                     consensus_dir: consensus_dir.clone(),
+                    body_addr,
+                    body_directory: body_directory.clone(),
                 });
                 (inbound, Some(wal), Some(consensus_dir))
             } else {
@@ -489,6 +528,11 @@ impl Devnet {
                 executed: shards.executed.subscribe(),
                 wal,
                 consensus_dir,
+                bodies: Some(Bodies {
+                    cache: body_cache,
+                    server: body_server,
+                    origins: origins(&body_directory)?,
+                }),
             };
             sequencers.push(sequencer::node::spawn(sequencer_config, wiring).await?);
         }
@@ -566,6 +610,18 @@ impl Devnet {
             executed: self.shards.executed.subscribe(),
             wal: Some(open_wal(&restartable.wal_dir)?),
             consensus_dir: Some(restartable.consensus_dir.clone()),
+            bodies: match bind_bodies(&restartable.key, restartable.body_addr) {
+                Ok((cache, server)) => Some(Bodies {
+                    cache,
+                    server,
+                    origins: origins(&restartable.body_directory)?,
+                }),
+                // Its old server's port is taken: it reads peers' bodies from weak DA only.
+                Err(error) => {
+                    tracing::warn!(target: "sim", %error, "body server not rebound");
+                    None
+                }
+            },
         };
         let sequencer_config = SequencerConfig {
             chain_id: self.config.chain_id,

@@ -297,6 +297,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 executed,
                 wal: Some((wal, recovered)),
                 consensus_dir: Some(config.consensus_dir()),
+            bodies: None,
             },
         )
         .await

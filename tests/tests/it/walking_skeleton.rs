@@ -1,7 +1,7 @@
 //! A move travels the whole path: client → sequencer → block → PBFT batch → group execution →
 //! pending state corrected → the client sees `Executed` or `Failed`.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::atomic::Ordering, time::Duration};
 
 use client_sdk::{Client, ClientError};
 use primitives::{
@@ -93,6 +93,19 @@ async fn a_thousand_moves_from_fifty_players_all_execute_and_the_board_matches_a
         devnet.chain.last_batch().expect("the embedded chain reads") >= 1,
         "batches are committed on the upper chain"
     );
+    // Peers' bodies came from their origin sequencers over QUIC, none refused.
+    let pulled: u64 = devnet
+        .sequencers
+        .iter()
+        .map(|sequencer| sequencer.stats.bodies_from_origin.load(Ordering::Relaxed))
+        .sum();
+    let refused: u64 = devnet
+        .sequencers
+        .iter()
+        .map(|sequencer| sequencer.stats.bodies_refused.load(Ordering::Relaxed))
+        .sum();
+    assert!(pulled > 0, "bodies pulled from their origin");
+    assert_eq!(refused, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

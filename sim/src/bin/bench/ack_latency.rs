@@ -156,6 +156,7 @@ async fn start_sequencer(
             executed,
             wal: Some(wal),
             consensus_dir: None,
+            bodies: None,
         },
     )
     .await?;
