@@ -9,6 +9,7 @@
 //! weak_da = "data/weak-da"              # a directory, file:///dir or s3://bucket?...
 //! metrics_listen = "127.0.0.1:9600"     # optional: Prometheus scrapes /metrics here
 //! rpc_listen = "127.0.0.1:8545"         # optional: the Web3-compatible JSON-RPC (HTTP + WS)
+//! body_listen = "0.0.0.0:7602"          # optional: QUIC, serves packed block bodies to peers
 //!
 //! [wal]
 //! dir = "data/wal"
@@ -22,6 +23,7 @@
 //! [[peers]]                             # where the other (and whitelisted) sequencers listen
 //! id = "0x…"
 //! mesh = "10.0.0.2:7601"
+//! body = "10.0.0.2:7602"                # optional: its body server, asked before weak DA
 //! ```
 //!
 //! The PBFT replica keeps its log in `consensus`, beside the write-ahead log's directory
@@ -130,6 +132,8 @@ fn default_fsync() -> FsyncSetting {
 struct RawPeer {
     id: String,
     mesh: String,
+    #[serde(default)]
+    body: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -146,6 +150,8 @@ struct RawConfig {
     metrics_listen: Option<String>,
     #[serde(default)]
     rpc_listen: Option<String>,
+    #[serde(default)]
+    body_listen: Option<String>,
     wal: RawWal,
     chain: RawChain,
     #[serde(default)]
@@ -194,6 +200,11 @@ pub struct SequencerFileConfig {
     pub chain: ChainSection,
     /// Mesh addresses of the other members.
     pub peers: Vec<(NodeId, SocketAddr)>,
+    /// Where this sequencer serves the bodies it packs over QUIC, if it does
+    /// ([`crate::bodies`]).
+    pub body_listen: Option<SocketAddr>,
+    /// The body servers of the other sequencers that name one.
+    pub body_peers: Vec<(NodeId, SocketAddr)>,
 }
 
 /// Flags of `sequencer run` that override the file; paths are taken as given (from the
@@ -263,12 +274,16 @@ impl SequencerFileConfig {
             relative(PathBuf::from(raw.weak_da)).display().to_string()
         };
         let mut peers = Vec::with_capacity(raw.peers.len());
+        let mut body_peers = Vec::new();
         for peer in &raw.peers {
             let id = NodeId(address("peers.id", &peer.id)?);
             if peers.iter().any(|(known, _)| *known == id) {
                 return Err(malformed(format!("peer {} listed twice", id.0)));
             }
             peers.push((id, socket("peers.mesh", &peer.mesh)?));
+            if let Some(body) = &peer.body {
+                body_peers.push((id, socket("peers.body", body)?));
+            }
         }
         let config = SequencerFileConfig {
             key_file: relative(raw.key_file),
@@ -297,6 +312,11 @@ impl SequencerFileConfig {
                     .transpose()?,
             },
             peers,
+            body_listen: raw
+                .body_listen
+                .map(|text| socket("body_listen", &text))
+                .transpose()?,
+            body_peers,
         };
         config.check().map_err(malformed)?;
         Ok(config)
@@ -400,6 +420,22 @@ mesh = "10.0.0.2:7601"
         );
         assert_eq!(config.peers.len(), 1);
         assert_eq!(config.chain.registry, None);
+        assert_eq!((config.body_listen, config.body_peers.len()), (None, 0));
+        let with_bodies = FULL
+            .replace(
+                "metrics_listen = \"127.0.0.1:9600\"",
+                "metrics_listen = \"127.0.0.1:9600\"\nbody_listen = \"127.0.0.1:7602\"",
+            )
+            .replace(
+                "mesh = \"10.0.0.2:7601\"",
+                "mesh = \"10.0.0.2:7601\"\nbody = \"10.0.0.2:7602\"",
+            );
+        let bodies = SequencerFileConfig::parse(&with_bodies, None, "f").unwrap();
+        assert_eq!(bodies.body_listen, Some("127.0.0.1:7602".parse().unwrap()));
+        assert_eq!(
+            bodies.body_peers,
+            vec![(config.peers[0].0, "10.0.0.2:7602".parse().unwrap())]
+        );
         let config = config
             .with(Overrides {
                 chain_id: Some(7),
@@ -438,6 +474,10 @@ mesh = "10.0.0.2:7601"
                 "{FULL}\n[[peers]]\nid = \"0x1111111111111111111111111111111111111111\"\nmesh = \"10.0.0.3:7601\"\n"
             ),
             FULL.replace("key_file = \"sequencer.key\"\n", ""),
+            FULL.replace(
+                "mesh = \"10.0.0.2:7601\"",
+                "mesh = \"10.0.0.2:7601\"\nbody = \"nowhere\"",
+            ),
         ];
         for (index, text) in cases.iter().enumerate() {
             assert!(

@@ -297,7 +297,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 executed,
                 wal: Some((wal, recovered)),
                 consensus_dir: Some(config.consensus_dir()),
-            bodies: None,
+                bodies: body_exchange(&config, keys.operator())?,
             },
         )
         .await
@@ -599,4 +599,33 @@ fn tempfile_dir(parent: &Path) -> anyhow::Result<PathBuf> {
     ));
     std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
+}
+
+/// The body exchange with the peers ([`sequencer::bodies`]), if `body_listen` is set: a server
+/// bound there with a certificate bound to the operator key, and pulls from the `[[peers]]`
+/// that name a `body` endpoint.
+fn body_exchange(
+    config: &SequencerFileConfig,
+    key: &primitives::AccountKey,
+) -> anyhow::Result<Option<sequencer::node::Bodies>> {
+    let Some(listen) = config.body_listen else {
+        return Ok(None);
+    };
+    let cache = Arc::new(sequencer::bodies::BodyCache::default());
+    let server = sequencer::bodies::BodyServer::bind(listen, key, cache.clone())
+        .with_context(|| format!("body listen {listen}"))?;
+    let bind = if listen.is_ipv4() {
+        std::net::SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        std::net::SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))
+    };
+    let origins =
+        sequencer::bodies::Origins::new(bind, config.body_peers.iter().copied().collect())
+            .context("body client endpoint")?;
+    info!(target: "sequencer", listen = %server.local_addr(), peers = config.body_peers.len(), "serving block bodies over QUIC");
+    Ok(Some(sequencer::node::Bodies {
+        cache,
+        server,
+        origins: Arc::new(origins),
+    }))
 }
