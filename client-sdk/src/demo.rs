@@ -40,10 +40,23 @@ pub fn game_move_declaring(
     cell: u64,
     declared_cell: u64,
 ) -> Transaction {
+    game_move_at(GAME_ADDRESS, player, chain_id, nonce, cell, declared_cell)
+}
+
+/// [`game_move_declaring`] for a copy of the game deployed at `game` (benchmarks spread many
+/// over the address space).
+pub fn game_move_at(
+    game: Address,
+    player: Address,
+    chain_id: u64,
+    nonce: u64,
+    cell: u64,
+    declared_cell: u64,
+) -> Transaction {
     Transaction {
         chain_id,
         nonce,
-        to: GAME_ADDRESS,
+        to: game,
         value: U256::ZERO,
         data: Bytes::from(U256::from(cell).to_be_bytes::<32>().to_vec()),
         gas_limit: MOVE_GAS_LIMIT,
@@ -56,7 +69,7 @@ pub fn game_move_declaring(
                     slot: slot_of(&player),
                     write: Some(DeclaredWrite::Exact(U256::from(declared_cell))),
                 }],
-                ..AccountAccess::read(GAME_ADDRESS)
+                ..AccountAccess::read(game)
             },
         ]),
     }

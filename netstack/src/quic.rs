@@ -214,21 +214,27 @@ pub fn client_endpoint(
     for certificate in trusted {
         roots.add(certificate.clone())?;
     }
-    let mut tls = rustls::ClientConfig::builder_with_provider(crypto_provider())
+    let tls = rustls::ClientConfig::builder_with_provider(crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = QuicClientConfig::try_from(tls)
-        .map_err(|_| QuicError::Tls(rustls::Error::General("no QUIC cipher suite".into())))?;
-    let mut config = ClientConfig::new(Arc::new(crypto));
-    config.transport_config(transport_config());
+    let config = client_config(tls)?;
     let mut endpoint = Endpoint::client(bind).map_err(|source| QuicError::Bind {
         address: bind,
         source,
     })?;
     endpoint.set_default_client_config(config);
     Ok(endpoint)
+}
+
+/// A QUIC client configuration over `tls`, with our ALPN and transport.
+fn client_config(mut tls: rustls::ClientConfig) -> Result<ClientConfig, QuicError> {
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = QuicClientConfig::try_from(tls)
+        .map_err(|_| QuicError::Tls(rustls::Error::General("no QUIC cipher suite".into())))?;
+    let mut config = ClientConfig::new(Arc::new(crypto));
+    config.transport_config(transport_config());
+    Ok(config)
 }
 
 /// Connects to a Tickrate server at `address`.
@@ -262,11 +268,11 @@ fn binding_prehash(spki: &[u8]) -> B256 {
     keccak256([BINDING_DOMAIN, spki].concat())
 }
 
-/// The node whose key signed `certificate`'s public key in its binding extension.
-pub fn bound_node(certificate: &CertificateDer<'_>) -> Result<NodeId, BindingError> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref())
-        .map_err(|_| BindingError::Malformed)?;
-    let extension = parsed
+/// The value of `certificate`'s binding extension, if it has one.
+fn binding_of<'a>(
+    certificate: &'a x509_parser::certificate::X509Certificate<'_>,
+) -> Option<&'a [u8]> {
+    certificate
         .extensions()
         .iter()
         .find(|extension| {
@@ -275,8 +281,15 @@ pub fn bound_node(certificate: &CertificateDer<'_>) -> Result<NodeId, BindingErr
                 .iter()
                 .is_some_and(|arcs| arcs.eq(BINDING_EXTENSION_OID.iter().copied()))
         })
-        .ok_or(BindingError::Unbound)?;
-    let signature: [u8; SIGNATURE_BYTES] = match extension.value {
+        .map(|extension| extension.value)
+}
+
+/// The node whose key signed `certificate`'s public key in its binding extension.
+pub fn bound_node(certificate: &CertificateDer<'_>) -> Result<NodeId, BindingError> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref())
+        .map_err(|_| BindingError::Malformed)?;
+    let value = binding_of(&parsed).ok_or(BindingError::Unbound)?;
+    let signature: [u8; SIGNATURE_BYTES] = match value {
         [0x04, len, rest @ ..] if usize::from(*len) == SIGNATURE_BYTES => {
             rest.try_into().map_err(|_| BindingError::BadSignature)?
         }
@@ -360,16 +373,12 @@ pub async fn connect_to_node(
     node: NodeId,
 ) -> Result<Connection, QuicError> {
     let provider = crypto_provider();
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+    let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(NodeVerifier { node, provider }))
         .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = QuicClientConfig::try_from(tls)
-        .map_err(|_| QuicError::Tls(rustls::Error::General("no QUIC cipher suite".into())))?;
-    let mut config = ClientConfig::new(Arc::new(crypto));
-    config.transport_config(transport_config());
+    let config = client_config(tls)?;
     Ok(endpoint.connect_with(config, address, SERVER_NAME)?.await?)
 }
 
@@ -567,18 +576,7 @@ mod tests {
         let genuine = QuicIdentity::for_node(&node).expect("identity");
         let (_, parsed) =
             x509_parser::parse_x509_certificate(genuine.certificate.as_ref()).expect("parses");
-        let binding = parsed
-            .extensions()
-            .iter()
-            .find(|extension| {
-                extension
-                    .oid
-                    .iter()
-                    .is_some_and(|arcs| arcs.eq(BINDING_EXTENSION_OID.iter().copied()))
-            })
-            .expect("a binding")
-            .value
-            .to_vec();
+        let binding = binding_of(&parsed).expect("a binding").to_vec();
         // Mallory's own key pair, with the node's binding pasted in.
         let key_pair = rcgen::KeyPair::generate().expect("key pair");
         let mut params =

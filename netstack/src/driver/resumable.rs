@@ -93,20 +93,28 @@ impl ResumableConnection {
     /// Opens a new session (random ID) on `connection`, announces it and waits for the peer
     /// to answer (at most [`RESUME_HANDSHAKE_TIMEOUT`]).
     pub async fn open(connection: KcpConnection) -> Result<ResumableConnection, ResumeError> {
+        let mut this = Self::fresh(connection.peer_id(), None)?;
+        this.attach(connection).await?;
+        Ok(this)
+    }
+
+    /// A new client session (random ID) with no connection yet.
+    fn fresh(
+        peer: Option<NodeId>,
+        redialer: Option<Redialer>,
+    ) -> Result<ResumableConnection, ResumeError> {
         // Drivers may use real randomness; the cores never do.
         let id = OsRng
             .try_next_u64()
             .map_err(|_| ResumeError::NoRandomness)?;
-        let mut this = ResumableConnection {
+        Ok(ResumableConnection {
             session: ResumableSession::new(id),
             connection: None,
-            peer: connection.peer_id(),
+            peer,
             takeovers: None,
-            redialer: None,
+            redialer,
             epoch: tokio::time::Instant::now(),
-        };
-        this.attach(connection).await?;
-        Ok(this)
+        })
     }
 
     /// Opens a new session on a connection from `dial`, like [`open`](Self::open), and keeps
@@ -117,21 +125,14 @@ impl ResumableConnection {
         dial: Dial,
         policy: RedialPolicy,
     ) -> Result<ResumableConnection, ResumeError> {
-        let id = OsRng
-            .try_next_u64()
-            .map_err(|_| ResumeError::NoRandomness)?;
-        let mut this = ResumableConnection {
-            session: ResumableSession::new(id),
-            connection: None,
-            peer: None,
-            takeovers: None,
-            redialer: Some(Redialer {
+        let mut this = Self::fresh(
+            None,
+            Some(Redialer {
                 dial,
                 policy,
                 redials: 0,
             }),
-            epoch: tokio::time::Instant::now(),
-        };
+        )?;
         this.redial().await?;
         if let Some(redialer) = this.redialer.as_mut() {
             redialer.redials = 0;

@@ -25,15 +25,22 @@ fn reply(index: u32) -> Vec<u8> {
     [b"ack ".as_slice(), &numbered(index)].concat()
 }
 
-#[tokio::test]
-async fn a_session_resumes_on_a_new_link_without_losing_or_reordering_a_message() {
+/// A resumable server that answers every message with `ack <message>` and reports each, with
+/// its session's counters, to the test in the order delivered.
+struct Echo {
+    server: KcpServer,
+    _acceptor: ResumeAcceptor,
+    delivered: mpsc::UnboundedReceiver<(Vec<u8>, netstack::resume::ResumeStats)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn echo_server() -> Echo {
     let (server, incoming) = KcpServer::bind(loopback(), KcpConfig::default())
         .await
         .expect("bind");
-    let (_acceptor, mut sessions) = ResumeAcceptor::start(incoming);
-    // The server answers every message and reports each to the test, in the order delivered.
-    let (seen, mut delivered) = mpsc::unbounded_channel();
-    let echo = tokio::spawn(async move {
+    let (acceptor, mut sessions) = ResumeAcceptor::start(incoming);
+    let (seen, delivered) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
         let mut session = sessions.recv().await.expect("a session");
         loop {
             let message = session.recv().await.expect("a server resumes by itself");
@@ -44,6 +51,22 @@ async fn a_session_resumes_on_a_new_link_without_losing_or_reordering_a_message(
             let _ = seen.send((message, session.stats()));
         }
     });
+    Echo {
+        server,
+        _acceptor: acceptor,
+        delivered,
+        task,
+    }
+}
+
+#[tokio::test]
+async fn a_session_resumes_on_a_new_link_without_losing_or_reordering_a_message() {
+    let Echo {
+        server,
+        _acceptor,
+        mut delivered,
+        task: echo,
+    } = echo_server().await;
 
     let first_link = LossyLink::start(loopback(), server.local_addr(), lossy(5))
         .await
@@ -190,23 +213,13 @@ async fn a_redialing_session_resumes_by_itself_each_time_its_link_dies() {
 
     use netstack::driver::RedialPolicy;
 
-    let (server, incoming) = KcpServer::bind(loopback(), KcpConfig::default())
-        .await
-        .expect("bind");
+    let Echo {
+        server,
+        _acceptor,
+        mut delivered,
+        task: echo,
+    } = echo_server().await;
     let server_addr = server.local_addr();
-    let (_acceptor, mut sessions) = ResumeAcceptor::start(incoming);
-    let (seen, mut delivered) = mpsc::unbounded_channel();
-    let echo = tokio::spawn(async move {
-        let mut session = sessions.recv().await.expect("a session");
-        loop {
-            let message = session.recv().await.expect("a server resumes by itself");
-            session
-                .send(&[b"ack ".as_slice(), &message].concat())
-                .await
-                .expect("reply");
-            let _ = seen.send(message);
-        }
-    });
 
     // Every dial goes through a fresh lossy path; the test cuts the live one at will.
     let paths: Arc<Mutex<Vec<LossyLink>>> = Arc::default();
@@ -257,7 +270,7 @@ async fn a_redialing_session_resumes_by_itself_each_time_its_link_dies() {
     assert_eq!(client.stats().delivered, u64::from(next));
 
     for index in 0..next {
-        let message = guarded("server saw", delivered.recv())
+        let (message, _) = guarded("server saw", delivered.recv())
             .await
             .expect("the echo runs");
         assert_eq!(message, numbered(index));

@@ -178,6 +178,26 @@ impl Group {
     }
 }
 
+/// Feeds each case to `core` and checks it is refused with its error and changes nothing: no
+/// state, no transmit, no event, one more refusal counted.
+fn assert_refused(
+    core: &mut GroupBft,
+    now: Instant,
+    cases: Vec<(&str, NodeId, Vec<u8>, GroupError)>,
+) {
+    let before = core.fingerprint();
+    let refused_before = core.stats().messages_refused;
+    let count = cases.len() as u64;
+    for (what, sender, bytes, expected) in cases {
+        let result = core.step(now, Origin::Peer(sender), GroupInput::Message(bytes));
+        assert_eq!(result, Err(expected), "{what}");
+        assert_eq!(core.fingerprint(), before, "{what} changed nothing");
+        assert!(core.poll_transmit(now).is_none(), "{what}");
+        assert!(core.poll_event().is_none(), "{what}");
+    }
+    assert_eq!(core.stats().messages_refused, refused_before + count);
+}
+
 fn root(byte: u8) -> B256 {
     B256::repeat_byte(byte)
 }
@@ -245,8 +265,6 @@ fn bad_or_stale_group_messages_are_refused_with_typed_errors_and_change_nothing(
     group.roots(10, &[root(1); 8]);
     group.roots(20, &[root(2); 8]);
     let target = 3;
-    let before = group.cores[target].fingerprint();
-    let refused_before = group.cores[target].stats().messages_refused;
     let primary = group.operators[0].clone();
     let view = group.cores[target].view();
     let sequence = group.cores[target].replica().last_committed() + 1;
@@ -425,26 +443,7 @@ fn bad_or_stale_group_messages_are_refused_with_typed_errors_and_change_nothing(
             }),
         ),
     ];
-    let count = cases.len() as u64;
-    for (what, sender, bytes, expected) in cases {
-        let result =
-            group.cores[target].step(group.now, Origin::Peer(sender), GroupInput::Message(bytes));
-        assert_eq!(result, Err(expected), "{what}");
-        assert_eq!(
-            group.cores[target].fingerprint(),
-            before,
-            "{what} changed nothing"
-        );
-        assert!(
-            group.cores[target].poll_transmit(group.now).is_none(),
-            "{what}"
-        );
-        assert!(group.cores[target].poll_event().is_none(), "{what}");
-    }
-    assert_eq!(
-        group.cores[target].stats().messages_refused,
-        refused_before + count
-    );
+    assert_refused(&mut group.cores[target], group.now, cases);
     // A peer cannot give a member its own root; the owner cannot send as a peer.
     assert_eq!(
         group.cores[target].step(
@@ -619,8 +618,6 @@ fn bad_eviction_votes_are_refused_with_typed_errors_and_change_nothing() {
     let mut group = Group::new();
     rounds(&mut group, 1, 2);
     let target = 0;
-    let before = group.cores[target].fingerprint();
-    let refused_before = group.cores[target].stats().messages_refused;
     let evidence = EvictionEvidence {
         group: GROUP,
         epoch: EPOCH,
@@ -697,22 +694,7 @@ fn bad_eviction_votes_are_refused_with_typed_errors_and_change_nothing() {
             GroupError::NotMember(NodeId(Address::repeat_byte(0x99))),
         ),
     ];
-    let count = cases.len() as u64;
-    for (what, sender, bytes, expected) in cases {
-        let result =
-            group.cores[target].step(group.now, Origin::Peer(sender), GroupInput::Message(bytes));
-        assert_eq!(result, Err(expected), "{what}");
-        assert_eq!(
-            group.cores[target].fingerprint(),
-            before,
-            "{what} changed nothing"
-        );
-        assert!(group.cores[target].poll_event().is_none(), "{what}");
-    }
-    assert_eq!(
-        group.cores[target].stats().messages_refused,
-        refused_before + count
-    );
+    assert_refused(&mut group.cores[target], group.now, cases);
     // A well-formed vote is taken (it alone is no quorum).
     assert_eq!(
         group.cores[target].step(

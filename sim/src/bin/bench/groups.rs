@@ -36,8 +36,8 @@ use std::{
 use anyhow::Context;
 use execution::{AccountState, DurableState, ExecutionEnv, InMemoryState, execute};
 use primitives::{
-    AccountAccess, AccountKey, Address, B256, Batch, BlockBody, BlockHeader, Bytes, DeclaredWrite,
-    FinalizedBatch, NodeId, SignedTransaction, SlotAccess, SpaceAccessList, Transaction, U256,
+    AccountAccess, AccountKey, Address, B256, Batch, BlockBody, BlockHeader, FinalizedBatch,
+    NodeId, SignedTransaction, SlotAccess, SpaceAccessList, U256,
     bls::{BlsSecretKey, Certificate},
     codec::Encode,
     keccak256,
@@ -46,7 +46,7 @@ use shard_node::{
     ShardNetwork, ShardNode, groups::GroupMap, network::ROOT_COMMIT_INTERVAL_BATCHES,
 };
 use sim::{
-    game::{BOARD_CELLS, MOVE_GAS_LIMIT, game_code, slot_of},
+    game::{BOARD_CELLS, game_code},
     report::{BenchReport, Op},
 };
 use upper_chain::{EmbeddedChain, UpperChain};
@@ -370,28 +370,7 @@ impl Outcome {
 
 /// A game move of `key`'s piece to `cell` in the game at `game`.
 fn game_move(key: &AccountKey, game: Address, nonce: u64, cell: u64) -> SignedTransaction {
-    let player = key.address();
-    Transaction {
-        chain_id: CHAIN_ID,
-        nonce,
-        to: game,
-        value: U256::ZERO,
-        data: Bytes::from(U256::from(cell).to_be_bytes::<32>().to_vec()),
-        gas_limit: MOVE_GAS_LIMIT,
-        gas_price: 0,
-        sponsor: None,
-        access_list: SpaceAccessList::new([
-            AccountAccess::read(player),
-            AccountAccess {
-                storage: vec![SlotAccess {
-                    slot: slot_of(&player),
-                    write: Some(DeclaredWrite::Exact(U256::from(cell))),
-                }],
-                ..AccountAccess::read(game)
-            },
-        ]),
-    }
-    .sign(key)
+    client_sdk::demo::game_move_at(game, key.address(), CHAIN_ID, nonce, cell, cell).sign(key)
 }
 
 /// A finalized batch of one block holding `body` (execution checks the body against the
