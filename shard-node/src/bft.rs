@@ -706,7 +706,7 @@ impl GroupBft {
                 .validators
                 .get(usize::from(vote.offender))
                 .map(|member| member.id);
-            warn!(target: "shard_node::bft", group = %self.config.group, member = %self.id(),
+            debug!(target: "shard_node::bft", group = %self.config.group, member = %self.id(),
                 offender = ?offender, rounds = EVICTION_SILENT_ROUNDS, "voting out a silent member");
             let own = self.id();
             for member in self.validators.validators() {

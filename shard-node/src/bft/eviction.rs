@@ -5,7 +5,8 @@
 //! transport (which proves the sender) and names this epoch and group. A member that answers
 //! nothing for [`EVICTION_SILENT_ROUNDS`] rounds in a row is voted out: the member signs, with
 //! its BLS key, the [`Departure`] that evicts it from the next registry epoch, and sends the
-//! vote to the group. The evidence in that departure is the same bytes for every voter
+//! vote to the group, again every round until it holds a quorum of votes itself (a vote lost on
+//! the way is sent again; a vote it already checked is not checked twice). The evidence in that departure is the same bytes for every voter
 //! ([`EvictionEvidence`]: the group, its epoch and the rule), so the votes aggregate; a quorum
 //! of them (6 of 8) is a [`Certificate`] the upper chain checks against the group's keys
 //! ([`upper_chain::DepartureProof::GroupCertificate`]).
@@ -218,8 +219,8 @@ impl Liveness {
         }
     }
 
-    /// This member started a round. Returns the members it now votes out, each with its own
-    /// vote (signed with `bls`), to send to the group.
+    /// This member started a round. Returns its votes to send to the group: against each member
+    /// silent for long enough whose eviction it has not seen through (signed with `bls` once).
     pub(crate) fn round(&mut self, bls: &BlsSecretKey) -> Vec<EvictionVote> {
         let mut cast = Vec::new();
         for member in 0..self.silent.len() {
@@ -227,18 +228,24 @@ impl Liveness {
                 continue;
             }
             self.silent[member] = self.silent[member].saturating_add(1);
-            if self.silent[member] >= EVICTION_SILENT_ROUNDS
-                && !self.voted[member]
-                && !self.evicted[member]
-            {
-                self.voted[member] = true;
-                let signature = bls.sign(&self.signing_bytes_against(member));
-                self.votes[member].insert(self.own, signature);
-                cast.push(EvictionVote {
-                    offender: u16::try_from(member).expect("groups are small"),
-                    signature,
-                });
+            if self.silent[member] < EVICTION_SILENT_ROUNDS || self.evicted[member] {
+                continue;
             }
+            // Sent again every round until the eviction is through here: a vote lost on the way
+            // is not lost for good.
+            let signature = match self.votes[member].get(&self.own) {
+                Some(signature) if self.voted[member] => *signature,
+                _ => {
+                    self.voted[member] = true;
+                    let signature = bls.sign(&self.signing_bytes_against(member));
+                    self.votes[member].insert(self.own, signature);
+                    signature
+                }
+            };
+            cast.push(EvictionVote {
+                offender: u16::try_from(member).expect("groups are small"),
+                signature,
+            });
         }
         cast
     }
@@ -259,6 +266,10 @@ impl Liveness {
         }
         if offender == voter {
             return Err(VoteError::SelfEviction);
+        }
+        // A vote sent again is the one already checked.
+        if self.votes[offender].get(&voter) == Some(&vote.signature) {
+            return Ok(());
         }
         let key = keys.get(voter).ok_or(VoteError::BadSignature)?;
         key.verify(&self.signing_bytes_against(offender), &vote.signature)

@@ -706,3 +706,26 @@ fn bad_eviction_votes_are_refused_with_typed_errors_and_change_nothing() {
     );
     assert!(group.cores[target].poll_event().is_none());
 }
+
+#[test]
+fn eviction_votes_lost_on_the_way_are_sent_again_until_a_quorum_holds_them() {
+    let mut group = Group::new();
+    let silent = 3;
+    group.down.insert(silent);
+    rounds(&mut group, 1, u64::from(EVICTION_SILENT_ROUNDS) - 1);
+    // The round in which every member votes loses every message.
+    group.down.extend(0..8);
+    rounds(&mut group, u64::from(EVICTION_SILENT_ROUNDS), 1);
+    assert!(group.evictions.is_empty(), "no vote arrived anywhere");
+    // The next round's messages arrive: the votes go again, and the eviction goes through.
+    group.down = BTreeSet::from([silent]);
+    rounds(&mut group, u64::from(EVICTION_SILENT_ROUNDS) + 1, 1);
+    let reporters: BTreeSet<usize> = group.evictions.iter().map(|(index, _)| *index).collect();
+    assert_eq!(reporters, (0..8).filter(|index| *index != silent).collect());
+    assert!(
+        group
+            .evictions
+            .iter()
+            .all(|(_, eviction)| eviction.departure.node == group.ids[silent])
+    );
+}
