@@ -90,6 +90,12 @@ pub trait GroupTransport: Send + fmt::Debug {
     fn arrivals(&self) -> Option<Arc<Notify>> {
         None
     }
+
+    /// The groups changed to those of `snapshot` (a new registry epoch): peers and addresses
+    /// follow. Nothing to do for a transport that reaches every member.
+    fn regroup(&mut self, snapshot: &upper_chain::RegistrySnapshot) {
+        let _ = snapshot;
+    }
 }
 
 /// Group messages queued at most in the in-memory transport: far above what the rounds of all

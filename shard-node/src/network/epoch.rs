@@ -187,6 +187,7 @@ impl ShardNetwork {
             self.transport.stop(id);
             info!(target: "shard_node", node = %id, epoch, "node left the network at the epoch boundary");
         }
+        self.transport.regroup(&snapshot);
         self.snapshot = snapshot;
         self.ids = ids;
         self.groups = next_groups;

@@ -41,7 +41,7 @@ use std::{
 use netstack::{
     driver::{KcpClient, KcpConnection, KcpServer},
     kcp::KcpConfig,
-    secure::{NodeIdentity, PeerPolicy},
+    secure::{AllowList, NodeIdentity, PeerPolicy},
 };
 use parking_lot::Mutex;
 use primitives::NodeId;
@@ -111,6 +111,8 @@ pub struct GroupEndpoint {
     identity: NodeIdentity,
     local_addr: SocketAddr,
     peers: BTreeSet<NodeId>,
+    /// Whom its socket admits: its peers, replaced when the groups change.
+    allowed: AllowList,
     config: KcpConfig,
     slot: Arc<Mutex<Slot>>,
     /// Sessions accepted before the endpoint joined a transport.
@@ -129,7 +131,8 @@ impl GroupEndpoint {
         config: KcpConfig,
         peers: BTreeSet<NodeId>,
     ) -> io::Result<GroupEndpoint> {
-        let policy = PeerPolicy::Only(peers.iter().copied().collect());
+        let allowed = AllowList::new(peers.iter().copied());
+        let policy = PeerPolicy::Listed(allowed.clone());
         let (server, accepted) =
             KcpServer::bind_secure(addr, config.clone(), identity.clone(), policy).await?;
         let local_addr = server.local_addr();
@@ -142,6 +145,7 @@ impl GroupEndpoint {
             identity,
             local_addr,
             peers,
+            allowed,
             config,
             slot: Arc::new(Mutex::new(slot)),
             accepted: Some(accepted),
@@ -336,7 +340,7 @@ impl GroupTransport for NetstackTransport {
             endpoint.identity.clone(),
             endpoint.local_addr,
             endpoint.config.clone(),
-            PeerPolicy::Only(endpoint.peers.iter().copied().collect()),
+            PeerPolicy::Listed(endpoint.allowed.clone()),
             endpoint.slot.clone(),
             generation,
             self.inbound_sender.clone(),
@@ -363,6 +367,20 @@ impl GroupTransport for NetstackTransport {
 
     fn arrivals(&self) -> Option<Arc<Notify>> {
         Some(self.arrivals.clone())
+    }
+
+    fn regroup(&mut self, snapshot: &upper_chain::RegistrySnapshot) {
+        let peers = super::group_peers(&snapshot.ids());
+        self.directory = Self::directory_of(snapshot);
+        for (node, endpoint) in &mut self.endpoints {
+            let next = peers.get(node).cloned().unwrap_or_default();
+            // Sessions already open stay; what they carry from a node outside the groups is
+            // refused by the cores.
+            endpoint.allowed.replace(next.iter().copied());
+            endpoint.links.retain(|to, _| next.contains(to));
+            endpoint.peers = next;
+        }
+        debug!(target: "shard_node::transport", epoch = snapshot.epoch, "group peers replaced");
     }
 }
 

@@ -591,4 +591,47 @@ fn an_unreachable_member_is_evicted_over_netstack_and_the_next_epochs_groups_exc
             .contains(&unreachable),
         "it serves out the epoch it was evicted in"
     );
+
+    // The epoch turns: the evicted node leaves, the next nearest node takes its place in the
+    // counter's group with the group's accounts, its socket now admits its new peers, and the
+    // new group certifies the reference roots over netstack.
+    chain.advance_epoch();
+    let mut change = None;
+    assert!(
+        net.run_until(ROUND_BUDGET, |network| {
+            change = network.enter_epoch().ok().flatten();
+            change.is_some()
+        }),
+        "the network enters the next epoch once its rounds are certified"
+    );
+    let change = change.expect("entered");
+    assert_eq!(change.departed, vec![unreachable]);
+    let (counter_group, members) = net.counter_group();
+    assert!(!members.contains(&unreachable));
+    let newcomer = *members
+        .iter()
+        .find(|id| !before_members(&chain, epoch).contains(id))
+        .expect("someone took its place");
+    assert!(change.synced.get(&newcomer).is_some_and(|count| *count > 0));
+    let group = BTreeSet::from([counter_group]);
+    let last = u64::from(EVICTION_SILENT_ROUNDS) * INTERVAL;
+    net.batch();
+    net.batch();
+    assert!(
+        net.wait_certified(&group, last + INTERVAL, ROUND_BUDGET),
+        "the new group certifies over netstack"
+    );
+    net.assert_certified_roots(&group, last + INTERVAL);
+    // The newcomer took part: it saw the round certified, with its own root.
+    let stats = net.network.group_stats(&counter_group);
+    assert_eq!(stats[&newcomer].certified, 1);
+    assert_eq!(stats[&newcomer].certified_not_own, 0);
+}
+
+/// The counter's group in registry epoch `epoch`.
+fn before_members(chain: &EmbeddedChain, epoch: u64) -> Vec<NodeId> {
+    chain
+        .registry_snapshot(epoch)
+        .expect("reads")
+        .group_of(&COUNTER)
 }
