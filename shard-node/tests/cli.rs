@@ -336,3 +336,94 @@ fn an_operator_changes_its_wallet_and_features_and_no_one_else_can() {
     assert!(reset.wallet_features.is_empty());
     assert_eq!(chain.owner.wallet_nonce(&id).unwrap(), 2);
 }
+
+#[test]
+fn an_evicted_node_sees_why_in_its_status() {
+    use shard_node::{ShardNode, bft::EvictionEvidence};
+    use upper_chain::{DepartureProof, group_id};
+
+    let chain = served_chain();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, id) = keygen(dir.path(), "node.key");
+    let config = write_config(
+        dir.path(),
+        "node.toml",
+        "node.key",
+        &chain.url,
+        CHAIN_ID,
+        "",
+    );
+    let config = config.to_str().unwrap();
+    let register = shard_node(&["register", "--config", config], &[]);
+    assert!(register.status.success(), "{}", stderr(&register));
+    // Seven more nodes make a group of eight with it.
+    let others: Vec<ShardNode> = (0..7)
+        .map(|seed| ShardNode::from_seed(900 + seed))
+        .collect();
+    for node in &others {
+        let (registration, signature) = node.registration("peer".into(), Address::ZERO, vec![]);
+        chain.owner.register_node(registration, &signature).unwrap();
+    }
+    chain.owner.advance_epoch();
+    let epoch = chain.owner.epoch().unwrap();
+    let mut members = chain
+        .owner
+        .registry_snapshot(epoch)
+        .unwrap()
+        .group_of(&Address::repeat_byte(0x42));
+    members.sort();
+    assert_eq!(members.len(), 8);
+    assert!(members.contains(&id));
+
+    // Six of the others vote it out, as their group cores would.
+    let evidence = EvictionEvidence {
+        group: group_id(&members),
+        epoch,
+        silent_rounds: shard_node::bft::EVICTION_SILENT_ROUNDS,
+    };
+    let departure = evidence.departure(id);
+    let votes: Vec<(usize, primitives::bls::BlsSignature)> = others
+        .iter()
+        .take(6)
+        .map(|node| {
+            let index = members
+                .iter()
+                .position(|member| *member == node.id())
+                .unwrap();
+            (index, node.bls().sign(&departure.signing_bytes()))
+        })
+        .collect();
+    let certificate = primitives::bls::Certificate::aggregate(&votes).unwrap();
+    chain
+        .owner
+        .record_departure(
+            departure,
+            &DepartureProof::GroupCertificate {
+                members: members.clone(),
+                certificate,
+            },
+        )
+        .unwrap();
+
+    let status = shard_node(&["status", "--config", config], &[]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    let text = stdout(&status);
+    assert_eq!(line(&text, "state"), "departed");
+    assert_eq!(
+        line(&text, "departure_reason"),
+        format!(
+            "evicted: its group {} of epoch {epoch} heard nothing from it in 6 rounds in a row",
+            group_id(&members)
+        )
+    );
+    let status = shard_node(&["status", "--config", config, "--json"], &[]);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(json["departure"]["kind"], "Eviction");
+    assert_eq!(json["departure"]["epoch"], epoch + 1);
+    assert!(
+        json["departure"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("heard nothing from it in 6 rounds")
+    );
+}
