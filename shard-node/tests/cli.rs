@@ -95,6 +95,14 @@ fn write_config(
     path
 }
 
+/// A new key in `dir` and the configuration of a node using it on `chain`, with no payout
+/// features; the node's ID and the configuration's path.
+fn operator(dir: &Path, chain: &Chain) -> (NodeId, PathBuf) {
+    let (_, id) = keygen(dir, "node.key");
+    let config = write_config(dir, "node.toml", "node.key", &chain.url, CHAIN_ID, "");
+    (id, config)
+}
+
 #[test]
 fn an_operator_generates_a_key_registers_once_and_sees_its_status() {
     let chain = served_chain();
@@ -251,15 +259,7 @@ fn a_wrong_chain_an_unknown_url_or_bad_features_are_clear_errors_and_register_no
 fn an_operator_changes_its_wallet_and_features_and_no_one_else_can() {
     let chain = served_chain();
     let dir = tempfile::tempdir().unwrap();
-    let (_, id) = keygen(dir.path(), "node.key");
-    let config = write_config(
-        dir.path(),
-        "node.toml",
-        "node.key",
-        &chain.url,
-        CHAIN_ID,
-        "",
-    );
+    let (id, config) = operator(dir.path(), &chain);
     let config = config.to_str().unwrap();
 
     // Not registered yet: nothing to change.
@@ -344,15 +344,7 @@ fn an_evicted_node_sees_why_in_its_status() {
 
     let chain = served_chain();
     let dir = tempfile::tempdir().unwrap();
-    let (_, id) = keygen(dir.path(), "node.key");
-    let config = write_config(
-        dir.path(),
-        "node.toml",
-        "node.key",
-        &chain.url,
-        CHAIN_ID,
-        "",
-    );
+    let (id, config) = operator(dir.path(), &chain);
     let config = config.to_str().unwrap();
     let register = shard_node(&["register", "--config", config], &[]);
     assert!(register.status.success(), "{}", stderr(&register));
