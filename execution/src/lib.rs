@@ -49,6 +49,7 @@ pub mod schedule;
 pub mod slice;
 pub mod state;
 pub mod trie;
+pub mod wire;
 
 pub use batch::ExecutedBatch;
 pub use database::SliceDatabase;

@@ -92,6 +92,11 @@ pub enum FailureReason {
     /// A session key acted outside what its grant allows when the move ran, or a grant or
     /// revocation was refused.
     Session(SessionRefusal),
+    /// The executing group did not receive a proven slice of this account from the group that
+    /// holds it (every holder down, or every shipment failed its proof). The move did not run and
+    /// consumes nothing: the decision is taken once for the group, from the shipments it received,
+    /// so every member records the same failure.
+    SliceUnavailable(Address),
 }
 
 impl Encode for FailureReason {
@@ -126,6 +131,10 @@ impl Encode for FailureReason {
                 out.push(9);
                 refusal.encode(out);
             }
+            FailureReason::SliceUnavailable(address) => {
+                out.push(10);
+                address.encode(out);
+            }
         }
     }
 }
@@ -146,6 +155,7 @@ impl Decode for FailureReason {
             7 => FailureReason::InvalidMove,
             8 => FailureReason::WrongDelta(StateItem::decode(decoder)?),
             9 => FailureReason::Session(SessionRefusal::decode(decoder)?),
+            10 => FailureReason::SliceUnavailable(decoder.address()?),
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "failure reason",
@@ -231,6 +241,7 @@ mod tests {
                 expected: 3,
                 got: 9,
             }),
+            FinalityLevel::Failed(FailureReason::SliceUnavailable(Address::repeat_byte(7))),
         ] {
             assert_eq!(FinalityLevel::from_bytes(&level.to_bytes()), Ok(level));
         }

@@ -43,6 +43,7 @@ pub mod identity;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod record;
 pub mod state;
 pub mod transport;
 

@@ -36,6 +36,7 @@ use upper_chain::{ChainError, GroupRootCommitment, RegistrySnapshot, UpperChain,
 use crate::{
     groups::{Group, GroupMap},
     node::ShardNode,
+    record::{ExecutionRecord, RecordedMove},
     state::{NodeState, NodeStateError, merge_change, overlay_writes},
     transport::{GroupTransport, InMemoryTransport},
 };
@@ -105,7 +106,7 @@ pub enum ShardError {
     /// A node cannot be restarted while it holds writes not yet stored.
     #[error("node {0} holds writes not yet stored")]
     PendingWrites(NodeId),
-    /// No member of the holding group shipped a slice that its proof confirms.
+    /// No member of the holding group shipped an account that its proof confirms.
     #[error("no member of group {group} shipped a proven slice of {address}")]
     Unproven {
         /// The holding group.
@@ -189,6 +190,8 @@ pub struct ShardNetwork {
     evictions: Vec<upper_chain::Departure>,
     /// Where the nodes' stores live ([`node_dir`]).
     state_dir: PathBuf,
+    /// The last batch's moves with the slices they ran on and their outcomes.
+    last_record: ExecutionRecord,
     /// Accounts handed over to each node at epoch boundaries, so far.
     accounts_synced: BTreeMap<NodeId, u64>,
     /// Evictions recorded by groups each node is a member of, so far.
@@ -304,6 +307,7 @@ impl ShardNetwork {
             service: service::ServiceTally::default(),
             evictions: Vec::new(),
             state_dir: state_dir.to_path_buf(),
+            last_record: ExecutionRecord::default(),
             accounts_synced: BTreeMap::new(),
             evictions_seen: BTreeMap::new(),
             #[cfg(test)]
@@ -350,6 +354,12 @@ impl ShardNetwork {
     /// [`ShardNetwork::advance`]).
     pub fn last_group_roots(&self) -> &[GroupRootCommitment] {
         &self.last_group_roots
+    }
+
+    /// The execution record of the last batch executed: what anyone needs to re-execute it
+    /// ([`crate::record`]).
+    pub fn last_record(&self) -> &ExecutionRecord {
+        &self.last_record
     }
 
     /// Number of the last executed batch.
@@ -506,38 +516,58 @@ impl ShardNetwork {
 
     /// The slice of `access` shipped by `holders` to a member that does not hold it: stored
     /// values checked against the group's agreed root, with this batch's writes over them.
-    /// Returns the shipping member with the slice.
+    /// Returns the shipping member with the slice, or `None` when no member shipped a slice its
+    /// proof confirms.
     fn ship(
         &mut self,
         access: &AccountAccess,
         holders: &Group,
-    ) -> Result<(NodeId, StateSlice), ShardError> {
+    ) -> Result<Option<(NodeId, StateSlice)>, ShardError> {
+        let shipped = self.first_proven(&access.address, holders, |state, groups| {
+            state.ship(access, holders, groups)
+        })?;
+        Ok(shipped.map(|(id, mut slice, _)| {
+            overlay_writes(&mut slice, &self.batch_writes);
+            (id, slice)
+        }))
+    }
+
+    /// The first shipment of `address` by a member of `holders` whose proof holds against the
+    /// group's agreed root, with its shipper; `None` if no member shipped one. A stopped member
+    /// ships nothing, as a crashed node would not.
+    fn first_proven(
+        &mut self,
+        address: &Address,
+        holders: &Group,
+        mut shipment: impl FnMut(
+            &mut NodeState,
+            &mut GroupMap,
+        ) -> Result<(StateSlice, execution::SliceProof), NodeStateError>,
+    ) -> Result<Option<(NodeId, StateSlice, execution::SliceProof)>, ShardError> {
         let root = self.agreed_root(holders)?;
         for id in holders.members.iter() {
+            if self.stopped.contains(id) {
+                continue;
+            }
             let member = self
                 .members
                 .get_mut(id)
                 .ok_or(ShardError::NotRegistered(*id))?;
-            match member.state.ship(access, holders, &mut self.groups) {
-                Ok((mut slice, proof)) => match proof.verify(&root, &slice) {
-                    Ok(()) => {
-                        overlay_writes(&mut slice, &self.batch_writes);
-                        return Ok((*id, slice));
-                    }
+            match shipment(&mut member.state, &mut self.groups) {
+                Ok((slice, proof)) => match proof.verify(&root, &slice) {
+                    Ok(()) => return Ok(Some((*id, slice, proof))),
                     Err(error) => {
                         self.refused_slices += 1;
-                        warn!(target: "shard_node", node = %id, address = %access.address, %error, "shipped slice refused: its proof does not hold");
+                        warn!(target: "shard_node", node = %id, %address, %error, "shipment refused: its proof does not hold");
                     }
                 },
                 Err(error) => {
-                    warn!(target: "shard_node", node = %id, address = %access.address, %error, "member could not ship a slice");
+                    warn!(target: "shard_node", node = %id, %address, %error, "member could not ship");
                 }
             }
         }
-        Err(ShardError::Unproven {
-            group: holders.id,
-            address: access.address,
-        })
+        warn!(target: "shard_node", group = %holders.id, %address, "no member of the group shipped a proven slice");
+        Ok(None)
     }
 
     /// [`ShardNetwork::advance`] to `now`, then [`ShardNetwork::execute_batch`].
@@ -590,8 +620,8 @@ impl ShardNetwork {
         let mut written = BTreeSet::new();
         self.batch_writes.clear();
         let moves: Vec<&SignedTransaction> = bodies.iter().flat_map(|body| &body.moves).collect();
-        let outcomes = match self.execute_moves(&env, &moves, &mut touched, &mut written) {
-            Ok(outcomes) => outcomes,
+        let results = match self.execute_moves(&env, &moves, &mut touched, &mut written) {
+            Ok(results) => results,
             Err(error) => {
                 // Nothing of a batch that did not finish is kept.
                 for member in self.members.values_mut() {
@@ -604,6 +634,20 @@ impl ShardNetwork {
         };
         self.store_batch(batch.number, &written)?;
         self.last_batch = batch.number;
+        let mut outcomes = Vec::with_capacity(results.len());
+        let mut recorded = Vec::with_capacity(results.len());
+        for (signed, (outcome, slice)) in moves.iter().zip(results) {
+            outcomes.push(outcome.clone());
+            recorded.push(RecordedMove {
+                signed: (*signed).clone(),
+                slice,
+                outcome,
+            });
+        }
+        self.last_record = ExecutionRecord {
+            number: batch.number,
+            moves: recorded,
+        };
         if batch.number.is_multiple_of(self.root_commit_interval) {
             let group_roots = self.commit_roots(batch.number, &touched)?;
             debug!(target: "shard_node", number = batch.number, groups = group_roots.len(), "committed group roots");
@@ -646,7 +690,7 @@ impl ShardNetwork {
         moves: &[&SignedTransaction],
         touched: &mut BTreeMap<B256, Group>,
         written: &mut BTreeSet<B256>,
-    ) -> Result<Vec<MoveOutcome>, ShardError> {
+    ) -> Result<Vec<(MoveOutcome, StateSlice)>, ShardError> {
         let chain_id = self.chain_id;
         let verified: Vec<Result<VerifiedTransaction, B256>> =
             map_on_threads(moves, self.execution_threads, |signed| {
@@ -656,20 +700,18 @@ impl ShardNetwork {
                     hash
                 })
             });
-        let mut outcomes: Vec<Option<MoveOutcome>> = vec![None; moves.len()];
+        // Each move's outcome and the slice it ran on (empty if it did not run).
+        let mut outcomes: Vec<Option<(MoveOutcome, StateSlice)>> = vec![None; moves.len()];
         for wave in waves(&verified) {
             let mut prepared = Vec::with_capacity(wave.len());
             for index in &wave {
                 match &verified[*index] {
                     Ok(tx) => prepared.push((*index, self.prepare_move(tx)?)),
                     Err(hash) => {
-                        outcomes[*index] = Some(MoveOutcome {
-                            hash: *hash,
-                            status: Err(FailureReason::InvalidMove),
-                            gas_used: 0,
-                            logs: Vec::new(),
-                            diff: StateDiff::default(),
-                        });
+                        outcomes[*index] = Some((
+                            not_run(*hash, FailureReason::InvalidMove),
+                            StateSlice::default(),
+                        ));
                     }
                 }
             }
@@ -688,6 +730,13 @@ impl ShardNetwork {
             })
             .into_iter();
             for (index, prepared) in prepared {
+                if let Some(address) = prepared.unavailable {
+                    outcomes[index] = Some((
+                        not_run(prepared.hash, FailureReason::SliceUnavailable(address)),
+                        StateSlice::default(),
+                    ));
+                    continue;
+                }
                 let mine: Vec<MoveOutcome> = results
                     .by_ref()
                     .take(prepared.slices.len())
@@ -722,7 +771,19 @@ impl ShardNetwork {
                 } else {
                     let (shipper, shipment) = match shipped.entry(access.address) {
                         Entry::Occupied(entry) => entry.into_mut(),
-                        Entry::Vacant(entry) => entry.insert(self.ship(access, holder)?),
+                        Entry::Vacant(entry) => match self.ship(access, holder)? {
+                            Some(shipment) => entry.insert(shipment),
+                            // One decision for the whole group, taken before any member runs
+                            // the move: none of them gets this slice.
+                            None => {
+                                return Ok(Prepared {
+                                    hash: tx.hash,
+                                    executing,
+                                    slices: Vec::new(),
+                                    unavailable: Some(access.address),
+                                });
+                            }
+                        },
                     };
                     self.service.slice(self.last_batch + 1, *shipper, *id);
                     shipment
@@ -739,6 +800,7 @@ impl ShardNetwork {
             hash: tx.hash,
             executing,
             slices,
+            unavailable: None,
         })
     }
 
@@ -749,14 +811,23 @@ impl ShardNetwork {
         results: &[MoveOutcome],
         touched: &mut BTreeMap<B256, Group>,
         written: &mut BTreeSet<B256>,
-    ) -> Result<MoveOutcome, ShardError> {
+    ) -> Result<(MoveOutcome, StateSlice), ShardError> {
         let Prepared {
-            hash, executing, ..
+            hash,
+            executing,
+            slices,
+            ..
         } = prepared;
         let outcome =
             agreed(results, executing.members.len()).ok_or_else(|| ShardError::Diverged {
                 what: format!("outcome of {hash}"),
             })?;
+        // The slice of a member that reached the quorum's outcome, for the execution record.
+        let slice = results
+            .iter()
+            .position(|result| *result == outcome)
+            .and_then(|position| slices.into_iter().nth(position))
+            .unwrap_or_default();
         self.service
             .moves(self.last_batch + 1, &executing, results, &outcome);
         touched.insert(executing.id, executing);
@@ -772,7 +843,7 @@ impl ShardNetwork {
             written.insert(holder.id);
             touched.insert(holder.id, holder);
         }
-        Ok(outcome)
+        Ok((outcome, slice))
     }
 
     /// Runs the BFT round of every touched group for `batch` and delivers until no member has
@@ -793,11 +864,24 @@ impl ShardNetwork {
     }
 }
 
-/// A move ready to run: its executing group and each member's slice, in member order.
+/// A move ready to run: its executing group and each member's slice, in member order; or,
+/// when `unavailable` names an account no holder shipped, a move that fails without running.
 struct Prepared {
     hash: B256,
     executing: Group,
     slices: Vec<StateSlice>,
+    unavailable: Option<Address>,
+}
+
+/// The outcome of a move that did not run: it changed nothing.
+fn not_run(hash: B256, reason: FailureReason) -> MoveOutcome {
+    MoveOutcome {
+        hash,
+        status: Err(reason),
+        gas_used: 0,
+        logs: Vec::new(),
+        diff: StateDiff::default(),
+    }
 }
 
 /// The waves of a batch: indices of its moves, each wave in batch order, such that no move of a
@@ -889,3 +973,6 @@ mod bft_tests;
 
 #[cfg(test)]
 mod epoch_tests;
+
+#[cfg(test)]
+mod record_tests;

@@ -278,44 +278,23 @@ impl ShardNetwork {
         address: &Address,
         holders: &Group,
     ) -> Result<(NodeId, AccountSlice, B256), ShardError> {
-        let root = self.agreed_root(holders)?;
-        for id in holders.members.iter() {
-            if self.stopped.contains(id) {
-                continue;
-            }
-            let member = self
-                .members
-                .get_mut(id)
-                .ok_or(ShardError::NotRegistered(*id))?;
-            let shipped = member
-                .state
-                .whole_access(address)
-                .and_then(|access| member.state.ship(&access, holders, &mut self.groups));
-            match shipped {
-                Ok((slice, proof)) => match proof.verify(&root, &slice) {
-                    Ok(()) => {
-                        let storage_root = proof
-                            .accounts
-                            .first()
-                            .map(|account| account.storage_root)
-                            .unwrap_or_default();
-                        let account = slice.accounts.get(address).cloned().unwrap_or_default();
-                        return Ok((*id, account, storage_root));
-                    }
-                    Err(error) => {
-                        self.refused_slices += 1;
-                        warn!(target: "shard_node", node = %id, %address, %error, "handed-over account refused: its proof does not hold");
-                    }
-                },
-                Err(error) => {
-                    warn!(target: "shard_node", node = %id, %address, %error, "member could not ship an account");
-                }
-            }
-        }
-        Err(ShardError::Unproven {
-            group: holders.id,
-            address: *address,
-        })
+        let shipped = self.first_proven(address, holders, |state, groups| {
+            let access = state.whole_access(address)?;
+            state.ship(&access, holders, groups)
+        })?;
+        let Some((id, slice, proof)) = shipped else {
+            return Err(ShardError::Unproven {
+                group: holders.id,
+                address: *address,
+            });
+        };
+        let storage_root = proof
+            .accounts
+            .first()
+            .map(|account| account.storage_root)
+            .unwrap_or_default();
+        let account = slice.accounts.get(address).cloned().unwrap_or_default();
+        Ok((id, account, storage_root))
     }
 
     /// Each joined node reports, for every group it now serves in, the root it holds.

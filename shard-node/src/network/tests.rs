@@ -19,7 +19,7 @@ fn store_code() -> Bytes {
     Bytes::from_static(&[0x60, 0x00, 0x35, 0x33, 0x55, 0x00])
 }
 
-fn counter_account() -> AccountState {
+pub(super) fn counter_account() -> AccountState {
     AccountState {
         code: store_code(),
         ..AccountState::default()
@@ -55,15 +55,15 @@ pub(super) fn network(count: usize, dir: &Path) -> (ShardNetwork, Arc<EmbeddedCh
     (network, chain)
 }
 
-fn slot_of(key: &AccountKey) -> B256 {
+pub(super) fn slot_of(key: &AccountKey) -> B256 {
     B256::left_padding_from(key.address().as_slice())
 }
 
-fn store(key: &AccountKey, nonce: u64, value: u64, declared: u64) -> SignedTransaction {
+pub(super) fn store(key: &AccountKey, nonce: u64, value: u64, declared: u64) -> SignedTransaction {
     store_on(CHAIN_ID, key, nonce, value, declared)
 }
 
-fn store_on(
+pub(super) fn store_on(
     chain_id: u64,
     key: &AccountKey,
     nonce: u64,
@@ -539,4 +539,70 @@ fn batches_run_on_several_threads_give_exactly_the_results_of_one_by_one() {
             .map_or(0, |account| account.nonce);
         assert_eq!(parallel.nonce(&key.address()), Ok(nonce));
     }
+}
+
+#[test]
+fn a_move_whose_slice_no_holder_ships_fails_with_a_typed_reason_and_the_batch_goes_on() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (mut network, _chain) = network(16, dir.path());
+    let counter_group = network.group_of(&COUNTER);
+    let players = players(40);
+    // A player held by a group other than the counter's, so some executing member needs its
+    // slice shipped; and a second player held by yet another group.
+    let cut_off = players
+        .iter()
+        .find(|key| network.group_of(&key.address()) != counter_group)
+        .expect("some player is held by another group")
+        .clone();
+    let cut_off_group = network.group_of(&cut_off.address());
+    let other = players
+        .iter()
+        .find(|key| network.group_of(&key.address()) != cut_off_group)
+        .expect("some player is held by a third group")
+        .clone();
+    // Every holder of the first player is down: nobody can ship its slice.
+    for member in cut_off_group.iter() {
+        network.stop_member(member).expect("a member");
+    }
+
+    let body = BlockBody {
+        moves: vec![store(&cut_off, 0, 7, 7), store(&other, 0, 8, 8)],
+    };
+    let executed = run(&mut network, 1, body);
+    assert_eq!(
+        executed.outcomes[0].status,
+        Err(FailureReason::SliceUnavailable(cut_off.address())),
+        "one typed failure, the same for the whole executing group"
+    );
+    assert_eq!(executed.outcomes[0].diff, StateDiff::default());
+    assert_eq!(executed.outcomes[0].gas_used, 0);
+    assert!(executed.outcomes[1].is_success(), "the batch goes on");
+    // The failed move consumed nothing: not even its nonce.
+    assert_eq!(network.nonce(&cut_off.address()), Ok(0));
+    assert_eq!(
+        network.storage(&COUNTER, &slot_of(&cut_off)),
+        Ok(U256::ZERO)
+    );
+    assert_eq!(
+        network.storage(&COUNTER, &slot_of(&other)),
+        Ok(U256::from(8))
+    );
+
+    // Once the holders are back, the same move runs.
+    for member in cut_off_group.iter() {
+        network.resume_member(member).expect("stopped");
+    }
+    let executed = run(
+        &mut network,
+        2,
+        BlockBody {
+            moves: vec![store(&cut_off, 0, 7, 7)],
+        },
+    );
+    assert!(executed.outcomes[0].is_success());
+    assert_eq!(network.nonce(&cut_off.address()), Ok(1));
+    assert_eq!(
+        network.storage(&COUNTER, &slot_of(&cut_off)),
+        Ok(U256::from(7))
+    );
 }
