@@ -3,7 +3,7 @@
 //
 // Usage:
 //   node compile-assets.js [--check]
-//       compiles contracts/{AssetRollup,AssetBridge,TestERC20,TestERC721}.sol into
+//       compiles contracts/{AssetRollup,AssetBridge,TestERC20,TestERC721,PayoutDirectory}.sol into
 //       contracts/NAME.abi.json and contracts/NAME.bin (creation bytecode, hex), or with
 //       --check fails if the committed output differs;
 //   node compile-assets.js --file PATH --contract NAME
@@ -16,7 +16,7 @@ const path = require("path");
 const solc = require("solc");
 
 const contracts = path.join(__dirname, "..", "contracts");
-const committed = ["AssetRollup", "AssetBridge", "TestERC20", "TestERC721"];
+const committed = ["AssetRollup", "AssetBridge", "TestERC20", "TestERC721", "PayoutDirectory"];
 
 function findImports(name) {
   const candidates = [path.join(__dirname, "node_modules", name), path.join(contracts, name)];

@@ -9,6 +9,10 @@
 //! ([`RollupError`]), costs no gas and changes nothing; only then is it signed, sent and waited
 //! for. Writes through one [`EvmAssets`] are serialized (one sender, its pending nonce).
 //!
+//! The `PayoutDirectory` contract, next to them, is where a reward wallet registers the asset
+//! address its rollup payouts go to; [`EvmAssets::tree_updates`] reads the tree's changes back
+//! from the rollup's events, so anyone can rebuild the tree and prove a spend of their outputs.
+//!
 //! `devnode::compile_solidity` compiles a generated verifier with the repository's solc-js,
 //! for tests and benchmarks that deploy one.
 
@@ -53,13 +57,19 @@ mod bindings {
         TestERC721,
         "contracts/TestERC721.abi.json"
     );
+    alloy::sol!(
+        #[sol(all_derives)]
+        PayoutDirectory,
+        "contracts/PayoutDirectory.abi.json"
+    );
 }
 
-use bindings::{AssetBridge, AssetRollup, TestERC20, TestERC721};
+use bindings::{AssetBridge, AssetRollup, PayoutDirectory, TestERC20, TestERC721};
 
 const ASSET_BRIDGE_BIN: &str = include_str!("../contracts/AssetBridge.bin");
 const TEST_ERC20_BIN: &str = include_str!("../contracts/TestERC20.bin");
 const TEST_ERC721_BIN: &str = include_str!("../contracts/TestERC721.bin");
+const PAYOUT_DIRECTORY_BIN: &str = include_str!("../contracts/PayoutDirectory.bin");
 
 /// Words of a Groth16 proof as the generated verifiers take it.
 pub const PROOF_WORDS: usize = 8;
@@ -208,6 +218,50 @@ pub struct Applied {
 
 fn rpc(what: &str, error: impl std::fmt::Display) -> ChainError {
     ChainError::Rpc(format!("{what}: {error}"))
+}
+
+/// One change of the rollup's output tree, as the rollup's events tell it, with the
+/// transaction that made it: replayed in order from the empty tree, they rebuild the tree whose
+/// root the rollup holds (a deposit's leaf is its output's commitment, from the bridge's
+/// `Deposit` event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeUpdate {
+    /// The bridge's deposit `deposit_id` minted as leaf `leaf_index`.
+    DepositMinted {
+        /// The bridge's number of the deposit.
+        deposit_id: u64,
+        /// Its leaf.
+        leaf_index: u64,
+        /// The root after it.
+        new_root: U256,
+        /// The transaction.
+        transaction: B256,
+    },
+    /// A transfer or withdraw: its nullifiers spent, its commitments appended from
+    /// `leaf_index` on (a withdraw's second commitment is zero and is not a leaf).
+    TransferApplied {
+        /// The first leaf appended.
+        leaf_index: u64,
+        /// The root after it.
+        new_root: U256,
+        /// The nullifiers it spent.
+        nullifiers: [U256; 2],
+        /// The commitments it appended.
+        commitments: [U256; 2],
+        /// The transaction.
+        transaction: B256,
+    },
+}
+
+impl TreeUpdate {
+    /// The leaves it appends, in order.
+    pub fn leaves_added(&self) -> u64 {
+        match self {
+            TreeUpdate::DepositMinted { .. } => 1,
+            TreeUpdate::TransferApplied { commitments, .. } if commitments[1].is_zero() => 1,
+            TreeUpdate::TransferApplied { .. } => 2,
+        }
+    }
 }
 
 /// The bridge and rollup on an EVM endpoint, used by one sender (see the module doc).
@@ -828,6 +882,115 @@ impl EvmAssets {
     /// The owner of item `token_id` of ERC-721 `token`.
     pub fn item_owner(&self, token: Address, token_id: U256) -> Result<Address, RollupError> {
         self.view_of(token, TestERC721::ownerOfCall { tokenId: token_id })
+    }
+}
+
+impl EvmAssets {
+    /// Every change of the rollup's output tree since its deployment, in chain order (see
+    /// [`TreeUpdate`]), checked to append leaf after leaf without a gap.
+    pub fn tree_updates(&self) -> Result<Vec<TreeUpdate>, RollupError> {
+        let provider = self.provider.clone();
+        let rollup = self.rollup;
+        let from_block = self.deploy_block;
+        let mut found = self.run(async move {
+            let filter = Filter::new()
+                .address(rollup)
+                .event_signature(vec![
+                    AssetRollup::DepositMinted::SIGNATURE_HASH,
+                    AssetRollup::TransferApplied::SIGNATURE_HASH,
+                ])
+                .from_block(from_block);
+            let logs = provider
+                .get_logs(&filter)
+                .await
+                .map_err(|e| rpc("eth_getLogs", e))?;
+            let mut found = Vec::with_capacity(logs.len());
+            for log in logs {
+                let order = (
+                    log.block_number.unwrap_or_default(),
+                    log.log_index.unwrap_or_default(),
+                );
+                let transaction = log.transaction_hash.unwrap_or_default();
+                let update = if let Ok(minted) = log.log_decode::<AssetRollup::DepositMinted>() {
+                    let event = &minted.inner.data;
+                    TreeUpdate::DepositMinted {
+                        deposit_id: event.depositId,
+                        leaf_index: event.leafIndex,
+                        new_root: event.newRoot,
+                        transaction,
+                    }
+                } else {
+                    let applied = log
+                        .log_decode::<AssetRollup::TransferApplied>()
+                        .map_err(|e| rpc("TransferApplied log", e))?;
+                    let event = &applied.inner.data;
+                    TreeUpdate::TransferApplied {
+                        leaf_index: event.leafIndex,
+                        new_root: event.newRoot,
+                        nullifiers: event.nullifiers,
+                        commitments: event.commitments,
+                        transaction,
+                    }
+                };
+                found.push((order, update));
+            }
+            Ok(found)
+        })?;
+        found.sort_by_key(|(order, _)| *order);
+        let mut next_leaf = 0;
+        let mut updates = Vec::with_capacity(found.len());
+        for (_, update) in found {
+            let leaf_index = match update {
+                TreeUpdate::DepositMinted { leaf_index, .. }
+                | TreeUpdate::TransferApplied { leaf_index, .. } => leaf_index,
+            };
+            if leaf_index != next_leaf {
+                return Err(rpc(
+                    "eth_getLogs",
+                    format!("a tree update at leaf {leaf_index} where {next_leaf} was next"),
+                )
+                .into());
+            }
+            next_leaf += update.leaves_added();
+            updates.push(update);
+        }
+        Ok(updates)
+    }
+
+    /// Deploys a `PayoutDirectory` (`contracts/PayoutDirectory.sol`): where reward wallets
+    /// register the asset address their rollup payouts go to.
+    pub fn deploy_payout_directory(&self) -> Result<Address, RollupError> {
+        let code = alloy::hex::decode(PAYOUT_DIRECTORY_BIN.trim())
+            .map_err(|e| rpc("the committed PayoutDirectory.bin", e))?;
+        self.deploy_code(code)
+    }
+
+    /// Registers, in the payout directory at `directory`, the sender's (a reward wallet's)
+    /// asset address: Baby Jubjub key x, y and nullifier-key hash, each below the BN254 scalar
+    /// field modulus ([`RollupError::NotCanonical`] otherwise).
+    pub fn set_payout_recipient(
+        &self,
+        directory: Address,
+        owner: [U256; 3],
+    ) -> Result<(), RollupError> {
+        let call = PayoutDirectory::setPayoutRecipientCall {
+            ownerX: owner[0],
+            ownerY: owner[1],
+            nullifierKeyHash: owner[2],
+        };
+        self.transact("setPayoutRecipient", directory, call.abi_encode())
+            .map(drop)
+    }
+
+    /// The asset address `wallet` registered in the payout directory at `directory`, if any.
+    pub fn payout_recipient(
+        &self,
+        directory: Address,
+        wallet: Address,
+    ) -> Result<Option<[U256; 3]>, RollupError> {
+        let answer = self.view_of(directory, PayoutDirectory::payoutRecipientCall { wallet })?;
+        let owner = [answer.ownerX, answer.ownerY, answer.nullifierKeyHash];
+        Ok((owner != [U256::ZERO; 3]).then_some(owner))
     }
 }
 
