@@ -1,10 +1,10 @@
-//! The payout rails that exist today.
+//! The payout rails, one per [`PayoutMethod`].
 //!
 //! [`UpperChainRail`] pays in the upper chain's native asset: a value transfer from a treasury
 //! key through [`upper_chain::EvmChain`], with the payout's id as the transaction's input so the
-//! transfer names the payout on chain. The rollup rail, for wallets with the `assets` feature,
-//! comes with the asset rollup ([assets]): until then a plan with rollup payouts stops with
-//! [`crate::payout::PayoutError::NoRail`] before paying anything.
+//! transfer names the payout on chain. [`RollupRail`] pays wallets with the `assets` feature by
+//! one proven transfer each inside the asset rollup ([`rollup`]). A plan whose rail is not given
+//! stops with [`crate::payout::PayoutError::NoRail`] before paying anything.
 
 use std::sync::Arc;
 
@@ -12,6 +12,10 @@ use primitives::U256;
 use upper_chain::EvmChain;
 
 use crate::payout::{Payout, PayoutMethod, PayoutRail};
+
+pub mod rollup;
+
+pub use rollup::RollupRail;
 
 /// Pays by value transfers on an EVM upper chain, from the chain adapter's sender key.
 pub struct UpperChainRail {
