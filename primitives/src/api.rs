@@ -64,6 +64,57 @@ pub enum Refusal {
     /// The move names a sponsor that will not pay for it.
     #[error("sponsorship: {0}")]
     Sponsorship(SponsorRefusal),
+    /// The move has the sender and nonce of a move still in the mempool, and the replacement
+    /// policy does not let it take that move's place.
+    #[error("replacement: {0}")]
+    Replacement(ReplacementRefusal),
+}
+
+/// Why a move may not replace the pending move of the same sender and nonce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReplacementRefusal {
+    /// This sequencer replaces no pending move.
+    #[error("replacement transaction not allowed")]
+    NotAllowed,
+    /// The move's gas price does not exceed the pending one's by the policy's bump.
+    #[error("replacement transaction underpriced: gas price {got}, at least {min_gas_price}")]
+    Underpriced {
+        /// The least gas price a replacement must offer.
+        min_gas_price: u128,
+        /// The move's gas price.
+        got: u128,
+    },
+}
+
+impl Encode for ReplacementRefusal {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            ReplacementRefusal::NotAllowed => out.push(0),
+            ReplacementRefusal::Underpriced { min_gas_price, got } => {
+                out.push(1);
+                out.extend_from_slice(&min_gas_price.to_be_bytes());
+                out.extend_from_slice(&got.to_be_bytes());
+            }
+        }
+    }
+}
+
+impl Decode for ReplacementRefusal {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(match decoder.u8()? {
+            0 => ReplacementRefusal::NotAllowed,
+            1 => ReplacementRefusal::Underpriced {
+                min_gas_price: decoder.u128()?,
+                got: decoder.u128()?,
+            },
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "replacement refusal",
+                    tag,
+                });
+            }
+        })
+    }
 }
 
 /// Why a sponsor will not pay for a move.
@@ -155,6 +206,10 @@ impl Encode for Refusal {
                 out.push(9);
                 refusal.encode(out);
             }
+            Refusal::Replacement(refusal) => {
+                out.push(10);
+                refusal.encode(out);
+            }
         }
     }
 }
@@ -181,6 +236,7 @@ impl Decode for Refusal {
                 max: decoder.u32()?,
             },
             9 => Refusal::Sponsorship(SponsorRefusal::decode(decoder)?),
+            10 => Refusal::Replacement(ReplacementRefusal::decode(decoder)?),
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "refusal",
@@ -496,6 +552,23 @@ mod tests {
             ServerMessage::Ack {
                 hash,
                 result: Err(Refusal::TooLarge { size: 9, max: 8 }),
+            },
+            ServerMessage::Ack {
+                hash,
+                result: Err(Refusal::Replacement(ReplacementRefusal::Underpriced {
+                    min_gas_price: u128::MAX,
+                    got: 7,
+                })),
+            },
+            ServerMessage::Ack {
+                hash,
+                result: Err(Refusal::Replacement(ReplacementRefusal::NotAllowed)),
+            },
+            ServerMessage::Status {
+                hash,
+                level: FinalityLevel::Failed(crate::FailureReason::Replaced {
+                    by: B256::repeat_byte(8),
+                }),
             },
         ] {
             assert_eq!(ServerMessage::from_bytes(&message.to_bytes()), Ok(message));

@@ -97,6 +97,12 @@ pub enum FailureReason {
     /// consumes nothing: the decision is taken once for the group, from the shipments it received,
     /// so every member records the same failure.
     SliceUnavailable(Address),
+    /// Its sender replaced it, before it was packed, by the move `by` with the same nonce (see
+    /// the sequencer's replacement policy). It never runs and consumes nothing.
+    Replaced {
+        /// The move that took its place.
+        by: B256,
+    },
 }
 
 impl Encode for FailureReason {
@@ -135,6 +141,10 @@ impl Encode for FailureReason {
                 out.push(10);
                 address.encode(out);
             }
+            FailureReason::Replaced { by } => {
+                out.push(11);
+                by.encode(out);
+            }
         }
     }
 }
@@ -156,6 +166,9 @@ impl Decode for FailureReason {
             8 => FailureReason::WrongDelta(StateItem::decode(decoder)?),
             9 => FailureReason::Session(SessionRefusal::decode(decoder)?),
             10 => FailureReason::SliceUnavailable(decoder.address()?),
+            11 => FailureReason::Replaced {
+                by: decoder.b256()?,
+            },
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "failure reason",

@@ -19,6 +19,7 @@ use primitives::{
     VerifiedTransaction,
     api::{ClientRequest, Refusal, SponsorRefusal},
     codec::Decode,
+    finality::StateItem,
     keccak256,
     session::{self, SessionKeyCache, SessionRefusal},
     time::Instant,
@@ -28,6 +29,7 @@ use rayon::prelude::*;
 
 use crate::{
     constants::{SENDERS_TRACKED_MAX, VERIFY_CHUNK_MOVES},
+    mempool::{Mempool, ReplacementPolicy},
     pending::PendingState,
 };
 
@@ -116,6 +118,15 @@ struct SponsorAccount {
     per_player: HashMap<Address, (u64, TokenBucket)>,
 }
 
+/// A move replaced in the mempool by [`Admission::replace`].
+#[derive(Debug)]
+pub struct Replacement {
+    /// The move that left the mempool and pending state.
+    pub replaced: VerifiedTransaction,
+    /// Items of pending state whose value may have changed.
+    pub touched: Vec<StateItem>,
+}
+
 /// What the core checks with state, in order: the per-sender rate, the nonce against pending
 /// state, the session key's grant and scope (or a grant/revocation against the slot it
 /// writes), mempool room (by the caller), and last the sponsorship, which charges the sponsor.
@@ -177,6 +188,100 @@ impl Admission {
                 .map_err(Refusal::Sponsorship)?;
         }
         Ok(())
+    }
+
+    /// Replaces the unpacked move of `verified`'s sender and nonce in `mempool` and `pending`,
+    /// if `policy` allows it (see [`ReplacementPolicy`]). The replacement is checked as a new
+    /// move would be, in the same order (sender rate, policy, session rule, sponsorship), but
+    /// against pending state without the move it replaces and with that move's sponsor charge
+    /// given back. On `Ok` the replacement is in the replaced move's place in both; on `Err`
+    /// nothing changed but a sender token spent, as for any refusal.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the core's state, lent for one call"
+    )]
+    pub fn replace(
+        &mut self,
+        verified: VerifiedTransaction,
+        mempool: &mut Mempool,
+        pending: &mut PendingState,
+        policy: ReplacementPolicy,
+        next_batch: u64,
+        now: Instant,
+    ) -> Result<Replacement, Refusal> {
+        let tx = verified.tx();
+        let Some(replaced) = mempool.get(&verified.sender, tx.nonce) else {
+            return Err(Refusal::BadNonce {
+                expected: pending.next_nonce(&verified.sender),
+                got: tx.nonce,
+            });
+        };
+        self.take_sender_token(verified.sender, now)?;
+        policy
+            .check(replaced.tx().gas_price, tx.gas_price)
+            .map_err(Refusal::Replacement)?;
+        let (retracted, mut touched) = pending
+            .retract(&replaced.hash)
+            .expect("a move in the mempool is in pending state");
+        let checked = session_check(&verified, pending, next_batch)
+            .map_err(Refusal::Session)
+            .and_then(|()| self.recharge_sponsor(replaced, &verified, now));
+        if let Err(refusal) = checked {
+            pending.restore(retracted);
+            return Err(refusal);
+        }
+        touched.extend(pending.admit_in_place(&retracted, &verified));
+        let replaced = mempool
+            .replace(verified)
+            .expect("the replaced move is in the mempool");
+        Ok(Replacement { replaced, touched })
+    }
+
+    /// Gives back the sponsor charge of `replaced` and charges `verified` instead; on a
+    /// refusal the old charge stands.
+    fn recharge_sponsor(
+        &mut self,
+        replaced: &VerifiedTransaction,
+        verified: &VerifiedTransaction,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        let refund = replaced
+            .tx()
+            .sponsor
+            .map(|sponsor| (sponsor, replaced.tx().gas_limit));
+        if let Some((sponsor, gas)) = refund {
+            self.adjust_charge(sponsor, replaced.sender, gas, false);
+        }
+        let charged = match verified.tx().sponsor {
+            Some(sponsor) => self
+                .charge_sponsor(sponsor, verified, now)
+                .map_err(Refusal::Sponsorship),
+            None => Ok(()),
+        };
+        if charged.is_err()
+            && let Some((sponsor, gas)) = refund
+        {
+            self.adjust_charge(sponsor, replaced.sender, gas, true);
+        }
+        charged
+    }
+
+    /// Adds (or gives back) `gas` to what `sponsor` was charged, in total and for `player`.
+    fn adjust_charge(&mut self, sponsor: Address, player: Address, gas: u64, add: bool) {
+        let Some(account) = self.sponsors.get_mut(&sponsor) else {
+            return;
+        };
+        let apply = |spent: &mut u64| {
+            *spent = if add {
+                spent.saturating_add(gas)
+            } else {
+                spent.saturating_sub(gas)
+            };
+        };
+        apply(&mut account.spent);
+        if let Some((player_spent, _)) = account.per_player.get_mut(&player) {
+            apply(player_spent);
+        }
     }
 
     fn take_sender_token(&mut self, sender: Address, now: Instant) -> Result<(), Refusal> {

@@ -30,8 +30,8 @@ use netstack::{
 };
 use parking_lot::Mutex;
 use primitives::{
-    AccountKey, Batch, BlockHeader, BlockId, FinalityLevel, FinalizedBatch, NodeId, TxHash,
-    VerifiedTransaction,
+    AccountKey, Batch, BlockHeader, BlockId, FailureReason, FinalityLevel, FinalizedBatch, NodeId,
+    TxHash, VerifiedTransaction,
     api::{ClientRequest, Refusal, ServerMessage},
     bls::{BlsPublicKey, BlsSecretKey},
     codec::{Decode, Encode},
@@ -52,7 +52,7 @@ use crate::{
         SUBSCRIPTIONS_PER_CLIENT_MAX,
     },
     ingress::{Admission, Checked, RateLimit, SponsorPolicy, TokenBucket, check_requests},
-    mempool::Mempool,
+    mempool::{Mempool, ReplacementPolicy},
     mesh::{PeerDelivery, PeerLinks, PeerMessage},
     packer::{PackedBlock, Packer},
     pending::{PendingState, declared_writes},
@@ -85,6 +85,8 @@ pub struct IngressConfig {
     pub move_bytes_max: usize,
     /// Who pays for whose moves.
     pub sponsors: Vec<SponsorPolicy>,
+    /// When a move may replace an unpacked one of the same sender and nonce.
+    pub replacement: ReplacementPolicy,
 }
 
 impl Default for IngressConfig {
@@ -102,6 +104,7 @@ impl Default for IngressConfig {
             },
             move_bytes_max: MOVE_BYTES_MAX,
             sponsors: Vec::new(),
+            replacement: ReplacementPolicy::default(),
         }
     }
 }
@@ -241,6 +244,8 @@ pub struct SequencerStats {
     pub bodies_refused: AtomicU64,
     /// Moves refused at ingress.
     pub moves_refused: AtomicU64,
+    /// Moves that replaced an unpacked move of the same sender and nonce.
+    pub moves_replaced: AtomicU64,
     /// Blocks packed.
     pub blocks_packed: AtomicU64,
     /// Batches committed by PBFT.
@@ -284,6 +289,7 @@ impl Default for SequencerStats {
             bodies_from_weak_da: AtomicU64::default(),
             bodies_refused: AtomicU64::default(),
             moves_refused: AtomicU64::default(),
+            moves_replaced: AtomicU64::default(),
             blocks_packed: AtomicU64::default(),
             batches_committed: AtomicU64::default(),
             moves_executed: AtomicU64::default(),
@@ -629,6 +635,7 @@ fn refusal_label(refusal: &Refusal) -> &'static str {
         Refusal::RateLimited => "rate_limited",
         Refusal::TooLarge { .. } => "too_large",
         Refusal::Sponsorship(_) => "sponsorship",
+        Refusal::Replacement(_) => "replacement",
     }
 }
 
@@ -648,6 +655,17 @@ struct Tracked {
     tick: u64,
     /// Sessions that sent a copy of the move before its ack was durable: they get the ack too.
     copies_from: Vec<ClientId>,
+    /// The move it replaced, until its ack is durable: only then is the replaced move's
+    /// sender told (a crash before would bring the replaced move back from the log).
+    replaces: Option<TxHash>,
+}
+
+/// A move the core admitted.
+struct Admitted {
+    /// The tick its ack promises.
+    tick: u64,
+    /// The move it replaced in the mempool, if any.
+    replaces: Option<TxHash>,
 }
 
 struct Core {
@@ -1009,7 +1027,12 @@ impl Core {
     }
 
     async fn run(mut self, mut queue: mpsc::Receiver<Command>, _server: KcpServer) {
-        let mut ticker = tokio::time::interval(self.config.tick);
+        // The first block one tick after start, not at once: a tick packs what the tick before
+        // it acked.
+        let mut ticker = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.config.tick,
+            self.config.tick,
+        );
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         info!(target: "sequencer", id = %self.id, "sequencer running");
         loop {
@@ -1140,11 +1163,19 @@ impl Core {
             }
             let bytes = self.wal.as_ref().map(|_| verified.signed.to_bytes());
             let result = self.admit(client, verified, logged.len());
+            let replaces = result.as_ref().ok().and_then(|admitted| admitted.replaces);
             let accepted = result.is_ok();
-            let message = ServerMessage::Ack { hash, result };
+            let message = ServerMessage::Ack {
+                hash,
+                result: result.map(|admitted| admitted.tick),
+            };
             match bytes {
                 Some(bytes) if accepted => {
-                    logged.push((hash, bytes));
+                    logged.push(crate::wal::LoggedMove {
+                        hash,
+                        bytes,
+                        replaces,
+                    });
                     acks.push((hash, message.to_bytes()));
                 }
                 _ => {
@@ -1170,7 +1201,7 @@ impl Core {
                 admitted,
             });
         });
-        if let Err(error) = wal.append_all(logged, on_durable) {
+        if let Err(error) = wal.append_moves(logged, on_durable) {
             // Only a stopped writer gets here (room was checked): the run loop stops next.
             tracing::error!(target: "sequencer::wal", %error, "moves admitted but not logged; never acked");
         }
@@ -1206,22 +1237,30 @@ impl Core {
     }
 
     /// One move of [`Core::admit_all`]; `unlogged` moves admitted before it wait to be handed
-    /// to the log. On success the move is in pending state and the mempool.
+    /// to the log. On success the move is in pending state and the mempool, in the place of the
+    /// move it replaces if it has the sender and nonce of one still in the mempool.
     fn admit(
         &mut self,
         client: ClientId,
         verified: VerifiedTransaction,
         unlogged: usize,
-    ) -> Result<u64, Refusal> {
+    ) -> Result<Admitted, Refusal> {
         let hash = verified.hash;
         let now = self.now();
+        let next_batch = self.batcher.last_number() + 1;
+        let replacing = self
+            .mempool
+            .get(&verified.sender, verified.tx().nonce)
+            .is_some();
         let result = if self.wal.as_ref().is_some_and(|wal| wal.room() <= unlogged) {
             // The disk is behind: refused before anything changes.
             Err(Refusal::MempoolFull)
+        } else if replacing {
+            self.admit_replacement(verified, next_batch, now)
         } else if let Err(refusal) = self.admission.admit(
             &verified,
             &self.pending,
-            self.batcher.last_number() + 1,
+            next_batch,
             self.mempool.has_room(),
             now,
         ) {
@@ -1233,6 +1272,9 @@ impl Core {
                 self.notify_changes(written);
             }
             self.mempool.push(verified);
+            Ok(None)
+        };
+        let result = result.map(|replaces| {
             self.tracked.insert(
                 hash,
                 Tracked {
@@ -1241,10 +1283,22 @@ impl Core {
                     acked: self.wal.is_none(),
                     tick: self.tick_number + 1,
                     copies_from: Vec::new(),
+                    replaces: replaces.filter(|_| self.wal.is_some()),
                 },
             );
-            Ok(self.tick_number + 1)
-        };
+            if let Some(replaced) = replaces
+                && self.wal.is_none()
+            {
+                self.set_level(
+                    &replaced,
+                    FinalityLevel::Failed(FailureReason::Replaced { by: hash }),
+                );
+            }
+            Admitted {
+                tick: self.tick_number + 1,
+                replaces,
+            }
+        });
         match &result {
             Ok(_) => self.stats.moves_acked.fetch_add(1, Ordering::Relaxed),
             Err(refusal) => {
@@ -1254,6 +1308,31 @@ impl Core {
             }
         };
         result
+    }
+
+    /// A move with the sender and nonce of one in the mempool: it takes that move's place if
+    /// the replacement policy allows (see [`Admission::replace`]). Returns the replaced hash.
+    fn admit_replacement(
+        &mut self,
+        verified: VerifiedTransaction,
+        next_batch: u64,
+        now: Instant,
+    ) -> Result<Option<TxHash>, Refusal> {
+        let replacement = self.admission.replace(
+            verified,
+            &mut self.mempool,
+            &mut self.pending,
+            self.config.ingress.replacement,
+            next_batch,
+            now,
+        )?;
+        let replaced = replacement.replaced.hash;
+        self.stats.moves_replaced.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("sequencer_moves_replaced_total").increment(1);
+        debug!(target: "sequencer::ingress", %replaced, sender = %replacement.replaced.sender,
+            nonce = replacement.replaced.tx().nonce, "pending move replaced");
+        self.notify_changes(replacement.touched);
+        Ok(Some(replaced))
     }
 
     fn answer(&mut self, client: ClientId, request: ClientRequest) {
@@ -1355,6 +1434,7 @@ impl Core {
                 continue;
             };
             tracked.acked = true;
+            let replaced = tracked.replaces.take();
             let copies_from = std::mem::take(&mut tracked.copies_from);
             let (tick, level) = (tracked.tick, tracked.level.clone());
             if let Some(latest) = copies_from.last() {
@@ -1375,6 +1455,12 @@ impl Core {
                     .get(&hash)
                     .map_or(client, |tracked| tracked.client);
                 self.push(to, &ServerMessage::Status { hash, level });
+            }
+            if let Some(replaced) = replaced {
+                self.set_level(
+                    &replaced,
+                    FinalityLevel::Failed(FailureReason::Replaced { by: hash }),
+                );
             }
         }
     }
@@ -1843,6 +1929,34 @@ impl Core {
     }
 }
 
+/// `moves` in their order, except that each sender's moves are put in nonce order within the
+/// places its moves hold. The log keeps ack order, and a replacement takes the place of the move
+/// it replaces; but if the replaced move's segment was deleted before the replacement's
+/// record is read, the replacement comes back after the sender's later nonces. Packing them in
+/// that order would fail the later ones, so the order is restored here.
+fn in_nonce_order(moves: Vec<VerifiedTransaction>) -> Vec<VerifiedTransaction> {
+    let mut places: HashMap<primitives::Address, Vec<usize>> = HashMap::new();
+    for (index, verified) in moves.iter().enumerate() {
+        places.entry(verified.sender).or_default().push(index);
+    }
+    let mut slots: Vec<Option<VerifiedTransaction>> = moves.into_iter().map(Some).collect();
+    let mut ordered: Vec<Option<VerifiedTransaction>> = (0..slots.len()).map(|_| None).collect();
+    for indices in places.values() {
+        let mut senders_moves: Vec<VerifiedTransaction> = indices
+            .iter()
+            .map(|index| slots[*index].take().expect("each place is taken once"))
+            .collect();
+        senders_moves.sort_by_key(|verified| verified.tx().nonce);
+        for (index, verified) in indices.iter().zip(senders_moves) {
+            ordered[*index] = Some(verified);
+        }
+    }
+    ordered
+        .into_iter()
+        .map(|verified| verified.expect("every place is filled"))
+        .collect()
+}
+
 /// Settles the blocks the write-ahead log left in doubt: the ones whose body is in weak DA are
 /// confirmed in the log and returned (to be announced); from the first one missing on, their
 /// moves are packed again. A weak DA that cannot be read counts as missing: a move may then be
@@ -1933,6 +2047,7 @@ impl Core {
         }
         let mut replayed = 0usize;
         let mut unusable = Vec::new();
+        let mut usable = Vec::with_capacity(recovered.moves.len());
         let session_keys = SessionKeyCache::new(SESSION_KEYS_CACHED_MAX);
         for chunk in recovered.moves.chunks(INGRESS_BURST_MAX) {
             let requests: Vec<Vec<u8>> = chunk
@@ -1952,28 +2067,41 @@ impl Core {
             );
             for ((logged_hash, _), checked) in chunk.iter().zip(checked) {
                 match checked {
-                    crate::ingress::Checked::Move(verified)
-                        if verified.hash == *logged_hash
-                            && !self.tracked.contains_key(logged_hash) =>
-                    {
-                        self.pending.admit(&verified);
-                        self.mempool.push(*verified);
-                        self.tracked.insert(
-                            *logged_hash,
-                            Tracked {
-                                // No client: the session that sent it ended with the process.
-                                client: 0,
-                                level: FinalityLevel::Pending,
-                                acked: true,
-                                tick: self.tick_number + 1,
-                                copies_from: Vec::new(),
-                            },
-                        );
-                        replayed += 1;
+                    crate::ingress::Checked::Move(verified) if verified.hash == *logged_hash => {
+                        usable.push(*verified);
                     }
                     _ => unusable.push(*logged_hash),
                 }
             }
+        }
+        for verified in in_nonce_order(usable) {
+            let hash = verified.hash;
+            // One move per sender and nonce: a second one (a replacement whose record the log
+            // lost could leave two) is never packed beside the first.
+            if self.tracked.contains_key(&hash)
+                || self
+                    .mempool
+                    .get(&verified.sender, verified.tx().nonce)
+                    .is_some()
+            {
+                unusable.push(hash);
+                continue;
+            }
+            self.pending.admit(&verified);
+            self.mempool.push(verified);
+            self.tracked.insert(
+                hash,
+                Tracked {
+                    // No client: the session that sent it ended with the process.
+                    client: 0,
+                    level: FinalityLevel::Pending,
+                    acked: true,
+                    tick: self.tick_number + 1,
+                    copies_from: Vec::new(),
+                    replaces: None,
+                },
+            );
+            replayed += 1;
         }
         if !unusable.is_empty() {
             warn!(target: "sequencer::wal", count = unusable.len(), "logged moves that no longer verify were dropped");
@@ -1991,6 +2119,25 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use consensus::{Evidence, EvidenceKind, PbftSignature, Signed};
+
+    #[test]
+    fn replayed_moves_keep_their_places_but_each_senders_nonces_in_order() {
+        use crate::mempool::tests::verified_by;
+        let (alice, bob) = (AccountKey::from_seed(1), AccountKey::from_seed(2));
+        let logged = vec![
+            verified_by(&alice, 1),
+            verified_by(&bob, 0),
+            verified_by(&alice, 2),
+            verified_by(&bob, 1),
+            verified_by(&alice, 0),
+        ];
+        let order: Vec<(primitives::Address, u64)> = in_nonce_order(logged)
+            .iter()
+            .map(|verified| (verified.sender, verified.tx().nonce))
+            .collect();
+        let (a, b) = (alice.address(), bob.address());
+        assert_eq!(order, [(a, 0), (b, 0), (a, 1), (b, 1), (a, 2)]);
+    }
     use primitives::B256;
     use primitives::pbft::prepare_prehash;
     use upper_chain::{EmbeddedChain, SequencerRecord};

@@ -8,7 +8,9 @@
 //! When execution reports a move, its actual writes go into the base and the move leaves the
 //! overlay; when a move fails, its declared writes are retracted. Either way every item the
 //! report touches is re-folded from the new base over the remaining moves' writes, so later
-//! moves (deltas above all) are re-based on the corrected state.
+//! moves (deltas above all) are re-based on the corrected state. A move replaced in the
+//! mempool leaves the same way ([`PendingState::retract`]), and its replacement's writes take
+//! its place in the ack order ([`PendingState::admit_in_place`]).
 //!
 //! This is a sans-IO core: no clock, no IO, deterministic for a given sequence of calls.
 
@@ -51,6 +53,14 @@ pub fn declared_writes(verified: &VerifiedTransaction) -> Vec<(StateItem, Declar
         }
     }
     writes
+}
+
+/// A move taken out of pending state by [`PendingState::retract`], with its place in the ack
+/// order.
+#[derive(Debug)]
+pub struct Retracted {
+    sequence: u64,
+    pending: PendingMove,
 }
 
 /// The optimistic state a sequencer serves to its players.
@@ -153,22 +163,101 @@ impl PendingState {
             self.base.insert(item, value);
             touched.push(item);
         }
-        if let Some(sequence) = self.sequence_of.remove(hash) {
-            let executed = self
-                .moves
-                .remove(&sequence)
-                .expect("sequence_of and moves agree");
-            for (item, _) in &executed.writes {
-                if let Some(writes) = self.writers.get_mut(item) {
-                    writes.remove(&sequence);
-                }
-                touched.push(*item);
-            }
+        if let Some((_, executed)) = self.take_move(hash) {
+            touched.extend(executed.writes.iter().map(|(item, _)| *item));
         }
         for item in &touched {
             self.refold(*item);
         }
         touched
+    }
+
+    /// Takes an unexecuted move's declared writes out of pending state, as a failed move's
+    /// leave it (the same path: its items are re-folded over the remaining moves, so the
+    /// sender's later moves are re-based). The move's place in the ack order is kept in the
+    /// returned [`Retracted`], for [`PendingState::admit_in_place`] or
+    /// [`PendingState::restore`]. Returns the items touched; `None` if `hash` is not pending.
+    pub fn retract(&mut self, hash: &TxHash) -> Option<(Retracted, Vec<StateItem>)> {
+        let (sequence, retracted) = self.take_move(hash)?;
+        let touched: Vec<StateItem> = retracted.writes.iter().map(|(item, _)| *item).collect();
+        for item in &touched {
+            self.refold(*item);
+        }
+        Some((
+            Retracted {
+                sequence,
+                pending: retracted,
+            },
+            touched,
+        ))
+    }
+
+    /// Puts a retracted move back where it was, as if it had never left.
+    pub fn restore(&mut self, retracted: Retracted) {
+        let items: Vec<StateItem> = retracted
+            .pending
+            .writes
+            .iter()
+            .map(|(item, _)| *item)
+            .collect();
+        self.insert_move(retracted.sequence, retracted.pending);
+        for item in items {
+            self.refold(item);
+        }
+    }
+
+    /// Applies `verified`'s declared writes at the place in the ack order of the `retracted`
+    /// move it replaces: writes of later moves fold on top of them. Returns the items touched.
+    pub fn admit_in_place(
+        &mut self,
+        retracted: &Retracted,
+        verified: &VerifiedTransaction,
+    ) -> Vec<StateItem> {
+        assert!(!self.contains(&verified.hash), "a move is admitted once");
+        assert!(
+            !self.moves.contains_key(&retracted.sequence),
+            "the replaced move left its place"
+        );
+        let writes = declared_writes(verified);
+        let touched: Vec<StateItem> = writes.iter().map(|(item, _)| *item).collect();
+        self.insert_move(
+            retracted.sequence,
+            PendingMove {
+                hash: verified.hash,
+                writes,
+            },
+        );
+        for item in &touched {
+            self.refold(*item);
+        }
+        touched
+    }
+
+    /// Removes a move and its writes, without re-folding.
+    fn take_move(&mut self, hash: &TxHash) -> Option<(u64, PendingMove)> {
+        let sequence = self.sequence_of.remove(hash)?;
+        let taken = self
+            .moves
+            .remove(&sequence)
+            .expect("sequence_of and moves agree");
+        for (item, _) in &taken.writes {
+            if let Some(writes) = self.writers.get_mut(item) {
+                writes.remove(&sequence);
+            }
+        }
+        Some((sequence, taken))
+    }
+
+    /// Puts a move and its writes at `sequence`, without re-folding.
+    fn insert_move(&mut self, sequence: u64, pending: PendingMove) {
+        for (item, write) in &pending.writes {
+            self.writers
+                .entry(*item)
+                .or_default()
+                .insert(sequence, *write);
+        }
+        self.sequence_of.insert(pending.hash, sequence);
+        self.moves.insert(sequence, pending);
     }
 
     /// Recomputes one item's pending value from the base and the remaining writes.
@@ -293,6 +382,64 @@ mod tests {
         assert!(pending.is_empty());
         assert_eq!(pending.storage(&GAME, &slot(2)), U256::from(20));
         assert_eq!(pending.next_nonce(&sender), 3);
+    }
+
+    #[test]
+    fn a_replacement_takes_the_place_of_the_move_it_replaces_and_later_moves_rebase() {
+        let key = AccountKey::from_seed(1);
+        let mut pending = PendingState::new();
+        let first = delta_move(&key, 0, 9, 5);
+        let second = delta_move(&key, 1, 9, 7);
+        let exact_later = cell_move(&key, 2, 3, 30);
+        for verified in [&first, &second, &exact_later] {
+            pending.admit(verified);
+        }
+        let pot = StateItem::Storage(GAME, slot(9));
+        assert_eq!(pending.get(&pot), U256::from(12));
+        // The first move is replaced by one adding 100 to the pot and setting slot 3.
+        let mut replacement = delta_move(&key, 0, 9, 100).signed.tx;
+        replacement.access_list =
+            SpaceAccessList::new(replacement.access_list.accounts().iter().cloned().map(
+                |mut account| {
+                    if account.address == GAME {
+                        account.storage.push(SlotAccess {
+                            slot: slot(3),
+                            write: Some(DeclaredWrite::Exact(U256::from(1))),
+                        });
+                    }
+                    account
+                },
+            ));
+        let replacement = replacement.sign(&key).verify(1).expect("valid");
+        let (retracted, touched) = pending.retract(&first.hash).expect("pending");
+        assert!(touched.contains(&pot));
+        assert_eq!(pending.get(&pot), U256::from(7), "the old delta is gone");
+        pending.admit_in_place(&retracted, &replacement);
+        // 100 + the later 7; slot 3 is the later exact write's, since the replacement sits
+        // before it in the ack order.
+        assert_eq!(pending.get(&pot), U256::from(107));
+        assert_eq!(pending.storage(&GAME, &slot(3)), U256::from(30));
+        assert_eq!(pending.next_nonce(&key.address()), 3);
+        assert!(!pending.contains(&first.hash) && pending.contains(&replacement.hash));
+        assert_eq!(
+            pending.pending_hashes().copied().collect::<Vec<_>>(),
+            [replacement.hash, second.hash, exact_later.hash]
+        );
+        // A retraction put back changes nothing.
+        let (retracted, _) = pending.retract(&second.hash).expect("pending");
+        assert_eq!(pending.get(&pot), U256::from(100));
+        assert_eq!(
+            pending.next_nonce(&key.address()),
+            3,
+            "a later nonce still stands"
+        );
+        pending.restore(retracted);
+        assert_eq!(pending.get(&pot), U256::from(107));
+        assert_eq!(
+            pending.pending_hashes().copied().collect::<Vec<_>>(),
+            [replacement.hash, second.hash, exact_later.hash]
+        );
+        assert!(pending.retract(&first.hash).is_none());
     }
 
     fn delta_move(key: &AccountKey, nonce: u64, slot: u64, amount: i64) -> VerifiedTransaction {

@@ -90,6 +90,19 @@ const TAG_PACKED: u8 = 2;
 const TAG_DROPPED: u8 = 3;
 const TAG_POSITION: u8 = 4;
 const TAG_PACKING: u8 = 5;
+const TAG_REPLACE: u8 = 6;
+
+/// A move to log: its hash, the bytes the core logs, and the move it replaced in the mempool,
+/// if any (which leaves the live set in the same record, atomically).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedMove {
+    /// The move's hash.
+    pub hash: TxHash,
+    /// What the core logs of it (the encoded signed move).
+    pub bytes: Vec<u8>,
+    /// The unpacked move of the same sender and nonce it replaced.
+    pub replaces: Option<TxHash>,
+}
 
 /// When the log syncs what it wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -293,7 +306,7 @@ pub struct WalStats {
 enum Request {
     /// Moves acked together: `on_durable` runs once all of them are on disk.
     Moves {
-        records: Vec<(TxHash, Vec<u8>)>,
+        records: Vec<LoggedMove>,
         on_durable: OnDurable,
     },
     Packing(InDoubtBlock),
@@ -443,9 +456,28 @@ impl Wal {
         records: Vec<(TxHash, Vec<u8>)>,
         on_durable: OnDurable,
     ) -> Result<(), WalError> {
+        let records = records
+            .into_iter()
+            .map(|(hash, bytes)| LoggedMove {
+                hash,
+                bytes,
+                replaces: None,
+            })
+            .collect();
+        self.append_moves(records, on_durable)
+    }
+
+    /// As [`Wal::append_all`], for moves some of which replace an unpacked move: a replacement
+    /// takes the replaced move's place in the live set (and in the order [`Wal::open`] gives
+    /// back), and the replaced move leaves it, in one record.
+    pub fn append_moves(
+        &self,
+        records: Vec<LoggedMove>,
+        on_durable: OnDurable,
+    ) -> Result<(), WalError> {
         if let Some(len) = records
             .iter()
-            .map(|(_, bytes)| bytes.len() + 64)
+            .map(|record| record.bytes.len() + 96)
             .find(|len| *len > WAL_RECORD_BYTES_MAX)
         {
             return Err(WalError::RecordTooLarge {
@@ -632,6 +664,12 @@ enum Record {
         hash: TxHash,
         bytes: Vec<u8>,
     },
+    /// A move that replaced the unpacked move `replaced`.
+    Replace {
+        replaced: TxHash,
+        hash: TxHash,
+        bytes: Vec<u8>,
+    },
     Packing(InDoubtBlock),
     Packed {
         height: u64,
@@ -651,6 +689,16 @@ fn decode_record(payload: &[u8]) -> Result<Record, DecodeError> {
             let hash = decoder.b256()?;
             let len = decoder.length("WAL move", WAL_RECORD_BYTES_MAX)?;
             Record::Move {
+                hash,
+                bytes: decoder.take(len)?.to_vec(),
+            }
+        }
+        TAG_REPLACE => {
+            let replaced = decoder.b256()?;
+            let hash = decoder.b256()?;
+            let len = decoder.length("WAL move", WAL_RECORD_BYTES_MAX)?;
+            Record::Replace {
+                replaced,
                 hash,
                 bytes: decoder.take(len)?.to_vec(),
             }
@@ -780,6 +828,23 @@ impl Replay {
                     .entry(hash)
                     .or_insert((segment, (self.order, bytes)));
             }
+            Record::Replace {
+                replaced,
+                hash,
+                bytes,
+            } => {
+                // In the replaced move's place; if its segment is gone (it left the live set
+                // with this record), at the end: the core puts each sender's nonces back in
+                // order at replay.
+                let order = match self.live.remove(&replaced) {
+                    Some((_, (order, _))) => order,
+                    None => {
+                        self.order += 1;
+                        self.order
+                    }
+                };
+                self.live.entry(hash).or_insert((segment, (order, bytes)));
+            }
             Record::Packing(block) => {
                 self.position = Some(PackerPosition {
                     next_height: block.header.height + 1,
@@ -884,13 +949,19 @@ impl Writer {
         for request in group {
             match request {
                 Request::Moves { records, .. } => {
-                    for (hash, bytes) in records {
+                    for record in records {
                         moves += 1;
                         put_record(&mut self.buffer, |out| {
-                            out.push(TAG_MOVE);
-                            hash.encode(out);
-                            put_length(out, bytes.len());
-                            out.extend_from_slice(bytes);
+                            match record.replaces {
+                                None => out.push(TAG_MOVE),
+                                Some(replaced) => {
+                                    out.push(TAG_REPLACE);
+                                    replaced.encode(out);
+                                }
+                            }
+                            record.hash.encode(out);
+                            put_length(out, record.bytes.len());
+                            out.extend_from_slice(&record.bytes);
                         });
                         if sync_each_move {
                             synced |= self.write_and_sync(moves)?;
@@ -954,9 +1025,12 @@ impl Writer {
                     records,
                     on_durable,
                 } => {
-                    for (hash, _) in &records {
-                        if !self.segment_of.contains_key(hash) {
-                            self.segment_of.insert(*hash, self.segment);
+                    for record in &records {
+                        if let Some(replaced) = &record.replaces {
+                            self.leave(std::slice::from_ref(replaced));
+                        }
+                        if !self.segment_of.contains_key(&record.hash) {
+                            self.segment_of.insert(record.hash, self.segment);
                             *self.segment_live.entry(self.segment).or_default() += 1;
                         }
                     }
@@ -1454,6 +1528,84 @@ mod tests {
         assert_eq!(recovered.settle(|_| true).len(), 2);
         assert!(recovered.moves.is_empty());
         assert_eq!(recovered.position.map(|p| p.next_height), Some(3));
+    }
+
+    fn replacement(n: u64, replaced: u64) -> LoggedMove {
+        LoggedMove {
+            hash: hash(n),
+            bytes: n.to_be_bytes().to_vec(),
+            replaces: Some(hash(replaced)),
+        }
+    }
+
+    #[test]
+    fn after_a_crash_a_replacement_is_live_in_the_replaced_moves_place_and_it_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = FsyncPolicy::Group {
+            window: Duration::ZERO,
+        };
+        let (wal, _) = Wal::open(&config(dir.path(), policy)).unwrap();
+        let acked = append_all(&wal, 0..3);
+        assert_eq!(acked.iter().take(3).count(), 3);
+        // 10 replaces 0 and is replaced in turn by 11; 12 replaces 2.
+        let (acks, durable) = mpsc::channel();
+        wal.append_moves(
+            vec![replacement(10, 0), replacement(11, 10), replacement(12, 2)],
+            Box::new(move || acks.send(()).unwrap()),
+        )
+        .unwrap();
+        durable.recv().unwrap();
+        std::mem::forget(wal);
+        let (wal, recovered) = Wal::open(&config(dir.path(), policy)).unwrap();
+        assert_eq!(moves(&recovered), [11, 1, 12]);
+        // The replaced moves are not live: packing the three live ones drains the log.
+        let header = headers(1).remove(0);
+        let live: Vec<TxHash> = [11, 1, 12].into_iter().map(hash).collect();
+        wal.packing(header.clone(), live.clone()).unwrap();
+        wal.packed(0, header.hash(), live).unwrap();
+        wal.sync().unwrap();
+        std::mem::forget(wal);
+        let (_wal, recovered) = Wal::open(&config(dir.path(), policy)).unwrap();
+        assert!(recovered.moves.is_empty());
+    }
+
+    #[test]
+    fn a_replacement_whose_replaced_moves_segment_is_gone_comes_back_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let policy = FsyncPolicy::Group {
+            window: Duration::ZERO,
+        };
+        let (wal, _) = Wal::open(&config(dir.path(), policy)).unwrap();
+        // Moves of the largest size: each one fills a segment, which then rotates.
+        let big = WAL_RECORD_BYTES_MAX - 96;
+        for n in [0u64, 1] {
+            let (acks, acked) = mpsc::channel();
+            let mut bytes = vec![0u8; big];
+            bytes[..8].copy_from_slice(&n.to_be_bytes());
+            wal.append(hash(n), bytes, Box::new(move || acks.send(()).unwrap()))
+                .unwrap();
+            acked.recv().unwrap();
+        }
+        wal.sync().unwrap();
+        assert_eq!(list_segments(dir.path()).unwrap().len(), 3);
+        let (acks, acked) = mpsc::channel();
+        wal.append_moves(
+            vec![replacement(10, 0)],
+            Box::new(move || acks.send(()).unwrap()),
+        )
+        .unwrap();
+        acked.recv().unwrap();
+        wal.sync().unwrap();
+        std::mem::forget(wal);
+        let (_wal, recovered) = Wal::open(&config(dir.path(), policy)).unwrap();
+        let live: Vec<u64> = recovered
+            .moves
+            .iter()
+            .map(|(_, bytes)| u64::from_be_bytes(bytes[..8].try_into().unwrap()))
+            .collect();
+        // Move 0's segment was deleted once 10 replaced it: 10 comes back after 1 (the core
+        // restores each sender's nonce order), and 0 never comes back.
+        assert_eq!(live, [1, 10]);
     }
 
     #[test]

@@ -18,12 +18,15 @@ use std::{
     time::Duration,
 };
 
-use client_sdk::Client;
+use client_sdk::{Client, ClientError};
 use da_weak::{LIST_BLOCKS_MAX, WeakDa, block_key};
 use parking_lot::Mutex;
 use primitives::{
-    AccountAccess, AccountKey, Address, BlockBody, Bytes, Decode, NodeId, SpaceAccessList,
-    Transaction, TxHash, U256, bls::BlsPublicKey,
+    AccountAccess, AccountKey, Address, B256, BlockBody, Bytes, DeclaredWrite, Decode,
+    FailureReason, FinalityLevel, NodeId, SignedTransaction, SlotAccess, SpaceAccessList,
+    Transaction, TxHash, U256,
+    api::{Refusal, ReplacementRefusal},
+    bls::BlsPublicKey,
 };
 use sequencer::identity::SequencerKeys;
 use upper_chain::{
@@ -403,6 +406,152 @@ fn every_move_acked_before_a_kill_9_reaches_a_block_after_the_restart() {
     if std::env::var_os("TICKRATE_SEQUENCER_LOG").is_some() {
         eprintln!("{log_text}");
     }
+    drop(running);
+}
+
+/// A move of `key` at `nonce`, priced `gas_price`, that writes `value` into slot `slot` of the
+/// game contract.
+fn cell(key: &AccountKey, nonce: u64, gas_price: u128, slot: u64, value: u64) -> SignedTransaction {
+    let game = Address::repeat_byte(0x42);
+    Transaction {
+        chain_id: CHAIN_ID,
+        nonce,
+        to: game,
+        value: U256::ZERO,
+        data: Bytes::new(),
+        gas_limit: 50_000,
+        gas_price,
+        sponsor: None,
+        access_list: SpaceAccessList::new([
+            AccountAccess::read(key.address()),
+            AccountAccess {
+                storage: vec![SlotAccess {
+                    slot: B256::from(U256::from(slot)),
+                    write: Some(DeclaredWrite::Exact(U256::from(value))),
+                }],
+                ..AccountAccess::read(game)
+            },
+        ]),
+    }
+    .sign(key)
+}
+
+/// A pending move replaced by the same sender and nonce at a higher gas price is gone from
+/// pending state, its sender hears it was replaced, and after `kill -9` and a restart the
+/// replacement, not the replaced move, is what the log gives back and what reaches a block.
+/// A replacement without the price bump is refused and changes nothing; once packed, the nonce
+/// is spent.
+#[test]
+fn a_replacement_survives_a_kill_9_and_only_it_reaches_a_block() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, id, bls_key) = keygen(dir.path());
+    let chain = Arc::new(EmbeddedChain::new(vec![SequencerRecord { id, bls_key }]));
+    let chain_url = serve(&runtime, chain);
+    let config = write_config(dir.path(), &chain_url, free_tcp_port());
+    let log = dir.path().join("sequencer.log");
+    let weak_da = dir.path().join("weak-da");
+    let game = Address::repeat_byte(0x42);
+    let key = player(77);
+    let slot = |n: u64| B256::from(U256::from(n));
+
+    // Run 1 ticks once a minute: every move stays in the mempool.
+    let running = Running::start(&config, &log, &[]);
+    let first = cell(&key, 0, 10, 0, 1);
+    let later = cell(&key, 1, 0, 1, 2);
+    let underpriced = cell(&key, 0, 10, 0, 5);
+    let replacement = cell(&key, 0, 11, 0, 7);
+    runtime.block_on(async {
+        let client = Client::connect(running.client_addr).await.unwrap();
+        client.submit_and_ack(first.clone()).await.unwrap();
+        client.submit_and_ack(later.clone()).await.unwrap();
+        let refused = client.submit_and_ack(underpriced.clone()).await;
+        assert!(
+            matches!(
+                refused,
+                Err(ClientError::Refused(Refusal::Replacement(
+                    ReplacementRefusal::Underpriced {
+                        min_gas_price: 11,
+                        got: 10
+                    }
+                )))
+            ),
+            "{refused:?}"
+        );
+        // Refused: pending state is as before.
+        assert_eq!(
+            client.pending_storage(game, slot(0)).await.unwrap(),
+            U256::from(1)
+        );
+        assert_eq!(client.pending_nonce(key.address()).await.unwrap(), 2);
+        client.submit_and_ack(replacement.clone()).await.unwrap();
+        assert_eq!(
+            client.pending_storage(game, slot(0)).await.unwrap(),
+            U256::from(7)
+        );
+        assert_eq!(
+            client.pending_storage(game, slot(1)).await.unwrap(),
+            U256::from(2)
+        );
+        assert_eq!(client.pending_nonce(key.address()).await.unwrap(), 2);
+        let level = tokio::time::timeout(
+            Duration::from_secs(60),
+            client.wait_for(first.hash(), FinalityLevel::Executed),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            level,
+            FinalityLevel::Failed(FailureReason::Replaced {
+                by: replacement.hash()
+            })
+        );
+    });
+    running.kill();
+
+    // Run 2 comes back from the log and packs every 20 ms.
+    let running = Running::start(&config, &log, &["--tick-ms", "20"]);
+    let mut stored = HashMap::new();
+    for _ in 0..500 {
+        stored = moves_in_weak_da(&runtime, &weak_da, id);
+        if stored.contains_key(&replacement.hash()) && stored.contains_key(&later.hash()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(stored.get(&replacement.hash()), Some(&1), "{stored:?}");
+    assert_eq!(stored.get(&later.hash()), Some(&1));
+    assert!(
+        !stored.contains_key(&first.hash()),
+        "the replaced move never reaches a block"
+    );
+    assert!(!stored.contains_key(&underpriced.hash()));
+    runtime.block_on(async {
+        let client = Client::connect(running.client_addr).await.unwrap();
+        // Replayed in place: the replacement's write, then the later move's.
+        assert_eq!(
+            client.pending_storage(game, slot(0)).await.unwrap(),
+            U256::from(7)
+        );
+        assert_eq!(client.pending_nonce(key.address()).await.unwrap(), 2);
+        // Packed: too late to replace, the nonce is spent.
+        let late = client.submit_and_ack(cell(&key, 0, 1_000, 0, 9)).await;
+        assert!(
+            matches!(
+                late,
+                Err(ClientError::Refused(Refusal::BadNonce {
+                    expected: 2,
+                    got: 0
+                }))
+            ),
+            "{late:?}"
+        );
+    });
     drop(running);
 }
 

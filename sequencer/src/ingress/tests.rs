@@ -3,6 +3,7 @@ use std::time::Duration;
 use primitives::{
     AccountAccess, AccountKey, Bytes, Encode, SessionKey, SessionScope, SpaceAccessList,
     Transaction, U256,
+    api::ReplacementRefusal,
     session::{REVOKED_GRANT, session_access},
 };
 
@@ -478,4 +479,188 @@ fn stateless_checks_refuse_with_a_type_and_keep_the_order() {
             "session move {nonce} out of order or refused"
         );
     }
+}
+
+/// Admits a move into pending state and the mempool, as the core does.
+fn admit_into(
+    admission: &mut Admission,
+    mempool: &mut Mempool,
+    pending: &mut PendingState,
+    verified: VerifiedTransaction,
+) -> Result<(), Refusal> {
+    admission.admit(&verified, pending, 1, mempool.has_room(), at(0))?;
+    pending.admit(&verified);
+    mempool.push(verified);
+    Ok(())
+}
+
+fn priced(
+    key: &AccountKey,
+    nonce: u64,
+    gas_price: u128,
+    sponsor: Option<Address>,
+) -> VerifiedTransaction {
+    let mut tx = account_move(key, nonce, GAME);
+    tx.gas_price = gas_price;
+    tx.sponsor = sponsor;
+    tx.sign(key).verify(CHAIN_ID).expect("valid")
+}
+
+#[test]
+fn a_replacement_needs_the_bump_and_a_refused_one_changes_nothing() {
+    let policy = SponsorPolicy {
+        sponsor: SPONSOR,
+        targets: vec![GAME],
+        player_gas_budget: 100_000,
+        total_gas_budget: 100_000,
+        player_rate: generous(),
+    };
+    let mut admission = Admission::new(generous(), vec![policy]);
+    let (mut mempool, mut pending) = (Mempool::with_capacity(2), PendingState::new());
+    let alice = AccountKey::from_seed(10);
+    let sponsored = priced(&alice, 0, 0, Some(SPONSOR));
+    let later = priced(&alice, 1, 3, None);
+    admit_into(
+        &mut admission,
+        &mut mempool,
+        &mut pending,
+        sponsored.clone(),
+    )
+    .expect("sponsored");
+    admit_into(&mut admission, &mut mempool, &mut pending, later.clone()).expect("paying");
+    assert_eq!(admission.sponsor_spent(&SPONSOR), Some(50_000));
+    let bump = ReplacementPolicy::default();
+
+    // The sponsored move is replaced only by a paying one: a zero price is underpriced.
+    let free = priced(&alice, 0, 0, None);
+    assert_eq!(
+        admission
+            .replace(free, &mut mempool, &mut pending, bump, 1, at(0))
+            .map(|_| ()),
+        Err(Refusal::Replacement(ReplacementRefusal::Underpriced {
+            min_gas_price: 1,
+            got: 0
+        }))
+    );
+    // Refused by the policy: nothing moved.
+    assert!(pending.contains(&sponsored.hash));
+    assert_eq!(
+        mempool.get(&alice.address(), 0).map(|m| m.hash),
+        Some(sponsored.hash)
+    );
+    assert_eq!(admission.sponsor_spent(&SPONSOR), Some(50_000));
+    assert_eq!(
+        admission
+            .replace(
+                priced(&alice, 0, 9, None),
+                &mut mempool,
+                &mut pending,
+                ReplacementPolicy::Never,
+                1,
+                at(0)
+            )
+            .map(|_| ()),
+        Err(Refusal::Replacement(ReplacementRefusal::NotAllowed))
+    );
+    // A full mempool still takes a replacement: it does not grow. The sponsor gets its charge
+    // back, since the replaced move will never run.
+    assert!(!mempool.has_room());
+    let paying = priced(&alice, 0, 1, None);
+    let replacement = admission
+        .replace(paying.clone(), &mut mempool, &mut pending, bump, 1, at(0))
+        .expect("one more than zero");
+    assert_eq!(replacement.replaced.hash, sponsored.hash);
+    assert_eq!(admission.sponsor_spent(&SPONSOR), Some(0));
+    assert!(!pending.contains(&sponsored.hash) && pending.contains(&paying.hash));
+    assert_eq!(pending.next_nonce(&alice.address()), 2);
+    assert_eq!(mempool.len(), 2);
+    // The later move is replaced in its turn: 3 + 10 % rounds up to 4.
+    assert!(
+        admission
+            .replace(
+                priced(&alice, 1, 3, None),
+                &mut mempool,
+                &mut pending,
+                bump,
+                1,
+                at(0)
+            )
+            .is_err()
+    );
+    admission
+        .replace(
+            priced(&alice, 1, 4, None),
+            &mut mempool,
+            &mut pending,
+            bump,
+            1,
+            at(0),
+        )
+        .expect("bumped");
+    let order: Vec<u128> = mempool.take(2).iter().map(|m| m.tx().gas_price).collect();
+    assert_eq!(order, [1, 4]);
+    // Packed: nothing left to replace.
+    assert_eq!(
+        admission
+            .replace(
+                priced(&alice, 0, 100, None),
+                &mut mempool,
+                &mut pending,
+                bump,
+                1,
+                at(0)
+            )
+            .map(|_| ()),
+        Err(Refusal::BadNonce {
+            expected: 2,
+            got: 0
+        })
+    );
+}
+
+#[test]
+fn a_replacement_is_checked_against_pending_state_without_the_move_it_replaces() {
+    let mut admission = Admission::new(generous(), Vec::new());
+    let (mut mempool, mut pending) = (Mempool::with_capacity(8), PendingState::new());
+    let alice = AccountKey::from_seed(10);
+    let session = SessionKey::from_seed(10);
+    // Nonce 0 grants a session key; replaced by a plain move, the grant is gone, so a session
+    // move relying on it is refused as for a key never granted.
+    let granting = grant(&alice, &session, 0, 5);
+    admit_into(&mut admission, &mut mempool, &mut pending, granting.clone()).expect("grant");
+    admit_into(
+        &mut admission,
+        &mut mempool,
+        &mut pending,
+        session_move(&alice, &session, 1, GAME),
+    )
+    .expect("the grant is pending");
+    let mut instead = account_move(&alice, 0, GAME);
+    instead.gas_price = 1;
+    let instead = instead.sign(&alice).verify(CHAIN_ID).expect("valid");
+    admission
+        .replace(
+            instead,
+            &mut mempool,
+            &mut pending,
+            ReplacementPolicy::default(),
+            1,
+            at(0),
+        )
+        .expect("bumped");
+    // Session moves are free: replaced under a policy that asks no bump.
+    let mut session_again = session_move(&alice, &session, 1, GAME).signed.tx;
+    session_again.data = Bytes::from(vec![8]);
+    let session_again = session_again
+        .sign_with_session(&session, alice.address())
+        .verify(CHAIN_ID)
+        .expect("valid");
+    let free = ReplacementPolicy::PriceBump { percent: 0 };
+    assert_eq!(
+        admission
+            .replace(session_again, &mut mempool, &mut pending, free, 1, at(0))
+            .map(|_| ()),
+        Err(Refusal::Session(SessionRefusal::Unknown))
+    );
+    assert!(!pending.contains(&granting.hash));
 }

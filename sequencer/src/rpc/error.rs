@@ -84,6 +84,8 @@ pub(crate) fn refusal_error(refusal: &Refusal) -> ErrorObjectOwned {
         }
         Refusal::BadSignature => invalid_input("invalid sender: bad signature"),
         Refusal::MempoolFull | Refusal::RateLimited => limit_exceeded(&refusal.to_string()),
+        // geth's words, which wallets match on to offer a higher price.
+        Refusal::Replacement(replacement) => invalid_input(&replacement.to_string()),
         Refusal::Malformed
         | Refusal::MissingFromAccessList(_)
         | Refusal::Session(_)
