@@ -36,7 +36,7 @@ use upper_chain::{ChainError, GroupRootCommitment, RegistrySnapshot, UpperChain,
 use crate::{
     groups::{Group, GroupMap},
     node::ShardNode,
-    record::{ExecutionRecord, RecordedMove},
+    record::{ExecutionRecord, RecordLog, RecordedMove},
     state::{NodeState, NodeStateError, merge_change, overlay_writes},
     transport::{GroupTransport, InMemoryTransport},
 };
@@ -114,6 +114,9 @@ pub enum ShardError {
         /// The account.
         address: Address,
     },
+    /// An execution record could not be written.
+    #[error("execution record: {0}")]
+    Record(String),
     /// The node is in the network already.
     #[error("node {0} is in the network already")]
     AlreadyMember(NodeId),
@@ -129,6 +132,10 @@ pub enum ShardError {
 }
 
 impl ShardError {
+    fn record(error: crate::record::RecordLogError) -> ShardError {
+        ShardError::Record(error.to_string())
+    }
+
     fn state(node: NodeId, error: NodeStateError) -> ShardError {
         ShardError::State {
             node,
@@ -192,6 +199,10 @@ pub struct ShardNetwork {
     state_dir: PathBuf,
     /// The last batch's moves with the slices they ran on and their outcomes.
     last_record: ExecutionRecord,
+    /// Where every batch's record is written, if anywhere.
+    record_log: Option<RecordLog>,
+    /// The genesis accounts inserted, as one diff over the empty state.
+    genesis: StateDiff,
     /// Accounts handed over to each node at epoch boundaries, so far.
     accounts_synced: BTreeMap<NodeId, u64>,
     /// Evictions recorded by groups each node is a member of, so far.
@@ -308,6 +319,8 @@ impl ShardNetwork {
             evictions: Vec::new(),
             state_dir: state_dir.to_path_buf(),
             last_record: ExecutionRecord::default(),
+            record_log: None,
+            genesis: StateDiff::default(),
             accounts_synced: BTreeMap::new(),
             evictions_seen: BTreeMap::new(),
             #[cfg(test)]
@@ -362,6 +375,12 @@ impl ShardNetwork {
         &self.last_record
     }
 
+    /// Writes the genesis and every batch's execution record to `log` from now on, for anyone
+    /// to re-execute (`shard-node verify`).
+    pub fn set_record_log(&mut self, log: RecordLog) {
+        self.record_log = Some(log);
+    }
+
     /// Number of the last executed batch.
     pub fn last_batch(&self) -> u64 {
         self.last_batch
@@ -406,6 +425,7 @@ impl ShardNetwork {
         for member in self.groups.group_of(&address).members.iter() {
             self.member_mut(member)?.state.apply(&diff);
         }
+        self.genesis.accounts.extend(diff.accounts);
         Ok(())
     }
 
@@ -610,6 +630,10 @@ impl ShardNetwork {
         if !self.started {
             self.store_batch(0, &BTreeSet::new())?;
             self.started = true;
+            if let Some(log) = &self.record_log {
+                log.write_genesis(&self.genesis)
+                    .map_err(ShardError::record)?;
+            }
         }
         let env = ExecutionEnv {
             chain_id: self.chain_id,
@@ -648,6 +672,9 @@ impl ShardNetwork {
             number: batch.number,
             moves: recorded,
         };
+        if let Some(log) = &self.record_log {
+            log.append(&self.last_record).map_err(ShardError::record)?;
+        }
         if batch.number.is_multiple_of(self.root_commit_interval) {
             let group_roots = self.commit_roots(batch.number, &touched)?;
             debug!(target: "shard_node", number = batch.number, groups = group_roots.len(), "committed group roots");

@@ -368,3 +368,129 @@ fn first_difference(expected: &StateSlice, recorded: &StateSlice) -> Option<Stat
         .find(|address| !expected.accounts.contains_key(*address))
         .map(|address: &Address| StateItem::Balance(*address))
 }
+
+/// Why a record log could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordLogError {
+    /// The file system refused.
+    #[error("{path}: {error}")]
+    Io {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// What it said.
+        error: std::io::Error,
+    },
+    /// A file does not decode.
+    #[error("{path}: {error}")]
+    Decode {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        error: DecodeError,
+    },
+    /// A file holds another batch than its name says.
+    #[error("{path} holds the record of batch {found}")]
+    Misplaced {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The batch it holds.
+        found: u64,
+    },
+}
+
+/// A directory of execution records, one file per batch, and the genesis they start from.
+/// Each file is written whole and synced before it is renamed into place, so a crash leaves
+/// either the whole record or none.
+#[derive(Clone, Debug)]
+pub struct RecordLog {
+    dir: std::path::PathBuf,
+}
+
+const GENESIS_FILE: &str = "genesis.rec";
+
+impl RecordLog {
+    /// The log in `dir`, created if missing.
+    pub fn open(dir: &std::path::Path) -> Result<Self, RecordLogError> {
+        std::fs::create_dir_all(dir).map_err(|error| RecordLogError::Io {
+            path: dir.to_path_buf(),
+            error,
+        })?;
+        Ok(RecordLog {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    fn batch_path(&self, number: u64) -> std::path::PathBuf {
+        self.dir.join(format!("{number:012}.rec"))
+    }
+
+    fn write(&self, path: std::path::PathBuf, bytes: &[u8]) -> Result<(), RecordLogError> {
+        use std::io::Write;
+        let temporary = path.with_extension("tmp");
+        let io = |error| RecordLogError::Io {
+            path: temporary.clone(),
+            error,
+        };
+        let mut file = std::fs::File::create(&temporary).map_err(io)?;
+        file.write_all(bytes).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        std::fs::rename(&temporary, &path).map_err(|error| RecordLogError::Io { path, error })
+    }
+
+    fn read_file(&self, path: &std::path::Path) -> Result<Option<Vec<u8>>, RecordLogError> {
+        match std::fs::read(path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(RecordLogError::Io {
+                path: path.to_path_buf(),
+                error,
+            }),
+        }
+    }
+
+    /// Writes the genesis accounts (as one diff over the empty state).
+    pub fn write_genesis(&self, genesis: &StateDiff) -> Result<(), RecordLogError> {
+        self.write(self.dir.join(GENESIS_FILE), &genesis.to_bytes())
+    }
+
+    /// Writes the record of a batch.
+    pub fn append(&self, record: &ExecutionRecord) -> Result<(), RecordLogError> {
+        self.write(self.batch_path(record.number), &record.to_bytes())
+    }
+
+    /// The genesis accounts, if written.
+    pub fn genesis(&self) -> Result<Option<StateDiff>, RecordLogError> {
+        let path = self.dir.join(GENESIS_FILE);
+        self.read_file(&path)?
+            .map(|bytes| {
+                StateDiff::from_bytes(&bytes)
+                    .map_err(|error| RecordLogError::Decode { path, error })
+            })
+            .transpose()
+    }
+
+    /// The record of batch `number`, if written.
+    pub fn record(&self, number: u64) -> Result<Option<ExecutionRecord>, RecordLogError> {
+        let path = self.batch_path(number);
+        let Some(bytes) = self.read_file(&path)? else {
+            return Ok(None);
+        };
+        let record =
+            ExecutionRecord::from_bytes(&bytes).map_err(|error| RecordLogError::Decode {
+                path: path.clone(),
+                error,
+            })?;
+        if record.number != number {
+            return Err(RecordLogError::Misplaced {
+                path,
+                found: record.number,
+            });
+        }
+        Ok(Some(record))
+    }
+}

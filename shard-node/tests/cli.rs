@@ -419,3 +419,167 @@ fn an_evicted_node_sees_why_in_its_status() {
             .contains("heard nothing from it in 6 rounds")
     );
 }
+
+/// `SSTORE(CALLER, CALLDATALOAD(0))`.
+const STORE_CODE: &[u8] = &[0x60, 0x00, 0x35, 0x33, 0x55, 0x00];
+const COUNTER: Address = Address::repeat_byte(0xc0);
+
+/// A move of `key`'s storing `value` in the counter under its own address.
+fn store_move(
+    key: &primitives::AccountKey,
+    nonce: u64,
+    value: u64,
+) -> primitives::SignedTransaction {
+    use primitives::{AccountAccess, DeclaredWrite, SlotAccess, SpaceAccessList, U256};
+    primitives::Transaction {
+        chain_id: CHAIN_ID,
+        nonce,
+        to: COUNTER,
+        value: U256::ZERO,
+        data: primitives::Bytes::from(U256::from(value).to_be_bytes::<32>().to_vec()),
+        gas_limit: 100_000,
+        gas_price: 0,
+        sponsor: None,
+        access_list: SpaceAccessList::new([
+            AccountAccess::read(key.address()),
+            AccountAccess {
+                storage: vec![SlotAccess {
+                    slot: primitives::B256::left_padding_from(key.address().as_slice()),
+                    write: Some(DeclaredWrite::Exact(U256::from(value))),
+                }],
+                ..AccountAccess::read(COUNTER)
+            },
+        ]),
+    }
+    .sign(key)
+}
+
+/// Batch `number` of `moves`, sealed by one sequencer (the network checks bodies against
+/// headers; the commit certificate is the driver's to check).
+fn finalized_batch(number: u64, body: &primitives::BlockBody) -> primitives::FinalizedBatch {
+    use primitives::{Batch, BlockHeader, codec::Encode};
+    let header = BlockHeader::seal(
+        &primitives::AccountKey::from_seed(1),
+        number,
+        primitives::B256::ZERO,
+        0,
+        body,
+        body.to_bytes().len() as u32,
+    );
+    let sequencer = primitives::bls::BlsSecretKey::from_seed(&[1; 32]);
+    primitives::FinalizedBatch {
+        batch: Batch {
+            number,
+            parent: primitives::B256::ZERO,
+            headers: vec![header],
+        },
+        sequence: number,
+        view: 0,
+        certificate: primitives::bls::Certificate::aggregate(&[(0, sequencer.sign(b"test"))])
+            .unwrap(),
+    }
+}
+
+#[test]
+fn verify_re_executes_a_record_log_checks_the_committed_roots_and_pins_a_tampered_move() {
+    use primitives::{Decode, Encode, U256};
+    use shard_node::{
+        ShardNetwork, ShardNode,
+        record::{ExecutionRecord, RecordLog},
+    };
+
+    let chain = served_chain();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes: Vec<ShardNode> = (0..16).map(ShardNode::from_seed).collect();
+    for node in &nodes {
+        let (registration, signature) = node.registration("peer".into(), Address::ZERO, vec![]);
+        chain.owner.register_node(registration, &signature).unwrap();
+    }
+    chain.owner.advance_epoch();
+    let mut network = ShardNetwork::new(
+        chain.owner.clone(),
+        CHAIN_ID,
+        nodes,
+        &dir.path().join("shards"),
+    )
+    .unwrap();
+    network.set_root_commit_interval(2);
+    let records = dir.path().join("records");
+    network.set_record_log(RecordLog::open(&records).unwrap());
+    network
+        .insert_genesis(
+            COUNTER,
+            execution::AccountState {
+                code: primitives::Bytes::from_static(STORE_CODE),
+                ..execution::AccountState::default()
+            },
+        )
+        .unwrap();
+    let players: Vec<primitives::AccountKey> = (0..10)
+        .map(|seed| primitives::AccountKey::from_seed(700 + seed))
+        .collect();
+    for number in 1..=4u64 {
+        let body = primitives::BlockBody {
+            moves: players
+                .iter()
+                .enumerate()
+                .map(|(index, key)| store_move(key, number - 1, number * 100 + index as u64))
+                .collect(),
+        };
+        network
+            .execute_batch(&finalized_batch(number, &body), &[body])
+            .unwrap();
+    }
+    let records_arg = records.to_str().unwrap();
+    let chain_id = CHAIN_ID.to_string();
+    let args = [
+        "verify",
+        "--records",
+        records_arg,
+        "--chain",
+        &chain.url,
+        "--chain-id",
+        &chain_id,
+    ];
+    let honest = shard_node(&args, &[]);
+    assert!(honest.status.success(), "{}", stderr(&honest));
+    let text = stdout(&honest);
+    assert_eq!(line(&text, "replayed_batches"), "4");
+    assert_eq!(line(&text, "replayed_moves"), "40");
+    let checked: usize = line(&text, "roots_checked").parse().unwrap();
+    assert!(checked >= 2, "{text}");
+    assert_eq!(text.matches("root_ok").count(), checked);
+
+    // A record whose move 3 of batch 3 claims another value is pinned to that move.
+    let log = RecordLog::open(&records).unwrap();
+    let mut record: ExecutionRecord = log.record(3).unwrap().unwrap();
+    let slot = primitives::B256::left_padding_from(players[3].address().as_slice());
+    record.moves[3]
+        .outcome
+        .diff
+        .accounts
+        .get_mut(&COUNTER)
+        .unwrap()
+        .storage
+        .insert(slot, U256::from(999_999));
+    let hash = record.moves[3].signed.hash();
+    log.append(&ExecutionRecord::from_bytes(&record.to_bytes()).unwrap())
+        .unwrap();
+    let tampered = shard_node(&args, &[]);
+    assert!(!tampered.status.success());
+    let text = stdout(&tampered);
+    assert!(
+        text.contains(&format!("batch 3, move 3 ({hash})")),
+        "{text}"
+    );
+
+    // A file that does not decode is a clear error, not a panic.
+    std::fs::write(records.join("000000000003.rec"), b"\x01garbage").unwrap();
+    let garbage = shard_node(&args, &[]);
+    assert!(!garbage.status.success());
+    assert!(
+        stderr(&garbage).contains("000000000003.rec"),
+        "{}",
+        stderr(&garbage)
+    );
+}

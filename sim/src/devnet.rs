@@ -139,6 +139,9 @@ pub enum DevnetError {
     /// A shard node's accounting files could not be written.
     #[error("accounting: {0}")]
     Accounting(#[from] accounting::meter::UsageFileError),
+    /// The execution record log could not be opened.
+    #[error("execution records: {0}")]
+    Records(#[from] shard_node::record::RecordLogError),
 }
 
 type MeshEnd = (
@@ -404,6 +407,9 @@ impl Devnet {
         )?;
         network.set_root_commit_interval(config.root_commit_interval_batches);
         network.set_usage_epoch_batches(config.usage_epoch_batches);
+        network.set_record_log(shard_node::record::RecordLog::open(
+            &data_dir.join("records"),
+        )?);
         let operators = Arc::new(parking_lot::Mutex::new(Operators::open(
             &node_keys,
             config.rates,

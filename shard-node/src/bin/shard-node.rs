@@ -10,6 +10,12 @@
 //!   by the node's key: only its operator can). Each defaults to the configuration file's value;
 //!   `WALLET_FEATURES` overrides the file's list, and an empty list clears the features.
 //!
+//! - `shard-node verify --records DIR --chain URL --chain-id ID` re-executes the batches of an
+//!   execution record log from its genesis, as a single node holding all state would, and checks
+//!   every group root the upper chain holds for a replayed batch. It prints the first move whose
+//!   recorded slice or outcome diverges, or the committed root that does not match, and exits
+//!   non-zero then.
+//!
 //! Running the node itself (`run`) comes with its networked groups.
 
 use std::path::{Path, PathBuf};
@@ -62,6 +68,27 @@ enum Command {
         #[arg(long, env = "WALLET_FEATURES")]
         wallet_features: Option<String>,
     },
+    /// Re-executes an execution record log and checks the group roots committed upstream.
+    Verify {
+        /// The record log's directory (a devnet writes it under `DATA_DIR/records`).
+        #[arg(long)]
+        records: PathBuf,
+        /// The upper chain's URL.
+        #[arg(long)]
+        chain: String,
+        /// The upper chain's chain id.
+        #[arg(long)]
+        chain_id: u64,
+        /// The Registry contract (EVM chains only).
+        #[arg(long)]
+        registry: Option<alloy_primitives::Address>,
+        /// The chain id moves are signed for (default: `--chain-id`, as on the devnet).
+        #[arg(long)]
+        moves_chain_id: Option<u64>,
+        /// Stop after this batch (default: the last record).
+        #[arg(long)]
+        through: Option<u64>,
+    },
     /// Prints what the upper chain holds for the node.
     Status {
         /// The node's configuration file.
@@ -97,6 +124,24 @@ fn main() -> anyhow::Result<()> {
             wallet_features,
         } => set_wallet(&config, reward_wallet, wallet_features),
         Command::Status { config, json } => status(&config, json),
+        Command::Verify {
+            records,
+            chain,
+            chain_id,
+            registry,
+            moves_chain_id,
+            through,
+        } => verify(
+            &records,
+            ChainConfig {
+                url: chain,
+                chain_id,
+                registry,
+                sender: None,
+            },
+            moves_chain_id.unwrap_or(chain_id),
+            through,
+        ),
     }
 }
 
@@ -297,5 +342,114 @@ fn status(config_path: &Path, json: bool) -> anyhow::Result<()> {
     if let Some(why) = &why {
         println!("departure_reason {why}");
     }
+    Ok(())
+}
+
+fn verify(
+    records: &Path,
+    chain_config: ChainConfig,
+    moves_chain_id: u64,
+    through: Option<u64>,
+) -> anyhow::Result<()> {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use shard_node::record::{RecordLog, Verifier};
+
+    if !records.is_dir() {
+        bail!("{} is not a directory", records.display());
+    }
+    let log = RecordLog::open(records)?;
+    let genesis = log
+        .genesis()?
+        .with_context(|| format!("{} holds no genesis.rec", records.display()))?;
+    let chain = connect(&chain_config).with_context(|| {
+        format!(
+            "upper chain {} (chain id {})",
+            chain_config.url, chain_config.chain_id
+        )
+    })?;
+    // Every address the records touch, to find the groups whose roots the chain holds.
+    let mut addresses: BTreeSet<alloy_primitives::Address> =
+        genesis.accounts.keys().copied().collect();
+    let mut last = 0;
+    while through.is_none_or(|through| last < through) {
+        let Some(record) = log.record(last + 1)? else {
+            break;
+        };
+        for recorded in &record.moves {
+            addresses.extend(recorded.outcome.diff.accounts.keys().copied());
+            addresses.extend(recorded.slice.accounts.keys().copied());
+        }
+        last += 1;
+    }
+    if last == 0 {
+        bail!("{} holds no record of batch 1", records.display());
+    }
+    let current = chain.epoch().context("reading the chain's epoch")?;
+    let mut snapshots = BTreeMap::new();
+    let mut by_batch: BTreeMap<u64, Vec<upper_chain::GroupRootCommitment>> = BTreeMap::new();
+    let mut groups = BTreeSet::new();
+    for epoch in 0..=current {
+        let snapshot = chain
+            .registry_snapshot(epoch)
+            .with_context(|| format!("reading the registry of epoch {epoch}"))?;
+        if snapshot.nodes.len() < primitives::constants::GROUP_SIZE {
+            continue;
+        }
+        for address in &addresses {
+            groups.insert(upper_chain::group_id(&snapshot.group_of(address)));
+        }
+        snapshots.insert(epoch, snapshot);
+    }
+    let mut later = 0;
+    for group in &groups {
+        if let Some(commitment) = chain.group_root(group)? {
+            if commitment.batch > last {
+                later += 1;
+            } else {
+                by_batch
+                    .entry(commitment.batch)
+                    .or_default()
+                    .push(commitment);
+            }
+        }
+    }
+    let mut state = execution::InMemoryState::new();
+    state.apply(&genesis);
+    let mut verifier = Verifier::new(moves_chain_id, state);
+    let mut moves = 0;
+    let mut checked = 0;
+    for number in 1..=last {
+        let record = log
+            .record(number)?
+            .with_context(|| format!("the record of batch {number} disappeared"))?;
+        moves += record.moves.len();
+        if let Err(divergence) = verifier.replay(&record) {
+            println!("diverges {divergence}");
+            bail!("batch {number} does not re-execute as recorded: {divergence}");
+        }
+        for commitment in by_batch.get(&number).into_iter().flatten() {
+            let snapshot = snapshots
+                .get(&commitment.epoch)
+                .with_context(|| format!("no registry of epoch {}", commitment.epoch))?;
+            if let Err(divergence) = verifier.check_root(snapshot, commitment) {
+                println!("diverges {divergence}");
+                bail!(
+                    "group {} committed a root re-execution does not give",
+                    commitment.group
+                );
+            }
+            println!(
+                "root_ok group {} batch {} root {}",
+                commitment.group, commitment.batch, commitment.root
+            );
+            checked += 1;
+        }
+    }
+    info!(batches = last, moves, roots = checked, "verified");
+    println!("replayed_batches {last}");
+    println!("replayed_moves {moves}");
+    println!("roots_checked {checked}");
+    println!("roots_after_the_records {later}");
     Ok(())
 }
