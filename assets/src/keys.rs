@@ -89,6 +89,17 @@ impl SpendingKey {
         self.nullifier_key
     }
 
+    /// The incoming viewing key: finds and reads the outputs sent to this key (the notes of
+    /// [`crate::note`]) but cannot spend them. Derived from the seed apart from the signing and
+    /// nullifier keys, so handing it to a watch-only wallet gives away neither.
+    pub fn viewing_key(&self) -> crate::note::ViewingKey {
+        let scalar = SubgroupScalar::from_le_bytes_mod_order(&wide_hash(
+            "tickrate assets viewing key",
+            &self.seed,
+        ));
+        crate::note::ViewingKey::new(scalar, self.address)
+    }
+
     /// Signs `message` deterministically.
     pub fn sign(&self, message: Fr) -> Signature {
         let mut nonce_input = self.seed.to_vec();

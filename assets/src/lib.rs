@@ -9,6 +9,9 @@
 //! - [`tree`]: the append-only output tree, three children a branch node.
 //! - [`keys`]: owner keys (EdDSA on Baby Jubjub with Poseidon, and a nullifier key).
 //! - [`output`]: outputs, commitments, nullifiers.
+//! - [`note`]: output discovery: each new output's data encrypted to its recipient's viewing
+//!   key (ECDH on Baby Jubjub, ChaCha20-Poly1305), published with the transfer; payment
+//!   addresses.
 //! - [`transfer`]: building, signing and natively checking transfers and withdraws.
 //! - [`deposit`]: deposits from the bridge, minted once each, in order.
 //! - [`circuit`]: the 2-in 2-out transfer circuit and the deposit circuit (R1CS,
@@ -21,8 +24,9 @@
 //!
 //! The upper chain's side (the `AssetBridge` and `AssetRollup` contracts and their alloy
 //! adapter) is `upper_chain::rollup`; `tests/assets_evm.rs` runs both against a real EVM.
-//! Not here yet: the `Engine` seam in `execution` that runs this state in an address state
-//! group, and the client side.
+//! The client side (an asset wallet: scanning, balances, building and proving transfers) is
+//! `client_sdk::assets`. Not here yet: the `Engine` seam in `execution` that runs this state in
+//! an address state group.
 
 pub mod asset;
 pub mod circuit;
@@ -30,6 +34,7 @@ pub mod constants;
 pub mod deposit;
 pub mod error;
 pub mod keys;
+pub mod note;
 pub mod output;
 pub mod poseidon;
 pub mod prover;

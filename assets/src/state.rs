@@ -10,6 +10,7 @@
 use std::collections::HashSet;
 
 use ark_bn254::Fr;
+use ark_ff::Zero;
 
 use crate::{
     error::AssetsError,
@@ -153,6 +154,78 @@ impl AssetState {
         Ok(leaf)
     }
 
+    /// Follows a deposit mint the upper chain's rollup accepted (its proof verified there), as
+    /// a client replaying the rollup's events does: the deposit must be the next one, its leaf
+    /// the next leaf, and the root it gives the root the rollup reported. Changes nothing when
+    /// refused.
+    pub fn follow_deposit(
+        &mut self,
+        deposit: &Deposit,
+        leaf_index: u64,
+        new_root: Fr,
+    ) -> Result<(), AssetsError> {
+        self.check_deposit_order(deposit)?;
+        self.check_next_leaf(leaf_index)?;
+        let (_, root) = self.tree.append_paths(&[deposit.output().commitment()])?;
+        if root != new_root {
+            return Err(AssetsError::NewRootMismatch);
+        }
+        self.apply_deposit(deposit).map(|_| ())
+    }
+
+    /// Follows a transfer or withdraw the upper chain's rollup accepted (its proof verified
+    /// there), from the values its `TransferApplied` event publishes: its nullifiers are spent
+    /// and its commitments appended from `leaf_index` on (a zero second commitment is a
+    /// withdraw's, which never enters the tree), and the root they give must be `new_root`.
+    /// Returns the leaves appended. Withdrawals are not recorded here (the event does not carry
+    /// them). Changes nothing when refused.
+    pub fn follow_transfer(
+        &mut self,
+        leaf_index: u64,
+        nullifiers: [Fr; 2],
+        commitments: [Fr; 2],
+        new_root: Fr,
+    ) -> Result<Vec<u64>, AssetsError> {
+        self.check_next_leaf(leaf_index)?;
+        if nullifiers[0] == nullifiers[1] {
+            return Err(AssetsError::DuplicateNullifier);
+        }
+        for (input, nullifier) in nullifiers.iter().enumerate() {
+            if self.is_spent(nullifier) {
+                return Err(AssetsError::NullifierSpent { input });
+            }
+        }
+        let appended = if commitments[1].is_zero() {
+            &commitments[..1]
+        } else {
+            &commitments[..]
+        };
+        let (_, root) = self.tree.append_paths(appended)?;
+        if root != new_root {
+            return Err(AssetsError::NewRootMismatch);
+        }
+        self.nullifiers.extend(nullifiers);
+        Ok(appended
+            .iter()
+            .map(|commitment| self.tree.append(*commitment).expect("room was checked"))
+            .collect())
+    }
+
+    /// The commitment at leaf `index`.
+    pub fn leaf(&self, index: u64) -> Option<Fr> {
+        self.tree.leaf(index)
+    }
+
+    fn check_next_leaf(&self, leaf_index: u64) -> Result<(), AssetsError> {
+        if leaf_index != self.tree.len() {
+            return Err(AssetsError::WrongLeafIndex {
+                expected: self.tree.len(),
+                got: leaf_index,
+            });
+        }
+        Ok(())
+    }
+
     /// Verifies and applies a transfer or withdraw proven from the current root.
     pub fn apply_transfer(
         &mut self,
@@ -209,5 +282,103 @@ impl AssetState {
             leaves,
             withdrawal: effects.withdrawal,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        U256,
+        keys::SpendingKey,
+        output::Output,
+        transfer::{InputNote, TransferPlan},
+    };
+
+    #[test]
+    fn a_follower_replays_published_updates_and_refuses_inconsistent_ones() {
+        let alice = SpendingKey::from_seed([0xa7; 32]);
+        let bob = SpendingKey::from_seed([0xb7; 32]);
+        let deposit = |deposit_id| Deposit {
+            deposit_id,
+            owner: alice.address(),
+            asset: U256::from(3),
+            amount: U256::from(10),
+        };
+        let mut follower = AssetState::new();
+        // A deposit whose root is not the one reported is refused and changes nothing.
+        assert_eq!(
+            follower.follow_deposit(&deposit(0), 0, Fr::from(1u64)),
+            Err(AssetsError::NewRootMismatch)
+        );
+        let witness = follower
+            .prepare_deposit(&deposit(0))
+            .expect("valid in this test");
+        follower
+            .follow_deposit(&deposit(0), 0, witness.public.new_root)
+            .expect("valid in this test");
+        assert_eq!(
+            follower.follow_deposit(&deposit(0), 1, witness.public.new_root),
+            Err(AssetsError::DepositReplayed { deposit_id: 0 })
+        );
+
+        // Alice pays Bob; the follower sees only the published values.
+        let plan = TransferPlan {
+            root: follower.root(),
+            inputs: [
+                InputNote {
+                    output: deposit(0).output(),
+                    leaf_index: 0,
+                    path: follower.path(0).expect("valid in this test"),
+                },
+                InputNote::dummy(alice.address(), U256::from(3), Fr::from(4u64)),
+            ],
+            outputs: [
+                Output {
+                    owner: bob.address(),
+                    asset: U256::from(3),
+                    amount: U256::from(10),
+                    blinding: Fr::from(5u64),
+                },
+                Output {
+                    owner: alice.address(),
+                    asset: U256::from(3),
+                    amount: U256::ZERO,
+                    blinding: Fr::from(6u64),
+                },
+            ],
+            withdraw_to: None,
+        };
+        let public = follower
+            .prepare(&plan.sign([&alice, &alice]))
+            .expect("valid in this test")
+            .public();
+        let effects = public.effects;
+        let before = follower.clone();
+        assert_eq!(
+            follower.follow_transfer(2, effects.nullifiers, effects.commitments, public.new_root),
+            Err(AssetsError::WrongLeafIndex {
+                expected: 1,
+                got: 2
+            })
+        );
+        assert_eq!(
+            follower.follow_transfer(1, effects.nullifiers, effects.commitments, public.old_root),
+            Err(AssetsError::NewRootMismatch)
+        );
+        assert_eq!(follower, before);
+        assert_eq!(
+            follower.follow_transfer(1, effects.nullifiers, effects.commitments, public.new_root),
+            Ok(vec![1, 2])
+        );
+        assert_eq!(follower.root(), public.new_root);
+        assert_eq!(follower.leaf(1), Some(effects.commitments[0]));
+        assert!(follower.is_spent(&effects.nullifiers[0]));
+        // The same nullifiers again are a double spend.
+        let root = follower.root();
+        assert_eq!(
+            follower.follow_transfer(3, effects.nullifiers, effects.commitments, root),
+            Err(AssetsError::NullifierSpent { input: 0 })
+        );
     }
 }

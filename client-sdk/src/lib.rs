@@ -16,7 +16,13 @@
 //! A move's Space Access List comes from a shard node: [`Estimator`] asks one to run the move on
 //! executed state and returns the list to sign it with (a game that knows its contract's
 //! layout may also build the list itself, as `examples/` do).
+//!
+//! With the feature `assets`, [`assets`] is the asset wallet: asset keys, scanning the asset
+//! rollup for the wallet's outputs, balances per asset, and transfers and withdrawals proven
+//! in zero knowledge.
 
+#[cfg(feature = "assets")]
+pub mod assets;
 pub mod demo;
 pub mod estimator;
 pub mod failover;

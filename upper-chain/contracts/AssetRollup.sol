@@ -40,6 +40,9 @@ contract AssetRollup {
     uint256 internal constant R =
         21888242871839275222246405745257275088548364400416034343698204186575808495617;
     uint256 internal constant LIMB_MASK = type(uint128).max;
+    /// Bytes a note may hold: one note is 144 (`assets::note::NOTE_BYTES`); the bound keeps
+    /// what wallets scan small.
+    uint256 public constant MAX_NOTE_BYTES = 256;
 
     /// The public values of a transfer or withdraw proof.
     struct TransferInputs {
@@ -73,11 +76,18 @@ contract AssetRollup {
     error DepositOutOfOrder(uint64 expected, uint64 got);
     error DepositMismatch(uint64 depositId);
     error UnknownDeposit(uint64 depositId);
+    error TooManyNotes(uint256 notes, uint256 outputs);
+    error NoteTooLong(uint256 length);
+    error NoSuchLeaf(uint64 leafIndex);
 
     event DepositMinted(uint64 indexed depositId, uint64 leafIndex, uint256 newRoot);
     event TransferApplied(
         uint256 newRoot, uint64 leafIndex, uint256[2] nullifiers, uint256[2] commitments
     );
+    /// The note of the output at `leafIndex`: its data encrypted to its recipient, who finds it
+    /// by trying to decrypt every note (`assets::note`). Not checked here: a wallet accepts a
+    /// note only if it opens to the commitment at its leaf.
+    event OutputNote(uint64 indexed leafIndex, bytes note);
     event WithdrawalProven(
         uint64 indexed withdrawalId, address indexed recipient, uint256 asset, uint256 amount
     );
@@ -147,7 +157,7 @@ contract AssetRollup {
     /// Applies a proven transfer or withdraw starting from the current root: its nullifiers
     /// are spent, its outputs appended (one for a withdraw, whose second output leaves), and a
     /// withdrawal recorded for the bridge to release.
-    function transfer(TransferInputs calldata t, uint256[8] calldata proof) external {
+    function transfer(TransferInputs calldata t, uint256[8] calldata proof) public {
         if (t.oldRoot != root) revert StaleRoot(root, t.oldRoot);
         if (t.leafIndex != leafCount) revert WrongLeafIndex(leafCount, t.leafIndex);
         if (t.nullifiers[0] == t.nullifiers[1]) revert DuplicateNullifier();
@@ -186,5 +196,29 @@ contract AssetRollup {
             withdrawalHash[withdrawalId] = keccak256(abi.encode(t.recipient, t.asset, t.amount));
             emit WithdrawalProven(withdrawalId, t.recipient, t.asset, t.amount);
         }
+    }
+
+    /// `transfer`, publishing with it the notes of its new outputs: `notes[i]` for the output
+    /// at leaf `t.leafIndex + i` (two outputs for a transfer, one for a withdraw).
+    function transferWithNotes(TransferInputs calldata t, uint256[8] calldata proof, bytes[] calldata notes)
+        external
+    {
+        uint256 outputs = t.recipient == address(0) ? 2 : 1;
+        if (notes.length > outputs) revert TooManyNotes(notes.length, outputs);
+        for (uint256 i = 0; i < notes.length; i++) {
+            if (notes[i].length > MAX_NOTE_BYTES) revert NoteTooLong(notes[i].length);
+        }
+        transfer(t, proof);
+        for (uint256 i = 0; i < notes.length; i++) {
+            emit OutputNote(t.leafIndex + uint64(i), notes[i]);
+        }
+    }
+
+    /// Publishes a note for an output already in the tree (a sender whose first note was lost or
+    /// replaced by whoever submitted its proof publishes it again).
+    function publishNote(uint64 leafIndex, bytes calldata note) external {
+        if (leafIndex >= leafCount) revert NoSuchLeaf(leafIndex);
+        if (note.length > MAX_NOTE_BYTES) revert NoteTooLong(note.length);
+        emit OutputNote(leafIndex, note);
     }
 }

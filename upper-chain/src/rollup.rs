@@ -13,6 +13,11 @@
 //! address its rollup payouts go to; [`EvmAssets::tree_updates`] reads the tree's changes back
 //! from the rollup's events, so anyone can rebuild the tree and prove a spend of their outputs.
 //!
+//! Wallets read the rollup's whole published history ([`EvmAssets::history`]: deposits minted,
+//! transfers applied, output notes, withdrawals proven) to rebuild its tree and find their
+//! outputs, and submit their transfers with the notes of the new outputs
+//! ([`EvmAssets::transfer_with_notes`]).
+//!
 //! `devnode::compile_solidity` compiles a generated verifier with the repository's solc-js,
 //! for tests and benchmarks that deploy one.
 
@@ -146,6 +151,20 @@ pub enum RollupError {
     /// A withdrawal of nothing.
     #[error("withdrawal {0} releases nothing")]
     NothingToRelease(u64),
+    /// More notes than the update creates outputs.
+    #[error("{notes} notes for {outputs} outputs")]
+    TooManyNotes {
+        /// Notes offered.
+        notes: u64,
+        /// Outputs the update appends.
+        outputs: u64,
+    },
+    /// A note longer than the rollup takes (`MAX_NOTE_BYTES`).
+    #[error("a note of {0} bytes is too long")]
+    NoteTooLong(u64),
+    /// No output at this leaf yet.
+    #[error("no output at leaf {0}")]
+    NoSuchLeaf(u64),
     /// The token contract refused (allowance, balance, ownership), with its error's name.
     #[error("the token refused: {0}")]
     Token(String),
@@ -205,6 +224,49 @@ pub struct ProvenWithdrawal {
     pub asset: U256,
     /// The amount.
     pub amount: U256,
+}
+
+/// One event of the rollup, as [`EvmAssets::history`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RollupEvent {
+    /// A bridge deposit minted as the output at `leaf_index`.
+    DepositMinted {
+        /// The bridge's number of the deposit.
+        deposit_id: u64,
+        /// Its output's leaf.
+        leaf_index: u64,
+        /// The root after it.
+        new_root: U256,
+    },
+    /// A transfer or withdraw applied.
+    TransferApplied {
+        /// The root after it.
+        new_root: U256,
+        /// The leaf of its first output.
+        leaf_index: u64,
+        /// The nullifiers it spent.
+        nullifiers: [U256; 2],
+        /// Its outputs' commitments (the second zero for a withdraw, which appends one leaf).
+        commitments: [U256; 2],
+    },
+    /// A note published for the output at `leaf_index` (unchecked: anyone may publish one).
+    OutputNote {
+        /// The output's leaf.
+        leaf_index: u64,
+        /// The note's bytes (at most the rollup's `MAX_NOTE_BYTES`).
+        note: Vec<u8>,
+    },
+    /// A withdrawal proven, for the bridge to release.
+    WithdrawalProven(ProvenWithdrawal),
+}
+
+/// The rollup's events over a range of blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupHistory {
+    /// The events, in chain order.
+    pub events: Vec<RollupEvent>,
+    /// The last block read.
+    pub to_block: u64,
 }
 
 /// What a mined update did.
@@ -375,6 +437,12 @@ fn refusal(what: &str, error: &TransportError) -> RollupError {
             },
             E::DepositMismatch(e) => RollupError::DepositMismatch(e.depositId),
             E::UnknownDeposit(e) => RollupError::UnknownDeposit(e.depositId),
+            E::TooManyNotes(e) => RollupError::TooManyNotes {
+                notes: e.notes.saturating_to(),
+                outputs: e.outputs.saturating_to(),
+            },
+            E::NoteTooLong(e) => RollupError::NoteTooLong(e.length.saturating_to()),
+            E::NoSuchLeaf(e) => RollupError::NoSuchLeaf(e.leafIndex),
         };
     }
     if let Ok(decoded) = AssetBridge::AssetBridgeErrors::abi_decode(&data) {
@@ -755,36 +823,137 @@ impl EvmAssets {
         proof: ProofWords,
     ) -> Result<Applied, RollupError> {
         let call = AssetRollup::transferCall {
-            t: AssetRollup::TransferInputs {
-                oldRoot: inputs.old_root,
-                newRoot: inputs.new_root,
-                leafIndex: inputs.leaf_index,
-                nullifiers: inputs.nullifiers,
-                commitments: inputs.commitments,
-                recipient: inputs.recipient,
-                asset: inputs.asset,
-                amount: inputs.amount,
-            },
+            t: transfer_inputs(inputs),
             proof,
         };
         let receipt = self.transact("transfer", self.rollup, call.abi_encode())?;
+        Ok(self.applied(&receipt))
+    }
+
+    /// [`EvmAssets::transfer`], publishing with it the notes of its new outputs (`notes[i]` is
+    /// the note of the output at leaf `inputs.leaf_index + i`; at most two for a transfer, one
+    /// for a withdraw), as `OutputNote` events that recipients scan ([`EvmAssets::history`]).
+    pub fn transfer_with_notes(
+        &self,
+        inputs: &TransferInputs,
+        proof: ProofWords,
+        notes: &[Vec<u8>],
+    ) -> Result<Applied, RollupError> {
+        let call = AssetRollup::transferWithNotesCall {
+            t: transfer_inputs(inputs),
+            proof,
+            notes: notes.iter().map(|note| note.clone().into()).collect(),
+        };
+        let receipt = self.transact("transferWithNotes", self.rollup, call.abi_encode())?;
+        Ok(self.applied(&receipt))
+    }
+
+    /// Publishes a note again for the output at `leaf_index` (already in the tree).
+    pub fn publish_note(&self, leaf_index: u64, note: Vec<u8>) -> Result<(), RollupError> {
+        let call = AssetRollup::publishNoteCall {
+            leafIndex: leaf_index,
+            note: note.into(),
+        };
+        self.transact("publishNote", self.rollup, call.abi_encode())
+            .map(|_| ())
+    }
+
+    fn applied(&self, receipt: &TransactionReceipt) -> Applied {
         let withdrawal = receipt
             .logs()
             .iter()
             .filter(|log| log.address() == self.rollup)
             .find_map(|log| log.log_decode::<AssetRollup::WithdrawalProven>().ok())
-            .map(|log| {
-                let event = &log.inner.data;
-                ProvenWithdrawal {
-                    withdrawal_id: event.withdrawalId,
-                    recipient: event.recipient,
-                    asset: event.asset,
-                    amount: event.amount,
-                }
-            });
-        Ok(Applied {
+            .map(|log| withdrawal_of(&log.inner.data));
+        Applied {
             gas_used: receipt.gas_used,
             withdrawal,
+        }
+    }
+
+    /// Everything the rollup published from block `from_block` to the head, in chain order, and
+    /// the last block read (the next read starts after it): what a wallet replays to rebuild
+    /// the output tree, find its outputs and its withdrawals.
+    pub fn history(&self, from_block: u64) -> Result<RollupHistory, RollupError> {
+        let provider = self.provider.clone();
+        let rollup = self.rollup;
+        self.run(async move {
+            let head = provider
+                .get_block_number()
+                .await
+                .map_err(|e| rpc("eth_blockNumber", e))?;
+            if head < from_block {
+                return Ok(RollupHistory {
+                    events: Vec::new(),
+                    to_block: head,
+                });
+            }
+            let filter = Filter::new()
+                .address(rollup)
+                .event_signature(vec![
+                    AssetRollup::DepositMinted::SIGNATURE_HASH,
+                    AssetRollup::TransferApplied::SIGNATURE_HASH,
+                    AssetRollup::OutputNote::SIGNATURE_HASH,
+                    AssetRollup::WithdrawalProven::SIGNATURE_HASH,
+                ])
+                .from_block(from_block)
+                .to_block(head);
+            let mut logs = provider
+                .get_logs(&filter)
+                .await
+                .map_err(|e| rpc("eth_getLogs", e))?;
+            logs.sort_by_key(|log| (log.block_number, log.log_index));
+            let mut events = Vec::with_capacity(logs.len());
+            for log in logs {
+                let malformed = |e| rpc("rollup log", e);
+                let topic = log.topic0().copied().unwrap_or_default();
+                let event = if topic == AssetRollup::DepositMinted::SIGNATURE_HASH {
+                    let event = log
+                        .log_decode::<AssetRollup::DepositMinted>()
+                        .map_err(malformed)?
+                        .inner
+                        .data;
+                    RollupEvent::DepositMinted {
+                        deposit_id: event.depositId,
+                        leaf_index: event.leafIndex,
+                        new_root: event.newRoot,
+                    }
+                } else if topic == AssetRollup::TransferApplied::SIGNATURE_HASH {
+                    let event = log
+                        .log_decode::<AssetRollup::TransferApplied>()
+                        .map_err(malformed)?
+                        .inner
+                        .data;
+                    RollupEvent::TransferApplied {
+                        new_root: event.newRoot,
+                        leaf_index: event.leafIndex,
+                        nullifiers: event.nullifiers,
+                        commitments: event.commitments,
+                    }
+                } else if topic == AssetRollup::OutputNote::SIGNATURE_HASH {
+                    let event = log
+                        .log_decode::<AssetRollup::OutputNote>()
+                        .map_err(malformed)?
+                        .inner
+                        .data;
+                    RollupEvent::OutputNote {
+                        leaf_index: event.leafIndex,
+                        note: event.note.to_vec(),
+                    }
+                } else {
+                    let event = log
+                        .log_decode::<AssetRollup::WithdrawalProven>()
+                        .map_err(malformed)?
+                        .inner
+                        .data;
+                    RollupEvent::WithdrawalProven(withdrawal_of(&event))
+                };
+                events.push(event);
+            }
+            Ok(RollupHistory {
+                events,
+                to_block: head,
+            })
         })
     }
 
@@ -991,6 +1160,28 @@ impl EvmAssets {
         let answer = self.view_of(directory, PayoutDirectory::payoutRecipientCall { wallet })?;
         let owner = [answer.ownerX, answer.ownerY, answer.nullifierKeyHash];
         Ok((owner != [U256::ZERO; 3]).then_some(owner))
+    }
+}
+
+fn transfer_inputs(inputs: &TransferInputs) -> AssetRollup::TransferInputs {
+    AssetRollup::TransferInputs {
+        oldRoot: inputs.old_root,
+        newRoot: inputs.new_root,
+        leafIndex: inputs.leaf_index,
+        nullifiers: inputs.nullifiers,
+        commitments: inputs.commitments,
+        recipient: inputs.recipient,
+        asset: inputs.asset,
+        amount: inputs.amount,
+    }
+}
+
+fn withdrawal_of(event: &AssetRollup::WithdrawalProven) -> ProvenWithdrawal {
+    ProvenWithdrawal {
+        withdrawal_id: event.withdrawalId,
+        recipient: event.recipient,
+        asset: event.asset,
+        amount: event.amount,
     }
 }
 
