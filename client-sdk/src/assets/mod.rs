@@ -267,7 +267,9 @@ impl AssetWallet {
         for event in history.events {
             self.replay(&mut replica, event)?;
         }
-        replica.next_block = history.to_block + 1;
+        // A node whose head is behind the last one read (another node, a restart) must not
+        // make the wallet read the same events twice.
+        replica.next_block = replica.next_block.max(history.to_block + 1);
         debug!(
             leaves = replica.state.leaf_count(),
             owned = replica.owned.len(),
