@@ -13,8 +13,8 @@ use rocksdb::{DB, IteratorMode, Options, WriteBatch, WriteOptions};
 use crate::{
     AdminOp, ChainError, Departure, DepartureKind, DepartureProof, Deposit, GroupDecision,
     GroupRootCommitment, NodeRecord, Registration, RegistrySnapshot, SequencerCandidate,
-    SequencerEpoch, SequencerRecord, SyncedRoot, UpperChain, WalletUpdate, group_id, quorum,
-    select_sequencers, sequencer_epoch_of,
+    SequencerEpoch, SequencerRecord, SponsorPolicyRecord, SponsorPolicyUpdate, SyncedRoot,
+    UpperChain, WalletUpdate, group_id, quorum, select_sequencers, sequencer_epoch_of,
     store::{SequencerSet, decode_all, key},
 };
 
@@ -58,6 +58,10 @@ struct ChainState {
     deposits: Vec<Deposit>,
     /// Each node's next wallet nonce, for nodes that updated their wallet.
     wallet_nonces: BTreeMap<NodeId, u64>,
+    /// Sponsorship policies in force, by sponsor.
+    sponsor_policies: BTreeMap<Address, SponsorPolicyRecord>,
+    /// Each sponsor's next policy nonce, for sponsors that sent an update.
+    sponsor_nonces: BTreeMap<Address, u64>,
 }
 
 impl ChainState {
@@ -166,6 +170,18 @@ impl ChainState {
                 .iter()
                 .map(|(id, nonce)| (key::node(key::WALLET_NONCE, id), nonce.to_bytes())),
         );
+        out.extend(self.sponsor_policies.iter().map(|(sponsor, policy)| {
+            (
+                key::with(key::SPONSOR_POLICY, sponsor.as_slice()),
+                policy.to_bytes(),
+            )
+        }));
+        out.extend(self.sponsor_nonces.iter().map(|(sponsor, nonce)| {
+            (
+                key::with(key::SPONSOR_NONCE, sponsor.as_slice()),
+                nonce.to_bytes(),
+            )
+        }));
         out
     }
 
@@ -253,6 +269,17 @@ impl ChainState {
                 state
                     .wallet_nonces
                     .insert(NodeId(Address::from_slice(rest)), nonce);
+            } else if k.starts_with(key::SPONSOR_POLICY) {
+                let policy: SponsorPolicyRecord = decode_all(v).map_err(decode_err)?;
+                state.sponsor_policies.insert(policy.sponsor, policy);
+            } else if let Some(rest) = k.strip_prefix(key::SPONSOR_NONCE) {
+                if rest.len() != 20 {
+                    return Err(corrupt("sponsor nonce key"));
+                }
+                let nonce: u64 = decode_all(v).map_err(decode_err)?;
+                state
+                    .sponsor_nonces
+                    .insert(Address::from_slice(rest), nonce);
             } else if let Some(rest) = k.strip_prefix(key::DEPOSIT) {
                 let deposit: Deposit = decode_all(v).map_err(decode_err)?;
                 deposits.insert(number(rest)?, deposit);
@@ -371,6 +398,10 @@ impl Change {
 
     fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
         self.batch.put(key, value);
+    }
+
+    fn delete(&mut self, key: impl AsRef<[u8]>) {
+        self.batch.delete(key);
     }
 }
 
@@ -755,6 +786,75 @@ impl UpperChain for EmbeddedChain {
             .get(node)
             .copied()
             .unwrap_or(0))
+    }
+
+    fn set_sponsor_policy(
+        &self,
+        update: SponsorPolicyUpdate,
+        signature: &Signature,
+    ) -> Result<(), ChainError> {
+        let signer = signature.recover_address(&update.signing_hash())?;
+        if signer != update.sponsor {
+            return Err(ChainError::NotSponsor {
+                sponsor: update.sponsor,
+                signer,
+            });
+        }
+        let mut state = self.state.lock();
+        let expected = state
+            .sponsor_nonces
+            .get(&update.sponsor)
+            .copied()
+            .unwrap_or(0);
+        if update.nonce != expected {
+            return Err(ChainError::SponsorNonce {
+                expected,
+                got: update.nonce,
+            });
+        }
+        let next = expected + 1;
+        let policy_key = key::with(key::SPONSOR_POLICY, update.sponsor.as_slice());
+        let record = update.terms.map(|terms| SponsorPolicyRecord {
+            sponsor: update.sponsor,
+            terms,
+            nonce: update.nonce,
+        });
+        let mut change = Change::new();
+        match &record {
+            Some(record) => change.put(&policy_key, record.to_bytes()),
+            None => change.delete(&policy_key),
+        }
+        change.put(
+            key::with(key::SPONSOR_NONCE, update.sponsor.as_slice()),
+            next.to_bytes(),
+        );
+        self.commit(change)?;
+        match record {
+            Some(record) => state.sponsor_policies.insert(update.sponsor, record),
+            None => state.sponsor_policies.remove(&update.sponsor),
+        };
+        state.sponsor_nonces.insert(update.sponsor, next);
+        Ok(())
+    }
+
+    fn sponsor_nonce(&self, sponsor: &Address) -> Result<u64, ChainError> {
+        Ok(self
+            .state
+            .lock()
+            .sponsor_nonces
+            .get(sponsor)
+            .copied()
+            .unwrap_or(0))
+    }
+
+    fn sponsor_policies(&self) -> Result<Vec<SponsorPolicyRecord>, ChainError> {
+        Ok(self
+            .state
+            .lock()
+            .sponsor_policies
+            .values()
+            .cloned()
+            .collect())
     }
 
     fn record_departure(

@@ -40,7 +40,8 @@ use tracing::{debug, info};
 use crate::{
     AdminOp, ChainError, Departure, DepartureKind, DepartureProof, Deposit, GroupDecision,
     GroupRootCommitment, NodeRecord, Registration, RegistrySnapshot, SequencerCandidate,
-    SequencerEpoch, SequencerRecord, SyncedRoot, UpperChain, WalletUpdate,
+    SequencerEpoch, SequencerRecord, SponsorPolicyRecord, SponsorPolicyUpdate, SyncedRoot,
+    UpperChain, WalletUpdate,
 };
 
 mod bindings {
@@ -1197,6 +1198,28 @@ impl UpperChain for EvmChain {
         out.sort_by_key(|(offender, _)| *offender);
         Ok(out)
     }
+
+    // The `Registry` contract keeps no sponsorship policies yet: an EVM-settled network sets
+    // them in each sequencer's configuration. The calls say so rather than answer "none".
+    fn set_sponsor_policy(
+        &self,
+        _update: SponsorPolicyUpdate,
+        _signature: &Signature,
+    ) -> Result<(), ChainError> {
+        Err(no_sponsor_policies())
+    }
+
+    fn sponsor_nonce(&self, _sponsor: &Address) -> Result<u64, ChainError> {
+        Err(no_sponsor_policies())
+    }
+
+    fn sponsor_policies(&self) -> Result<Vec<SponsorPolicyRecord>, ChainError> {
+        Err(no_sponsor_policies())
+    }
+}
+
+fn no_sponsor_policies() -> ChainError {
+    ChainError::Unsupported("the Registry contract keeps no sponsorship policies".into())
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ mod evm;
 #[cfg(feature = "evm")]
 pub mod rollup;
 mod served;
+pub mod sponsorship;
 mod store;
 pub mod wire;
 
@@ -50,6 +51,7 @@ pub use embedded::{EmbeddedChain, Genesis};
 #[cfg(feature = "evm")]
 pub use evm::{EvmChain, EvmConfig};
 pub use served::{ChainServer, DEVNET_CHAIN_ID, RemoteChain, ServerConfig};
+pub use sponsorship::{SponsorPolicyRecord, SponsorPolicyUpdate, SponsorTerms};
 
 /// Why the chain refused a call. A refused call changes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -206,6 +208,26 @@ pub enum ChainError {
         /// The nonce signed.
         got: u64,
     },
+    /// A sponsorship policy update signed by another key than the sponsor's.
+    #[error("signed by {signer}, not by sponsor {sponsor}")]
+    NotSponsor {
+        /// The sponsor the update is for.
+        sponsor: Address,
+        /// Who signed it.
+        signer: Address,
+    },
+    /// A sponsorship policy update signed with another nonce than the sponsor's next one.
+    #[error("sponsor policy nonce {got}, the sponsor's next is {expected}")]
+    SponsorNonce {
+        /// The sponsor's next policy nonce.
+        expected: u64,
+        /// The nonce signed.
+        got: u64,
+    },
+    /// This chain does not keep what the call asks for (the `Registry` contract has no
+    /// sponsorship policies yet).
+    #[error("not supported by this chain: {0}")]
+    Unsupported(String),
 }
 
 /// What an operator registers for a node.
@@ -749,6 +771,19 @@ pub trait UpperChain: Send + Sync {
     ) -> Result<(), ChainError>;
     /// Every recorded equivocation, with its offender, by offender ID.
     fn equivocations(&self) -> Result<Vec<(NodeId, EquivocationEvidence)>, ChainError>;
+    /// Sets or withdraws a sponsor's sponsorship policy ([`SponsorPolicyUpdate`]), signed by
+    /// the sponsor's account key. Refused with [`ChainError::NotSponsor`] if another key signed
+    /// it and [`ChainError::SponsorNonce`] if its nonce is not the sponsor's next. In force for
+    /// every reader of [`UpperChain::sponsor_policies`] from then on.
+    fn set_sponsor_policy(
+        &self,
+        update: SponsorPolicyUpdate,
+        signature: &Signature,
+    ) -> Result<(), ChainError>;
+    /// The nonce the sponsor's next policy update must carry (0 before any).
+    fn sponsor_nonce(&self, sponsor: &Address) -> Result<u64, ChainError>;
+    /// Every sponsorship policy in force, by sponsor.
+    fn sponsor_policies(&self) -> Result<Vec<SponsorPolicyRecord>, ChainError>;
 }
 
 /// The bridge's view of deposits: each deposit is returned exactly once, in order.

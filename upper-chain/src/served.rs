@@ -13,7 +13,9 @@ use std::{
 };
 
 use parking_lot::Mutex;
-use primitives::{B256, Decode, NodeId, Signature, bls::Certificate, pbft::EquivocationEvidence};
+use primitives::{
+    Address, B256, Decode, NodeId, Signature, bls::Certificate, pbft::EquivocationEvidence,
+};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream as AsyncTcpStream},
@@ -24,7 +26,7 @@ use tracing::{debug, info, warn};
 use crate::{
     AdminOp, ChainError, Departure, DepartureProof, Deposit, GroupDecision, GroupRootCommitment,
     Registration, RegistrySnapshot, SequencerCandidate, SequencerEpoch, SequencerRecord,
-    SyncedRoot, UpperChain, WalletUpdate,
+    SponsorPolicyRecord, SponsorPolicyUpdate, SyncedRoot, UpperChain, WalletUpdate,
     wire::{
         ANSWER_BYTES_MAX, Answer, DEPOSITS_PER_REQUEST_MAX, REQUEST_BYTES_MAX, Request,
         frame_length, handle, put_frame,
@@ -433,6 +435,25 @@ impl UpperChain for RemoteChain {
 
     fn wallet_nonce(&self, node: &NodeId) -> Result<u64, ChainError> {
         self.number(&Request::WalletNonce(*node))
+    }
+
+    fn set_sponsor_policy(
+        &self,
+        update: SponsorPolicyUpdate,
+        signature: &Signature,
+    ) -> Result<(), ChainError> {
+        self.write(&Request::SetSponsorPolicy(update, *signature))
+    }
+
+    fn sponsor_nonce(&self, sponsor: &Address) -> Result<u64, ChainError> {
+        self.number(&Request::SponsorNonce(*sponsor))
+    }
+
+    fn sponsor_policies(&self) -> Result<Vec<SponsorPolicyRecord>, ChainError> {
+        match self.call(&Request::SponsorPolicies)? {
+            Answer::SponsorPolicies(policies) => Ok(policies),
+            other => Err(refused_or_unexpected(other)),
+        }
     }
 
     fn admin(&self, op: AdminOp, signature: &Signature) -> Result<(), ChainError> {

@@ -300,6 +300,8 @@ pub(crate) mod key {
     pub const DEPOSIT: &[u8] = b"p/";
     pub const EQUIVOCATION: &[u8] = b"e/";
     pub const WALLET_NONCE: &[u8] = b"w/";
+    pub const SPONSOR_POLICY: &[u8] = b"sp/";
+    pub const SPONSOR_NONCE: &[u8] = b"sn/";
     pub const SEQUENCER_EPOCH_LENGTH: &[u8] = b"m/sequencer-epoch-length";
     pub const SEQUENCER_SET_SIZE: &[u8] = b"m/sequencer-set-size";
     pub const SEQUENCER_EPOCH: &[u8] = b"q/";

@@ -10,7 +10,7 @@
 //! own bound before anything is allocated.
 
 use primitives::{
-    B256, Decode, DecodeError, Decoder, Encode, NodeId, Signature, SignatureError,
+    Address, B256, Decode, DecodeError, Decoder, Encode, NodeId, Signature, SignatureError,
     bls::{BlsError, Certificate},
     codec::{put_bytes, put_list},
     pbft::{EquivocationEvidence, EvidenceError},
@@ -19,7 +19,8 @@ use primitives::{
 use crate::{
     AdminOp, ChainError, Departure, DepartureProof, Deposit, GroupDecision, GroupRootCommitment,
     NodeRecord, Registration, RegistrySnapshot, SequencerCandidate, SequencerEpoch,
-    SequencerRecord, SyncedRoot, UpperChain, WalletUpdate,
+    SequencerRecord, SponsorPolicyRecord, SponsorPolicyUpdate, SyncedRoot, UpperChain,
+    WalletUpdate,
 };
 
 /// The protocol version, the first byte of every request and answer.
@@ -103,6 +104,12 @@ pub enum Request {
     UpdateWallet(WalletUpdate, Signature),
     /// [`UpperChain::wallet_nonce`].
     WalletNonce(NodeId),
+    /// [`UpperChain::set_sponsor_policy`].
+    SetSponsorPolicy(SponsorPolicyUpdate, Signature),
+    /// [`UpperChain::sponsor_nonce`].
+    SponsorNonce(Address),
+    /// [`UpperChain::sponsor_policies`].
+    SponsorPolicies,
 }
 
 /// The answer to a [`Request`].
@@ -125,6 +132,8 @@ pub enum Answer {
     Sequencers(Vec<SequencerRecord>),
     /// A sequencer epoch, if fixed.
     SequencerEpoch(Option<SequencerEpoch>),
+    /// The sponsorship policies in force.
+    SponsorPolicies(Vec<SponsorPolicyRecord>),
     /// A group's root.
     GroupRoot(Option<GroupRootCommitment>),
     /// A batch's hash.
@@ -203,6 +212,11 @@ pub fn handle(chain: &dyn UpperChain, chain_id: u64, request: Request) -> Answer
         Request::Equivocations => answer(chain.equivocations(), Answer::Equivocations),
         Request::UpdateWallet(update, signature) => done(chain.update_wallet(update, &signature)),
         Request::WalletNonce(node) => answer(chain.wallet_nonce(&node), Answer::Number),
+        Request::SetSponsorPolicy(update, signature) => {
+            done(chain.set_sponsor_policy(update, &signature))
+        }
+        Request::SponsorNonce(sponsor) => answer(chain.sponsor_nonce(&sponsor), Answer::Number),
+        Request::SponsorPolicies => answer(chain.sponsor_policies(), Answer::SponsorPolicies),
     }
 }
 
@@ -567,6 +581,20 @@ impl Encode for ChainError {
                 out.push(33);
                 epoch.encode(out);
             }
+            ChainError::NotSponsor { sponsor, signer } => {
+                out.push(34);
+                sponsor.encode(out);
+                signer.encode(out);
+            }
+            ChainError::SponsorNonce { expected, got } => {
+                out.push(35);
+                expected.encode(out);
+                got.encode(out);
+            }
+            ChainError::Unsupported(text) => {
+                out.push(36);
+                put_string(out, text);
+            }
         }
     }
 }
@@ -676,6 +704,15 @@ impl Decode for ChainError {
             },
             32 => ChainError::BadCommitMessage,
             33 => ChainError::UnknownSequencerEpoch(decoder.u64()?),
+            34 => ChainError::NotSponsor {
+                sponsor: decoder.address()?,
+                signer: decoder.address()?,
+            },
+            35 => ChainError::SponsorNonce {
+                expected: decoder.u64()?,
+                got: decoder.u64()?,
+            },
+            36 => ChainError::Unsupported(string(decoder, "unsupported call")?),
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "chain error",
@@ -787,6 +824,16 @@ impl Encode for Request {
                 out.push(24);
                 epoch.encode(out);
             }
+            Request::SetSponsorPolicy(update, signature) => {
+                out.push(25);
+                update.encode(out);
+                signature.encode(out);
+            }
+            Request::SponsorNonce(sponsor) => {
+                out.push(26);
+                sponsor.encode(out);
+            }
+            Request::SponsorPolicies => out.push(27),
         }
     }
 }
@@ -850,6 +897,12 @@ impl Decode for Request {
             }
             23 => Request::WalletNonce(NodeId::decode(decoder)?),
             24 => Request::SequencerEpoch(decoder.u64()?),
+            25 => Request::SetSponsorPolicy(
+                SponsorPolicyUpdate::decode(decoder)?,
+                Signature::decode(decoder)?,
+            ),
+            26 => Request::SponsorNonce(decoder.address()?),
+            27 => Request::SponsorPolicies,
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "upper-chain request",
@@ -929,6 +982,10 @@ impl Encode for Answer {
                 out.push(15);
                 put_option(out, epoch);
             }
+            Answer::SponsorPolicies(policies) => {
+                out.push(16);
+                put_list(out, policies);
+            }
         }
     }
 }
@@ -961,6 +1018,7 @@ impl Decode for Answer {
             ),
             14 => Answer::Refused(ChainError::decode(decoder)?),
             15 => Answer::SequencerEpoch(option(decoder)?),
+            16 => Answer::SponsorPolicies(decoder.list("sponsor policies", LIST_MAX)?),
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "upper-chain answer",
@@ -973,7 +1031,6 @@ impl Decode for Answer {
 
 #[cfg(test)]
 mod tests {
-    use primitives::Address;
 
     use super::*;
 
@@ -1022,6 +1079,15 @@ mod tests {
             },
             ChainError::BadCommitMessage,
             ChainError::UnknownSequencerEpoch(3),
+            ChainError::NotSponsor {
+                sponsor: Address::repeat_byte(5),
+                signer: Address::repeat_byte(6),
+            },
+            ChainError::SponsorNonce {
+                expected: 1,
+                got: 0,
+            },
+            ChainError::Unsupported("sponsor policies".into()),
         ] {
             round_trip_error(error);
         }

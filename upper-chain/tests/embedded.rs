@@ -54,11 +54,21 @@ fn in_rocksdb() -> Embedded {
 mod memory {
     use super::*;
     interface_tests!(in_memory());
+
+    #[test]
+    fn sponsor_policies_by_the_sponsor_only() {
+        common::sponsor_policies_by_the_sponsor_only(in_memory().chain.as_ref());
+    }
 }
 
 mod rocksdb {
     use super::*;
     interface_tests!(in_rocksdb());
+
+    #[test]
+    fn sponsor_policies_by_the_sponsor_only() {
+        common::sponsor_policies_by_the_sponsor_only(in_rocksdb().chain.as_ref());
+    }
 }
 
 /// Every interface test, run on a RocksDB chain that is then reopened: the reopened chain holds
@@ -92,6 +102,7 @@ fn reopening_keeps_everything() {
     };
     let signature = common::node_key(2).sign_prehash(&update.signing_hash());
     chain.update_wallet(update, &signature).unwrap();
+    common::sponsor_policies_by_the_sponsor_only(chain.as_ref());
     for amount in 1..=3u64 {
         harness.deposit(Address::repeat_byte(1), U256::from(amount));
     }
@@ -124,6 +135,8 @@ struct State {
     equivocations: Vec<(primitives::NodeId, primitives::pbft::EquivocationEvidence)>,
     deposits: Vec<upper_chain::Deposit>,
     wallet_nonces: Vec<u64>,
+    sponsor_policies: Vec<upper_chain::SponsorPolicyRecord>,
+    sponsor_nonces: Vec<u64>,
 }
 
 fn state_of(chain: &dyn UpperChain) -> State {
@@ -156,6 +169,14 @@ fn state_of(chain: &dyn UpperChain) -> State {
             .iter()
             .map(|id| chain.wallet_nonce(id).unwrap())
             .collect(),
+        sponsor_nonces: [0x5905, 0x1417]
+            .into_iter()
+            .map(|seed| {
+                let sponsor = primitives::AccountKey::from_seed(seed).address();
+                chain.sponsor_nonce(&sponsor).unwrap()
+            })
+            .collect(),
+        sponsor_policies: chain.sponsor_policies().unwrap(),
         snapshots,
     }
 }

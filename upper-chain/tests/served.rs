@@ -86,6 +86,17 @@ fn served_from(genesis: &Genesis) -> Served {
 
 interface_tests!(served());
 
+/// Sponsorship policies set and read over the wire, as on the chain itself.
+#[test]
+fn sponsor_policies_by_the_sponsor_only() {
+    let served = served();
+    common::sponsor_policies_by_the_sponsor_only(served.remote.as_ref());
+    assert_eq!(
+        served.owner.sponsor_policies().unwrap(),
+        served.remote.sponsor_policies().unwrap()
+    );
+}
+
 /// Sequencer epochs read and committed over the wire, as on the chain itself.
 #[test]
 fn sequencer_sets_change_only_at_epoch_boundaries() {

@@ -18,6 +18,7 @@ use upper_chain::{
     AdminOp, ChainError, Departure, DepartureKind, DepartureProof, DepositStream,
     GroupRootCommitment, Registration, SequencerCandidate, SequencerRecord, SyncedRoot, UpperChain,
     WalletUpdate, group_id, quorum,
+    sponsorship::{SponsorPolicyRecord, SponsorPolicyUpdate, SponsorTerms},
 };
 
 /// The stake cap every test chain starts with.
@@ -1284,4 +1285,123 @@ pub fn sequencer_sets_change_only_at_epoch_boundaries(chain: &dyn UpperChain) {
     assert_eq!(chain.sequencer_epoch(3).unwrap(), None);
     commit_at(chain, &two.sequencers, 7, 2 * EPOCH_LENGTH + 1).unwrap();
     assert_eq!(chain.last_batch().unwrap(), 7);
+}
+
+/// Terms for the sponsorship tests: `budget` gas per player, ten times that in total.
+pub fn sponsor_terms(target: Address, budget: u64) -> SponsorTerms {
+    SponsorTerms {
+        targets: vec![target],
+        player_gas_budget: budget,
+        total_gas_budget: budget * 10,
+        player_moves_per_second: 10,
+        player_moves_burst: 10,
+    }
+}
+
+/// A sponsor sets, changes and withdraws its own policy; nobody else can, and an old update
+/// cannot be replayed. Not run on the EVM chain: the `Registry` contract keeps no policies.
+pub fn sponsor_policies_by_the_sponsor_only(chain: &dyn UpperChain) {
+    let sponsor = AccountKey::from_seed(0x5905);
+    let intruder = AccountKey::from_seed(0x1417);
+    let game = Address::repeat_byte(0x42);
+    assert!(chain.sponsor_policies().unwrap().is_empty());
+    assert_eq!(chain.sponsor_nonce(&sponsor.address()).unwrap(), 0);
+    let update = SponsorPolicyUpdate {
+        sponsor: sponsor.address(),
+        terms: Some(sponsor_terms(game, 100_000)),
+        nonce: 0,
+    };
+    // Signed by another key: refused, nothing changes.
+    assert_eq!(
+        chain.set_sponsor_policy(
+            update.clone(),
+            &intruder.sign_prehash(&update.signing_hash())
+        ),
+        Err(ChainError::NotSponsor {
+            sponsor: sponsor.address(),
+            signer: intruder.address()
+        })
+    );
+    let ahead = SponsorPolicyUpdate {
+        nonce: 1,
+        ..update.clone()
+    };
+    assert_eq!(
+        chain.set_sponsor_policy(ahead.clone(), &sponsor.sign_prehash(&ahead.signing_hash())),
+        Err(ChainError::SponsorNonce {
+            expected: 0,
+            got: 1
+        })
+    );
+    assert!(chain.sponsor_policies().unwrap().is_empty());
+
+    chain
+        .set_sponsor_policy(
+            update.clone(),
+            &sponsor.sign_prehash(&update.signing_hash()),
+        )
+        .unwrap();
+    assert_eq!(
+        chain.sponsor_policies().unwrap(),
+        [SponsorPolicyRecord {
+            sponsor: sponsor.address(),
+            terms: sponsor_terms(game, 100_000),
+            nonce: 0
+        }]
+    );
+    assert_eq!(chain.sponsor_nonce(&sponsor.address()).unwrap(), 1);
+    // A replay of the same update is refused.
+    assert_eq!(
+        chain.set_sponsor_policy(
+            update.clone(),
+            &sponsor.sign_prehash(&update.signing_hash())
+        ),
+        Err(ChainError::SponsorNonce {
+            expected: 1,
+            got: 0
+        })
+    );
+    // The intruder's own policy is its own business, and sits beside the sponsor's.
+    let own = SponsorPolicyUpdate {
+        sponsor: intruder.address(),
+        terms: Some(sponsor_terms(game, 5)),
+        nonce: 0,
+    };
+    chain
+        .set_sponsor_policy(own.clone(), &intruder.sign_prehash(&own.signing_hash()))
+        .unwrap();
+    assert_eq!(chain.sponsor_policies().unwrap().len(), 2);
+    // Changed, then withdrawn.
+    let changed = SponsorPolicyUpdate {
+        terms: Some(sponsor_terms(game, 7)),
+        nonce: 1,
+        ..update.clone()
+    };
+    chain
+        .set_sponsor_policy(
+            changed.clone(),
+            &sponsor.sign_prehash(&changed.signing_hash()),
+        )
+        .unwrap();
+    let policies = chain.sponsor_policies().unwrap();
+    let mine = policies
+        .iter()
+        .find(|policy| policy.sponsor == sponsor.address())
+        .unwrap();
+    assert_eq!((mine.terms.player_gas_budget, mine.nonce), (7, 1));
+    let withdrawn = SponsorPolicyUpdate {
+        terms: None,
+        nonce: 2,
+        ..update
+    };
+    chain
+        .set_sponsor_policy(
+            withdrawn.clone(),
+            &sponsor.sign_prehash(&withdrawn.signing_hash()),
+        )
+        .unwrap();
+    let policies = chain.sponsor_policies().unwrap();
+    assert_eq!(policies.len(), 1);
+    assert_eq!(policies[0].sponsor, intruder.address());
+    assert_eq!(chain.sponsor_nonce(&sponsor.address()).unwrap(), 3);
 }
