@@ -10,6 +10,8 @@
 //! metrics_listen = "127.0.0.1:9600"     # optional: Prometheus scrapes /metrics here
 //! rpc_listen = "127.0.0.1:8545"         # optional: the Web3-compatible JSON-RPC (HTTP + WS)
 //! body_listen = "0.0.0.0:7602"          # optional: QUIC, serves packed block bodies to peers
+//! sponsor_refresh_ms = 1000             # how often sponsors' policies on the upper chain are
+//!                                       # read again (0: never read; default 1000)
 //!
 //! [wal]
 //! dir = "data/wal"
@@ -24,6 +26,14 @@
 //! id = "0x…"
 //! mesh = "10.0.0.2:7601"
 //! body = "10.0.0.2:7602"                # optional: its body server, asked before weak DA
+//!
+//! [[sponsors]]                          # optional: sponsorship policies of this sequencer; a
+//! sponsor = "0x…"                       # sponsor's own policy on the upper chain wins over
+//! targets = ["0x…"]                     # the one configured here
+//! player_gas_budget = 1000000
+//! total_gas_budget = 100000000
+//! player_moves_per_second = 60
+//! player_moves_burst = 120
 //! ```
 //!
 //! The PBFT replica keeps its log in `consensus`, beside the write-ahead log's directory
@@ -43,7 +53,10 @@ use std::{
 use primitives::{Address, NodeId};
 use serde::Deserialize;
 
-use crate::wal::FsyncPolicy;
+use crate::{
+    ingress::{RateLimit, SponsorPolicy},
+    wal::FsyncPolicy,
+};
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +151,17 @@ struct RawPeer {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawSponsor {
+    sponsor: String,
+    targets: Vec<String>,
+    player_gas_budget: u64,
+    total_gas_budget: u64,
+    player_moves_per_second: u64,
+    player_moves_burst: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawConfig {
     key_file: PathBuf,
     chain_id: u64,
@@ -156,6 +180,14 @@ struct RawConfig {
     chain: RawChain,
     #[serde(default)]
     peers: Vec<RawPeer>,
+    #[serde(default = "default_sponsor_refresh_ms")]
+    sponsor_refresh_ms: u64,
+    #[serde(default)]
+    sponsors: Vec<RawSponsor>,
+}
+
+fn default_sponsor_refresh_ms() -> u64 {
+    1_000
 }
 
 fn default_tick_ms() -> u64 {
@@ -205,6 +237,10 @@ pub struct SequencerFileConfig {
     pub body_listen: Option<SocketAddr>,
     /// The body servers of the other sequencers that name one.
     pub body_peers: Vec<(NodeId, SocketAddr)>,
+    /// Sponsorship policies of this sequencer's configuration.
+    pub sponsors: Vec<SponsorPolicy>,
+    /// How often the policies on the upper chain are read again; `None`: never read.
+    pub sponsor_refresh: Option<Duration>,
 }
 
 /// Flags of `sequencer run` that override the file; paths are taken as given (from the
@@ -285,7 +321,34 @@ impl SequencerFileConfig {
                 body_peers.push((id, socket("peers.body", body)?));
             }
         }
+        let mut sponsors: Vec<SponsorPolicy> = Vec::with_capacity(raw.sponsors.len());
+        for sponsor in &raw.sponsors {
+            let policy = SponsorPolicy {
+                sponsor: address("sponsors.sponsor", &sponsor.sponsor)?,
+                targets: sponsor
+                    .targets
+                    .iter()
+                    .map(|target| address("sponsors.targets", target))
+                    .collect::<Result<_, _>>()?,
+                player_gas_budget: sponsor.player_gas_budget,
+                total_gas_budget: sponsor.total_gas_budget,
+                player_rate: RateLimit {
+                    per_second: sponsor.player_moves_per_second,
+                    burst: sponsor.player_moves_burst,
+                },
+            };
+            if sponsors.iter().any(|known| known.sponsor == policy.sponsor) {
+                return Err(malformed(format!(
+                    "sponsor {} listed twice",
+                    policy.sponsor
+                )));
+            }
+            sponsors.push(policy);
+        }
         let config = SequencerFileConfig {
+            sponsors,
+            sponsor_refresh: (raw.sponsor_refresh_ms > 0)
+                .then(|| Duration::from_millis(raw.sponsor_refresh_ms)),
             key_file: relative(raw.key_file),
             chain_id: raw.chain_id,
             tick: Duration::from_millis(raw.tick_ms),
@@ -421,6 +484,30 @@ mesh = "10.0.0.2:7601"
         assert_eq!(config.peers.len(), 1);
         assert_eq!(config.chain.registry, None);
         assert_eq!((config.body_listen, config.body_peers.len()), (None, 0));
+        assert!(config.sponsors.is_empty());
+        assert_eq!(config.sponsor_refresh, Some(Duration::from_secs(1)));
+        let with_sponsor = format!(
+            "sponsor_refresh_ms = 0\n{FULL}\n[[sponsors]]\nsponsor = \"0x{}\"\ntargets = [\"0x{}\"]\n\
+             player_gas_budget = 10\ntotal_gas_budget = 100\nplayer_moves_per_second = 1\n\
+             player_moves_burst = 2\n",
+            "55".repeat(20),
+            "42".repeat(20)
+        );
+        let sponsored = SequencerFileConfig::parse(&with_sponsor, None, "f").unwrap();
+        assert_eq!(sponsored.sponsor_refresh, None);
+        assert_eq!(
+            sponsored.sponsors,
+            vec![SponsorPolicy {
+                sponsor: Address::repeat_byte(0x55),
+                targets: vec![Address::repeat_byte(0x42)],
+                player_gas_budget: 10,
+                total_gas_budget: 100,
+                player_rate: RateLimit {
+                    per_second: 1,
+                    burst: 2
+                },
+            }]
+        );
         let with_bodies = FULL
             .replace(
                 "metrics_listen = \"127.0.0.1:9600\"",

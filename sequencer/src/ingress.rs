@@ -85,6 +85,13 @@ impl TokenBucket {
         }
     }
 
+    /// Changes the limit from `now` on: tokens earned so far are kept, up to the new burst.
+    pub fn set_limit(&mut self, limit: RateLimit, now: Instant) {
+        self.refill(now);
+        self.limit = limit;
+        self.micro_tokens = self.micro_tokens.min(limit.burst.saturating_mul(MICRO));
+    }
+
     /// Whether the bucket is full at `now` (its owner has been quiet long enough to forget).
     pub fn is_full(&mut self, now: Instant) -> bool {
         self.refill(now);
@@ -110,6 +117,21 @@ pub struct SponsorPolicy {
     pub player_rate: RateLimit,
 }
 
+impl From<&upper_chain::SponsorPolicyRecord> for SponsorPolicy {
+    fn from(record: &upper_chain::SponsorPolicyRecord) -> Self {
+        SponsorPolicy {
+            sponsor: record.sponsor,
+            targets: record.terms.targets.clone(),
+            player_gas_budget: record.terms.player_gas_budget,
+            total_gas_budget: record.terms.total_gas_budget,
+            player_rate: RateLimit {
+                per_second: record.terms.player_moves_per_second,
+                burst: record.terms.player_moves_burst,
+            },
+        }
+    }
+}
+
 /// Spending under one policy.
 #[derive(Debug)]
 struct SponsorAccount {
@@ -130,32 +152,87 @@ pub struct Replacement {
 /// What the core checks with state, in order: the per-sender rate, the nonce against pending
 /// state, the session key's grant and scope (or a grant/revocation against the slot it
 /// writes), mempool room (by the caller), and last the sponsorship, which charges the sponsor.
+///
+/// # Sponsorship policies
+/// Policies come from the sequencer's configuration and from the upper chain, where each
+/// sponsor publishes its own, signed ([`upper_chain::sponsorship`]); the driver reads the chain
+/// at start and on an interval and hands the set in force to
+/// [`Admission::set_chain_policies`]. For a sponsor named by both, the chain's policy wins: it
+/// is the sponsor's own, current word on what it pays for, and a stale configuration must not
+/// spend a sponsor's money on terms it has withdrawn or narrowed. What a sponsor was charged is
+/// kept across a change of its policy (a lower budget can leave it spent at once); a sponsor
+/// whose policy is withdrawn everywhere is no longer known (`UnknownSponsor`).
 #[derive(Debug)]
 pub struct Admission {
     sender_rate: RateLimit,
     senders: HashMap<Address, TokenBucket>,
     sponsors: HashMap<Address, SponsorAccount>,
+    /// The policies of the configuration.
+    configured: Vec<SponsorPolicy>,
+    /// The policies last read from the upper chain.
+    from_chain: Vec<SponsorPolicy>,
 }
 
 impl Admission {
     /// Admission with a per-sender rate and sponsorship policies.
     pub fn new(sender_rate: RateLimit, policies: Vec<SponsorPolicy>) -> Self {
-        Admission {
+        let mut admission = Admission {
             sender_rate,
             senders: HashMap::new(),
-            sponsors: policies
-                .into_iter()
-                .map(|policy| {
-                    (
-                        policy.sponsor,
+            sponsors: HashMap::new(),
+            configured: policies,
+            from_chain: Vec::new(),
+        };
+        admission.install(Instant::ZERO);
+        admission
+    }
+
+    /// Replaces the policies read from the upper chain with `policies` (the whole set in
+    /// force there) from `now` on; see the type's doc for how they combine with the
+    /// configuration's.
+    pub fn set_chain_policies(&mut self, policies: Vec<SponsorPolicy>, now: Instant) {
+        self.from_chain = policies;
+        self.install(now);
+    }
+
+    /// The policy in force for `sponsor`, if any.
+    pub fn sponsor_policy(&self, sponsor: &Address) -> Option<&SponsorPolicy> {
+        self.sponsors.get(sponsor).map(|account| &account.policy)
+    }
+
+    /// Puts the configured policies, overridden by the chain's, in force.
+    fn install(&mut self, now: Instant) {
+        let mut in_force: HashMap<Address, SponsorPolicy> = self
+            .configured
+            .iter()
+            .map(|policy| (policy.sponsor, policy.clone()))
+            .collect();
+        for policy in &self.from_chain {
+            in_force.insert(policy.sponsor, policy.clone());
+        }
+        self.sponsors
+            .retain(|sponsor, _| in_force.contains_key(sponsor));
+        for (sponsor, policy) in in_force {
+            match self.sponsors.get_mut(&sponsor) {
+                Some(account) => {
+                    if account.policy.player_rate != policy.player_rate {
+                        for (_, bucket) in account.per_player.values_mut() {
+                            bucket.set_limit(policy.player_rate, now);
+                        }
+                    }
+                    account.policy = policy;
+                }
+                None => {
+                    self.sponsors.insert(
+                        sponsor,
                         SponsorAccount {
                             policy,
                             spent: 0,
                             per_player: HashMap::new(),
                         },
-                    )
-                })
-                .collect(),
+                    );
+                }
+            }
         }
     }
 

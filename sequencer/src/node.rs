@@ -87,6 +87,11 @@ pub struct IngressConfig {
     pub sponsors: Vec<SponsorPolicy>,
     /// When a move may replace an unpacked one of the same sender and nonce.
     pub replacement: ReplacementPolicy,
+    /// How often the sponsorship policies published on the upper chain are read again (they
+    /// are read once at start); `None`: only the configured `sponsors` count. A policy read
+    /// from the chain wins over a configured one for the same sponsor (see
+    /// [`crate::ingress::Admission`]).
+    pub sponsor_refresh: Option<Duration>,
 }
 
 impl Default for IngressConfig {
@@ -105,6 +110,7 @@ impl Default for IngressConfig {
             move_bytes_max: MOVE_BYTES_MAX,
             sponsors: Vec::new(),
             replacement: ReplacementPolicy::default(),
+            sponsor_refresh: Some(Duration::from_secs(1)),
         }
     }
 }
@@ -334,6 +340,8 @@ pub(crate) enum Command {
     },
     /// The upper chain has fixed this sequencer epoch.
     NextEpoch(Box<SequencerEpoch>),
+    /// The sponsorship policies in force on the upper chain changed to these.
+    SponsorPolicies(Vec<SponsorPolicy>),
     /// The write-ahead log has these moves on disk: their acks (hash, encoded ack) may go.
     Durable {
         client: ClientId,
@@ -469,7 +477,34 @@ pub async fn spawn(
         if let Some(next) = start.follow_from() {
             tokio::spawn(follow_epochs(wiring.chain.clone(), next, commands.clone()));
         }
-        let mut core = Core::new(config, wiring, start, commands, stats, upstream);
+        let sponsor_refresh = config.ingress.sponsor_refresh;
+        let chain_policies = match sponsor_refresh {
+            Some(_) => read_sponsor_policies(&wiring.chain).await,
+            None => SponsorPolicyRead::NotKept,
+        };
+        let mut core = Core::new(config, wiring, start, commands.clone(), stats, upstream);
+        let mut last_read = None;
+        let keep_reading = match chain_policies {
+            SponsorPolicyRead::Read(policies) => {
+                info!(target: "sequencer", count = policies.len(), "sponsorship policies read from the upper chain");
+                let now = core.now();
+                core.admission.set_chain_policies(policies.clone(), now);
+                last_read = Some(policies);
+                true
+            }
+            SponsorPolicyRead::NotKept => false,
+            SponsorPolicyRead::Failed => true,
+        };
+        if let Some(every) = sponsor_refresh
+            && keep_reading
+        {
+            tokio::spawn(follow_sponsor_policies(
+                core.chain.clone(),
+                every,
+                last_read,
+                commands,
+            ));
+        }
         if let Some(recovered) = recovered {
             core.replay(recovered, confirmed);
         }
@@ -915,6 +950,76 @@ async fn follow_epochs(chain: Arc<dyn UpperChain>, mut next: u64, commands: mpsc
     }
 }
 
+/// What a read of the sponsorship policies on the upper chain gave.
+#[derive(Debug)]
+enum SponsorPolicyRead {
+    /// The policies in force.
+    Read(Vec<SponsorPolicy>),
+    /// The chain keeps none (the EVM `Registry` contract): only configured policies count.
+    NotKept,
+    /// The read failed; the next one may not.
+    Failed,
+}
+
+/// Reads the sponsorship policies in force on the chain, off the runtime's workers (the chain's
+/// calls block).
+async fn read_sponsor_policies(chain: &Arc<dyn UpperChain>) -> SponsorPolicyRead {
+    let chain = chain.clone();
+    let read = tokio::task::spawn_blocking(move || chain.sponsor_policies())
+        .await
+        .map_err(|join| ChainError::Rpc(join.to_string()))
+        .and_then(|read| read);
+    match read {
+        Ok(records) => {
+            let mut policies: Vec<SponsorPolicy> =
+                records.iter().map(SponsorPolicy::from).collect();
+            policies.sort_by_key(|policy| policy.sponsor);
+            SponsorPolicyRead::Read(policies)
+        }
+        Err(ChainError::Unsupported(why)) => {
+            info!(target: "sequencer", %why, "the upper chain keeps no sponsorship policies: configured ones only");
+            SponsorPolicyRead::NotKept
+        }
+        Err(error) => {
+            warn!(target: "sequencer", %error, "sponsorship policies not read from the upper chain; retrying");
+            SponsorPolicyRead::Failed
+        }
+    }
+}
+
+/// Reads the chain's sponsorship policies every `every` and hands the core each new set, until
+/// the core stops.
+async fn follow_sponsor_policies(
+    chain: Arc<dyn UpperChain>,
+    every: Duration,
+    mut last: Option<Vec<SponsorPolicy>>,
+    commands: mpsc::Sender<Command>,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        if commands.is_closed() {
+            return;
+        }
+        match read_sponsor_policies(&chain).await {
+            SponsorPolicyRead::Read(policies) => {
+                if last.as_ref() == Some(&policies) {
+                    continue;
+                }
+                last = Some(policies.clone());
+                if commands
+                    .send(Command::SponsorPolicies(policies))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            SponsorPolicyRead::NotKept => return,
+            SponsorPolicyRead::Failed => {}
+        }
+    }
+}
+
 /// What became of equivocation evidence reported to the upper chain.
 #[derive(Debug, PartialEq, Eq)]
 enum EquivocationReport {
@@ -1126,6 +1231,11 @@ impl Core {
                 }
             }
             Command::NextEpoch(epoch) => self.handle_next_epoch(*epoch),
+            Command::SponsorPolicies(policies) => {
+                info!(target: "sequencer", count = policies.len(), "sponsorship policies on the upper chain changed");
+                let now = self.now();
+                self.admission.set_chain_policies(policies, now);
+            }
             Command::Durable {
                 client,
                 acks,

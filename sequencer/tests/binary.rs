@@ -25,12 +25,13 @@ use primitives::{
     AccountAccess, AccountKey, Address, B256, BlockBody, Bytes, DeclaredWrite, Decode,
     FailureReason, FinalityLevel, NodeId, SignedTransaction, SlotAccess, SpaceAccessList,
     Transaction, TxHash, U256,
-    api::{Refusal, ReplacementRefusal},
+    api::{Refusal, ReplacementRefusal, SponsorRefusal},
     bls::BlsPublicKey,
 };
 use sequencer::identity::SequencerKeys;
 use upper_chain::{
-    AdminOp, ChainServer, EmbeddedChain, Genesis, SequencerRecord, ServerConfig, UpperChain,
+    AdminOp, ChainServer, EmbeddedChain, Genesis, SequencerRecord, ServerConfig,
+    SponsorPolicyUpdate, SponsorTerms, UpperChain,
 };
 
 const UPPER_CHAIN_ID: u64 = 4243;
@@ -550,6 +551,158 @@ fn a_replacement_survives_a_kill_9_and_only_it_reaches_a_block() {
                 }))
             ),
             "{late:?}"
+        );
+    });
+    drop(running);
+}
+
+/// Sets `sponsor`'s policy on the chain to `targets` with `budget` gas per player.
+fn set_sponsor_policy(
+    chain: &EmbeddedChain,
+    sponsor: &AccountKey,
+    targets: Vec<Address>,
+    budget: u64,
+) {
+    let update = SponsorPolicyUpdate {
+        sponsor: sponsor.address(),
+        terms: Some(SponsorTerms {
+            targets,
+            player_gas_budget: budget,
+            total_gas_budget: budget * 100,
+            player_moves_per_second: 1_000,
+            player_moves_burst: 1_000,
+        }),
+        nonce: chain.sponsor_nonce(&sponsor.address()).unwrap(),
+    };
+    let signature = sponsor.sign_prehash(&update.signing_hash());
+    chain.set_sponsor_policy(update, &signature).unwrap();
+}
+
+/// A zero-price move of `key` at `nonce` to `to`, paid for by `sponsor`.
+fn sponsored(key: &AccountKey, nonce: u64, to: Address, sponsor: Address) -> SignedTransaction {
+    Transaction {
+        chain_id: CHAIN_ID,
+        nonce,
+        to,
+        value: U256::ZERO,
+        data: Bytes::new(),
+        gas_limit: 50_000,
+        gas_price: 0,
+        sponsor: Some(sponsor),
+        access_list: SpaceAccessList::new([
+            AccountAccess::read(key.address()),
+            AccountAccess::read(to),
+        ]),
+    }
+    .sign(key)
+}
+
+/// A sponsor publishes its policy on the upper chain, signed with its own key: the sequencer
+/// reads it at start and enforces it (the budget per player, the targets), over the policy its
+/// configuration names for the same sponsor; a configured sponsor absent from the chain still
+/// pays. The sponsor then widens its policy on the chain, and the sequencer takes the change on
+/// its next read.
+#[test]
+fn a_sponsor_policy_on_the_upper_chain_is_enforced_and_its_change_taken() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, id, bls_key) = keygen(dir.path());
+    let chain = Arc::new(EmbeddedChain::new(vec![SequencerRecord { id, bls_key }]));
+    let chain_url = serve(&runtime, chain.clone());
+    let (game, other) = (Address::repeat_byte(0x42), Address::repeat_byte(0x43));
+    let on_chain = AccountKey::from_seed(0x5905);
+    let configured_only = AccountKey::from_seed(0x5906);
+    // Two moves' worth of gas per player, for the game only.
+    set_sponsor_policy(&chain, &on_chain, vec![game], 100_000);
+
+    let config = write_config(dir.path(), &chain_url, free_tcp_port());
+    let sponsors = [(&on_chain, other), (&configured_only, game)]
+        .iter()
+        .map(|(sponsor, target)| {
+            format!(
+                "\n[[sponsors]]\nsponsor = \"{}\"\ntargets = [\"{target}\"]\n\
+                 player_gas_budget = 10000000\ntotal_gas_budget = 1000000000\n\
+                 player_moves_per_second = 1000\nplayer_moves_burst = 1000\n",
+                sponsor.address()
+            )
+        })
+        .collect::<String>();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[wal]", "sponsor_refresh_ms = 50\n\n[wal]");
+    std::fs::write(&config, text + &sponsors).unwrap();
+    let running = Running::start(&config, &dir.path().join("sequencer.log"), &[]);
+    let player = player(90);
+    let refusal = |result: Result<TxHash, ClientError>| match result {
+        Err(ClientError::Refused(refusal)) => refusal,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    runtime.block_on(async {
+        let client = Client::connect(running.client_addr).await.unwrap();
+        for nonce in 0..2 {
+            client
+                .submit_and_ack(sponsored(&player, nonce, game, on_chain.address()))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            refusal(
+                client
+                    .submit_and_ack(sponsored(&player, 2, game, on_chain.address()))
+                    .await
+            ),
+            Refusal::Sponsorship(SponsorRefusal::PlayerBudgetSpent)
+        );
+        // The configuration's policy for this sponsor covers `other`; the chain's wins.
+        assert_eq!(
+            refusal(
+                client
+                    .submit_and_ack(sponsored(&player, 2, other, on_chain.address()))
+                    .await
+            ),
+            Refusal::Sponsorship(SponsorRefusal::TargetNotCovered)
+        );
+        assert_eq!(client.pending_nonce(player.address()).await.unwrap(), 2);
+        // A sponsor only the configuration names still pays.
+        client
+            .submit_and_ack(sponsored(&player, 2, game, configured_only.address()))
+            .await
+            .unwrap();
+
+        // The sponsor widens its policy on the chain: `other` too, and a larger budget.
+        set_sponsor_policy(&chain, &on_chain, vec![game, other], 1_000_000);
+        let widened = sponsored(&player, 3, other, on_chain.address());
+        tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                match client.submit_and_ack(widened.clone()).await {
+                    Ok(_) => return,
+                    Err(ClientError::Refused(Refusal::Sponsorship(
+                        SponsorRefusal::TargetNotCovered,
+                    ))) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    Err(error) => panic!("{error:?}"),
+                }
+            }
+        })
+        .await
+        .expect("the sequencer reads the widened policy");
+        // What was spent under the old terms still counts: 150,000 of 1,000,000.
+        for nonce in 4..21 {
+            client
+                .submit_and_ack(sponsored(&player, nonce, game, on_chain.address()))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            refusal(
+                client
+                    .submit_and_ack(sponsored(&player, 21, game, on_chain.address()))
+                    .await
+            ),
+            Refusal::Sponsorship(SponsorRefusal::PlayerBudgetSpent)
         );
     });
     drop(running);

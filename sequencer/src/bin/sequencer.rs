@@ -283,7 +283,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
                 chain_id: config.chain_id,
                 tick: config.tick,
                 client_listen: config.client_listen,
-                ingress: IngressConfig::default(),
+                ingress: IngressConfig {
+                    sponsors: config.sponsors.clone(),
+                    sponsor_refresh: config.sponsor_refresh,
+                    ..IngressConfig::default()
+                },
             },
             SequencerWiring {
                 key: keys.operator().clone(),

@@ -664,3 +664,80 @@ fn a_replacement_is_checked_against_pending_state_without_the_move_it_replaces()
     );
     assert!(!pending.contains(&granting.hash));
 }
+
+#[test]
+fn a_policy_from_the_chain_wins_over_the_configured_one_and_changes_keep_what_was_spent() {
+    let policy = |targets: Vec<Address>, player_gas_budget: u64| SponsorPolicy {
+        sponsor: SPONSOR,
+        targets,
+        player_gas_budget,
+        total_gas_budget: 1_000_000,
+        player_rate: generous(),
+    };
+    let mut admission = Admission::new(generous(), vec![policy(vec![OTHER_GAME], 1_000_000)]);
+    let mut pending = PendingState::new();
+    let alice = AccountKey::from_seed(10);
+    let sponsored = |nonce: u64, to: Address| {
+        let mut tx = account_move(&alice, nonce, to);
+        tx.sponsor = Some(SPONSOR);
+        tx.sign(&alice).verify(CHAIN_ID).expect("valid")
+    };
+    admit(
+        &mut admission,
+        &mut pending,
+        &sponsored(0, OTHER_GAME),
+        1,
+        at(0),
+    )
+    .expect("configured");
+    // The chain's policy for the same sponsor covers the game only, one move a player.
+    admission.set_chain_policies(vec![policy(vec![GAME], 100_000)], at(1));
+    assert_eq!(
+        admit(
+            &mut admission,
+            &mut pending,
+            &sponsored(1, OTHER_GAME),
+            1,
+            at(1)
+        ),
+        Err(Refusal::Sponsorship(SponsorRefusal::TargetNotCovered))
+    );
+    // What the configured policy charged still counts: 50,000 of 100,000 left.
+    admit(&mut admission, &mut pending, &sponsored(1, GAME), 1, at(1)).expect("in budget");
+    assert_eq!(
+        admit(&mut admission, &mut pending, &sponsored(2, GAME), 1, at(1)),
+        Err(Refusal::Sponsorship(SponsorRefusal::PlayerBudgetSpent))
+    );
+    assert_eq!(admission.sponsor_spent(&SPONSOR), Some(100_000));
+    // A larger budget read from the chain takes effect at once.
+    admission.set_chain_policies(vec![policy(vec![GAME], 150_000)], at(2));
+    admit(&mut admission, &mut pending, &sponsored(2, GAME), 1, at(2)).expect("raised");
+    // Withdrawn from the chain: the configured policy stands again.
+    admission.set_chain_policies(Vec::new(), at(3));
+    assert_eq!(
+        admission
+            .sponsor_policy(&SPONSOR)
+            .map(|policy| policy.targets.clone()),
+        Some(vec![OTHER_GAME])
+    );
+    admit(
+        &mut admission,
+        &mut pending,
+        &sponsored(3, OTHER_GAME),
+        1,
+        at(3),
+    )
+    .expect("configured");
+    // A sponsor only the chain named is unknown once it withdraws.
+    let other_sponsor = Address::repeat_byte(0x56);
+    admission.set_chain_policies(
+        vec![SponsorPolicy {
+            sponsor: other_sponsor,
+            ..policy(vec![GAME], 100_000)
+        }],
+        at(4),
+    );
+    assert!(admission.sponsor_policy(&other_sponsor).is_some());
+    admission.set_chain_policies(Vec::new(), at(5));
+    assert!(admission.sponsor_policy(&other_sponsor).is_none());
+}
