@@ -76,8 +76,11 @@ fn compile_example(out: &Path) {
         .arg(crate_dir.join("examples/c/move_piece.c"))
         .arg(&library)
         // What Rust's standard library needs from the C library when linked statically
-        // (`rustc --print native-static-libs`).
+        // (`rustc --print native-static-libs`), and the C++ runtime: in a workspace build the
+        // SDK is compiled with its `assets` feature (the `tickrate` command asks for it), which
+        // brings the upper chain's adapter and RocksDB's C++ code into the archive.
         .args([
+            "-lstdc++",
             "-lgcc_s",
             "-lutil",
             "-lrt",
