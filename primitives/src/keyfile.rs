@@ -112,14 +112,7 @@ impl OperatorKeys {
                 path: path.display().to_string(),
                 why: error.to_string(),
             })?;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut out = options.open(path).map_err(io)?;
-        out.write_all(text.as_bytes()).map_err(io)?;
-        out.write_all(b"\n").map_err(io)?;
-        out.sync_all().map_err(io)
+        write_new_owner_only(path, &text).map_err(io)
     }
 
     /// Reads the keys at `path`.
@@ -147,6 +140,19 @@ impl OperatorKeys {
             other => other,
         })
     }
+}
+
+/// Writes `text` and a newline to a new file at `path` that only its owner may read, and syncs
+/// it to disk. An existing file is an error, never overwritten: a key file is written once.
+pub fn write_new_owner_only(path: &Path, text: &str) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut out = options.open(path)?;
+    out.write_all(text.as_bytes())?;
+    out.write_all(b"\n")?;
+    out.sync_all()
 }
 
 fn hex(bytes: &[u8]) -> String {

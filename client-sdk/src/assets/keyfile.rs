@@ -5,7 +5,7 @@
 //! each in hex; written once, readable by its owner only, never overwritten, as
 //! `primitives::keyfile` writes an operator's keys.
 
-use std::{io::Write, path::Path};
+use std::path::Path;
 
 use alloy_primitives::hex;
 use assets::keys::SpendingKey;
@@ -129,14 +129,7 @@ impl AssetKeys {
                 path: path.display().to_string(),
                 why: error.to_string(),
             })?;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut out = options.open(path).map_err(io)?;
-        out.write_all(text.as_bytes()).map_err(io)?;
-        out.write_all(b"\n").map_err(io)?;
-        out.sync_all().map_err(io)
+        primitives::keyfile::write_new_owner_only(path, &text).map_err(io)
     }
 
     /// Reads the keys at `path`; refuses a file that others than its owner may read.
