@@ -187,7 +187,7 @@ impl Shared {
 
     fn handle(&mut self, message: ServerMessage) {
         match message {
-            ServerMessage::Ack { hash, result } => {
+            ServerMessage::Ack { hash, result, .. } => {
                 let hash = self.request_hashes.remove(&hash).unwrap_or(hash);
                 if let Some((request_hash, waiter)) = self.acks.remove(&hash) {
                     self.request_hashes.remove(&request_hash);

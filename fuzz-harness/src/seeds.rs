@@ -104,6 +104,7 @@ fn moves() -> Vec<Vec<u8>> {
         ServerMessage::Ack {
             hash: B256::repeat_byte(1),
             result: Ok(42),
+            preconfirmation: None,
         },
         ServerMessage::Status {
             hash: B256::repeat_byte(2),

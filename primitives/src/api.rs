@@ -9,6 +9,7 @@ use alloy_primitives::{Address, B256, U256};
 use crate::{
     codec::{Decode, DecodeError, Decoder, Encode},
     finality::{FinalityLevel, StateItem},
+    preconf::SignedPreconfirmation,
     session::SessionRefusal,
     tx::{SignedTransaction, TxHash},
 };
@@ -332,6 +333,10 @@ pub enum ServerMessage {
         hash: TxHash,
         /// `Ok(tick)`: accepted, and promised to be in a block packed by that tick.
         result: Result<u64, Refusal>,
+        /// With an `Ok` result, the sequencer's signed promise ([`crate::preconf`]): what a
+        /// client keeps and anyone may hold against the sequencer on the upper chain. `None`
+        /// from a sequencer that signs none (and always with a refusal, which promises nothing).
+        preconfirmation: Option<Box<SignedPreconfirmation>>,
     },
     /// A move reached a new finality level.
     Status {
@@ -383,15 +388,25 @@ impl Encode for ServerMessage {
     fn encode(&self, out: &mut Vec<u8>) {
         out.push(API_VERSION);
         match self {
-            ServerMessage::Ack { hash, result } => {
+            ServerMessage::Ack {
+                hash,
+                result,
+                preconfirmation,
+            } => {
                 out.push(0);
                 hash.encode(out);
-                match result {
-                    Ok(tick) => {
+                match (result, preconfirmation) {
+                    (Ok(tick), None) => {
                         out.push(0);
                         tick.encode(out);
                     }
-                    Err(refusal) => {
+                    (Ok(tick), Some(preconfirmation)) => {
+                        out.push(2);
+                        tick.encode(out);
+                        preconfirmation.encode(out);
+                    }
+                    // A refusal promises nothing: no preconfirmation goes with it.
+                    (Err(refusal), _) => {
                         out.push(1);
                         refusal.encode(out);
                     }
@@ -448,9 +463,23 @@ impl Decode for ServerMessage {
         Ok(match decoder.u8()? {
             0 => {
                 let hash = decoder.b256()?;
-                let result = match decoder.u8()? {
-                    0 => Ok(decoder.u64()?),
-                    1 => Err(Refusal::decode(decoder)?),
+                let (result, preconfirmation) = match decoder.u8()? {
+                    0 => (Ok(decoder.u64()?), None),
+                    1 => (Err(Refusal::decode(decoder)?), None),
+                    2 => {
+                        let tick = decoder.u64()?;
+                        let preconfirmation = SignedPreconfirmation::decode(decoder)?;
+                        // One ack, one promise: the preconfirmation is this move's, by this tick.
+                        if preconfirmation.preconfirmation.hash != hash
+                            || preconfirmation.preconfirmation.tick != tick
+                        {
+                            return Err(DecodeError::Invalid {
+                                what: "ack preconfirmation",
+                                why: "names another move or tick than its ack",
+                            });
+                        }
+                        (Ok(tick), Some(Box::new(preconfirmation)))
+                    }
                     tag => {
                         return Err(DecodeError::UnknownTag {
                             what: "ack result",
@@ -458,7 +487,11 @@ impl Decode for ServerMessage {
                         });
                     }
                 };
-                ServerMessage::Ack { hash, result }
+                ServerMessage::Ack {
+                    hash,
+                    result,
+                    preconfirmation,
+                }
             }
             1 => ServerMessage::Status {
                 hash: decoder.b256()?,
@@ -512,10 +545,12 @@ mod tests {
         for message in [
             ServerMessage::Ack {
                 hash,
+                preconfirmation: None,
                 result: Ok(12),
             },
             ServerMessage::Ack {
                 hash,
+                preconfirmation: None,
                 result: Err(Refusal::BadNonce {
                     expected: 1,
                     got: 4,
@@ -541,20 +576,24 @@ mod tests {
             },
             ServerMessage::Ack {
                 hash,
+                preconfirmation: None,
                 result: Err(Refusal::Session(SessionRefusal::Expired {
                     expires_after_batch: 3,
                 })),
             },
             ServerMessage::Ack {
                 hash,
+                preconfirmation: None,
                 result: Err(Refusal::Sponsorship(SponsorRefusal::PlayerBudgetSpent)),
             },
             ServerMessage::Ack {
                 hash,
+                preconfirmation: None,
                 result: Err(Refusal::TooLarge { size: 9, max: 8 }),
             },
             ServerMessage::Ack {
                 hash,
+                preconfirmation: None,
                 result: Err(Refusal::Replacement(ReplacementRefusal::Underpriced {
                     min_gas_price: u128::MAX,
                     got: 7,
@@ -562,6 +601,7 @@ mod tests {
             },
             ServerMessage::Ack {
                 hash,
+                preconfirmation: None,
                 result: Err(Refusal::Replacement(ReplacementRefusal::NotAllowed)),
             },
             ServerMessage::Status {
@@ -585,6 +625,77 @@ mod tests {
             Err(DecodeError::UnknownVersion {
                 what: "client request",
                 version: 2
+            })
+        );
+    }
+
+    #[test]
+    fn a_signed_ack_round_trips_and_an_old_ack_still_decodes() {
+        let key = crate::AccountKey::from_seed(3);
+        let hash = B256::repeat_byte(7);
+        let promise = crate::preconf::Preconfirmation {
+            hash,
+            sequencer: crate::NodeId(key.address()),
+            seq: 41,
+            tick: 12,
+            height_first: 5,
+            height_last: 5,
+        };
+        let signed = crate::preconf::SignedPreconfirmation::sign_group(&key, &[promise]).remove(0);
+        let ack = ServerMessage::Ack {
+            hash,
+            result: Ok(12),
+            preconfirmation: Some(Box::new(signed.clone())),
+        };
+        let bytes = ack.to_bytes();
+        assert_eq!(ServerMessage::from_bytes(&bytes), Ok(ack));
+        // Version 1's unsigned ack, byte for byte as before: tag 0, then the tick.
+        let mut old = vec![API_VERSION, 0];
+        old.extend_from_slice(hash.as_slice());
+        old.push(0);
+        old.extend_from_slice(&12u64.to_be_bytes());
+        assert_eq!(
+            ServerMessage::from_bytes(&old),
+            Ok(ServerMessage::Ack {
+                hash,
+                result: Ok(12),
+                preconfirmation: None,
+            })
+        );
+        // A refusal never carries a promise, whatever the value says.
+        let refused = ServerMessage::Ack {
+            hash,
+            result: Err(Refusal::MempoolFull),
+            preconfirmation: Some(Box::new(signed.clone())),
+        };
+        assert_eq!(
+            ServerMessage::from_bytes(&refused.to_bytes()),
+            Ok(ServerMessage::Ack {
+                hash,
+                result: Err(Refusal::MempoolFull),
+                preconfirmation: None,
+            })
+        );
+        // An ack whose promise is for another tick is refused, typed.
+        let other_tick = ServerMessage::Ack {
+            hash,
+            result: Ok(13),
+            preconfirmation: Some(Box::new(signed)),
+        };
+        assert_eq!(
+            ServerMessage::from_bytes(&other_tick.to_bytes()),
+            Err(DecodeError::Invalid {
+                what: "ack preconfirmation",
+                why: "names another move or tick than its ack",
+            })
+        );
+        let mut unknown = bytes.clone();
+        unknown[1 + 1 + 32] = 3;
+        assert_eq!(
+            ServerMessage::from_bytes(&unknown),
+            Err(DecodeError::UnknownTag {
+                what: "ack result",
+                tag: 3
             })
         );
     }

@@ -1,8 +1,9 @@
 //! Shared types of Tickrate: identifiers and XOR distance, the move (transaction) with its Space
 //! Access List, blocks and batches, the blake3 Merkle tree with inclusion proofs, the canonical
 //! bounded codec, account keys (secp256k1) and certificate keys (BLS12-381), finality levels, the
-//! bytes PBFT votes sign and the equivocation evidence built from them ([`pbft`]), and the
-//! sans-IO [`machine::Machine`] shape every protocol core follows.
+//! bytes PBFT votes sign and the equivocation evidence built from them ([`pbft`]), sequencers'
+//! signed preconfirmations and the evidence of a broken one ([`preconf`]), and the sans-IO
+//! [`machine::Machine`] shape every protocol core follows.
 //!
 //! Every other crate takes these types from here; none defines its own transaction, ID or hash.
 //! Every decoder is bounded by the limits in [`constants`] and returns a typed [`DecodeError`].
@@ -22,6 +23,7 @@ pub mod keys;
 pub mod machine;
 pub mod merkle;
 pub mod pbft;
+pub mod preconf;
 pub mod session;
 pub mod time;
 pub mod tx;

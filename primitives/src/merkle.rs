@@ -123,8 +123,14 @@ impl MerkleProof {
 
     /// Whether a leaf with hash `leaf` at this proof's index hashes up to `root`.
     pub fn verify_hash(&self, leaf: B256, root: &B256) -> bool {
+        self.root_of_hash(leaf) == Some(*root)
+    }
+
+    /// The root a leaf with hash `leaf` at this proof's index hashes up to, or `None` if the
+    /// proof does not fit its tree (index out of range, too many or too few siblings).
+    pub fn root_of_hash(&self, leaf: B256) -> Option<B256> {
         if self.index >= self.leaf_count || self.siblings.len() > MERKLE_PROOF_DEPTH_MAX {
-            return false;
+            return None;
         }
         let mut current = leaf;
         let mut position = self.index;
@@ -133,9 +139,7 @@ impl MerkleProof {
         while width > 1 {
             let carried_up = position == width - 1 && width % 2 == 1;
             if !carried_up {
-                let Some(sibling) = siblings.next() else {
-                    return false;
-                };
+                let sibling = siblings.next()?;
                 current = if position.is_multiple_of(2) {
                     node_hash(&current, sibling)
                 } else {
@@ -145,7 +149,7 @@ impl MerkleProof {
             position /= 2;
             width = width.div_ceil(2);
         }
-        siblings.next().is_none() && current == *root
+        siblings.next().is_none().then_some(current)
     }
 }
 

@@ -653,6 +653,7 @@ async fn refuse(sender: &KcpSender, stats: &SequencerStats, hash: TxHash, refusa
     let ack = ServerMessage::Ack {
         hash,
         result: Err(refusal),
+        preconfirmation: None,
     };
     let _ = sender.send(ack.to_bytes()).await;
 }
@@ -1278,6 +1279,7 @@ impl Core {
             let message = ServerMessage::Ack {
                 hash,
                 result: result.map(|admitted| admitted.tick),
+                preconfirmation: None,
             };
             match bytes {
                 Some(bytes) if accepted => {
@@ -1339,6 +1341,7 @@ impl Core {
             &ServerMessage::Ack {
                 hash,
                 result: Ok(tick),
+                preconfirmation: None,
             },
         );
         if level.rank() > FinalityLevel::Pending.rank() {
@@ -1556,6 +1559,7 @@ impl Core {
                     &ServerMessage::Ack {
                         hash,
                         result: Ok(tick),
+                        preconfirmation: None,
                     },
                 );
             }

@@ -224,7 +224,7 @@ async fn connect(gateway: &Arc<Gateway>, link: GatewayLink) -> Result<(), RpcErr
 async fn read_acks(gateway: Arc<Gateway>, mut inbound: mpsc::Receiver<Vec<u8>>, generation: u64) {
     while let Some(bytes) = inbound.recv().await {
         match ServerMessage::from_bytes(&bytes) {
-            Ok(ServerMessage::Ack { hash, result }) => {
+            Ok(ServerMessage::Ack { hash, result, .. }) => {
                 if let Some(waiting) = gateway.waiting.lock().remove(&hash) {
                     let _ = waiting.ack.send(result);
                 }
