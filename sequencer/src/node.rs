@@ -2004,22 +2004,7 @@ impl Core {
 
     fn handle_executed(&mut self, executed: &ExecutedBatch) {
         for outcome in &executed.outcomes {
-            let writes =
-                outcome.diff.accounts.iter().flat_map(|(address, change)| {
-                    let address = *address;
-                    change
-                        .balance
-                        .map(|balance| (StateItem::Balance(address), balance))
-                        .into_iter()
-                        .chain(change.nonce.map(|nonce| {
-                            (StateItem::Nonce(address), primitives::U256::from(nonce))
-                        }))
-                        .chain(
-                            change.storage.iter().map(move |(slot, value)| {
-                                (StateItem::Storage(address, *slot), *value)
-                            }),
-                        )
-                });
+            let writes = crate::pending::executed_writes(&outcome.diff);
             let touched =
                 self.pending
                     .apply_executed(&outcome.hash, outcome.status.is_ok(), writes);

@@ -55,6 +55,31 @@ pub fn declared_writes(verified: &VerifiedTransaction) -> Vec<(StateItem, Declar
     writes
 }
 
+/// The items an executed move's state diff wrote, with their new values: what
+/// [`PendingState::apply_executed`] takes as the move's actual writes.
+pub fn executed_writes(
+    diff: &execution::StateDiff,
+) -> impl Iterator<Item = (StateItem, U256)> + '_ {
+    diff.accounts.iter().flat_map(|(address, change)| {
+        let address = *address;
+        change
+            .balance
+            .map(|balance| (StateItem::Balance(address), balance))
+            .into_iter()
+            .chain(
+                change
+                    .nonce
+                    .map(|nonce| (StateItem::Nonce(address), U256::from(nonce))),
+            )
+            .chain(
+                change
+                    .storage
+                    .iter()
+                    .map(move |(slot, value)| (StateItem::Storage(address, *slot), *value)),
+            )
+    })
+}
+
 /// A move taken out of pending state by [`PendingState::retract`], with its place in the ack
 /// order.
 #[derive(Debug)]

@@ -13,3 +13,4 @@ pub mod game;
 pub mod load;
 pub mod operators;
 pub mod report;
+pub mod world;

@@ -1,0 +1,404 @@
+//! One sequencer of the world: the sequencer crate's sans-IO cores (stateless checks, admission,
+//! mempool, pending state, packer, batcher) around a PBFT [`Replica`], wired the way the tokio
+//! driver (`sequencer::node`) wires them, with every effect returned as an [`Effect`] for the
+//! world to deliver on its simulated network.
+
+use std::collections::{BTreeMap, HashMap};
+
+use consensus::{Replica, ReplicaConfig, ReplicaEvent, ReplicaInput, ReplicaKeys};
+use execution::ExecutedBatch;
+use primitives::{
+    B256, Batch, BlockHeader, BlockId, FinalityLevel, FinalizedBatch, NodeId, TxHash,
+    api::{Refusal, ServerMessage},
+    machine::{Machine, Origin},
+    session::SessionKeyCache,
+    time::Instant,
+};
+use sequencer::{
+    batcher::Batcher,
+    constants::{BLOCK_MOVES_PER_TICK_MAX, MEMPOOL_MOVES_MAX, MOVE_BYTES_MAX},
+    ingress::{Admission, Checked, RateLimit, check_requests},
+    mempool::Mempool,
+    packer::{PackedBlock, Packer},
+    pending::{PendingState, executed_writes},
+};
+
+/// What a sequencer sends to another.
+#[derive(Clone, Debug)]
+pub enum PeerMessage {
+    /// A PBFT message, as the replica encoded it.
+    Consensus(Vec<u8>),
+    /// A freshly packed block's signed header (bodies are pulled from weak DA).
+    Header(BlockHeader),
+}
+
+/// What the world must do for a sequencer.
+#[derive(Debug)]
+pub enum Effect {
+    /// Send to one peer.
+    Send(NodeId, PeerMessage),
+    /// Send to every peer.
+    Broadcast(PeerMessage),
+    /// Answer a player.
+    Reply(usize, ServerMessage),
+    /// Push a packed block's body to weak DA; [`SimSequencer::body_stored`] follows.
+    PutBody(Box<PackedBlock>),
+    /// A proposed batch names bodies not in weak DA yet: check it again later.
+    Recheck(u64, Box<Batch>),
+    /// PBFT committed a batch.
+    Finalized(Box<FinalizedBatch>),
+}
+
+/// A sequencer's cores.
+pub struct SimSequencer {
+    /// Its node ID.
+    pub id: NodeId,
+    chain_id: u64,
+    /// The PBFT replica.
+    pub replica: Replica<Batch>,
+    batcher: Batcher,
+    packer: Packer,
+    mempool: Mempool,
+    /// Its pending state.
+    pub pending: PendingState,
+    admission: Admission,
+    session_keys: SessionKeyCache,
+    /// Moves of its own blocks not yet in a committed batch, by block.
+    own_blocks: HashMap<BlockId, Vec<TxHash>>,
+    /// Proposals for a batch beyond the next, by sequence.
+    deferred: BTreeMap<u64, Batch>,
+    tick_number: u64,
+    /// Levels of the moves it acked.
+    pub levels: HashMap<TxHash, FinalityLevel>,
+    /// Committed batches: number to batch hash.
+    pub committed: BTreeMap<u64, B256>,
+    /// Sends nothing to its peers (a byzantine sequencer that withholds everything).
+    pub silent: bool,
+}
+
+impl SimSequencer {
+    /// A sequencer of `validators` at `index`.
+    pub fn new(
+        validators: consensus::validator::ValidatorSet,
+        index: usize,
+        keys: ReplicaKeys,
+        config: ReplicaConfig,
+        chain_id: u64,
+    ) -> Self {
+        let members: Vec<NodeId> = validators.validators().iter().map(|v| v.id).collect();
+        let id = NodeId(keys.operator.address());
+        let packer = Packer::new(keys.operator.clone());
+        let replica = Replica::restore(
+            validators,
+            index,
+            keys,
+            config,
+            Instant::ZERO,
+            consensus::ReplicaState::genesis(),
+        );
+        SimSequencer {
+            id,
+            chain_id,
+            replica,
+            batcher: Batcher::new(members),
+            packer,
+            mempool: Mempool::with_capacity(MEMPOOL_MOVES_MAX),
+            pending: PendingState::new(),
+            admission: Admission::new(
+                RateLimit {
+                    per_second: 1_000,
+                    burst: 1_000,
+                },
+                Vec::new(),
+            ),
+            session_keys: SessionKeyCache::new(1_024),
+            own_blocks: HashMap::new(),
+            deferred: BTreeMap::new(),
+            tick_number: 0,
+            levels: HashMap::new(),
+            committed: BTreeMap::new(),
+            silent: false,
+        }
+    }
+
+    /// A player's request bytes: checked, admitted, answered.
+    pub fn request(&mut self, now: Instant, player: usize, bytes: Vec<u8>) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let checked = check_requests(
+            vec![bytes],
+            self.chain_id,
+            MOVE_BYTES_MAX,
+            &self.session_keys,
+        );
+        for checked in checked {
+            let (hash, result) = match checked {
+                Checked::Move(verified) => {
+                    let hash = verified.hash;
+                    let next_batch = self.batcher.last_number() + 1;
+                    let result = if self.pending.contains(&hash) {
+                        Err(Refusal::BadNonce {
+                            expected: self.pending.next_nonce(&verified.sender),
+                            got: verified.tx().nonce,
+                        })
+                    } else {
+                        self.admission
+                            .admit(
+                                &verified,
+                                &self.pending,
+                                next_batch,
+                                self.mempool.has_room(),
+                                now,
+                            )
+                            .map(|()| {
+                                self.pending.admit(&verified);
+                                self.mempool.push(*verified);
+                                self.levels.insert(hash, FinalityLevel::Pending);
+                                self.tick_number + 1
+                            })
+                    };
+                    (hash, result)
+                }
+                Checked::Refused { hash, refusal } => (hash, Err(refusal)),
+                // Players of the world only submit.
+                Checked::Query(_) => continue,
+            };
+            effects.push(Effect::Reply(
+                player,
+                ServerMessage::Ack {
+                    hash,
+                    result,
+                    preconfirmation: None,
+                },
+            ));
+        }
+        effects
+    }
+
+    /// A tick: the mempool becomes a block, and the replica learns whether anything waits.
+    pub fn tick(&mut self, now: Instant) -> Vec<Effect> {
+        self.tick_number += 1;
+        let mut effects = Vec::new();
+        if !self.mempool.is_empty() {
+            let moves = self.mempool.take(BLOCK_MOVES_PER_TICK_MAX);
+            let block = self.packer.pack(now, moves);
+            effects.push(Effect::PutBody(Box::new(block)));
+        }
+        let at_epoch_end = self.replica.validators().end() == Some(self.replica.last_committed());
+        let backlog = self.batcher.has_waiting() && !at_epoch_end;
+        self.replica
+            .handle(now, Origin::Local, ReplicaInput::Backlog(backlog));
+        self.maybe_propose(now);
+        self.drain(now, &mut effects);
+        effects
+    }
+
+    /// Weak DA holds a block this sequencer packed: its header goes out.
+    pub fn body_stored(&mut self, now: Instant, block: PackedBlock) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let id = block.header.id();
+        for hash in &block.hashes {
+            self.raise(hash, FinalityLevel::Sequenced);
+        }
+        self.own_blocks.insert(id, block.hashes);
+        if !self.silent {
+            effects.push(Effect::Broadcast(PeerMessage::Header(block.header.clone())));
+        }
+        let _ = self.batcher.hear(block.header);
+        self.maybe_propose(now);
+        self.drain(now, &mut effects);
+        effects
+    }
+
+    /// A peer's message.
+    pub fn peer(&mut self, now: Instant, from: NodeId, message: PeerMessage) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        match message {
+            PeerMessage::Header(header) => {
+                let _ = self.batcher.hear(header);
+                self.maybe_propose(now);
+            }
+            PeerMessage::Consensus(bytes) => {
+                self.replica
+                    .handle(now, Origin::Peer(from), ReplicaInput::Message(bytes));
+            }
+        }
+        self.drain(now, &mut effects);
+        effects
+    }
+
+    /// The replica's timer is due.
+    pub fn timeout(&mut self, now: Instant) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        if self.replica.poll_timeout().is_some_and(|at| at <= now) {
+            self.replica.handle_timeout(now);
+        }
+        self.drain(now, &mut effects);
+        effects
+    }
+
+    /// The answer to a proposal's check: every body it names is in weak DA (`held`) or not.
+    pub fn check_batch(
+        &mut self,
+        now: Instant,
+        sequence: u64,
+        batch: Batch,
+        held: &dyn Fn(&BlockHeader) -> bool,
+    ) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        self.check(now, sequence, batch, held, &mut effects);
+        self.drain(now, &mut effects);
+        effects
+    }
+
+    /// Execution results: pending state corrected, own moves' levels final.
+    pub fn executed(&mut self, executed: &ExecutedBatch) {
+        for outcome in &executed.outcomes {
+            self.pending.apply_executed(
+                &outcome.hash,
+                outcome.status.is_ok(),
+                executed_writes(&outcome.diff),
+            );
+            let level = match &outcome.status {
+                Ok(()) => FinalityLevel::Executed,
+                Err(reason) => FinalityLevel::Failed(reason.clone()),
+            };
+            if self.levels.contains_key(&outcome.hash) {
+                self.levels.insert(outcome.hash, level);
+            }
+        }
+    }
+
+    /// The replica's next deadline.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.replica.poll_timeout()
+    }
+
+    fn raise(&mut self, hash: &TxHash, level: FinalityLevel) {
+        if let Some(current) = self.levels.get_mut(hash)
+            && matches!(
+                current,
+                FinalityLevel::Pending | FinalityLevel::Sequenced | FinalityLevel::Finalized
+            )
+        {
+            *current = level;
+        }
+    }
+
+    fn maybe_propose(&mut self, now: Instant) {
+        let in_flight = self.replica.next_sequence() > self.replica.last_committed() + 1;
+        if in_flight || !self.replica.is_primary() {
+            return;
+        }
+        if let Some(batch) = self.batcher.propose() {
+            self.replica
+                .handle(now, Origin::Local, ReplicaInput::Propose(batch));
+        }
+    }
+
+    fn check(
+        &mut self,
+        now: Instant,
+        sequence: u64,
+        batch: Batch,
+        held: &dyn Fn(&BlockHeader) -> bool,
+        effects: &mut Vec<Effect>,
+    ) {
+        if batch.number > self.batcher.last_number() + 1 {
+            self.deferred.insert(sequence, batch);
+            return;
+        }
+        let digest = consensus::Value::digest(&batch);
+        let valid = self.batcher.check(&batch).is_ok();
+        if valid && !batch.headers.iter().all(held) {
+            effects.push(Effect::Recheck(sequence, Box::new(batch)));
+            return;
+        }
+        self.replica.handle(
+            now,
+            Origin::Local,
+            ReplicaInput::Verified {
+                sequence,
+                digest,
+                valid,
+            },
+        );
+    }
+
+    fn drain(&mut self, now: Instant, effects: &mut Vec<Effect>) {
+        loop {
+            // The world's replicas keep no log: they do not crash (their records are dropped).
+            while self.replica.poll_persist().is_some() {}
+            let mut drained = false;
+            while let Some(transmit) = self.replica.poll_transmit(now) {
+                drained = true;
+                if !self.silent {
+                    effects.push(Effect::Send(
+                        transmit.to,
+                        PeerMessage::Consensus(transmit.bytes),
+                    ));
+                }
+            }
+            while let Some(event) = self.replica.poll_event() {
+                drained = true;
+                match event {
+                    ReplicaEvent::Verify { sequence, value } => {
+                        // Bodies are checked by the world's weak DA on the next pass.
+                        effects.push(Effect::Recheck(sequence, Box::new(value)));
+                    }
+                    ReplicaEvent::Committed {
+                        sequence,
+                        view,
+                        value: Some(batch),
+                        certificate,
+                    } => self.committed_batch(now, sequence, view, batch, certificate, effects),
+                    ReplicaEvent::Committed { value: None, .. }
+                    | ReplicaEvent::ViewEntered { .. } => self.maybe_propose(now),
+                    _ => {}
+                }
+            }
+            if !drained {
+                break;
+            }
+        }
+    }
+
+    fn committed_batch(
+        &mut self,
+        now: Instant,
+        sequence: u64,
+        view: u64,
+        batch: Batch,
+        certificate: primitives::bls::Certificate,
+        effects: &mut Vec<Effect>,
+    ) {
+        self.batcher.commit(&batch);
+        self.committed.insert(batch.number, batch.hash());
+        self.deferred.retain(|deferred, _| *deferred > sequence);
+        let next = self.batcher.last_number() + 1;
+        let ready: Vec<u64> = self
+            .deferred
+            .iter()
+            .filter(|(_, batch)| batch.number <= next)
+            .map(|(sequence, _)| *sequence)
+            .collect();
+        for sequence in ready {
+            if let Some(batch) = self.deferred.remove(&sequence) {
+                effects.push(Effect::Recheck(sequence, Box::new(batch)));
+            }
+        }
+        for header in &batch.headers {
+            if let Some(hashes) = self.own_blocks.remove(&header.id()) {
+                for hash in &hashes {
+                    self.raise(hash, FinalityLevel::Finalized);
+                }
+            }
+        }
+        effects.push(Effect::Finalized(Box::new(FinalizedBatch {
+            batch,
+            sequence,
+            view,
+            certificate,
+        })));
+        self.maybe_propose(now);
+    }
+}
