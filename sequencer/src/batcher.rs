@@ -171,12 +171,33 @@ impl Batcher {
         self.next_height.get(sequencer).copied().unwrap_or(0)
     }
 
-    /// Whether any header waits to be batched.
-    pub fn has_waiting(&self) -> bool {
+    /// Whether a header waits to be batched whose body is `held` (read and checked against its
+    /// root). A header whose body no one can read is no backlog: waiting for it would only
+    /// turn views over, as every primary would have to leave it out.
+    pub fn has_waiting(&self, held: impl Fn(&BlockHeader) -> bool) -> bool {
         self.sequencers.iter().any(|sequencer| {
             self.heard
-                .contains_key(&(*sequencer, self.next_height(sequencer)))
+                .get(&(*sequencer, self.next_height(sequencer)))
+                .is_some_and(&held)
         })
+    }
+
+    /// Per sequencer, the first waiting header whose body is not `held`: the one that keeps
+    /// that sequencer's later blocks out of proposals until its body is read.
+    pub fn first_not_held(&self, held: impl Fn(&BlockHeader) -> bool) -> Vec<&BlockHeader> {
+        self.sequencers
+            .iter()
+            .filter_map(|sequencer| {
+                let mut height = self.next_height(sequencer);
+                while let Some(header) = self.heard.get(&(*sequencer, height)) {
+                    if !held(header) {
+                        return Some(header);
+                    }
+                    height += 1;
+                }
+                None
+            })
+            .collect()
     }
 
     /// Whether the block `id` with body root `root` was heard and is not batched yet.
@@ -188,13 +209,20 @@ impl Batcher {
                 .is_some_and(|header| header.root == *root)
     }
 
-    /// The next batch to propose, if any header is waiting: per sequencer, the contiguous run of
-    /// heights from the next unbatched one, sequencers in ID order.
-    pub fn propose(&self) -> Option<Batch> {
+    /// The next batch to propose, if any header whose body is `held` waits: per sequencer, the
+    /// contiguous run of heights from the next unbatched one up to the first whose body is not
+    /// held, sequencers in ID order. Replicas prepare a batch only once they hold every body
+    /// it names, so a block whose body its sequencer withholds must stay out of proposals, or
+    /// one byzantine sequencer would stall every batch.
+    pub fn propose(&self, held: impl Fn(&BlockHeader) -> bool) -> Option<Batch> {
         let mut headers = Vec::new();
         for sequencer in &self.sequencers {
             let mut height = self.next_height(sequencer);
-            while let Some(header) = self.heard.get(&(*sequencer, height)) {
+            while let Some(header) = self
+                .heard
+                .get(&(*sequencer, height))
+                .filter(|header| held(header))
+            {
                 if headers.len() == BATCH_HEADERS_MAX {
                     break;
                 }
@@ -298,7 +326,7 @@ mod tests {
         primary.hear(header(&keys[0], 0)).expect("ok");
         primary.hear(header(&keys[0], 2)).expect("ok"); // height 1 not heard yet
         primary.hear(header(&keys[1], 0)).expect("ok");
-        let batch = primary.propose().expect("headers waiting");
+        let batch = primary.propose(|_| true).expect("headers waiting");
         assert_eq!(batch.headers.len(), 2);
         assert_eq!(replica.check(&batch), Ok(()));
         primary.commit(&batch);
@@ -350,8 +378,38 @@ mod tests {
             !batcher.is_waiting(&id, &B256::repeat_byte(7)),
             "another block signed at the same height is not the one heard"
         );
-        let batch = batcher.propose().expect("a header waits");
+        let batch = batcher.propose(|_| true).expect("a header waits");
         batcher.commit(&batch);
         assert!(!batcher.is_waiting(&id, &root), "batched");
+    }
+
+    #[test]
+    fn a_block_whose_body_is_not_held_stays_out_of_proposals_and_backlog_with_its_successors() {
+        let keys: Vec<AccountKey> = (1..=2).map(AccountKey::from_seed).collect();
+        let ids: Vec<NodeId> = keys.iter().map(|key| NodeId(key.address())).collect();
+        let mut batcher = Batcher::new(ids.iter().copied());
+        let withheld = header(&keys[0], 0);
+        let withheld_id = withheld.id();
+        batcher.hear(withheld.clone()).expect("ok");
+        batcher.hear(header(&keys[0], 1)).expect("ok");
+        let held = |header: &BlockHeader| header.id() != withheld_id;
+
+        assert!(
+            !batcher.has_waiting(held),
+            "an unreadable block is no backlog"
+        );
+        assert_eq!(batcher.propose(held), None);
+        assert_eq!(batcher.first_not_held(held), vec![&withheld]);
+
+        batcher.hear(header(&keys[1], 0)).expect("ok");
+        assert!(batcher.has_waiting(held));
+        let batch = batcher.propose(held).expect("the other sequencer's block");
+        assert_eq!(batch.headers, vec![header(&keys[1], 0)]);
+        batcher.commit(&batch);
+
+        // Once its body is read, the block and the one after it go in.
+        let batch = batcher.propose(|_| true).expect("both now");
+        assert_eq!(batch.headers.len(), 2);
+        assert!(batcher.first_not_held(|_| true).is_empty());
     }
 }

@@ -331,8 +331,13 @@ pub(crate) enum Command {
     Submit(ClientId, Vec<VerifiedTransaction>),
     Query(ClientId, Box<ClientRequest>),
     BodyStored(Box<PackedBlock>),
-    /// A peer's block body was read back from weak DA and matched its header's root.
-    BodyFetched(BlockId, primitives::B256),
+    /// A peer's block body was read back from weak DA and matched its header's root
+    /// (`fetched`), or could not be within the attempts of one fetch.
+    BodyFetched {
+        id: BlockId,
+        root: primitives::B256,
+        fetched: bool,
+    },
     BatchChecked {
         sequence: u64,
         digest: primitives::B256,
@@ -749,6 +754,8 @@ struct Core {
     /// longer waiting to be batched. Keyed by root too: a sequencer that signs two blocks at one
     /// height does not get the second one's body counted as checked.
     fetched_bodies: HashSet<(BlockId, primitives::B256)>,
+    /// Bodies being fetched; a waiting block whose fetch gave up is fetched again at a tick.
+    prefetching: HashSet<(BlockId, primitives::B256)>,
     /// Proposals that name a batch beyond the next one, by sequence: a backup can receive the
     /// pre-prepare of batch n + 1 before it has committed batch n (the primary proposes once
     /// it has), so these are checked when the commits catch up. The replica asks only within
@@ -1112,6 +1119,7 @@ impl Core {
             own_blocks: HashMap::new(),
             own_bodies: HashMap::new(),
             fetched_bodies: HashSet::new(),
+            prefetching: HashSet::new(),
             deferred: BTreeMap::new(),
             tick_number: 0,
             epoch: std::time::Instant::now(),
@@ -1225,10 +1233,12 @@ impl Core {
             Command::Submit(client, moves) => self.admit_all(client, moves),
             Command::Query(client, request) => self.answer(client, *request),
             Command::BodyStored(block) => self.handle_body_stored(*block),
-            Command::BodyFetched(id, root) => {
+            Command::BodyFetched { id, root, fetched } => {
+                self.prefetching.remove(&(id, root));
                 // A body fetched for a block already batched is not needed any more.
-                if self.batcher.is_waiting(&id, &root) {
+                if fetched && self.batcher.is_waiting(&id, &root) {
                     self.fetched_bodies.insert((id, root));
+                    self.maybe_propose();
                 }
             }
             Command::NextEpoch(epoch) => self.handle_next_epoch(*epoch),
@@ -1607,7 +1617,8 @@ impl Core {
         // At the end of its epoch the replica waits for the next set, not for a primary: no
         // backlog, so no view change.
         let at_epoch_end = self.replica.validators().end() == Some(self.replica.last_committed());
-        let backlog = self.batcher.has_waiting() && !at_epoch_end;
+        self.refetch_missing_bodies();
+        let backlog = self.batcher.has_waiting(|header| self.holds_body(header)) && !at_epoch_end;
         let now = self.now();
         self.replica
             .handle(now, Origin::Local, ReplicaInput::Backlog(backlog));
@@ -1638,7 +1649,7 @@ impl Core {
         if in_flight || !self.replica.is_primary() {
             return;
         }
-        if let Some(batch) = self.batcher.propose() {
+        if let Some(batch) = self.batcher.propose(|header| self.holds_body(header)) {
             let now = self.now();
             let sequence = self.replica.next_sequence();
             self.replica
@@ -1903,18 +1914,44 @@ impl Core {
 
     /// Reads a peer's block body back from weak DA as soon as its header arrives, so that the
     /// proposal naming it finds it checked.
-    fn prefetch_body(&self, header: BlockHeader) {
+    fn prefetch_body(&mut self, header: BlockHeader) {
+        let (id, root) = (header.id(), header.root);
+        if !self.prefetching.insert((id, root)) {
+            return;
+        }
         let weak_da = self.weak_da.clone();
         let origins = self.origins.clone();
         let stats = self.stats.clone();
         let commands = self.commands.clone();
         self.io.spawn(async move {
-            if fetch_body(origins.as_deref(), &weak_da, &header, &stats).await {
-                let _ = commands
-                    .send(Command::BodyFetched(header.id(), header.root))
-                    .await;
-            }
+            let fetched = fetch_body(origins.as_deref(), &weak_da, &header, &stats).await;
+            let _ = commands
+                .send(Command::BodyFetched { id, root, fetched })
+                .await;
         });
+    }
+
+    /// Whether this sequencer holds the body of `header`: its own, or a peer's read back and
+    /// checked. Only those go into proposals and count as backlog.
+    fn holds_body(&self, header: &BlockHeader) -> bool {
+        let id = header.id();
+        self.own_bodies.contains_key(&id) || self.fetched_bodies.contains(&(id, header.root))
+    }
+
+    /// Fetches again, per sequencer, the body of the first waiting block not held whose
+    /// earlier fetch gave up (weak DA was down, or the body was not there yet): until it is
+    /// read, none of that sequencer's later blocks can be proposed.
+    fn refetch_missing_bodies(&mut self) {
+        let missing: Vec<BlockHeader> = self
+            .batcher
+            .first_not_held(|header| self.holds_body(header))
+            .into_iter()
+            .filter(|header| !self.prefetching.contains(&(header.id(), header.root)))
+            .cloned()
+            .collect();
+        for header in missing {
+            self.prefetch_body(header);
+        }
     }
 
     fn handle_committed(
