@@ -11,7 +11,8 @@
 //!
 //! Faults, all drawn from the seed ([`Scenario::draw`]): message latency (so messages reorder),
 //! loss and duplication of PBFT datagrams, links that clog for a while, a sequencer cut off
-//! from the others and healed, a byzantine sequencer that sends its peers nothing, shard nodes
+//! from the others and healed, a byzantine sequencer (silent to its peers, or naming blocks
+//! whose bodies it never puts in weak DA), shard nodes
 //! stopped in group rounds and resumed, shard nodes restarted from their RocksDB stores,
 //! players that replay moves already sent.
 //!
@@ -39,8 +40,8 @@ use consensus::{
 };
 use execution::{AccountState, ExecutedBatch, InMemoryState};
 use primitives::{
-    AccountKey, B256, BlockBody, BlockHeader, FinalityLevel, FinalizedBatch, NodeId,
-    SignedTransaction, TxHash, U256,
+    AccountKey, B256, BlockBody, FinalityLevel, FinalizedBatch, NodeId, SignedTransaction, TxHash,
+    U256,
     api::{ClientRequest, Refusal, ServerMessage},
     bls::BlsSecretKey,
     codec::Encode,
@@ -58,7 +59,7 @@ use upper_chain::{EmbeddedChain, UpperChain};
 
 use crate::game::{GAME_ADDRESS, game_code, move_piece, slot_of};
 
-pub use replica::{Effect, PeerMessage, SimSequencer};
+pub use replica::{Effect, PeerMessage, SharedWeakDa, SimSequencer};
 
 /// Chain ID of the world's moves.
 pub const CHAIN_ID: u64 = 4_242;
@@ -72,6 +73,8 @@ const LOAD_AFTER_HEAL_US: u64 = 1_000_000;
 const WEAK_DA_PUT_US: u64 = 1_000;
 /// A proposal naming a body weak DA does not hold yet is checked again after this long.
 const RECHECK_US: u64 = 5_000;
+/// Reads of weak DA for a proposal's bodies before the proposal is found invalid.
+const RECHECK_ATTEMPTS: u32 = 20;
 /// Group roots are committed every this many batches.
 const ROOT_COMMIT_INTERVAL: u64 = 5;
 /// Reference states kept for checking roots certified late, in batches.
@@ -132,8 +135,8 @@ pub struct Scenario {
     pub partition: Option<(usize, u64, u64)>,
     /// A link between two sequencers that clogs: `(a, b, from, until, extra latency)`.
     pub clog: Option<(usize, usize, u64, u64, u64)>,
-    /// A byzantine sequencer that sends its peers nothing.
-    pub silent: Option<usize>,
+    /// A byzantine sequencer and what it does.
+    pub byzantine: Option<(usize, Byzantine)>,
     /// Shard nodes stopped in group rounds: `(node, from, until)` (at most two at a time).
     pub shard_stops: Vec<(usize, u64, u64)>,
     /// Shard nodes whose process restarts (from RocksDB): `(node, at)`.
@@ -166,9 +169,14 @@ impl Scenario {
             let (from, until) = span(&mut rng);
             (a, b, from, until, rng.random_range(20_000..200_000))
         });
-        let silent = rng
-            .random_bool(0.3)
-            .then(|| rng.random_range(0..config.sequencers));
+        let byzantine = rng.random_bool(0.3).then(|| {
+            let behaviour = if rng.random_bool(0.5) {
+                Byzantine::Silent
+            } else {
+                Byzantine::WithholdsBodies
+            };
+            (rng.random_range(0..config.sequencers), behaviour)
+        });
         let mut nodes: Vec<usize> = (0..config.shard_nodes).collect();
         nodes.shuffle(&mut rng);
         let stopped = rng.random_range(0..=2);
@@ -194,13 +202,22 @@ impl Scenario {
             retransmit_ratio: rng.random_range(0.0..0.1),
             partition,
             clog,
-            silent,
+            byzantine,
             shard_stops,
             shard_restarts,
             replay_ratio: rng.random_range(0.0..0.05),
             revert_ratio: 0.1,
         }
     }
+}
+
+/// What a byzantine sequencer does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Byzantine {
+    /// Sends its peers nothing at all.
+    Silent,
+    /// Broadcasts the headers of its blocks but never puts their bodies in weak DA.
+    WithholdsBodies,
 }
 
 /// A broken invariant.
@@ -325,6 +342,7 @@ enum Event {
         sequencer: usize,
         sequence: u64,
         batch: Box<primitives::Batch>,
+        attempt: u32,
     },
     Executed {
         sequencer: usize,
@@ -352,7 +370,7 @@ pub struct World {
     timers: Vec<Option<Instant>>,
     players: Vec<Player>,
     /// Weak DA: bodies by their root.
-    weak_da: HashMap<B256, BlockBody>,
+    weak_da: SharedWeakDa,
     network: ShardNetwork,
     chain: Arc<EmbeddedChain>,
     shard_ids: Vec<NodeId>,
@@ -398,6 +416,7 @@ impl World {
             view_timeout_us: 200_000,
             view_timeout_max_us: 2_000_000,
         };
+        let weak_da = SharedWeakDa::default();
         let sequencers: Vec<SimSequencer> = (0..config.sequencers)
             .map(|index| {
                 let mut sequencer = SimSequencer::new(
@@ -409,8 +428,17 @@ impl World {
                     },
                     replica_config,
                     CHAIN_ID,
+                    weak_da.clone(),
                 );
-                sequencer.silent = scenario.silent == Some(index);
+                match scenario.byzantine {
+                    Some((byzantine, Byzantine::Silent)) if byzantine == index => {
+                        sequencer.silent = true;
+                    }
+                    Some((byzantine, Byzantine::WithholdsBodies)) if byzantine == index => {
+                        sequencer.withholds_bodies = true;
+                    }
+                    _ => {}
+                }
                 sequencer
             })
             .collect();
@@ -468,7 +496,7 @@ impl World {
             sequencers,
             ids,
             players,
-            weak_da: HashMap::new(),
+            weak_da,
             network,
             chain,
             shard_ids,
@@ -531,13 +559,19 @@ impl World {
                 .sequencers
                 .iter()
                 .enumerate()
-                .filter(|(index, _)| self.scenario.silent != Some(*index))
+                .filter(|(index, _)| !self.is_byzantine(*index))
                 .all(|(_, sequencer)| sequencer.pending.is_empty())
             && self
                 .finalized
                 .keys()
                 .next_back()
                 .is_none_or(|last| *last <= self.executed_through)
+    }
+
+    fn is_byzantine(&self, sequencer: usize) -> bool {
+        self.scenario
+            .byzantine
+            .is_some_and(|(byzantine, _)| byzantine == sequencer)
     }
 
     fn count_faults(&mut self) {
@@ -550,7 +584,11 @@ impl World {
         };
         add("partition", u64::from(scenario.partition.is_some()));
         add("clogged_link", u64::from(scenario.clog.is_some()));
-        add("silent_sequencer", u64::from(scenario.silent.is_some()));
+        match scenario.byzantine {
+            Some((_, Byzantine::Silent)) => add("silent_sequencer", 1),
+            Some((_, Byzantine::WithholdsBodies)) => add("sequencer_withholding_bodies", 1),
+            None => {}
+        }
         add("shard_node_stopped", scenario.shard_stops.len() as u64);
         add("shard_node_restarted", scenario.shard_restarts.len() as u64);
     }
@@ -670,7 +708,9 @@ impl World {
                 self.apply(sequencer, effects);
             }
             Event::BodyStored { sequencer, block } => {
-                self.weak_da.insert(block.header.root, block.body.clone());
+                self.weak_da
+                    .borrow_mut()
+                    .insert(block.header.root, block.body.clone());
                 let effects = self.sequencers[sequencer].body_stored(self.now, *block);
                 self.apply(sequencer, effects);
             }
@@ -678,13 +718,8 @@ impl World {
                 sequencer,
                 sequence,
                 batch,
-            } => {
-                let weak_da = &self.weak_da;
-                let held = |header: &BlockHeader| weak_da.contains_key(&header.root);
-                let effects =
-                    self.sequencers[sequencer].check_batch(self.now, sequence, *batch, &held);
-                self.apply(sequencer, effects);
-            }
+                attempt,
+            } => self.check_when_held(sequencer, sequence, batch, attempt),
             Event::Executed { sequencer, batch } => {
                 self.results_in_flight -= 1;
                 self.sequencers[sequencer].executed(&batch);
@@ -715,29 +750,47 @@ impl World {
                     let at = Instant::from_micros(self.now.as_micros() + WEAK_DA_PUT_US);
                     self.schedule(at, Event::BodyStored { sequencer, block });
                 }
-                Effect::Recheck(sequence, batch) => {
-                    let weak_da = &self.weak_da;
-                    let held = |header: &BlockHeader| weak_da.contains_key(&header.root);
-                    if batch.headers.iter().all(held) {
-                        let effects = self.sequencers[sequencer]
-                            .check_batch(self.now, sequence, *batch, &held);
-                        self.apply(sequencer, effects);
-                    } else {
-                        let at = Instant::from_micros(self.now.as_micros() + RECHECK_US);
-                        self.schedule(
-                            at,
-                            Event::Recheck {
-                                sequencer,
-                                sequence,
-                                batch,
-                            },
-                        );
-                    }
+                Effect::Check(sequence, batch) => {
+                    self.check_when_held(sequencer, sequence, batch, 0);
                 }
                 Effect::Finalized(finalized) => self.finalized(sequencer, *finalized),
             }
         }
         self.arm_timer(sequencer);
+    }
+
+    /// Has `sequencer` check a proposal once weak DA holds every body it names, reading again
+    /// every [`RECHECK_US`] and giving up (the proposal is then invalid) after
+    /// [`RECHECK_ATTEMPTS`] reads, as the tokio driver's fetches do.
+    fn check_when_held(
+        &mut self,
+        sequencer: usize,
+        sequence: u64,
+        batch: Box<primitives::Batch>,
+        attempt: u32,
+    ) {
+        let held = {
+            let weak_da = self.weak_da.borrow();
+            batch
+                .headers
+                .iter()
+                .all(|header| weak_da.contains_key(&header.root))
+        };
+        if held || attempt >= RECHECK_ATTEMPTS {
+            let effects = self.sequencers[sequencer].check_batch(self.now, sequence, *batch);
+            self.apply(sequencer, effects);
+            return;
+        }
+        let at = Instant::from_micros(self.now.as_micros() + RECHECK_US);
+        self.schedule(
+            at,
+            Event::Recheck {
+                sequencer,
+                sequence,
+                batch,
+                attempt: attempt + 1,
+            },
+        );
     }
 
     fn arm_timer(&mut self, sequencer: usize) {
@@ -855,7 +908,7 @@ impl World {
         match result {
             Ok(_) => {
                 let sequencer = self.players[player].sequencer;
-                if self.scenario.silent != Some(sequencer) {
+                if !self.is_byzantine(sequencer) {
                     self.report.acked += 1;
                     self.acked.entry(hash).or_insert((sequencer, self.now));
                 }
@@ -880,7 +933,7 @@ impl World {
     fn finalized(&mut self, sequencer: usize, finalized: FinalizedBatch) {
         let number = finalized.batch.number;
         let hash = finalized.batch.hash();
-        if self.scenario.silent == Some(sequencer) {
+        if self.is_byzantine(sequencer) {
             return;
         }
         match self.finalized.get(&number) {
@@ -909,7 +962,7 @@ impl World {
                 .batch
                 .headers
                 .iter()
-                .map(|header| self.weak_da.get(&header.root).cloned())
+                .map(|header| self.weak_da.borrow().get(&header.root).cloned())
                 .collect();
             let Some(bodies) = bodies else {
                 self.report.violations.push(Violation::Shard(format!(
@@ -1037,7 +1090,7 @@ impl World {
             return;
         }
         for sequencer in 0..self.sequencers.len() {
-            if self.scenario.silent == Some(sequencer) {
+            if self.is_byzantine(sequencer) {
                 continue;
             }
             for player in 0..self.players.len() {

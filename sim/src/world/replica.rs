@@ -3,12 +3,16 @@
 //! driver (`sequencer::node`) wires them, with every effect returned as an [`Effect`] for the
 //! world to deliver on its simulated network.
 
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, HashMap},
+    rc::Rc,
+};
 
 use consensus::{Replica, ReplicaConfig, ReplicaEvent, ReplicaInput, ReplicaKeys};
 use execution::ExecutedBatch;
 use primitives::{
-    B256, Batch, BlockHeader, BlockId, FinalityLevel, FinalizedBatch, NodeId, TxHash,
+    B256, Batch, BlockBody, BlockHeader, BlockId, FinalityLevel, FinalizedBatch, NodeId, TxHash,
     api::{Refusal, ServerMessage},
     machine::{Machine, Origin},
     session::SessionKeyCache,
@@ -43,11 +47,15 @@ pub enum Effect {
     Reply(usize, ServerMessage),
     /// Push a packed block's body to weak DA; [`SimSequencer::body_stored`] follows.
     PutBody(Box<PackedBlock>),
-    /// A proposed batch names bodies not in weak DA yet: check it again later.
-    Recheck(u64, Box<Batch>),
+    /// A proposed batch to check once the bodies it names are read from weak DA (or the reads
+    /// gave up): [`SimSequencer::check_batch`].
+    Check(u64, Box<Batch>),
     /// PBFT committed a batch.
     Finalized(Box<FinalizedBatch>),
 }
+
+/// Weak DA as the world holds it: bodies by root, read by every sequencer at once.
+pub type SharedWeakDa = Rc<RefCell<HashMap<B256, BlockBody>>>;
 
 /// A sequencer's cores.
 pub struct SimSequencer {
@@ -74,6 +82,10 @@ pub struct SimSequencer {
     pub committed: BTreeMap<u64, B256>,
     /// Sends nothing to its peers (a byzantine sequencer that withholds everything).
     pub silent: bool,
+    /// Broadcasts its headers but never puts their bodies in weak DA (a byzantine sequencer
+    /// that names blocks no one can read).
+    pub withholds_bodies: bool,
+    weak_da: SharedWeakDa,
 }
 
 impl SimSequencer {
@@ -84,6 +96,7 @@ impl SimSequencer {
         keys: ReplicaKeys,
         config: ReplicaConfig,
         chain_id: u64,
+        weak_da: SharedWeakDa,
     ) -> Self {
         let members: Vec<NodeId> = validators.validators().iter().map(|v| v.id).collect();
         let id = NodeId(keys.operator.address());
@@ -118,6 +131,8 @@ impl SimSequencer {
             levels: HashMap::new(),
             committed: BTreeMap::new(),
             silent: false,
+            withholds_bodies: false,
+            weak_da,
         }
     }
 
@@ -181,10 +196,14 @@ impl SimSequencer {
         if !self.mempool.is_empty() {
             let moves = self.mempool.take(BLOCK_MOVES_PER_TICK_MAX);
             let block = self.packer.pack(now, moves);
-            effects.push(Effect::PutBody(Box::new(block)));
+            if self.withholds_bodies {
+                effects.extend(self.body_stored(now, block));
+            } else {
+                effects.push(Effect::PutBody(Box::new(block)));
+            }
         }
         let at_epoch_end = self.replica.validators().end() == Some(self.replica.last_committed());
-        let backlog = self.batcher.has_waiting() && !at_epoch_end;
+        let backlog = self.batcher.has_waiting(|header| self.holds_body(header)) && !at_epoch_end;
         self.replica
             .handle(now, Origin::Local, ReplicaInput::Backlog(backlog));
         self.maybe_propose(now);
@@ -236,16 +255,11 @@ impl SimSequencer {
         effects
     }
 
-    /// The answer to a proposal's check: every body it names is in weak DA (`held`) or not.
-    pub fn check_batch(
-        &mut self,
-        now: Instant,
-        sequence: u64,
-        batch: Batch,
-        held: &dyn Fn(&BlockHeader) -> bool,
-    ) -> Vec<Effect> {
+    /// Checks a proposal: valid if it follows the batcher's rule and this sequencer holds every
+    /// body it names.
+    pub fn check_batch(&mut self, now: Instant, sequence: u64, batch: Batch) -> Vec<Effect> {
         let mut effects = Vec::new();
-        self.check(now, sequence, batch, held, &mut effects);
+        self.check(now, sequence, batch);
         self.drain(now, &mut effects);
         effects
     }
@@ -289,30 +303,27 @@ impl SimSequencer {
         if in_flight || !self.replica.is_primary() {
             return;
         }
-        if let Some(batch) = self.batcher.propose() {
+        if let Some(batch) = self.batcher.propose(|header| self.holds_body(header)) {
             self.replica
                 .handle(now, Origin::Local, ReplicaInput::Propose(batch));
         }
     }
 
-    fn check(
-        &mut self,
-        now: Instant,
-        sequence: u64,
-        batch: Batch,
-        held: &dyn Fn(&BlockHeader) -> bool,
-        effects: &mut Vec<Effect>,
-    ) {
+    /// Whether this sequencer can read `header`'s body: its own, or in weak DA (a read of
+    /// weak DA is keyed by the root, so it checks the body against the header).
+    fn holds_body(&self, header: &BlockHeader) -> bool {
+        self.own_blocks.contains_key(&header.id())
+            || self.weak_da.borrow().contains_key(&header.root)
+    }
+
+    fn check(&mut self, now: Instant, sequence: u64, batch: Batch) {
         if batch.number > self.batcher.last_number() + 1 {
             self.deferred.insert(sequence, batch);
             return;
         }
         let digest = consensus::Value::digest(&batch);
-        let valid = self.batcher.check(&batch).is_ok();
-        if valid && !batch.headers.iter().all(held) {
-            effects.push(Effect::Recheck(sequence, Box::new(batch)));
-            return;
-        }
+        let valid = self.batcher.check(&batch).is_ok()
+            && batch.headers.iter().all(|header| self.holds_body(header));
         self.replica.handle(
             now,
             Origin::Local,
@@ -343,7 +354,7 @@ impl SimSequencer {
                 match event {
                     ReplicaEvent::Verify { sequence, value } => {
                         // Bodies are checked by the world's weak DA on the next pass.
-                        effects.push(Effect::Recheck(sequence, Box::new(value)));
+                        effects.push(Effect::Check(sequence, Box::new(value)));
                     }
                     ReplicaEvent::Committed {
                         sequence,
@@ -383,7 +394,7 @@ impl SimSequencer {
             .collect();
         for sequence in ready {
             if let Some(batch) = self.deferred.remove(&sequence) {
-                effects.push(Effect::Recheck(sequence, Box::new(batch)));
+                effects.push(Effect::Check(sequence, Box::new(batch)));
             }
         }
         for header in &batch.headers {
