@@ -765,6 +765,11 @@ struct Core {
     epoch: std::time::Instant,
     /// The sequence this node last proposed as primary, and when.
     proposed: Option<(u64, std::time::Instant)>,
+    /// Set while the replica's events are handled: a proposal then waits until they all are
+    /// (see [`Core::maybe_propose`]).
+    handling_events: bool,
+    /// A proposal was asked for while events were handled.
+    propose_after_events: bool,
     /// The sequencer set of each epoch known, in validator order: evidence names an offender by
     /// its index in the set of its view's epoch.
     members: BTreeMap<u64, Vec<NodeId>>,
@@ -1124,6 +1129,8 @@ impl Core {
             tick_number: 0,
             epoch: std::time::Instant::now(),
             proposed: None,
+            handling_events: false,
+            propose_after_events: false,
             config,
         }
     }
@@ -1644,7 +1651,17 @@ impl Core {
 
     /// As primary, proposes the next batch once every earlier proposal is decided: a batch is
     /// checked against the last committed one, so batches are not pipelined.
+    ///
+    /// Never while the replica's events are being handled: the replica may have committed
+    /// sequences whose events are still queued, so it would count them as decided while the
+    /// batcher has not seen their batches, and propose a batch with the number of one already
+    /// committed (found by the whole-path world in `sim`). The proposal is made once every
+    /// event is handled.
     fn maybe_propose(&mut self) {
+        if self.handling_events {
+            self.propose_after_events = true;
+            return;
+        }
         let in_flight = self.replica.next_sequence() > self.replica.last_committed() + 1;
         if in_flight || !self.replica.is_primary() {
             return;
@@ -1753,7 +1770,13 @@ impl Core {
     /// Drains the replica in the core's order: its records made durable first, then its
     /// transmits, then its events; again while handling events gave it more to do.
     fn drain_replica(&mut self) {
-        while !self.store_failed && self.drain_replica_once() {}
+        loop {
+            while !self.store_failed && self.drain_replica_once() {}
+            if self.store_failed || !std::mem::take(&mut self.propose_after_events) {
+                break;
+            }
+            self.maybe_propose();
+        }
     }
 
     /// One pass of [`Core::drain_replica`]; whether it drained anything.
@@ -1781,6 +1804,7 @@ impl Core {
                 .fetch_add(bytes.len() as u64, Ordering::Relaxed);
             self.mesh.send(&transmit.to, bytes);
         }
+        self.handling_events = true;
         while let Some(event) = self.replica.poll_event() {
             drained = true;
             match event {
@@ -1805,6 +1829,7 @@ impl Core {
                 other => debug!(target: "sequencer", ?other, "consensus event"),
             }
         }
+        self.handling_events = false;
         self.stats
             .replica_view
             .store(self.replica.view(), Ordering::Relaxed);

@@ -25,7 +25,7 @@
 //! equals executed state.
 //!
 //! `TICKRATE_SEED=<n>` replays one seed exactly (see `sim/tests/world.rs` and the `campaign`
-//! binary).
+//! binary); `TICKRATE_WORLD_TRACE=1` prints every proposal and commit of every sequencer.
 
 pub mod replica;
 
@@ -224,14 +224,21 @@ pub enum Byzantine {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Violation {
     /// Two different batches finalized at one height.
-    #[error("batch {number}: {first} and {second} both finalized")]
+    #[error(
+        "batch {number}: {first} (PBFT sequence {first_sequence}) and {second} (sequence \
+         {second_sequence}) both finalized"
+    )]
     Fork {
         /// The height.
         number: u64,
         /// One batch's hash.
         first: B256,
+        /// The PBFT sequence it was committed at.
+        first_sequence: u64,
         /// The other's.
         second: B256,
+        /// The PBFT sequence it was committed at.
+        second_sequence: u64,
     },
     /// An execution record does not re-execute to what the network recorded.
     #[error("batch {batch}: the reference re-execution diverges: {why}")]
@@ -941,7 +948,9 @@ impl World {
                 self.report.violations.push(Violation::Fork {
                     number,
                     first: *first,
+                    first_sequence: self.finalized[&number].1.sequence,
                     second: hash,
+                    second_sequence: finalized.sequence,
                 });
                 return;
             }

@@ -86,6 +86,8 @@ pub struct SimSequencer {
     /// that names blocks no one can read).
     pub withholds_bodies: bool,
     weak_da: SharedWeakDa,
+    handling_events: bool,
+    propose_after_events: bool,
 }
 
 impl SimSequencer {
@@ -133,6 +135,8 @@ impl SimSequencer {
             silent: false,
             withholds_bodies: false,
             weak_da,
+            handling_events: false,
+            propose_after_events: false,
         }
     }
 
@@ -298,12 +302,29 @@ impl SimSequencer {
         }
     }
 
+    /// As the tokio driver: never while the replica's events are handled (see
+    /// `sequencer::node`'s `maybe_propose`).
     fn maybe_propose(&mut self, now: Instant) {
+        if self.handling_events {
+            self.propose_after_events = true;
+            return;
+        }
         let in_flight = self.replica.next_sequence() > self.replica.last_committed() + 1;
         if in_flight || !self.replica.is_primary() {
             return;
         }
         if let Some(batch) = self.batcher.propose(|header| self.holds_body(header)) {
+            if std::env::var("TICKRATE_WORLD_TRACE").is_ok() {
+                eprintln!(
+                    "{} {} proposes #{} {} at seq {} view {}",
+                    now.as_micros(),
+                    self.id,
+                    batch.number,
+                    batch.hash(),
+                    self.replica.next_sequence(),
+                    self.replica.view()
+                );
+            }
             self.replica
                 .handle(now, Origin::Local, ReplicaInput::Propose(batch));
         }
@@ -349,6 +370,7 @@ impl SimSequencer {
                     ));
                 }
             }
+            self.handling_events = true;
             while let Some(event) = self.replica.poll_event() {
                 drained = true;
                 match event {
@@ -367,6 +389,11 @@ impl SimSequencer {
                     _ => {}
                 }
             }
+            self.handling_events = false;
+            if std::mem::take(&mut self.propose_after_events) {
+                drained = true;
+                self.maybe_propose(now);
+            }
             if !drained {
                 break;
             }
@@ -382,6 +409,18 @@ impl SimSequencer {
         certificate: primitives::bls::Certificate,
         effects: &mut Vec<Effect>,
     ) {
+        if std::env::var("TICKRATE_WORLD_TRACE").is_ok() {
+            eprintln!(
+                "{} {} commits #{} {} at seq {} view {} (batcher last {})",
+                now.as_micros(),
+                self.id,
+                batch.number,
+                batch.hash(),
+                sequence,
+                view,
+                self.batcher.last_number()
+            );
+        }
         self.batcher.commit(&batch);
         self.committed.insert(batch.number, batch.hash());
         self.deferred.retain(|deferred, _| *deferred > sequence);
