@@ -139,6 +139,7 @@ struct Books {
     watched: BTreeSet<StateItem>,
     events: Option<mpsc::UnboundedSender<ClientEvent>>,
     changes: Option<mpsc::UnboundedSender<StateChange>>,
+    retractions: Option<mpsc::UnboundedSender<crate::Retraction>>,
 }
 
 /// Whether a move that reached `level` used up its nonce in execution.
@@ -367,6 +368,8 @@ struct Inner {
     books: Mutex<Books>,
     /// Bumped on every new session; `send` and reads wait on it while there is none.
     generation: watch::Sender<u64>,
+    /// The local prediction every session feeds.
+    prediction: Arc<Mutex<crate::Prediction>>,
 }
 
 /// A client of a list of sequencers with failover, pipelined moves and local nonces (see the
@@ -390,6 +393,7 @@ struct Session {
     client: Client,
     events: mpsc::UnboundedReceiver<ClientEvent>,
     changes: mpsc::UnboundedReceiver<StateChange>,
+    retractions: mpsc::UnboundedReceiver<crate::Retraction>,
 }
 
 /// Opens a session with the sequencer at `address` and checks that it answers.
@@ -399,12 +403,14 @@ async fn open(address: SocketAddr, config: &FailoverConfig) -> Option<Session> {
         .ok()?;
     let events = client.events();
     let changes = client.changes();
+    let retractions = client.retractions();
     let probe = client.pending_nonce(Address::ZERO);
     match tokio::time::timeout(config.probe_timeout, probe).await {
         Ok(Ok(_)) => Some(Session {
             client,
             events,
             changes,
+            retractions,
         }),
         _ => {
             debug!(target: "client_sdk::failover", %address, "sequencer does not answer");
@@ -436,10 +442,12 @@ impl FailoverClient {
             index,
             ..Books::default()
         };
+        let prediction = session.client.prediction();
         let inner = Arc::new(Inner {
             config,
             books: Mutex::new(books),
             generation: watch::channel(0).0,
+            prediction,
         });
         let (alive, dropped) = oneshot::channel();
         tokio::spawn(supervise(inner.clone(), session, dropped));
@@ -534,7 +542,7 @@ impl FailoverClient {
             let current = books.client.clone().unwrap_or(client);
             (signed, hash, nonce, current)
         };
-        if let Err(error) = client.submit(signed).await {
+        if let Err(error) = client.submit_stacked(account, signed).await {
             debug!(target: "client_sdk::failover", %hash, %error, "send failed; the failover sends it again");
         }
         Ok(MoveHandle { hash, nonce, ack })
@@ -611,6 +619,21 @@ impl FailoverClient {
         receiver
     }
 
+    /// Every retraction of a watched item's pending value, across sessions (see
+    /// [`Client::retractions`]). One stream exists; a second call replaces the first.
+    pub fn retractions(&self) -> mpsc::UnboundedReceiver<crate::Retraction> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.inner.books.lock().retractions = Some(sender);
+        receiver
+    }
+
+    /// The predicted pending value of `item` (see [`crate::prediction`]): the value the
+    /// sequencer last told, with this client's moves not yet included stacked on top in nonce
+    /// order. Watch the item, and each sending account's nonce, for it to be exact.
+    pub fn predicted(&self, item: &StateItem) -> U256 {
+        self.inner.prediction.lock().value(item)
+    }
+
     /// Watches an item of pending state (an account's balance or nonce, a storage slot): its
     /// value now, then each new one, on [`changes`](Self::changes); kept across failovers.
     pub async fn subscribe(&self, item: StateItem) -> Result<(), ClientError> {
@@ -680,6 +703,11 @@ async fn supervise(inner: Arc<Inner>, mut session: Session, mut dropped: oneshot
                         let _ = changes.send(change);
                     }
                 }
+                Some(retraction) = session.retractions.recv() => {
+                    if let Some(retractions) = &inner.books.lock().retractions {
+                        let _ = retractions.send(retraction);
+                    }
+                }
                 () = session.client.closed() => break,
                 _ = reconcile.tick() => reconcile_round(&inner, &session.client).await,
             }
@@ -728,6 +756,10 @@ async fn fail_over(inner: &Inner) -> Option<Session> {
             let Some(session) = open(address, config).await else {
                 continue;
             };
+            // The stack goes on (its moves are sent again); what the dead sequencer told
+            // does not hold at this one, which tells each watched item again.
+            inner.prediction.lock().failed_over();
+            session.client.use_prediction(inner.prediction.clone());
             let (again, watched) = {
                 let mut books = inner.books.lock();
                 books.client = Some(session.client.clone());

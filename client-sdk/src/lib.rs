@@ -28,10 +28,12 @@ pub mod estimator;
 pub mod failover;
 pub mod keys;
 pub mod nonce;
+pub mod prediction;
 
 pub use estimator::Estimator;
 pub use failover::{FailoverClient, FailoverConfig, MoveHandle};
 pub use keys::Signer;
+pub use prediction::{Prediction, PredictionError};
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -47,8 +49,9 @@ use netstack::{
 use parking_lot::Mutex;
 use primitives::{
     Address, B256, FinalityLevel, SignedTransaction, TxHash, U256,
-    api::{ClientRequest, Refusal, ServerMessage},
+    api::{ClientRequest, Entity, ItemValue, Refusal, RetractionReason, ServerMessage},
     codec::{Decode, Encode},
+    constants::TICK_DIFF_ENTITIES_MAX,
     finality::StateItem,
 };
 use tokio::sync::{mpsc, oneshot, watch};
@@ -87,6 +90,17 @@ pub enum ClientError {
     /// The move would fail on executed state, so it was not prepared.
     #[error("the move would fail: {0:?}")]
     WouldFail(primitives::FailureReason),
+    /// The move could not be stacked for local prediction.
+    #[error("prediction: {0}")]
+    Prediction(#[from] PredictionError),
+    /// A tick-diff subscription named more entities than a sequencer follows for one session.
+    #[error("{got} entities named, at most {max} followed")]
+    TooManyEntities {
+        /// Entities named.
+        got: usize,
+        /// The bound.
+        max: usize,
+    },
 }
 
 /// A change of a move's level, as the client learned it.
@@ -109,6 +123,33 @@ pub struct StateChange {
     pub item: StateItem,
     /// Its pending value, or why the sequencer will not watch it.
     pub value: Result<U256, SubscriptionRefused>,
+    /// When this client learned it.
+    pub at: Instant,
+}
+
+/// Pending state changed for a cause other than a new move (see
+/// [`ServerMessage::Retracted`]), as the client learned it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retraction {
+    /// The move whose failure, execution result or replacement changed pending state.
+    pub hash: TxHash,
+    /// Why.
+    pub reason: RetractionReason,
+    /// The corrected pending values of the watched items it touched.
+    pub corrected: Vec<ItemValue>,
+    /// The sequencer's tick when it happened.
+    pub tick: u64,
+    /// When this client learned it.
+    pub at: Instant,
+}
+
+/// One tick's changes of the followed entities (see [`Client::follow`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TickDiff {
+    /// The tick that ended.
+    pub tick: u64,
+    /// Each changed item and its pending value at the tick's end, in item order.
+    pub changes: Vec<ItemValue>,
     /// When this client learned it.
     pub at: Instant,
 }
@@ -138,6 +179,10 @@ struct Shared {
     queries: VecDeque<QueryReply>,
     events: Option<mpsc::UnboundedSender<ClientEvent>>,
     changes: Option<mpsc::UnboundedSender<StateChange>>,
+    retractions: Option<mpsc::UnboundedSender<Retraction>>,
+    tick_diffs: Option<mpsc::UnboundedSender<TickDiff>>,
+    /// Fed every message, in order; shared with the sessions before and after a failover.
+    prediction: Arc<Mutex<Prediction>>,
     closed: bool,
 }
 
@@ -186,9 +231,11 @@ impl Shared {
     }
 
     fn handle(&mut self, message: ServerMessage) {
+        self.prediction.lock().handle(&message);
         match message {
             ServerMessage::Ack { hash, result, .. } => {
                 let hash = self.request_hashes.remove(&hash).unwrap_or(hash);
+                self.prediction.lock().unstack(&hash);
                 if let Some((request_hash, waiter)) = self.acks.remove(&hash) {
                     self.request_hashes.remove(&request_hash);
                     let _ = waiter.send(result.clone());
@@ -214,6 +261,36 @@ impl Shared {
             ServerMessage::Changed { item, value } => self.change(item, Ok(value)),
             ServerMessage::SubscriptionRefused { item, limit } => {
                 self.change(item, Err(SubscriptionRefused { limit }));
+            }
+            ServerMessage::Retracted {
+                hash,
+                reason,
+                corrected,
+                tick,
+            } => {
+                // The corrected values are new values of watched items too: a reader of
+                // `changes` alone still sees every value, in order.
+                for ItemValue { item, value } in &corrected {
+                    self.change(*item, Ok(*value));
+                }
+                if let Some(retractions) = &self.retractions {
+                    let _ = retractions.send(Retraction {
+                        hash,
+                        reason,
+                        corrected,
+                        tick,
+                        at: Instant::now(),
+                    });
+                }
+            }
+            ServerMessage::TickDiff { tick, changes } => {
+                if let Some(tick_diffs) = &self.tick_diffs {
+                    let _ = tick_diffs.send(TickDiff {
+                        tick,
+                        changes,
+                        at: Instant::now(),
+                    });
+                }
             }
         }
     }
@@ -327,6 +404,39 @@ impl Client {
         receiver
     }
 
+    /// Every retraction from now on: pending state of a watched item changed for a cause other
+    /// than a new move (a move failed in execution, a result re-based it, a move was
+    /// replaced). Its corrected values also arrive on [`Client::changes`]. Only one stream
+    /// exists; a second call replaces the first.
+    pub fn retractions(&self) -> mpsc::UnboundedReceiver<Retraction> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.shared.lock().retractions = Some(sender);
+        receiver
+    }
+
+    /// Every tick diff of the followed entities from now on (see [`Client::follow`]). Only
+    /// one stream exists; a second call replaces the first.
+    pub fn tick_diffs(&self) -> mpsc::UnboundedReceiver<TickDiff> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.shared.lock().tick_diffs = Some(sender);
+        receiver
+    }
+
+    /// Follows `entities` (whole accounts or single items, at most
+    /// [`TICK_DIFF_ENTITIES_MAX`]) tick by tick, in place of what this session followed: a
+    /// diff with the single items' current values comes at once, then one diff per tick in
+    /// which any of their pending values changed, on [`Client::tick_diffs`]. An empty list
+    /// stops.
+    pub async fn follow(&self, entities: Vec<Entity>) -> Result<(), ClientError> {
+        if entities.len() > TICK_DIFF_ENTITIES_MAX {
+            return Err(ClientError::TooManyEntities {
+                got: entities.len(),
+                max: TICK_DIFF_ENTITIES_MAX,
+            });
+        }
+        self.send(&ClientRequest::SubscribeEntities(entities)).await
+    }
+
     /// Watches an item of the sequencer's pending state: its current value, then each new one,
     /// arrive on [`Client::changes`] (a move acked that writes it, an execution report that
     /// re-bases it).
@@ -344,6 +454,44 @@ impl Client {
             .send(request.to_bytes())
             .await
             .map_err(|_| ClientError::Closed)
+    }
+
+    /// Sends a move of `sender` and stacks its declared writes on the local prediction
+    /// ([`Client::predicted`]) until the sequencer's values include it; returns without
+    /// waiting for the ack.
+    pub async fn submit_stacked(
+        &self,
+        sender: Address,
+        signed: SignedTransaction,
+    ) -> Result<Submission, ClientError> {
+        let hash = signed.hash();
+        self.shared
+            .lock()
+            .prediction
+            .lock()
+            .submitted(hash, sender, &signed.tx)?;
+        let submitted = self.submit(signed).await;
+        if submitted.is_err() {
+            self.shared.lock().prediction.lock().unstack(&hash);
+        }
+        submitted
+    }
+
+    /// The predicted pending value of `item`: the value the sequencer last told (a watched
+    /// item's), with this client's own moves not yet included stacked on top in order.
+    pub fn predicted(&self, item: &StateItem) -> U256 {
+        self.shared.lock().prediction.lock().value(item)
+    }
+
+    /// The prediction this session feeds.
+    pub fn prediction(&self) -> Arc<Mutex<Prediction>> {
+        self.shared.lock().prediction.clone()
+    }
+
+    /// Feeds `prediction` from now on instead of this session's own (a client that fails
+    /// over keeps one prediction across sessions).
+    pub fn use_prediction(&self, prediction: Arc<Mutex<Prediction>>) {
+        self.shared.lock().prediction = prediction;
     }
 
     /// Sends a move and returns without waiting for its ack.

@@ -7,8 +7,9 @@
 use alloy_primitives::{Address, B256, U256};
 
 use crate::{
-    codec::{Decode, DecodeError, Decoder, Encode},
-    finality::{FinalityLevel, StateItem},
+    codec::{Decode, DecodeError, Decoder, Encode, put_list, put_u256},
+    constants::{RETRACTION_ITEMS_MAX, TICK_DIFF_ENTITIES_MAX, TICK_DIFF_ITEMS_MAX},
+    finality::{FailureReason, FinalityLevel, StateItem},
     preconf::SignedPreconfirmation,
     session::SessionRefusal,
     tx::{SignedTransaction, TxHash},
@@ -248,6 +249,141 @@ impl Decode for Refusal {
     }
 }
 
+/// Why pending state changed other than by a new move's declared writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RetractionReason {
+    /// The move failed in execution: its declared writes left pending state (only its nonce
+    /// was consumed), and the moves after it were re-based.
+    Failed(FailureReason),
+    /// An executed move's actual writes went into the executed base and re-based pending
+    /// values: a move of another sequencer, or one whose later pending moves fold differently
+    /// on its result.
+    Rebased,
+    /// The move was replaced in the mempool by the move `by` (same sender and nonce).
+    Replaced {
+        /// The replacement.
+        by: TxHash,
+    },
+    /// The client failed over to another sequencer, whose pending state differs from the dead
+    /// one's. A sequencer never sends this; a client SDK reports it.
+    Failover,
+}
+
+impl Encode for RetractionReason {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            RetractionReason::Failed(reason) => {
+                out.push(0);
+                reason.encode(out);
+            }
+            RetractionReason::Rebased => out.push(1),
+            RetractionReason::Replaced { by } => {
+                out.push(2);
+                by.encode(out);
+            }
+            RetractionReason::Failover => out.push(3),
+        }
+    }
+}
+
+impl Decode for RetractionReason {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(match decoder.u8()? {
+            0 => RetractionReason::Failed(FailureReason::decode(decoder)?),
+            1 => RetractionReason::Rebased,
+            2 => RetractionReason::Replaced {
+                by: decoder.b256()?,
+            },
+            3 => RetractionReason::Failover,
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "retraction reason",
+                    tag,
+                });
+            }
+        })
+    }
+}
+
+/// One item of pending state and its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ItemValue {
+    /// The item.
+    pub item: StateItem,
+    /// Its pending value.
+    pub value: U256,
+}
+
+impl Encode for ItemValue {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.item.encode(out);
+        put_u256(out, &self.value);
+    }
+}
+
+impl Decode for ItemValue {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(ItemValue {
+            item: StateItem::decode(decoder)?,
+            value: decoder.u256()?,
+        })
+    }
+}
+
+/// What a tick-diff subscription names: a whole account or one item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Entity {
+    /// Every item of the account: its balance, its nonce and each of its storage slots.
+    Account(Address),
+    /// One item.
+    Item(StateItem),
+}
+
+impl Entity {
+    /// Whether `item` belongs to this entity.
+    pub fn covers(&self, item: &StateItem) -> bool {
+        match self {
+            Entity::Item(own) => own == item,
+            Entity::Account(address) => match item {
+                StateItem::Balance(of)
+                | StateItem::Nonce(of)
+                | StateItem::Code(of)
+                | StateItem::Storage(of, _) => of == address,
+            },
+        }
+    }
+}
+
+impl Encode for Entity {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Entity::Account(address) => {
+                out.push(0);
+                address.encode(out);
+            }
+            Entity::Item(item) => {
+                out.push(1);
+                item.encode(out);
+            }
+        }
+    }
+}
+
+impl Decode for Entity {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(match decoder.u8()? {
+            0 => Entity::Account(decoder.address()?),
+            1 => Entity::Item(StateItem::decode(decoder)?),
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "entity",
+                    tag,
+                });
+            }
+        })
+    }
+}
+
 /// What a client asks of its sequencer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[allow(
@@ -268,6 +404,10 @@ pub enum ClientRequest {
     Subscribe(StateItem),
     /// Stop pushing changes of this item.
     Unsubscribe(StateItem),
+    /// Deliver one [`ServerMessage::TickDiff`] per tick in which a pending value of these
+    /// entities changed (at most [`TICK_DIFF_ENTITIES_MAX`]); replaces the session's earlier
+    /// set, and an empty set ends the subscription.
+    SubscribeEntities(Vec<Entity>),
 }
 
 impl Encode for ClientRequest {
@@ -299,6 +439,10 @@ impl Encode for ClientRequest {
                 out.push(5);
                 item.encode(out);
             }
+            ClientRequest::SubscribeEntities(entities) => {
+                out.push(6);
+                put_list(out, entities);
+            }
         }
     }
 }
@@ -313,6 +457,9 @@ impl Decode for ClientRequest {
             3 => ClientRequest::Status(decoder.b256()?),
             4 => ClientRequest::Subscribe(StateItem::decode(decoder)?),
             5 => ClientRequest::Unsubscribe(StateItem::decode(decoder)?),
+            6 => ClientRequest::SubscribeEntities(
+                decoder.list("tick-diff entities", TICK_DIFF_ENTITIES_MAX)?,
+            ),
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "client request",
@@ -381,6 +528,29 @@ pub enum ServerMessage {
         item: StateItem,
         /// Items one session may watch.
         limit: u32,
+    },
+    /// Pending state changed for a cause other than a new move: every session watching an
+    /// item the cause touched gets one, in order with the item's other messages, carrying the
+    /// corrected values of the items it watches (at most [`RETRACTION_ITEMS_MAX`]; a larger
+    /// correction comes in several messages).
+    Retracted {
+        /// The move whose execution result, failure or replacement changed pending state.
+        hash: TxHash,
+        /// Why.
+        reason: RetractionReason,
+        /// The watched items' pending values after the change.
+        corrected: Vec<ItemValue>,
+        /// The sequencer's tick when it changed.
+        tick: u64,
+    },
+    /// The pending values, at the end of `tick`, of the subscribed entities' items that
+    /// changed since the last diff: at most one a tick, none for a tick that changed nothing,
+    /// at most [`TICK_DIFF_ITEMS_MAX`] items (the rest come with the next tick's diff).
+    TickDiff {
+        /// The tick that ended.
+        tick: u64,
+        /// Each changed item and its value, in item order.
+        changes: Vec<ItemValue>,
     },
 }
 
@@ -453,6 +623,23 @@ impl Encode for ServerMessage {
                 item.encode(out);
                 out.extend_from_slice(&limit.to_be_bytes());
             }
+            ServerMessage::Retracted {
+                hash,
+                reason,
+                corrected,
+                tick,
+            } => {
+                out.push(7);
+                hash.encode(out);
+                reason.encode(out);
+                put_list(out, corrected);
+                tick.encode(out);
+            }
+            ServerMessage::TickDiff { tick, changes } => {
+                out.push(8);
+                tick.encode(out);
+                put_list(out, changes);
+            }
         }
     }
 }
@@ -522,6 +709,16 @@ impl Decode for ServerMessage {
             6 => ServerMessage::SubscriptionRefused {
                 item: StateItem::decode(decoder)?,
                 limit: decoder.u32()?,
+            },
+            7 => ServerMessage::Retracted {
+                hash: decoder.b256()?,
+                reason: RetractionReason::decode(decoder)?,
+                corrected: decoder.list("retracted items", RETRACTION_ITEMS_MAX)?,
+                tick: decoder.u64()?,
+            },
+            8 => ServerMessage::TickDiff {
+                tick: decoder.u64()?,
+                changes: decoder.list("tick diff", TICK_DIFF_ITEMS_MAX)?,
             },
             tag => {
                 return Err(DecodeError::UnknownTag {
@@ -610,6 +807,42 @@ mod tests {
                     by: B256::repeat_byte(8),
                 }),
             },
+            ServerMessage::Retracted {
+                hash,
+                reason: RetractionReason::Failed(FailureReason::Reverted),
+                corrected: vec![ItemValue {
+                    item: StateItem::Storage(Address::repeat_byte(3), hash),
+                    value: U256::from(7),
+                }],
+                tick: 41,
+            },
+            ServerMessage::Retracted {
+                hash,
+                reason: RetractionReason::Replaced {
+                    by: B256::repeat_byte(9),
+                },
+                corrected: Vec::new(),
+                tick: 0,
+            },
+            ServerMessage::Retracted {
+                hash,
+                reason: RetractionReason::Rebased,
+                corrected: Vec::new(),
+                tick: 2,
+            },
+            ServerMessage::Retracted {
+                hash,
+                reason: RetractionReason::Failover,
+                corrected: Vec::new(),
+                tick: 3,
+            },
+            ServerMessage::TickDiff {
+                tick: 5,
+                changes: vec![ItemValue {
+                    item: StateItem::Nonce(Address::repeat_byte(1)),
+                    value: U256::from(2),
+                }],
+            },
         ] {
             assert_eq!(ServerMessage::from_bytes(&message.to_bytes()), Ok(message));
         }
@@ -617,6 +850,11 @@ mod tests {
             ClientRequest::PendingStorage(Address::repeat_byte(2), hash),
             ClientRequest::Subscribe(StateItem::Balance(Address::repeat_byte(4))),
             ClientRequest::Unsubscribe(StateItem::Storage(Address::repeat_byte(4), hash)),
+            ClientRequest::SubscribeEntities(vec![
+                Entity::Account(Address::repeat_byte(5)),
+                Entity::Item(StateItem::Balance(Address::repeat_byte(6))),
+            ]),
+            ClientRequest::SubscribeEntities(Vec::new()),
         ] {
             assert_eq!(ClientRequest::from_bytes(&request.to_bytes()), Ok(request));
         }
@@ -698,6 +936,58 @@ mod tests {
                 tag: 3
             })
         );
+    }
+
+    #[test]
+    fn oversized_lists_are_refused_before_allocating() {
+        let too_many = vec![Entity::Account(Address::ZERO); TICK_DIFF_ENTITIES_MAX + 1];
+        assert_eq!(
+            ClientRequest::from_bytes(&ClientRequest::SubscribeEntities(too_many).to_bytes()),
+            Err(DecodeError::Oversized {
+                what: "tick-diff entities",
+                len: TICK_DIFF_ENTITIES_MAX + 1,
+                max: TICK_DIFF_ENTITIES_MAX,
+            })
+        );
+        let item = ItemValue {
+            item: StateItem::Nonce(Address::ZERO),
+            value: U256::ZERO,
+        };
+        let diff = ServerMessage::TickDiff {
+            tick: 1,
+            changes: vec![item; TICK_DIFF_ITEMS_MAX + 1],
+        };
+        assert!(matches!(
+            ServerMessage::from_bytes(&diff.to_bytes()),
+            Err(DecodeError::Oversized { .. })
+        ));
+        let mut bad_reason = ServerMessage::Retracted {
+            hash: B256::ZERO,
+            reason: RetractionReason::Rebased,
+            corrected: Vec::new(),
+            tick: 1,
+        }
+        .to_bytes();
+        // version, tag, hash: the reason's tag follows.
+        bad_reason[2 + 32] = 9;
+        assert_eq!(
+            ServerMessage::from_bytes(&bad_reason),
+            Err(DecodeError::UnknownTag {
+                what: "retraction reason",
+                tag: 9
+            })
+        );
+    }
+
+    #[test]
+    fn an_account_entity_covers_every_item_of_the_account() {
+        let account = Address::repeat_byte(1);
+        let entity = Entity::Account(account);
+        assert!(entity.covers(&StateItem::Balance(account)));
+        assert!(entity.covers(&StateItem::Storage(account, B256::repeat_byte(2))));
+        assert!(!entity.covers(&StateItem::Nonce(Address::repeat_byte(2))));
+        assert!(Entity::Item(StateItem::Nonce(account)).covers(&StateItem::Nonce(account)));
+        assert!(!Entity::Item(StateItem::Nonce(account)).covers(&StateItem::Balance(account)));
     }
 
     proptest! {

@@ -24,3 +24,11 @@ pub const VALIDATORS_MAX: usize = 256;
 pub const BYTES_FIELD_MAX: usize = 64 * 1024 * 1024;
 /// Depth bound of a Merkle proof (2^32 leaves).
 pub const MERKLE_PROOF_DEPTH_MAX: usize = 32;
+/// Most corrected values one retraction message carries (a larger correction goes in several
+/// messages; each item's encoding is at most 85 bytes, so a message stays far below a frame).
+pub const RETRACTION_ITEMS_MAX: usize = 1_024;
+/// Most changed items one tick diff carries; the rest of a busier tick follow in the next
+/// tick's diff.
+pub const TICK_DIFF_ITEMS_MAX: usize = 1_024;
+/// Most entities (accounts and single items) one session's tick-diff subscription names.
+pub const TICK_DIFF_ENTITIES_MAX: usize = 256;

@@ -20,6 +20,7 @@ use crate::{
     codec::{Decode, DecodeError, Decoder, Encode, put_bytes, put_list, put_u256},
     constants::{SAL_ACCOUNTS_MAX, SAL_SLOTS_PER_ACCOUNT_MAX, TX_DATA_BYTES_MAX},
     ethereum::{EthereumError, EthereumSignature},
+    finality::StateItem,
     keys::{AccountKey, Signature, SignatureError},
     session::{
         SESSION_REGISTRY, SessionCall, SessionDeclaration, SessionKey, SessionKeyCache,
@@ -308,6 +309,36 @@ pub struct Transaction {
 }
 
 impl Transaction {
+    /// The writes this move declares, as `sender` sends it: first the implied increment of the
+    /// sender's nonce (an exact write), then each declared balance, nonce and storage write in
+    /// list order. Pending state (the sequencer's and a client's prediction) applies exactly
+    /// these, in this order.
+    pub fn declared_writes(&self, sender: Address) -> Vec<(StateItem, DeclaredWrite)> {
+        let mut writes = vec![(
+            StateItem::Nonce(sender),
+            DeclaredWrite::Exact(U256::from(self.nonce.saturating_add(1))),
+        )];
+        for account in self.access_list.accounts() {
+            if let Some(write) = account.balance {
+                writes.push((StateItem::Balance(account.address), write));
+            }
+            if let Some(nonce) = account.nonce
+                && account.address != sender
+            {
+                writes.push((
+                    StateItem::Nonce(account.address),
+                    DeclaredWrite::Exact(U256::from(nonce)),
+                ));
+            }
+            for slot in &account.storage {
+                if let Some(write) = slot.write {
+                    writes.push((StateItem::Storage(account.address, slot.slot), write));
+                }
+            }
+        }
+        writes
+    }
+
     /// The 32 bytes the sender signs.
     pub fn signing_hash(&self) -> B256 {
         let mut buffer = Vec::with_capacity(256);

@@ -52,6 +52,9 @@ const _: () = assert!(BLOCK_MOVES_PER_TICK_MAX * 32 + 64 <= WAL_RECORD_BYTES_MAX
 pub const SESSION_KEYS_CACHED_MAX: usize = 100_000;
 /// Items of pending state one client session may watch at once.
 pub const SUBSCRIPTIONS_PER_CLIENT_MAX: usize = 4_096;
+/// Changed items one tick-diff follower may have waiting for its next diff; past it, changes
+/// are dropped (counted) rather than held without bound.
+pub const TICK_DIFF_BACKLOG_MAX: usize = 65_536;
 /// Blocks (executed batches) the JSON-RPC gateway keeps for `eth_getBlockBy*`.
 pub const RPC_BLOCKS_KEPT_MAX: usize = 4_096;
 /// Ethereum transactions the JSON-RPC gateway remembers, with their receipts; the oldest are
@@ -70,6 +73,11 @@ pub const RPC_LOGS_MAX: usize = 10_000;
 pub const RPC_OUTBOUND_MAX: usize = 4_096;
 /// New blocks queued for each `eth_subscribe` subscriber.
 pub const RPC_NEW_BLOCKS_QUEUE_MAX: usize = 256;
+/// Pending-state events (changes and retractions) queued for the gateway's
+/// `tickrate_pendingState` subscribers; one that falls further behind is closed.
+pub const RPC_PENDING_EVENTS_QUEUE_MAX: usize = 4_096;
+/// Items one `tickrate_pendingState` subscription may watch.
+pub const RPC_PENDING_ITEMS_MAX: usize = 256;
 /// Blocks one `eth_feeHistory` covers at most (as geth).
 pub const RPC_FEE_HISTORY_BLOCKS_MAX: u64 = 1_024;
 /// Gas one `eth_call` or estimation may use: revm's per-transaction cap (EIP-7825).

@@ -32,9 +32,10 @@ use parking_lot::Mutex;
 use primitives::{
     AccountKey, Batch, BlockHeader, BlockId, FailureReason, FinalityLevel, FinalizedBatch, NodeId,
     TxHash, VerifiedTransaction,
-    api::{ClientRequest, Refusal, ServerMessage},
+    api::{ClientRequest, Entity, ItemValue, Refusal, RetractionReason, ServerMessage},
     bls::{BlsPublicKey, BlsSecretKey},
     codec::{Decode, Encode},
+    constants::RETRACTION_ITEMS_MAX,
     finality::StateItem,
     machine::{Machine, Origin},
     session::SessionKeyCache,
@@ -49,7 +50,7 @@ use crate::{
     constants::{
         BLOCK_MOVES_PER_TICK_MAX, CLIENT_OUTBOUND_MAX, COMMAND_QUEUE_MAX, FINISHED_STATUSES_MAX,
         FOREIGN_STATUSES_MAX, INGRESS_BURST_MAX, MOVE_BYTES_MAX, SESSION_KEYS_CACHED_MAX,
-        SUBSCRIPTIONS_PER_CLIENT_MAX,
+        SUBSCRIPTIONS_PER_CLIENT_MAX, TICK_DIFF_BACKLOG_MAX,
     },
     ingress::{Admission, Checked, RateLimit, SponsorPolicy, TokenBucket, check_requests},
     mempool::{Mempool, ReplacementPolicy},
@@ -57,7 +58,7 @@ use crate::{
     packer::{PackedBlock, Packer},
     pending::{PendingState, declared_writes},
     replica_store::{ReplicaStore, ReplicaStoreError, Restored},
-    subscriptions::{Subscriptions, TooManySubscriptions},
+    subscriptions::{Subscriptions, TickDiffs, TooManySubscriptions},
     upstream::{Upstream, UpstreamCommit},
 };
 
@@ -217,6 +218,19 @@ impl GatewayLink {
     ) -> Result<(), GatewayClosed> {
         self.commands
             .send(Command::Submit(client, moves))
+            .await
+            .map_err(|_| GatewayClosed)
+    }
+
+    /// Sends a request other than a submission (a subscription, a query) as the session
+    /// `client`; its answer comes on the session's outbound queue, in order with the rest.
+    pub async fn request(
+        &self,
+        client: ClientId,
+        request: ClientRequest,
+    ) -> Result<(), GatewayClosed> {
+        self.commands
+            .send(Command::Query(client, Box::new(request)))
             .await
             .map_err(|_| GatewayClosed)
     }
@@ -664,6 +678,15 @@ async fn refuse(sender: &KcpSender, stats: &SequencerStats, hash: TxHash, refusa
 }
 
 /// The `reason` label of the refusal counter.
+fn retraction_label(reason: &RetractionReason) -> &'static str {
+    match reason {
+        RetractionReason::Failed(_) => "failed",
+        RetractionReason::Rebased => "rebased",
+        RetractionReason::Replaced { .. } => "replaced",
+        RetractionReason::Failover => "failover",
+    }
+}
+
 fn refusal_label(refusal: &Refusal) -> &'static str {
     match refusal {
         Refusal::Malformed => "malformed",
@@ -723,6 +746,8 @@ struct Core {
     pending: PendingState,
     admission: Admission,
     subscriptions: Subscriptions,
+    /// Sessions following entities tick by tick.
+    tick_diffs: TickDiffs,
     batcher: Batcher,
     replica: Replica<Batch>,
     mesh: Arc<dyn PeerLinks>,
@@ -1103,6 +1128,7 @@ impl Core {
             mempool: Mempool::default(),
             pending: PendingState::new(),
             subscriptions: Subscriptions::new(SUBSCRIPTIONS_PER_CLIENT_MAX),
+            tick_diffs: TickDiffs::new(TICK_DIFF_BACKLOG_MAX),
             admission: Admission::new(config.ingress.sender_rate, config.ingress.sponsors.clone()),
             replica,
             mesh: wiring.mesh,
@@ -1236,6 +1262,8 @@ impl Core {
             Command::ClientClosed(client) => {
                 self.clients.remove(&client);
                 self.subscriptions.client_closed(client);
+                self.tick_diffs.client_closed(client);
+                self.pending.record_changes(!self.tick_diffs.is_empty());
             }
             Command::Submit(client, moves) => self.admit_all(client, moves),
             Command::Query(client, request) => self.answer(client, *request),
@@ -1448,6 +1476,7 @@ impl Core {
         next_batch: u64,
         now: Instant,
     ) -> Result<Option<TxHash>, Refusal> {
+        let by = verified.hash;
         let replacement = self.admission.replace(
             verified,
             &mut self.mempool,
@@ -1461,7 +1490,12 @@ impl Core {
         metrics::counter!("sequencer_moves_replaced_total").increment(1);
         debug!(target: "sequencer::ingress", %replaced, sender = %replacement.replaced.sender,
             nonce = replacement.replaced.tx().nonce, "pending move replaced");
-        self.notify_changes(replacement.touched);
+        self.notify_retraction(
+            replaced,
+            &RetractionReason::Replaced { by },
+            replacement.touched,
+            true,
+        );
         Ok(Some(replaced))
     }
 
@@ -1498,6 +1532,26 @@ impl Core {
                 self.subscriptions.unsubscribe(client, &item);
                 return;
             }
+            ClientRequest::SubscribeEntities(entities) => {
+                // The single items start at their current values, as a subscription does;
+                // a whole account's items come as they change.
+                let changes = entities
+                    .iter()
+                    .filter_map(|entity| match entity {
+                        Entity::Item(item) => Some(ItemValue {
+                            item: *item,
+                            value: self.pending.get(item),
+                        }),
+                        Entity::Account(_) => None,
+                    })
+                    .collect();
+                self.tick_diffs.follow(client, entities);
+                self.pending.record_changes(!self.tick_diffs.is_empty());
+                ServerMessage::TickDiff {
+                    tick: self.tick_number,
+                    changes,
+                }
+            }
             ClientRequest::Submit(_) => {
                 unreachable!("submissions are verified before they reach the core")
             }
@@ -1516,6 +1570,57 @@ impl Core {
             .changes(touched, |item| pending.get(item));
         for (client, item, value) in changes {
             self.push(client, &ServerMessage::Changed { item, value });
+        }
+    }
+
+    /// Tells each session that watches an item `touched` for a cause other than a new move
+    /// (`reason`, about the move `hash`) the corrected values of its items, in one message
+    /// (more only past [`RETRACTION_ITEMS_MAX`] items). With `always`, every watched touched
+    /// item is reported even if its value did not move; otherwise only real changes are.
+    fn notify_retraction(
+        &mut self,
+        hash: TxHash,
+        reason: &RetractionReason,
+        touched: impl IntoIterator<Item = StateItem>,
+        always: bool,
+    ) {
+        if self.subscriptions.is_empty() {
+            return;
+        }
+        let pending = &self.pending;
+        let told = self
+            .subscriptions
+            .retractions(touched, |item| pending.get(item), always);
+        self.push_retractions(hash, reason, told);
+    }
+
+    /// Sends each session its retraction message (more than one only past
+    /// [`RETRACTION_ITEMS_MAX`] items).
+    fn push_retractions(
+        &mut self,
+        hash: TxHash,
+        reason: &RetractionReason,
+        told: std::collections::BTreeMap<ClientId, Vec<ItemValue>>,
+    ) {
+        if told.is_empty() {
+            return;
+        }
+        metrics::counter!("sequencer_retractions_total", "reason" => retraction_label(reason))
+            .increment(1);
+        // Changes made while tick t runs are the ones its diff carries.
+        let tick = self.tick_number + 1;
+        for (client, corrected) in told {
+            for part in corrected.chunks(RETRACTION_ITEMS_MAX) {
+                self.push(
+                    client,
+                    &ServerMessage::Retracted {
+                        hash,
+                        reason: reason.clone(),
+                        corrected: part.to_vec(),
+                        tick,
+                    },
+                );
+            }
         }
     }
 
@@ -1598,6 +1703,20 @@ impl Core {
 
     fn handle_tick(&mut self) {
         self.tick_number += 1;
+        if !self.tick_diffs.is_empty() {
+            let changed = self.pending.take_changes();
+            let pending = &self.pending;
+            let diffs = self.tick_diffs.end_tick(&changed, |item| pending.get(item));
+            for (client, changes) in diffs {
+                self.push(
+                    client,
+                    &ServerMessage::TickDiff {
+                        tick: self.tick_number,
+                        changes,
+                    },
+                );
+            }
+        }
         crate::metrics::mempool(self.mempool.len());
         if !self.mempool.is_empty() {
             let moves = self.mempool.take(BLOCK_MOVES_PER_TICK_MAX);
@@ -2067,10 +2186,14 @@ impl Core {
     fn handle_executed(&mut self, executed: &ExecutedBatch) {
         for outcome in &executed.outcomes {
             let writes = crate::pending::executed_writes(&outcome.diff);
-            let touched =
-                self.pending
-                    .apply_executed(&outcome.hash, outcome.status.is_ok(), writes);
-            self.notify_changes(touched);
+            let (reason, told) = crate::subscriptions::retract_executed(
+                &mut self.pending,
+                &mut self.subscriptions,
+                &outcome.hash,
+                &outcome.status,
+                writes,
+            );
+            self.push_retractions(outcome.hash, &reason, told);
             let level = match &outcome.status {
                 Ok(()) => FinalityLevel::Executed,
                 Err(reason) => FinalityLevel::Failed(reason.clone()),

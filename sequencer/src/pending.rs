@@ -28,31 +28,9 @@ struct PendingMove {
 }
 
 /// The writes a move declares, including the implied increment of its sender's nonce (an exact
-/// write).
+/// write): [`primitives::Transaction::declared_writes`] for its verified sender.
 pub fn declared_writes(verified: &VerifiedTransaction) -> Vec<(StateItem, DeclaredWrite)> {
-    let mut writes = vec![(
-        StateItem::Nonce(verified.sender),
-        DeclaredWrite::Exact(U256::from(verified.tx().nonce + 1)),
-    )];
-    for account in verified.tx().access_list.accounts() {
-        if let Some(write) = account.balance {
-            writes.push((StateItem::Balance(account.address), write));
-        }
-        if let Some(nonce) = account.nonce
-            && account.address != verified.sender
-        {
-            writes.push((
-                StateItem::Nonce(account.address),
-                DeclaredWrite::Exact(U256::from(nonce)),
-            ));
-        }
-        for slot in &account.storage {
-            if let Some(write) = slot.write {
-                writes.push((StateItem::Storage(account.address, slot.slot), write));
-            }
-        }
-    }
-    writes
+    verified.tx().declared_writes(verified.sender)
 }
 
 /// The items an executed move's state diff wrote, with their new values: what
@@ -89,7 +67,7 @@ pub struct Retracted {
 }
 
 /// The optimistic state a sequencer serves to its players.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct PendingState {
     /// Executed values this sequencer has learned; absent means zero.
     base: HashMap<StateItem, U256>,
@@ -102,6 +80,9 @@ pub struct PendingState {
     /// Pending value of each item in `writers`: the base folded over its writes in ack order.
     overlay: HashMap<StateItem, U256>,
     next_sequence: u64,
+    /// When on (someone follows tick diffs), the value each item had before its first change
+    /// since the last [`PendingState::take_changes`].
+    journal: Option<HashMap<StateItem, U256>>,
 }
 
 impl PendingState {
@@ -155,6 +136,7 @@ impl PendingState {
         self.next_sequence += 1;
         let writes = declared_writes(verified);
         for (item, write) in &writes {
+            self.note(item);
             let value = write.apply(self.get(item));
             self.overlay.insert(*item, value);
             self.writers
@@ -185,6 +167,7 @@ impl PendingState {
     ) -> Vec<StateItem> {
         let mut touched = Vec::new();
         for (item, value) in actual_writes {
+            self.note(&item);
             self.base.insert(item, value);
             touched.push(item);
         }
@@ -293,6 +276,10 @@ impl PendingState {
 
     /// Recomputes one item's pending value from the base and the remaining writes.
     fn refold(&mut self, item: StateItem) {
+        if !self.writers.contains_key(&item) {
+            return;
+        }
+        self.note(&item);
         let Some(writes) = self.writers.get(&item) else {
             return;
         };
@@ -313,6 +300,45 @@ impl PendingState {
             .skip(writes.len() - from_last_exact)
             .fold(base, |value, write| write.apply(value));
         self.overlay.insert(item, value);
+    }
+
+    /// Starts (or stops, dropping what it holds) recording which items change, for
+    /// [`PendingState::take_changes`].
+    pub fn record_changes(&mut self, on: bool) {
+        match (on, self.journal.is_some()) {
+            (true, false) => self.journal = Some(HashMap::new()),
+            (false, true) => self.journal = None,
+            _ => {}
+        }
+    }
+
+    /// The items whose pending value differs from the one they had at the last call (or when
+    /// recording started), each with that earlier value, in item order. Empty unless recording.
+    pub fn take_changes(&mut self) -> Vec<(StateItem, U256)> {
+        let Some(journal) = self.journal.as_mut() else {
+            return Vec::new();
+        };
+        let before = std::mem::take(journal);
+        let mut changed: Vec<(StateItem, U256)> = before
+            .into_iter()
+            .filter(|(item, value)| self.get(item) != *value)
+            .collect();
+        changed.sort_unstable_by_key(|(item, _)| *item);
+        changed
+    }
+
+    /// Records an item's value before it changes, once per recording period.
+    fn note(&mut self, item: &StateItem) {
+        if self
+            .journal
+            .as_ref()
+            .is_some_and(|journal| !journal.contains_key(item))
+        {
+            let value = self.get(item);
+            if let Some(journal) = self.journal.as_mut() {
+                journal.insert(*item, value);
+            }
+        }
     }
 
     /// Hashes of unexecuted moves, in ack order.
@@ -537,6 +563,43 @@ mod tests {
         assert_eq!(pending.get(&pot), U256::from(51));
         pending.apply_executed(&again_alice.hash, true, [(pot, U256::from(104))]);
         assert_eq!(pending.get(&pot), U256::from(51));
+    }
+
+    #[test]
+    fn recorded_changes_are_exactly_the_items_whose_value_moved() {
+        let key = AccountKey::from_seed(1);
+        let mut pending = PendingState::new();
+        assert!(
+            pending.take_changes().is_empty(),
+            "nothing without recording"
+        );
+        pending.admit(&cell_move(&key, 0, 1, 10));
+        pending.record_changes(true);
+        assert!(pending.take_changes().is_empty());
+        let second = cell_move(&key, 1, 1, 20);
+        pending.admit(&second);
+        pending.admit(&cell_move(&key, 2, 2, 5));
+        let sender = StateItem::Nonce(key.address());
+        let cell = |n| StateItem::Storage(GAME, slot(n));
+        assert_eq!(
+            pending.take_changes(),
+            vec![
+                (sender, U256::from(1)),
+                (cell(1), U256::from(10)),
+                (cell(2), U256::ZERO)
+            ],
+            "each with its value before the period, in item order"
+        );
+        // A change that comes back to where it started is no change.
+        let (retracted, _) = pending.retract(&second.hash).expect("pending");
+        pending.restore(retracted);
+        assert!(pending.take_changes().is_empty());
+        // A base written by execution counts too.
+        pending.apply_executed(&B256::repeat_byte(3), true, [(cell(7), U256::from(1))]);
+        assert_eq!(pending.take_changes(), vec![(cell(7), U256::ZERO)]);
+        pending.record_changes(false);
+        pending.apply_executed(&B256::repeat_byte(4), true, [(cell(7), U256::from(2))]);
+        assert!(pending.take_changes().is_empty());
     }
 
     #[test]

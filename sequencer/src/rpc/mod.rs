@@ -29,6 +29,12 @@
 //! - **Logs.** `eth_getLogs` filters the logs of this gateway's transactions in the blocks it
 //!   keeps, over at most [`RPC_LOGS_BLOCK_RANGE_MAX`] blocks and [`RPC_LOGS_MAX`] logs (-32005
 //!   beyond either, with the bound as data); `eth_subscribe` pushes `newHeads` and `logs`.
+//! - **Pending state** (an extension): `eth_subscribe("tickrate_pendingState", [items])`, each
+//!   item `{"balance": address}`, `{"nonce": address}` or `{"storage": [address, slot]}` (at
+//!   most [`RPC_PENDING_ITEMS_MAX`]), pushes `{"type": "changed", "item", "value"}` for each
+//!   new pending value (the first is the value when subscribed) and `{"type": "retracted",
+//!   "move", "reason", "corrected": [{"item", "value"}], "tick"}` when pending state changes
+//!   for a cause other than a new move, in the order the sequencer sent them.
 //! - **Restarts.** The gateway outlives its sequencer's core: [`RpcHandle::repoint`] opens its
 //!   session on a restarted core, and moves waiting for an ack from the stopped one fail at
 //!   once (-32603) rather than at the ack timeout.
@@ -57,7 +63,7 @@ use jsonrpsee::{
 use parking_lot::{Mutex, RwLock};
 use primitives::{
     Address, B256, Bytes, MoveSignature, SignedTransaction, TxHash, U256,
-    api::{Refusal, ServerMessage},
+    api::{ClientRequest, ItemValue, Refusal, RetractionReason, ServerMessage},
     codec::Decode,
     ethereum::decode_envelope,
     finality::StateItem,
@@ -74,6 +80,7 @@ use crate::{
     constants::{
         MOVE_BYTES_MAX, RPC_ACK_TIMEOUT, RPC_CALL_GAS_MAX, RPC_FEE_HISTORY_BLOCKS_MAX,
         RPC_LOGS_BLOCK_RANGE_MAX, RPC_LOGS_MAX, RPC_NEW_BLOCKS_QUEUE_MAX, RPC_OUTBOUND_MAX,
+        RPC_PENDING_EVENTS_QUEUE_MAX, RPC_PENDING_ITEMS_MAX,
     },
     node::GatewayLink,
     subscriptions::ClientId,
@@ -159,6 +166,11 @@ struct Gateway {
     waiting: Mutex<HashMap<TxHash, Waiting>>,
     /// New blocks, for subscribers.
     blocks: broadcast::Sender<Arc<NewBlock>>,
+    /// Pending-state messages of the core (changes, retractions, refusals), in its order.
+    pending_events: broadcast::Sender<Arc<ServerMessage>>,
+    /// How many `tickrate_pendingState` subscriptions watch each item: the gateway's session
+    /// watches an item while one does.
+    watched: Mutex<HashMap<StateItem, usize>>,
     /// Set if execution results were missed: the executed state is wrong from then on.
     stale: std::sync::atomic::AtomicBool,
 }
@@ -170,6 +182,7 @@ pub async fn serve(
     executed: broadcast::Receiver<Arc<ExecutedBatch>>,
 ) -> Result<RpcHandle, RpcError> {
     let (blocks, _) = broadcast::channel(RPC_NEW_BLOCKS_QUEUE_MAX);
+    let (pending_events, _) = broadcast::channel(RPC_PENDING_EVENTS_QUEUE_MAX);
     let gateway = Arc::new(Gateway {
         chain_id: config.chain_id,
         link: RwLock::new(LinkState {
@@ -180,6 +193,8 @@ pub async fn serve(
         chain: RwLock::new(ChainView::new(config.genesis)),
         waiting: Mutex::new(HashMap::new()),
         blocks,
+        pending_events,
+        watched: Mutex::new(HashMap::new()),
         stale: std::sync::atomic::AtomicBool::new(false),
     });
     connect(&gateway, link).await?;
@@ -228,6 +243,14 @@ async fn read_acks(gateway: Arc<Gateway>, mut inbound: mpsc::Receiver<Vec<u8>>, 
                 if let Some(waiting) = gateway.waiting.lock().remove(&hash) {
                     let _ = waiting.ack.send(result);
                 }
+            }
+            Ok(
+                message @ (ServerMessage::Changed { .. }
+                | ServerMessage::Retracted { .. }
+                | ServerMessage::SubscriptionRefused { .. }),
+            ) => {
+                // No subscriber is no error.
+                let _ = gateway.pending_events.send(Arc::new(message));
             }
             Ok(_) => {}
             Err(error) => {
@@ -769,6 +792,18 @@ async fn subscribe(
 ) -> jsonrpsee::core::SubscriptionResult {
     let mut sequence = params.sequence();
     let kind: String = sequence.next()?;
+    if kind == "tickrate_pendingState" {
+        // A malformed list is refused in so many words (a sink dropped unanswered would
+        // leave the caller waiting).
+        let items: Vec<RpcItem> = match sequence.next() {
+            Ok(items) => items,
+            Err(error) => {
+                pending.reject(error).await;
+                return Ok(());
+            }
+        };
+        return subscribe_pending(items, pending, gateway).await;
+    }
     let filter = match kind.as_str() {
         "newHeads" => None,
         "logs" => Some(
@@ -817,6 +852,176 @@ async fn subscribe(
     }
 }
 
+/// A pending-state item as the `tickrate_pendingState` subscription names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum RpcItem {
+    /// An account's balance.
+    Balance(Address),
+    /// An account's nonce.
+    Nonce(Address),
+    /// A storage slot.
+    Storage(Address, B256),
+}
+
+impl From<RpcItem> for StateItem {
+    fn from(item: RpcItem) -> Self {
+        match item {
+            RpcItem::Balance(address) => StateItem::Balance(address),
+            RpcItem::Nonce(address) => StateItem::Nonce(address),
+            RpcItem::Storage(address, slot) => StateItem::Storage(address, slot),
+        }
+    }
+}
+
+/// The JSON form of an item; code is never watched, so it has none (and is never sent).
+fn rpc_item(item: &StateItem) -> Option<RpcItem> {
+    match item {
+        StateItem::Balance(address) => Some(RpcItem::Balance(*address)),
+        StateItem::Nonce(address) => Some(RpcItem::Nonce(*address)),
+        StateItem::Storage(address, slot) => Some(RpcItem::Storage(*address, *slot)),
+        StateItem::Code(_) => None,
+    }
+}
+
+/// A retraction's reason in JSON: `{"kind": "failed", "failure": "<reason>"}`, `{"kind":
+/// "rebased"}`, `{"kind": "replaced", "by": hash}` or `{"kind": "failover"}`.
+fn rpc_reason(reason: &RetractionReason) -> serde_json::Value {
+    match reason {
+        RetractionReason::Failed(failure) => {
+            serde_json::json!({"kind": "failed", "failure": format!("{failure:?}")})
+        }
+        RetractionReason::Rebased => serde_json::json!({"kind": "rebased"}),
+        RetractionReason::Replaced { by } => serde_json::json!({"kind": "replaced", "by": by}),
+        RetractionReason::Failover => serde_json::json!({"kind": "failover"}),
+    }
+}
+
+/// What one `tickrate_pendingState` subscriber is told of a core message, if anything: only
+/// its own items.
+fn pending_event_json(
+    message: &ServerMessage,
+    items: &std::collections::HashSet<StateItem>,
+) -> Option<serde_json::Value> {
+    match message {
+        ServerMessage::Changed { item, value } if items.contains(item) => {
+            Some(serde_json::json!({"type": "changed", "item": rpc_item(item)?, "value": value}))
+        }
+        ServerMessage::SubscriptionRefused { item, limit } if items.contains(item) => {
+            Some(serde_json::json!({"type": "refused", "item": rpc_item(item)?, "limit": limit}))
+        }
+        ServerMessage::Retracted {
+            hash,
+            reason,
+            corrected,
+            tick,
+        } => {
+            let corrected: Vec<serde_json::Value> = corrected
+                .iter()
+                .filter(|ItemValue { item, .. }| items.contains(item))
+                .filter_map(|ItemValue { item, value }| {
+                    Some(serde_json::json!({"item": rpc_item(item)?, "value": value}))
+                })
+                .collect();
+            (!corrected.is_empty()).then(|| {
+                serde_json::json!({"type": "retracted", "move": hash, "reason": rpc_reason(reason),
+                    "corrected": corrected, "tick": tick})
+            })
+        }
+        _ => None,
+    }
+}
+
+/// `tickrate_pendingState`: the gateway's session watches the items (the core sends each one's
+/// current value, then every change and retraction, in its order), and this subscriber gets
+/// the messages about its own items. A subscriber that falls too far behind is closed rather
+/// than skip a message.
+async fn subscribe_pending(
+    items: Vec<RpcItem>,
+    pending: PendingSubscriptionSink,
+    gateway: Arc<Gateway>,
+) -> jsonrpsee::core::SubscriptionResult {
+    if items.is_empty() || items.len() > RPC_PENDING_ITEMS_MAX {
+        pending
+            .reject(invalid_params(&format!(
+                "tickrate_pendingState watches 1 to {RPC_PENDING_ITEMS_MAX} items, got {}",
+                items.len()
+            )))
+            .await;
+        return Ok(());
+    }
+    let items: std::collections::HashSet<StateItem> =
+        items.into_iter().map(StateItem::from).collect();
+    // Listen before asking, so the value the core answers with is not missed.
+    let mut events = gateway.pending_events.subscribe();
+    let sink = pending.accept().await?;
+    let (link, client) = {
+        let state = gateway.link.read();
+        (state.link.clone(), state.client)
+    };
+    for item in &items {
+        *gateway.watched.lock().entry(*item).or_default() += 1;
+        // Asked even if the session watches it already: the answer is this subscriber's
+        // first value, in order with what follows.
+        if link
+            .request(client, ClientRequest::Subscribe(*item))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let result = forward_pending(&sink, &mut events, &items).await;
+    for item in &items {
+        let last = {
+            let mut watched = gateway.watched.lock();
+            match watched.get_mut(item) {
+                Some(count) if *count > 1 => {
+                    *count -= 1;
+                    false
+                }
+                _ => {
+                    watched.remove(item);
+                    true
+                }
+            }
+        };
+        if last {
+            let _ = link
+                .request(client, ClientRequest::Unsubscribe(*item))
+                .await;
+        }
+    }
+    result
+}
+
+async fn forward_pending(
+    sink: &jsonrpsee::SubscriptionSink,
+    events: &mut broadcast::Receiver<Arc<ServerMessage>>,
+    items: &std::collections::HashSet<StateItem>,
+) -> jsonrpsee::core::SubscriptionResult {
+    loop {
+        let message = tokio::select! {
+            () = sink.closed() => return Ok(()),
+            received = events.recv() => match received {
+                Ok(message) => message,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    warn!(target: "sequencer::rpc", missed, "a pendingState subscriber fell behind; closed");
+                    return Ok(());
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+        };
+        let Some(json) = pending_event_json(&message, items) else {
+            continue;
+        };
+        let json = serde_json::value::to_raw_value(&json)?;
+        if sink.send(json).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use alloy_rpc_types_eth::Header;
@@ -845,6 +1050,8 @@ mod tests {
             chain: RwLock::new(ChainView::new([(ACCOUNT, genesis)])),
             waiting: Mutex::new(HashMap::new()),
             blocks,
+            pending_events: broadcast::channel(16).0,
+            watched: Mutex::new(HashMap::new()),
             stale: std::sync::atomic::AtomicBool::new(false),
         });
         (gateway, queue)
@@ -997,5 +1204,113 @@ mod tests {
             backwards.to_string().contains("invalid block range"),
             "{backwards}"
         );
+    }
+
+    #[tokio::test]
+    async fn pending_state_subscribers_get_changes_and_retractions_of_their_items_in_order() {
+        let (gateway, mut queue) = gateway();
+        let module = methods(gateway.clone()).expect("methods register");
+        let mine = StateItem::Storage(ACCOUNT, B256::repeat_byte(1));
+        let other = StateItem::Balance(Address::repeat_byte(8));
+        let mut subscription = module
+            .subscribe_unbounded(
+                "eth_subscribe",
+                (
+                    "tickrate_pendingState",
+                    [serde_json::json!({"storage": [ACCOUNT, B256::repeat_byte(1)]})],
+                ),
+            )
+            .await
+            .expect("subscribed");
+        match queue.recv().await {
+            Some(crate::node::Command::Query(1, request)) => {
+                assert_eq!(*request, ClientRequest::Subscribe(mine));
+            }
+            _ => panic!("the gateway's session subscribes the item"),
+        }
+        let hash = B256::repeat_byte(5);
+        for message in [
+            ServerMessage::Changed {
+                item: other,
+                value: U256::from(1),
+            },
+            ServerMessage::Changed {
+                item: mine,
+                value: U256::from(9),
+            },
+            ServerMessage::Retracted {
+                hash,
+                reason: RetractionReason::Rebased,
+                corrected: vec![ItemValue {
+                    item: other,
+                    value: U256::from(2),
+                }],
+                tick: 3,
+            },
+            ServerMessage::Retracted {
+                hash,
+                reason: RetractionReason::Failed(primitives::FailureReason::Reverted),
+                corrected: vec![
+                    ItemValue {
+                        item: mine,
+                        value: U256::from(7),
+                    },
+                    ItemValue {
+                        item: other,
+                        value: U256::from(3),
+                    },
+                ],
+                tick: 4,
+            },
+        ] {
+            gateway
+                .pending_events
+                .send(Arc::new(message))
+                .expect("a subscriber listens");
+        }
+        let (changed, _) = subscription
+            .next::<serde_json::Value>()
+            .await
+            .expect("a message")
+            .expect("decodes");
+        assert_eq!(
+            changed,
+            serde_json::json!({"type": "changed",
+                "item": {"storage": [ACCOUNT, B256::repeat_byte(1)]}, "value": "0x9"})
+        );
+        let (retracted, _) = subscription
+            .next::<serde_json::Value>()
+            .await
+            .expect("a message")
+            .expect("decodes");
+        assert_eq!(
+            retracted,
+            serde_json::json!({"type": "retracted", "move": hash,
+                "reason": {"kind": "failed", "failure": "Reverted"},
+                "corrected": [{"item": {"storage": [ACCOUNT, B256::repeat_byte(1)]}, "value": "0x7"}],
+                "tick": 4}),
+            "only its own items; a retraction of others' items is not sent to it"
+        );
+        drop(subscription);
+
+        let too_many: Vec<serde_json::Value> = (0..=RPC_PENDING_ITEMS_MAX)
+            .map(|n| serde_json::json!({"nonce": Address::with_last_byte(n as u8)}))
+            .collect();
+        let refused = module
+            .subscribe_unbounded("eth_subscribe", ("tickrate_pendingState", too_many))
+            .await
+            .expect_err("too many items are refused");
+        assert!(refused.to_string().contains("items"), "{refused}");
+        let malformed = module
+            .subscribe_unbounded(
+                "eth_subscribe",
+                (
+                    "tickrate_pendingState",
+                    [serde_json::json!({"code": ACCOUNT})],
+                ),
+            )
+            .await
+            .expect_err("an unknown item kind is refused");
+        assert!(!malformed.to_string().is_empty());
     }
 }
