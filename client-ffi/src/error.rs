@@ -116,6 +116,11 @@ impl FfiError {
                 ClientError::Refused(_) | ClientError::Estimate(_) => TickrateStatus::Refused,
                 ClientError::Failed(_) | ClientError::WouldFail(_) => TickrateStatus::MoveFailed,
                 ClientError::Sign(_) => TickrateStatus::Sign,
+                // Bounds of the caller's own requests: a tick-diff subscription naming too
+                // many entities, a prediction stack already full.
+                ClientError::TooManyEntities { .. } | ClientError::Prediction(_) => {
+                    TickrateStatus::InvalidArgument
+                }
             },
             FfiError::Timeout { .. } => TickrateStatus::Timeout,
             FfiError::NotReady(_) => TickrateStatus::NotReady,

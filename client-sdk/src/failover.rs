@@ -542,7 +542,15 @@ impl FailoverClient {
             let current = books.client.clone().unwrap_or(client);
             (signed, hash, nonce, current)
         };
-        if let Err(error) = client.submit_stacked(account, signed).await {
+        // A move the prediction cannot stack (its stack full) is sent all the same.
+        let sent = match client.submit_stacked(account, signed.clone()).await {
+            Err(ClientError::Prediction(error)) => {
+                debug!(target: "client_sdk::failover", %hash, %error, "not stacked for prediction");
+                client.submit(signed).await
+            }
+            other => other,
+        };
+        if let Err(error) = sent {
             debug!(target: "client_sdk::failover", %hash, %error, "send failed; the failover sends it again");
         }
         Ok(MoveHandle { hash, nonce, ack })

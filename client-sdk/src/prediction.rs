@@ -162,10 +162,18 @@ impl Prediction {
                 self.told_all(corrected);
             }
             ServerMessage::TickDiff { changes, .. } => self.told_all(changes),
-            ServerMessage::Status { .. }
-            | ServerMessage::PendingNonce { .. }
+            // A level past the ack (or one asked for) means the sequencer has the move, or
+            // had it and is done with it: a move whose ack was lost leaves the stack too.
+            ServerMessage::Status { hash, .. }
+            | ServerMessage::StatusReply {
+                hash,
+                level: Some(_),
+            } => {
+                self.unstack(hash);
+            }
+            ServerMessage::PendingNonce { .. }
             | ServerMessage::PendingStorage { .. }
-            | ServerMessage::StatusReply { .. }
+            | ServerMessage::StatusReply { level: None, .. }
             | ServerMessage::SubscriptionRefused { .. } => {}
         }
     }
