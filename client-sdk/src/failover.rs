@@ -33,8 +33,8 @@ use std::{
 use netstack::kcp::KcpConfig;
 use parking_lot::Mutex;
 use primitives::{
-    Address, B256, FinalityLevel, SignedTransaction, Transaction, TxHash, U256, api::Refusal,
-    finality::StateItem,
+    Address, B256, FinalityLevel, NodeId, SignedTransaction, Transaction, TxHash, U256,
+    api::Refusal, finality::StateItem, preconf::SignedPreconfirmation,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
@@ -64,6 +64,9 @@ pub struct FailoverConfig {
     pub reconcile_interval: Duration,
     /// How long a move may stay held before its refusal is final.
     pub held_timeout: Duration,
+    /// The node ID of each sequencer of the list whose ID is known: a session with it accepts
+    /// only preconfirmations it signed ([`Client::expect_sequencer`]).
+    pub sequencer_ids: HashMap<SocketAddr, NodeId>,
 }
 
 impl FailoverConfig {
@@ -82,7 +85,15 @@ impl FailoverConfig {
             reconnect_backoff: Duration::from_millis(500),
             reconcile_interval: Duration::from_millis(100),
             held_timeout: Duration::from_secs(60),
+            sequencer_ids: HashMap::new(),
         }
+    }
+
+    /// The same, with the node ID of each sequencer of the list (in the list's order): every
+    /// session then accepts only preconfirmations its sequencer signed.
+    pub fn with_sequencer_ids(mut self, ids: impl IntoIterator<Item = NodeId>) -> Self {
+        self.sequencer_ids = self.sequencers.iter().copied().zip(ids).collect();
+        self
     }
 }
 
@@ -134,6 +145,8 @@ struct Books {
     /// execution: a sequencer that expects an earlier nonce has not yet learned those results.
     spent_through: HashMap<Address, u64>,
     levels: HashMap<TxHash, FinalityLevel>,
+    /// The verified preconfirmation of each move acked with one, as long as its level is kept.
+    preconfirmations: HashMap<TxHash, SignedPreconfirmation>,
     finished: VecDeque<TxHash>,
     waiters: HashMap<TxHash, Vec<(u8, oneshot::Sender<FinalityLevel>)>>,
     watched: BTreeSet<StateItem>,
@@ -188,6 +201,7 @@ impl Books {
                 hash,
                 level: Ok(level.clone()),
                 tick: event.and_then(|event| event.tick),
+                preconfirmation: event.and_then(|event| event.preconfirmation.clone()),
                 at: event.map_or_else(std::time::Instant::now, |event| event.at),
             });
         }
@@ -223,6 +237,7 @@ impl Books {
                 && let Some(oldest) = self.finished.pop_front()
             {
                 self.levels.remove(&oldest);
+                self.preconfirmations.remove(&oldest);
             }
         }
         self.levels.insert(hash, level);
@@ -305,6 +320,7 @@ impl Books {
                 hash,
                 level: Err(refusal),
                 tick: None,
+                preconfirmation: None,
                 at: std::time::Instant::now(),
             });
         }
@@ -315,6 +331,11 @@ impl Books {
     fn handle_event(&mut self, event: ClientEvent, held_timeout: Duration) {
         match &event.level {
             Ok(FinalityLevel::Pending) => {
+                if let Some(preconfirmation) = &event.preconfirmation {
+                    self.preconfirmations
+                        .entry(event.hash)
+                        .or_insert_with(|| (**preconfirmation).clone());
+                }
                 self.acked(event.hash, event.tick, Stage::Acked);
                 self.record_level(event.hash, FinalityLevel::Pending, Some(&event));
             }
@@ -401,6 +422,9 @@ async fn open(address: SocketAddr, config: &FailoverConfig) -> Option<Session> {
     let client = Client::connect_with(address, config.kcp.clone())
         .await
         .ok()?;
+    if let Some(sequencer) = config.sequencer_ids.get(&address) {
+        client.expect_sequencer(*sequencer);
+    }
     let events = client.events();
     let changes = client.changes();
     let retractions = client.retractions();
@@ -607,6 +631,14 @@ impl FailoverClient {
     /// The level this client last learned for a move.
     pub fn level(&self, hash: &TxHash) -> Option<FinalityLevel> {
         self.inner.books.lock().levels.get(hash).cloned()
+    }
+
+    /// The verified preconfirmation the move's ack carried: the sequencer's signed promise
+    /// that the move will be in one of its blocks, which anyone may submit to the upper chain
+    /// as evidence if the move is not there ([`primitives::preconf`]). `None` if no ack with a
+    /// valid one reached this client (a move found in a batch after a failover has none).
+    pub fn preconfirmation(&self, hash: &TxHash) -> Option<SignedPreconfirmation> {
+        self.inner.books.lock().preconfirmations.get(hash).cloned()
     }
 
     /// Every level change and refusal of the moves sent through this client, across sessions,
@@ -888,6 +920,7 @@ mod tests {
             hash,
             level,
             tick: Some(1),
+            preconfirmation: None,
             at: std::time::Instant::now(),
         }
     }

@@ -3,7 +3,11 @@
 //!
 //! A [`Client`] holds one KCP session to one sequencer. [`Client::submit`] sends a signed move
 //! and returns at once; its [`Submission`] resolves when the sequencer acks (with the tick it
-//! promises the move by) or refuses it with a typed [`Refusal`]. The sequencer then pushes every
+//! promises the move by) or refuses it with a typed [`Refusal`]. An ack carries the sequencer's
+//! signed preconfirmation ([`primitives::preconf`]); the client checks its signature against the
+//! sequencer's ID (the one a secure session proved, or [`Client::expect_sequencer`]'s) and keeps
+//! it ([`Client::preconfirmation`], [`ClientEvent::preconfirmation`]): held against the
+//! sequencer on the upper chain if the move is not where it promised. The sequencer then pushes every
 //! change of the move's level; [`Client::wait_for`] waits for one, and [`Client::events`] streams
 //! them all with the local time each was learned (what the devnet measures latency with).
 //!
@@ -48,11 +52,12 @@ use netstack::{
 };
 use parking_lot::Mutex;
 use primitives::{
-    Address, B256, FinalityLevel, SignedTransaction, TxHash, U256,
+    Address, B256, FinalityLevel, NodeId, SignedTransaction, TxHash, U256,
     api::{ClientRequest, Entity, ItemValue, Refusal, RetractionReason, ServerMessage},
     codec::{Decode, Encode},
     constants::TICK_DIFF_ENTITIES_MAX,
     finality::StateItem,
+    preconf::{PreconfirmationError, SignedPreconfirmation},
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::warn;
@@ -112,6 +117,9 @@ pub struct ClientEvent {
     pub level: Result<FinalityLevel, Refusal>,
     /// For an ack: the tick by which the sequencer promised the move in a block.
     pub tick: Option<u64>,
+    /// For an ack: the sequencer's signed promise, checked (an ack whose promise does not
+    /// verify has none here; [`Client::preconfirmation`] says why).
+    pub preconfirmation: Option<Box<SignedPreconfirmation>>,
     /// When this client learned it.
     pub at: Instant,
 }
@@ -183,19 +191,48 @@ struct Shared {
     tick_diffs: Option<mpsc::UnboundedSender<TickDiff>>,
     /// Fed every message, in order; shared with the sessions before and after a failover.
     prediction: Arc<Mutex<Prediction>>,
+    /// The sequencer this session is with, if known: its preconfirmations must name it.
+    sequencer: Option<NodeId>,
+    /// Each acked move's preconfirmation, or why it was refused.
+    preconfirmations: HashMap<TxHash, Result<SignedPreconfirmation, PreconfirmationError>>,
     closed: bool,
 }
 
 impl Shared {
-    fn emit(&self, hash: TxHash, level: Result<FinalityLevel, Refusal>, tick: Option<u64>) {
+    fn emit(
+        &self,
+        hash: TxHash,
+        level: Result<FinalityLevel, Refusal>,
+        tick: Option<u64>,
+        preconfirmation: Option<Box<SignedPreconfirmation>>,
+    ) {
         if let Some(events) = &self.events {
             let _ = events.send(ClientEvent {
                 hash,
                 level,
                 tick,
+                preconfirmation,
                 at: Instant::now(),
             });
         }
+    }
+
+    /// Checks an ack's preconfirmation and keeps it (or why it does not verify); returns it
+    /// if it verifies.
+    fn keep_preconfirmation(
+        &mut self,
+        hash: TxHash,
+        preconfirmation: Box<SignedPreconfirmation>,
+    ) -> Option<Box<SignedPreconfirmation>> {
+        let checked = preconfirmation
+            .verify(self.sequencer.as_ref())
+            .map(|()| *preconfirmation.clone());
+        if let Err(error) = &checked {
+            warn!(target: "client_sdk", %hash, %error, "the ack's preconfirmation does not verify");
+        }
+        let verified = checked.is_ok().then_some(preconfirmation);
+        self.preconfirmations.insert(hash, checked);
+        verified
     }
 
     fn change(&self, item: StateItem, value: Result<U256, SubscriptionRefused>) {
@@ -208,12 +245,18 @@ impl Shared {
         }
     }
 
-    fn record_level(&mut self, hash: TxHash, level: FinalityLevel, tick: Option<u64>) {
+    fn record_level(
+        &mut self,
+        hash: TxHash,
+        level: FinalityLevel,
+        tick: Option<u64>,
+        preconfirmation: Option<Box<SignedPreconfirmation>>,
+    ) {
         let known = self.levels.get(&hash).map(FinalityLevel::rank);
         if known.is_some_and(|rank| rank >= level.rank()) {
             return;
         }
-        self.emit(hash, Ok(level.clone()), tick);
+        self.emit(hash, Ok(level.clone()), tick, preconfirmation);
         if let Some(waiters) = self.waiters.remove(&hash) {
             let mut still_waiting = Vec::new();
             for (rank, waiter) in waiters {
@@ -233,7 +276,11 @@ impl Shared {
     fn handle(&mut self, message: ServerMessage) {
         self.prediction.lock().handle(&message);
         match message {
-            ServerMessage::Ack { hash, result, .. } => {
+            ServerMessage::Ack {
+                hash,
+                result,
+                preconfirmation,
+            } => {
                 let hash = self.request_hashes.remove(&hash).unwrap_or(hash);
                 self.prediction.lock().unstack(&hash);
                 if let Some((request_hash, waiter)) = self.acks.remove(&hash) {
@@ -241,11 +288,20 @@ impl Shared {
                     let _ = waiter.send(result.clone());
                 }
                 match result {
-                    Ok(tick) => self.record_level(hash, FinalityLevel::Pending, Some(tick)),
-                    Err(refusal) => self.emit(hash, Err(refusal), None),
+                    Ok(tick) => {
+                        let preconfirmation = preconfirmation
+                            .and_then(|signed| self.keep_preconfirmation(hash, signed));
+                        self.record_level(
+                            hash,
+                            FinalityLevel::Pending,
+                            Some(tick),
+                            preconfirmation,
+                        );
+                    }
+                    Err(refusal) => self.emit(hash, Err(refusal), None, None),
                 }
             }
-            ServerMessage::Status { hash, level } => self.record_level(hash, level, None),
+            ServerMessage::Status { hash, level } => self.record_level(hash, level, None, None),
             ServerMessage::PendingNonce { nonce, .. } => match self.queries.pop_front() {
                 Some(QueryReply::Nonce(reply)) => drop(reply.send(nonce)),
                 _ => warn!(target: "client_sdk", "unexpected nonce reply"),
@@ -346,9 +402,13 @@ impl Client {
         Ok(Self::over(connection))
     }
 
-    /// A client over an open session.
+    /// A client over an open session. A secure session's proven peer is the sequencer whose
+    /// preconfirmations this client accepts.
     pub fn over(mut connection: KcpConnection) -> Client {
-        let shared = Arc::new(Mutex::new(Shared::default()));
+        let shared = Arc::new(Mutex::new(Shared {
+            sequencer: connection.peer_id(),
+            ..Shared::default()
+        }));
         let sender = connection.sender();
         let reader = shared.clone();
         let (closed_sender, closed) = watch::channel(false);
@@ -375,6 +435,28 @@ impl Client {
             shared,
             closed,
         }
+    }
+
+    /// Accepts only preconfirmations signed by `sequencer` from now on: the ID of the
+    /// sequencer this session was opened with, when the session itself does not prove it (a
+    /// plain KCP session). Without it, a preconfirmation must only be signed by the sequencer
+    /// it names.
+    pub fn expect_sequencer(&self, sequencer: NodeId) {
+        self.shared.lock().sequencer = Some(sequencer);
+    }
+
+    /// The sequencer whose preconfirmations this client accepts, if known.
+    pub fn sequencer_id(&self) -> Option<NodeId> {
+        self.shared.lock().sequencer
+    }
+
+    /// The preconfirmation the ack of `hash` carried: `Ok` if it verified, else why not;
+    /// `None` if the move is not acked here or its ack carried none.
+    pub fn preconfirmation(
+        &self,
+        hash: &TxHash,
+    ) -> Option<Result<SignedPreconfirmation, PreconfirmationError>> {
+        self.shared.lock().preconfirmations.get(hash).cloned()
     }
 
     /// Resolves once the session has ended (dead link, idle timeout, closed by the sequencer).
@@ -592,5 +674,79 @@ impl Client {
     pub async fn status(&self, hash: TxHash) -> Result<Option<FinalityLevel>, ClientError> {
         self.query(ClientRequest::Status(hash), QueryReply::Status)
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use primitives::{AccountKey, preconf::Preconfirmation};
+
+    use super::*;
+
+    fn signed_by(key: &AccountKey, sequencer: NodeId, hash: TxHash) -> SignedPreconfirmation {
+        let promise = Preconfirmation {
+            hash,
+            sequencer,
+            seq: 0,
+            tick: 4,
+            height_first: 2,
+            height_last: 2,
+        };
+        SignedPreconfirmation::sign_group(key, &[promise]).remove(0)
+    }
+
+    fn ack(preconfirmation: SignedPreconfirmation) -> ServerMessage {
+        ServerMessage::Ack {
+            hash: preconfirmation.preconfirmation.hash,
+            result: Ok(4),
+            preconfirmation: Some(Box::new(preconfirmation)),
+        }
+    }
+
+    #[test]
+    fn acks_keep_the_expected_sequencers_promise_and_refuse_any_other() {
+        let sequencer = AccountKey::from_seed(1);
+        let impostor = AccountKey::from_seed(2);
+        let id = NodeId(sequencer.address());
+        let mut shared = Shared {
+            sequencer: Some(id),
+            ..Shared::default()
+        };
+        let (events, mut received) = mpsc::unbounded_channel();
+        shared.events = Some(events);
+
+        let honest = signed_by(&sequencer, id, B256::repeat_byte(1));
+        shared.handle(ack(honest.clone()));
+        assert_eq!(
+            shared.preconfirmations.get(&B256::repeat_byte(1)),
+            Some(&Ok(honest.clone()))
+        );
+        let event = received.try_recv().expect("the ack is an event");
+        assert_eq!(event.preconfirmation.as_deref(), Some(&honest));
+
+        // Signed by someone else in the sequencer's name: kept as refused, not on the event.
+        let forged = signed_by(&impostor, id, B256::repeat_byte(2));
+        shared.handle(ack(forged));
+        assert_eq!(
+            shared.preconfirmations.get(&B256::repeat_byte(2)),
+            Some(&Err(PreconfirmationError::WrongSigner {
+                sequencer: id,
+                signer: impostor.address(),
+            }))
+        );
+        let event = received.try_recv().expect("the ack is an event");
+        assert_eq!(event.level, Ok(FinalityLevel::Pending));
+        assert_eq!(event.preconfirmation, None);
+
+        // Validly signed, but by another sequencer than this session's.
+        let foreign = signed_by(&impostor, NodeId(impostor.address()), B256::repeat_byte(3));
+        shared.handle(ack(foreign));
+        assert_eq!(
+            shared.preconfirmations.get(&B256::repeat_byte(3)),
+            Some(&Err(PreconfirmationError::UnexpectedSequencer {
+                expected: id,
+                got: NodeId(impostor.address()),
+            }))
+        );
     }
 }

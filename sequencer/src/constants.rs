@@ -4,6 +4,12 @@
 pub const MEMPOOL_MOVES_MAX: usize = 200_000;
 /// Most moves packed into one block.
 pub const BLOCK_MOVES_PER_TICK_MAX: usize = 8_192;
+// A full mempool's moves fit in the window of block heights a preconfirmation may promise, so
+// every ack carries one (a mempool refilled larger from the log after a crash may not).
+const _: () = assert!(
+    (MEMPOOL_MOVES_MAX - 1) / BLOCK_MOVES_PER_TICK_MAX
+        < primitives::preconf::PRECONFIRMATION_HEIGHTS_MAX as usize
+);
 /// Most block headers proposed in one batch.
 pub const BATCH_HEADERS_MAX: usize = 256;
 /// Depth of the command queue between connections and the sequencer's core task.

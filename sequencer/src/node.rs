@@ -38,6 +38,7 @@ use primitives::{
     constants::RETRACTION_ITEMS_MAX,
     finality::StateItem,
     machine::{Machine, Origin},
+    preconf::{PRECONFIRMATION_GROUP_MAX, Preconfirmation, SignedPreconfirmation},
     session::SessionKeyCache,
     time::Instant,
 };
@@ -717,6 +718,8 @@ struct Tracked {
     acked: bool,
     /// The tick its ack promised (a copy of the move sent again is answered with the same).
     tick: u64,
+    /// The signed promise its ack carried, if it carried one (a copy gets the same).
+    preconfirmation: Option<Box<SignedPreconfirmation>>,
     /// Sessions that sent a copy of the move before its ack was durable: they get the ack too.
     copies_from: Vec<ClientId>,
     /// The move it replaced, until its ack is durable: only then is the replaced move's
@@ -728,6 +731,9 @@ struct Tracked {
 struct Admitted {
     /// The tick its ack promises.
     tick: u64,
+    /// What its ack promises, to be signed with the rest of its group; `None` if the mempool
+    /// is too deep to promise a window of heights the evidence can cover.
+    promise: Option<Preconfirmation>,
     /// The move it replaced in the mempool, if any.
     replaces: Option<TxHash>,
 }
@@ -741,6 +747,10 @@ struct Core {
     /// Kept for as long as the core runs.
     _body_server: Option<crate::bodies::BodyServer>,
     id: NodeId,
+    /// The operator key: signs preconfirmations here (the packer signs headers with it).
+    key: AccountKey,
+    /// The ack sequence number the next accepted move gets (a preconfirmation's `seq`).
+    next_ack_seq: u64,
     packer: Packer,
     mempool: Mempool,
     pending: PendingState,
@@ -1118,6 +1128,8 @@ impl Core {
             origins,
             _body_server: body_server,
             id: NodeId(wiring.key.address()),
+            key: wiring.key.clone(),
+            next_ack_seq: 0,
             packer: Packer::new(wiring.key),
             batcher,
             store,
@@ -1307,10 +1319,14 @@ impl Core {
     }
 
     /// Admits a client's moves in order; those with a log go to it together and are acked
-    /// when it has them on disk, the rest (and every refusal) are answered at once.
+    /// when it has them on disk, the rest (and every refusal) are answered at once. The
+    /// promises of the moves accepted are signed together ([`primitives::preconf`]): one
+    /// secp256k1 signature a burst rather than a move (about 18 µs each here, a third of a core
+    /// at 20,000 moves/s), each ack with its Merkle proof.
     fn admit_all(&mut self, client: ClientId, moves: Vec<VerifiedTransaction>) {
         let mut logged = Vec::new();
         let mut acks = Vec::new();
+        let mut answers = Vec::with_capacity(moves.len());
         for verified in moves {
             let hash = verified.hash;
             if self.tracked.contains_key(&hash) {
@@ -1320,27 +1336,46 @@ impl Core {
             let bytes = self.wal.as_ref().map(|_| verified.signed.to_bytes());
             let result = self.admit(client, verified, logged.len());
             let replaces = result.as_ref().ok().and_then(|admitted| admitted.replaces);
-            let accepted = result.is_ok();
-            let message = ServerMessage::Ack {
-                hash,
-                result: result.map(|admitted| admitted.tick),
-                preconfirmation: None,
-            };
-            match bytes {
-                Some(bytes) if accepted => {
+            let promise = result.as_ref().ok().and_then(|admitted| admitted.promise);
+            let waits_for_log = match bytes {
+                Some(bytes) if result.is_ok() => {
                     logged.push(crate::wal::LoggedMove {
                         hash,
                         bytes,
                         replaces,
                     });
-                    acks.push((hash, message.to_bytes()));
+                    true
                 }
-                _ => {
-                    if accepted {
-                        crate::metrics::acked(Duration::ZERO);
-                    }
-                    self.push(client, &message);
+                _ => false,
+            };
+            answers.push((
+                hash,
+                result.map(|admitted| admitted.tick),
+                promise,
+                waits_for_log,
+            ));
+        }
+        let mut signed = self.sign_promises(answers.iter().filter_map(|answer| answer.2));
+        for (hash, result, promise, waits_for_log) in answers {
+            let preconfirmation = promise.and_then(|_| signed.next()).map(Box::new);
+            if let (Some(preconfirmation), Some(tracked)) =
+                (&preconfirmation, self.tracked.get_mut(&hash))
+            {
+                tracked.preconfirmation = Some(preconfirmation.clone());
+            }
+            let accepted = result.is_ok();
+            let message = ServerMessage::Ack {
+                hash,
+                result,
+                preconfirmation,
+            };
+            if waits_for_log {
+                acks.push((hash, message.to_bytes()));
+            } else {
+                if accepted {
+                    crate::metrics::acked(Duration::ZERO);
                 }
+                self.push(client, &message);
             }
         }
         if logged.is_empty() {
@@ -1381,12 +1416,13 @@ impl Core {
         }
         tracked.client = client;
         let (tick, level) = (tracked.tick, tracked.level.clone());
+        let preconfirmation = tracked.preconfirmation.clone();
         self.push(
             client,
             &ServerMessage::Ack {
                 hash,
                 result: Ok(tick),
-                preconfirmation: None,
+                preconfirmation,
             },
         );
         if level.rank() > FinalityLevel::Pending.rank() {
@@ -1433,13 +1469,15 @@ impl Core {
             Ok(None)
         };
         let result = result.map(|replaces| {
+            let (tick, promise) = self.promise(hash);
             self.tracked.insert(
                 hash,
                 Tracked {
                     client,
                     level: FinalityLevel::Pending,
                     acked: self.wal.is_none(),
-                    tick: self.tick_number + 1,
+                    tick,
+                    preconfirmation: None,
                     copies_from: Vec::new(),
                     replaces: replaces.filter(|_| self.wal.is_some()),
                 },
@@ -1453,7 +1491,8 @@ impl Core {
                 );
             }
             Admitted {
-                tick: self.tick_number + 1,
+                tick,
+                promise,
                 replaces,
             }
         });
@@ -1466,6 +1505,41 @@ impl Core {
             }
         };
         result
+    }
+
+    /// What the ack of a move just put in the mempool promises: the tick and, if the window
+    /// is short enough to prove, the preconfirmation to sign. The mempool is packed in ack
+    /// order, [`BLOCK_MOVES_PER_TICK_MAX`] moves a block and one block a tick while it holds
+    /// moves, so the moves ahead of this one fill `ahead` blocks before its own; a replacement
+    /// takes an earlier place, never a later one.
+    fn promise(&mut self, hash: TxHash) -> (u64, Option<Preconfirmation>) {
+        let ahead = (self.mempool.len().saturating_sub(1) / BLOCK_MOVES_PER_TICK_MAX) as u64;
+        let height_first = self.packer.next_height();
+        let tick = self.tick_number + 1 + ahead;
+        let promise = Preconfirmation {
+            hash,
+            sequencer: self.id,
+            seq: self.next_ack_seq,
+            tick,
+            height_first,
+            height_last: height_first + ahead,
+        };
+        self.next_ack_seq += 1;
+        (tick, promise.window().is_ok().then_some(promise))
+    }
+
+    /// Signs promises in groups of at most [`PRECONFIRMATION_GROUP_MAX`], one signature a
+    /// group; the signed ones come back in order.
+    fn sign_promises(
+        &self,
+        promises: impl Iterator<Item = Preconfirmation>,
+    ) -> std::vec::IntoIter<SignedPreconfirmation> {
+        let promises: Vec<Preconfirmation> = promises.collect();
+        let mut signed = Vec::with_capacity(promises.len());
+        for group in promises.chunks(PRECONFIRMATION_GROUP_MAX) {
+            signed.extend(SignedPreconfirmation::sign_group(&self.key, group));
+        }
+        signed.into_iter()
     }
 
     /// A move with the sender and nonce of one in the mempool: it takes that move's place if
@@ -1672,6 +1746,7 @@ impl Core {
             let replaced = tracked.replaces.take();
             let copies_from = std::mem::take(&mut tracked.copies_from);
             let (tick, level) = (tracked.tick, tracked.level.clone());
+            let preconfirmation = tracked.preconfirmation.clone();
             if let Some(latest) = copies_from.last() {
                 tracked.client = *latest;
             }
@@ -1681,7 +1756,7 @@ impl Core {
                     &ServerMessage::Ack {
                         hash,
                         result: Ok(tick),
-                        preconfirmation: None,
+                        preconfirmation: preconfirmation.clone(),
                     },
                 );
             }
@@ -2381,6 +2456,8 @@ impl Core {
                     level: FinalityLevel::Pending,
                     acked: true,
                     tick: self.tick_number + 1,
+                    // Its promise went with the ack, before the restart.
+                    preconfirmation: None,
                     copies_from: Vec::new(),
                     replaces: None,
                 },
