@@ -7,6 +7,7 @@ use primitives::{
     Address, B256, Encode, NodeId, Signature, U256,
     bls::{BlsPublicKey, Certificate},
     pbft::EquivocationEvidence,
+    preconf::{PreconfirmationEvidence, SignedPreconfirmation},
 };
 use rocksdb::{DB, IteratorMode, Options, WriteBatch, WriteOptions};
 
@@ -55,6 +56,8 @@ struct ChainState {
     departures: BTreeMap<NodeId, Departure>,
     /// Expelled sequencers and the evidence that expelled them.
     equivocations: BTreeMap<NodeId, EquivocationEvidence>,
+    /// Sequencers expelled for a broken preconfirmation, and the promise they broke.
+    broken_preconfirmations: BTreeMap<NodeId, SignedPreconfirmation>,
     deposits: Vec<Deposit>,
     /// Each node's next wallet nonce, for nodes that updated their wallet.
     wallet_nonces: BTreeMap<NodeId, u64>,
@@ -65,6 +68,12 @@ struct ChainState {
 }
 
 impl ChainState {
+    /// Whether `sequencer` was expelled, for equivocation or for a broken preconfirmation.
+    fn expelled(&self, sequencer: &NodeId) -> bool {
+        self.equivocations.contains_key(sequencer)
+            || self.broken_preconfirmations.contains_key(sequencer)
+    }
+
     fn from_genesis(genesis: &Genesis) -> Self {
         ChainState {
             admin: genesis.admin,
@@ -160,6 +169,12 @@ impl ChainState {
                 .iter()
                 .map(|(id, e)| (key::node(key::EQUIVOCATION, id), e.to_bytes())),
         );
+        out.extend(self.broken_preconfirmations.iter().map(|(id, promise)| {
+            (
+                key::node(key::BROKEN_PRECONFIRMATION, id),
+                promise.to_bytes(),
+            )
+        }));
         out.extend(
             self.deposits
                 .iter()
@@ -261,6 +276,11 @@ impl ChainState {
                 state
                     .equivocations
                     .insert(NodeId(Address::from_slice(rest)), evidence);
+            } else if k.starts_with(key::BROKEN_PRECONFIRMATION) {
+                let promise: SignedPreconfirmation = decode_all(v).map_err(decode_err)?;
+                state
+                    .broken_preconfirmations
+                    .insert(promise.preconfirmation.sequencer, promise);
             } else if let Some(rest) = k.strip_prefix(key::WALLET_NONCE) {
                 if rest.len() != 20 {
                     return Err(corrupt("wallet nonce key"));
@@ -945,7 +965,7 @@ impl UpperChain for EmbeddedChain {
                 possession,
                 stake,
             } => {
-                if state.equivocations.contains_key(&record.id) {
+                if state.expelled(&record.id) {
                     return Err(ChainError::Expelled(record.id));
                 }
                 if state.candidates.contains_key(&record.id) {
@@ -1069,6 +1089,50 @@ impl UpperChain for EmbeddedChain {
             .equivocations
             .iter()
             .map(|(id, evidence)| (*id, evidence.clone()))
+            .collect())
+    }
+
+    fn report_broken_preconfirmation(
+        &self,
+        evidence: &PreconfirmationEvidence,
+    ) -> Result<(), ChainError> {
+        let offender = evidence.offender();
+        let mut state = self.state.lock();
+        if state.expelled(&offender) {
+            return Err(ChainError::Expelled(offender));
+        }
+        if !state.candidates.contains_key(&offender) {
+            return Err(ChainError::UnknownSequencer(offender));
+        }
+        // The only state the check reads: the batch hashes this chain committed, each checked
+        // against its epoch's certificate when it was.
+        evidence.verify(|number| {
+            number
+                .checked_sub(1)
+                .and_then(|index| state.batches.get(index as usize).copied())
+        })?;
+        // Expelled as an equivocator is: off the whitelist now, out of the next epoch's set.
+        let mut change = Change::new();
+        change.batch.delete(key::node(key::CANDIDATE, &offender));
+        change.put(
+            key::node(key::BROKEN_PRECONFIRMATION, &offender),
+            evidence.preconfirmation.to_bytes(),
+        );
+        self.commit(change)?;
+        state.candidates.remove(&offender);
+        state
+            .broken_preconfirmations
+            .insert(offender, evidence.preconfirmation.clone());
+        Ok(())
+    }
+
+    fn broken_preconfirmations(&self) -> Result<Vec<(NodeId, SignedPreconfirmation)>, ChainError> {
+        Ok(self
+            .state
+            .lock()
+            .broken_preconfirmations
+            .iter()
+            .map(|(id, promise)| (*id, promise.clone()))
             .collect())
     }
 }

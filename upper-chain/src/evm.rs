@@ -34,6 +34,7 @@ use primitives::{
     AccountKey, Address, B256, NodeId, Signature, SignatureError, U256,
     bls::{BlsError, BlsPublicKey, BlsSignature, Certificate},
     pbft::{EquivocationEvidence, EvidenceError, EvidenceKind, PbftSignature, Scheme, Signed},
+    preconf::{PreconfirmationEvidence, SignedPreconfirmation},
 };
 use tracing::{debug, info};
 
@@ -1216,6 +1217,26 @@ impl UpperChain for EvmChain {
     fn sponsor_policies(&self) -> Result<Vec<SponsorPolicyRecord>, ChainError> {
         Err(no_sponsor_policies())
     }
+
+    fn report_broken_preconfirmation(
+        &self,
+        _evidence: &PreconfirmationEvidence,
+    ) -> Result<(), ChainError> {
+        Err(no_preconfirmation_evidence())
+    }
+
+    fn broken_preconfirmations(&self) -> Result<Vec<(NodeId, SignedPreconfirmation)>, ChainError> {
+        Err(no_preconfirmation_evidence())
+    }
+}
+
+/// The contract cannot check a broken preconfirmation: that needs the finalized batches'
+/// headers and the blocks' bodies (blake3 Merkle roots, moves' senders), where it keeps only
+/// each batch's hash and checks secp256k1 and BLS signatures.
+fn no_preconfirmation_evidence() -> ChainError {
+    ChainError::Unsupported(
+        "the Registry contract cannot check preconfirmation evidence (blake3 block roots)".into(),
+    )
 }
 
 fn no_sponsor_policies() -> ChainError {

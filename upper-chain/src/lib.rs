@@ -3,8 +3,8 @@
 //! It holds the node registry (node ID = the signer of the registration), the sequencer set
 //! (admin whitelist, stake cap, rotation), the commitments of finalized batches and of group state
 //! roots, each checked against a BLS certificate of the right validator set, the synced roots
-//! nodes report, evictions and exits with their evidence, sequencers' equivocations (which expel
-//! them), and the bridge deposits.
+//! nodes report, evictions and exits with their evidence, sequencers' equivocations and broken
+//! preconfirmations (either expels them), and the bridge deposits.
 //!
 //! [`UpperChain`] is the interface, with three implementations:
 //!
@@ -31,6 +31,7 @@ use primitives::{
     constants::GROUP_SIZE,
     k_nearest, keccak256,
     pbft::{EquivocationEvidence, EvidenceError},
+    preconf::{PreconfirmationError, PreconfirmationEvidence, SignedPreconfirmation},
 };
 
 mod connect;
@@ -158,9 +159,14 @@ pub enum ChainError {
     /// An equivocation of this sequencer is recorded already (it was expelled then).
     #[error("an equivocation of sequencer {0} is recorded already")]
     EquivocationRecorded(NodeId),
-    /// A sequencer expelled for equivocation may not be whitelisted again.
-    #[error("sequencer {0} was expelled for equivocation")]
+    /// A sequencer expelled (for equivocation or a broken preconfirmation) may not be
+    /// whitelisted again, nor expelled twice.
+    #[error("sequencer {0} was expelled")]
     Expelled(NodeId),
+    /// Evidence of a broken preconfirmation that does not prove it broken (bad signature, the
+    /// move where it was promised, a batch not committed, a window not yet finalized).
+    #[error("preconfirmation evidence refused: {0}")]
+    InvalidPreconfirmationEvidence(#[from] PreconfirmationError),
     /// The local store failed (RocksDB).
     #[error("storage: {0}")]
     Storage(String),
@@ -771,6 +777,25 @@ pub trait UpperChain: Send + Sync {
     ) -> Result<(), ChainError>;
     /// Every recorded equivocation, with its offender, by offender ID.
     fn equivocations(&self) -> Result<Vec<(NodeId, EquivocationEvidence)>, ChainError>;
+    /// Records that a whitelisted sequencer broke a preconfirmation it signed, and expels it
+    /// exactly as [`UpperChain::report_equivocation`] does (off the whitelist at once and for
+    /// good, out of the next sequencer epoch's set). Anyone may report; the evidence is its
+    /// own authority ([`PreconfirmationEvidence::verify`]): the promise must be signed by the
+    /// sequencer it names (its ID is its operator key's address), and the evidence's batches
+    /// must be ones this chain committed (each checked against the sequencer set's commit
+    /// certificate then), holding that sequencer's block at every height of the promised
+    /// window, none of which holds the move or a replacement of it by its sender.
+    ///
+    /// Refused, changing nothing, with [`ChainError::InvalidPreconfirmationEvidence`] if the
+    /// evidence proves nothing, [`ChainError::Expelled`] if the sequencer was expelled already,
+    /// [`ChainError::UnknownSequencer`] if it is not whitelisted, and
+    /// [`ChainError::Unsupported`] on a chain that cannot check it (the `Registry` contract).
+    fn report_broken_preconfirmation(
+        &self,
+        evidence: &PreconfirmationEvidence,
+    ) -> Result<(), ChainError>;
+    /// Every sequencer expelled for a broken preconfirmation, with the promise it broke, by ID.
+    fn broken_preconfirmations(&self) -> Result<Vec<(NodeId, SignedPreconfirmation)>, ChainError>;
     /// Sets or withdraws a sponsor's sponsorship policy ([`SponsorPolicyUpdate`]), signed by
     /// the sponsor's account key. Refused with [`ChainError::NotSponsor`] if another key signed
     /// it and [`ChainError::SponsorNonce`] if its nonce is not the sponsor's next. In force for

@@ -14,7 +14,10 @@ use std::{
 
 use parking_lot::Mutex;
 use primitives::{
-    Address, B256, Decode, NodeId, Signature, bls::Certificate, pbft::EquivocationEvidence,
+    Address, B256, Decode, NodeId, Signature,
+    bls::Certificate,
+    pbft::EquivocationEvidence,
+    preconf::{PreconfirmationEvidence, SignedPreconfirmation},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -518,6 +521,25 @@ impl UpperChain for RemoteChain {
     fn equivocations(&self) -> Result<Vec<(NodeId, EquivocationEvidence)>, ChainError> {
         match self.call(&Request::Equivocations)? {
             Answer::Equivocations(offences) => Ok(offences),
+            other => Err(refused_or_unexpected(other)),
+        }
+    }
+
+    fn report_broken_preconfirmation(
+        &self,
+        evidence: &PreconfirmationEvidence,
+    ) -> Result<(), ChainError> {
+        self.write(&Request::ReportBrokenPreconfirmation(Box::new(
+            evidence.clone(),
+        )))
+    }
+
+    fn broken_preconfirmations(&self) -> Result<Vec<(NodeId, SignedPreconfirmation)>, ChainError> {
+        match self.call(&Request::BrokenPreconfirmations)? {
+            Answer::BrokenPreconfirmations(promises) => Ok(promises
+                .into_iter()
+                .map(|promise| (promise.preconfirmation.sequencer, promise))
+                .collect()),
             other => Err(refused_or_unexpected(other)),
         }
     }

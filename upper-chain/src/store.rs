@@ -299,6 +299,7 @@ pub(crate) mod key {
     pub const DEPARTURE: &[u8] = b"d/";
     pub const DEPOSIT: &[u8] = b"p/";
     pub const EQUIVOCATION: &[u8] = b"e/";
+    pub const BROKEN_PRECONFIRMATION: &[u8] = b"x/";
     pub const WALLET_NONCE: &[u8] = b"w/";
     pub const SPONSOR_POLICY: &[u8] = b"sp/";
     pub const SPONSOR_NONCE: &[u8] = b"sn/";

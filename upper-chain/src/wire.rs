@@ -14,6 +14,7 @@ use primitives::{
     bls::{BlsError, Certificate},
     codec::{put_bytes, put_list},
     pbft::{EquivocationEvidence, EvidenceError},
+    preconf::{PreconfirmationError, PreconfirmationEvidence, SignedPreconfirmation},
 };
 
 use crate::{
@@ -110,6 +111,10 @@ pub enum Request {
     SponsorNonce(Address),
     /// [`UpperChain::sponsor_policies`].
     SponsorPolicies,
+    /// [`UpperChain::report_broken_preconfirmation`].
+    ReportBrokenPreconfirmation(Box<PreconfirmationEvidence>),
+    /// [`UpperChain::broken_preconfirmations`].
+    BrokenPreconfirmations,
 }
 
 /// The answer to a [`Request`].
@@ -150,6 +155,8 @@ pub enum Answer {
     Deposits(Vec<Deposit>),
     /// Recorded equivocations.
     Equivocations(Vec<(NodeId, EquivocationEvidence)>),
+    /// Promises whose breach expelled their sequencer.
+    BrokenPreconfirmations(Vec<SignedPreconfirmation>),
     /// The chain refused the call, or the request was malformed.
     Refused(ChainError),
 }
@@ -217,6 +224,13 @@ pub fn handle(chain: &dyn UpperChain, chain_id: u64, request: Request) -> Answer
         }
         Request::SponsorNonce(sponsor) => answer(chain.sponsor_nonce(&sponsor), Answer::Number),
         Request::SponsorPolicies => answer(chain.sponsor_policies(), Answer::SponsorPolicies),
+        Request::ReportBrokenPreconfirmation(evidence) => {
+            done(chain.report_broken_preconfirmation(&evidence))
+        }
+        // The sequencer is named inside each promise.
+        Request::BrokenPreconfirmations => answer(chain.broken_preconfirmations(), |broken| {
+            Answer::BrokenPreconfirmations(broken.into_iter().map(|(_, promise)| promise).collect())
+        }),
     }
 }
 
@@ -407,6 +421,132 @@ impl Decode for Offence {
     }
 }
 
+/// Writes why preconfirmation evidence was refused: a tag, then the variant's fields.
+fn put_preconfirmation_error(out: &mut Vec<u8>, error: &PreconfirmationError) {
+    use PreconfirmationError as E;
+    match error {
+        E::BadWindow { first, last } => {
+            out.push(0);
+            first.encode(out);
+            last.encode(out);
+        }
+        E::BadProof => out.push(1),
+        E::Signature(error) => {
+            out.push(2);
+            let (tag, recovery_id) = match error {
+                SignatureError::InvalidRecoveryId(v) => (0, *v),
+                SignatureError::Malformed => (1, 0),
+                SignatureError::Unrecoverable => (2, 0),
+                SignatureError::InvalidSecretKey => (3, 0),
+            };
+            out.extend_from_slice(&[tag, recovery_id]);
+        }
+        E::WrongSigner { sequencer, signer } => {
+            out.push(3);
+            sequencer.encode(out);
+            signer.encode(out);
+        }
+        E::UnexpectedSequencer { expected, got } => {
+            out.push(4);
+            expected.encode(out);
+            got.encode(out);
+        }
+        E::WrongMove { expected, got } => {
+            out.push(5);
+            expected.encode(out);
+            got.encode(out);
+        }
+        E::UnverifiableMove => out.push(6),
+        E::BatchNotCommitted { number } => {
+            out.push(7);
+            number.encode(out);
+        }
+        E::HeightNotFinalized { height } => {
+            out.push(8);
+            height.encode(out);
+        }
+        E::BodyCount { expected, got } => {
+            out.push(9);
+            expected.encode(out);
+            got.encode(out);
+        }
+        E::BodyMismatch { height } => {
+            out.push(10);
+            height.encode(out);
+        }
+        E::Kept { height } => {
+            out.push(11);
+            height.encode(out);
+        }
+        E::Replaced { height } => {
+            out.push(12);
+            height.encode(out);
+        }
+    }
+}
+
+/// Reads what [`put_preconfirmation_error`] wrote.
+fn preconfirmation_error(decoder: &mut Decoder<'_>) -> Result<PreconfirmationError, DecodeError> {
+    use PreconfirmationError as E;
+    Ok(match decoder.u8()? {
+        0 => E::BadWindow {
+            first: decoder.u64()?,
+            last: decoder.u64()?,
+        },
+        1 => E::BadProof,
+        2 => E::Signature(match (decoder.u8()?, decoder.u8()?) {
+            (0, v) => SignatureError::InvalidRecoveryId(v),
+            (1, _) => SignatureError::Malformed,
+            (2, _) => SignatureError::Unrecoverable,
+            (3, _) => SignatureError::InvalidSecretKey,
+            (tag, _) => {
+                return Err(DecodeError::UnknownTag {
+                    what: "signature error",
+                    tag,
+                });
+            }
+        }),
+        3 => E::WrongSigner {
+            sequencer: NodeId::decode(decoder)?,
+            signer: decoder.address()?,
+        },
+        4 => E::UnexpectedSequencer {
+            expected: NodeId::decode(decoder)?,
+            got: NodeId::decode(decoder)?,
+        },
+        5 => E::WrongMove {
+            expected: decoder.b256()?,
+            got: decoder.b256()?,
+        },
+        6 => E::UnverifiableMove,
+        7 => E::BatchNotCommitted {
+            number: decoder.u64()?,
+        },
+        8 => E::HeightNotFinalized {
+            height: decoder.u64()?,
+        },
+        9 => E::BodyCount {
+            expected: decoder.u64()?,
+            got: decoder.u64()?,
+        },
+        10 => E::BodyMismatch {
+            height: decoder.u64()?,
+        },
+        11 => E::Kept {
+            height: decoder.u64()?,
+        },
+        12 => E::Replaced {
+            height: decoder.u64()?,
+        },
+        tag => {
+            return Err(DecodeError::UnknownTag {
+                what: "preconfirmation error",
+                tag,
+            });
+        }
+    })
+}
+
 /// The static names `BlsError::Malformed` carries; others arrive as "point".
 fn malformed_what(what: &str) -> &'static str {
     match what {
@@ -595,6 +735,10 @@ impl Encode for ChainError {
                 out.push(36);
                 put_string(out, text);
             }
+            ChainError::InvalidPreconfirmationEvidence(error) => {
+                out.push(37);
+                put_preconfirmation_error(out, error);
+            }
         }
     }
 }
@@ -713,6 +857,7 @@ impl Decode for ChainError {
                 got: decoder.u64()?,
             },
             36 => ChainError::Unsupported(string(decoder, "unsupported call")?),
+            37 => ChainError::InvalidPreconfirmationEvidence(preconfirmation_error(decoder)?),
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "chain error",
@@ -811,6 +956,11 @@ impl Encode for Request {
                 offender.encode(out);
             }
             Request::Equivocations => out.push(20),
+            Request::ReportBrokenPreconfirmation(evidence) => {
+                out.push(28);
+                evidence.encode(out);
+            }
+            Request::BrokenPreconfirmations => out.push(29),
             Request::UpdateWallet(update, signature) => {
                 out.push(22);
                 update.encode(out);
@@ -903,6 +1053,10 @@ impl Decode for Request {
             ),
             26 => Request::SponsorNonce(decoder.address()?),
             27 => Request::SponsorPolicies,
+            28 => Request::ReportBrokenPreconfirmation(Box::new(PreconfirmationEvidence::decode(
+                decoder,
+            )?)),
+            29 => Request::BrokenPreconfirmations,
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "upper-chain request",
@@ -986,6 +1140,10 @@ impl Encode for Answer {
                 out.push(16);
                 put_list(out, policies);
             }
+            Answer::BrokenPreconfirmations(promises) => {
+                out.push(17);
+                put_list(out, promises);
+            }
         }
     }
 }
@@ -1019,6 +1177,9 @@ impl Decode for Answer {
             14 => Answer::Refused(ChainError::decode(decoder)?),
             15 => Answer::SequencerEpoch(option(decoder)?),
             16 => Answer::SponsorPolicies(decoder.list("sponsor policies", LIST_MAX)?),
+            17 => {
+                Answer::BrokenPreconfirmations(decoder.list("broken preconfirmations", LIST_MAX)?)
+            }
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "upper-chain answer",
@@ -1088,6 +1249,18 @@ mod tests {
                 got: 0,
             },
             ChainError::Unsupported("sponsor policies".into()),
+            ChainError::InvalidPreconfirmationEvidence(PreconfirmationError::Kept { height: 4 }),
+            ChainError::InvalidPreconfirmationEvidence(PreconfirmationError::Signature(
+                SignatureError::InvalidRecoveryId(7),
+            )),
+            ChainError::InvalidPreconfirmationEvidence(PreconfirmationError::WrongSigner {
+                sequencer: id,
+                signer: Address::repeat_byte(8),
+            }),
+            ChainError::InvalidPreconfirmationEvidence(PreconfirmationError::BodyCount {
+                expected: 2,
+                got: 1,
+            }),
         ] {
             round_trip_error(error);
         }

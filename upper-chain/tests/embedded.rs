@@ -59,6 +59,11 @@ mod memory {
     fn sponsor_policies_by_the_sponsor_only() {
         common::sponsor_policies_by_the_sponsor_only(in_memory().chain.as_ref());
     }
+
+    #[test]
+    fn broken_preconfirmation_expels_the_sequencer() {
+        common::broken_preconfirmation_expels_the_sequencer(in_memory().chain.as_ref());
+    }
 }
 
 mod rocksdb {
@@ -211,6 +216,23 @@ fn equivocations_survive_a_reopen() {
             .iter()
             .all(|c| c.record.id != offender)
     );
+}
+
+/// An expulsion for a broken preconfirmation survives a reopen: the promise, the whitelist
+/// without the sequencer, and the refusal to whitelist it again.
+#[test]
+fn broken_preconfirmations_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = EmbeddedChain::open(dir.path(), &genesis()).unwrap();
+    common::broken_preconfirmation_expels_the_sequencer(&chain);
+    let broken = chain.broken_preconfirmations().unwrap();
+    let candidates = chain.sequencer_candidates().unwrap();
+    assert_eq!(broken.len(), 1);
+    drop(chain);
+
+    let reopened = EmbeddedChain::open(dir.path(), &Genesis::default()).unwrap();
+    assert_eq!(reopened.broken_preconfirmations().unwrap(), broken);
+    assert_eq!(reopened.sequencer_candidates().unwrap(), candidates);
 }
 
 /// The devnet's constructor still works: a sequencer set without an admin.

@@ -86,6 +86,13 @@ fn served_from(genesis: &Genesis) -> Served {
 
 interface_tests!(served());
 
+/// Preconfirmation evidence sent over the wire, checked by the chain behind it.
+#[test]
+fn broken_preconfirmation_expels_the_sequencer() {
+    let served = served();
+    common::broken_preconfirmation_expels_the_sequencer(served.remote.as_ref());
+}
+
 /// Sponsorship policies set and read over the wire, as on the chain itself.
 #[test]
 fn sponsor_policies_by_the_sponsor_only() {

@@ -1405,3 +1405,205 @@ pub fn sponsor_policies_by_the_sponsor_only(chain: &dyn UpperChain) {
     assert_eq!(policies[0].sponsor, intruder.address());
     assert_eq!(chain.sponsor_nonce(&sponsor.address()).unwrap(), 3);
 }
+
+/// A move of `player` the preconfirmation tests promise: its list names the sender and the
+/// called account, as every move a sequencer takes must.
+fn promised_move(player: &AccountKey, nonce: u64) -> primitives::SignedTransaction {
+    use primitives::{AccountAccess, SpaceAccessList, Transaction};
+    let to = Address::repeat_byte(0x77);
+    Transaction {
+        chain_id: 1,
+        nonce,
+        to,
+        value: U256::ZERO,
+        data: primitives::Bytes::new(),
+        gas_limit: 30_000,
+        gas_price: 0,
+        sponsor: None,
+        access_list: SpaceAccessList::new([player.address(), to].map(|address| AccountAccess {
+            address,
+            balance: None,
+            nonce: None,
+            storage: Vec::new(),
+        })),
+    }
+    .sign(player)
+}
+
+/// What a chain records about sequencers, to check that a refused report changed nothing.
+fn expulsion_state(
+    chain: &dyn UpperChain,
+) -> (
+    Vec<SequencerCandidate>,
+    Vec<(NodeId, primitives::preconf::SignedPreconfirmation)>,
+    Vec<SequencerRecord>,
+) {
+    (
+        chain.sequencer_candidates().unwrap(),
+        chain.broken_preconfirmations().unwrap(),
+        chain.sequencer_set().unwrap(),
+    )
+}
+
+/// Four active sequencers; sequencer 2 packs blocks at heights 0..=2, each finalized in a
+/// committed batch of its own, and promised a move at heights 1..=2 that none of them holds.
+/// Evidence that proves nothing (the move where promised, a forged or foreign signature, a
+/// batch the chain never committed, a window not yet finalized) is refused, typed, and changes
+/// nothing; the genuine evidence expels sequencer 2 as an equivocation would, once.
+pub fn broken_preconfirmation_expels_the_sequencer(chain: &dyn UpperChain) {
+    use primitives::{
+        Batch, BlockBody, BlockHeader, Encode,
+        pbft::commit_message,
+        preconf::{
+            Preconfirmation, PreconfirmationError, PreconfirmationEvidence, SignedPreconfirmation,
+        },
+    };
+    let (offender, _, _) = sequencer(2);
+    let operator = AccountKey::from_seed(102);
+    assert_eq!(NodeId(operator.address()), offender.id);
+    four_active_sequencers(chain, offender.id);
+    let secrets = secrets_of(&chain.sequencer_set().unwrap());
+
+    let player = AccountKey::from_seed(600);
+    let dropped = promised_move(&player, 0);
+    let kept = promised_move(&AccountKey::from_seed(601), 0);
+    let bodies = [
+        BlockBody {
+            moves: vec![promised_move(&AccountKey::from_seed(602), 0)],
+        },
+        BlockBody::default(),
+        BlockBody {
+            moves: vec![kept.clone()],
+        },
+    ];
+    // One block a batch, batches 1..=3 committed with a quorum of the set's commit votes.
+    let mut parent = B256::ZERO;
+    let mut batches = Vec::new();
+    for (height, body) in bodies.iter().enumerate() {
+        let header = BlockHeader::seal(
+            &operator,
+            height as u64,
+            parent,
+            0,
+            body,
+            body.to_bytes().len() as u32,
+        );
+        parent = header.hash();
+        let batch = Batch {
+            number: height as u64 + 1,
+            parent: batches.last().map_or(B256::ZERO, Batch::hash),
+            headers: vec![header],
+        };
+        let message = commit_message(0, batch.number, &batch.hash());
+        chain
+            .commit_batch(
+                batch.number,
+                batch.hash(),
+                &message,
+                &certificate(&secrets, &[0, 1, 2], &message),
+            )
+            .unwrap();
+        batches.push(batch);
+    }
+
+    let promise = |hash, first, last| Preconfirmation {
+        hash,
+        sequencer: offender.id,
+        seq: 9,
+        tick: 40 + last,
+        height_first: first,
+        height_last: last,
+    };
+    let signed = |key: &AccountKey, promise| {
+        SignedPreconfirmation::sign_group(key, &[promise, promise]).remove(1)
+    };
+    let evidence =
+        |preconfirmation, signed_move: &primitives::SignedTransaction| PreconfirmationEvidence {
+            preconfirmation,
+            signed_move: signed_move.clone(),
+            batches: batches[1..].to_vec(),
+            bodies: bodies[1..].to_vec(),
+        };
+    let genuine = evidence(signed(&operator, promise(dropped.hash(), 1, 2)), &dropped);
+
+    let before = expulsion_state(chain);
+    let refused = |evidence: &PreconfirmationEvidence, error: ChainError| {
+        assert_eq!(chain.report_broken_preconfirmation(evidence), Err(error));
+        assert_eq!(expulsion_state(chain), before, "a refusal changed state");
+    };
+    // The promise was kept: the move is in the block at height 2.
+    refused(
+        &evidence(signed(&operator, promise(kept.hash(), 1, 2)), &kept),
+        ChainError::InvalidPreconfirmationEvidence(PreconfirmationError::Kept { height: 2 }),
+    );
+    // A promise in the sequencer's name signed by another key.
+    let impostor = AccountKey::from_seed(103);
+    refused(
+        &evidence(signed(&impostor, promise(dropped.hash(), 1, 2)), &dropped),
+        ChainError::InvalidPreconfirmationEvidence(PreconfirmationError::WrongSigner {
+            sequencer: offender.id,
+            signer: impostor.address(),
+        }),
+    );
+    // A promise of a sequencer not on the whitelist.
+    let stranger = AccountKey::from_seed(107);
+    let mut foreign = genuine.clone();
+    foreign.preconfirmation = SignedPreconfirmation::sign_group(
+        &stranger,
+        &[Preconfirmation {
+            sequencer: NodeId(stranger.address()),
+            ..promise(dropped.hash(), 1, 2)
+        }],
+    )
+    .remove(0);
+    refused(
+        &foreign,
+        ChainError::UnknownSequencer(NodeId(stranger.address())),
+    );
+    // Batches the chain never committed: the batch at height 1 rebuilt without its block.
+    let mut uncommitted = genuine.clone();
+    uncommitted.batches[0].headers.clear();
+    refused(
+        &uncommitted,
+        ChainError::InvalidPreconfirmationEvidence(PreconfirmationError::BatchNotCommitted {
+            number: 2,
+        }),
+    );
+    // A window reaching a height not finalized yet proves nothing.
+    let mut unfinished = evidence(signed(&operator, promise(dropped.hash(), 1, 3)), &dropped);
+    unfinished.bodies.push(BlockBody::default());
+    refused(
+        &unfinished,
+        ChainError::InvalidPreconfirmationEvidence(PreconfirmationError::HeightNotFinalized {
+            height: 3,
+        }),
+    );
+
+    // The genuine evidence, from anyone: recorded, and the sequencer off the whitelist.
+    chain.report_broken_preconfirmation(&genuine).unwrap();
+    assert_eq!(
+        chain.broken_preconfirmations().unwrap(),
+        vec![(offender.id, genuine.preconfirmation.clone())]
+    );
+    let candidates = chain.sequencer_candidates().unwrap();
+    assert_eq!(candidates.len(), 3);
+    assert!(candidates.iter().all(|c| c.record.id != offender.id));
+    // Once: a second report, and a whitelisting, are refused.
+    assert_eq!(
+        chain.report_broken_preconfirmation(&genuine),
+        Err(ChainError::Expelled(offender.id))
+    );
+    assert_eq!(
+        whitelist(chain, 2, 100),
+        Err(ChainError::Expelled(offender.id))
+    );
+    // The next rotation leaves it out.
+    admin(chain, AdminOp::Rotate { size: 3 }).unwrap();
+    assert!(
+        chain
+            .sequencer_set()
+            .unwrap()
+            .iter()
+            .all(|record| record.id != offender.id)
+    );
+}
