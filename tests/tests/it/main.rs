@@ -4,6 +4,7 @@ mod accounting;
 mod ingress;
 mod json_rpc;
 mod operators;
+mod preconfirmations;
 mod prometheus;
 mod sdk;
 mod sequencer_epochs;
