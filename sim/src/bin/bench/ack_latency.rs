@@ -10,7 +10,7 @@
 //! latency, measured first in the same run, is the floor. Target (DESIGN.md): p99 ≤ 2 ms at 20,000 moves/s. `--rate N` measures
 //! rate N alone; `--seconds` sets the load's length per rate.
 
-use std::{sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use client_sdk::Client;
@@ -28,7 +28,10 @@ use sim::{
     game::{grant_game_session, move_piece_with_session},
     report::{BenchReport, Op},
 };
-use tokio::sync::{broadcast, mpsc};
+use tokio::{
+    runtime::Handle,
+    sync::{broadcast, mpsc, oneshot},
+};
 use upper_chain::{EmbeddedChain, SequencerRecord};
 
 use crate::Args;
@@ -109,10 +112,12 @@ fn disk_fsync_latency() -> anyhow::Result<Histogram<u64>> {
     Ok(latencies)
 }
 
-/// A sequencer alone, its WAL in `dir`; returns where clients connect and what keeps it alive.
+/// A sequencer alone, its WAL in `dir`, its clients' socket on `listen`; returns where
+/// clients connect and what keeps it alive.
 async fn start_sequencer(
     dir: &std::path::Path,
-) -> anyhow::Result<(std::net::SocketAddr, impl Sized)> {
+    listen: SocketAddr,
+) -> anyhow::Result<(SocketAddr, impl Sized + Send + use<>)> {
     let key = AccountKey::from_seed(9_000);
     let bls = BlsSecretKey::from_seed(&[7u8; 32]);
     let id = NodeId(key.address());
@@ -141,7 +146,7 @@ async fn start_sequencer(
         SequencerConfig {
             chain_id: CHAIN_ID,
             tick: Duration::from_millis(10),
-            client_listen: "127.0.0.1:0".parse()?,
+            client_listen: listen,
             ingress: IngressConfig::default(),
         },
         SequencerWiring {
@@ -194,41 +199,102 @@ fn client_load(client: usize, moves_per_client: usize) -> ClientLoad {
     ClientLoad { grants, moves }
 }
 
-/// The ack latencies at `rate`, and how many moves were never acked in time.
+/// Where a measurement's sequencer and its clients run: each on a runtime whose sockets are in
+/// the network it is to be measured over.
+pub struct Placement {
+    /// Runs the sequencer.
+    pub sequencer: Handle,
+    /// Runs the client sessions.
+    pub clients: Handle,
+    /// Where the sequencer's client socket listens.
+    pub listen: SocketAddr,
+}
+
+impl Placement {
+    /// Both on this runtime, the sequencer on loopback.
+    pub fn loopback() -> Placement {
+        Placement {
+            sequencer: Handle::current(),
+            clients: Handle::current(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        }
+    }
+}
+
+/// The ack latencies at `rate` on loopback, and how many moves were never acked in time.
 async fn measure(rate: u64, seconds: u64) -> anyhow::Result<(Histogram<u64>, usize)> {
+    measure_on(&Placement::loopback(), rate, seconds, CLIENTS).await
+}
+
+/// The ack latencies of `clients` client sessions sharing `rate` moves a second for `seconds`,
+/// against a fresh sequencer placed as `placement` says, and how many moves were never acked
+/// in time.
+pub async fn measure_on(
+    placement: &Placement,
+    rate: u64,
+    seconds: u64,
+    clients: usize,
+) -> anyhow::Result<(Histogram<u64>, usize)> {
     let dir = tempfile::tempdir()?;
-    let (address, _alive) = start_sequencer(dir.path()).await?;
-    let moves_per_client = (rate * seconds) as usize / CLIENTS;
+    let (started, address) = oneshot::channel();
+    // The sequencer lives until this measurement ends (`_stop` is dropped).
+    let (_stop, stopped) = oneshot::channel::<()>();
+    let sequencer_dir = dir.path().to_path_buf();
+    let listen = placement.listen;
+    placement.sequencer.spawn(async move {
+        match start_sequencer(&sequencer_dir, listen).await {
+            Ok((address, alive)) => {
+                let _ = started.send(Ok(address));
+                let _ = stopped.await;
+                drop(alive);
+            }
+            Err(error) => {
+                let _ = started.send(Err(error));
+            }
+        }
+    });
+    let address = address.await.context("the sequencer's task ended")??;
+    let moves_per_client = (rate * seconds) as usize / clients;
     let loads: Vec<ClientLoad> = tokio::task::spawn_blocking(move || {
-        (0..CLIENTS)
+        (0..clients)
             .into_par_iter()
             .map(|client| client_load(client, moves_per_client))
             .collect()
     })
     .await?;
-    let mut clients = Vec::with_capacity(CLIENTS);
-    for load in &loads {
-        let client = Client::connect(address).await?;
-        for grant in &load.grants {
-            client
-                .submit_and_ack(grant.clone())
-                .await
-                .context("a session grant")?;
-        }
-        clients.push(client);
+    // Every session is open and its grants acked before any load starts.
+    let mut opening = Vec::with_capacity(clients);
+    for load in loads {
+        opening.push(placement.clients.spawn(async move {
+            let client = Client::connect(address).await?;
+            for grant in &load.grants {
+                client
+                    .submit_and_ack(grant.clone())
+                    .await
+                    .context("a session grant")?;
+            }
+            anyhow::Ok((client, load.moves))
+        }));
+    }
+    let mut opened = Vec::with_capacity(clients);
+    for session in opening {
+        opened.push(session.await??);
     }
 
     // Microseconds; three significant figures up to ten seconds.
     let latencies = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
         1, 10_000_000, 3,
     )?));
-    let per_client_rate = rate as f64 / CLIENTS as f64;
-    let mut senders = Vec::with_capacity(CLIENTS);
-    for (client, load) in clients.into_iter().zip(loads) {
+    let per_client_rate = rate as f64 / clients as f64;
+    let mut senders = Vec::with_capacity(clients);
+    for (client, moves) in opened {
         let latencies = latencies.clone();
-        senders.push(tokio::spawn(async move {
-            send_at_rate(client, load.moves, per_client_rate, latencies).await
-        }));
+        senders.push(placement.clients.spawn(send_at_rate(
+            client,
+            moves,
+            per_client_rate,
+            latencies,
+        )));
     }
     let mut unacked = 0;
     for sender in senders {
