@@ -15,8 +15,10 @@ use crate::{
     AdminOp, ChainError, Departure, DepartureKind, DepartureProof, Deposit, GroupDecision,
     GroupRootCommitment, NodeRecord, Registration, RegistrySnapshot, SequencerCandidate,
     SequencerEpoch, SequencerRecord, SponsorPolicyRecord, SponsorPolicyUpdate, SyncedRoot,
-    UpperChain, WalletUpdate, group_id, quorum, select_sequencers, sequencer_epoch_of,
+    UpperChain, WalletChange, WalletUpdate, group_id, quorum, select_sequencers,
+    sequencer_epoch_of,
     store::{SequencerSet, decode_all, key},
+    wallet_as_of,
 };
 
 /// What a new chain starts with.
@@ -61,6 +63,9 @@ struct ChainState {
     deposits: Vec<Deposit>,
     /// Each node's next wallet nonce, for nodes that updated their wallet.
     wallet_nonces: BTreeMap<NodeId, u64>,
+    /// Each node's wallet changes, by the epoch they take effect (the registration keeps the
+    /// wallet it was registered with).
+    wallet_changes: BTreeMap<NodeId, Vec<WalletChange>>,
     /// Sponsorship policies in force, by sponsor.
     sponsor_policies: BTreeMap<Address, SponsorPolicyRecord>,
     /// Each sponsor's next policy nonce, for sponsors that sent an update.
@@ -185,6 +190,11 @@ impl ChainState {
                 .iter()
                 .map(|(id, nonce)| (key::node(key::WALLET_NONCE, id), nonce.to_bytes())),
         );
+        out.extend(self.wallet_changes.iter().flat_map(|(id, changes)| {
+            changes
+                .iter()
+                .map(|change| (key::wallet_change(id, change.from_epoch), change.to_bytes()))
+        }));
         out.extend(self.sponsor_policies.iter().map(|(sponsor, policy)| {
             (
                 key::with(key::SPONSOR_POLICY, sponsor.as_slice()),
@@ -281,6 +291,17 @@ impl ChainState {
                 state
                     .broken_preconfirmations
                     .insert(promise.preconfirmation.sequencer, promise);
+            } else if let Some(rest) = k.strip_prefix(key::WALLET_CHANGE) {
+                if rest.len() != 28 {
+                    return Err(corrupt("wallet change key"));
+                }
+                let change: WalletChange = decode_all(v).map_err(decode_err)?;
+                // Keys sort by node, then epoch: each node's changes load in order.
+                state
+                    .wallet_changes
+                    .entry(NodeId(Address::from_slice(&rest[..20])))
+                    .or_default()
+                    .push(change);
             } else if let Some(rest) = k.strip_prefix(key::WALLET_NONCE) {
                 if rest.len() != 20 {
                     return Err(corrupt("wallet nonce key"));
@@ -607,10 +628,16 @@ impl UpperChain for EmbeddedChain {
             .nodes
             .values()
             .filter(|node| node.active_in(epoch))
-            .map(|node| NodeRecord {
-                // A snapshot shows the registry as of its epoch, not later departures.
-                left_at_epoch: None,
-                ..node.clone()
+            .map(|node| {
+                let mut record = NodeRecord {
+                    // A snapshot shows the registry as of its epoch, not later departures.
+                    left_at_epoch: None,
+                    ..node.clone()
+                };
+                if let Some(changes) = state.wallet_changes.get(&node.id) {
+                    wallet_as_of(&mut record, changes, epoch);
+                }
+                record
             })
             .collect();
         Ok(RegistrySnapshot { epoch, nodes })
@@ -785,15 +812,24 @@ impl UpperChain for EmbeddedChain {
                 got: update.nonce,
             });
         }
-        let mut record = node.clone();
-        record.registration.reward_wallet = update.reward_wallet;
-        record.registration.wallet_features = update.wallet_features;
+        let wallet = WalletChange {
+            // Never before the node's first epoch, so its first epoch has one wallet only.
+            from_epoch: (state.epoch + 1).max(node.active_from_epoch),
+            reward_wallet: update.reward_wallet,
+            wallet_features: update.wallet_features,
+        };
         let next = expected + 1;
         let mut change = Change::new();
-        change.put(key::node(key::NODE, &update.node), record.to_bytes());
+        change.put(
+            key::wallet_change(&update.node, wallet.from_epoch),
+            wallet.to_bytes(),
+        );
         change.put(key::node(key::WALLET_NONCE, &update.node), next.to_bytes());
         self.commit(change)?;
-        state.nodes.insert(update.node, record);
+        let changes = state.wallet_changes.entry(update.node).or_default();
+        // A second change in one epoch replaces the first: it is the one in force.
+        changes.retain(|earlier| earlier.from_epoch != wallet.from_epoch);
+        changes.push(wallet);
         state.wallet_nonces.insert(update.node, next);
         Ok(())
     }

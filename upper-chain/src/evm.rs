@@ -42,7 +42,7 @@ use crate::{
     AdminOp, ChainError, Departure, DepartureKind, DepartureProof, Deposit, GroupDecision,
     GroupRootCommitment, NodeRecord, Registration, RegistrySnapshot, SequencerCandidate,
     SequencerEpoch, SequencerRecord, SponsorPolicyRecord, SponsorPolicyUpdate, SyncedRoot,
-    UpperChain, WalletUpdate,
+    UpperChain, WalletChange, WalletUpdate, wallet_as_of,
 };
 
 mod bindings {
@@ -117,6 +117,21 @@ struct DepositLog {
     deposits: Vec<Deposit>,
 }
 
+/// The wallet history read from the contract's logs so far. The contract keeps only each
+/// node's current wallet; its `NodeRegistered`, `NodeWalletUpdated` and `EpochAdvanced` logs,
+/// in order, say which wallet was in force in every epoch.
+#[derive(Debug, Default)]
+struct WalletLog {
+    /// The first block not scanned yet.
+    next_block: u64,
+    /// The contract's epoch after the blocks scanned (it starts at 0 and only counts up).
+    epoch: u64,
+    /// Each node's wallet and features as registered.
+    registered: std::collections::BTreeMap<NodeId, (Address, Vec<String>)>,
+    /// Each node's wallet changes, by the epoch they take effect.
+    changes: std::collections::BTreeMap<NodeId, Vec<WalletChange>>,
+}
+
 /// The `Registry` contract on an Ethereum JSON-RPC endpoint (see the module doc).
 pub struct EvmChain {
     /// `None` only while dropping.
@@ -126,6 +141,7 @@ pub struct EvmChain {
     /// Serializes writes: each takes the sender's pending nonce.
     writes: Mutex<()>,
     deposits: Mutex<DepositLog>,
+    wallets: Mutex<WalletLog>,
 }
 
 impl std::fmt::Debug for EvmChain {
@@ -257,6 +273,7 @@ impl EvmChain {
             url = %config.url, chain_id = config.chain_id, registry = %config.registry,
             sender = %config.sender.address(), "connected to the Registry contract"
         );
+        let config_deploy_block = config.deploy_block;
         let deposits = DepositLog {
             next_block: config.deploy_block,
             deposits: Vec::new(),
@@ -267,6 +284,10 @@ impl EvmChain {
             config,
             writes: Mutex::new(()),
             deposits: Mutex::new(deposits),
+            wallets: Mutex::new(WalletLog {
+                next_block: config_deploy_block,
+                ..WalletLog::default()
+            }),
         })
     }
 
@@ -448,6 +469,84 @@ impl EvmChain {
                 .await
                 .map_err(|e| rpc("eth_getBalance", e))
         })
+    }
+
+    /// Brings `log` up to the head: every registration, wallet update and epoch advance in
+    /// blocks not scanned yet, applied in order. A wallet update takes effect in the epoch
+    /// after the one it was made in (see [`UpperChain::update_wallet`]).
+    fn scan_wallets(&self, log: &mut WalletLog) -> Result<(), ChainError> {
+        let provider = self.provider.clone();
+        let registry = self.config.registry;
+        let range = self.config.log_range_blocks_max.max(1);
+        let from = log.next_block;
+        let (next_block, logs) = self.run(async move {
+            let head = provider
+                .get_block_number()
+                .await
+                .map_err(|e| rpc("eth_blockNumber", e))?;
+            let mut found = Vec::new();
+            let mut start = from;
+            while start <= head {
+                let end = head.min(start.saturating_add(range - 1));
+                let filter = Filter::new()
+                    .address(registry)
+                    .event_signature(vec![
+                        Registry::NodeRegistered::SIGNATURE_HASH,
+                        Registry::NodeWalletUpdated::SIGNATURE_HASH,
+                        Registry::EpochAdvanced::SIGNATURE_HASH,
+                    ])
+                    .from_block(start)
+                    .to_block(end);
+                found.extend(
+                    provider
+                        .get_logs(&filter)
+                        .await
+                        .map_err(|e| rpc("eth_getLogs", e))?,
+                );
+                start = end + 1;
+            }
+            found.sort_by_key(|log| (log.block_number, log.log_index));
+            Ok((head.max(from.saturating_sub(1)) + 1, found))
+        })?;
+        for entry in logs {
+            if entry.removed {
+                continue;
+            }
+            match entry.topic0() {
+                Some(topic) if *topic == Registry::EpochAdvanced::SIGNATURE_HASH => {
+                    let advanced = entry
+                        .log_decode::<Registry::EpochAdvanced>()
+                        .map_err(|e| rpc("EpochAdvanced log", e))?;
+                    log.epoch = advanced.inner.data.epoch;
+                }
+                Some(topic) if *topic == Registry::NodeRegistered::SIGNATURE_HASH => {
+                    let registered = entry
+                        .log_decode::<Registry::NodeRegistered>()
+                        .map_err(|e| rpc("NodeRegistered log", e))?;
+                    let data = registered.inner.data;
+                    log.registered
+                        .insert(NodeId(data.node), (data.rewardWallet, data.features));
+                }
+                Some(topic) if *topic == Registry::NodeWalletUpdated::SIGNATURE_HASH => {
+                    let updated = entry
+                        .log_decode::<Registry::NodeWalletUpdated>()
+                        .map_err(|e| rpc("NodeWalletUpdated log", e))?;
+                    let data = updated.inner.data;
+                    // Registrations take effect in the next epoch too: never before the first.
+                    let from_epoch = log.epoch + 1;
+                    let changes = log.changes.entry(NodeId(data.node)).or_default();
+                    changes.retain(|earlier| earlier.from_epoch != from_epoch);
+                    changes.push(WalletChange {
+                        from_epoch,
+                        reward_wallet: data.rewardWallet,
+                        wallet_features: data.features,
+                    });
+                }
+                _ => {}
+            }
+        }
+        log.next_block = next_block;
+        Ok(())
     }
 
     /// Reads the `Deposited` logs up to the safe head, checking the count against the
@@ -822,10 +921,21 @@ impl UpperChain for EvmChain {
 
     fn registry_snapshot(&self, epoch: u64) -> Result<RegistrySnapshot, ChainError> {
         let nodes = self.view(Registry::allNodesCall {})?;
+        let mut wallets = self.wallets.lock();
+        self.scan_wallets(&mut wallets)?;
         let mut records = Vec::with_capacity(nodes.len());
         for node in nodes {
-            let record = node_record(node)?;
+            let mut record = node_record(node)?;
             if record.active_in(epoch) {
+                // The contract holds the current wallet; the logs say which was in force then.
+                if let (Some(changes), Some((wallet, features))) = (
+                    wallets.changes.get(&record.id),
+                    wallets.registered.get(&record.id),
+                ) {
+                    record.registration.reward_wallet = *wallet;
+                    record.registration.wallet_features.clone_from(features);
+                    wallet_as_of(&mut record, changes, epoch);
+                }
                 records.push(NodeRecord {
                     left_at_epoch: None,
                     ..record

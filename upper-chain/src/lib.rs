@@ -302,6 +302,36 @@ impl WalletUpdate {
     }
 }
 
+/// A node's reward wallet and payout features from one epoch on: a [`WalletUpdate`] as the
+/// chain applies it. An update takes effect in the epoch after the one it is made in, as a
+/// registration does, so the snapshot of an epoch that has begun never changes, and a report
+/// pays each epoch's work to the wallet registered for that epoch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct WalletChange {
+    /// The first epoch it is in force.
+    pub from_epoch: u64,
+    /// The reward wallet.
+    pub reward_wallet: Address,
+    /// That wallet's payout features.
+    pub wallet_features: Vec<String>,
+}
+
+/// Puts into `record` the wallet in force at `epoch`: the last of `changes` (sorted by
+/// epoch) from `epoch` or earlier, or the registration's own when there is none.
+pub(crate) fn wallet_as_of(record: &mut NodeRecord, changes: &[WalletChange], epoch: u64) {
+    if let Some(change) = changes
+        .iter()
+        .rev()
+        .find(|change| change.from_epoch <= epoch)
+    {
+        record.registration.reward_wallet = change.reward_wallet;
+        record
+            .registration
+            .wallet_features
+            .clone_from(&change.wallet_features);
+    }
+}
+
 /// A registered node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeRecord {
@@ -740,8 +770,10 @@ pub trait UpperChain: Send + Sync {
     /// Changes a registered node's reward wallet and payout features, signed by the node
     /// ([`WalletUpdate`]). Refused with [`ChainError::WrongSigner`] if another key signed it,
     /// [`ChainError::NotRegistered`], [`ChainError::AlreadyDeparted`], and
-    /// [`ChainError::WalletNonce`] if its nonce is not the node's next. Registry snapshots show
-    /// the change from then on, for every epoch (reports price a node by its current wallet).
+    /// [`ChainError::WalletNonce`] if its nonce is not the node's next. The change takes effect
+    /// in the next epoch: registry snapshots show it from that epoch on, and the snapshots of
+    /// epochs that have begun keep the wallet they had (a report pays each epoch's work to the
+    /// wallet of that epoch). Of two updates made in one epoch, the later is the one in force.
     fn update_wallet(&self, update: WalletUpdate, signature: &Signature) -> Result<(), ChainError>;
     /// The nonce the node's next wallet update must carry (0 before any).
     fn wallet_nonce(&self, node: &NodeId) -> Result<u64, ChainError>;

@@ -8,7 +8,7 @@ use primitives::{
 
 use crate::{
     Departure, DepartureKind, Deposit, GroupRootCommitment, NodeRecord, Registration,
-    SequencerCandidate, SequencerEpoch, SequencerRecord, SyncedRoot, WalletUpdate,
+    SequencerCandidate, SequencerEpoch, SequencerRecord, SyncedRoot, WalletChange, WalletUpdate,
 };
 
 /// Bound on endpoints, features and evidence read back from the store.
@@ -73,6 +73,34 @@ impl Decode for WalletUpdate {
             reward_wallet,
             wallet_features,
             nonce: decoder.u64()?,
+        })
+    }
+}
+
+impl Encode for WalletChange {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.from_epoch.encode(out);
+        self.reward_wallet.encode(out);
+        out.extend_from_slice(&(self.wallet_features.len() as u32).to_be_bytes());
+        for feature in &self.wallet_features {
+            put_bytes(out, feature.as_bytes());
+        }
+    }
+}
+
+impl Decode for WalletChange {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        let from_epoch = decoder.u64()?;
+        let reward_wallet = decoder.address()?;
+        let count = decoder.length("wallet features", FEATURES_MAX)?;
+        let mut wallet_features = Vec::new();
+        for _ in 0..count {
+            wallet_features.push(string(decoder, "wallet feature")?);
+        }
+        Ok(WalletChange {
+            from_epoch,
+            reward_wallet,
+            wallet_features,
         })
     }
 }
@@ -301,6 +329,8 @@ pub(crate) mod key {
     pub const EQUIVOCATION: &[u8] = b"e/";
     pub const BROKEN_PRECONFIRMATION: &[u8] = b"x/";
     pub const WALLET_NONCE: &[u8] = b"w/";
+    /// A wallet change, by node and the epoch it takes effect.
+    pub const WALLET_CHANGE: &[u8] = b"wc/";
     pub const SPONSOR_POLICY: &[u8] = b"sp/";
     pub const SPONSOR_NONCE: &[u8] = b"sn/";
     pub const SEQUENCER_EPOCH_LENGTH: &[u8] = b"m/sequencer-epoch-length";
@@ -315,6 +345,12 @@ pub(crate) mod key {
 
     pub fn node(prefix: &[u8], id: &NodeId) -> Vec<u8> {
         with(prefix, id.0.as_slice())
+    }
+
+    pub fn wallet_change(id: &NodeId, from_epoch: u64) -> Vec<u8> {
+        let mut out = node(WALLET_CHANGE, id);
+        out.extend_from_slice(&from_epoch.to_be_bytes());
+        out
     }
 
     pub fn number(prefix: &[u8], number: u64) -> Vec<u8> {

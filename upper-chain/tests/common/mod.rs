@@ -760,6 +760,52 @@ pub fn wallet_updates_by_the_owner_only(harness: &impl Harness) {
         ),
         Err(ChainError::NotRegistered(NodeId(intruder.address())))
     );
+
+    // Once the node serves, a change waits for the next epoch: the epoch under way keeps the
+    // wallet it began with, and so does its snapshot after the change is in force.
+    let serving = advance_epoch(chain.as_ref());
+    let wallet_in = |epoch: u64| {
+        let record = chain
+            .registry_snapshot(epoch)
+            .unwrap()
+            .node(&id)
+            .expect("registered")
+            .registration
+            .clone();
+        (record.reward_wallet, record.wallet_features)
+    };
+    let first = wallet_in(serving);
+    assert_eq!(first, (Address::repeat_byte(0x77), Vec::new()));
+    let moved = WalletUpdate {
+        node: id,
+        reward_wallet: Address::repeat_byte(0x78),
+        wallet_features: vec!["assets".into()],
+        nonce: 2,
+    };
+    chain
+        .update_wallet(
+            moved.clone(),
+            &node_key(1).sign_prehash(&moved.signing_hash()),
+        )
+        .unwrap();
+    // Of two changes in one epoch, the later is the one in force.
+    let again = WalletUpdate {
+        reward_wallet: Address::repeat_byte(0x79),
+        nonce: 3,
+        ..moved
+    };
+    chain
+        .update_wallet(
+            again.clone(),
+            &node_key(1).sign_prehash(&again.signing_hash()),
+        )
+        .unwrap();
+    assert_eq!(wallet_in(serving), first);
+    let next = (Address::repeat_byte(0x79), vec!["assets".to_string()]);
+    assert_eq!(wallet_in(serving + 1), next);
+    assert_eq!(advance_epoch(chain.as_ref()), serving + 1);
+    assert_eq!(wallet_in(serving), first);
+    assert_eq!(wallet_in(serving + 1), next);
 }
 
 pub fn exits_and_evictions(harness: &impl Harness) {
