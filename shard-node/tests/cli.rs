@@ -335,6 +335,48 @@ fn an_operator_changes_its_wallet_and_features_and_no_one_else_can() {
     assert_eq!(reset.reward_wallet, Address::repeat_byte(0x5e));
     assert!(reset.wallet_features.is_empty());
     assert_eq!(chain.owner.wallet_nonce(&id).unwrap(), 2);
+
+    // Once the node serves, a change waits for the next epoch, and `status` shows both.
+    let serving = chain.owner.advance_epoch();
+    let moved = shard_node(
+        &["set-wallet", "--config", config, "--reward-wallet", wallet],
+        &[("WALLET_FEATURES", "assets")],
+    );
+    assert!(moved.status.success(), "{}", stderr(&moved));
+    assert_eq!(
+        line(&stdout(&moved), "from_epoch"),
+        (serving + 1).to_string()
+    );
+    let status = shard_node(&["status", "--config", config], &[]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    let text = stdout(&status);
+    assert_eq!(
+        line(&text, "reward_wallet"),
+        format!("{}", Address::repeat_byte(0x5e))
+    );
+    assert_eq!(
+        line(&text, "next_wallet"),
+        format!(
+            "{} features assets from_epoch {}",
+            Address::repeat_byte(0x77),
+            serving + 1
+        )
+    );
+    chain.owner.advance_epoch();
+    let status = shard_node(&["status", "--config", config, "--json"], &[]);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(
+        json["reward_wallet"],
+        format!("{}", Address::repeat_byte(0x77))
+    );
+    assert_eq!(json["wallet_features"], serde_json::json!(["assets"]));
+    assert!(json["next_wallet"].is_null(), "{json}");
+    // The epoch the node served in before keeps the wallet it had.
+    let before = chain.owner.registry_snapshot(serving).unwrap();
+    assert_eq!(
+        before.node(&id).unwrap().registration.reward_wallet,
+        Address::repeat_byte(0x5e)
+    );
 }
 
 #[test]

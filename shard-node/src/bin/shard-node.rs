@@ -255,10 +255,13 @@ fn set_wallet(
     let signature = keys.operator().sign_prehash(&update.signing_hash());
     match chain.update_wallet(update.clone(), &signature) {
         Ok(()) => {
-            info!(node_id = %update.node.0, nonce = update.nonce, "wallet updated");
+            // A change takes effect in the next epoch; the epoch under way keeps its wallet.
+            let from_epoch = chain.epoch().context("reading the chain's epoch")? + 1;
+            info!(node_id = %update.node.0, nonce = update.nonce, from_epoch, "wallet updated");
             println!("updated {}", update.node.0);
             println!("reward_wallet {}", update.reward_wallet);
             println!("wallet_features {}", update.wallet_features.join(","));
+            println!("from_epoch {from_epoch}");
             Ok(())
         }
         Err(ChainError::NotRegistered(id)) => {
@@ -287,6 +290,22 @@ fn status(config_path: &Path, json: bool) -> anyhow::Result<()> {
             .node(&id)
             .cloned(),
     };
+    // A wallet change made this epoch shows in the next epoch's registry only.
+    let next_wallet = match &record {
+        Some(record) if record.active_in(epoch) => chain
+            .registry_snapshot(epoch + 1)
+            .with_context(|| format!("reading the registry of epoch {}", epoch + 1))?
+            .node(&id)
+            .map(|next| next.registration.clone())
+            .filter(|next| {
+                (&next.reward_wallet, &next.wallet_features)
+                    != (
+                        &record.registration.reward_wallet,
+                        &record.registration.wallet_features,
+                    )
+            }),
+        _ => None,
+    };
     let synced = chain.synced_root(&id)?;
     let departure = chain.departure(&id)?;
     let why = departure.as_ref().map(shard_node::bft::describe_departure);
@@ -305,6 +324,11 @@ fn status(config_path: &Path, json: bool) -> anyhow::Result<()> {
             "endpoint": record.as_ref().map(|record| record.registration.endpoint.clone()),
             "reward_wallet": record.as_ref().map(|record| record.registration.reward_wallet.to_string()),
             "wallet_features": record.as_ref().map(|record| record.registration.wallet_features.clone()),
+            "next_wallet": next_wallet.as_ref().map(|next| serde_json::json!({
+                "from_epoch": epoch + 1,
+                "reward_wallet": next.reward_wallet.to_string(),
+                "wallet_features": next.wallet_features.clone(),
+            })),
             "synced_root": synced.as_ref().map(|synced| serde_json::json!({
                 "epoch": synced.epoch, "batch": synced.batch, "root": synced.root.to_string(),
             })),
@@ -325,6 +349,14 @@ fn status(config_path: &Path, json: bool) -> anyhow::Result<()> {
         println!(
             "wallet_features {}",
             record.registration.wallet_features.join(",")
+        );
+    }
+    if let Some(next) = &next_wallet {
+        println!(
+            "next_wallet {} features {} from_epoch {}",
+            next.reward_wallet,
+            next.wallet_features.join(","),
+            epoch + 1
         );
     }
     if let Some(synced) = &synced {
