@@ -23,7 +23,7 @@ use std::{
 use primitives::{Address, B256, NodeId, keccak256};
 use serde::{Deserialize, Serialize};
 
-use crate::report::{Period, ReportRow};
+use crate::report::{NodeEntry, Period, ReportRow};
 
 /// The wallet feature that makes a node's payouts go through the asset rollup.
 pub const ASSETS_FEATURE: &str = "assets";
@@ -271,14 +271,20 @@ impl ReceiptBook {
         &self.receipts
     }
 
-    /// What payouts of exactly `period` paid `node`.
-    pub fn paid(&self, period: Period, node: &NodeId) -> u128 {
+    /// What payouts of exactly `period` paid `entry`'s node to its wallet by its method (a
+    /// node whose wallet changed within the period has an entry, and is paid, per wallet).
+    pub fn paid(&self, period: Period, entry: &NodeEntry) -> u128 {
         let period = period.to_string();
+        let method = entry.method();
         self.receipts
             .iter()
-            .filter(|receipt| receipt.period == period)
+            .filter(|receipt| {
+                receipt.period == period
+                    && receipt.wallet == entry.wallet
+                    && receipt.method == method
+            })
             .flat_map(|receipt| &receipt.nodes)
-            .filter(|share| share.node == node.0)
+            .filter(|share| share.node == entry.id.0)
             .map(|share| share.amount.parse::<u128>().unwrap_or(0))
             .sum()
     }

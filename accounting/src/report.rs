@@ -6,6 +6,11 @@
 //! owed in total, and what earlier payouts of this same period already paid (from the receipts,
 //! [`crate::payout::ReceiptBook`]). The payout step reads the CSV back, so the file an operator
 //! reviews is exactly what gets paid.
+//!
+//! Each epoch's work is paid to the wallet registered for that epoch (a wallet change takes
+//! effect in the epoch after it is made, [`upper_chain::UpperChain::update_wallet`]). A node
+//! whose wallet or payout method changed within the period has one row per wallet and method,
+//! each with the epochs it covers (the `epochs` column) and the usage of those epochs only.
 
 use std::{collections::BTreeMap, fmt, str::FromStr};
 
@@ -13,8 +18,9 @@ use primitives::{Address, NodeId};
 use upper_chain::{ChainError, DepartureKind, UpperChain};
 
 use crate::{
+    payout::PayoutMethod,
     rates::Rates,
-    usage::{Figure, Usage},
+    usage::{Figure, Usage, UsageSummary},
 };
 
 /// An inclusive range of epochs a report covers.
@@ -115,39 +121,87 @@ pub struct NodeEntry {
     pub evicted_at_epoch: Option<u64>,
     /// Its reward wallet.
     pub wallet: Address,
-    /// That wallet's payout features, as registered (unknown ones kept).
+    /// That wallet's payout features, as registered (unknown ones kept); the latest of
+    /// `epochs` where they changed without changing the payout method.
     pub wallet_features: Vec<String>,
+    /// The epochs of the period in which the node was active with this wallet and method, as
+    /// ascending, disjoint ranges.
+    pub epochs: Vec<Period>,
 }
 
-/// Every node active in some epoch of `period`, from the chain's registry snapshots. Where a
-/// node's registration differs between epochs, the latest wins.
+impl NodeEntry {
+    /// How this entry is paid.
+    pub fn method(&self) -> PayoutMethod {
+        PayoutMethod::for_features(&self.wallet_features)
+    }
+}
+
+/// `epochs` as the report writes them: `FROM-TO` ranges joined by `;`.
+pub fn format_epochs(epochs: &[Period]) -> String {
+    epochs
+        .iter()
+        .map(Period::to_string)
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// Adds `epoch` to ascending ranges, extending the last when it follows it.
+fn add_epoch(epochs: &mut Vec<Period>, epoch: u64) {
+    match epochs.last_mut() {
+        Some(last) if last.to_epoch.checked_add(1) == Some(epoch) => last.to_epoch = epoch,
+        Some(last) if last.to_epoch >= epoch => {}
+        _ => epochs.push(Period {
+            from_epoch: epoch,
+            to_epoch: epoch,
+        }),
+    }
+}
+
+/// Every node active in some epoch of `period`, from the chain's registry snapshot of each
+/// epoch: one entry per node, wallet and payout method, holding the epochs in which they were
+/// the node's (one entry for a node whose wallet did not change), sorted by node and epochs.
 pub fn registry_over(
     chain: &dyn UpperChain,
     period: Period,
 ) -> Result<Vec<NodeEntry>, ReportError> {
-    let mut nodes: BTreeMap<NodeId, NodeEntry> = BTreeMap::new();
+    let mut entries: BTreeMap<(NodeId, Address, PayoutMethod), NodeEntry> = BTreeMap::new();
     for epoch in period.epochs() {
         for record in chain.registry_snapshot(epoch)?.nodes {
-            nodes.insert(
-                record.id,
-                NodeEntry {
+            let wallet = record.registration.reward_wallet;
+            let features = record.registration.wallet_features;
+            let method = PayoutMethod::for_features(&features);
+            let entry = entries
+                .entry((record.id, wallet, method))
+                .or_insert_with(|| NodeEntry {
                     id: record.id,
                     created_at_epoch: record.active_from_epoch,
                     evicted_at_epoch: None,
-                    wallet: record.registration.reward_wallet,
-                    wallet_features: record.registration.wallet_features,
-                },
-            );
+                    wallet,
+                    wallet_features: Vec::new(),
+                    epochs: Vec::new(),
+                });
+            entry.wallet_features = features;
+            add_epoch(&mut entry.epochs, epoch);
         }
     }
-    for entry in nodes.values_mut() {
-        if let Some(departure) = chain.departure(&entry.id)?
-            && departure.kind == DepartureKind::Eviction
-        {
-            entry.evicted_at_epoch = Some(departure.epoch);
-        }
+    let mut departures: BTreeMap<NodeId, Option<u64>> = BTreeMap::new();
+    for entry in entries.values_mut() {
+        let evicted = match departures.get(&entry.id) {
+            Some(evicted) => *evicted,
+            None => {
+                let evicted = chain
+                    .departure(&entry.id)?
+                    .filter(|departure| departure.kind == DepartureKind::Eviction)
+                    .map(|departure| departure.epoch);
+                departures.insert(entry.id, evicted);
+                evicted
+            }
+        };
+        entry.evicted_at_epoch = evicted;
     }
-    Ok(nodes.into_values().collect())
+    let mut entries: Vec<NodeEntry> = entries.into_values().collect();
+    entries.sort_by(|a, b| (a.id, &a.epochs).cmp(&(b.id, &b.epochs)));
+    Ok(entries)
 }
 
 /// A wallet feature list as the report writes it (comma-separated), split; empty for none.
@@ -182,20 +236,26 @@ impl ReportRow {
     }
 }
 
-/// Builds the report's rows, one per node in `nodes`, sorted by node ID. A node with no
-/// accepted usage gets a row of zeros (it was registered, so the operator should see it).
-/// `paid` says what earlier payouts of this period paid each node.
+/// Builds the report's rows, one per entry of `nodes` ([`registry_over`]), sorted by node ID
+/// and epochs, each with the usage `usage` accepted for its node over its epochs. A node with
+/// no accepted usage gets a row of zeros (it was registered, so the operator should see it).
+/// `paid` says what earlier payouts of this period paid the entry's node to its wallet by its
+/// method ([`crate::payout::ReceiptBook::paid`]).
 pub fn build(
     period: Period,
     nodes: &[NodeEntry],
-    usage: &BTreeMap<NodeId, Usage>,
+    usage: &UsageSummary,
     rates: &Rates,
-    paid: impl Fn(&NodeId) -> u128,
+    paid: impl Fn(&NodeEntry) -> u128,
 ) -> Vec<ReportRow> {
     let mut rows: Vec<ReportRow> = nodes
         .iter()
         .map(|node| {
-            let usage = usage.get(&node.id).copied().unwrap_or_default();
+            let mut total = Usage::default();
+            for span in &node.epochs {
+                total.add(&usage.between(&node.id, span.epochs()));
+            }
+            let usage = total;
             let compensation = rates.compensation(&usage);
             ReportRow {
                 period,
@@ -203,11 +263,11 @@ pub fn build(
                 usage,
                 compensation,
                 owed: compensation.iter().sum(),
-                paid: paid(&node.id),
+                paid: paid(node),
             }
         })
         .collect();
-    rows.sort_by_key(|row| row.node.id);
+    rows.sort_by(|a, b| (a.node.id, &a.node.epochs).cmp(&(b.node.id, &b.node.epochs)));
     rows
 }
 
@@ -215,6 +275,7 @@ pub fn build(
 pub fn header() -> Vec<String> {
     let mut columns: Vec<String> = [
         "period",
+        "epochs",
         "node_id",
         "created_at_epoch",
         "evicted_at_epoch",
@@ -236,6 +297,7 @@ pub fn write_csv(rows: &[ReportRow], out: impl std::io::Write) -> Result<(), Rep
     for row in rows {
         let mut record = vec![
             row.period.to_string(),
+            format_epochs(&row.node.epochs),
             row.node.id.0.to_string(),
             row.node.created_at_epoch.to_string(),
             row.node
@@ -288,27 +350,33 @@ pub fn read_csv(input: impl std::io::Read) -> Result<Vec<ReportRow>, ReportError
             })
         }
         let period: Period = parse(line, "period", field(0), "FROM-TO")?;
-        let id: Address = parse(line, "node_id", field(1), "an address")?;
-        let created_at_epoch = parse(line, "created_at_epoch", field(2), "an epoch")?;
-        let evicted_at_epoch = match field(3) {
+        let epochs = parse_epochs(field(1), period).ok_or_else(|| ReportError::Field {
+            line,
+            column: "epochs",
+            value: field(1).to_string(),
+            expected: "ascending FROM-TO ranges within the period, joined by ';'",
+        })?;
+        let id: Address = parse(line, "node_id", field(2), "an address")?;
+        let created_at_epoch = parse(line, "created_at_epoch", field(3), "an epoch")?;
+        let evicted_at_epoch = match field(4) {
             "" => None,
             value => Some(parse(line, "evicted_at_epoch", value, "an epoch or empty")?),
         };
-        let wallet = parse(line, "wallet", field(4), "an address")?;
-        let wallet_features = split_features(field(5));
+        let wallet = parse(line, "wallet", field(5), "an address")?;
+        let wallet_features = split_features(field(6));
         let mut usage = Usage::default();
         for (offset, figure) in Figure::ALL.into_iter().enumerate() {
             usage.set(
                 figure,
-                parse(line, figure.name(), field(6 + offset), "a count")?,
+                parse(line, figure.name(), field(7 + offset), "a count")?,
             );
         }
         let mut compensation = [0u128; 6];
         for (offset, amount) in compensation.iter_mut().enumerate() {
-            *amount = parse(line, "pay_*", field(12 + offset), "an amount")?;
+            *amount = parse(line, "pay_*", field(13 + offset), "an amount")?;
         }
-        let owed: u128 = parse(line, "owed", field(18), "an amount")?;
-        let paid = parse(line, "paid", field(19), "an amount")?;
+        let owed: u128 = parse(line, "owed", field(19), "an amount")?;
+        let paid = parse(line, "paid", field(20), "an amount")?;
         if compensation
             .iter()
             .try_fold(0u128, |sum, amount| sum.checked_add(*amount))
@@ -324,6 +392,7 @@ pub fn read_csv(input: impl std::io::Read) -> Result<Vec<ReportRow>, ReportError
                 evicted_at_epoch,
                 wallet,
                 wallet_features,
+                epochs,
             },
             usage,
             compensation,
@@ -332,6 +401,27 @@ pub fn read_csv(input: impl std::io::Read) -> Result<Vec<ReportRow>, ReportError
         });
     }
     Ok(rows)
+}
+
+/// Reads [`format_epochs`]' form back: ascending, disjoint ranges inside `period` (none for
+/// an empty field); `None` for anything else.
+fn parse_epochs(text: &str, period: Period) -> Option<Vec<Period>> {
+    if text.is_empty() {
+        return Some(Vec::new());
+    }
+    let mut epochs: Vec<Period> = Vec::new();
+    for part in text.split(';') {
+        let span: Period = part.parse().ok()?;
+        let inside = period.from_epoch <= span.from_epoch && span.to_epoch <= period.to_epoch;
+        let after_last = epochs
+            .last()
+            .is_none_or(|last| last.to_epoch < span.from_epoch);
+        if !inside || !after_last {
+            return None;
+        }
+        epochs.push(span);
+    }
+    Some(epochs)
 }
 
 #[cfg(test)]
@@ -345,7 +435,18 @@ mod tests {
             evicted_at_epoch: (byte == 3).then_some(4),
             wallet: Address::repeat_byte(0xee),
             wallet_features: features.iter().map(|f| f.to_string()).collect(),
+            epochs: vec![Period::new(2, 5).expect("period")],
         }
+    }
+
+    /// Accepted usage as a summary holds it: each node's in one epoch of the period.
+    fn summary(usage: &[(NodeId, u64, Usage)]) -> UsageSummary {
+        let mut summary = UsageSummary::default();
+        for (node, epoch, usage) in usage {
+            summary.per_epoch.insert((*node, *epoch), *usage);
+            summary.per_node.entry(*node).or_default().add(usage);
+        }
+        summary
     }
 
     fn sample() -> Vec<ReportRow> {
@@ -355,9 +456,10 @@ mod tests {
             entry(1, &[]),
             entry(2, &["assets"]),
         ];
-        let usage = BTreeMap::from([
+        let usage = summary(&[
             (
                 nodes[0].id,
+                3,
                 Usage {
                     moves_executed: 10,
                     uptime_seconds: 7,
@@ -366,6 +468,7 @@ mod tests {
             ),
             (
                 nodes[1].id,
+                5,
                 Usage {
                     moves_executed: 1,
                     relayed_bytes: 100,
@@ -378,8 +481,8 @@ mod tests {
             (Figure::RelayedBytes, 2),
             (Figure::UptimeSeconds, 3),
         ]);
-        build(period, &nodes, &usage, &rates, |id| {
-            if id.0 == Address::repeat_byte(1) {
+        build(period, &nodes, &usage, &rates, |node| {
+            if node.id.0 == Address::repeat_byte(1) {
                 500
             } else {
                 0
@@ -406,7 +509,9 @@ mod tests {
         let mut out = Vec::new();
         write_csv(&rows, &mut out).expect("write");
         let text = String::from_utf8(out.clone()).expect("utf8");
-        assert!(text.starts_with("period,node_id,created_at_epoch,evicted_at_epoch,wallet,"));
+        assert!(
+            text.starts_with("period,epochs,node_id,created_at_epoch,evicted_at_epoch,wallet,")
+        );
         assert!(text.contains("\"assets,other\""), "{text}");
         assert_eq!(read_csv(out.as_slice()).expect("read"), rows);
     }
@@ -426,6 +531,15 @@ mod tests {
                 owed: 9200
             })
         ));
+        let bad_epochs = text.replacen("2-5,2-5", "2-5,1-5", 1);
+        assert!(matches!(
+            read_csv(bad_epochs.as_bytes()),
+            Err(ReportError::Field {
+                line: 2,
+                column: "epochs",
+                ..
+            })
+        ));
         let bad_period = text.replacen("2-5", "5-2", 1);
         assert!(matches!(
             read_csv(bad_period.as_bytes()),
@@ -440,6 +554,128 @@ mod tests {
             read_csv(foreign.as_bytes()),
             Err(ReportError::Header { .. })
         ));
+    }
+
+    #[test]
+    fn each_epoch_is_paid_to_the_wallet_registered_for_it() {
+        use primitives::{AccountKey, bls::BlsSecretKey};
+        use upper_chain::{EmbeddedChain, Genesis, Registration, WalletUpdate};
+
+        let chain = EmbeddedChain::with_genesis(&Genesis::default());
+        let keys: Vec<AccountKey> = (1..=2).map(AccountKey::from_seed).collect();
+        for (index, key) in keys.iter().enumerate() {
+            let bls = BlsSecretKey::from_seed(&[index as u8 + 1; 32]);
+            let registration = Registration {
+                endpoint: format!("node-{index}"),
+                reward_wallet: Address::repeat_byte(0xa0),
+                wallet_features: Vec::new(),
+                bls_key: bls.public_key(),
+                bls_possession: bls.proof_of_possession(),
+            };
+            let signature = key.sign_prehash(&registration.signing_hash());
+            chain
+                .register_node(registration, &signature)
+                .expect("registers");
+        }
+        let moved = NodeId(keys[0].address());
+        let update = |wallet: u8, features: &[&str], nonce: u64| {
+            let update = WalletUpdate {
+                node: moved,
+                reward_wallet: Address::repeat_byte(wallet),
+                wallet_features: features.iter().map(|f| f.to_string()).collect(),
+                nonce,
+            };
+            let signature = keys[0].sign_prehash(&update.signing_hash());
+            chain.update_wallet(update, &signature).expect("updates");
+        };
+        // Epochs 1-2 on wallet A; changed during 2 to B (epochs 3-4); during 4 to the rollup
+        // (epoch 5); during 5 back to A on the upper chain (epoch 6).
+        assert_eq!(chain.advance_epoch(), 1);
+        chain.advance_epoch();
+        update(0xb0, &[], 0);
+        chain.advance_epoch();
+        chain.advance_epoch();
+        update(0xb0, &["assets"], 1);
+        chain.advance_epoch();
+        update(0xa0, &["other"], 2);
+        chain.advance_epoch();
+        assert_eq!(chain.advance_epoch(), 7);
+
+        let period = Period::new(1, 6).expect("period");
+        let entries = registry_over(&chain, period).expect("registry");
+        let spans = |node: NodeId| -> Vec<(u8, PayoutMethod, String)> {
+            entries
+                .iter()
+                .filter(|entry| entry.id == node)
+                .map(|entry| {
+                    (
+                        entry.wallet[0],
+                        entry.method(),
+                        format_epochs(&entry.epochs),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            spans(moved),
+            vec![
+                (0xa0, PayoutMethod::UpperChain, "1-2;6-6".to_string()),
+                (0xb0, PayoutMethod::UpperChain, "3-4".to_string()),
+                (0xb0, PayoutMethod::Rollup, "5-5".to_string()),
+            ]
+        );
+        // The entry's features are its latest epoch's.
+        let back = entries
+            .iter()
+            .find(|entry| entry.id == moved && entry.wallet[0] == 0xa0)
+            .expect("entry");
+        assert_eq!(back.wallet_features, vec!["other".to_string()]);
+        let still = NodeId(keys[1].address());
+        assert_eq!(
+            spans(still),
+            vec![(0xa0, PayoutMethod::UpperChain, "1-6".to_string())]
+        );
+
+        // Ten moves an epoch for each node: each row holds its own epochs' moves only.
+        let per_epoch: Vec<(NodeId, u64, Usage)> = [moved, still]
+            .into_iter()
+            .flat_map(|node| {
+                period.epochs().map(move |epoch| {
+                    let usage = Usage {
+                        moves_executed: 10,
+                        ..Usage::default()
+                    };
+                    (node, epoch, usage)
+                })
+            })
+            .collect();
+        let rates = Rates::new(&[(Figure::MovesExecuted, 1)]);
+        let rows = build(period, &entries, &summary(&per_epoch), &rates, |_| 0);
+        let owed = |node: NodeId| -> Vec<(u8, u128)> {
+            rows.iter()
+                .filter(|row| row.node.id == node)
+                .map(|row| (row.node.wallet[0], row.owed))
+                .collect()
+        };
+        assert_eq!(owed(moved), vec![(0xa0, 30), (0xb0, 20), (0xb0, 10)]);
+        assert_eq!(owed(still), vec![(0xa0, 60)]);
+        let mut csv = Vec::new();
+        write_csv(&rows, &mut csv).expect("write");
+        assert_eq!(read_csv(csv.as_slice()).expect("read"), rows);
+
+        // One payout per wallet and method; A's covers both nodes' upper-chain epochs.
+        let payouts: Vec<(u8, PayoutMethod, u128)> = crate::payout::plan(&rows)
+            .iter()
+            .map(|payout| (payout.wallet[0], payout.method, payout.amount))
+            .collect();
+        assert_eq!(
+            payouts,
+            vec![
+                (0xa0, PayoutMethod::UpperChain, 90),
+                (0xb0, PayoutMethod::UpperChain, 20),
+                (0xb0, PayoutMethod::Rollup, 10),
+            ]
+        );
     }
 
     #[test]

@@ -310,10 +310,27 @@ pub struct Discrepancy {
 pub struct UsageSummary {
     /// Accepted usage per node, summed over the epochs.
     pub per_node: BTreeMap<NodeId, Usage>,
+    /// Accepted usage per node and epoch (a report splits a node's epochs by the wallet in
+    /// force in each).
+    pub per_epoch: BTreeMap<(NodeId, u64), Usage>,
     /// Claims cut to what witnesses saw (or to the epoch's length for uptime).
     pub discrepancies: Vec<Discrepancy>,
     /// Reports refused outright, with why.
     pub refused: Vec<UsageError>,
+}
+
+impl UsageSummary {
+    /// The accepted usage of `node` over `epochs`.
+    pub fn between(&self, node: &NodeId, epochs: std::ops::RangeInclusive<u64>) -> Usage {
+        let mut total = Usage::default();
+        for (_, usage) in self
+            .per_epoch
+            .range((*node, *epochs.start())..=(*node, *epochs.end()))
+        {
+            total.add(usage);
+        }
+        total
+    }
 }
 
 /// Checks signed reports against observations and sums the accepted figures per node.
@@ -417,6 +434,7 @@ pub fn summarise(
             .entry(NodeId(node))
             .or_default()
             .add(&accepted);
+        summary.per_epoch.insert((NodeId(node), epoch), accepted);
     }
     summary
 }

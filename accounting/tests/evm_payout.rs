@@ -125,8 +125,8 @@ fn a_period_is_reported_from_the_chain_and_paid_on_it_once() {
         features[&other.address()],
         vec!["flag-from-the-future".to_string()]
     );
-    let rows = report::build(period, &nodes, &summary.per_node, &rates, |id| {
-        book.paid(period, id)
+    let rows = report::build(period, &nodes, &summary, &rates, |node| {
+        book.paid(period, node)
     });
 
     // The CSV is what gets paid: write it, read it back.
@@ -184,8 +184,8 @@ fn a_period_is_reported_from_the_chain_and_paid_on_it_once() {
     // Re-running the paid period pays nothing: the next report shows the nodes paid, and
     // executing the old plan again is skipped by its receipts.
     let book = ReceiptBook::open(&receipts).unwrap();
-    let rows = report::build(period, &nodes, &summary.per_node, &rates, |id| {
-        book.paid(period, id)
+    let rows = report::build(period, &nodes, &summary, &rates, |node| {
+        book.paid(period, node)
     });
     let again = payout::plan(&rows);
     assert!(

@@ -158,8 +158,8 @@ fn three_nodes_of_one_operator_are_paid_by_their_methods_once() {
     let receipts = dir.path().join("receipts.jsonl");
     let book = ReceiptBook::open(&receipts).unwrap();
     let nodes = report::registry_over(chain.as_ref(), period).unwrap();
-    let rows = report::build(period, &nodes, &summary.per_node, &rates, |id| {
-        book.paid(period, id)
+    let rows = report::build(period, &nodes, &summary, &rates, |node| {
+        book.paid(period, node)
     });
     let csv = dir.path().join("report.csv");
     report::write_csv(&rows, std::fs::File::create(&csv).unwrap()).unwrap();
@@ -271,8 +271,8 @@ fn three_nodes_of_one_operator_are_paid_by_their_methods_once() {
     // is skipped by its receipts, and the rail asked again for the rollup payout answers with
     // the first transfer's reference without paying.
     let book = ReceiptBook::open(&receipts).unwrap();
-    let rows = report::build(period, &nodes, &summary.per_node, &rates, |id| {
-        book.paid(period, id)
+    let rows = report::build(period, &nodes, &summary, &rates, |node| {
+        book.paid(period, node)
     });
     assert!(
         rows.iter()

@@ -211,7 +211,8 @@ impl RollupArgs {
             self.treasury_asset_seed.as_ref(),
         ) else {
             bail!(
-                "--bridge needs --directory, --payout-token, --prover-keys and                  --treasury-asset-seed"
+                "--bridge needs --directory, --payout-token, --prover-keys and \
+                 --treasury-asset-seed"
             );
         };
         let assets = EvmAssets::connect(chain, chain_id, treasury, bridge, self.bridge_block)
@@ -293,6 +294,9 @@ fn main() -> Result<()> {
             }
             let mut config = ChainConfig::new(chain.clone(), chain_id);
             config.registry = registry;
+            // A report only reads the chain, but an EVM connection is made with a sender: give
+            // it a key that never signs anything.
+            config.sender = Some(primitives::AccountKey::from_seed(0));
             let chain: Arc<dyn UpperChain> = if std::path::Path::new(&chain).is_dir() {
                 // An existing store keeps its own genesis; the one given here is ignored.
                 Arc::new(
@@ -303,8 +307,8 @@ fn main() -> Result<()> {
                 connect(&config).with_context(|| format!("upper chain {chain}"))?
             };
             let nodes = report::registry_over(chain.as_ref(), period)?;
-            let rows = report::build(period, &nodes, &summary.per_node, &rates, |id| {
-                book.paid(period, id)
+            let rows = report::build(period, &nodes, &summary, &rates, |node| {
+                book.paid(period, node)
             });
             let file = File::create(&out).with_context(|| format!("creating {}", out.display()))?;
             report::write_csv(&rows, file)?;

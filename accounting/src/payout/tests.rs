@@ -4,7 +4,7 @@ use super::*;
 use crate::{
     Rates,
     report::{NodeEntry, build},
-    usage::{Figure, Usage},
+    usage::{Figure, Usage, UsageSummary},
 };
 
 /// A rail that keeps balances in memory: what the wallets received, by payout id, so a second
@@ -53,6 +53,7 @@ fn node(byte: u8, wallet: u8, features: &str) -> NodeEntry {
         evicted_at_epoch: None,
         wallet: Address::repeat_byte(wallet),
         wallet_features: crate::report::split_features(features),
+        epochs: vec![period()],
     }
 }
 
@@ -68,20 +69,20 @@ fn rows(book: &ReceiptBook) -> Vec<ReportRow> {
         node(3, 0xa0, "assets,other"),
         node(4, 0xb0, "other"),
     ];
-    let usage: BTreeMap<NodeId, Usage> = nodes
-        .iter()
-        .enumerate()
-        .map(|(index, node)| {
-            let usage = Usage {
-                moves_executed: 10 * (index as u64 + 1),
-                ..Usage::default()
-            };
-            (node.id, usage)
-        })
-        .collect();
+    let mut usage = UsageSummary::default();
+    for (index, node) in nodes.iter().enumerate() {
+        let moves = Usage {
+            moves_executed: 10 * (index as u64 + 1),
+            ..Usage::default()
+        };
+        usage
+            .per_epoch
+            .insert((node.id, period().from_epoch), moves);
+        usage.per_node.insert(node.id, moves);
+    }
     let rates = Rates::new(&[(Figure::MovesExecuted, 7)]);
-    build(period(), &nodes, &usage, &rates, |id| {
-        book.paid(period(), id)
+    build(period(), &nodes, &usage, &rates, |node| {
+        book.paid(period(), node)
     })
 }
 

@@ -111,7 +111,7 @@ async fn an_epoch_report_over_a_devnet_run_shows_the_moves_each_nodes_groups_exe
     assert!(cut.is_empty(), "witnesses disagree with claims: {cut:?}");
     let nodes = report::registry_over(devnet.chain.as_ref(), period).expect("registry");
     let rates = Rates::example();
-    let rows = report::build(period, &nodes, &summary.per_node, &rates, |_| 0);
+    let rows = report::build(period, &nodes, &summary, &rates, |_| 0);
     let mut csv = Vec::new();
     report::write_csv(&rows, &mut csv).expect("written");
     let rows = report::read_csv(csv.as_slice()).expect("reads back");

@@ -1,0 +1,354 @@
+//! The `tickrate-accounting` command as an operator runs it: `report` from the chain and the
+//! nodes' usage files, `plan`, and `pay` on a real EVM dev node, where a node that changed its
+//! wallet within the period is paid each epoch's work at the wallet of that epoch, and a second
+//! `pay` moves nothing; malformed rate and usage files are clear errors that write nothing.
+//!
+//! Without Node.js the dev-node test is skipped with a message, except under `CI=true`, where
+//! that fails it (`upper_chain::devnode`).
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    process::{Command, Output},
+};
+
+use accounting::{
+    PayoutMethod, UsageReport,
+    report::{self, format_epochs},
+    usage::{Figure, Observation, Usage},
+};
+use primitives::{AccountKey, Address, U256, bls::BlsSecretKey, keyfile::OperatorKeys};
+use upper_chain::{
+    AdminOp, EmbeddedChain, EvmChain, EvmConfig, Genesis, Registration, UpperChain, WalletUpdate,
+    devnode::{CHAIN_ID, devnode, funded_key},
+};
+
+fn accounting(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tickrate-accounting"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn path(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn write_lines<T: serde::Serialize>(file: &Path, items: &[T]) {
+    let text: String = items
+        .iter()
+        .map(|item| serde_json::to_string(item).unwrap() + "\n")
+        .collect();
+    std::fs::write(file, text).unwrap();
+}
+
+#[test]
+fn malformed_rates_usage_or_period_are_clear_errors_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain_dir = dir.path().join("upper-chain");
+    drop(EmbeddedChain::open(&chain_dir, &Genesis::default()).unwrap());
+    let good_rates = dir.path().join("rates.toml");
+    std::fs::write(&good_rates, accounting::rates::EXAMPLE).unwrap();
+    let usage = dir.path().join("usage.jsonl");
+    std::fs::write(&usage, "").unwrap();
+    let out = dir.path().join("report.csv");
+    let report = |rates: &Path, usage: &Path, from: &str, to: &str| {
+        accounting(&[
+            "report",
+            "--chain",
+            path(&chain_dir),
+            "--from",
+            from,
+            "--to",
+            to,
+            "--rates",
+            path(rates),
+            "--usage",
+            path(usage),
+            "--receipts",
+            path(&dir.path().join("receipts.jsonl")),
+            "--out",
+            path(&out),
+        ])
+    };
+
+    for (name, text, expected) in [
+        ("negative.toml", "moves_executed = -1\n", "moves_executed"),
+        ("unknown.toml", "moves_executd = 5\n", "moves_executd"),
+        ("garbage.toml", "not toml at all", "garbage.toml"),
+    ] {
+        let rates = dir.path().join(name);
+        std::fs::write(&rates, text).unwrap();
+        let run = report(&rates, &usage, "1", "2");
+        assert!(!run.status.success(), "{name} was accepted");
+        assert!(stderr(&run).contains(expected), "{name}: {}", stderr(&run));
+        assert!(!out.exists(), "{name} wrote a report");
+    }
+
+    let broken = dir.path().join("broken.jsonl");
+    std::fs::write(&broken, "{\"report\": 1}\n").unwrap();
+    let run = report(&good_rates, &broken, "1", "2");
+    assert!(!run.status.success());
+    assert!(
+        stderr(&run).contains("broken.jsonl") && stderr(&run).contains("line 1"),
+        "{}",
+        stderr(&run)
+    );
+    assert!(!out.exists());
+
+    let run = report(&good_rates, &usage, "3", "2");
+    assert!(!run.status.success());
+    assert!(
+        stderr(&run).contains("--from 3 is after --to 2"),
+        "{}",
+        stderr(&run)
+    );
+    assert!(!out.exists());
+
+    // The same files with a sound period make an (empty) report.
+    let run = report(&good_rates, &usage, "1", "2");
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(out.exists());
+}
+
+fn register(chain: &dyn UpperChain, key: &AccountKey, wallet: Address, features: &[&str]) {
+    let bls = BlsSecretKey::from_seed(&key.secret_bytes());
+    let registration = Registration {
+        endpoint: "127.0.0.1:9000".into(),
+        reward_wallet: wallet,
+        wallet_features: features.iter().map(|f| f.to_string()).collect(),
+        bls_key: bls.public_key(),
+        bls_possession: bls.proof_of_possession(),
+    };
+    let signature = key.sign_prehash(&registration.signing_hash());
+    chain.register_node(registration, &signature).unwrap();
+}
+
+#[test]
+fn an_operator_reports_plans_and_pays_a_period_once_each_epoch_to_its_wallet() {
+    let Some(url) = devnode() else {
+        return;
+    };
+    let treasury = funded_key();
+    let admin = funded_key();
+    let (registry, block) =
+        EvmChain::deploy(url, CHAIN_ID, &treasury, admin.address(), 1_000, None).unwrap();
+    let connect = |key: &AccountKey| {
+        let mut config = EvmConfig::new(url, CHAIN_ID, registry, key.clone());
+        config.deploy_block = block;
+        EvmChain::connect(config).unwrap()
+    };
+    let chain = connect(&treasury);
+    let advance = || {
+        let nonce = chain.admin_nonce().unwrap();
+        let op = AdminOp::AdvanceEpoch;
+        chain
+            .admin(op.clone(), &admin.sign_prehash(&op.signing_hash(nonce)))
+            .unwrap();
+    };
+
+    // Two nodes; the first moves to a new wallet during epoch 1, so from epoch 2 on.
+    let first_wallet = AccountKey::from_seed(0x0c11a1).address();
+    let second_wallet = AccountKey::from_seed(0x0c11a2).address();
+    let new_wallet = AccountKey::from_seed(0x0c11a3).address();
+    let (mover, stayer) = (funded_key(), funded_key());
+    register(&connect(&mover), &mover, first_wallet, &[]);
+    register(
+        &connect(&stayer),
+        &stayer,
+        second_wallet,
+        &["flag-from-the-future"],
+    );
+    advance();
+    let update = WalletUpdate {
+        node: primitives::NodeId(mover.address()),
+        reward_wallet: new_wallet,
+        wallet_features: Vec::new(),
+        nonce: 0,
+    };
+    let signature = mover.sign_prehash(&update.signing_hash());
+    connect(&mover).update_wallet(update, &signature).unwrap();
+    advance();
+    advance();
+
+    // Each node claims 10 moves an epoch, and the other node saw them.
+    let dir = tempfile::tempdir().unwrap();
+    let mut reports = Vec::new();
+    let mut observations = Vec::new();
+    for epoch in 1..=2 {
+        for (key, witness) in [(&mover, &stayer), (&stayer, &mover)] {
+            let usage = Usage {
+                moves_executed: 10,
+                ..Usage::default()
+            };
+            reports.push(
+                UsageReport {
+                    node: key.address(),
+                    epoch,
+                    usage,
+                }
+                .sign(key),
+            );
+            observations.push(Observation {
+                witness: witness.address(),
+                subject: key.address(),
+                epoch,
+                figure: Figure::MovesExecuted.into(),
+                value: 10,
+                group: None,
+            });
+        }
+    }
+    let usage = dir.path().join("usage.jsonl");
+    let seen = dir.path().join("observations.jsonl");
+    write_lines(&usage, &reports);
+    write_lines(&seen, &observations);
+    let rates = dir.path().join("rates.toml");
+    std::fs::write(&rates, accounting::rates::EXAMPLE).unwrap();
+    let per_move = accounting::Rates::example().rate(Figure::MovesExecuted) as u128;
+    let receipts = dir.path().join("receipts.jsonl");
+    let csv = dir.path().join("report.csv");
+    let registry_text = registry.to_string();
+    let chain_id = CHAIN_ID.to_string();
+    let report = || {
+        let run = accounting(&[
+            "report",
+            "--chain",
+            url,
+            "--chain-id",
+            &chain_id,
+            "--registry",
+            &registry_text,
+            "--from",
+            "1",
+            "--to",
+            "2",
+            "--rates",
+            path(&rates),
+            "--usage",
+            path(&usage),
+            "--observations",
+            path(&seen),
+            "--receipts",
+            path(&receipts),
+            "--out",
+            path(&csv),
+        ]);
+        assert!(run.status.success(), "{}", stderr(&run));
+        report::read_csv(std::fs::File::open(&csv).unwrap()).unwrap()
+    };
+
+    // The mover has a row per wallet, each with its own epoch's moves.
+    let rows = report();
+    let spans: Vec<(Address, String, u64, u128, u128)> = rows
+        .iter()
+        .map(|row| {
+            (
+                row.node.wallet,
+                format_epochs(&row.node.epochs),
+                row.usage.moves_executed,
+                row.owed,
+                row.paid,
+            )
+        })
+        .collect();
+    let owed = 10 * per_move;
+    let mut expected = vec![
+        (first_wallet, "1-1".to_string(), 10, owed, 0),
+        (new_wallet, "2-2".to_string(), 10, owed, 0),
+        (second_wallet, "1-2".to_string(), 20, 2 * owed, 0),
+    ];
+    if stayer.address() < mover.address() {
+        expected.rotate_right(1);
+    }
+    assert_eq!(spans, expected);
+
+    let plan = accounting(&["plan", "--report", path(&csv)]);
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    let planned = stdout(&plan);
+    for wallet in [first_wallet, second_wallet, new_wallet] {
+        let line = planned
+            .lines()
+            .find(|line| line.contains(&wallet.to_string()))
+            .unwrap_or_else(|| panic!("no payout to {wallet} in {planned}"));
+        assert!(
+            line.contains(&PayoutMethod::UpperChain.to_string()),
+            "{line}"
+        );
+    }
+
+    let treasury_key = dir.path().join("treasury.key");
+    OperatorKeys::from_entropy(treasury.secret_bytes(), [0x7e; 32])
+        .unwrap()
+        .save(&treasury_key)
+        .unwrap();
+    let pay = |report: &Path| {
+        let run = accounting(&[
+            "pay",
+            "--report",
+            path(report),
+            "--receipts",
+            path(&receipts),
+            "--chain",
+            url,
+            "--chain-id",
+            &chain_id,
+            "--registry",
+            &registry_text,
+            "--treasury-key",
+            path(&treasury_key),
+        ]);
+        assert!(run.status.success(), "{}", stderr(&run));
+        stdout(&run)
+    };
+    let balances = || -> BTreeMap<Address, U256> {
+        [first_wallet, second_wallet, new_wallet]
+            .into_iter()
+            .map(|wallet| (wallet, chain.balance(wallet).unwrap()))
+            .collect()
+    };
+    let before = balances();
+    let first_report = dir.path().join("first-report.csv");
+    std::fs::copy(&csv, &first_report).unwrap();
+    let paid = pay(&first_report);
+    assert!(paid.contains("3 payouts made"), "{paid}");
+    let after = balances();
+    for (wallet, amount) in [
+        (first_wallet, owed),
+        (new_wallet, owed),
+        (second_wallet, 2 * owed),
+    ] {
+        assert_eq!(
+            after[&wallet] - before[&wallet],
+            U256::from(amount),
+            "{wallet}"
+        );
+    }
+
+    // Paying the same report again moves nothing; the next report shows every row paid, and
+    // calls for no payout.
+    let again = pay(&first_report);
+    assert!(again.contains("0 payouts made, 3 already paid"), "{again}");
+    assert!(
+        report()
+            .iter()
+            .all(|row| row.paid == row.owed && row.owed > 0)
+    );
+    let from_new_report = pay(&csv);
+    assert!(
+        from_new_report.contains("0 payouts made, 0 already paid"),
+        "{from_new_report}"
+    );
+    assert_eq!(balances(), after);
+}
