@@ -8,6 +8,10 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod common;
+
+use common::register;
+
 use std::{
     collections::BTreeMap,
     path::Path,
@@ -19,9 +23,9 @@ use accounting::{
     report::{self, format_epochs},
     usage::{Figure, Observation, Usage},
 };
-use primitives::{AccountKey, Address, U256, bls::BlsSecretKey, keyfile::OperatorKeys};
+use primitives::{AccountKey, Address, U256, keyfile::OperatorKeys};
 use upper_chain::{
-    AdminOp, EmbeddedChain, EvmChain, EvmConfig, Genesis, Registration, UpperChain, WalletUpdate,
+    AdminOp, EmbeddedChain, EvmChain, EvmConfig, Genesis, UpperChain, WalletUpdate,
     devnode::{CHAIN_ID, devnode, funded_key},
 };
 
@@ -120,19 +124,6 @@ fn malformed_rates_usage_or_period_are_clear_errors_and_write_nothing() {
     let run = report(&good_rates, &usage, "1", "2");
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(out.exists());
-}
-
-fn register(chain: &dyn UpperChain, key: &AccountKey, wallet: Address, features: &[&str]) {
-    let bls = BlsSecretKey::from_seed(&key.secret_bytes());
-    let registration = Registration {
-        endpoint: "127.0.0.1:9000".into(),
-        reward_wallet: wallet,
-        wallet_features: features.iter().map(|f| f.to_string()).collect(),
-        bls_key: bls.public_key(),
-        bls_possession: bls.proof_of_possession(),
-    };
-    let signature = key.sign_prehash(&registration.signing_hash());
-    chain.register_node(registration, &signature).unwrap();
 }
 
 #[test]
@@ -351,4 +342,254 @@ fn an_operator_reports_plans_and_pays_a_period_once_each_epoch_to_its_wallet() {
         "{from_new_report}"
     );
     assert_eq!(balances(), after);
+}
+
+#[test]
+fn an_operator_pays_an_assets_wallet_inside_the_rollup_once_through_the_cli() {
+    let Some(url) = devnode() else {
+        return;
+    };
+    let treasury = funded_key();
+    let admin = funded_key();
+    let (registry, block) =
+        EvmChain::deploy(url, CHAIN_ID, &treasury, admin.address(), 1_000, None).unwrap();
+    let connect = |key: &AccountKey| {
+        let mut config = EvmConfig::new(url, CHAIN_ID, registry, key.clone());
+        config.deploy_block = block;
+        EvmChain::connect(config).unwrap()
+    };
+    let chain = connect(&treasury);
+
+    // One node whose wallet takes its payouts in the rollup; the wallet's own key registers
+    // where (it pays the gas of that call).
+    let (node, wallet) = (funded_key(), funded_key());
+    register(
+        &connect(&node),
+        &node,
+        wallet.address(),
+        &["assets", "other"],
+    );
+    let nonce = chain.admin_nonce().unwrap();
+    let op = AdminOp::AdvanceEpoch;
+    chain
+        .admin(op.clone(), &admin.sign_prehash(&op.signing_hash(nonce)))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let usage = Usage {
+        moves_executed: 10,
+        ..Usage::default()
+    };
+    let usage_file = dir.path().join("usage.jsonl");
+    write_lines(
+        &usage_file,
+        &[UsageReport {
+            node: node.address(),
+            epoch: 1,
+            usage,
+        }
+        .sign(&node)],
+    );
+    let seen = dir.path().join("observations.jsonl");
+    write_lines(
+        &seen,
+        &[Observation {
+            witness: AccountKey::from_seed(0x0b5e).address(),
+            subject: node.address(),
+            epoch: 1,
+            figure: Figure::MovesExecuted.into(),
+            value: 10,
+            group: None,
+        }],
+    );
+    let rates = dir.path().join("rates.toml");
+    std::fs::write(&rates, accounting::rates::EXAMPLE).unwrap();
+    let csv = dir.path().join("report.csv");
+    let receipts = dir.path().join("receipts.jsonl");
+    let (registry_text, chain_id) = (registry.to_string(), CHAIN_ID.to_string());
+    let run = accounting(&[
+        "report",
+        "--chain",
+        url,
+        "--chain-id",
+        &chain_id,
+        "--registry",
+        &registry_text,
+        "--from",
+        "1",
+        "--to",
+        "1",
+        "--rates",
+        path(&rates),
+        "--usage",
+        path(&usage_file),
+        "--observations",
+        path(&seen),
+        "--receipts",
+        path(&receipts),
+        "--out",
+        path(&csv),
+    ]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let plan =
+        accounting::payout::plan(&report::read_csv(std::fs::File::open(&csv).unwrap()).unwrap());
+    assert_eq!(plan.len(), 1);
+    assert_eq!(plan[0].method, PayoutMethod::Rollup);
+    let owed = plan[0].amount;
+    assert_eq!(
+        owed,
+        10 * u128::from(accounting::Rates::example().rate(Figure::MovesExecuted))
+    );
+
+    // The rollup, its payout directory and the payout token, deployed by the treasury.
+    let keys_dir = tempfile::tempdir().unwrap();
+    let assets_chain = common::deploy_rollup(url, &treasury, keys_dir.path());
+    let directory = assets_chain.deploy_payout_directory().unwrap();
+    let token = assets_chain
+        .deploy_test_erc20("PAY", U256::from(1_000_000))
+        .unwrap();
+    let key_file = |name: &str, key: &AccountKey| {
+        let file = dir.path().join(name);
+        OperatorKeys::from_entropy(key.secret_bytes(), [0x7e; 32])
+            .unwrap()
+            .save(&file)
+            .unwrap();
+        file
+    };
+    let seed_file = |name: &str, seed: [u8; 32]| {
+        let file = dir.path().join(name);
+        std::fs::write(&file, primitives::B256::from(seed).to_string()).unwrap();
+        file
+    };
+    let (treasury_key, wallet_key) = (
+        key_file("treasury.key", &treasury),
+        key_file("wallet.key", &wallet),
+    );
+    let owner = assets::keys::SpendingKey::from_seed([0x0a; 32]);
+    let (owner_seed, treasury_seed) = (
+        seed_file("owner.seed", [0x0a; 32]),
+        seed_file("treasury.seed", [0x7f; 32]),
+    );
+    let (bridge, directory_text, token_text) = (
+        assets_chain.bridge().to_string(),
+        directory.to_string(),
+        token.to_string(),
+    );
+    let bridge_block = assets_chain.deploy_block().to_string();
+    let notes = dir.path().join("treasury-notes.jsonl");
+    let rollup_args = [
+        "--bridge",
+        bridge.as_str(),
+        "--bridge-block",
+        &bridge_block,
+        "--directory",
+        &directory_text,
+        "--payout-token",
+        &token_text,
+        "--prover-keys",
+        path(keys_dir.path()),
+        "--treasury-asset-seed",
+        path(&treasury_seed),
+        "--treasury-notes",
+        path(&notes),
+    ];
+
+    let recipient = accounting(&[
+        "set-payout-recipient",
+        "--chain",
+        url,
+        "--chain-id",
+        &chain_id,
+        "--bridge",
+        &bridge,
+        "--directory",
+        &directory_text,
+        "--wallet-key",
+        path(&wallet_key),
+        "--asset-seed",
+        path(&owner_seed),
+    ]);
+    assert!(recipient.status.success(), "{}", stderr(&recipient));
+    assert!(
+        stdout(&recipient).contains(&format!(
+            "wallet {} takes its rollup payouts",
+            wallet.address()
+        )),
+        "{}",
+        stdout(&recipient)
+    );
+
+    let mut fund = vec![
+        "fund-rollup",
+        "--chain",
+        url,
+        "--chain-id",
+        &chain_id,
+        "--treasury-key",
+        path(&treasury_key),
+        "--amount",
+        "200000",
+    ];
+    fund.extend(rollup_args);
+    let funded = accounting(&fund);
+    assert!(funded.status.success(), "{}", stderr(&funded));
+    assert!(
+        stdout(&funded).contains("the treasury can spend 200000 in the rollup"),
+        "{}",
+        stdout(&funded)
+    );
+
+    let pay_args = [
+        "pay",
+        "--report",
+        path(&csv),
+        "--receipts",
+        path(&receipts),
+        "--chain",
+        url,
+        "--chain-id",
+        &chain_id,
+        "--registry",
+        &registry_text,
+        "--treasury-key",
+        path(&treasury_key),
+    ];
+    // Without the rollup's options the payout waits, and nothing is recorded.
+    let waiting = accounting(&pay_args);
+    assert!(waiting.status.success(), "{}", stderr(&waiting));
+    assert!(
+        stdout(&waiting).contains("0 payouts made, 0 already paid, 1 waiting for the rollup"),
+        "{}",
+        stdout(&waiting)
+    );
+    let pay = || {
+        let mut args = pay_args.to_vec();
+        args.extend(rollup_args);
+        let run = accounting(&args);
+        assert!(run.status.success(), "{}", stderr(&run));
+        stdout(&run)
+    };
+    let paid = pay();
+    assert!(paid.contains("1 payouts made"), "{paid}");
+    assert!(
+        paid.contains(&format!(
+            "paid {owed} to {} by rollup: rollup tx 0x",
+            wallet.address()
+        )),
+        "{paid}"
+    );
+    // The wallet's output, with the amount owed, is in the rollup's tree.
+    let output = accounting::rails::rollup::payout_output(
+        plan[0].id(),
+        owner.address(),
+        assets::asset::erc20(token),
+        U256::from(owed),
+    );
+    let ledger = accounting::rails::rollup::RollupLedger::read(&assets_chain).unwrap();
+    assert!(ledger.leaf_of(&output).is_some());
+    let leaves = ledger.leaf_count();
+
+    let again = pay();
+    assert!(again.contains("0 payouts made, 1 already paid"), "{again}");
+    let ledger = accounting::rails::rollup::RollupLedger::read(&assets_chain).unwrap();
+    assert_eq!(ledger.leaf_count(), leaves);
 }

@@ -5,6 +5,10 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod common;
+
+use common::register;
+
 use std::{collections::BTreeMap, sync::Arc};
 
 use accounting::{
@@ -14,29 +18,11 @@ use accounting::{
     report::{self, Period},
     usage::{Figure, Observation, Usage, summarise},
 };
-use primitives::{AccountKey, Address, NodeId, U256, bls::BlsSecretKey};
+use primitives::{AccountKey, Address, U256};
 use upper_chain::{
-    AdminOp, EvmChain, EvmConfig, Registration, UpperChain,
+    AdminOp, EvmChain, EvmConfig, UpperChain,
     devnode::{CHAIN_ID, devnode, funded_key},
 };
-
-fn register(
-    chain: &dyn UpperChain,
-    key: &AccountKey,
-    wallet: Address,
-    features: &[&str],
-) -> NodeId {
-    let bls = BlsSecretKey::from_seed(&key.secret_bytes());
-    let registration = Registration {
-        endpoint: "127.0.0.1:9000".into(),
-        reward_wallet: wallet,
-        wallet_features: features.iter().map(|f| f.to_string()).collect(),
-        bls_key: bls.public_key(),
-        bls_possession: bls.proof_of_possession(),
-    };
-    let signature = key.sign_prehash(&registration.signing_hash());
-    chain.register_node(registration, &signature).unwrap()
-}
 
 #[test]
 fn a_period_is_reported_from_the_chain_and_paid_on_it_once() {

@@ -12,6 +12,10 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
+mod common;
+
+use common::{deploy_rollup, register};
+
 use std::sync::Arc;
 
 use accounting::{
@@ -24,66 +28,13 @@ use accounting::{
     report::{self, Period},
     usage::{Figure, Observation, Usage, summarise},
 };
-use assets::{asset, keys::SpendingKey, prover, solidity, state::AssetState};
-use primitives::{AccountKey, Address, NodeId, U256, bls::BlsSecretKey};
+use assets::{asset, keys::SpendingKey, solidity};
+use primitives::{AccountKey, Address, U256};
 use upper_chain::{
-    AdminOp, EvmChain, EvmConfig, Registration, UpperChain,
-    devnode::{CHAIN_ID, compile_solidity, devnode, funded_key},
+    AdminOp, EvmChain, EvmConfig, UpperChain,
+    devnode::{CHAIN_ID, devnode, funded_key},
     rollup::EvmAssets,
 };
-
-/// Seed of the dev setup of the rollup's circuits.
-const SETUP_SEED: u64 = 17;
-
-fn register(
-    chain: &dyn UpperChain,
-    key: &AccountKey,
-    wallet: Address,
-    features: &[&str],
-) -> NodeId {
-    let bls = BlsSecretKey::from_seed(&key.secret_bytes());
-    let registration = Registration {
-        endpoint: "127.0.0.1:9000".into(),
-        reward_wallet: wallet,
-        wallet_features: features.iter().map(|f| f.to_string()).collect(),
-        bls_key: bls.public_key(),
-        bls_possession: bls.proof_of_possession(),
-    };
-    let signature = key.sign_prehash(&registration.signing_hash());
-    chain.register_node(registration, &signature).unwrap()
-}
-
-/// The circuits' keys written to `directory`, and the bridge and rollup deployed over the
-/// verifiers generated from them, sent to by `treasury`.
-fn deploy_rollup(url: &str, treasury: &AccountKey, directory: &std::path::Path) -> EvmAssets {
-    let (proving_key, verifying_key) = prover::dev_setup(SETUP_SEED).unwrap();
-    prover::write_keys(directory, &proving_key, &verifying_key).unwrap();
-    let (proving_key, verifying_key) = prover::dev_setup_deposit(SETUP_SEED).unwrap();
-    prover::write_deposit_keys(directory, &proving_key, &verifying_key).unwrap();
-    let compiled = |key, name: &str| {
-        let source = solidity::verifier_source(&key, name, "the test's key files");
-        let path = directory.join(format!("{name}.sol"));
-        std::fs::write(&path, source).unwrap();
-        compile_solidity(&path, name).unwrap()
-    };
-    let transfer_verifier = compiled(
-        prover::read_verifying_key(directory).unwrap(),
-        "TransferVerifier",
-    );
-    let deposit_verifier = compiled(
-        prover::read_deposit_verifying_key(directory).unwrap(),
-        "DepositVerifier",
-    );
-    EvmAssets::deploy(
-        url,
-        CHAIN_ID,
-        treasury,
-        transfer_verifier,
-        deposit_verifier,
-        solidity::fr_to_u256(AssetState::new().root()),
-    )
-    .unwrap()
-}
 
 #[test]
 fn three_nodes_of_one_operator_are_paid_by_their_methods_once() {
