@@ -207,9 +207,9 @@ pub struct ShardNetwork {
     accounts_synced: BTreeMap<NodeId, u64>,
     /// Evictions recorded by groups each node is a member of, so far.
     evictions_seen: BTreeMap<NodeId, u64>,
-    /// Members whose cores are given a root other than the one their store computes (tests of a
-    /// byzantine member).
-    #[cfg(test)]
+    /// Members whose cores are given a root other than the one their store computes (tests and
+    /// simulations of a byzantine member).
+    #[cfg(any(test, feature = "byzantine"))]
     lying: BTreeSet<NodeId>,
 }
 
@@ -323,9 +323,17 @@ impl ShardNetwork {
             genesis: StateDiff::default(),
             accounts_synced: BTreeMap::new(),
             evictions_seen: BTreeMap::new(),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "byzantine"))]
             lying: BTreeSet::new(),
         })
+    }
+
+    /// Makes member `id` byzantine: from its next group round on, it vouches for a root that
+    /// is not its store's (what a member with corrupt state or a malicious operator does), so
+    /// the group must certify the honest root without it. For simulations (`sim::world`).
+    #[cfg(any(test, feature = "byzantine"))]
+    pub fn set_lying(&mut self, id: NodeId) {
+        self.lying.insert(id);
     }
 
     /// The group of `address`: the registered nodes nearest to it, sorted by ID.

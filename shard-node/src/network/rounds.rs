@@ -179,8 +179,9 @@ impl ShardNetwork {
                 .state
                 .group_root(group, &mut self.groups)
                 .map_err(|error| ShardError::state(*id, error))?;
-            // A byzantine member, in tests: it vouches for a root its store did not compute.
-            #[cfg(test)]
+            // A byzantine member, in tests and simulations: it vouches for a root its store did
+            // not compute.
+            #[cfg(any(test, feature = "byzantine"))]
             let root = if self.lying.contains(id) {
                 primitives::keccak256(root)
             } else {

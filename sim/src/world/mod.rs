@@ -141,6 +141,9 @@ pub struct Scenario {
     pub shard_stops: Vec<(usize, u64, u64)>,
     /// Shard nodes whose process restarts (from RocksDB): `(node, at)`.
     pub shard_restarts: Vec<(usize, u64)>,
+    /// Byzantine shard nodes, for the whole run: each vouches in its group rounds for a root
+    /// its store did not compute. With the stopped nodes, at most two (a group's `f`).
+    pub lying_members: Vec<usize>,
     /// Probability a player's move is a replay of one it sent before.
     pub replay_ratio: f64,
     /// Probability a player's move reverts in execution (a cell off the board).
@@ -195,6 +198,14 @@ impl Scenario {
             .take(restarted)
             .map(|node| (*node, rng.random_range(0..faulty)))
             .collect();
+        // Drawn last, so that the faults above stay what they were for every seed.
+        let lying = rng.random_range(0..=2 - stopped);
+        let lying_members = nodes
+            .iter()
+            .skip(stopped + restarted)
+            .take(lying)
+            .copied()
+            .collect();
         Scenario {
             latency_us,
             drop_ratio: rng.random_range(0.0..0.1),
@@ -205,6 +216,7 @@ impl Scenario {
             byzantine,
             shard_stops,
             shard_restarts,
+            lying_members,
             replay_ratio: rng.random_range(0.0..0.05),
             revert_ratio: 0.1,
         }
@@ -469,6 +481,9 @@ impl World {
             .map_err(|error| shard(&error))?;
         network.set_root_commit_interval(ROOT_COMMIT_INTERVAL);
         network.set_execution_threads(1);
+        for index in &scenario.lying_members {
+            network.set_lying(shard_ids[*index]);
+        }
         let game = AccountState {
             code: game_code(),
             ..AccountState::default()
@@ -598,6 +613,7 @@ impl World {
         }
         add("shard_node_stopped", scenario.shard_stops.len() as u64);
         add("shard_node_restarted", scenario.shard_restarts.len() as u64);
+        add("shard_node_lying", scenario.lying_members.len() as u64);
     }
 
     fn fault(&mut self, kind: &'static str) {
