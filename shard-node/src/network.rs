@@ -189,6 +189,10 @@ pub struct ShardNetwork {
     unroutable: u64,
     /// The last root each group certified.
     certified: HashMap<B256, GroupRootCommitment>,
+    /// The members credited with each group's last certified round so far, and the batch it
+    /// was credited at ([`service`]): every member's certificate adds its signers, so a member
+    /// that committed is credited even when the first certificate left it out.
+    round_credits: HashMap<B256, (u64, BTreeSet<usize>)>,
     /// Roots certified since the last batch or [`ShardNetwork::advance`] began.
     certified_now: Vec<GroupRootCommitment>,
     /// What each member did, per accounting epoch ([`service`]).
@@ -314,6 +318,7 @@ impl ShardNetwork {
             transport: Box::new(InMemoryTransport::new()),
             unroutable: 0,
             certified: HashMap::new(),
+            round_credits: HashMap::new(),
             certified_now: Vec::new(),
             service: service::ServiceTally::default(),
             evictions: Vec::new(),

@@ -382,3 +382,26 @@ fn an_unreachable_member_is_evicted_on_the_upper_chain_and_the_next_epochs_group
         "the newcomer holds the group's state"
     );
 }
+
+#[test]
+fn every_member_that_commits_a_round_is_credited_with_it_not_only_the_first_certificate_s() {
+    let mut run = Run::new();
+    for _ in 0..4 {
+        run.batch();
+    }
+    assert!(run.wait_for(4, Duration::from_secs(30)), "certified");
+    // Let every member's copy of the last round arrive.
+    let later = run.network.now() + Duration::from_millis(250);
+    run.network.advance(later).expect("advances");
+    let mut rounds: BTreeMap<NodeId, u64> = BTreeMap::new();
+    for service in run.network.take_service(u64::MAX).values() {
+        let group = &service.groups[&run.group.id];
+        for (id, count) in group.members.iter().zip(&group.rounds) {
+            *rounds.entry(*id).or_default() += count;
+        }
+    }
+    // Two rounds (every second batch); a certificate carries a quorum of 6, yet all 8
+    // members took part in both.
+    assert_eq!(rounds.len(), GROUP_SIZE);
+    assert!(rounds.values().all(|count| *count == 2), "{rounds:?}");
+}

@@ -318,6 +318,22 @@ impl ShardNetwork {
         }
     }
 
+    /// Credits the signers of a certificate of `group`'s last certified round that were not
+    /// credited with it yet.
+    fn credit_round(&mut self, group: B256, signers: &primitives::bls::SignerBitmap) {
+        let (Some((batch, credited)), Some(round)) =
+            (self.round_credits.get_mut(&group), self.rounds.get(&group))
+        else {
+            return;
+        };
+        let new: Vec<usize> = signers
+            .signers()
+            .filter(|index| credited.insert(*index))
+            .collect();
+        self.service
+            .round(*batch, group, &round.group.members, new.into_iter());
+    }
+
     fn handle_group_event(&mut self, group: B256, event: GroupEvent) -> Result<(), ShardError> {
         match event {
             GroupEvent::Certified {
@@ -334,8 +350,14 @@ impl ShardNetwork {
                             ),
                         });
                     }
-                    if known.batch >= commitment.batch {
-                        return Ok(()); // Another member's copy of a round already committed.
+                    if known.batch > commitment.batch {
+                        return Ok(()); // A late copy of an older round.
+                    }
+                    if known.batch == commitment.batch {
+                        // Another member's copy of a round already committed: its signers
+                        // took part too, and are credited once.
+                        self.credit_round(group, &certificate.signers);
+                        return Ok(());
                     }
                 }
                 let members = self
@@ -353,8 +375,11 @@ impl ShardNetwork {
                 )?;
                 debug!(target: "shard_node", %group, batch = commitment.batch, view = decision.view,
                     sequence = decision.sequence, "group root certified and committed");
-                self.service
-                    .round(self.last_batch + 1, group, &members, &certificate.signers);
+                self.round_credits.insert(
+                    group,
+                    (self.last_batch + 1, std::collections::BTreeSet::new()),
+                );
+                self.credit_round(group, &certificate.signers);
                 self.certified.insert(group, commitment.clone());
                 self.certified_now.push(commitment);
             }

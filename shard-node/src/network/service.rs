@@ -1,6 +1,8 @@
 //! What each member did for the network, per accounting epoch, as its group saw it: the moves it
-//! executed with the outcome its group agreed on, the group rounds whose commit certificate
-//! carries its signature, and the state slices it shipped to members of other groups.
+//! executed with the outcome its group agreed on, the group rounds it committed (its signature
+//! is on a commit certificate of the round: any member's, so that the members left out of the
+//! first certificate by a faster quorum are still counted), and the state slices it shipped to
+//! members of other groups.
 //!
 //! An accounting epoch is a fixed number of batches ([`USAGE_EPOCH_BATCHES`] by default): epoch
 //! `e` holds batches `(e - 1) * n + 1 ..= e * n`. Moves and slices count in the epoch of the
@@ -12,7 +14,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use execution::MoveOutcome;
-use primitives::{B256, NodeId, bls::SignerBitmap};
+use primitives::{B256, NodeId};
 
 use super::ShardNetwork;
 use crate::groups::Group;
@@ -27,7 +29,7 @@ pub struct GroupService {
     pub members: Arc<[NodeId]>,
     /// Moves each member executed with the outcome the group agreed on.
     pub moves: Vec<u64>,
-    /// Rounds whose commit certificate carries each member's signature.
+    /// Certified rounds each member committed (its signature on some member's certificate).
     pub rounds: Vec<u64>,
 }
 
@@ -111,17 +113,17 @@ impl ServiceTally {
         }
     }
 
-    /// `members`' round was certified with `signers` (indices into `members`).
+    /// `members` at `signers` (indices into `members`) took part in a certified round.
     pub(super) fn round(
         &mut self,
         batch: u64,
         group: B256,
         members: &Arc<[NodeId]>,
-        signers: &SignerBitmap,
+        signers: impl Iterator<Item = usize>,
     ) {
         let epoch = self.epoch_of(batch);
         let service = self.group(epoch, group, members);
-        for index in signers.signers() {
+        for index in signers {
             if let Some(count) = service.rounds.get_mut(index) {
                 *count += 1;
             }
