@@ -18,7 +18,7 @@ use std::{
 use anyhow::Context;
 use clap::Parser;
 use serde::Serialize;
-use sim::world::{RunReport, WorldConfig, replay_command, run_seed};
+use sim::world::{RunReport, WorldConfig, replay_command, replay_prefix_command, run_seed, shrink};
 
 #[derive(Parser, Debug)]
 #[command(about = "Runs the whole-path world over many seeds")]
@@ -45,7 +45,19 @@ struct Failure {
     seed: u64,
     violations: Vec<String>,
     replay: String,
+    /// The shortest prefix of its faulty phase that still fails the same way, if shorter.
+    shortest_prefix: Option<Prefix>,
 }
+
+#[derive(Serialize)]
+struct Prefix {
+    heal_us: u64,
+    violations: Vec<String>,
+    replay: String,
+}
+
+/// Failures shrunk after the run (each shrink runs the seed about six more times).
+const SHRUNK_FAILURES_MAX: usize = 10;
 
 #[derive(Serialize)]
 struct CampaignReport {
@@ -152,10 +164,36 @@ fn main() -> anyhow::Result<()> {
     let failures: Vec<Failure> = reports
         .iter()
         .filter(|report| !report.violations.is_empty())
-        .map(|report| Failure {
-            seed: report.seed,
-            violations: report.violations.iter().map(ToString::to_string).collect(),
-            replay: replay_command(report.seed),
+        .enumerate()
+        .map(|(index, report)| {
+            let shortest_prefix = (index < SHRUNK_FAILURES_MAX)
+                .then(|| std::panic::catch_unwind(|| shrink(config, report.seed, report)).ok())
+                .flatten()
+                .flatten()
+                .map(|shrunk| {
+                    eprintln!(
+                        "seed {}: fails with its faults cut at {} µs\n  replay: {}",
+                        report.seed,
+                        shrunk.heal_us,
+                        replay_prefix_command(report.seed, shrunk.heal_us)
+                    );
+                    Prefix {
+                        heal_us: shrunk.heal_us,
+                        violations: shrunk
+                            .report
+                            .violations
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect(),
+                        replay: replay_prefix_command(report.seed, shrunk.heal_us),
+                    }
+                });
+            Failure {
+                seed: report.seed,
+                violations: report.violations.iter().map(ToString::to_string).collect(),
+                replay: replay_command(report.seed),
+                shortest_prefix,
+            }
         })
         .collect();
     let summary = CampaignReport {

@@ -380,6 +380,9 @@ struct Player {
 pub struct World {
     config: WorldConfig,
     scenario: Scenario,
+    /// When the faults stop: the end of the faulty phase, or earlier for a prefix of the run
+    /// ([`World::heal_at`], [`shrink`]).
+    heal_us: u64,
     rng: ChaCha8Rng,
     now: Instant,
     queue: BTreeMap<(Instant, u64), Event>,
@@ -509,6 +512,7 @@ impl World {
             .collect();
         let mut world = World {
             config,
+            heal_us: config.faulty_us,
             scenario,
             rng: ChaCha8Rng::seed_from_u64(seed),
             now: Instant::ZERO,
@@ -549,10 +553,18 @@ impl World {
         Ok(world)
     }
 
+    /// Heals everything at `heal_us` (if before the faulty phase ends): the run is the prefix
+    /// of the seed's faulty phase up to then, with the same faults, followed by the heal, a
+    /// second of load and the settling, all checked as usual.
+    pub fn heal_at(mut self, heal_us: u64) -> World {
+        self.heal_us = heal_us.min(self.config.faulty_us);
+        self
+    }
+
     /// Runs the world: the faulty phase, the heal with a second of load after it, and the
     /// settling; returns what it did and every violation found.
     pub fn run(mut self) -> RunReport {
-        let heal = self.config.faulty_us;
+        let heal = self.heal_us;
         let load_end = heal + LOAD_AFTER_HEAL_US;
         let deadline = heal + RECOVERY_BOUND_US;
         while let Some((at, _)) = self.queue.keys().next().copied() {
@@ -626,7 +638,7 @@ impl World {
     }
 
     fn healed(&self) -> bool {
-        self.now.as_micros() >= self.config.faulty_us
+        self.now.as_micros() >= self.heal_us
     }
 
     fn latency(&mut self) -> u64 {
@@ -694,7 +706,7 @@ impl World {
             && self.cut(from, to)
             && ((from == side) != (to == side))
         {
-            at = at.max(until.min(self.config.faulty_us) + latency);
+            at = at.max(until.min(self.heal_us) + latency);
         }
         if !self.healed() && self.rng.random_bool(self.scenario.retransmit_ratio) {
             self.fault("retransmission");
@@ -886,7 +898,7 @@ impl World {
 
     fn player_move(&mut self, index: usize) {
         let now = self.now.as_micros();
-        if now >= self.config.faulty_us + LOAD_AFTER_HEAL_US {
+        if now >= self.heal_us + LOAD_AFTER_HEAL_US {
             return;
         }
         let replay = !self.players[index].sent.is_empty()
@@ -1165,9 +1177,15 @@ impl World {
 
 /// Runs one seed of `config`'s world.
 pub fn run_seed(config: WorldConfig, seed: u64) -> RunReport {
+    run_prefix(config, seed, config.faulty_us)
+}
+
+/// Runs one seed of `config`'s world with its faulty phase cut at `heal_us`
+/// ([`World::heal_at`]).
+pub fn run_prefix(config: WorldConfig, seed: u64, heal_us: u64) -> RunReport {
     let scenario = Scenario::draw(&config, seed);
     match World::new(seed, config, scenario) {
-        Ok(world) => world.run(),
+        Ok(world) => world.heal_at(heal_us).run(),
         Err(violation) => RunReport {
             seed,
             violations: vec![violation],
@@ -1176,7 +1194,61 @@ pub fn run_seed(config: WorldConfig, seed: u64) -> RunReport {
     }
 }
 
+/// The granularity of [`shrink`]'s search, microseconds of faulty phase.
+const SHRINK_STEP_US: u64 = 100_000;
+
+/// A failing seed's shortest failing prefix that [`shrink`] found.
+#[derive(Clone, Debug)]
+pub struct Shrunk {
+    /// Where the faulty phase is cut (microseconds): every fault after it is left out.
+    pub heal_us: u64,
+    /// The run of that prefix, with its violations.
+    pub report: RunReport,
+}
+
+/// Shrinks a failing seed to the shortest prefix of its faulty phase that still fails with a
+/// violation of the same kind as its first: a binary search over where the faults stop, in
+/// steps of 100 ms (a failure that needs its faults to go on to some point fails for every
+/// longer prefix). `None` when the seed does not fail, or fails only whole.
+pub fn shrink(config: WorldConfig, seed: u64, failing: &RunReport) -> Option<Shrunk> {
+    let kind = std::mem::discriminant(failing.violations.first()?);
+    let fails = |heal_us: u64| {
+        let report = run_prefix(config, seed, heal_us);
+        report
+            .violations
+            .iter()
+            .any(|violation| std::mem::discriminant(violation) == kind)
+            .then_some(report)
+    };
+    // Steps of the faulty phase: `high` fails (the whole run), `low` is not known to.
+    let steps = config.faulty_us.div_ceil(SHRINK_STEP_US);
+    let (mut low, mut high) = (0u64, steps);
+    let mut shortest = None;
+    if let Some(report) = fails(0) {
+        return Some(Shrunk { heal_us: 0, report });
+    }
+    while high - low > 1 {
+        let middle = low + (high - low) / 2;
+        match fails(middle * SHRINK_STEP_US) {
+            Some(report) => {
+                high = middle;
+                shortest = Some(Shrunk {
+                    heal_us: middle * SHRINK_STEP_US,
+                    report,
+                });
+            }
+            None => low = middle,
+        }
+    }
+    shortest
+}
+
 /// The command that replays `seed`.
 pub fn replay_command(seed: u64) -> String {
     format!("TICKRATE_SEED={seed} cargo test -p sim --test world")
+}
+
+/// The command that replays `seed` with its faulty phase cut at `heal_us` ([`shrink`]).
+pub fn replay_prefix_command(seed: u64, heal_us: u64) -> String {
+    format!("TICKRATE_SEED={seed} TICKRATE_HEAL_US={heal_us} cargo test -p sim --test world")
 }
