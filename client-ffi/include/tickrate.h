@@ -18,6 +18,9 @@
 // own ack (and its promised tick) never reached this client.
 #define TICKRATE_TICK_UNKNOWN UINT64_MAX
 
+// Items one `tickrate_follow` may name (the sequencer's bound on what a session follows).
+#define TICKRATE_FOLLOWED_ITEMS_MAX 256
+
 // Cells on the demo game's board; a move to this cell or beyond reverts.
 #define TICKRATE_BOARD_CELLS 64
 
@@ -174,6 +177,15 @@ typedef struct TickrateCall {
   size_t accesses_len;
 } TickrateCall;
 
+// Where an ack puts a move: the tick by which the sequencer promised it in a block and its
+// place in that sequencer's ack order, from the sequencer's signed preconfirmation.
+typedef struct TickrateAckKey {
+  // The sequencer's tick by which the move will be in a block.
+  uint64_t tick;
+  // The move's place in the sequencer's ack order.
+  uint64_t seq;
+} TickrateAckKey;
+
 // An item of pending state to watch.
 typedef struct TickrateStateItem {
   // A [`TickrateItemKind`] value.
@@ -200,6 +212,18 @@ typedef struct TickrateStateChange {
   // When refused: how many items one session may watch.
   uint32_t watch_limit;
 } TickrateStateChange;
+
+// An item of pending state and its value at the end of a tick (one change of a tick diff).
+typedef struct TickrateItemValue {
+  // A [`TickrateItemKind`] value.
+  uint32_t kind;
+  // The account.
+  struct TickrateAddress address;
+  // The slot, for a storage item (zero otherwise).
+  struct TickrateWord slot;
+  // The item's pending value.
+  struct TickrateWord value;
+} TickrateItemValue;
 
 #ifdef __cplusplus
 extern "C" {
@@ -295,6 +319,17 @@ enum TickrateStatus tickrate_move_ack(const struct TickrateClient *client,
                                       const struct TickrateHash *hash,
                                       uint64_t *tick);
 
+// Polls a move's ack key without blocking: `TICKRATE_STATUS_OK` with the tick and sequence
+// number of the sequencer's signed preconfirmation written to `out`, then the statuses of
+// `tickrate_move_ack` (`TICKRATE_STATUS_NOT_READY` also while an ack came without a
+// preconfirmation that verified, which a move found in a batch after a failover never has).
+//
+// # Safety
+// `client` must be a live handle; `hash` must point to a hash; `out` must be writable.
+enum TickrateStatus tickrate_move_ack_key(const struct TickrateClient *client,
+                                          const struct TickrateHash *hash,
+                                          struct TickrateAckKey *out);
+
 // Writes the level this client last learned for a move, without asking the sequencer
 // (`TICKRATE_LEVEL_UNKNOWN` if none yet).
 //
@@ -365,6 +400,34 @@ enum TickrateStatus tickrate_unsubscribe(const struct TickrateClient *client,
 // `client` must be a live handle; `out` must be writable.
 enum TickrateStatus tickrate_poll_change(const struct TickrateClient *client,
                                          struct TickrateStateChange *out);
+
+// Follows `items` (`len` of them, at most `TICKRATE_FOLLOWED_ITEMS_MAX`) tick by tick, in
+// place of what this client followed, across failovers: a diff with their current values
+// comes at once, then one diff per sequencer tick in which any of their pending values
+// changed, queued for `tickrate_poll_tick_diff`. `len` 0 stops (then `items` may be null).
+//
+// # Safety
+// `client` must be a live handle; `items` must be valid for reads of `len` items.
+enum TickrateStatus tickrate_follow(const struct TickrateClient *client,
+                                    const struct TickrateStateItem *items,
+                                    size_t len);
+
+// Takes the oldest queued tick diff without blocking, as a game loop does once a frame:
+// `TICKRATE_STATUS_OK` with the tick written to `tick`, its changed items and their values at
+// the tick's end to `changes` (room for `capacity`) and how many to `count`;
+// `TICKRATE_STATUS_NOT_READY` when none is queued; `TICKRATE_STATUS_INVALID_ARGUMENT` with
+// the count needed in `count` when `capacity` is too small (the diff stays queued: call again
+// with more room; a diff holds at most as many items as were followed); or
+// `TICKRATE_STATUS_CLOSED`.
+//
+// # Safety
+// `client` must be a live handle; `tick` and `count` must be writable; `changes` must be
+// valid for writes of `capacity` values (null if `capacity` is 0).
+enum TickrateStatus tickrate_poll_tick_diff(const struct TickrateClient *client,
+                                            uint64_t *tick,
+                                            struct TickrateItemValue *changes,
+                                            size_t capacity,
+                                            size_t *count);
 
 // The name of a `TickrateLevel` value ("PENDING", "EXECUTED"...), a static string never to
 // be freed; "INVALID" for a value that is no level.

@@ -20,12 +20,13 @@ use std::{
 };
 
 use client_sdk::{
-    ClientError, FailoverClient, FailoverConfig, Signer, StateChange, keys::AccountKey,
+    ClientError, FailoverClient, FailoverConfig, Signer, StateChange, TickDiff, keys::AccountKey,
 };
 use parking_lot::Mutex;
 use primitives::{
     AccountAccess, Address, B256, Bytes, SpaceAccessList, Transaction, TxHash, U256,
-    constants::TX_DATA_BYTES_MAX,
+    api::Entity,
+    constants::{TICK_DIFF_ENTITIES_MAX, TX_DATA_BYTES_MAX},
 };
 use tokio::{runtime::Runtime, sync::mpsc};
 
@@ -33,8 +34,9 @@ use crate::{
     error::{FfiError, TickrateStatus, guard},
     game::{self, TICKRATE_BOARD_CELLS},
     types::{
-        CALL_ACCOUNTS_MAX, TickrateAddress, TickrateCall, TickrateHash, TickrateLevel,
-        TickrateMove, TickrateStateChange, TickrateStateItem, TickrateWord, target_level,
+        CALL_ACCOUNTS_MAX, TickrateAckKey, TickrateAddress, TickrateCall, TickrateHash,
+        TickrateItemValue, TickrateLevel, TickrateMove, TickrateStateChange, TickrateStateItem,
+        TickrateWord, target_level,
     },
 };
 
@@ -44,6 +46,10 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// The tick written by `tickrate_move_ack` for a move found in a batch after a failover, whose
 /// own ack (and its promised tick) never reached this client.
 pub const TICKRATE_TICK_UNKNOWN: u64 = u64::MAX;
+
+/// Items one `tickrate_follow` may name (the sequencer's bound on what a session follows).
+pub const TICKRATE_FOLLOWED_ITEMS_MAX: usize = 256;
+const _: () = assert!(TICKRATE_FOLLOWED_ITEMS_MAX == TICK_DIFF_ENTITIES_MAX);
 
 /// Acks remembered for `tickrate_move_ack`; the oldest is forgotten past this, so a game that
 /// never polls does not grow without bound.
@@ -85,6 +91,13 @@ impl AckBook {
     }
 }
 
+/// The tick diffs of the followed items, and one taken but not yet delivered (the caller's
+/// buffer was too small for it).
+struct TickDiffQueue {
+    receiver: mpsc::UnboundedReceiver<TickDiff>,
+    held: Option<TickDiff>,
+}
+
 /// A connection to a list of sequencers (failing over from one to the next), with the runtime
 /// that drives it. Opaque to C; made by `tickrate_client_connect`, freed by
 /// `tickrate_client_free`.
@@ -93,6 +106,7 @@ pub struct TickrateClient {
     chain_id: u64,
     acks: Arc<Mutex<AckBook>>,
     changes: Mutex<mpsc::UnboundedReceiver<StateChange>>,
+    tick_diffs: Mutex<TickDiffQueue>,
     /// Declared last so that it is dropped last: the client's tasks run on it.
     runtime: Runtime,
 }
@@ -246,11 +260,16 @@ pub unsafe extern "C" fn tickrate_client_connect(
             .map_err(FfiError::Runtime)?;
         let client = runtime.block_on(FailoverClient::connect(FailoverConfig::new(addresses)))?;
         let changes = Mutex::new(client.changes());
+        let tick_diffs = Mutex::new(TickDiffQueue {
+            receiver: client.tick_diffs(),
+            held: None,
+        });
         let handle = Box::new(TickrateClient {
             client,
             chain_id,
             acks: Arc::default(),
             changes,
+            tick_diffs,
             runtime,
         });
         // SAFETY: checked non-null above; writable as the caller promises.
@@ -541,6 +560,54 @@ pub unsafe extern "C" fn tickrate_move_ack(
     })
 }
 
+/// Polls a move's ack key without blocking: `TICKRATE_STATUS_OK` with the tick and sequence
+/// number of the sequencer's signed preconfirmation written to `out`, then the statuses of
+/// `tickrate_move_ack` (`TICKRATE_STATUS_NOT_READY` also while an ack came without a
+/// preconfirmation that verified, which a move found in a batch after a failover never has).
+///
+/// # Safety
+/// `client` must be a live handle; `hash` must point to a hash; `out` must be writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tickrate_move_ack_key(
+    client: *const TickrateClient,
+    hash: *const TickrateHash,
+    out: *mut TickrateAckKey,
+) -> TickrateStatus {
+    guard(|| {
+        // SAFETY: as the caller promises.
+        let (client, hash) = unsafe { (reference(client, "client")?, reference(hash, "hash")?) };
+        if out.is_null() {
+            return Err(FfiError::NullArgument("out"));
+        }
+        let hash = TxHash::from(hash.bytes);
+        match client.acks.lock().outcomes.get(&hash) {
+            None => return Err(FfiError::UnknownMove(hash)),
+            Some(AckOutcome::Waiting) => return Err(FfiError::NotReady("no ack yet")),
+            Some(AckOutcome::Failed { status, message }) => {
+                return Err(FfiError::AckFailed {
+                    status: *status,
+                    message: message.clone(),
+                });
+            }
+            Some(AckOutcome::Acked(_)) => {}
+        }
+        let key = client.client.ack_key(&hash).ok_or(FfiError::NotReady(
+            "the ack carried no verified preconfirmation",
+        ))?;
+        // SAFETY: non-null and writable as the caller promises.
+        unsafe {
+            write(
+                out,
+                TickrateAckKey {
+                    tick: key.tick,
+                    seq: key.seq,
+                },
+                "out",
+            )
+        }
+    })
+}
+
 /// Writes the level this client last learned for a move, without asking the sequencer
 /// (`TICKRATE_LEVEL_UNKNOWN` if none yet).
 ///
@@ -757,6 +824,108 @@ pub unsafe extern "C" fn tickrate_poll_change(
     })
 }
 
+/// Follows `items` (`len` of them, at most `TICKRATE_FOLLOWED_ITEMS_MAX`) tick by tick, in
+/// place of what this client followed, across failovers: a diff with their current values
+/// comes at once, then one diff per sequencer tick in which any of their pending values
+/// changed, queued for `tickrate_poll_tick_diff`. `len` 0 stops (then `items` may be null).
+///
+/// # Safety
+/// `client` must be a live handle; `items` must be valid for reads of `len` items.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tickrate_follow(
+    client: *const TickrateClient,
+    items: *const TickrateStateItem,
+    len: usize,
+) -> TickrateStatus {
+    guard(|| {
+        // SAFETY: as the caller promises.
+        let (client, items) =
+            unsafe { (reference(client, "client")?, slice(items, len, "items")?) };
+        if items.len() > TICKRATE_FOLLOWED_ITEMS_MAX {
+            return Err(FfiError::InvalidArgument {
+                name: "len",
+                reason: format!("{len} items, at most {TICKRATE_FOLLOWED_ITEMS_MAX}"),
+            });
+        }
+        let entities = items
+            .iter()
+            .map(|item| item.to_item().map(Entity::Item))
+            .collect::<Result<Vec<_>, _>>()?;
+        client.block_on(READ_TIMEOUT, client.client.follow(entities))
+    })
+}
+
+/// Takes the oldest queued tick diff without blocking, as a game loop does once a frame:
+/// `TICKRATE_STATUS_OK` with the tick written to `tick`, its changed items and their values at
+/// the tick's end to `changes` (room for `capacity`) and how many to `count`;
+/// `TICKRATE_STATUS_NOT_READY` when none is queued; `TICKRATE_STATUS_INVALID_ARGUMENT` with
+/// the count needed in `count` when `capacity` is too small (the diff stays queued: call again
+/// with more room; a diff holds at most as many items as were followed); or
+/// `TICKRATE_STATUS_CLOSED`.
+///
+/// # Safety
+/// `client` must be a live handle; `tick` and `count` must be writable; `changes` must be
+/// valid for writes of `capacity` values (null if `capacity` is 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tickrate_poll_tick_diff(
+    client: *const TickrateClient,
+    tick: *mut u64,
+    changes: *mut TickrateItemValue,
+    capacity: usize,
+    count: *mut usize,
+) -> TickrateStatus {
+    guard(|| {
+        // SAFETY: as the caller promises.
+        let client = unsafe { reference(client, "client") }?;
+        if tick.is_null() {
+            return Err(FfiError::NullArgument("tick"));
+        }
+        if count.is_null() {
+            return Err(FfiError::NullArgument("count"));
+        }
+        if capacity > 0 && changes.is_null() {
+            return Err(FfiError::NullArgument("changes"));
+        }
+        let mut queue = client.tick_diffs.lock();
+        let diff = match queue.held.take() {
+            Some(diff) => diff,
+            None => match queue.receiver.try_recv() {
+                Ok(diff) => diff,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    return Err(FfiError::NotReady("no tick diff queued"));
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    return Err(ClientError::Closed.into());
+                }
+            },
+        };
+        let values: Vec<TickrateItemValue> = diff
+            .changes
+            .iter()
+            .filter_map(|change| TickrateItemValue::from_item_value(&change.item, change.value))
+            .collect();
+        if values.len() > capacity {
+            let needed = values.len();
+            queue.held = Some(diff);
+            // SAFETY: non-null and writable as the caller promises.
+            unsafe { write(count, needed, "count") }?;
+            return Err(FfiError::InvalidArgument {
+                name: "capacity",
+                reason: format!("the diff has {needed} changes, room for {capacity}"),
+            });
+        }
+        // SAFETY: `changes` is non-null (checked above when `capacity` > 0, and nothing is
+        // written when it is 0) and valid for `capacity` ≥ `values.len()` writes.
+        unsafe {
+            for (index, value) in values.iter().enumerate() {
+                changes.add(index).write(*value);
+            }
+            write(tick, diff.tick, "tick")?;
+            write(count, values.len(), "count")
+        }
+    })
+}
+
 /// The name of a `TickrateLevel` value ("PENDING", "EXECUTED"...), a static string never to
 /// be freed; "INVALID" for a value that is no level.
 #[unsafe(no_mangle)]
@@ -846,6 +1015,27 @@ mod tests {
                 ..TickrateStateItem::default()
             };
             assert!(item.to_item().is_err());
+            let hash = TickrateHash::default();
+            let mut key = TickrateAckKey::default();
+            assert_eq!(
+                tickrate_move_ack_key(std::ptr::null(), &hash, &mut key),
+                TickrateStatus::NullArgument
+            );
+            assert_eq!(
+                tickrate_follow(std::ptr::null(), &item, 1),
+                TickrateStatus::NullArgument
+            );
+            let (mut tick, mut count) = (0u64, 0usize);
+            assert_eq!(
+                tickrate_poll_tick_diff(
+                    std::ptr::null(),
+                    &mut tick,
+                    std::ptr::null_mut(),
+                    0,
+                    &mut count
+                ),
+                TickrateStatus::NullArgument
+            );
             assert!(target_level(6).is_err(), "nobody waits for a failure");
             assert_eq!(CStr::from_ptr(tickrate_level_name(4)), c"EXECUTED");
             assert_eq!(CStr::from_ptr(tickrate_level_name(77)), c"INVALID");

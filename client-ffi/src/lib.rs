@@ -5,9 +5,11 @@
 //! A game holds two kinds of opaque handle: a `TickrateClient` (a failover client over a list
 //! of sequencers, with the tokio runtime that drives it, so the game needs no async runtime of
 //! its own) and a `TickrateAccount` (a signing key). Each frame it sends moves without waiting
-//! for their acks (`tickrate_send_game_move`, `tickrate_send_call`), polls acks and levels
-//! (`tickrate_move_ack`, `tickrate_move_level`), and drains the pushed changes of the pending
-//! state it watches (`tickrate_subscribe`, `tickrate_poll_change`); blocking calls
+//! for their acks (`tickrate_send_game_move`, `tickrate_send_call`), polls acks, their tick and
+//! sequence number, and levels (`tickrate_move_ack`, `tickrate_move_ack_key`,
+//! `tickrate_move_level`), and drains the pushed changes of the pending state it watches
+//! (`tickrate_subscribe`, `tickrate_poll_change`) or applies one tick diff of the items it
+//! follows (`tickrate_follow`, `tickrate_poll_tick_diff`); blocking calls
 //! (`tickrate_pending_storage`, `tickrate_move_wait_for`...) take a bounded time.
 //!
 //! Every function returns a [`TickrateStatus`]; a failure leaves its message for

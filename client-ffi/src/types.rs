@@ -187,6 +187,54 @@ impl TickrateStateChange {
     }
 }
 
+/// An item of pending state and its value at the end of a tick (one change of a tick diff).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TickrateItemValue {
+    /// A [`TickrateItemKind`] value.
+    pub kind: u32,
+    /// The account.
+    pub address: TickrateAddress,
+    /// The slot, for a storage item (zero otherwise).
+    pub slot: TickrateWord,
+    /// The item's pending value.
+    pub value: TickrateWord,
+}
+
+impl TickrateItemValue {
+    /// An item the C API can name and its value, or `None` for code, which no caller follows
+    /// as an item (an account followed whole reports only its balance, nonce and slots here).
+    pub(crate) fn from_item_value(item: &StateItem, value: U256) -> Option<Self> {
+        let (kind, address, slot) = match *item {
+            StateItem::Balance(address) => (TickrateItemKind::Balance, address, B256::ZERO),
+            StateItem::Nonce(address) => (TickrateItemKind::Nonce, address, B256::ZERO),
+            StateItem::Storage(address, slot) => (TickrateItemKind::Storage, address, slot),
+            StateItem::Code(_) => return None,
+        };
+        Some(TickrateItemValue {
+            kind: kind as u32,
+            address: TickrateAddress {
+                bytes: address.into_array(),
+            },
+            slot: TickrateWord { bytes: slot.0 },
+            value: TickrateWord {
+                bytes: value.to_be_bytes(),
+            },
+        })
+    }
+}
+
+/// Where an ack puts a move: the tick by which the sequencer promised it in a block and its
+/// place in that sequencer's ack order, from the sequencer's signed preconfirmation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TickrateAckKey {
+    /// The sequencer's tick by which the move will be in a block.
+    pub tick: u64,
+    /// The move's place in the sequencer's ack order.
+    pub seq: u64,
+}
+
 /// What a move declares about an item it may write.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

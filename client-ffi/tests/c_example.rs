@@ -101,7 +101,7 @@ fn compile_example(out: &Path) {
     );
 }
 
-/// The board printed on a line `LABEL | ROW ROW ... | pending cell N`, as 64 cells.
+/// The board printed on a line `LABEL | ROW ROW ... | pending cell N [| SOURCE]`, as 64 cells.
 fn board_of(line: &str) -> Vec<char> {
     let board = line.split(" | ").nth(1).expect("a board between bars");
     board.chars().filter(|cell| *cell != ' ').collect()
@@ -171,8 +171,9 @@ async fn the_c_example_moves_a_piece_and_prints_the_pending_board_every_frame() 
         FRAMES,
         "a board every frame:\n{stdout}"
     );
-    // The sequencer pushes the piece's cell as each move is acked, within the run's frames: a
-    // frame's board shows the piece on a cell some move of this run sent it to.
+    // The example applies one tick diff a frame; the sequencer sends one for each tick in
+    // which the piece's cell or the nonce changed, within the run's frames: a frame's board
+    // shows the piece on a cell some move of this run sent it to.
     let targets: Vec<usize> = (0..FRAMES)
         .map(|frame| ((frame * 7 + 3) % 64) as usize)
         .collect();
@@ -184,6 +185,31 @@ async fn the_c_example_moves_a_piece_and_prints_the_pending_board_every_frame() 
         })
         .count();
     assert!(shown > 0, "pushed moves reach the printed board:\n{stdout}");
+    // Each applied diff names its tick, and the ticks rise frame after frame.
+    let ticks: Vec<u64> = frames
+        .iter()
+        .filter_map(|line| {
+            let source = line.split(" | ").nth(3)?;
+            let tick = source.strip_prefix("diff of tick ")?.split(',').next()?;
+            tick.parse().ok()
+        })
+        .collect();
+    assert!(!ticks.is_empty(), "tick diffs were applied:\n{stdout}");
+    assert!(
+        ticks.windows(2).all(|pair| pair[0] < pair[1]),
+        "one diff per tick, in tick order: {ticks:?}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "tick diffs applied {} in {FRAMES} frames",
+            ticks.len()
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ack seqs rise in send order: yes"),
+        "every ack is keyed by a tick and a sequence number rising in send order:\n{stdout}"
+    );
     assert!(
         stdout.contains(&format!("acked {FRAMES} of {FRAMES} moves")),
         "every move reached Pending:\n{stdout}"

@@ -34,7 +34,10 @@ use netstack::kcp::KcpConfig;
 use parking_lot::Mutex;
 use primitives::{
     Address, B256, FinalityLevel, NodeId, SignedTransaction, Transaction, TxHash, U256,
-    api::Refusal, finality::StateItem, preconf::SignedPreconfirmation,
+    api::{Entity, Refusal},
+    constants::TICK_DIFF_ENTITIES_MAX,
+    finality::StateItem,
+    preconf::SignedPreconfirmation,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
@@ -153,6 +156,9 @@ struct Books {
     events: Option<mpsc::UnboundedSender<ClientEvent>>,
     changes: Option<mpsc::UnboundedSender<StateChange>>,
     retractions: Option<mpsc::UnboundedSender<crate::Retraction>>,
+    tick_diffs: Option<mpsc::UnboundedSender<crate::TickDiff>>,
+    /// The entities followed tick by tick, followed again on every new session.
+    followed: Vec<Entity>,
 }
 
 /// Whether a move that reached `level` used up its nonce in execution.
@@ -415,6 +421,7 @@ struct Session {
     events: mpsc::UnboundedReceiver<ClientEvent>,
     changes: mpsc::UnboundedReceiver<StateChange>,
     retractions: mpsc::UnboundedReceiver<crate::Retraction>,
+    tick_diffs: mpsc::UnboundedReceiver<crate::TickDiff>,
 }
 
 /// Opens a session with the sequencer at `address` and checks that it answers.
@@ -428,6 +435,7 @@ async fn open(address: SocketAddr, config: &FailoverConfig) -> Option<Session> {
     let events = client.events();
     let changes = client.changes();
     let retractions = client.retractions();
+    let tick_diffs = client.tick_diffs();
     let probe = client.pending_nonce(Address::ZERO);
     match tokio::time::timeout(config.probe_timeout, probe).await {
         Ok(Ok(_)) => Some(Session {
@@ -435,6 +443,7 @@ async fn open(address: SocketAddr, config: &FailoverConfig) -> Option<Session> {
             events,
             changes,
             retractions,
+            tick_diffs,
         }),
         _ => {
             debug!(target: "client_sdk::failover", %address, "sequencer does not answer");
@@ -641,6 +650,12 @@ impl FailoverClient {
         self.inner.books.lock().preconfirmations.get(hash).cloned()
     }
 
+    /// The tick and sequence number the move's ack promised, from its verified
+    /// preconfirmation (see [`FailoverClient::preconfirmation`]).
+    pub fn ack_key(&self, hash: &TxHash) -> Option<crate::AckKey> {
+        self.preconfirmation(hash).as_ref().map(crate::AckKey::of)
+    }
+
     /// Every level change and refusal of the moves sent through this client, across sessions,
     /// each hash's levels rising and at most one final outcome. One stream exists; a second
     /// call replaces the first.
@@ -665,6 +680,32 @@ impl FailoverClient {
         let (sender, receiver) = mpsc::unbounded_channel();
         self.inner.books.lock().retractions = Some(sender);
         receiver
+    }
+
+    /// Every tick diff of the followed entities, across sessions (see [`Client::follow`]; a
+    /// new session's first diff holds the items' values at the new sequencer). One stream
+    /// exists; a second call replaces the first.
+    pub fn tick_diffs(&self) -> mpsc::UnboundedReceiver<crate::TickDiff> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.inner.books.lock().tick_diffs = Some(sender);
+        receiver
+    }
+
+    /// Follows `entities` tick by tick in place of what this client followed (see
+    /// [`Client::follow`]); kept across failovers. An empty list stops.
+    pub async fn follow(&self, entities: Vec<Entity>) -> Result<(), ClientError> {
+        if entities.len() > TICK_DIFF_ENTITIES_MAX {
+            return Err(ClientError::TooManyEntities {
+                got: entities.len(),
+                max: TICK_DIFF_ENTITIES_MAX,
+            });
+        }
+        self.inner.books.lock().followed = entities.clone();
+        self.read(move |client| {
+            let entities = entities.clone();
+            async move { client.follow(entities).await }
+        })
+        .await
     }
 
     /// The predicted pending value of `item` (see [`crate::prediction`]): the value the
@@ -748,6 +789,11 @@ async fn supervise(inner: Arc<Inner>, mut session: Session, mut dropped: oneshot
                         let _ = retractions.send(retraction);
                     }
                 }
+                Some(diff) = session.tick_diffs.recv() => {
+                    if let Some(tick_diffs) = &inner.books.lock().tick_diffs {
+                        let _ = tick_diffs.send(diff);
+                    }
+                }
                 () = session.client.closed() => break,
                 _ = reconcile.tick() => reconcile_round(&inner, &session.client).await,
             }
@@ -800,16 +846,23 @@ async fn fail_over(inner: &Inner) -> Option<Session> {
             // does not hold at this one, which tells each watched item again.
             inner.prediction.lock().failed_over();
             session.client.use_prediction(inner.prediction.clone());
-            let (again, watched) = {
+            let (again, watched, followed) = {
                 let mut books = inner.books.lock();
                 books.client = Some(session.client.clone());
                 books.index = index;
                 books.failovers += 1;
-                (books.take_unacked(), books.watched.clone())
+                (
+                    books.take_unacked(),
+                    books.watched.clone(),
+                    books.followed.clone(),
+                )
             };
             info!(target: "client_sdk::failover", %address, again = again.len(), "failed over");
             for item in watched {
                 let _ = session.client.subscribe(item).await;
+            }
+            if !followed.is_empty() {
+                let _ = session.client.follow(followed).await;
             }
             for signed in again {
                 let _ = session.client.submit(signed).await;

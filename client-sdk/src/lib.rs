@@ -7,7 +7,9 @@
 //! signed preconfirmation ([`primitives::preconf`]); the client checks its signature against the
 //! sequencer's ID (the one a secure session proved, or [`Client::expect_sequencer`]'s) and keeps
 //! it ([`Client::preconfirmation`], [`ClientEvent::preconfirmation`]): held against the
-//! sequencer on the upper chain if the move is not where it promised. The sequencer then pushes every
+//! sequencer on the upper chain if the move is not where it promised. Its tick and the move's
+//! place in the sequencer's ack order key the ack as game netcode does ([`AckKey`],
+//! [`Client::ack_key`]). The sequencer then pushes every
 //! change of the move's level; [`Client::wait_for`] waits for one, and [`Client::events`] streams
 //! them all with the local time each was learned (what the devnet measures latency with).
 //!
@@ -122,6 +124,34 @@ pub struct ClientEvent {
     pub preconfirmation: Option<Box<SignedPreconfirmation>>,
     /// When this client learned it.
     pub at: Instant,
+}
+
+/// Where an ack puts a move, as game netcode keys its acks: the tick by which the sequencer
+/// promised it in a block and its place in that sequencer's ack order, both from the
+/// sequencer's signed preconfirmation ([`primitives::preconf::Preconfirmation`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AckKey {
+    /// The sequencer's tick by which the move will be in a block.
+    pub tick: u64,
+    /// The move's place in the sequencer's ack order.
+    pub seq: u64,
+}
+
+impl AckKey {
+    /// The key a preconfirmation promises.
+    pub fn of(preconfirmation: &SignedPreconfirmation) -> AckKey {
+        AckKey {
+            tick: preconfirmation.preconfirmation.tick,
+            seq: preconfirmation.preconfirmation.seq,
+        }
+    }
+}
+
+impl ClientEvent {
+    /// For an ack with a verified preconfirmation: its tick and sequence number.
+    pub fn ack_key(&self) -> Option<AckKey> {
+        self.preconfirmation.as_deref().map(AckKey::of)
+    }
 }
 
 /// A watched item's new pending value (see [`Client::subscribe`]).
@@ -459,6 +489,15 @@ impl Client {
         self.shared.lock().preconfirmations.get(hash).cloned()
     }
 
+    /// The tick and sequence number the ack of `hash` promised, if it carried a preconfirmation
+    /// that verified.
+    pub fn ack_key(&self, hash: &TxHash) -> Option<AckKey> {
+        match self.shared.lock().preconfirmations.get(hash) {
+            Some(Ok(preconfirmation)) => Some(AckKey::of(preconfirmation)),
+            _ => None,
+        }
+    }
+
     /// Resolves once the session has ended (dead link, idle timeout, closed by the sequencer).
     pub async fn closed(&self) {
         let mut closed = self.closed.clone();
@@ -723,6 +762,7 @@ mod tests {
         );
         let event = received.try_recv().expect("the ack is an event");
         assert_eq!(event.preconfirmation.as_deref(), Some(&honest));
+        assert_eq!(event.ack_key(), Some(AckKey { tick: 4, seq: 0 }));
 
         // Signed by someone else in the sequencer's name: kept as refused, not on the event.
         let forged = signed_by(&impostor, id, B256::repeat_byte(2));
@@ -737,6 +777,11 @@ mod tests {
         let event = received.try_recv().expect("the ack is an event");
         assert_eq!(event.level, Ok(FinalityLevel::Pending));
         assert_eq!(event.preconfirmation, None);
+        assert_eq!(
+            event.ack_key(),
+            None,
+            "no key from a promise that does not verify"
+        );
 
         // Validly signed, but by another sequencer than this session's.
         let foreign = signed_by(&impostor, NodeId(impostor.address()), B256::repeat_byte(3));

@@ -46,6 +46,12 @@ namespace Tickrate
         [MarshalAs(UnmanagedType.I1)] public bool Refused; public uint WatchLimit;
     }
 
+    [StructLayout(LayoutKind.Sequential)]
+    public struct ItemValue { public uint Kind; public Address Address; public Word Slot; public Word Value; }
+
+    [StructLayout(LayoutKind.Sequential)]
+    public struct AckKey { public ulong Tick; public ulong Seq; }
+
     public static class Native
     {
         const string Lib = "client_ffi";
@@ -60,7 +66,10 @@ namespace Tickrate
         [DllImport(Lib)] public static extern Status tickrate_send_game_move(IntPtr client, IntPtr account, ulong cell, out Move sent);
         [DllImport(Lib)] public static extern Status tickrate_move_ack(IntPtr client, byte[] hash, out ulong tick);
         [DllImport(Lib)] public static extern Status tickrate_move_level(IntPtr client, byte[] hash, out Level level);
+        [DllImport(Lib)] public static extern Status tickrate_move_ack_key(IntPtr client, byte[] hash, out AckKey key);
         [DllImport(Lib)] public static extern Status tickrate_subscribe(IntPtr client, ref StateItem item);
+        [DllImport(Lib)] public static extern Status tickrate_follow(IntPtr client, StateItem[] items, UIntPtr len);
+        [DllImport(Lib)] public static extern Status tickrate_poll_tick_diff(IntPtr client, out ulong tick, [Out] ItemValue[] changes, UIntPtr capacity, out UIntPtr count);
         [DllImport(Lib)] public static extern Status tickrate_poll_change(IntPtr client, out StateChange change);
         [DllImport(Lib)] public static extern Status tickrate_pending_storage(IntPtr client, ref Address address, ref Word slot, out Word value);
         [DllImport(Lib)] public static extern UIntPtr tickrate_last_error(StringBuilder buffer, UIntPtr capacity);
@@ -73,7 +82,8 @@ namespace Tickrate
         }
     }
 
-    // A MonoBehaviour that moves the player's piece every frame and keeps the pending cell.
+    // A MonoBehaviour that moves the player's piece every frame and applies one tick diff of
+    // the piece's cell a frame.
     public class PieceMover : MonoBehaviour
     {
         public string Sequencers = "127.0.0.1:7600";
@@ -81,7 +91,10 @@ namespace Tickrate
         IntPtr client, account;
         Word slot;
         ulong frame;
-        public ulong PendingCell = ulong.MaxValue;
+        public ulong PendingCell = ulong.MaxValue, PendingTick;
+        public AckKey LastAck;
+        Move lastSent;
+        readonly ItemValue[] diff = new ItemValue[1];
 
         void Start()
         {
@@ -91,16 +104,24 @@ namespace Tickrate
             Native.tickrate_account_address(account, out var player);
             Native.tickrate_game_address(out var game);
             Native.tickrate_game_slot_of(ref player, out slot);
-            var item = new StateItem { Kind = 2 /* STORAGE */, Address = game, Slot = slot };
-            Native.tickrate_subscribe(client, ref item);
+            var followed = new[] { new StateItem { Kind = 2 /* STORAGE */, Address = game, Slot = slot } };
+            Native.tickrate_follow(client, followed, (UIntPtr)followed.Length);
         }
 
         void Update()
         {
             var status = Native.tickrate_send_game_move(client, account, (frame++ * 7 + 3) % 64, out var sent);
             if (status != Status.Ok) Debug.LogWarning(Native.LastError());
-            while (Native.tickrate_poll_change(client, out var change) == Status.Ok)
-                if (!change.Refused) PendingCell = change.Value.Bytes[31];
+            // The previous frame's move, keyed by the tick and sequence number it was acked with.
+            if (frame > 1 && Native.tickrate_move_ack_key(client, lastSent.Hash, out var key) == Status.Ok)
+                LastAck = key;
+            if (status == Status.Ok) lastSent = sent;
+            // One tick diff a frame.
+            if (Native.tickrate_poll_tick_diff(client, out var tick, diff, (UIntPtr)diff.Length, out var count) == Status.Ok)
+            {
+                PendingTick = tick;
+                if ((ulong)count > 0) PendingCell = diff[0].Value.Bytes[31];
+            }
         }
 
         void OnDestroy()
