@@ -33,6 +33,33 @@ export interface Receipt {
   [field: string]: unknown;
 }
 
+/** A transaction the sequencer acked, keyed as game netcode keys acks: the tick by which the
+ * sequencer promised it in a block and its place in the sequencer's ack order (from the
+ * sequencer's signed preconfirmation; both `null` for a transaction executed already). */
+export interface AckedTransaction {
+  hash: Hex;
+  tick: number | null;
+  seq: number | null;
+}
+
+/** An item of pending state, as the gateway's extensions name it. */
+export type PendingItem =
+  | { balance: Address }
+  | { nonce: Address }
+  | { storage: [Address, Hex] };
+
+/** One changed item of a tick diff and its pending value at the tick's end. */
+export interface ItemValue {
+  item: PendingItem;
+  value: bigint;
+}
+
+/** The pending values of followed items that changed in one sequencer tick. */
+export interface TickDiff {
+  tick: number;
+  changes: ItemValue[];
+}
+
 /** A live `eth_subscribe` subscription. */
 export interface Subscription {
   readonly id: string;
@@ -92,6 +119,36 @@ export class TickrateClient {
     return this.request<Hex>("eth_sendRawTransaction", [raw]);
   }
 
+  /** Sends a signed transaction like `sendRawTransaction`, and resolves with its hash and the
+   * tick and sequence number the sequencer's ack put it at (`tickrate_sendRawTransaction`). */
+  async sendRawTransactionKeyed(raw: Hex): Promise<AckedTransaction> {
+    return this.request<AckedTransaction>("tickrate_sendRawTransaction", [raw]);
+  }
+
+  /** Follows `items` tick by tick (`eth_subscribe("tickrate_tickDiff")`): `onDiff` gets their
+   * values at once, then, once per sequencer tick in which any of them changed, the changed
+   * ones with their values at the tick's end. A game loop applies one diff per frame. */
+  async subscribeTickDiffs(
+    items: PendingItem[],
+    onDiff: (diff: TickDiff) => void,
+  ): Promise<Subscription> {
+    const id = await this.request<string>("eth_subscribe", ["tickrate_tickDiff", items]);
+    this.rpc.listen(id, (result) => {
+      const diff = result as { tick: number; changes: { item: PendingItem; value: Hex }[] };
+      onDiff({
+        tick: diff.tick,
+        changes: diff.changes.map(({ item, value }) => ({ item, value: hexToBigInt(value) })),
+      });
+    });
+    return {
+      id,
+      unsubscribe: async () => {
+        this.rpc.unlisten(id);
+        return this.request<boolean>("eth_unsubscribe", [id]);
+      },
+    };
+  }
+
   /** The receipt of an executed transaction, or `null` before it executes. */
   transactionReceipt(hash: Hex): Promise<Receipt | null> {
     return this.request<Receipt | null>("eth_getTransactionReceipt", [hash]);
@@ -144,10 +201,12 @@ export interface Call {
   gas: bigint;
 }
 
-/** A move sent and acked. */
+/** A move sent and acked, with the tick and sequence number its ack put it at. */
 export interface SentMove {
   hash: Hex;
   nonce: bigint;
+  tick: number | null;
+  seq: number | null;
 }
 
 /** A player's account key, signing EIP-1559 transactions with local nonces so that a game
@@ -193,15 +252,15 @@ export class Player {
     });
   }
 
-  /** Signs and sends `call` with the next nonce; resolves once the sequencer acked it. A
-   * refused move takes no nonce: the local nonce is read again from pending state, and the
-   * refusal rethrown. */
+  /** Signs and sends `call` with the next nonce; resolves once the sequencer acked it, with
+   * the ack's tick and sequence number. A refused move takes no nonce: the local nonce is read
+   * again from pending state, and the refusal rethrown. */
   async send(call: Call): Promise<SentMove> {
     const nonce = this.nextNonce;
     this.nextNonce += 1n;
     try {
-      const hash = await this.client.sendRawTransaction(await this.signMove(call, nonce));
-      return { hash, nonce };
+      const acked = await this.client.sendRawTransactionKeyed(await this.signMove(call, nonce));
+      return { hash: acked.hash, nonce, tick: acked.tick, seq: acked.seq };
     } catch (error) {
       if (error instanceof RpcError) {
         this.nextNonce = await this.client.pendingNonce(this.account.address);

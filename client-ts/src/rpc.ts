@@ -63,6 +63,9 @@ interface Message {
 
 const OPEN = 1;
 
+/** Notifications kept for subscriptions whose listener is not set yet, at most. */
+const EARLY_NOTIFICATIONS_MAX = 1024;
+
 async function defaultFactory(): Promise<WebSocketFactory> {
   const native = (globalThis as { WebSocket?: new (url: string) => WebSocketLike }).WebSocket;
   if (native !== undefined) {
@@ -77,6 +80,11 @@ export class RpcConnection {
   private nextId = 1;
   private readonly waiting = new Map<number, Waiting>();
   private readonly listeners = new Map<string, (result: unknown) => void>();
+  /** Notifications that arrived before their subscription's listener was set: a server may
+   * push the first one right after the answer to `eth_subscribe`, in the same read, before
+   * the caller has the id to listen with. */
+  private readonly early = new Map<string, unknown[]>();
+  private earlyCount = 0;
   private closedError: Error | null = null;
 
   private constructor(
@@ -125,14 +133,23 @@ export class RpcConnection {
     });
   }
 
-  /** Routes the notifications of subscription `id` to `listener`. */
+  /** Routes the notifications of subscription `id` to `listener`, first those that came
+   * before it was set. */
   listen(id: string, listener: (result: unknown) => void): void {
     this.listeners.set(id, listener);
+    const early = this.early.get(id) ?? [];
+    this.early.delete(id);
+    this.earlyCount -= early.length;
+    for (const result of early) {
+      listener(result);
+    }
   }
 
   /** Stops routing a subscription's notifications. */
   unlisten(id: string): void {
     this.listeners.delete(id);
+    this.earlyCount -= this.early.get(id)?.length ?? 0;
+    this.early.delete(id);
   }
 
   /** Closes the WebSocket; requests still waiting reject. */
@@ -149,7 +166,16 @@ export class RpcConnection {
       return; // Not JSON: nothing this client asked for.
     }
     if (message.method === "eth_subscription" && message.params?.subscription !== undefined) {
-      this.listeners.get(message.params.subscription)?.(message.params.result);
+      const id = message.params.subscription;
+      const listener = this.listeners.get(id);
+      if (listener !== undefined) {
+        listener(message.params.result);
+      } else if (this.earlyCount < EARLY_NOTIFICATIONS_MAX) {
+        const early = this.early.get(id) ?? [];
+        early.push(message.params.result);
+        this.early.set(id, early);
+        this.earlyCount += 1;
+      }
       return;
     }
     if (typeof message.id !== "number") {
@@ -179,5 +205,7 @@ export class RpcConnection {
       this.waiting.delete(id);
     }
     this.listeners.clear();
+    this.early.clear();
+    this.earlyCount = 0;
   }
 }

@@ -14,8 +14,10 @@ import type { Address, Hex } from "viem";
 
 import {
   GAME_ADDRESS,
+  type PendingItem,
   Player,
   RpcError,
+  type TickDiff,
   TickrateClient,
   movePiece,
   pendingCell,
@@ -109,6 +111,40 @@ test("a refused move is a typed error and takes no nonce", async () => {
   assert.equal(await pendingCell(client, player.address), 9);
 });
 
+test("each ack is keyed by the tick and a sequence number rising in send order", async () => {
+  const first = await movePiece(player, 11);
+  const second = await movePiece(player, 12);
+  assert.ok(first.tick !== null && first.seq !== null, `keyed: ${first.tick} ${first.seq}`);
+  assert.ok(second.tick !== null && second.seq !== null, `keyed: ${second.tick} ${second.seq}`);
+  assert.ok(second.seq > first.seq, "the later move's seq is higher");
+  assert.ok(second.tick >= first.tick, "and its tick no earlier");
+});
+
+test("a followed item's tick diffs bring its value at each tick's end, tick by tick", async () => {
+  const item: PendingItem = { storage: [GAME_ADDRESS, slotOf(player.address)] };
+  const diffs: TickDiff[] = [];
+  const subscription = await client.subscribeTickDiffs([item], (diff) => diffs.push(diff));
+  const until = async (done: () => boolean) => {
+    const deadline = Date.now() + 30_000;
+    while (!done() && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    assert.ok(done(), `in time: ${JSON.stringify(diffs, (_, value) => String(value))}`);
+  };
+  await until(() => diffs.length > 0);
+  assert.deepEqual(diffs[0].changes[0].item, item);
+  assert.equal(diffs[0].changes[0].value, BigInt(await pendingCell(client, player.address)));
+  await movePiece(player, 44);
+  await movePiece(player, 45);
+  const hasValue = (value: bigint) => diffs.some((diff) => diff.changes.some((change) => change.value === value));
+  await until(() => hasValue(45n));
+  assert.ok(
+    diffs.every((diff, index) => index === 0 || diff.tick > diffs[index - 1].tick),
+    "one diff per tick, in tick order",
+  );
+  assert.equal(await subscription.unsubscribe(), true);
+});
+
 test("a cell off the board is refused before anything is signed", async () => {
   const next = player.nextNonce;
   await assert.rejects(movePiece(player, 64), RangeError);
@@ -126,14 +162,33 @@ test("the example moves a piece and prints the pending board every frame", async
   const lines = stdout.split("\n");
   const frameLines = lines.filter((line) => line.startsWith("frame"));
   assert.equal(frameLines.length, frames, stdout);
+  const diffTicks: number[] = [];
+  const seqs: number[] = [];
+  let shown = 0;
   frameLines.forEach((line, frame) => {
-    // Every frame's board is read after that frame's move was acked: the piece stands where
-    // the move sent it.
-    const target = (frame * 7 + 3) % 64;
-    const board = line.split(" | ")[1].replaceAll(" ", "");
-    assert.equal(board.indexOf("P"), target, line);
-    assert.ok(line.includes(`pending cell ${target} `), line);
+    const [, boardText, , ack, source] = line.split(" | ");
+    // One diff a frame: the board shows the piece where this run's moves up to this frame
+    // sent it, or where it stood before the run (the first diff holds the cell then).
+    const board = boardText.replaceAll(" ", "");
+    const targets = Array.from({ length: frame + 1 }, (_, sent) => (sent * 7 + 3) % 64);
+    const at = board.indexOf("P");
+    if (targets.includes(at)) shown += 1;
+    const acked = /^ack tick (\d+) seq (\d+)$/.exec(ack);
+    assert.ok(acked !== null, `the frame's move is acked with a tick and a seq: ${line}`);
+    seqs.push(Number(acked[2]));
+    const applied = /^diff of tick (\d+)$/.exec(source);
+    if (applied !== null) diffTicks.push(Number(applied[1]));
   });
+  assert.ok(shown > 0, `the moves reach the board through the diffs:\n${stdout}`);
+  assert.ok(diffTicks.length > 0, stdout);
+  assert.ok(
+    diffTicks.every((tick, index) => index === 0 || tick > diffTicks[index - 1]),
+    `one diff per tick, in tick order: ${diffTicks.join(", ")}`,
+  );
+  assert.ok(
+    seqs.every((seq, index) => index === 0 || seq > seqs[index - 1]),
+    `ack seqs rise in send order: ${seqs.join(", ")}`,
+  );
   assert.ok(lines.some((line) => line.startsWith(`last move (nonce ${frames - 1}) succeeded`)), stdout);
   const last = ((frames - 1) * 7 + 3) % 64;
   assert.ok(lines.includes(`final | ${finalBoard(last)} | pending cell ${last}`), stdout);

@@ -35,6 +35,18 @@
 //!   new pending value (the first is the value when subscribed) and `{"type": "retracted",
 //!   "move", "reason", "corrected": [{"item", "value"}], "tick"}` when pending state changes
 //!   for a cause other than a new move, in the order the sequencer sent them.
+//! - **Tick diffs** (an extension): `eth_subscribe("tickrate_tickDiff", [items])`, items as
+//!   above, pushes `{"tick", "changes": [{"item", "value"}]}` once per sequencer tick in which
+//!   any of the items' pending values changed, each value as it stands at the tick's end (the
+//!   first push holds every item's value when subscribed), so that a game loop applies one diff
+//!   per frame. The gateway's session follows the union of its subscribers' items (at most
+//!   [`TICK_DIFF_ENTITIES_MAX`]); a subscriber sees only its own, and may be pushed the values
+//!   again, unchanged, when another subscriber comes or goes.
+//! - **Tick-keyed acks** (an extension): `tickrate_sendRawTransaction` takes what
+//!   `eth_sendRawTransaction` takes and answers `{"hash", "tick", "seq"}` once the sequencer
+//!   acked it: the Ethereum hash, the tick by which the sequencer promised the move in a block
+//!   and its place in the sequencer's ack order, from its signed preconfirmation (both `null`
+//!   for a transaction executed already).
 //! - **Restarts.** The gateway outlives its sequencer's core: [`RpcHandle::repoint`] opens its
 //!   session on a restarted core, and moves waiting for an ack from the stopped one fail at
 //!   once (-32603) rather than at the ack timeout.
@@ -63,7 +75,7 @@ use jsonrpsee::{
 use parking_lot::{Mutex, RwLock};
 use primitives::{
     Address, B256, Bytes, MoveSignature, SignedTransaction, TxHash, U256,
-    api::{ClientRequest, ItemValue, Refusal, RetractionReason, ServerMessage},
+    api::{ClientRequest, Entity, ItemValue, Refusal, RetractionReason, ServerMessage},
     codec::Decode,
     ethereum::decode_envelope,
     finality::StateItem,
@@ -85,6 +97,7 @@ use crate::{
     node::GatewayLink,
     subscriptions::ClientId,
 };
+use primitives::constants::TICK_DIFF_ENTITIES_MAX;
 
 /// The `web3_clientVersion` answer.
 pub const CLIENT_VERSION: &str = concat!("tickrate/", env!("CARGO_PKG_VERSION"));
@@ -154,7 +167,24 @@ struct LinkState {
 /// A submission waiting for its ack, and the session it went through.
 struct Waiting {
     generation: u64,
-    ack: oneshot::Sender<Result<u64, Refusal>>,
+    ack: oneshot::Sender<Result<AckKey, Refusal>>,
+}
+
+/// Where the sequencer's ack put a move (see `tickrate_sendRawTransaction`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+struct AckKey {
+    /// The tick by which the sequencer promised the move in a block.
+    tick: u64,
+    /// The move's place in the sequencer's ack order, from its preconfirmation.
+    seq: Option<u64>,
+}
+
+/// `tickrate_sendRawTransaction`'s answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+struct RpcAck {
+    hash: B256,
+    tick: Option<u64>,
+    seq: Option<u64>,
 }
 
 /// What every method shares.
@@ -171,6 +201,10 @@ struct Gateway {
     /// How many `tickrate_pendingState` subscriptions watch each item: the gateway's session
     /// watches an item while one does.
     watched: Mutex<HashMap<StateItem, usize>>,
+    /// How many `tickrate_tickDiff` subscriptions follow each item: the gateway's session
+    /// follows their union. Held across the request that changes it, so that the union the
+    /// core has is the last one computed.
+    followed: tokio::sync::Mutex<HashMap<StateItem, usize>>,
     /// Set if execution results were missed: the executed state is wrong from then on.
     stale: std::sync::atomic::AtomicBool,
 }
@@ -195,6 +229,7 @@ pub async fn serve(
         blocks,
         pending_events,
         watched: Mutex::new(HashMap::new()),
+        followed: tokio::sync::Mutex::new(HashMap::new()),
         stale: std::sync::atomic::AtomicBool::new(false),
     });
     connect(&gateway, link).await?;
@@ -239,15 +274,21 @@ async fn connect(gateway: &Arc<Gateway>, link: GatewayLink) -> Result<(), RpcErr
 async fn read_acks(gateway: Arc<Gateway>, mut inbound: mpsc::Receiver<Vec<u8>>, generation: u64) {
     while let Some(bytes) = inbound.recv().await {
         match ServerMessage::from_bytes(&bytes) {
-            Ok(ServerMessage::Ack { hash, result, .. }) => {
+            Ok(ServerMessage::Ack {
+                hash,
+                result,
+                preconfirmation,
+            }) => {
                 if let Some(waiting) = gateway.waiting.lock().remove(&hash) {
-                    let _ = waiting.ack.send(result);
+                    let seq = preconfirmation.map(|signed| signed.preconfirmation.seq);
+                    let _ = waiting.ack.send(result.map(|tick| AckKey { tick, seq }));
                 }
             }
             Ok(
                 message @ (ServerMessage::Changed { .. }
                 | ServerMessage::Retracted { .. }
-                | ServerMessage::SubscriptionRefused { .. }),
+                | ServerMessage::SubscriptionRefused { .. }
+                | ServerMessage::TickDiff { .. }),
             ) => {
                 // No subscriber is no error.
                 let _ = gateway.pending_events.send(Arc::new(message));
@@ -512,8 +553,9 @@ impl Gateway {
     }
 
     /// Decodes, estimates, verifies and submits a raw transaction; returns its Ethereum hash
-    /// once the sequencer has acked it.
-    async fn send_raw(&self, raw: Bytes) -> MethodResult<B256> {
+    /// once the sequencer has acked it, with where the ack put it (`None` for a transaction
+    /// executed already).
+    async fn send_raw(&self, raw: Bytes) -> MethodResult<(B256, Option<AckKey>)> {
         if raw.len() > MOVE_BYTES_MAX {
             return Err(error::limit_exceeded("transaction too large"));
         }
@@ -525,7 +567,7 @@ impl Gateway {
             }));
         }
         if self.chain.read().transaction(&ethereum.hash).is_some() {
-            return Ok(ethereum.hash);
+            return Ok((ethereum.hash, None));
         }
         let nonce = self
             .read(StateItem::Nonce(ethereum.sender), StateLevel::Pending)
@@ -593,9 +635,9 @@ impl Gateway {
             return Err(internal(&"the sequencer has stopped"));
         }
         match tokio::time::timeout(RPC_ACK_TIMEOUT, ack).await {
-            Ok(Ok(Ok(_tick))) => {
+            Ok(Ok(Ok(key))) => {
                 debug!(target: "sequencer::rpc", hash = %ethereum.hash, %move_hash, "transaction acked");
-                Ok(ethereum.hash)
+                Ok((ethereum.hash, Some(key)))
             }
             Ok(Ok(Err(refusal))) => {
                 forget();
@@ -685,8 +727,20 @@ fn methods(gateway: Arc<Gateway>) -> Result<RpcModule<Arc<Gateway>>, RpcError> {
     })?;
     module.register_async_method("eth_sendRawTransaction", |params, gateway, _| async move {
         let raw: Bytes = params.sequence().next()?;
-        gateway.send_raw(raw).await
+        gateway.send_raw(raw).await.map(|(hash, _)| hash)
     })?;
+    module.register_async_method(
+        "tickrate_sendRawTransaction",
+        |params, gateway, _| async move {
+            let raw: Bytes = params.sequence().next()?;
+            let (hash, key) = gateway.send_raw(raw).await?;
+            MethodResult::Ok(RpcAck {
+                hash,
+                tick: key.map(|key| key.tick),
+                seq: key.and_then(|key| key.seq),
+            })
+        },
+    )?;
     module.register_method("eth_call", |params, gateway, _| {
         let request: TransactionRequest = params.sequence().next()?;
         let level = gateway.level_of(parse_block(&params, 1)?)?;
@@ -803,6 +857,16 @@ async fn subscribe(
             }
         };
         return subscribe_pending(items, pending, gateway).await;
+    }
+    if kind == "tickrate_tickDiff" {
+        let items: Vec<RpcItem> = match sequence.next() {
+            Ok(items) => items,
+            Err(error) => {
+                pending.reject(error).await;
+                return Ok(());
+            }
+        };
+        return subscribe_tick_diffs(items, pending, gateway).await;
     }
     let filter = match kind.as_str() {
         "newHeads" => None,
@@ -1022,6 +1086,135 @@ async fn forward_pending(
     }
 }
 
+/// The `tickrate_tickDiff` push of a core message, for a subscriber of `items`: only a tick
+/// diff, only its changes of those items, and nothing if none.
+fn tick_diff_json(
+    message: &ServerMessage,
+    items: &std::collections::HashSet<StateItem>,
+) -> Option<serde_json::Value> {
+    let ServerMessage::TickDiff { tick, changes } = message else {
+        return None;
+    };
+    let changes: Vec<serde_json::Value> = changes
+        .iter()
+        .filter(|ItemValue { item, .. }| items.contains(item))
+        .filter_map(|ItemValue { item, value }| {
+            Some(serde_json::json!({"item": rpc_item(item)?, "value": value}))
+        })
+        .collect();
+    (!changes.is_empty()).then(|| serde_json::json!({"tick": tick, "changes": changes}))
+}
+
+/// Has the gateway's session follow the union of what its `tickrate_tickDiff` subscribers
+/// follow, after `change` updated the counts (under the lock, so the core ends with the last
+/// union computed). Refused, with the counts unchanged, if the union would pass
+/// [`TICK_DIFF_ENTITIES_MAX`].
+async fn refollow(
+    gateway: &Gateway,
+    change: impl FnOnce(&mut HashMap<StateItem, usize>),
+) -> Result<(), ErrorObjectOwned> {
+    let mut followed = gateway.followed.lock().await;
+    let mut next = followed.clone();
+    change(&mut next);
+    next.retain(|_, count| *count > 0);
+    if next.len() > TICK_DIFF_ENTITIES_MAX {
+        return Err(error::limit_exceeded_with(
+            &format!("the gateway follows at most {TICK_DIFF_ENTITIES_MAX} items"),
+            TICK_DIFF_ENTITIES_MAX as u64,
+        ));
+    }
+    let mut union: Vec<StateItem> = next.keys().copied().collect();
+    union.sort_unstable();
+    let (link, client) = {
+        let state = gateway.link.read();
+        (state.link.clone(), state.client)
+    };
+    *followed = next;
+    link.request(
+        client,
+        ClientRequest::SubscribeEntities(union.into_iter().map(Entity::Item).collect()),
+    )
+    .await
+    .map_err(|_| internal(&"the sequencer has stopped"))
+}
+
+/// `tickrate_tickDiff`: the gateway's session follows the subscriber's items too (the core
+/// sends a diff of every followed item's current value, then one per tick that changed any),
+/// and this subscriber gets the diffs' changes of its own items.
+async fn subscribe_tick_diffs(
+    items: Vec<RpcItem>,
+    pending: PendingSubscriptionSink,
+    gateway: Arc<Gateway>,
+) -> jsonrpsee::core::SubscriptionResult {
+    if items.is_empty() || items.len() > TICK_DIFF_ENTITIES_MAX {
+        pending
+            .reject(invalid_params(&format!(
+                "tickrate_tickDiff follows 1 to {TICK_DIFF_ENTITIES_MAX} items, got {}",
+                items.len()
+            )))
+            .await;
+        return Ok(());
+    }
+    let items: std::collections::HashSet<StateItem> =
+        items.into_iter().map(StateItem::from).collect();
+    // Listen before asking, so the first diff the core answers with is not missed.
+    let mut events = gateway.pending_events.subscribe();
+    let added = refollow(&gateway, |followed| {
+        for item in &items {
+            *followed.entry(*item).or_default() += 1;
+        }
+    })
+    .await;
+    if let Err(error) = added {
+        pending.reject(error).await;
+        return Ok(());
+    }
+    let result: jsonrpsee::core::SubscriptionResult = async {
+        let sink = pending.accept().await?;
+        forward_tick_diffs(&sink, &mut events, &items).await
+    }
+    .await;
+    let removed = refollow(&gateway, |followed| {
+        for item in &items {
+            if let Some(count) = followed.get_mut(item) {
+                *count = count.saturating_sub(1);
+            }
+        }
+    })
+    .await;
+    if let Err(error) = removed {
+        debug!(target: "sequencer::rpc", %error, "could not stop following a subscriber's items");
+    }
+    result
+}
+
+async fn forward_tick_diffs(
+    sink: &jsonrpsee::SubscriptionSink,
+    events: &mut broadcast::Receiver<Arc<ServerMessage>>,
+    items: &std::collections::HashSet<StateItem>,
+) -> jsonrpsee::core::SubscriptionResult {
+    loop {
+        let message = tokio::select! {
+            () = sink.closed() => return Ok(()),
+            received = events.recv() => match received {
+                Ok(message) => message,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    warn!(target: "sequencer::rpc", missed, "a tickDiff subscriber fell behind; closed");
+                    return Ok(());
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+        };
+        let Some(json) = tick_diff_json(&message, items) else {
+            continue;
+        };
+        let json = serde_json::value::to_raw_value(&json)?;
+        if sink.send(json).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use alloy_rpc_types_eth::Header;
@@ -1052,6 +1245,7 @@ mod tests {
             blocks,
             pending_events: broadcast::channel(16).0,
             watched: Mutex::new(HashMap::new()),
+            followed: tokio::sync::Mutex::new(HashMap::new()),
             stale: std::sync::atomic::AtomicBool::new(false),
         });
         (gateway, queue)
@@ -1312,5 +1506,163 @@ mod tests {
             .await
             .expect_err("an unknown item kind is refused");
         assert!(!malformed.to_string().is_empty());
+    }
+
+    #[tokio::test]
+    async fn tick_diff_subscribers_share_the_sessions_union_and_get_their_own_items() {
+        let (gateway, mut queue) = gateway();
+        let module = methods(gateway.clone()).expect("methods register");
+        let mine = StateItem::Storage(ACCOUNT, B256::repeat_byte(1));
+        let theirs = StateItem::Nonce(Address::repeat_byte(8));
+        let mut followed = |expected: Vec<StateItem>| {
+            let request = queue.try_recv();
+            match request {
+                Ok(crate::node::Command::Query(1, request)) => assert_eq!(
+                    *request,
+                    ClientRequest::SubscribeEntities(
+                        expected.into_iter().map(Entity::Item).collect()
+                    )
+                ),
+                _ => panic!("the gateway's session follows the union"),
+            }
+        };
+        let mut subscription = module
+            .subscribe_unbounded(
+                "eth_subscribe",
+                (
+                    "tickrate_tickDiff",
+                    [serde_json::json!({"storage": [ACCOUNT, B256::repeat_byte(1)]})],
+                ),
+            )
+            .await
+            .expect("subscribed");
+        followed(vec![mine]);
+        let other = module
+            .subscribe_unbounded(
+                "eth_subscribe",
+                (
+                    "tickrate_tickDiff",
+                    [serde_json::json!({"nonce": Address::repeat_byte(8)})],
+                ),
+            )
+            .await
+            .expect("subscribed");
+        let mut union = vec![mine, theirs];
+        union.sort_unstable();
+        followed(union);
+        for message in [
+            ServerMessage::TickDiff {
+                tick: 6,
+                changes: vec![ItemValue {
+                    item: theirs,
+                    value: U256::from(1),
+                }],
+            },
+            ServerMessage::TickDiff {
+                tick: 7,
+                changes: vec![
+                    ItemValue {
+                        item: theirs,
+                        value: U256::from(2),
+                    },
+                    ItemValue {
+                        item: mine,
+                        value: U256::from(40),
+                    },
+                ],
+            },
+        ] {
+            gateway
+                .pending_events
+                .send(Arc::new(message))
+                .expect("subscribers listen");
+        }
+        let (diff, _) = subscription
+            .next::<serde_json::Value>()
+            .await
+            .expect("a message")
+            .expect("decodes");
+        assert_eq!(
+            diff,
+            serde_json::json!({"tick": 7,
+                "changes": [{"item": {"storage": [ACCOUNT, B256::repeat_byte(1)]}, "value": "0x28"}]}),
+            "only ticks that changed its items, and only those items"
+        );
+        drop(other);
+        // The other subscriber leaves: the session follows what is left.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match queue.try_recv() {
+                Ok(crate::node::Command::Query(1, request)) => {
+                    assert_eq!(
+                        *request,
+                        ClientRequest::SubscribeEntities(vec![Entity::Item(mine)])
+                    );
+                    break;
+                }
+                Ok(_) => panic!("only the union is asked for"),
+                Err(_) => {
+                    assert!(tokio::time::Instant::now() < deadline, "the union shrinks");
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn tickrate_send_raw_transaction_answers_the_acks_tick_and_seq() {
+        let (gateway, _queue) = gateway();
+        let (acked, ack) = oneshot::channel();
+        let hash = B256::repeat_byte(4);
+        gateway.waiting.lock().insert(
+            hash,
+            Waiting {
+                generation: 1,
+                ack: acked,
+            },
+        );
+        let (outbound, inbound) = mpsc::channel(4);
+        let reader = tokio::spawn(read_acks(gateway.clone(), inbound, 1));
+        use primitives::codec::Encode;
+        let key = primitives::AccountKey::from_seed(3);
+        let promise = primitives::preconf::Preconfirmation {
+            hash,
+            sequencer: primitives::NodeId(key.address()),
+            seq: 41,
+            tick: 12,
+            height_first: 2,
+            height_last: 2,
+        };
+        let signed =
+            primitives::preconf::SignedPreconfirmation::sign_group(&key, &[promise]).remove(0);
+        outbound
+            .send(
+                ServerMessage::Ack {
+                    hash,
+                    result: Ok(12),
+                    preconfirmation: Some(Box::new(signed)),
+                }
+                .to_bytes(),
+            )
+            .await
+            .expect("the reader listens");
+        assert_eq!(
+            ack.await.expect("acked"),
+            Ok(AckKey {
+                tick: 12,
+                seq: Some(41)
+            })
+        );
+        drop(outbound);
+        reader.await.expect("the reader ends with its session");
+        assert_eq!(
+            serde_json::to_value(RpcAck {
+                hash,
+                tick: Some(12),
+                seq: Some(41)
+            })
+            .expect("serializes"),
+            serde_json::json!({"hash": hash, "tick": 12, "seq": 41})
+        );
     }
 }
