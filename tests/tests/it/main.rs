@@ -6,6 +6,7 @@ mod json_rpc;
 mod operators;
 mod preconfirmations;
 mod prometheus;
+mod retractions;
 mod sdk;
 mod sequencer_epochs;
 mod sequencer_restart;
