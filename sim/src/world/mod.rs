@@ -206,6 +206,15 @@ impl Scenario {
             .take(lying)
             .copied()
             .collect();
+        // Also drawn after the rest: a run with no other byzantine sequencer may get an
+        // equivocating one.
+        let byzantine = match byzantine {
+            None if rng.random_bool(0.3) => Some((
+                rng.random_range(0..config.sequencers),
+                Byzantine::Equivocates,
+            )),
+            drawn => drawn,
+        };
         Scenario {
             latency_us,
             drop_ratio: rng.random_range(0.0..0.1),
@@ -230,6 +239,8 @@ pub enum Byzantine {
     Silent,
     /// Broadcasts the headers of its blocks but never puts their bodies in weak DA.
     WithholdsBodies,
+    /// As primary, proposes two valid batches for one sequence, to different backups.
+    Equivocates,
 }
 
 /// A broken invariant.
@@ -459,6 +470,9 @@ impl World {
                     Some((byzantine, Byzantine::WithholdsBodies)) if byzantine == index => {
                         sequencer.withholds_bodies = true;
                     }
+                    Some((byzantine, Byzantine::Equivocates)) if byzantine == index => {
+                        sequencer.equivocates = true;
+                    }
                     _ => {}
                 }
                 sequencer
@@ -581,6 +595,16 @@ impl World {
             self.handle(event);
         }
         self.report.simulated_us = self.now.as_micros();
+        let equivocations: u64 = self
+            .sequencers
+            .iter()
+            .map(|sequencer| sequencer.equivocations)
+            .sum();
+        if equivocations > 0 {
+            self.report
+                .faults
+                .insert("equivocating_pre_prepare", equivocations);
+        }
         self.check_end();
         self.report
     }
@@ -621,6 +645,7 @@ impl World {
         match scenario.byzantine {
             Some((_, Byzantine::Silent)) => add("silent_sequencer", 1),
             Some((_, Byzantine::WithholdsBodies)) => add("sequencer_withholding_bodies", 1),
+            Some((_, Byzantine::Equivocates)) => add("equivocating_sequencer", 1),
             None => {}
         }
         add("shard_node_stopped", scenario.shard_stops.len() as u64);

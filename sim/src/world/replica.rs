@@ -9,10 +9,13 @@ use std::{
     rc::Rc,
 };
 
-use consensus::{Replica, ReplicaConfig, ReplicaEvent, ReplicaInput, ReplicaKeys};
+use consensus::{
+    Message, PrePrepare, Replica, ReplicaConfig, ReplicaEvent, ReplicaInput, ReplicaKeys,
+};
 use execution::ExecutedBatch;
 use primitives::{
-    B256, Batch, BlockBody, BlockHeader, BlockId, FinalityLevel, FinalizedBatch, NodeId, TxHash,
+    B256, Batch, BlockBody, BlockHeader, BlockId, Decode, Encode, FinalityLevel, FinalizedBatch,
+    NodeId, TxHash,
     api::{Refusal, ServerMessage},
     machine::{Machine, Origin},
     session::SessionKeyCache,
@@ -85,6 +88,15 @@ pub struct SimSequencer {
     /// Broadcasts its headers but never puts their bodies in weak DA (a byzantine sequencer
     /// that names blocks no one can read).
     pub withholds_bodies: bool,
+    /// As primary, proposes two different batches for one sequence: every other backup gets
+    /// its batch without the last block, signed as validly (an equivocating primary).
+    pub equivocates: bool,
+    /// Whether the next pre-prepare it sends is the second batch.
+    send_second: bool,
+    /// Pre-prepares it replaced by one of a second batch.
+    pub equivocations: u64,
+    /// Its operator key, to sign the second batch.
+    operator: primitives::AccountKey,
     weak_da: SharedWeakDa,
     handling_events: bool,
     propose_after_events: bool,
@@ -102,6 +114,7 @@ impl SimSequencer {
     ) -> Self {
         let members: Vec<NodeId> = validators.validators().iter().map(|v| v.id).collect();
         let id = NodeId(keys.operator.address());
+        let operator = keys.operator.clone();
         let packer = Packer::new(keys.operator.clone());
         let replica = Replica::restore(
             validators,
@@ -134,6 +147,10 @@ impl SimSequencer {
             committed: BTreeMap::new(),
             silent: false,
             withholds_bodies: false,
+            equivocates: false,
+            send_second: false,
+            equivocations: 0,
+            operator,
             weak_da,
             handling_events: false,
             propose_after_events: false,
@@ -364,10 +381,12 @@ impl SimSequencer {
             while let Some(transmit) = self.replica.poll_transmit(now) {
                 drained = true;
                 if !self.silent {
-                    effects.push(Effect::Send(
-                        transmit.to,
-                        PeerMessage::Consensus(transmit.bytes),
-                    ));
+                    let bytes = if self.equivocates {
+                        self.equivocate(transmit.bytes)
+                    } else {
+                        transmit.bytes
+                    };
+                    effects.push(Effect::Send(transmit.to, PeerMessage::Consensus(bytes)));
                 }
             }
             self.handling_events = true;
@@ -398,6 +417,36 @@ impl SimSequencer {
                 break;
             }
         }
+    }
+
+    /// Every other pre-prepare of a batch of two blocks or more is replaced by one of the same
+    /// batch without its last block: both are valid proposals, so the backups split.
+    fn equivocate(&mut self, bytes: Vec<u8>) -> Vec<u8> {
+        let mut decoder = primitives::Decoder::new(&bytes);
+        let Ok(Message::PrePrepare(pre_prepare)) = Message::<Batch>::decode(&mut decoder) else {
+            return bytes;
+        };
+        let Some(batch) = pre_prepare
+            .value
+            .as_ref()
+            .filter(|batch| batch.headers.len() >= 2)
+        else {
+            return bytes;
+        };
+        self.send_second = !self.send_second;
+        if !self.send_second {
+            return bytes;
+        }
+        self.equivocations += 1;
+        let mut second = batch.clone();
+        second.headers.pop();
+        let second = PrePrepare::new(
+            &self.operator,
+            pre_prepare.view,
+            pre_prepare.sequence,
+            second,
+        );
+        Message::PrePrepare(second).to_bytes()
     }
 
     fn committed_batch(
