@@ -18,16 +18,7 @@ use primitives::{
 
 use crate::{coding::ErasureParams, error::DaError};
 
-/// Domain tag of availability attestations.
-pub const ATTESTATION_DOMAIN: &[u8] = b"tickrate/da/available/v1";
-
-/// The bytes every DA node signs to attest it holds its verified chunk of `commitment`.
-pub fn availability_message(commitment: &B256) -> Vec<u8> {
-    let mut message = Vec::with_capacity(ATTESTATION_DOMAIN.len() + 32);
-    message.extend_from_slice(ATTESTATION_DOMAIN);
-    message.extend_from_slice(commitment.as_slice());
-    message
-}
+pub use primitives::da::{AVAILABILITY_DOMAIN as ATTESTATION_DOMAIN, availability_message};
 
 /// Signs the attestation for `commitment`.
 pub fn attest(key: &BlsSecretKey, commitment: &B256) -> BlsSignature {

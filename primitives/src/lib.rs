@@ -14,6 +14,7 @@ pub mod block;
 pub mod bls;
 pub mod codec;
 pub mod constants;
+pub mod da;
 pub mod estimate;
 pub mod ethereum;
 pub mod finality;

@@ -733,6 +733,7 @@ fn a_whitelisted_sequencer_stands_by_until_an_epoch_names_it() {
             bls_key: member.bls_public(),
         }],
         sequencer_epoch_length: Some(EPOCH_LENGTH),
+        da_committee: None,
     }));
     let admin_op = |op: AdminOp| {
         let signature = admin.sign_prehash(&op.signing_hash(chain.admin_nonce().unwrap()));

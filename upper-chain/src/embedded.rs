@@ -12,11 +12,11 @@ use primitives::{
 use rocksdb::{DB, IteratorMode, Options, WriteBatch, WriteOptions};
 
 use crate::{
-    AdminOp, ChainError, Departure, DepartureKind, DepartureProof, Deposit, GroupDecision,
-    GroupRootCommitment, NodeRecord, Registration, RegistrySnapshot, SequencerCandidate,
-    SequencerEpoch, SequencerRecord, SponsorPolicyRecord, SponsorPolicyUpdate, SyncedRoot,
-    UpperChain, WalletChange, WalletUpdate, group_id, quorum, select_sequencers,
-    sequencer_epoch_of,
+    AdminOp, AvailabilityKind, AvailabilityRecord, ChainError, DaCommittee, Departure,
+    DepartureKind, DepartureProof, Deposit, GroupDecision, GroupRootCommitment, NodeRecord,
+    Registration, RegistrySnapshot, SequencerCandidate, SequencerEpoch, SequencerRecord,
+    SponsorPolicyRecord, SponsorPolicyUpdate, SyncedRoot, UpperChain, WalletChange, WalletUpdate,
+    group_id, quorum, select_sequencers, sequencer_epoch_of,
     store::{SequencerSet, decode_all, key},
     wallet_as_of,
 };
@@ -34,6 +34,9 @@ pub struct Genesis {
     /// PBFT sequences in a sequencer epoch ([`crate::SequencerEpoch`]); `None`: one open-ended
     /// epoch whose set is the active set, changed at once by a rotation.
     pub sequencer_epoch_length: Option<u64>,
+    /// The strong-DA committee whose availability certificates the chain accepts; `None`: the
+    /// chain records no strong-DA commitments.
+    pub da_committee: Option<DaCommittee>,
 }
 
 #[derive(Debug, Default)]
@@ -70,6 +73,10 @@ struct ChainState {
     sponsor_policies: BTreeMap<Address, SponsorPolicyRecord>,
     /// Each sponsor's next policy nonce, for sponsors that sent an update.
     sponsor_nonces: BTreeMap<Address, u64>,
+    /// The strong-DA committee fixed at genesis.
+    da_committee: Option<DaCommittee>,
+    /// Strong-DA commitments recorded, by payload.
+    availability: BTreeMap<(AvailabilityKind, u64), AvailabilityRecord>,
 }
 
 impl ChainState {
@@ -103,6 +110,7 @@ impl ChainState {
                     )
                 })
                 .collect(),
+            da_committee: genesis.da_committee.clone(),
             ..ChainState::default()
         }
     }
@@ -207,6 +215,14 @@ impl ChainState {
                 nonce.to_bytes(),
             )
         }));
+        out.extend(
+            self.da_committee
+                .iter()
+                .map(|committee| (key::DA_COMMITTEE.to_vec(), committee.to_bytes())),
+        );
+        out.extend(self.availability.iter().map(|((kind, number), record)| {
+            (key::availability(*kind, *number), record.to_bytes())
+        }));
         out
     }
 
@@ -251,6 +267,13 @@ impl ChainState {
                 set_size = Some(u32::from_be_bytes(
                     v.try_into().map_err(|_| corrupt("sequencer set size"))?,
                 ));
+            } else if k == key::DA_COMMITTEE {
+                state.da_committee = Some(decode_all(v).map_err(decode_err)?);
+            } else if k.starts_with(key::AVAILABILITY) {
+                let record: AvailabilityRecord = decode_all(v).map_err(decode_err)?;
+                state
+                    .availability
+                    .insert((record.kind, record.number), record);
             } else if let Some(rest) = k.strip_prefix(key::SEQUENCER_EPOCH) {
                 let set = decode_all::<SequencerSet>(v).map_err(decode_err)?.0;
                 sequencer_epochs.insert(number(rest)?, set);
@@ -911,6 +934,50 @@ impl UpperChain for EmbeddedChain {
             .values()
             .cloned()
             .collect())
+    }
+
+    fn da_committee(&self) -> Result<Option<DaCommittee>, ChainError> {
+        Ok(self.state.lock().da_committee.clone())
+    }
+
+    fn record_availability(&self, record: AvailabilityRecord) -> Result<(), ChainError> {
+        let mut state = self.state.lock();
+        let committee = state.da_committee.as_ref().ok_or_else(|| {
+            ChainError::Unsupported("this chain has no strong-DA committee".into())
+        })?;
+        record.certificate.verify(
+            &primitives::da::availability_message(&record.commitment),
+            &committee.keys,
+            committee.quorum as usize,
+        )?;
+        if let Some(recorded) = state.availability.get(&(record.kind, record.number)) {
+            if recorded.commitment == record.commitment {
+                return Ok(());
+            }
+            return Err(ChainError::AvailabilityConflict {
+                kind: record.kind,
+                number: record.number,
+                recorded: recorded.commitment,
+            });
+        }
+        let mut change = Change::new();
+        change.put(
+            key::availability(record.kind, record.number),
+            record.to_bytes(),
+        );
+        self.commit(change)?;
+        state
+            .availability
+            .insert((record.kind, record.number), record);
+        Ok(())
+    }
+
+    fn availability(
+        &self,
+        kind: AvailabilityKind,
+        number: u64,
+    ) -> Result<Option<AvailabilityRecord>, ChainError> {
+        Ok(self.state.lock().availability.get(&(kind, number)).cloned())
     }
 
     fn record_departure(

@@ -1328,6 +1328,22 @@ impl UpperChain for EvmChain {
         Err(no_sponsor_policies())
     }
 
+    fn da_committee(&self) -> Result<Option<crate::DaCommittee>, ChainError> {
+        Err(no_strong_da())
+    }
+
+    fn record_availability(&self, _record: crate::AvailabilityRecord) -> Result<(), ChainError> {
+        Err(no_strong_da())
+    }
+
+    fn availability(
+        &self,
+        _kind: crate::AvailabilityKind,
+        _number: u64,
+    ) -> Result<Option<crate::AvailabilityRecord>, ChainError> {
+        Err(no_strong_da())
+    }
+
     fn report_broken_preconfirmation(
         &self,
         _evidence: &PreconfirmationEvidence,
@@ -1346,6 +1362,15 @@ impl UpperChain for EvmChain {
 fn no_preconfirmation_evidence() -> ChainError {
     ChainError::Unsupported(
         "the Registry contract cannot check preconfirmation evidence (blake3 block roots)".into(),
+    )
+}
+
+/// The contract keeps no strong-DA commitments: its runtime code is 24,548 of the 24,576 bytes
+/// EIP-170 allows, no room for a DA committee and its certificate check.
+fn no_strong_da() -> ChainError {
+    ChainError::Unsupported(
+        "the Registry contract keeps no strong-DA commitments (it is at the EIP-170 size limit)"
+            .into(),
     )
 }
 

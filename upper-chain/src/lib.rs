@@ -234,6 +234,54 @@ pub enum ChainError {
     /// sponsorship policies yet).
     #[error("not supported by this chain: {0}")]
     Unsupported(String),
+    /// Another strong-DA commitment is recorded for this payload already: the first certified
+    /// one stands.
+    #[error("{kind:?} {number} has strong-DA commitment {recorded} already")]
+    AvailabilityConflict {
+        /// What the payload is.
+        kind: AvailabilityKind,
+        /// Its batch number.
+        number: u64,
+        /// The commitment recorded.
+        recorded: B256,
+    },
+}
+
+/// What a strong-DA commitment recorded on the chain is the payload of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AvailabilityKind {
+    /// A finalized batch (its canonical encoding), by batch number.
+    Batch,
+    /// The execution record of a batch: its moves with the pre-state slices they ran on and
+    /// their outcomes, what a fraud proof re-executes. By batch number.
+    ExecutionRecord,
+    /// The genesis state execution starts from (number 0).
+    Genesis,
+}
+
+/// The strong-DA committee whose availability certificates the chain accepts: fixed at genesis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaCommittee {
+    /// The DA nodes' BLS keys; node `i` holds chunk `i` of every payload.
+    pub keys: Vec<BlsPublicKey>,
+    /// Chunks that rebuild a payload (k of the erasure code; n is the number of keys).
+    pub data_chunks: u16,
+    /// Attestations a certificate needs.
+    pub quorum: u32,
+}
+
+/// A payload's strong-DA commitment and the certificate that a quorum of the DA committee holds
+/// verified chunks of it (over [`primitives::da::availability_message`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AvailabilityRecord {
+    /// What the payload is.
+    pub kind: AvailabilityKind,
+    /// Its batch number (0 for the genesis).
+    pub number: u64,
+    /// The DA commitment.
+    pub commitment: B256,
+    /// The availability certificate.
+    pub certificate: Certificate,
 }
 
 /// What an operator registers for a node.
@@ -841,6 +889,22 @@ pub trait UpperChain: Send + Sync {
     fn sponsor_nonce(&self, sponsor: &Address) -> Result<u64, ChainError>;
     /// Every sponsorship policy in force, by sponsor.
     fn sponsor_policies(&self) -> Result<Vec<SponsorPolicyRecord>, ChainError>;
+    /// The strong-DA committee fixed at genesis, if the chain has one.
+    fn da_committee(&self) -> Result<Option<DaCommittee>, ChainError>;
+    /// Records the strong-DA commitment of a payload (a finalized batch, a batch's execution
+    /// record, the genesis state), so that anyone finds it by batch number. Anyone may submit:
+    /// the certificate must carry a quorum of the DA committee over the commitment's
+    /// availability message. Submitting the recorded commitment again changes nothing; another
+    /// commitment for the same payload is refused with [`ChainError::AvailabilityConflict`].
+    /// [`ChainError::Unsupported`] on a chain without a DA committee, and on the `Registry`
+    /// contract, which has no room left for it (24,548 of the 24,576 bytes EIP-170 allows).
+    fn record_availability(&self, record: AvailabilityRecord) -> Result<(), ChainError>;
+    /// The strong-DA commitment recorded for a payload.
+    fn availability(
+        &self,
+        kind: AvailabilityKind,
+        number: u64,
+    ) -> Result<Option<AvailabilityRecord>, ChainError>;
 }
 
 /// The bridge's view of deposits: each deposit is returned exactly once, in order.

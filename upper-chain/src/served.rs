@@ -27,9 +27,10 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use crate::{
-    AdminOp, ChainError, Departure, DepartureProof, Deposit, GroupDecision, GroupRootCommitment,
-    Registration, RegistrySnapshot, SequencerCandidate, SequencerEpoch, SequencerRecord,
-    SponsorPolicyRecord, SponsorPolicyUpdate, SyncedRoot, UpperChain, WalletUpdate,
+    AdminOp, AvailabilityKind, AvailabilityRecord, ChainError, DaCommittee, Departure,
+    DepartureProof, Deposit, GroupDecision, GroupRootCommitment, Registration, RegistrySnapshot,
+    SequencerCandidate, SequencerEpoch, SequencerRecord, SponsorPolicyRecord, SponsorPolicyUpdate,
+    SyncedRoot, UpperChain, WalletUpdate,
     wire::{
         ANSWER_BYTES_MAX, Answer, DEPOSITS_PER_REQUEST_MAX, REQUEST_BYTES_MAX, Request,
         frame_length, handle, put_frame,
@@ -540,6 +541,28 @@ impl UpperChain for RemoteChain {
                 .into_iter()
                 .map(|promise| (promise.preconfirmation.sequencer, promise))
                 .collect()),
+            other => Err(refused_or_unexpected(other)),
+        }
+    }
+
+    fn da_committee(&self) -> Result<Option<DaCommittee>, ChainError> {
+        match self.call(&Request::DaCommittee)? {
+            Answer::DaCommittee(committee) => Ok(committee),
+            other => Err(refused_or_unexpected(other)),
+        }
+    }
+
+    fn record_availability(&self, record: AvailabilityRecord) -> Result<(), ChainError> {
+        self.write(&Request::RecordAvailability(record))
+    }
+
+    fn availability(
+        &self,
+        kind: AvailabilityKind,
+        number: u64,
+    ) -> Result<Option<AvailabilityRecord>, ChainError> {
+        match self.call(&Request::Availability(kind, number))? {
+            Answer::Availability(record) => Ok(record),
             other => Err(refused_or_unexpected(other)),
         }
     }

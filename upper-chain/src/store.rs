@@ -2,13 +2,14 @@
 
 use primitives::{
     Address, B256, Decode, DecodeError, Decoder, Encode, NodeId,
-    bls::{BlsPublicKey, BlsSignature},
+    bls::{BlsPublicKey, BlsSignature, Certificate},
     codec::{put_bytes, put_list, put_u256},
 };
 
 use crate::{
-    Departure, DepartureKind, Deposit, GroupRootCommitment, NodeRecord, Registration,
-    SequencerCandidate, SequencerEpoch, SequencerRecord, SyncedRoot, WalletChange, WalletUpdate,
+    AvailabilityKind, AvailabilityRecord, DaCommittee, Departure, DepartureKind, Deposit,
+    GroupRootCommitment, NodeRecord, Registration, SequencerCandidate, SequencerEpoch,
+    SequencerRecord, SyncedRoot, WalletChange, WalletUpdate,
 };
 
 /// Bound on endpoints, features and evidence read back from the store.
@@ -336,6 +337,15 @@ pub(crate) mod key {
     pub const SEQUENCER_EPOCH_LENGTH: &[u8] = b"m/sequencer-epoch-length";
     pub const SEQUENCER_SET_SIZE: &[u8] = b"m/sequencer-set-size";
     pub const SEQUENCER_EPOCH: &[u8] = b"q/";
+    pub const DA_COMMITTEE: &[u8] = b"m/da-committee";
+    pub const AVAILABILITY: &[u8] = b"a/";
+
+    /// The key of a payload's strong-DA commitment: kind, then batch number.
+    pub fn availability(kind: crate::AvailabilityKind, number: u64) -> Vec<u8> {
+        let mut rest = kind.to_bytes();
+        rest.extend_from_slice(&number.to_be_bytes());
+        with(AVAILABILITY, &rest)
+    }
 
     pub fn with(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
         let mut out = prefix.to_vec();
@@ -364,5 +374,72 @@ pub(crate) mod key {
     /// Admin address encoding.
     pub fn address(address: &Address) -> Vec<u8> {
         address.to_vec()
+    }
+}
+
+impl Encode for AvailabilityKind {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(match self {
+            AvailabilityKind::Batch => 0,
+            AvailabilityKind::ExecutionRecord => 1,
+            AvailabilityKind::Genesis => 2,
+        });
+    }
+}
+
+impl Decode for AvailabilityKind {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(match decoder.u8()? {
+            0 => AvailabilityKind::Batch,
+            1 => AvailabilityKind::ExecutionRecord,
+            2 => AvailabilityKind::Genesis,
+            tag => {
+                return Err(DecodeError::UnknownTag {
+                    what: "availability kind",
+                    tag,
+                });
+            }
+        })
+    }
+}
+
+impl Encode for AvailabilityRecord {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.kind.encode(out);
+        self.number.encode(out);
+        self.commitment.encode(out);
+        self.certificate.encode(out);
+    }
+}
+
+impl Decode for AvailabilityRecord {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(AvailabilityRecord {
+            kind: AvailabilityKind::decode(decoder)?,
+            number: decoder.u64()?,
+            commitment: decoder.b256()?,
+            certificate: Certificate::decode(decoder)?,
+        })
+    }
+}
+
+/// Most DA nodes in a committee the chain accepts.
+pub(crate) const DA_COMMITTEE_MAX: usize = primitives::constants::VALIDATORS_MAX;
+
+impl Encode for DaCommittee {
+    fn encode(&self, out: &mut Vec<u8>) {
+        put_list(out, &self.keys);
+        out.extend_from_slice(&self.data_chunks.to_be_bytes());
+        out.extend_from_slice(&self.quorum.to_be_bytes());
+    }
+}
+
+impl Decode for DaCommittee {
+    fn decode(decoder: &mut Decoder<'_>) -> Result<Self, DecodeError> {
+        Ok(DaCommittee {
+            keys: decoder.list("DA committee", DA_COMMITTEE_MAX)?,
+            data_chunks: decoder.u16()?,
+            quorum: decoder.u32()?,
+        })
     }
 }

@@ -18,10 +18,10 @@ use primitives::{
 };
 
 use crate::{
-    AdminOp, ChainError, Departure, DepartureProof, Deposit, GroupDecision, GroupRootCommitment,
-    NodeRecord, Registration, RegistrySnapshot, SequencerCandidate, SequencerEpoch,
-    SequencerRecord, SponsorPolicyRecord, SponsorPolicyUpdate, SyncedRoot, UpperChain,
-    WalletUpdate,
+    AdminOp, AvailabilityKind, AvailabilityRecord, ChainError, DaCommittee, Departure,
+    DepartureProof, Deposit, GroupDecision, GroupRootCommitment, NodeRecord, Registration,
+    RegistrySnapshot, SequencerCandidate, SequencerEpoch, SequencerRecord, SponsorPolicyRecord,
+    SponsorPolicyUpdate, SyncedRoot, UpperChain, WalletUpdate,
 };
 
 /// The protocol version, the first byte of every request and answer.
@@ -115,6 +115,12 @@ pub enum Request {
     ReportBrokenPreconfirmation(Box<PreconfirmationEvidence>),
     /// [`UpperChain::broken_preconfirmations`].
     BrokenPreconfirmations,
+    /// [`UpperChain::record_availability`].
+    RecordAvailability(AvailabilityRecord),
+    /// [`UpperChain::availability`].
+    Availability(AvailabilityKind, u64),
+    /// [`UpperChain::da_committee`].
+    DaCommittee,
 }
 
 /// The answer to a [`Request`].
@@ -157,6 +163,10 @@ pub enum Answer {
     Equivocations(Vec<(NodeId, EquivocationEvidence)>),
     /// Promises whose breach expelled their sequencer.
     BrokenPreconfirmations(Vec<SignedPreconfirmation>),
+    /// A payload's strong-DA commitment, if recorded.
+    Availability(Option<AvailabilityRecord>),
+    /// The strong-DA committee, if the chain has one.
+    DaCommittee(Option<DaCommittee>),
     /// The chain refused the call, or the request was malformed.
     Refused(ChainError),
 }
@@ -231,6 +241,11 @@ pub fn handle(chain: &dyn UpperChain, chain_id: u64, request: Request) -> Answer
         Request::BrokenPreconfirmations => answer(chain.broken_preconfirmations(), |broken| {
             Answer::BrokenPreconfirmations(broken.into_iter().map(|(_, promise)| promise).collect())
         }),
+        Request::RecordAvailability(record) => done(chain.record_availability(record)),
+        Request::Availability(kind, number) => {
+            answer(chain.availability(kind, number), Answer::Availability)
+        }
+        Request::DaCommittee => answer(chain.da_committee(), Answer::DaCommittee),
     }
 }
 
@@ -739,6 +754,16 @@ impl Encode for ChainError {
                 out.push(37);
                 put_preconfirmation_error(out, error);
             }
+            ChainError::AvailabilityConflict {
+                kind,
+                number,
+                recorded,
+            } => {
+                out.push(38);
+                kind.encode(out);
+                number.encode(out);
+                recorded.encode(out);
+            }
         }
     }
 }
@@ -858,6 +883,11 @@ impl Decode for ChainError {
             },
             36 => ChainError::Unsupported(string(decoder, "unsupported call")?),
             37 => ChainError::InvalidPreconfirmationEvidence(preconfirmation_error(decoder)?),
+            38 => ChainError::AvailabilityConflict {
+                kind: AvailabilityKind::decode(decoder)?,
+                number: decoder.u64()?,
+                recorded: decoder.b256()?,
+            },
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "chain error",
@@ -984,6 +1014,16 @@ impl Encode for Request {
                 sponsor.encode(out);
             }
             Request::SponsorPolicies => out.push(27),
+            Request::RecordAvailability(record) => {
+                out.push(30);
+                record.encode(out);
+            }
+            Request::Availability(kind, number) => {
+                out.push(31);
+                kind.encode(out);
+                number.encode(out);
+            }
+            Request::DaCommittee => out.push(32),
         }
     }
 }
@@ -1057,6 +1097,9 @@ impl Decode for Request {
                 decoder,
             )?)),
             29 => Request::BrokenPreconfirmations,
+            30 => Request::RecordAvailability(AvailabilityRecord::decode(decoder)?),
+            31 => Request::Availability(AvailabilityKind::decode(decoder)?, decoder.u64()?),
+            32 => Request::DaCommittee,
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "upper-chain request",
@@ -1144,6 +1187,14 @@ impl Encode for Answer {
                 out.push(17);
                 put_list(out, promises);
             }
+            Answer::Availability(record) => {
+                out.push(18);
+                put_option(out, record);
+            }
+            Answer::DaCommittee(committee) => {
+                out.push(19);
+                put_option(out, committee);
+            }
         }
     }
 }
@@ -1180,6 +1231,8 @@ impl Decode for Answer {
             17 => {
                 Answer::BrokenPreconfirmations(decoder.list("broken preconfirmations", LIST_MAX)?)
             }
+            18 => Answer::Availability(option(decoder)?),
+            19 => Answer::DaCommittee(option(decoder)?),
             tag => {
                 return Err(DecodeError::UnknownTag {
                     what: "upper-chain answer",
@@ -1249,6 +1302,11 @@ mod tests {
                 got: 0,
             },
             ChainError::Unsupported("sponsor policies".into()),
+            ChainError::AvailabilityConflict {
+                kind: AvailabilityKind::ExecutionRecord,
+                number: 7,
+                recorded: B256::repeat_byte(9),
+            },
             ChainError::InvalidPreconfirmationEvidence(PreconfirmationError::Kept { height: 4 }),
             ChainError::InvalidPreconfirmationEvidence(PreconfirmationError::Signature(
                 SignatureError::InvalidRecoveryId(7),

@@ -16,6 +16,7 @@ fn genesis() -> Genesis {
         stake_cap: common::STAKE_CAP,
         sequencers: Vec::new(),
         sequencer_epoch_length: None,
+        da_committee: Some(common::da_committee()),
     }
 }
 
@@ -64,6 +65,31 @@ mod memory {
     fn broken_preconfirmation_expels_the_sequencer() {
         common::broken_preconfirmation_expels_the_sequencer(in_memory().chain.as_ref());
     }
+
+    #[test]
+    fn strong_da_commitments_need_a_committee_quorum() {
+        common::strong_da_commitments_need_a_committee_quorum(in_memory().chain.as_ref());
+    }
+
+    #[test]
+    fn a_chain_without_a_da_committee_records_no_commitment() {
+        let chain = EmbeddedChain::with_genesis(&Genesis {
+            da_committee: None,
+            ..genesis()
+        });
+        let commitment = primitives::B256::repeat_byte(1);
+        let record = upper_chain::AvailabilityRecord {
+            kind: upper_chain::AvailabilityKind::Batch,
+            number: 1,
+            commitment,
+            certificate: common::availability_certificate(commitment, &[0, 1, 2]),
+        };
+        assert!(matches!(
+            chain.record_availability(record),
+            Err(upper_chain::ChainError::Unsupported(_))
+        ));
+        assert_eq!(chain.da_committee().unwrap(), None);
+    }
 }
 
 mod rocksdb {
@@ -108,6 +134,7 @@ fn reopening_keeps_everything() {
     let signature = common::node_key(2).sign_prehash(&update.signing_hash());
     chain.update_wallet(update, &signature).unwrap();
     common::sponsor_policies_by_the_sponsor_only(chain.as_ref());
+    common::strong_da_commitments_need_a_committee_quorum(chain.as_ref());
     for amount in 1..=3u64 {
         harness.deposit(Address::repeat_byte(1), U256::from(amount));
     }
@@ -142,6 +169,8 @@ struct State {
     wallet_nonces: Vec<u64>,
     sponsor_policies: Vec<upper_chain::SponsorPolicyRecord>,
     sponsor_nonces: Vec<u64>,
+    da_committee: Option<upper_chain::DaCommittee>,
+    availability: Vec<Option<upper_chain::AvailabilityRecord>>,
 }
 
 fn state_of(chain: &dyn UpperChain) -> State {
@@ -153,8 +182,19 @@ fn state_of(chain: &dyn UpperChain) -> State {
         .iter()
         .flat_map(|s| s.ids())
         .collect::<std::collections::BTreeSet<_>>();
+    let availability = [
+        upper_chain::AvailabilityKind::Batch,
+        upper_chain::AvailabilityKind::ExecutionRecord,
+        upper_chain::AvailabilityKind::Genesis,
+    ]
+    .into_iter()
+    .flat_map(|kind| (0..3).map(move |number| (kind, number)))
+    .map(|(kind, number)| chain.availability(kind, number).unwrap())
+    .collect();
     State {
         epoch,
+        da_committee: chain.da_committee().unwrap(),
+        availability,
         sequencers: chain.sequencer_set().unwrap(),
         candidates: chain.sequencer_candidates().unwrap(),
         stake_cap: chain.stake_cap().unwrap(),

@@ -28,6 +28,7 @@ fn genesis() -> Genesis {
         stake_cap: common::STAKE_CAP,
         sequencers: Vec::new(),
         sequencer_epoch_length: None,
+        da_committee: Some(common::da_committee()),
     }
 }
 
@@ -94,6 +95,12 @@ fn broken_preconfirmation_expels_the_sequencer() {
 }
 
 /// Sponsorship policies set and read over the wire, as on the chain itself.
+#[test]
+fn strong_da_commitments_need_a_committee_quorum() {
+    let served = served();
+    common::strong_da_commitments_need_a_committee_quorum(served.remote.as_ref());
+}
+
 #[test]
 fn sponsor_policies_by_the_sponsor_only() {
     let served = served();

@@ -1192,6 +1192,7 @@ pub fn epochs_genesis() -> upper_chain::Genesis {
         stake_cap: STAKE_CAP,
         sequencers,
         sequencer_epoch_length: Some(EPOCH_LENGTH),
+        da_committee: Some(da_committee()),
     }
 }
 
@@ -1651,5 +1652,97 @@ pub fn broken_preconfirmation_expels_the_sequencer(chain: &dyn UpperChain) {
             .unwrap()
             .iter()
             .all(|record| record.id != offender.id)
+    );
+}
+
+/// The BLS keys of the test DA committee's four nodes.
+pub fn da_keys() -> Vec<BlsSecretKey> {
+    (0..4u8)
+        .map(|index| BlsSecretKey::from_seed(&[0xda - index; 32]))
+        .collect()
+}
+
+/// The strong-DA committee of the test chains: four nodes, k = 2, quorum 3.
+pub fn da_committee() -> upper_chain::DaCommittee {
+    upper_chain::DaCommittee {
+        keys: da_keys().iter().map(BlsSecretKey::public_key).collect(),
+        data_chunks: 2,
+        quorum: 3,
+    }
+}
+
+/// An availability certificate of `commitment` signed by the test committee's `signers`.
+pub fn availability_certificate(commitment: B256, signers: &[usize]) -> Certificate {
+    let keys = da_keys();
+    let message = primitives::da::availability_message(&commitment);
+    let votes: Vec<(usize, BlsSignature)> = signers
+        .iter()
+        .map(|index| (*index, keys[*index].sign(&message)))
+        .collect();
+    Certificate::aggregate(&votes).unwrap()
+}
+
+/// Strong-DA commitments: recorded with a quorum of the genesis committee and found by kind and
+/// batch number; too few signers, a certificate over another commitment, or a second commitment
+/// for the same payload are refused and change nothing; the recorded one may be sent again.
+pub fn strong_da_commitments_need_a_committee_quorum(chain: &dyn UpperChain) {
+    use upper_chain::{AvailabilityKind, AvailabilityRecord};
+
+    assert_eq!(chain.da_committee().unwrap(), Some(da_committee()));
+    let record = |kind, number, commitment: B256, signers: &[usize]| AvailabilityRecord {
+        kind,
+        number,
+        commitment,
+        certificate: availability_certificate(commitment, signers),
+    };
+    let first = B256::repeat_byte(1);
+    assert!(matches!(
+        chain.record_availability(record(AvailabilityKind::Batch, 1, first, &[0, 1])),
+        Err(ChainError::BadCertificate(BlsError::TooFewSigners { .. }))
+    ));
+    let mut forged = record(AvailabilityKind::Batch, 1, first, &[0, 1, 2]);
+    forged.certificate = availability_certificate(B256::repeat_byte(2), &[0, 1, 2]);
+    assert!(matches!(
+        chain.record_availability(forged),
+        Err(ChainError::BadCertificate(_))
+    ));
+    assert_eq!(
+        chain.availability(AvailabilityKind::Batch, 1).unwrap(),
+        None
+    );
+
+    let batch = record(AvailabilityKind::Batch, 1, first, &[0, 2, 3]);
+    chain.record_availability(batch.clone()).unwrap();
+    chain.record_availability(batch.clone()).unwrap();
+    let genesis = record(
+        AvailabilityKind::Genesis,
+        0,
+        B256::repeat_byte(3),
+        &[1, 2, 3],
+    );
+    chain.record_availability(genesis.clone()).unwrap();
+    let other = B256::repeat_byte(4);
+    assert_eq!(
+        chain.record_availability(record(AvailabilityKind::Batch, 1, other, &[0, 1, 2, 3])),
+        Err(ChainError::AvailabilityConflict {
+            kind: AvailabilityKind::Batch,
+            number: 1,
+            recorded: first,
+        })
+    );
+    assert_eq!(
+        chain.availability(AvailabilityKind::Batch, 1).unwrap(),
+        Some(batch)
+    );
+    assert_eq!(
+        chain.availability(AvailabilityKind::Genesis, 0).unwrap(),
+        Some(genesis)
+    );
+    // Kinds are separate: the record of batch 1 is not the batch.
+    assert_eq!(
+        chain
+            .availability(AvailabilityKind::ExecutionRecord, 1)
+            .unwrap(),
+        None
     );
 }
