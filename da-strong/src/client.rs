@@ -26,7 +26,7 @@ use primitives::{
     bls::{BlsPublicKey, BlsSignature},
     codec::{Decode, Encode},
 };
-use quinn::rustls::pki_types::CertificateDer;
+pub use quinn::rustls::pki_types::CertificateDer;
 use quinn::{Connection, Endpoint};
 use tracing::{debug, warn};
 
@@ -41,6 +41,9 @@ use crate::{
 
 /// How long a client waits for a QUIC handshake before counting the node as down.
 pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// How long a node that could not be reached is skipped before the client tries it again, so
+/// that one node down does not cost every request a handshake timeout.
+pub const DOWN_BACKOFF_MS: u64 = 2_000;
 
 /// Where a DA node is and how to check it.
 #[derive(Clone, Debug)]
@@ -71,6 +74,8 @@ pub struct DaClient {
     params: ErasureParams,
     nodes: Vec<DaNodeAddress>,
     connections: Mutex<Vec<Option<Connection>>>,
+    /// Until when each node that could not be reached is skipped.
+    down_until: Mutex<Vec<Option<Instant>>>,
     request_timeout: Duration,
     connect_timeout: Duration,
 }
@@ -91,6 +96,7 @@ impl DaClient {
             endpoint,
             params,
             connections: Mutex::new(vec![None; nodes.len()]),
+            down_until: Mutex::new(vec![None; nodes.len()]),
             nodes,
             request_timeout: Duration::from_millis(REQUEST_TIMEOUT_MS),
             connect_timeout: Duration::from_millis(CONNECT_TIMEOUT_MS),
@@ -108,16 +114,30 @@ impl DaClient {
     }
 
     async fn connection(&self, node: usize) -> Result<Connection, DaError> {
+        let down = self.down_until.lock().expect("not poisoned")[node];
+        if down.is_some_and(|until| Instant::now() < until) {
+            return Err(DaError::RecentlyDown { node });
+        }
         let cached = self.connections.lock().expect("not poisoned")[node].clone();
         if let Some(connection) = cached.filter(|c| c.close_reason().is_none()) {
             return Ok(connection);
         }
         let connect = quic::connect(&self.endpoint, self.nodes[node].address);
-        let connection = tokio::time::timeout(self.connect_timeout, connect)
+        let connected = tokio::time::timeout(self.connect_timeout, connect)
             .await
             .map_err(|_| QuicError::Timeout {
                 timeout_ms: self.connect_timeout.as_millis() as u64,
-            })??;
+            })
+            .and_then(|connected| connected);
+        let connection = match connected {
+            Ok(connection) => connection,
+            Err(error) => {
+                self.down_until.lock().expect("not poisoned")[node] =
+                    Some(Instant::now() + Duration::from_millis(DOWN_BACKOFF_MS));
+                return Err(error.into());
+            }
+        };
+        self.down_until.lock().expect("not poisoned")[node] = None;
         self.connections.lock().expect("not poisoned")[node] = Some(connection.clone());
         Ok(connection)
     }

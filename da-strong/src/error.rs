@@ -114,6 +114,13 @@ pub enum DaError {
         /// What it said.
         message: String,
     },
+    /// A node that could not be reached a moment ago, skipped until its backoff ends
+    /// ([`crate::client::DOWN_BACKOFF_MS`]).
+    #[error("node {node} was unreachable a moment ago; skipped")]
+    RecentlyDown {
+        /// The node's position.
+        node: usize,
+    },
     /// A node answered something that is not an answer to the request.
     #[error("node {node} sent an unexpected response")]
     UnexpectedResponse {

@@ -86,6 +86,7 @@ pub fn spawn(network: ShardNetwork, weak_da: WeakDa, sequencer_keys: SequencerKe
     let epoch = std::time::Instant::now();
     // Over a network transport, group messages arrive between timers and batches.
     let arrivals = network.lock().transport_arrivals();
+    let strong_da = network.lock().strong_da();
     tokio::spawn(async move {
         let mut ahead: BTreeMap<u64, FinalizedBatch> = BTreeMap::new();
         let mut epoch_keys: BTreeMap<u64, Vec<BlsPublicKey>> = BTreeMap::new();
@@ -130,6 +131,14 @@ pub fn spawn(network: ShardNetwork, weak_da: WeakDa, sequencer_keys: SequencerKe
             if let Err(error) = consensus::verify_commit_certificate(&batch, &keys) {
                 warn!(target: "shard_node", number, %error, "finalized batch with a bad certificate refused");
                 continue;
+            }
+            if let Some(publisher) = &strong_da {
+                // Dispersal runs beside execution, never ahead of it.
+                publisher.publish(
+                    upper_chain::AvailabilityKind::Batch,
+                    number,
+                    da_strong::batch_payload(&batch),
+                );
             }
             if ahead.len() >= AHEAD_BATCHES_MAX {
                 warn!(target: "shard_node", number, "too many batches ahead of a missing one; dropped");

@@ -26,7 +26,10 @@
 //! netstack's authenticated KCP sessions, each member on its own socket with its own node key
 //! ([`transport::netstack`]). An operator's node starts from a key file
 //! ([`identity`]) and a configuration file ([`config`]); the `shard-node` binary generates the
-//! keys, registers the node on the upper chain and reports its status there. Clients ask a
+//! keys, registers the node on the upper chain and reports its status there. Finalized
+//! batches, each batch's execution record and the genesis go to strong DA with their
+//! commitments on the upper chain ([`strong_da`]), from where `shard-node verify` re-executes
+//! them ([`verify`]). Clients ask a
 //! node for the Space Access List of a move they are about to sign ([`estimator`]); the node
 //! runs it over state read from the groups holding it. Nodes join and leave at registry epoch
 //! boundaries: the network switches to the new snapshot between batches, handing every account
@@ -45,7 +48,9 @@ pub mod network;
 pub mod node;
 pub mod record;
 pub mod state;
+pub mod strong_da;
 pub mod transport;
+pub mod verify;
 
 pub use network::{ShardError, ShardNetwork};
 pub use node::ShardNode;

@@ -205,6 +205,9 @@ pub struct ShardNetwork {
     last_record: ExecutionRecord,
     /// Where every batch's record is written, if anywhere.
     record_log: Option<RecordLog>,
+    /// Where every batch's record, the genesis and (from the driver) every finalized batch
+    /// are dispersed, if anywhere.
+    strong_da: Option<crate::strong_da::StrongDaPublisher>,
     /// The genesis accounts inserted, as one diff over the empty state.
     genesis: StateDiff,
     /// Accounts handed over to each node at epoch boundaries, so far.
@@ -325,6 +328,7 @@ impl ShardNetwork {
             state_dir: state_dir.to_path_buf(),
             last_record: ExecutionRecord::default(),
             record_log: None,
+            strong_da: None,
             genesis: StateDiff::default(),
             accounts_synced: BTreeMap::new(),
             evictions_seen: BTreeMap::new(),
@@ -392,6 +396,17 @@ impl ShardNetwork {
     /// to re-execute (`shard-node verify`).
     pub fn set_record_log(&mut self, log: RecordLog) {
         self.record_log = Some(log);
+    }
+
+    /// Disperses the genesis and every batch's execution record to strong DA from now on, and
+    /// has the driver disperse every finalized batch ([`crate::strong_da`]).
+    pub fn set_strong_da(&mut self, publisher: crate::strong_da::StrongDaPublisher) {
+        self.strong_da = Some(publisher);
+    }
+
+    /// The strong-DA publisher, if set.
+    pub fn strong_da(&self) -> Option<crate::strong_da::StrongDaPublisher> {
+        self.strong_da.clone()
     }
 
     /// Number of the last executed batch.
@@ -647,6 +662,13 @@ impl ShardNetwork {
                 log.write_genesis(&self.genesis)
                     .map_err(ShardError::record)?;
             }
+            if let Some(publisher) = &self.strong_da {
+                publisher.publish(
+                    upper_chain::AvailabilityKind::Genesis,
+                    0,
+                    primitives::Encode::to_bytes(&self.genesis),
+                );
+            }
         }
         let env = ExecutionEnv {
             chain_id: self.chain_id,
@@ -687,6 +709,13 @@ impl ShardNetwork {
         };
         if let Some(log) = &self.record_log {
             log.append(&self.last_record).map_err(ShardError::record)?;
+        }
+        if let Some(publisher) = &self.strong_da {
+            publisher.publish(
+                upper_chain::AvailabilityKind::ExecutionRecord,
+                batch.number,
+                primitives::Encode::to_bytes(&self.last_record),
+            );
         }
         if batch.number.is_multiple_of(self.root_commit_interval) {
             let group_roots = self.commit_roots(batch.number, &touched)?;

@@ -77,6 +77,83 @@ pub struct DevnetConfig {
     /// Where the shard nodes serve their operator metrics (`/metrics`): node `i` at this
     /// address's port + `i`, or each at a free port if the port is 0.
     pub metrics_listen: Option<SocketAddr>,
+    /// Strong-DA nodes started in process (QUIC on loopback, RocksDB in the data directory);
+    /// every finalized batch, every batch's execution record and the genesis are erasure-coded
+    /// across them ([`strong_da_params`]) and their commitments recorded on the upper chain.
+    /// 0: no strong DA. At least 4 tolerate one node down.
+    pub da_nodes: usize,
+}
+
+/// The erasure code of a strong-DA committee of `nodes`: it tolerates f = ⌊(n − 1) / 3⌋ faulty
+/// nodes and any k = n − 2f chunks rebuild a payload, so a certificate (n − f attestations)
+/// still forms, and payloads still rebuild, with f nodes down.
+pub fn strong_da_params(nodes: usize) -> Result<da_strong::ErasureParams, da_strong::DaError> {
+    let total = u16::try_from(nodes).unwrap_or(u16::MAX);
+    let faults = total.saturating_sub(1) / 3;
+    let data = total.saturating_sub(2 * faults);
+    // With no fault tolerated (n < 4) one chunk is still spare.
+    let data = if data >= total {
+        total.saturating_sub(1)
+    } else {
+        data
+    };
+    da_strong::ErasureParams::new(data, total)
+}
+
+/// The BLS key of devnet DA node `index` (a public seed: development only).
+fn da_node_key(index: usize) -> BlsSecretKey {
+    let mut seed = [0u8; 32];
+    seed[..8].copy_from_slice(&(index as u64).to_be_bytes());
+    seed[8..15].copy_from_slice(b"da-node");
+    BlsSecretKey::from_seed(&seed)
+}
+
+/// The devnet's strong-DA nodes: each one's server (`None` once stopped) and how to reach it.
+struct StrongDa {
+    servers: Vec<Option<da_strong::DaServer<da_strong::DaNode>>>,
+    nodes: Vec<da_strong::DaNodeAddress>,
+    params: da_strong::ErasureParams,
+}
+
+/// Starts `count` DA nodes on loopback with their stores under `dir`, and writes
+/// `dir/nodes`: one `ADDR=CERT_FILE` line per node, in committee order (what
+/// `shard-node verify --da` takes).
+fn start_strong_da(
+    dir: &std::path::Path,
+    keys: &[BlsSecretKey],
+    params: da_strong::ErasureParams,
+) -> Result<StrongDa, DevnetError> {
+    let mut servers = Vec::with_capacity(keys.len());
+    let mut nodes = Vec::with_capacity(keys.len());
+    let mut listing = String::new();
+    for (index, key) in keys.iter().enumerate() {
+        let node_dir = dir.join(format!("node-{index}"));
+        let identity = da_strong::server::load_or_create_identity(&node_dir)?;
+        let position = u16::try_from(index).unwrap_or(u16::MAX);
+        let node = da_strong::DaNode::open(&node_dir.join("chunks"), position, key.clone())?;
+        let server = da_strong::DaServer::start(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            &identity,
+            Arc::new(node),
+        )?;
+        listing.push_str(&format!(
+            "{}={}\n",
+            server.local_addr(),
+            node_dir.join("quic-certificate.der").display()
+        ));
+        nodes.push(da_strong::DaNodeAddress {
+            address: server.local_addr(),
+            public_key: key.public_key(),
+            certificate: identity.certificate.clone(),
+        });
+        servers.push(Some(server));
+    }
+    std::fs::write(dir.join("nodes"), listing)?;
+    Ok(StrongDa {
+        servers,
+        nodes,
+        params,
+    })
 }
 
 /// How the devnet's sequencers reach each other.
@@ -108,6 +185,7 @@ impl Default for DevnetConfig {
             usage_epoch_batches: shard_node::network::service::USAGE_EPOCH_BATCHES,
             rates: accounting::Rates::example(),
             metrics_listen: None,
+            da_nodes: 4,
         }
     }
 }
@@ -142,6 +220,12 @@ pub enum DevnetError {
     /// The execution record log could not be opened.
     #[error("execution records: {0}")]
     Records(#[from] shard_node::record::RecordLogError),
+    /// The strong-DA nodes or their client could not start.
+    #[error("strong DA: {0}")]
+    StrongDa(#[from] da_strong::DaError),
+    /// There is no strong-DA node of that index running.
+    #[error("no running strong-DA node {0}")]
+    NoDaNode(usize),
 }
 
 type MeshEnd = (
@@ -212,6 +296,7 @@ pub struct Devnet {
     links: Vec<(Arc<dyn PeerLinks>, AccountKey)>,
     sequencer_set: Vec<(NodeId, BlsPublicKey)>,
     weak_da: WeakDa,
+    strong_da: Option<StrongDa>,
     config: DevnetConfig,
     _data_dir: Option<tempfile::TempDir>,
 }
@@ -369,6 +454,19 @@ impl Devnet {
             sequencer_epoch_length: config.sequencer_epoch_length,
             ..Genesis::default()
         };
+        let da_keys: Vec<BlsSecretKey> = (0..config.da_nodes).map(da_node_key).collect();
+        let da_params = match config.da_nodes {
+            0 => None,
+            nodes => Some(strong_da_params(nodes)?),
+        };
+        let genesis_chain = Genesis {
+            da_committee: da_params.map(|params| upper_chain::DaCommittee {
+                keys: da_keys.iter().map(BlsSecretKey::public_key).collect(),
+                data_chunks: params.data_chunks,
+                quorum: u32::try_from(params.quorum()).unwrap_or(u32::MAX),
+            }),
+            ..genesis_chain
+        };
         // A devnet given a data directory keeps its upper chain there, so that the registry is
         // still readable after the run (`tickrate-accounting report --chain DIR/upper-chain`).
         let chain = Arc::new(match &config.data_dir {
@@ -410,6 +508,18 @@ impl Devnet {
         network.set_record_log(shard_node::record::RecordLog::open(
             &data_dir.join("records"),
         )?);
+        let strong_da = match da_params {
+            Some(params) => {
+                let strong_da = start_strong_da(&data_dir.join("strong-da"), &da_keys, params)?;
+                let client = da_strong::DaClient::new(params, strong_da.nodes.clone())?;
+                network.set_strong_da(shard_node::strong_da::StrongDaPublisher::spawn(
+                    Arc::new(client),
+                    chain.clone(),
+                ));
+                Some(strong_da)
+            }
+            None => None,
+        };
         let operators = Arc::new(parking_lot::Mutex::new(Operators::open(
             &node_keys,
             config.rates,
@@ -570,9 +680,35 @@ impl Devnet {
             links,
             sequencer_set,
             weak_da,
+            strong_da,
             config,
             _data_dir: temporary,
         })
+    }
+
+    /// The strong-DA nodes, in committee order (empty without strong DA).
+    pub fn strong_da_nodes(&self) -> Vec<da_strong::DaNodeAddress> {
+        self.strong_da
+            .as_ref()
+            .map(|strong_da| strong_da.nodes.clone())
+            .unwrap_or_default()
+    }
+
+    /// The strong-DA erasure code, if the devnet runs strong DA.
+    pub fn strong_da_params(&self) -> Option<da_strong::ErasureParams> {
+        self.strong_da.as_ref().map(|strong_da| strong_da.params)
+    }
+
+    /// Stops strong-DA node `index` (its chunks stay on disk): clients then find it down.
+    pub async fn stop_da_node(&mut self, index: usize) -> Result<(), DevnetError> {
+        let server = self
+            .strong_da
+            .as_mut()
+            .and_then(|strong_da| strong_da.servers.get_mut(index))
+            .and_then(Option::take)
+            .ok_or(DevnetError::NoDaNode(index))?;
+        server.shutdown().await;
+        Ok(())
     }
 
     /// Crashes sequencer `index`: it stops at once, hears nothing more, and its client sessions

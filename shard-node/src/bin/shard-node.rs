@@ -14,7 +14,10 @@
 //!   execution record log from its genesis, as a single node holding all state would, and checks
 //!   every group root the upper chain holds for a replayed batch. It prints the first move whose
 //!   recorded slice or outcome diverges, or the committed root that does not match, and exits
-//!   non-zero then.
+//!   non-zero then. With `--da ADDR=CERT,ADDR=CERT,…` instead of `--records` it reads the genesis
+//!   and the records from strong DA: the DA nodes' QUIC addresses and certificate files, in
+//!   committee order (their BLS keys and the erasure code come from the chain's DA committee),
+//!   each record found by its commitment on the upper chain and rebuilt from any k nodes.
 //!
 //! Running the node itself (`run`) comes with its networked groups.
 
@@ -71,8 +74,13 @@ enum Command {
     /// Re-executes an execution record log and checks the group roots committed upstream.
     Verify {
         /// The record log's directory (a devnet writes it under `DATA_DIR/records`).
-        #[arg(long)]
-        records: PathBuf,
+        #[arg(long, required_unless_present = "da", conflicts_with = "da")]
+        records: Option<PathBuf>,
+        /// Read the records from strong DA instead: each DA node as `ADDR=CERT_FILE` (its QUIC
+        /// address and the DER certificate it pins), comma-separated, in committee order (a
+        /// devnet prints them and writes them to `DATA_DIR/strong-da/nodes`).
+        #[arg(long, value_delimiter = ',')]
+        da: Vec<String>,
         /// The upper chain's URL.
         #[arg(long)]
         chain: String,
@@ -126,13 +134,15 @@ fn main() -> anyhow::Result<()> {
         Command::Status { config, json } => status(&config, json),
         Command::Verify {
             records,
+            da,
             chain,
             chain_id,
             registry,
             moves_chain_id,
             through,
         } => verify(
-            &records,
+            records.as_deref(),
+            &da,
             ChainConfig {
                 url: chain,
                 chain_id,
@@ -377,111 +387,94 @@ fn status(config_path: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One `ADDR=CERT_FILE` of `--da`.
+fn parse_da_node(
+    text: &str,
+) -> anyhow::Result<(
+    std::net::SocketAddr,
+    da_strong::client::CertificateDer<'static>,
+)> {
+    let (address, certificate) = text
+        .split_once('=')
+        .with_context(|| format!("--da {text:?}: expected ADDR=CERT_FILE"))?;
+    let address = address
+        .trim()
+        .parse()
+        .with_context(|| format!("--da {text:?}: not a socket address"))?;
+    let certificate = std::fs::read(certificate.trim())
+        .with_context(|| format!("--da {text:?}: reading the certificate"))?;
+    Ok((
+        address,
+        da_strong::client::CertificateDer::from(certificate),
+    ))
+}
+
 fn verify(
-    records: &Path,
+    records: Option<&Path>,
+    da: &[String],
     chain_config: ChainConfig,
     moves_chain_id: u64,
     through: Option<u64>,
 ) -> anyhow::Result<()> {
-    use std::collections::{BTreeMap, BTreeSet};
+    use shard_node::{
+        record::RecordLog,
+        strong_da::StrongDaReader,
+        verify::{RecordSource, StrongDaRecords, VerifyError, verify},
+    };
 
-    use shard_node::record::{RecordLog, Verifier};
-
-    if !records.is_dir() {
-        bail!("{} is not a directory", records.display());
-    }
-    let log = RecordLog::open(records)?;
-    let genesis = log
-        .genesis()?
-        .with_context(|| format!("{} holds no genesis.rec", records.display()))?;
     let chain = connect(&chain_config).with_context(|| {
         format!(
             "upper chain {} (chain id {})",
             chain_config.url, chain_config.chain_id
         )
     })?;
-    // Every address the records touch, to find the groups whose roots the chain holds.
-    let mut addresses: BTreeSet<alloy_primitives::Address> =
-        genesis.accounts.keys().copied().collect();
-    let mut last = 0;
-    while through.is_none_or(|through| last < through) {
-        let Some(record) = log.record(last + 1)? else {
-            break;
-        };
-        for recorded in &record.moves {
-            addresses.extend(recorded.outcome.diff.accounts.keys().copied());
-            addresses.extend(recorded.slice.accounts.keys().copied());
-        }
-        last += 1;
-    }
-    if last == 0 {
-        bail!("{} holds no record of batch 1", records.display());
-    }
-    let current = chain.epoch().context("reading the chain's epoch")?;
-    let mut snapshots = BTreeMap::new();
-    let mut by_batch: BTreeMap<u64, Vec<upper_chain::GroupRootCommitment>> = BTreeMap::new();
-    let mut groups = BTreeSet::new();
-    for epoch in 0..=current {
-        let snapshot = chain
-            .registry_snapshot(epoch)
-            .with_context(|| format!("reading the registry of epoch {epoch}"))?;
-        if snapshot.nodes.len() < primitives::constants::GROUP_SIZE {
-            continue;
-        }
-        for address in &addresses {
-            groups.insert(upper_chain::group_id(&snapshot.group_of(address)));
-        }
-        snapshots.insert(epoch, snapshot);
-    }
-    let mut later = 0;
-    for group in &groups {
-        if let Some(commitment) = chain.group_root(group)? {
-            if commitment.batch > last {
-                later += 1;
-            } else {
-                by_batch
-                    .entry(commitment.batch)
-                    .or_default()
-                    .push(commitment);
+    // Strong DA's client runs on a runtime of its own; the replay blocks on it from here.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the DA client's runtime")?;
+    let mut source: Box<dyn RecordSource> = match records {
+        Some(records) => {
+            if !records.is_dir() {
+                bail!("{} is not a directory", records.display());
             }
+            Box::new(RecordLog::open(records)?)
         }
-    }
-    let mut state = execution::InMemoryState::new();
-    state.apply(&genesis);
-    let mut verifier = Verifier::new(moves_chain_id, state);
-    let mut moves = 0;
-    let mut checked = 0;
-    for number in 1..=last {
-        let record = log
-            .record(number)?
-            .with_context(|| format!("the record of batch {number} disappeared"))?;
-        moves += record.moves.len();
-        if let Err(divergence) = verifier.replay(&record) {
+        None => {
+            let nodes = da
+                .iter()
+                .map(|node| parse_da_node(node))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let reader = {
+                let _entered = runtime.enter();
+                StrongDaReader::connect(chain.clone(), nodes).context("strong DA")?
+            };
+            Box::new(StrongDaRecords::new(reader, runtime.handle().clone()))
+        }
+    };
+    let from = match records {
+        Some(records) => records.display().to_string(),
+        None => "strong DA".to_string(),
+    };
+    let report = match verify(source.as_mut(), chain.as_ref(), moves_chain_id, through) {
+        Ok(report) => report,
+        Err(VerifyError::Diverges(divergence)) => {
             println!("diverges {divergence}");
-            bail!("batch {number} does not re-execute as recorded: {divergence}");
+            bail!("the records do not re-execute as recorded and committed: {divergence}");
         }
-        for commitment in by_batch.get(&number).into_iter().flatten() {
-            let snapshot = snapshots
-                .get(&commitment.epoch)
-                .with_context(|| format!("no registry of epoch {}", commitment.epoch))?;
-            if let Err(divergence) = verifier.check_root(snapshot, commitment) {
-                println!("diverges {divergence}");
-                bail!(
-                    "group {} committed a root re-execution does not give",
-                    commitment.group
-                );
-            }
-            println!(
-                "root_ok group {} batch {} root {}",
-                commitment.group, commitment.batch, commitment.root
-            );
-            checked += 1;
-        }
+        Err(error) => return Err(error).with_context(|| format!("verifying from {from}")),
+    };
+    for commitment in &report.roots_checked {
+        println!(
+            "root_ok group {} batch {} root {}",
+            commitment.group, commitment.batch, commitment.root
+        );
     }
-    info!(batches = last, moves, roots = checked, "verified");
-    println!("replayed_batches {last}");
-    println!("replayed_moves {moves}");
-    println!("roots_checked {checked}");
-    println!("roots_after_the_records {later}");
+    info!(batches = report.batches, moves = report.moves, roots = report.roots_checked.len(), %from, "verified");
+    println!("replayed_batches {}", report.batches);
+    println!("replayed_moves {}", report.moves);
+    println!("roots_checked {}", report.roots_checked.len());
+    println!("roots_after_the_records {}", report.roots_after);
     Ok(())
 }

@@ -56,6 +56,10 @@ struct Args {
     /// Shard node `i` serves its operator metrics at this address's port + `i` (`/metrics`).
     #[arg(long)]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Strong-DA nodes (in process, QUIC on loopback): every finalized batch and every batch's
+    /// execution record is erasure-coded across them, its commitment on the upper chain. 0: none.
+    #[arg(long, default_value_t = 4)]
+    da_nodes: usize,
     /// Batches in an accounting epoch (each shard node signs its usage once per epoch).
     #[arg(long, default_value_t = shard_node::network::service::USAGE_EPOCH_BATCHES)]
     usage_epoch_batches: u64,
@@ -116,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
         metrics_listen: args.metrics_listen,
         usage_epoch_batches: args.usage_epoch_batches,
         rates,
+        da_nodes: args.da_nodes,
         ..DevnetConfig::default()
     })
     .await
@@ -140,6 +145,27 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(rpc) = &devnet.rpc {
         println!("JSON-RPC at {} and {}", rpc.http_url(), rpc.ws_url());
+    }
+    if let Some(params) = devnet.strong_da_params() {
+        // What `shard-node verify --da` takes (certificates under the data directory).
+        let nodes = args
+            .data_dir
+            .as_ref()
+            .map(|dir| dir.join("strong-da").join("nodes"));
+        println!(
+            "strong DA: {} nodes, any {} rebuild a batch; {}",
+            params.total_chunks,
+            params.data_chunks,
+            match nodes {
+                Some(path) => format!("nodes for `shard-node verify --da` in {}", path.display()),
+                None => devnet
+                    .strong_da_nodes()
+                    .iter()
+                    .map(|node| node.address.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
+        );
     }
     println!(
         "SAL estimation (shard nodes, KCP) at {}",

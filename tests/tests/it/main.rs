@@ -11,6 +11,7 @@ mod sdk;
 mod sequencer_epochs;
 mod sequencer_restart;
 mod shard_groups_netstack;
+mod strong_da;
 mod tidy;
 mod typescript_sdk;
 mod walking_skeleton;
