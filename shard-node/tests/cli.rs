@@ -23,12 +23,16 @@ struct Chain {
 }
 
 fn served_chain() -> Chain {
+    served_chain_from(&upper_chain::Genesis::default())
+}
+
+fn served_chain_from(genesis: &upper_chain::Genesis) -> Chain {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .unwrap();
-    let owner = Arc::new(EmbeddedChain::default());
+    let owner = Arc::new(EmbeddedChain::with_genesis(genesis));
     let server = runtime
         .block_on(ChainServer::bind(
             "127.0.0.1:0",
@@ -623,5 +627,163 @@ fn verify_re_executes_a_record_log_checks_the_committed_roots_and_pins_a_tampere
         stderr(&garbage).contains("000000000003.rec"),
         "{}",
         stderr(&garbage)
+    );
+}
+
+#[test]
+fn verify_reads_the_records_from_strong_da_alone_with_a_node_down() {
+    use da_strong::{DaClient, DaNode, DaNodeAddress, DaServer, ErasureParams};
+    use shard_node::{ShardNetwork, ShardNode, strong_da::StrongDaPublisher};
+    use upper_chain::AvailabilityKind;
+
+    // Four DA nodes, any two rebuild a record; their committee is fixed in the chain's genesis.
+    let params = ErasureParams::new(2, 4).unwrap();
+    let keys: Vec<primitives::bls::BlsSecretKey> = (0..4u8)
+        .map(|index| primitives::bls::BlsSecretKey::from_seed(&[0x40 + index; 32]))
+        .collect();
+    let chain = served_chain_from(&upper_chain::Genesis {
+        da_committee: Some(upper_chain::DaCommittee {
+            keys: keys.iter().map(|key| key.public_key()).collect(),
+            data_chunks: params.data_chunks,
+            quorum: params.quorum() as u32,
+        }),
+        ..upper_chain::Genesis::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let _runtime = chain._runtime.enter();
+    let mut servers = Vec::new();
+    let mut nodes = Vec::new();
+    let mut da_args = Vec::new();
+    for (index, key) in keys.iter().enumerate() {
+        let node_dir = dir.path().join(format!("da-{index}"));
+        let identity = da_strong::server::load_or_create_identity(&node_dir).unwrap();
+        let node = DaNode::open(&node_dir.join("chunks"), index as u16, key.clone()).unwrap();
+        let server =
+            DaServer::start("127.0.0.1:0".parse().unwrap(), &identity, Arc::new(node)).unwrap();
+        da_args.push(format!(
+            "{}={}",
+            server.local_addr(),
+            node_dir.join("quic-certificate.der").display()
+        ));
+        nodes.push(DaNodeAddress {
+            address: server.local_addr(),
+            public_key: key.public_key(),
+            certificate: identity.certificate.clone(),
+        });
+        servers.push(server);
+    }
+
+    let shard_nodes: Vec<ShardNode> = (0..16).map(ShardNode::from_seed).collect();
+    for node in &shard_nodes {
+        let (registration, signature) = node.registration("peer".into(), Address::ZERO, vec![]);
+        chain.owner.register_node(registration, &signature).unwrap();
+    }
+    chain.owner.advance_epoch();
+    let mut network = ShardNetwork::new(
+        chain.owner.clone(),
+        CHAIN_ID,
+        shard_nodes,
+        &dir.path().join("shards"),
+    )
+    .unwrap();
+    network.set_root_commit_interval(2);
+    network.set_strong_da(StrongDaPublisher::spawn(
+        Arc::new(DaClient::new(params, nodes).unwrap()),
+        chain.owner.clone(),
+    ));
+    network
+        .insert_genesis(
+            COUNTER,
+            execution::AccountState {
+                code: primitives::Bytes::from_static(STORE_CODE),
+                ..execution::AccountState::default()
+            },
+        )
+        .unwrap();
+    let players: Vec<primitives::AccountKey> = (0..10)
+        .map(|seed| primitives::AccountKey::from_seed(800 + seed))
+        .collect();
+    for number in 1..=4u64 {
+        let body = primitives::BlockBody {
+            moves: players
+                .iter()
+                .enumerate()
+                .map(|(index, key)| store_move(key, number - 1, number * 100 + index as u64))
+                .collect(),
+        };
+        network
+            .execute_batch(&finalized_batch(number, &body), &[body])
+            .unwrap();
+    }
+    // Dispersal runs beside execution: wait (bounded) until the chain holds every commitment.
+    let recorded = |kind, number| chain.owner.availability(kind, number).unwrap().is_some();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !(recorded(AvailabilityKind::Genesis, 0)
+        && (1..=4).all(|number| recorded(AvailabilityKind::ExecutionRecord, number)))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "records not dispersed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    let chain_id = CHAIN_ID.to_string();
+    let verify_with = |da: &str| {
+        shard_node(
+            &[
+                "verify",
+                "--da",
+                da,
+                "--chain",
+                &chain.url,
+                "--chain-id",
+                &chain_id,
+            ],
+            &[],
+        )
+    };
+    let all = da_args.join(",");
+    let honest = verify_with(&all);
+    assert!(honest.status.success(), "{}", stderr(&honest));
+    let text = stdout(&honest);
+    assert_eq!(line(&text, "replayed_batches"), "4");
+    assert_eq!(line(&text, "replayed_moves"), "40");
+    let checked: usize = line(&text, "roots_checked").parse().unwrap();
+    assert!(checked >= 2, "{text}");
+
+    // With the first DA node down, the others still rebuild every record.
+    let first = servers.remove(0);
+    chain._runtime.block_on(first.shutdown());
+    let degraded = verify_with(&all);
+    assert!(degraded.status.success(), "{}", stderr(&degraded));
+    assert_eq!(line(&stdout(&degraded), "replayed_moves"), "40");
+
+    // A committee that is not the chain's, or a node that does not parse, is a clear error.
+    let three = da_args[..3].join(",");
+    let short = verify_with(&three);
+    assert!(!short.status.success());
+    assert!(
+        stderr(&short).contains("3 DA nodes given; the chain's committee has 4"),
+        "{}",
+        stderr(&short)
+    );
+    let garbage = verify_with("127.0.0.1:1");
+    assert!(!garbage.status.success());
+    assert!(
+        stderr(&garbage).contains("expected ADDR=CERT_FILE"),
+        "{}",
+        stderr(&garbage)
+    );
+    // Three of four nodes down: fewer than k answer, and the replay stops with why.
+    for server in servers.drain(..2) {
+        chain._runtime.block_on(server.shutdown());
+    }
+    let unavailable = verify_with(&all);
+    assert!(!unavailable.status.success());
+    assert!(
+        stderr(&unavailable).contains("verified chunks of the 2 needed"),
+        "{}",
+        stderr(&unavailable)
     );
 }
