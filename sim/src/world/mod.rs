@@ -59,7 +59,7 @@ use upper_chain::{EmbeddedChain, UpperChain};
 
 use crate::game::{GAME_ADDRESS, game_code, move_piece, slot_of};
 
-pub use replica::{Effect, PeerMessage, SharedWeakDa, SimSequencer};
+pub use replica::{Effect, PeerMessage, SharedWeakDa, SimSequencer, WeakDa};
 
 /// Chain ID of the world's moves.
 pub const CHAIN_ID: u64 = 4_242;
@@ -213,6 +213,10 @@ impl Scenario {
                 rng.random_range(0..config.sequencers),
                 Byzantine::Equivocates,
             )),
+            None if rng.random_bool(0.3) => Some((
+                rng.random_range(0..config.sequencers),
+                Byzantine::MismatchedBodies,
+            )),
             drawn => drawn,
         };
         Scenario {
@@ -241,6 +245,8 @@ pub enum Byzantine {
     WithholdsBodies,
     /// As primary, proposes two valid batches for one sequence, to different backups.
     Equivocates,
+    /// Puts in weak DA bodies that do not match the roots its headers name.
+    MismatchedBodies,
 }
 
 /// A broken invariant.
@@ -646,6 +652,7 @@ impl World {
             Some((_, Byzantine::Silent)) => add("silent_sequencer", 1),
             Some((_, Byzantine::WithholdsBodies)) => add("sequencer_withholding_bodies", 1),
             Some((_, Byzantine::Equivocates)) => add("equivocating_sequencer", 1),
+            Some((_, Byzantine::MismatchedBodies)) => add("sequencer_with_mismatched_bodies", 1),
             None => {}
         }
         add("shard_node_stopped", scenario.shard_stops.len() as u64);
@@ -768,9 +775,15 @@ impl World {
                 self.apply(sequencer, effects);
             }
             Event::BodyStored { sequencer, block } => {
-                self.weak_da
-                    .borrow_mut()
-                    .insert(block.header.root, block.body.clone());
+                let mut body = block.body.clone();
+                if matches!(self.scenario.byzantine, Some((byzantine, Byzantine::MismatchedBodies)) if byzantine == sequencer)
+                    && body.moves.len() >= 2
+                {
+                    // The same moves in another order: a body, but not the one the root names.
+                    body.moves.swap(0, 1);
+                    self.fault("mismatched_body");
+                }
+                self.weak_da.borrow_mut().put(block.header.root, body);
                 let effects = self.sequencers[sequencer].body_stored(self.now, *block);
                 self.apply(sequencer, effects);
             }
@@ -834,7 +847,7 @@ impl World {
             batch
                 .headers
                 .iter()
-                .all(|header| weak_da.contains_key(&header.root))
+                .all(|header| weak_da.holds(&header.root))
         };
         if held || attempt >= RECHECK_ATTEMPTS {
             let effects = self.sequencers[sequencer].check_batch(self.now, sequence, *batch);
@@ -1024,7 +1037,7 @@ impl World {
                 .batch
                 .headers
                 .iter()
-                .map(|header| self.weak_da.borrow().get(&header.root).cloned())
+                .map(|header| self.weak_da.borrow().body(&header.root).cloned())
                 .collect();
             let Some(bodies) = bodies else {
                 self.report.violations.push(Violation::Shard(format!(

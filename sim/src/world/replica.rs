@@ -57,8 +57,39 @@ pub enum Effect {
     Finalized(Box<FinalizedBatch>),
 }
 
-/// Weak DA as the world holds it: bodies by root, read by every sequencer at once.
-pub type SharedWeakDa = Rc<RefCell<HashMap<B256, BlockBody>>>;
+/// Weak DA as the world holds it: what was put under each root, read by every sequencer at
+/// once. Like the real store it keeps whatever it is given; readers check a body against its
+/// root ([`WeakDa::body`]).
+pub type SharedWeakDa = Rc<RefCell<WeakDa>>;
+
+/// The bodies put in weak DA, by the root they were put under.
+#[derive(Debug, Default)]
+pub struct WeakDa {
+    /// Each body, and whether it matches its root (checked once, when it is put).
+    bodies: HashMap<B256, (BlockBody, bool)>,
+}
+
+impl WeakDa {
+    /// Puts `body` under `root` (a byzantine sequencer's body may not match it).
+    pub fn put(&mut self, root: B256, body: BlockBody) {
+        let matches = body.root() == root;
+        self.bodies.insert(root, (body, matches));
+    }
+
+    /// The body under `root`, if there is one and it matches the root: a reader that fetches a
+    /// body that does not match refuses it, as one that finds none.
+    pub fn body(&self, root: &B256) -> Option<&BlockBody> {
+        self.bodies
+            .get(root)
+            .filter(|(_, matches)| *matches)
+            .map(|(body, _)| body)
+    }
+
+    /// Whether a body matching `root` is held.
+    pub fn holds(&self, root: &B256) -> bool {
+        self.body(root).is_some()
+    }
+}
 
 /// A sequencer's cores.
 pub struct SimSequencer {
@@ -350,8 +381,7 @@ impl SimSequencer {
     /// Whether this sequencer can read `header`'s body: its own, or in weak DA (a read of
     /// weak DA is keyed by the root, so it checks the body against the header).
     fn holds_body(&self, header: &BlockHeader) -> bool {
-        self.own_blocks.contains_key(&header.id())
-            || self.weak_da.borrow().contains_key(&header.root)
+        self.own_blocks.contains_key(&header.id()) || self.weak_da.borrow().holds(&header.root)
     }
 
     fn check(&mut self, now: Instant, sequence: u64, batch: Batch) {
