@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::register;
+use common::DevRegistry;
 
 use std::{
     collections::BTreeMap,
@@ -25,7 +25,7 @@ use accounting::{
 };
 use primitives::{AccountKey, Address, U256, keyfile::OperatorKeys};
 use upper_chain::{
-    AdminOp, EmbeddedChain, EvmChain, EvmConfig, Genesis, UpperChain, WalletUpdate,
+    EmbeddedChain, Genesis, UpperChain, WalletUpdate,
     devnode::{CHAIN_ID, devnode, funded_key},
 };
 
@@ -131,36 +131,18 @@ fn an_operator_reports_plans_and_pays_a_period_once_each_epoch_to_its_wallet() {
     let Some(url) = devnode() else {
         return;
     };
-    let treasury = funded_key();
-    let admin = funded_key();
-    let (registry, block) =
-        EvmChain::deploy(url, CHAIN_ID, &treasury, admin.address(), 1_000, None).unwrap();
-    let connect = |key: &AccountKey| {
-        let mut config = EvmConfig::new(url, CHAIN_ID, registry, key.clone());
-        config.deploy_block = block;
-        EvmChain::connect(config).unwrap()
-    };
-    let chain = connect(&treasury);
-    let advance = || {
-        let nonce = chain.admin_nonce().unwrap();
-        let op = AdminOp::AdvanceEpoch;
-        chain
-            .admin(op.clone(), &admin.sign_prehash(&op.signing_hash(nonce)))
-            .unwrap();
-    };
+    let dev = DevRegistry::deploy(url);
+    let (treasury, registry) = (dev.treasury.clone(), dev.registry);
+    let chain = dev.connect(&treasury);
+    let advance = || dev.advance_epoch();
 
     // Two nodes; the first moves to a new wallet during epoch 1, so from epoch 2 on.
     let first_wallet = AccountKey::from_seed(0x0c11a1).address();
     let second_wallet = AccountKey::from_seed(0x0c11a2).address();
     let new_wallet = AccountKey::from_seed(0x0c11a3).address();
     let (mover, stayer) = (funded_key(), funded_key());
-    register(&connect(&mover), &mover, first_wallet, &[]);
-    register(
-        &connect(&stayer),
-        &stayer,
-        second_wallet,
-        &["flag-from-the-future"],
-    );
+    dev.register(&mover, first_wallet, &[]);
+    dev.register(&stayer, second_wallet, &["flag-from-the-future"]);
     advance();
     let update = WalletUpdate {
         node: primitives::NodeId(mover.address()),
@@ -169,7 +151,9 @@ fn an_operator_reports_plans_and_pays_a_period_once_each_epoch_to_its_wallet() {
         nonce: 0,
     };
     let signature = mover.sign_prehash(&update.signing_hash());
-    connect(&mover).update_wallet(update, &signature).unwrap();
+    dev.connect(&mover)
+        .update_wallet(update, &signature)
+        .unwrap();
     advance();
     advance();
 
@@ -349,31 +333,14 @@ fn an_operator_pays_an_assets_wallet_inside_the_rollup_once_through_the_cli() {
     let Some(url) = devnode() else {
         return;
     };
-    let treasury = funded_key();
-    let admin = funded_key();
-    let (registry, block) =
-        EvmChain::deploy(url, CHAIN_ID, &treasury, admin.address(), 1_000, None).unwrap();
-    let connect = |key: &AccountKey| {
-        let mut config = EvmConfig::new(url, CHAIN_ID, registry, key.clone());
-        config.deploy_block = block;
-        EvmChain::connect(config).unwrap()
-    };
-    let chain = connect(&treasury);
+    let dev = DevRegistry::deploy(url);
+    let (treasury, registry) = (dev.treasury.clone(), dev.registry);
 
     // One node whose wallet takes its payouts in the rollup; the wallet's own key registers
     // where (it pays the gas of that call).
     let (node, wallet) = (funded_key(), funded_key());
-    register(
-        &connect(&node),
-        &node,
-        wallet.address(),
-        &["assets", "other"],
-    );
-    let nonce = chain.admin_nonce().unwrap();
-    let op = AdminOp::AdvanceEpoch;
-    chain
-        .admin(op.clone(), &admin.sign_prehash(&op.signing_hash(nonce)))
-        .unwrap();
+    dev.register(&node, wallet.address(), &["assets", "other"]);
+    dev.advance_epoch();
     let dir = tempfile::tempdir().unwrap();
     let usage = Usage {
         moves_executed: 10,

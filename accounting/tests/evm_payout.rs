@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::register;
+use common::DevRegistry;
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -19,23 +19,16 @@ use accounting::{
     usage::{Figure, Observation, Usage, summarise},
 };
 use primitives::{AccountKey, Address, U256};
-use upper_chain::{
-    AdminOp, EvmChain, EvmConfig, UpperChain,
-    devnode::{CHAIN_ID, devnode, funded_key},
-};
+use upper_chain::devnode::{devnode, funded_key};
 
 #[test]
 fn a_period_is_reported_from_the_chain_and_paid_on_it_once() {
     let Some(url) = devnode() else {
         return;
     };
-    let treasury = funded_key();
-    let admin = funded_key();
-    let (registry, block) =
-        EvmChain::deploy(url, CHAIN_ID, &treasury, admin.address(), 1_000, None).unwrap();
-    let mut config = EvmConfig::new(url, CHAIN_ID, registry, treasury.clone());
-    config.deploy_block = block;
-    let chain = Arc::new(EvmChain::connect(config).unwrap());
+    let dev = DevRegistry::deploy(url);
+    let treasury = dev.treasury.clone();
+    let chain = Arc::new(dev.connect(&treasury));
 
     // One operator's three nodes share a fresh wallet with different features; a second
     // operator's node has its own wallet. Node keys send their own registrations.
@@ -51,15 +44,9 @@ fn a_period_is_reported_from_the_chain_and_paid_on_it_once() {
         (&with_more, operator_wallet, &["assets", "other"][..]),
         (&other, other_wallet, &["flag-from-the-future"][..]),
     ] {
-        let mut node_config = EvmConfig::new(url, CHAIN_ID, registry, key.clone());
-        node_config.deploy_block = block;
-        let as_node = EvmChain::connect(node_config).unwrap();
-        register(&as_node, key, wallet, features);
+        dev.register(key, wallet, features);
     }
-    let nonce = chain.admin_nonce().unwrap();
-    let op = AdminOp::AdvanceEpoch;
-    let signature = admin.sign_prehash(&op.signing_hash(nonce));
-    chain.admin(op, &signature).unwrap();
+    dev.advance_epoch();
     let period = Period::new(1, 1).unwrap();
 
     // Each node claims 10 × its index moves; the other operator's node witnesses the rest and

@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::{deploy_rollup, register};
+use common::{DevRegistry, deploy_rollup};
 
 use std::sync::Arc;
 
@@ -31,7 +31,6 @@ use accounting::{
 use assets::{asset, keys::SpendingKey, solidity};
 use primitives::{AccountKey, Address, U256};
 use upper_chain::{
-    AdminOp, EvmChain, EvmConfig, UpperChain,
     devnode::{CHAIN_ID, devnode, funded_key},
     rollup::EvmAssets,
 };
@@ -41,13 +40,9 @@ fn three_nodes_of_one_operator_are_paid_by_their_methods_once() {
     let Some(url) = devnode() else {
         return;
     };
-    let treasury = funded_key();
-    let admin = funded_key();
-    let (registry, block) =
-        EvmChain::deploy(url, CHAIN_ID, &treasury, admin.address(), 1_000, None).unwrap();
-    let mut config = EvmConfig::new(url, CHAIN_ID, registry, treasury.clone());
-    config.deploy_block = block;
-    let chain = Arc::new(EvmChain::connect(config).unwrap());
+    let dev = DevRegistry::deploy(url);
+    let treasury = dev.treasury.clone();
+    let chain = Arc::new(dev.connect(&treasury));
 
     // The operator's wallet is a fresh account; the treasury gives it gas to register its asset
     // address (the only transaction it sends).
@@ -60,15 +55,9 @@ fn three_nodes_of_one_operator_are_paid_by_their_methods_once() {
         (&with_assets, &["assets"][..]),
         (&with_more, &["assets", "other"][..]),
     ] {
-        let mut node_config = EvmConfig::new(url, CHAIN_ID, registry, key.clone());
-        node_config.deploy_block = block;
-        let as_node = EvmChain::connect(node_config).unwrap();
-        register(&as_node, key, wallet.address(), features);
+        dev.register(key, wallet.address(), features);
     }
-    let nonce = chain.admin_nonce().unwrap();
-    let op = AdminOp::AdvanceEpoch;
-    let signature = admin.sign_prehash(&op.signing_hash(nonce));
-    chain.admin(op, &signature).unwrap();
+    dev.advance_epoch();
     let period = Period::new(1, 1).unwrap();
 
     // Each node's own signed usage (10, 20 and 30 moves, 100 s of uptime), its moves witnessed

@@ -6,10 +6,62 @@
 use assets::{prover, solidity, state::AssetState};
 use primitives::{AccountKey, Address, NodeId, bls::BlsSecretKey};
 use upper_chain::{
-    Registration, UpperChain,
-    devnode::{CHAIN_ID, compile_solidity},
+    AdminOp, EvmChain, EvmConfig, Registration, UpperChain,
+    devnode::{CHAIN_ID, compile_solidity, funded_key},
     rollup::EvmAssets,
 };
+
+/// A `Registry` deployed on the dev node by a fresh funded treasury key, with a fresh admin.
+pub struct DevRegistry {
+    /// The dev node.
+    pub url: &'static str,
+    /// The contract.
+    pub registry: Address,
+    /// The block it was deployed in.
+    pub block: u64,
+    /// Its deployer, which pays the upper-chain payouts.
+    pub treasury: AccountKey,
+    /// Its admin.
+    pub admin: AccountKey,
+}
+
+impl DevRegistry {
+    /// Deploys one on the dev node at `url`.
+    pub fn deploy(url: &'static str) -> DevRegistry {
+        let treasury = funded_key();
+        let admin = funded_key();
+        let (registry, block) =
+            EvmChain::deploy(url, CHAIN_ID, &treasury, admin.address(), 1_000, None).unwrap();
+        DevRegistry {
+            url,
+            registry,
+            block,
+            treasury,
+            admin,
+        }
+    }
+
+    /// The contract, sending with `key`.
+    pub fn connect(&self, key: &AccountKey) -> EvmChain {
+        let mut config = EvmConfig::new(self.url, CHAIN_ID, self.registry, key.clone());
+        config.deploy_block = self.block;
+        EvmChain::connect(config).unwrap()
+    }
+
+    /// Registers the node of `key` (sending its own registration).
+    pub fn register(&self, key: &AccountKey, wallet: Address, features: &[&str]) -> NodeId {
+        register(&self.connect(key), key, wallet, features)
+    }
+
+    /// Advances the registry's epoch, signed by the admin.
+    pub fn advance_epoch(&self) {
+        let chain = self.connect(&self.treasury);
+        let nonce = chain.admin_nonce().unwrap();
+        let op = AdminOp::AdvanceEpoch;
+        let signature = self.admin.sign_prehash(&op.signing_hash(nonce));
+        chain.admin(op, &signature).unwrap();
+    }
+}
 
 /// Seed of the dev setup of the rollup's circuits.
 const SETUP_SEED: u64 = 17;
