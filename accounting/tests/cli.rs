@@ -57,6 +57,43 @@ fn write_lines<T: serde::Serialize>(file: &Path, items: &[T]) {
     std::fs::write(file, text).unwrap();
 }
 
+/// `report` for epochs 1 to `to` from `dev`'s Registry and the files a test keeps in `dir`:
+/// `usage.jsonl` and `observations.jsonl` (written by the test), `rates.toml` (the example
+/// rates), `receipts.jsonl`; the CSV goes to `report.csv`.
+fn report_from(dev: &DevRegistry, dir: &Path, to: u64) -> Output {
+    let rates = dir.join("rates.toml");
+    std::fs::write(&rates, accounting::rates::EXAMPLE).unwrap();
+    let (chain_id, registry, to) = (
+        CHAIN_ID.to_string(),
+        dev.registry.to_string(),
+        to.to_string(),
+    );
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    accounting(&[
+        "report",
+        "--chain",
+        dev.url,
+        "--chain-id",
+        &chain_id,
+        "--registry",
+        &registry,
+        "--from",
+        "1",
+        "--to",
+        &to,
+        "--rates",
+        &file("rates.toml"),
+        "--usage",
+        &file("usage.jsonl"),
+        "--observations",
+        &file("observations.jsonl"),
+        "--receipts",
+        &file("receipts.jsonl"),
+        "--out",
+        &file("report.csv"),
+    ])
+}
+
 #[test]
 fn malformed_rates_usage_or_period_are_clear_errors_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -189,37 +226,13 @@ fn an_operator_reports_plans_and_pays_a_period_once_each_epoch_to_its_wallet() {
     let seen = dir.path().join("observations.jsonl");
     write_lines(&usage, &reports);
     write_lines(&seen, &observations);
-    let rates = dir.path().join("rates.toml");
-    std::fs::write(&rates, accounting::rates::EXAMPLE).unwrap();
     let per_move = accounting::Rates::example().rate(Figure::MovesExecuted) as u128;
     let receipts = dir.path().join("receipts.jsonl");
     let csv = dir.path().join("report.csv");
     let registry_text = registry.to_string();
     let chain_id = CHAIN_ID.to_string();
     let report = || {
-        let run = accounting(&[
-            "report",
-            "--chain",
-            url,
-            "--chain-id",
-            &chain_id,
-            "--registry",
-            &registry_text,
-            "--from",
-            "1",
-            "--to",
-            "2",
-            "--rates",
-            path(&rates),
-            "--usage",
-            path(&usage),
-            "--observations",
-            path(&seen),
-            "--receipts",
-            path(&receipts),
-            "--out",
-            path(&csv),
-        ]);
+        let run = report_from(&dev, dir.path(), 2);
         assert!(run.status.success(), "{}", stderr(&run));
         report::read_csv(std::fs::File::open(&csv).unwrap()).unwrap()
     };
@@ -368,34 +381,10 @@ fn an_operator_pays_an_assets_wallet_inside_the_rollup_once_through_the_cli() {
             group: None,
         }],
     );
-    let rates = dir.path().join("rates.toml");
-    std::fs::write(&rates, accounting::rates::EXAMPLE).unwrap();
     let csv = dir.path().join("report.csv");
     let receipts = dir.path().join("receipts.jsonl");
     let (registry_text, chain_id) = (registry.to_string(), CHAIN_ID.to_string());
-    let run = accounting(&[
-        "report",
-        "--chain",
-        url,
-        "--chain-id",
-        &chain_id,
-        "--registry",
-        &registry_text,
-        "--from",
-        "1",
-        "--to",
-        "1",
-        "--rates",
-        path(&rates),
-        "--usage",
-        path(&usage_file),
-        "--observations",
-        path(&seen),
-        "--receipts",
-        path(&receipts),
-        "--out",
-        path(&csv),
-    ]);
+    let run = report_from(&dev, dir.path(), 1);
     assert!(run.status.success(), "{}", stderr(&run));
     let plan =
         accounting::payout::plan(&report::read_csv(std::fs::File::open(&csv).unwrap()).unwrap());
