@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use execution::{InMemoryState, StateDiff};
-use primitives::{Address, constants::GROUP_SIZE};
+use primitives::{Address, B256, BlockBody, FinalizedBatch, constants::GROUP_SIZE};
 use upper_chain::{ChainError, GroupRootCommitment, UpperChain, group_id};
 
 use crate::{
@@ -40,6 +40,11 @@ pub trait RecordSource {
     fn genesis(&mut self) -> Result<Option<StateDiff>, SourceError>;
     /// The record of batch `number`, if the source holds it.
     fn record(&mut self, number: u64) -> Result<Option<ExecutionRecord>, SourceError>;
+    /// Finalized batch `number`, if the source holds it (a record log does not), so the
+    /// record's moves can be checked against it.
+    fn batch(&mut self, _number: u64) -> Result<Option<FinalizedBatch>, SourceError> {
+        Ok(None)
+    }
 }
 
 impl RecordSource for RecordLog {
@@ -95,6 +100,10 @@ impl RecordSource for StrongDaRecords {
         }
         Ok(record)
     }
+
+    fn batch(&mut self, number: u64) -> Result<Option<FinalizedBatch>, SourceError> {
+        Ok(self.runtime.block_on(self.reader.batch(number))?)
+    }
 }
 
 /// Why a verification did not pass.
@@ -121,6 +130,45 @@ pub enum VerifyError {
     /// Re-execution parts from what was recorded or committed: the first such place.
     #[error("diverges: {0}")]
     Diverges(Divergence),
+    /// The finalized batch the source holds is not the one the upper chain committed.
+    #[error("batch {batch} in strong DA has hash {held}; the upper chain committed {committed}")]
+    BatchMismatch {
+        /// The batch.
+        batch: u64,
+        /// The hash of the batch the source holds.
+        held: B256,
+        /// The hash the chain committed.
+        committed: B256,
+    },
+    /// A record's moves are not the finalized batch's: block `block` of the batch (or, at the
+    /// batch's block count, what follows its last block) differs.
+    #[error("the record of batch {batch} does not hold the finalized moves of block {block}")]
+    MovesNotFinalized {
+        /// The batch.
+        batch: u64,
+        /// The first block whose moves differ.
+        block: usize,
+    },
+}
+
+/// Checks that `record` holds exactly the moves of `batch`'s blocks, in order: each block's
+/// share of the moves has the header's count and Merkle root. `Err(block)` names the first
+/// block that differs.
+fn check_moves(record: &ExecutionRecord, batch: &FinalizedBatch) -> Result<(), usize> {
+    let mut moves = record.moves.iter().map(|recorded| recorded.signed.clone());
+    for (index, header) in batch.batch.headers.iter().enumerate() {
+        let count = header.move_count as usize;
+        let body = BlockBody {
+            moves: moves.by_ref().take(count).collect(),
+        };
+        if body.moves.len() != count || body.root() != header.root {
+            return Err(index);
+        }
+    }
+    match moves.next() {
+        Some(_) => Err(batch.batch.headers.len()),
+        None => Ok(()),
+    }
 }
 
 /// What an honest verification found.
@@ -134,6 +182,9 @@ pub struct VerifyReport {
     pub roots_checked: Vec<GroupRootCommitment>,
     /// Groups whose latest committed root is after the last replayed batch (not checked).
     pub roots_after: usize,
+    /// Records whose moves were checked against their finalized batch (the source held it,
+    /// and its hash is the one the chain committed, where the chain has committed it).
+    pub batches_matched: u64,
 }
 
 /// Replays the records of `source` from its genesis through batch `through` (default: the last
@@ -197,6 +248,23 @@ pub fn verify(
             .record(number)?
             .ok_or(VerifyError::Disappeared(number))?;
         report.moves += record.moves.len();
+        if let Some(batch) = source.batch(number)? {
+            let held = batch.batch.hash();
+            if let Some(committed) = chain.batch_hash(number)?
+                && committed != held
+            {
+                return Err(VerifyError::BatchMismatch {
+                    batch: number,
+                    held,
+                    committed,
+                });
+            }
+            check_moves(&record, &batch).map_err(|block| VerifyError::MovesNotFinalized {
+                batch: number,
+                block,
+            })?;
+            report.batches_matched += 1;
+        }
         verifier.replay(&record).map_err(VerifyError::Diverges)?;
         for commitment in by_batch.remove(&number).into_iter().flatten() {
             let snapshot = snapshots

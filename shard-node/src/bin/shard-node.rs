@@ -476,5 +476,6 @@ fn verify(
     println!("replayed_moves {}", report.moves);
     println!("roots_checked {}", report.roots_checked.len());
     println!("roots_after_the_records {}", report.roots_after);
+    println!("batches_matched {}", report.batches_matched);
     Ok(())
 }

@@ -81,6 +81,10 @@ impl RecordSource for Substituted {
         }
         self.inner.record(number)
     }
+
+    fn batch(&mut self, number: u64) -> Result<Option<primitives::FinalizedBatch>, SourceError> {
+        self.inner.batch(number)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,6 +143,8 @@ async fn a_devnet_run_verifies_from_strong_da_alone_even_with_a_da_node_down() {
     .expect("an honest run verifies");
     assert_eq!(honest.batches, last);
     assert_eq!(honest.moves as u64, executed);
+    // Every record holds exactly its finalized batch's moves, that batch the one committed.
+    assert_eq!(honest.batches_matched, last);
     assert!(
         honest
             .roots_checked
@@ -213,6 +219,27 @@ async fn a_devnet_run_verifies_from_strong_da_alone_even_with_a_da_node_down() {
         .await
         .expect("tampered record rebuilt");
     assert_eq!(read_back, tampered);
+    // A record that leaves out a finalized move does not even get to re-execution.
+    let mut short = tampered.clone();
+    short.moves.remove(index);
+    let outcome = verify_from(
+        Substituted {
+            inner: StrongDaRecords::new(reader(&devnet), handle.clone()),
+            number: root_batch,
+            record: short,
+        },
+        chain.clone(),
+        devnet.chain_id,
+        last,
+    )
+    .await;
+    assert!(
+        matches!(
+            outcome,
+            Err(VerifyError::MovesNotFinalized { batch, .. }) if batch == root_batch
+        ),
+        "{outcome:?}"
+    );
     let outcome = verify_from(
         Substituted {
             inner: StrongDaRecords::new(strong_da, handle.clone()),
