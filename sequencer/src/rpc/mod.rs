@@ -1108,7 +1108,7 @@ fn tick_diff_json(
 /// Has the gateway's session follow the union of what its `tickrate_tickDiff` subscribers
 /// follow, after `change` updated the counts (under the lock, so the core ends with the last
 /// union computed). Refused, with the counts unchanged, if the union would pass
-/// [`TICK_DIFF_ENTITIES_MAX`].
+/// [`TICK_DIFF_ENTITIES_MAX`] or the core has stopped.
 async fn refollow(
     gateway: &Gateway,
     change: impl FnOnce(&mut HashMap<StateItem, usize>),
@@ -1129,13 +1129,15 @@ async fn refollow(
         let state = gateway.link.read();
         (state.link.clone(), state.client)
     };
-    *followed = next;
     link.request(
         client,
         ClientRequest::SubscribeEntities(union.into_iter().map(Entity::Item).collect()),
     )
     .await
-    .map_err(|_| internal(&"the sequencer has stopped"))
+    .map_err(|_| internal(&"the sequencer has stopped"))?;
+    // Counted only once the core has the union: a refused subscriber leaves nothing behind.
+    *followed = next;
+    Ok(())
 }
 
 /// `tickrate_tickDiff`: the gateway's session follows the subscriber's items too (the core
