@@ -1035,7 +1035,14 @@ async fn subscribe_pending(
             break;
         }
     }
-    let result = forward_pending(&sink, &mut events, &items).await;
+    let result = forward_events(
+        &sink,
+        &mut events,
+        &items,
+        "pendingState",
+        pending_event_json,
+    )
+    .await;
     for item in &items {
         let last = {
             let mut watched = gateway.watched.lock();
@@ -1059,10 +1066,15 @@ async fn subscribe_pending(
     result
 }
 
-async fn forward_pending(
+/// Sends a subscriber, until it leaves or falls behind, the JSON `to_json` makes of each event
+/// for its `items` (events with nothing for them are skipped). `kind` names the subscription in
+/// logs.
+async fn forward_events(
     sink: &jsonrpsee::SubscriptionSink,
     events: &mut broadcast::Receiver<Arc<ServerMessage>>,
     items: &std::collections::HashSet<StateItem>,
+    kind: &'static str,
+    to_json: fn(&ServerMessage, &std::collections::HashSet<StateItem>) -> Option<serde_json::Value>,
 ) -> jsonrpsee::core::SubscriptionResult {
     loop {
         let message = tokio::select! {
@@ -1070,13 +1082,13 @@ async fn forward_pending(
             received = events.recv() => match received {
                 Ok(message) => message,
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    warn!(target: "sequencer::rpc", missed, "a pendingState subscriber fell behind; closed");
+                    warn!(target: "sequencer::rpc", missed, kind, "a subscriber fell behind; closed");
                     return Ok(());
                 }
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             },
         };
-        let Some(json) = pending_event_json(&message, items) else {
+        let Some(json) = to_json(&message, items) else {
             continue;
         };
         let json = serde_json::value::to_raw_value(&json)?;
@@ -1173,7 +1185,7 @@ async fn subscribe_tick_diffs(
     }
     let result: jsonrpsee::core::SubscriptionResult = async {
         let sink = pending.accept().await?;
-        forward_tick_diffs(&sink, &mut events, &items).await
+        forward_events(&sink, &mut events, &items, "tickDiff", tick_diff_json).await
     }
     .await;
     let removed = refollow(&gateway, |followed| {
@@ -1188,33 +1200,6 @@ async fn subscribe_tick_diffs(
         debug!(target: "sequencer::rpc", %error, "could not stop following a subscriber's items");
     }
     result
-}
-
-async fn forward_tick_diffs(
-    sink: &jsonrpsee::SubscriptionSink,
-    events: &mut broadcast::Receiver<Arc<ServerMessage>>,
-    items: &std::collections::HashSet<StateItem>,
-) -> jsonrpsee::core::SubscriptionResult {
-    loop {
-        let message = tokio::select! {
-            () = sink.closed() => return Ok(()),
-            received = events.recv() => match received {
-                Ok(message) => message,
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    warn!(target: "sequencer::rpc", missed, "a tickDiff subscriber fell behind; closed");
-                    return Ok(());
-                }
-                Err(broadcast::error::RecvError::Closed) => return Ok(()),
-            },
-        };
-        let Some(json) = tick_diff_json(&message, items) else {
-            continue;
-        };
-        let json = serde_json::value::to_raw_value(&json)?;
-        if sink.send(json).await.is_err() {
-            return Ok(());
-        }
-    }
 }
 
 #[cfg(test)]
